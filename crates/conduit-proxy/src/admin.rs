@@ -1,0 +1,92 @@
+//! The admin server: `/metrics` (Prometheus/OpenMetrics text), `/ready` (503 while
+//! draining), `/live`, and `POST /shutdown`, which only a client on loopback may call.
+
+use crate::{drain, metrics::Metrics};
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+/// What the admin server reads and controls.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub drain: Arc<drain::Signal>,
+}
+
+impl Admin {
+    /// Serves until the process exits; it keeps answering while the proxy drains.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = self.clone();
+            let conn = h1.serve_connection(
+                TokioIo::new(tcp),
+                service_fn(move |req| {
+                    let rsp = admin.respond(&req, peer);
+                    async move { Ok::<_, Infallible>(rsp) }
+                }),
+            );
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    debug!(%error, "admin connection failed");
+                }
+            });
+        }
+    }
+
+    fn respond(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut rsp = text(StatusCode::OK, self.metrics.encode());
+                rsp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                rsp
+            }
+            (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+            (&Method::GET, "/ready") if self.drain.is_draining() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            }
+            (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n"),
+            (&Method::POST, "/shutdown") if peer.ip().is_loopback() => {
+                info!(%peer, "shutdown requested through the admin server");
+                self.drain.start();
+                text(StatusCode::OK, "shutting down\n")
+            }
+            (&Method::POST, "/shutdown") => text(
+                StatusCode::FORBIDDEN,
+                "shutdown is only allowed from loopback\n",
+            ),
+            (_, "/metrics" | "/live" | "/ready" | "/shutdown") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /ready, /live or POST /shutdown\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(body.into()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}

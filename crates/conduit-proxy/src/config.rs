@@ -1,0 +1,456 @@
+//! The proxy's configuration: every `CONDUIT_PROXY_*` environment variable, parsed once
+//! at start into [`Config`]. A bad value is refused with the variable's name and the form
+//! it accepts. Knows nothing about sockets or serving.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+/// Everything the proxy needs to start, parsed and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where redirected inbound connections arrive (`CONDUIT_PROXY_INBOUND_ADDR`).
+    pub inbound_addr: SocketAddr,
+    /// Where redirected outbound connections arrive (`CONDUIT_PROXY_OUTBOUND_ADDR`).
+    pub outbound_addr: SocketAddr,
+    /// The admin server: metrics, readiness, liveness, shutdown (`CONDUIT_PROXY_ADMIN_ADDR`).
+    pub admin_addr: SocketAddr,
+    /// Destination ports whose traffic is never inspected (`CONDUIT_PROXY_OPAQUE_PORTS`).
+    pub opaque_ports: PortSet,
+    /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
+    pub detect_timeout: Duration,
+    /// How long a client may take to send a whole request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
+    pub header_read_timeout: Duration,
+    /// The largest request head accepted, in bytes (`CONDUIT_PROXY_MAX_HEADER_BYTES`).
+    pub max_header_bytes: usize,
+    /// How long to wait for an upstream TCP connection (`CONDUIT_PROXY_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept (`CONDUIT_PROXY_POOL_IDLE_TIMEOUT`).
+    pub pool_idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams allowed per client connection (`CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS`).
+    pub http2_max_concurrent_streams: u32,
+    /// How long in-flight work may take to finish after shutdown starts (`CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD`).
+    pub shutdown_grace_period: Duration,
+    /// Worker threads (`CONDUIT_PROXY_CORES`); 1 runs everything on one thread.
+    pub cores: usize,
+    /// Log filter, like `info` or `warn,conduit_proxy=debug` (`CONDUIT_PROXY_LOG`).
+    pub log: String,
+    /// The pod this proxy serves, stamped on every metric.
+    pub pod: PodIdentity,
+}
+
+/// The workload a proxy belongs to (`CONDUIT_PROXY_POD_NAMESPACE`, `_POD_DEPLOYMENT`, `_POD_NAME`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub deployment: String,
+    pub pod: String,
+}
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What it held.
+    pub value: String,
+    /// The accepted form, in words.
+    pub expected: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            inbound_addr: SocketAddr::from(([0, 0, 0, 0], 4143)),
+            outbound_addr: SocketAddr::from(([127, 0, 0, 1], 4140)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 4191)),
+            opaque_ports: PortSet::default(),
+            detect_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            connect_timeout: Duration::from_secs(3),
+            pool_idle_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 256,
+            shutdown_grace_period: Duration::from_secs(30),
+            cores: 1,
+            log: "info".to_string(),
+            pod: PodIdentity::default(),
+        }
+    }
+}
+
+/// Every variable the proxy reads, with its default and meaning, for `--help`-style docs.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "CONDUIT_PROXY_INBOUND_ADDR",
+        "0.0.0.0:4143",
+        "listener for redirected inbound TCP",
+    ),
+    (
+        "CONDUIT_PROXY_OUTBOUND_ADDR",
+        "127.0.0.1:4140",
+        "listener for redirected outbound TCP",
+    ),
+    (
+        "CONDUIT_PROXY_ADMIN_ADDR",
+        "0.0.0.0:4191",
+        "admin server: /metrics /ready /live /shutdown",
+    ),
+    (
+        "CONDUIT_PROXY_OPAQUE_PORTS",
+        "(none)",
+        "comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010",
+    ),
+    (
+        "CONDUIT_PROXY_DETECT_TIMEOUT",
+        "10s",
+        "wait for a client's first bytes before treating the connection as opaque TCP",
+    ),
+    (
+        "CONDUIT_PROXY_HEADER_READ_TIMEOUT",
+        "10s",
+        "time a client has to send a complete request head",
+    ),
+    (
+        "CONDUIT_PROXY_MAX_HEADER_BYTES",
+        "65536",
+        "largest request head accepted; larger gets 431",
+    ),
+    (
+        "CONDUIT_PROXY_CONNECT_TIMEOUT",
+        "3s",
+        "time to establish an upstream TCP connection",
+    ),
+    (
+        "CONDUIT_PROXY_POOL_IDLE_TIMEOUT",
+        "20s",
+        "how long idle upstream HTTP connections are kept",
+    ),
+    (
+        "CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
+        "256",
+        "concurrent streams per HTTP/2 client connection",
+    ),
+    (
+        "CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD",
+        "30s",
+        "time in-flight work gets to finish after SIGTERM",
+    ),
+    ("CONDUIT_PROXY_CORES", "1", "worker threads"),
+    (
+        "CONDUIT_PROXY_LOG",
+        "info",
+        "log filter: a level, or target=level pairs",
+    ),
+    (
+        "CONDUIT_PROXY_POD_NAMESPACE",
+        "(empty)",
+        "the pod's namespace, a label on every metric",
+    ),
+    (
+        "CONDUIT_PROXY_POD_DEPLOYMENT",
+        "(empty)",
+        "the pod's deployment, a label on every metric",
+    ),
+    (
+        "CONDUIT_PROXY_POD_NAME",
+        "(empty)",
+        "the pod's name, a label on every metric",
+    ),
+];
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from name/value pairs; unknown names are ignored.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CONDUIT_PROXY_"))
+            .collect();
+        let d = Config::default();
+        let get = |name: &'static str| vars.get(name).map(|v| (name, v.trim()));
+        Ok(Config {
+            inbound_addr: parse_or(
+                get("CONDUIT_PROXY_INBOUND_ADDR"),
+                d.inbound_addr,
+                parse_addr,
+            )?,
+            outbound_addr: parse_or(
+                get("CONDUIT_PROXY_OUTBOUND_ADDR"),
+                d.outbound_addr,
+                parse_addr,
+            )?,
+            admin_addr: parse_or(get("CONDUIT_PROXY_ADMIN_ADDR"), d.admin_addr, parse_addr)?,
+            opaque_ports: parse_or(get("CONDUIT_PROXY_OPAQUE_PORTS"), d.opaque_ports, |v| {
+                v.parse::<PortSet>()
+                    .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())
+            })?,
+            detect_timeout: parse_or(
+                get("CONDUIT_PROXY_DETECT_TIMEOUT"),
+                d.detect_timeout,
+                parse_duration,
+            )?,
+            header_read_timeout: parse_or(
+                get("CONDUIT_PROXY_HEADER_READ_TIMEOUT"),
+                d.header_read_timeout,
+                parse_duration,
+            )?,
+            max_header_bytes: parse_or(
+                get("CONDUIT_PROXY_MAX_HEADER_BYTES"),
+                d.max_header_bytes,
+                |v| parse_in_range(v, 1024, 16 * 1024 * 1024),
+            )?,
+            connect_timeout: parse_or(
+                get("CONDUIT_PROXY_CONNECT_TIMEOUT"),
+                d.connect_timeout,
+                parse_duration,
+            )?,
+            pool_idle_timeout: parse_or(
+                get("CONDUIT_PROXY_POOL_IDLE_TIMEOUT"),
+                d.pool_idle_timeout,
+                parse_duration,
+            )?,
+            http2_max_concurrent_streams: parse_or(
+                get("CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS"),
+                d.http2_max_concurrent_streams,
+                |v| parse_in_range(v, 1, 100_000),
+            )?,
+            shutdown_grace_period: parse_or(
+                get("CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD"),
+                d.shutdown_grace_period,
+                parse_duration,
+            )?,
+            cores: parse_or(get("CONDUIT_PROXY_CORES"), d.cores, |v| {
+                parse_in_range(v, 1, 1024)
+            })?,
+            log: get("CONDUIT_PROXY_LOG").map_or(d.log, |(_, v)| v.to_string()),
+            pod: PodIdentity {
+                namespace: text(get("CONDUIT_PROXY_POD_NAMESPACE")),
+                deployment: text(get("CONDUIT_PROXY_POD_DEPLOYMENT")),
+                pod: text(get("CONDUIT_PROXY_POD_NAME")),
+            },
+        })
+    }
+}
+
+fn text(var: Option<(&'static str, &str)>) -> String {
+    var.map(|(_, v)| v.to_string()).unwrap_or_default()
+}
+
+fn parse_or<T>(
+    var: Option<(&'static str, &str)>,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match var {
+        None => Ok(default),
+        Some((_, "")) => Ok(default),
+        Some((name, value)) => parse(value).map_err(|expected| ConfigError {
+            var: name,
+            value: value.to_string(),
+            expected,
+        }),
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "an IP address and port, like 0.0.0.0:4143 or [::]:4143".into())
+}
+
+/// Parses durations like `10s`, `500ms` or `1m`; a bare number is refused because its
+/// unit would be a guess.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let expected = || "a duration like 10s, 500ms or 1m".to_string();
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(expected());
+    }
+    humantime::parse_duration(v).map_err(|_| expected())
+}
+
+fn parse_in_range<T>(v: &str, min: T, max: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("a whole number from {min} to {max}")),
+    }
+}
+
+/// A set of TCP ports, as a bitmap so that membership is one load on the data path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet(Box<[u64; 1024]>);
+
+impl Default for PortSet {
+    fn default() -> Self {
+        PortSet(Box::new([0; 1024]))
+    }
+}
+
+impl PortSet {
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    /// Adds `port` to the set.
+    pub fn insert(&mut self, port: u16) {
+        self.0[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    /// The ports in the set, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|p| self.contains(*p))
+    }
+}
+
+impl fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl FromStr for PortSet {
+    type Err = ();
+
+    /// Parses `25,3306,9000-9010`; whitespace around items is ignored, port 0 is refused.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let mut set = PortSet::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (lo, hi) = match item.split_once('-') {
+                Some((lo, hi)) => (lo.trim(), hi.trim()),
+                None => (item, item),
+            };
+            let lo: u16 = lo.parse().map_err(|_| ())?;
+            let hi: u16 = hi.parse().map_err(|_| ())?;
+            if lo == 0 || lo > hi {
+                return Err(());
+            }
+            for p in lo..=hi {
+                set.insert(p);
+            }
+        }
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_environment() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.inbound_addr.to_string(), "0.0.0.0:4143");
+        assert_eq!(c.outbound_addr.to_string(), "127.0.0.1:4140");
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:4191");
+        assert_eq!(c.detect_timeout, Duration::from_secs(10));
+        assert_eq!(c.cores, 1);
+    }
+
+    #[test]
+    fn reads_every_documented_variable() {
+        let c = Config::from_vars(vars(&[
+            ("CONDUIT_PROXY_INBOUND_ADDR", "[::]:5143"),
+            ("CONDUIT_PROXY_OUTBOUND_ADDR", "127.0.0.1:5140"),
+            ("CONDUIT_PROXY_ADMIN_ADDR", "127.0.0.1:5191"),
+            ("CONDUIT_PROXY_OPAQUE_PORTS", "25, 3306,9000-9002"),
+            ("CONDUIT_PROXY_DETECT_TIMEOUT", "250ms"),
+            ("CONDUIT_PROXY_HEADER_READ_TIMEOUT", "2s"),
+            ("CONDUIT_PROXY_MAX_HEADER_BYTES", "4096"),
+            ("CONDUIT_PROXY_CONNECT_TIMEOUT", "1s"),
+            ("CONDUIT_PROXY_POOL_IDLE_TIMEOUT", "1m"),
+            ("CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", "10"),
+            ("CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s"),
+            ("CONDUIT_PROXY_CORES", "2"),
+            ("CONDUIT_PROXY_LOG", "debug"),
+            ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
+            ("CONDUIT_PROXY_POD_DEPLOYMENT", "web"),
+            ("CONDUIT_PROXY_POD_NAME", "web-1"),
+            ("UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.inbound_addr.to_string(), "[::]:5143");
+        assert_eq!(
+            c.opaque_ports.iter().collect::<Vec<_>>(),
+            [25, 3306, 9000, 9001, 9002]
+        );
+        assert_eq!(c.detect_timeout, Duration::from_millis(250));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_header_bytes, 4096);
+        assert_eq!(c.pool_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http2_max_concurrent_streams, 10);
+        assert_eq!(c.cores, 2);
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.pod.deployment, "web");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_accepted_form() {
+        let cases = [
+            ("CONDUIT_PROXY_DETECT_TIMEOUT", "10", "a duration like 10s"),
+            (
+                "CONDUIT_PROXY_DETECT_TIMEOUT",
+                "soon",
+                "a duration like 10s",
+            ),
+            (
+                "CONDUIT_PROXY_OPAQUE_PORTS",
+                "25,http",
+                "a comma list of ports",
+            ),
+            (
+                "CONDUIT_PROXY_OPAQUE_PORTS",
+                "90-80",
+                "a comma list of ports",
+            ),
+            ("CONDUIT_PROXY_OPAQUE_PORTS", "0", "a comma list of ports"),
+            (
+                "CONDUIT_PROXY_INBOUND_ADDR",
+                "4143",
+                "an IP address and port",
+            ),
+            ("CONDUIT_PROXY_CORES", "0", "a whole number from 1 to 1024"),
+            (
+                "CONDUIT_PROXY_MAX_HEADER_BYTES",
+                "12",
+                "a whole number from 1024",
+            ),
+        ];
+        for (var, value, expected) in cases {
+            let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var);
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("{var}=")), "{msg}");
+            assert!(msg.contains(expected), "{msg} should contain {expected}");
+        }
+    }
+
+    #[test]
+    fn empty_values_mean_default() {
+        let c = Config::from_vars(vars(&[("CONDUIT_PROXY_DETECT_TIMEOUT", "")])).unwrap();
+        assert_eq!(c.detect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn port_set_membership() {
+        let set: PortSet = "1,65535,100-101".parse().unwrap();
+        assert!(set.contains(1) && set.contains(65535) && set.contains(100) && set.contains(101));
+        assert!(!set.contains(2) && !set.contains(102) && !set.contains(0));
+        assert_eq!(format!("{set:?}"), "{1, 100, 101, 65535}");
+    }
+}

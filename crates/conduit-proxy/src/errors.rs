@@ -1,0 +1,223 @@
+//! The failures the proxy meets itself, and the one place that turns them into responses.
+//!
+//! Every response the proxy makes up (not the application's) carries a
+//! `conduit-proxy-error` header saying in plain words what went wrong; the same words are
+//! logged, and the short [`ProxyError::code`] labels the `proxy_errors_total` counter.
+
+use crate::metrics::{Direction, Metrics};
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use std::{io, net::SocketAddr, time::Duration};
+
+/// The header on every response the proxy generates.
+pub const PROXY_ERROR_HEADER: &str = "conduit-proxy-error";
+
+/// A failure of the proxy's own, as opposed to an application's error response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the client sent part of an HTTP request head and then nothing for {}", humantime::format_duration(*.timeout))]
+    RequestHeadTimeout { timeout: Duration },
+    #[error("malformed HTTP request: {reason}")]
+    MalformedRequest { reason: String },
+    #[error("the request head is larger than the proxy's limit of {limit} bytes (CONDUIT_PROXY_MAX_HEADER_BYTES)")]
+    HeadersTooLarge { limit: usize },
+    #[error("the request line is longer than the proxy's limit of {limit} bytes (CONDUIT_PROXY_MAX_HEADER_BYTES)")]
+    UriTooLong { limit: usize },
+    #[error("upstream {addr} refused the connection: nothing listens on that port")]
+    UpstreamRefused { addr: SocketAddr },
+    #[error("connecting to upstream {addr} timed out after {}", humantime::format_duration(*.timeout))]
+    UpstreamConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("upstream {addr} is unreachable: {source}")]
+    UpstreamUnreachable { addr: SocketAddr, source: io::Error },
+    #[error("upstream {addr} failed: {reason}")]
+    UpstreamFailed { addr: SocketAddr, reason: String },
+}
+
+impl ProxyError {
+    /// The status code of the response that reports this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::RequestHeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::UpstreamRefused { .. }
+            | ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short stable name for metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::RequestHeadTimeout { .. } => "request_head_timeout",
+            ProxyError::MalformedRequest { .. } => "malformed_request",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::UpstreamRefused { .. } => "upstream_refused",
+            ProxyError::UpstreamConnectTimeout { .. } => "upstream_connect_timeout",
+            ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::UpstreamFailed { .. } => "upstream_failed",
+        }
+    }
+
+    /// Classifies a failed upstream connect.
+    pub fn from_connect(addr: SocketAddr, err: io::Error) -> ProxyError {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => ProxyError::UpstreamRefused { addr },
+            _ => ProxyError::UpstreamUnreachable { addr, source: err },
+        }
+    }
+
+    /// The response that reports this error to an HTTP client.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let text = self.to_string();
+        let mut rsp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+        *rsp.status_mut() = self.status();
+        let headers = rsp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(PROXY_ERROR_HEADER, header_value(&text));
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        rsp
+    }
+
+    /// Logs the error and counts it in `proxy_errors_total`.
+    pub fn report(&self, metrics: &Metrics, direction: Direction) {
+        metrics.error(direction, self.code());
+        tracing::info!(
+            direction = direction.as_str(),
+            error = self.code(),
+            "{self}"
+        );
+    }
+
+    /// Whether the client's connection is unusable after this error.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::RequestHeadTimeout { .. }
+                | ProxyError::MalformedRequest { .. }
+                | ProxyError::HeadersTooLarge { .. }
+                | ProxyError::UriTooLong { .. }
+        )
+    }
+
+    /// The response as HTTP/1.1 bytes, for errors found before an HTTP server exists.
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let text = self.to_string();
+        let body = format!("{text}\n");
+        let status = self.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        for (name, value) in self.to_response().headers() {
+            out.push_str(name.as_str());
+            out.push_str(": ");
+            out.push_str(value.to_str().unwrap_or(""));
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        out.into_bytes()
+    }
+}
+
+/// A header value from free text, with anything a header cannot carry replaced.
+fn header_value(text: &str) -> HeaderValue {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c == '\t' || (' '..='~').contains(&c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("proxy error"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_says_what_happened_in_its_header() {
+        let addr: SocketAddr = "198.18.0.2:8080".parse().unwrap();
+        let cases = [
+            (ProxyError::UpstreamRefused { addr }, 502, "refused"),
+            (
+                ProxyError::UpstreamConnectTimeout {
+                    addr,
+                    timeout: Duration::from_secs(3),
+                },
+                504,
+                "timed out after 3s",
+            ),
+            (
+                ProxyError::HeadersTooLarge { limit: 1024 },
+                431,
+                "larger than",
+            ),
+            (
+                ProxyError::MalformedRequest {
+                    reason: "invalid header name".into(),
+                },
+                400,
+                "invalid header",
+            ),
+            (
+                ProxyError::RequestHeadTimeout {
+                    timeout: Duration::from_secs(10),
+                },
+                408,
+                "nothing for 10s",
+            ),
+        ];
+        for (err, status, words) in cases {
+            let rsp = err.to_response();
+            assert_eq!(rsp.status().as_u16(), status);
+            let header = rsp.headers()[PROXY_ERROR_HEADER].to_str().unwrap();
+            assert!(header.contains(words), "{header}");
+        }
+    }
+
+    #[test]
+    fn http1_bytes_are_a_complete_response() {
+        let err = ProxyError::HeadersTooLarge { limit: 1024 };
+        let bytes = err.to_http1_bytes();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut rsp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_len) = rsp.parse(&bytes).unwrap() else {
+            panic!("incomplete response");
+        };
+        assert_eq!(rsp.code, Some(431));
+        let len: usize = rsp
+            .headers
+            .iter()
+            .find(|h| h.name == "content-length")
+            .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+            .unwrap();
+        assert_eq!(bytes.len() - head_len, len);
+        assert!(rsp.headers.iter().any(|h| h.name == PROXY_ERROR_HEADER));
+        assert!(rsp
+            .headers
+            .iter()
+            .any(|h| h.name == "connection" && h.value == b"close"));
+    }
+
+    #[test]
+    fn header_values_never_fail() {
+        assert_eq!(header_value("bad\r\nheader é"), "bad??header ?");
+    }
+}

@@ -1,0 +1,87 @@
+//! The innermost HTTP service: sends a request to its endpoint's pool with hop-by-hop
+//! headers removed, and splices `Upgrade`/`CONNECT` tunnels once both ends agree.
+//! Which endpoint is decided outside, by the side's stack.
+
+use super::{
+    headers,
+    pool::{EndpointPool, PooledBody},
+};
+use crate::errors::ProxyError;
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+use tracing::debug;
+
+/// Sends every request to one endpoint.
+#[derive(Clone)]
+pub struct Forward {
+    endpoint: Arc<EndpointPool>,
+}
+
+impl Forward {
+    /// Forwards to `endpoint`.
+    pub fn new(endpoint: Arc<EndpointPool>) -> Self {
+        Forward { endpoint }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Forward {
+    type Response = Response<PooledBody>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<PooledBody>, ProxyError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let endpoint = self.endpoint.clone();
+        Box::pin(async move {
+            if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
+                return forward_upgrade(&endpoint, req).await;
+            }
+            headers::strip_hop_by_hop(req.headers_mut(), false);
+            let mut rsp = endpoint.send(req).await?;
+            headers::strip_hop_by_hop(rsp.headers_mut(), false);
+            Ok(rsp)
+        })
+    }
+}
+
+/// Forwards a protocol switch; if the upstream accepts it, copies bytes both ways between
+/// the client's and the upstream's upgraded connections until either side closes.
+async fn forward_upgrade(
+    endpoint: &EndpointPool,
+    mut req: Request<Incoming>,
+) -> Result<Response<PooledBody>, ProxyError> {
+    let is_connect = req.method() == Method::CONNECT;
+    let client_side = hyper::upgrade::on(&mut req);
+    headers::strip_hop_by_hop(req.headers_mut(), !is_connect);
+    let mut rsp = endpoint.send_upgrade(req).await?;
+    let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS
+        || (is_connect && rsp.status().is_success());
+    headers::strip_hop_by_hop(rsp.headers_mut(), switched && !is_connect);
+    if switched {
+        let upstream_side = hyper::upgrade::on(&mut rsp);
+        let addr = endpoint.addr();
+        tokio::spawn(async move {
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        debug!(%addr, %error, "upgraded connection ended with an error");
+                    }
+                }
+                Err(error) => debug!(%addr, %error, "protocol switch did not complete"),
+            }
+        });
+    }
+    Ok(rsp.map(PooledBody::unpooled))
+}

@@ -1,0 +1,148 @@
+//! Hop-by-hop header handling (RFC 9110 §7.6.1): headers that describe one connection
+//! are dropped when a message crosses the proxy, except for the `Upgrade` handshake,
+//! which is passed through so that WebSockets and the like work end to end.
+
+use http::{header, HeaderMap, HeaderName, Method, Request};
+
+/// Whether the request asks to switch protocols (`Upgrade`) or open a tunnel (`CONNECT`).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        || (req.headers().contains_key(header::UPGRADE) && connection_has(req.headers(), "upgrade"))
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Headers that only ever describe a single connection.
+const HOP_BY_HOP: [HeaderName; 4] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers of a message. `TE` keeps only `trailers`, which gRPC
+/// needs end to end. With `keep_upgrade`, the `Connection: upgrade` / `Upgrade` pair of a
+/// protocol switch survives.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !headers.contains_key(header::CONNECTION)
+        && !headers.contains_key(header::TE)
+        && !headers.contains_key("keep-alive")
+        && !headers.contains_key("proxy-connection")
+        && (keep_upgrade || !headers.contains_key(header::UPGRADE))
+    {
+        return; // the common case: nothing to do, no allocation
+    }
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    }
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    headers.remove(header::TE);
+    if trailers {
+        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_connection_and_what_it_lists() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Trace"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip, trailers"),
+            ("upgrade", "h2c"),
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-type", "te", "transfer-encoding"]);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn keeps_the_upgrade_handshake() {
+        let mut h = headers(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(h.contains_key("sec-websocket-key"));
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn detects_upgrades_and_connect() {
+        let ws = Request::get("/chat")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(&ws));
+        let connect = Request::connect("example.com:443").body(()).unwrap();
+        assert!(is_upgrade(&connect));
+        let plain = Request::get("/")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(
+            !is_upgrade(&plain),
+            "Upgrade without Connection: upgrade is not a handshake"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Upstream HTTP connections, pooled per endpoint: HTTP/1 connections are reused one
+//! request at a time and kept idle for a while; HTTP/2 shares one multiplexed connection.
+//! A connection that went stale while idle is retried on a fresh one, because the request
+//! was never written. Knows nothing about how the endpoint was chosen.
+
+use crate::{connect::Connector, errors::ProxyError};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// Which HTTP version to speak upstream.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http1,
+    Http2,
+}
+
+const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+/// Every endpoint's pool, for one side of the proxy.
+pub struct EndpointPools {
+    pools: Mutex<HashMap<(SocketAddr, HttpVersion), Arc<EndpointPool>>>,
+    connector: Connector,
+    idle_timeout: Duration,
+}
+
+impl EndpointPools {
+    /// Pools that connect with `connector` and close connections idle for `idle_timeout`.
+    pub fn new(connector: Connector, idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(EndpointPools {
+            pools: Mutex::new(HashMap::new()),
+            connector,
+            idle_timeout,
+        })
+    }
+
+    /// The pool of `addr` for `version`, created on first use.
+    pub fn get(&self, addr: SocketAddr, version: HttpVersion) -> Arc<EndpointPool> {
+        let mut pools = lock(&self.pools);
+        pools
+            .entry((addr, version))
+            .or_insert_with(|| {
+                Arc::new(EndpointPool {
+                    addr,
+                    version,
+                    connector: self.connector.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    h2: tokio::sync::Mutex::new(None),
+                    last_used: Mutex::new(Instant::now()),
+                })
+            })
+            .clone()
+    }
+
+    /// Closes idle connections and forgets endpoints nobody uses, every so often, until
+    /// the pools are dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let period = (self.idle_timeout / 2).max(Duration::from_millis(500));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pools) = weak.upgrade() else { return };
+                pools.sweep(Instant::now());
+            }
+        });
+    }
+
+    fn sweep(&self, now: Instant) {
+        let mut pools = lock(&self.pools);
+        pools.retain(|_, pool| {
+            pool.close_idle(now, self.idle_timeout);
+            let in_use = Arc::strong_count(pool) > 1;
+            let recent = now.duration_since(*lock(&pool.last_used)) < self.idle_timeout;
+            in_use || recent || !lock(&pool.idle).is_empty()
+        });
+    }
+
+    /// How many endpoints currently have a pool.
+    pub fn len(&self) -> usize {
+        lock(&self.pools).len()
+    }
+
+    /// Whether no endpoint has a pool.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A mutex guard, even if a panic elsewhere poisoned the lock: the data is still sound,
+/// because every critical section here is a single push, pop or insert.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The connections to one endpoint.
+pub struct EndpointPool {
+    addr: SocketAddr,
+    version: HttpVersion,
+    connector: Connector,
+    idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Incoming>>>,
+    last_used: Mutex<Instant>,
+}
+
+impl EndpointPool {
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `req` on a pooled connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        *lock(&self.last_used) = Instant::now();
+        match self.version {
+            HttpVersion::Http1 => self.send_http1(req).await,
+            HttpVersion::Http2 => {
+                let mut sender = self.http2_sender().await?;
+                let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
+                Ok(rsp.map(|body| PooledBody::new(body, None)))
+            }
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, ProxyError> {
+        while let Some(mut sender) = self.checkout() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(rsp) => return Ok(self.pooled(rsp, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection was closing. Try another.
+                    Some(unsent) => req = unsent,
+                    None => return Err(self.failed(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect_http1(false).await?;
+        let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
+        Ok(self.pooled(rsp, sender))
+    }
+
+    fn pooled(
+        self: &Arc<Self>,
+        rsp: Response<Incoming>,
+        sender: http1::SendRequest<Incoming>,
+    ) -> Response<PooledBody> {
+        let release = Release {
+            sender,
+            pool: Arc::downgrade(self),
+        };
+        rsp.map(|body| PooledBody::new(body, Some(release)))
+    }
+
+    /// Sends a protocol-switching request (`Upgrade`, `CONNECT`) on a connection of its own,
+    /// which becomes the tunnel if the upstream agrees.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let mut sender = self.connect_http1(true).await?;
+        sender.send_request(req).await.map_err(|e| self.failed(e))
+    }
+
+    fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = lock(&self.idle);
+        while let Some((sender, _)) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, sender: http1::SendRequest<Incoming>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_PER_ENDPOINT && !sender.is_closed() {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    fn close_idle(&self, now: Instant, idle_timeout: Duration) {
+        lock(&self.idle).retain(|(sender, since)| {
+            !sender.is_closed() && now.duration_since(*since) < idle_timeout
+        });
+    }
+
+    async fn connect_http1(
+        &self,
+        upgrades: bool,
+    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        let io = TokioIo::new(self.connector.connect(self.addr).await?);
+        let (sender, conn) = http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(io)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let addr = self.addr;
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(error) = conn.with_upgrades().await {
+                    debug!(%addr, %error, "upstream HTTP/1 connection failed");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(error) = conn.await {
+                    debug!(%addr, %error, "upstream HTTP/1 connection failed");
+                }
+            });
+        }
+        Ok(sender)
+    }
+
+    async fn http2_sender(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        let mut shared = self.h2.lock().await;
+        if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let io = TokioIo::new(self.connector.connect(self.addr).await?);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                debug!(%addr, %error, "upstream HTTP/2 connection failed");
+            }
+        });
+        *shared = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn failed(&self, e: hyper::Error) -> ProxyError {
+        ProxyError::UpstreamFailed {
+            addr: self.addr,
+            reason: describe(&e),
+        }
+    }
+}
+
+/// A hyper error in plain words, with its causes.
+pub fn describe(e: &hyper::Error) -> String {
+    let mut text = if e.is_incomplete_message() {
+        "the connection closed before a complete response arrived".to_string()
+    } else if e.is_canceled() {
+        "the request was canceled before it was sent".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Returns an HTTP/1 connection to its pool.
+struct Release {
+    sender: http1::SendRequest<Incoming>,
+    pool: Weak<EndpointPool>,
+}
+
+impl Release {
+    fn release(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.checkin(self.sender);
+        }
+    }
+}
+
+pin_project! {
+    /// An upstream response body that hands its HTTP/1 connection back to the pool once it
+    /// has been read to the end. A body dropped early takes its connection with it.
+    pub struct PooledBody {
+        #[pin]
+        inner: Incoming,
+        release: Option<Release>,
+    }
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, release: Option<Release>) -> Self {
+        let mut body = PooledBody { inner, release };
+        if body.inner.is_end_stream() {
+            if let Some(r) = body.release.take() {
+                r.release();
+            }
+        }
+        body
+    }
+
+    /// A body that belongs to no pool.
+    pub fn unpooled(inner: Incoming) -> Self {
+        PooledBody {
+            inner,
+            release: None,
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => {}
+            Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
+                if let Some(r) = this.release.take() {
+                    r.release();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.release.take();
+            }
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,392 @@
+//! Golden HTTP metrics: counts each request, times it to the response head, and counts
+//! the response once its body ends, classified as success or failure. gRPC calls are
+//! classified by `grpc-status` (from trailers, or headers for trailers-only responses);
+//! other responses fail on 5xx.
+
+use crate::metrics::{
+    Classification, Direction, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels,
+};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+/// Records metrics for every request that passes.
+#[derive(Clone)]
+pub struct RecordHttp<S> {
+    inner: S,
+    direction: Direction,
+    metrics: HttpMetrics,
+    /// The authority when a request names none (HTTP/1.0 without `Host`).
+    fallback: Arc<str>,
+    /// The last authority seen on this connection, so that a keep-alive connection
+    /// does not allocate a label per request.
+    last: Arc<Mutex<Arc<str>>>,
+}
+
+impl<S> RecordHttp<S> {
+    /// Wraps `inner`; `fallback` labels requests that name no authority.
+    pub fn new(inner: S, direction: Direction, metrics: HttpMetrics, fallback: Arc<str>) -> Self {
+        RecordHttp {
+            inner,
+            direction,
+            metrics,
+            last: Arc::new(Mutex::new(fallback.clone())),
+            fallback,
+        }
+    }
+
+    fn authority<B>(&self, req: &Request<B>) -> Arc<str> {
+        let named = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let Some(named) = named else {
+            return self.fallback.clone();
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if &**last != named {
+            *last = Arc::from(named);
+        }
+        last.clone()
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for RecordHttp<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Body<Data = Bytes>,
+{
+    type Response = Response<RecordBody<RB>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let authority = self.authority(&req);
+        let direction = self.direction;
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                direction,
+                authority: authority.clone(),
+            })
+            .inc();
+        let grpc = is_grpc(req.headers());
+        let fut = self.inner.call(req);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status_code = rsp.status().as_u16();
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+            metrics
+                .latency
+                .get_or_create(&LatencyLabels {
+                    direction,
+                    authority: authority.clone(),
+                    status_code,
+                })
+                .observe(elapsed_ms);
+            let labels = ResponseLabels {
+                direction,
+                authority,
+                status_code,
+                classification: Classification::Success,
+                grpc_status: None,
+            };
+            let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
+            Ok(rsp.map(|inner| {
+                RecordBody::new(
+                    inner,
+                    Outcome {
+                        labels,
+                        grpc,
+                        grpc_status,
+                        metrics,
+                    },
+                )
+            }))
+        })
+    }
+}
+
+/// What is known of a response until its body ends.
+struct Outcome {
+    labels: ResponseLabels,
+    grpc: bool,
+    grpc_status: Option<u32>,
+    metrics: HttpMetrics,
+}
+
+impl Outcome {
+    fn record(mut self, body_failed: bool) {
+        let status_failed = self.labels.status_code >= 500;
+        let failed = match (self.grpc, self.grpc_status) {
+            _ if body_failed => true,
+            (true, Some(code)) => code != 0,
+            _ => status_failed,
+        };
+        self.labels.grpc_status = self.grpc_status;
+        self.labels.classification = if failed {
+            Classification::Failure
+        } else {
+            Classification::Success
+        };
+        self.metrics.responses.get_or_create(&self.labels).inc();
+    }
+}
+
+pin_project! {
+    /// A response body that counts its response when it ends, fails, or is dropped.
+    pub struct RecordBody<B> {
+        #[pin]
+        inner: B,
+        outcome: Option<Outcome>,
+    }
+
+    impl<B> PinnedDrop for RecordBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(outcome) = this.project().outcome.take() {
+                outcome.record(false);
+            }
+        }
+    }
+}
+
+impl<B: Body> RecordBody<B> {
+    fn new(inner: B, outcome: Outcome) -> Self {
+        let mut body = RecordBody {
+            inner,
+            outcome: Some(outcome),
+        };
+        if body.inner.is_end_stream() {
+            if let Some(outcome) = body.outcome.take() {
+                outcome.record(false);
+            }
+        }
+        body
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(outcome)) =
+                    (frame.trailers_ref(), this.outcome.as_mut())
+                {
+                    if let Some(code) = grpc_status(trailers) {
+                        outcome.grpc_status = Some(code);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    if let Some(outcome) = this.outcome.take() {
+                        outcome.record(false);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(outcome) = this.outcome.take() {
+                    outcome.record(true);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(outcome) = this.outcome.take() {
+                    outcome.record(false);
+                }
+            }
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::PodIdentity, metrics::Metrics};
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use std::convert::Infallible;
+    use tower::{service_fn, Service, ServiceExt};
+
+    type TestBody = StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+    >;
+
+    fn body(frames: Vec<Frame<Bytes>>) -> TestBody {
+        StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok).collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn run(
+        req: Request<()>,
+        status: u16,
+        headers: &[(&str, &str)],
+        frames: Vec<Frame<Bytes>>,
+    ) -> String {
+        let metrics = Metrics::new(&PodIdentity::default());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let frames = std::sync::Mutex::new(Some(frames));
+        let inner = service_fn(move |_req: Request<()>| {
+            let mut rsp = Response::builder().status(status);
+            for (k, v) in &headers {
+                rsp = rsp.header(k, v);
+            }
+            let frames = frames.lock().unwrap().take().expect("one request per test");
+            let rsp = rsp.body(body(frames)).unwrap();
+            async move { Ok::<_, Infallible>(rsp) }
+        });
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Inbound,
+            metrics.http.clone(),
+            "198.18.0.2:80".into(),
+        );
+        let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+        rsp.into_body().collect().await.unwrap();
+        metrics.encode()
+    }
+
+    fn trailers(pairs: &[(&'static str, &'static str)]) -> Frame<Bytes> {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        Frame::trailers(map)
+    }
+
+    #[tokio::test]
+    async fn http_status_classifies_plain_responses() {
+        let req = Request::get("/").header("host", "web:80").body(()).unwrap();
+        let text = run(req, 503, &[], vec![Frame::data(Bytes::from_static(b"x"))]).await;
+        assert!(
+            text.contains(r#"request_total{direction="inbound",authority="web:80"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"response_total{direction="inbound",authority="web:80",status_code="503",classification="failure",grpc_status=""} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",status_code="503"} 1"#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn grpc_status_in_trailers_classifies_grpc() {
+        let req = || {
+            Request::post("http://emoji:8080/Emoji/List")
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap()
+        };
+        let ok = run(
+            req(),
+            200,
+            &[],
+            vec![
+                Frame::data(Bytes::from_static(b"m")),
+                trailers(&[("grpc-status", "0")]),
+            ],
+        )
+        .await;
+        assert!(
+            ok.contains(r#"status_code="200",classification="success",grpc_status="0"} 1"#),
+            "{ok}"
+        );
+        let failed = run(req(), 200, &[], vec![trailers(&[("grpc-status", "14")])]).await;
+        assert!(
+            failed.contains(r#"status_code="200",classification="failure",grpc_status="14"} 1"#),
+            "{failed}"
+        );
+        let trailers_only = run(req(), 200, &[("grpc-status", "5")], vec![]).await;
+        assert!(
+            trailers_only.contains(r#"classification="failure",grpc_status="5"} 1"#),
+            "{trailers_only}"
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_without_authority_use_the_fallback() {
+        let req = Request::get("/")
+            .version(http::Version::HTTP_10)
+            .body(())
+            .unwrap();
+        let text = run(req, 200, &[], vec![]).await;
+        assert!(
+            text.contains(r#"request_total{direction="inbound",authority="198.18.0.2:80"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"classification="success""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_is_still_counted() {
+        let metrics = Metrics::new(&PodIdentity::default());
+        let inner = service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"abc"))))
+        });
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Outbound,
+            metrics.http.clone(),
+            "x:1".into(),
+        );
+        let rsp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        drop(rsp);
+        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="x:1",status_code="200",classification="success",grpc_status=""} 1"#));
+    }
+}

@@ -1,0 +1,67 @@
+//! Turns the proxy's own failures into HTTP responses (via [`ProxyError::to_response`],
+//! the one place that builds them), and reports each one in logs and metrics.
+
+use super::{pool::PooledBody, ResponseBody};
+use crate::{
+    errors::ProxyError,
+    metrics::{Direction, Metrics},
+};
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+/// Answers for the inner service when it fails.
+#[derive(Clone)]
+pub struct RespondToErrors<S> {
+    inner: S,
+    direction: Direction,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> RespondToErrors<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, direction: Direction, metrics: Arc<Metrics>) -> Self {
+        RespondToErrors {
+            inner,
+            direction,
+            metrics,
+        }
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for RespondToErrors<S>
+where
+    S: tower::Service<Request<B>, Response = Response<PooledBody>, Error = ProxyError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ResponseBody>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let fut = self.inner.call(req);
+        let (direction, metrics) = (self.direction, self.metrics.clone());
+        Box::pin(async move {
+            match fut.await {
+                Ok(rsp) => Ok(rsp.map(ResponseBody::upstream)),
+                Err(err) => {
+                    err.report(&metrics, direction);
+                    tracing::debug!(%method, %uri, "request failed in the proxy");
+                    Ok(err.to_response().map(ResponseBody::proxy))
+                }
+            }
+        })
+    }
+}

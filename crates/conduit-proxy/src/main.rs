@@ -1,0 +1,149 @@
+//! The `conduit-proxy` binary: `conduit-proxy` runs the proxy, configured by
+//! `CONDUIT_PROXY_*` variables; `conduit-proxy init` writes the pod's iptables rules.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use conduit_init::{parse_port_list, Family, PortRange, Redirect};
+use conduit_proxy::{app::Bound, config::Config};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "conduit-proxy",
+    version,
+    about = "Conduit's sidecar proxy: transparent, protocol-aware, with golden metrics",
+    after_help = variables_help()
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Write the iptables rules that redirect this network namespace's TCP through the proxy.
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// The UID the proxy runs as; its own traffic is not redirected.
+    #[arg(long, default_value_t = 2102)]
+    proxy_uid: u32,
+    /// The proxy's inbound port.
+    #[arg(long, default_value_t = 4143)]
+    inbound_port: u16,
+    /// The proxy's outbound port.
+    #[arg(long, default_value_t = 4140)]
+    outbound_port: u16,
+    /// Inbound ports not to redirect, like 22,9000-9010 (4190 and 4191 never are).
+    #[arg(long, value_parser = parse_port_list, default_value = "")]
+    skip_inbound_ports: Vec<PortRange>,
+    /// Outbound ports not to redirect, like 25,3306.
+    #[arg(long, value_parser = parse_port_list, default_value = "")]
+    skip_outbound_ports: Vec<PortRange>,
+    /// Leave IPv6 alone.
+    #[arg(long)]
+    no_ipv6: bool,
+    /// Print the rules instead of writing them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn variables_help() -> String {
+    let mut out = String::from("Environment (proxy):\n");
+    for (name, default, what) in conduit_proxy::config::VARIABLES {
+        out.push_str(&format!("  {name:<44} {what} [default: {default}]\n"));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Run) => run(),
+        Some(Command::Init(args)) => init(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conduit-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    let flatten = |lists: Vec<PortRange>| lists;
+    let redirect = Redirect {
+        proxy_uid: args.proxy_uid,
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        skip_inbound_ports: flatten(args.skip_inbound_ports),
+        skip_outbound_ports: flatten(args.skip_outbound_ports),
+    };
+    let mut families = vec![Family::Ipv4];
+    if !args.no_ipv6 && conduit_init::ipv6_available() {
+        families.push(Family::Ipv6);
+    }
+    if args.dry_run {
+        print!("{}", redirect.dry_run(&families));
+        return Ok(());
+    }
+    for family in families {
+        redirect
+            .apply(family)
+            .with_context(|| format!("writing the {family:?} redirect rules"))?;
+    }
+    Ok(())
+}
+
+fn run() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_tracing(&config.log)?;
+    let runtime = if config.cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.cores)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let bound = Bound::bind(config).await?;
+        bound.serve(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn init_tracing(filter: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+    let targets: Targets = filter
+        .parse()
+        .map_err(|e| anyhow::anyhow!("CONDUIT_PROXY_LOG={filter:?} is not valid: {e}; expected a level like info, or pairs like warn,conduit_proxy=debug"))?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
+        .init();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

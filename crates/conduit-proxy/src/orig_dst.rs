@@ -1,0 +1,49 @@
+//! The original destination of a connection that iptables redirected to the proxy,
+//! read with `SO_ORIGINAL_DST` (IPv4) or `IP6T_SO_ORIGINAL_DST` (IPv6).
+
+use std::{io, net::SocketAddr};
+use tokio::net::TcpStream;
+
+/// Where the client meant to connect before the `REDIRECT` rule sent it to the proxy.
+///
+/// A connection that was not redirected reports its own local address: the caller must
+/// treat `orig_dst == local_addr` as "not redirected", or it would forward to itself.
+pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let addr = match stream.local_addr()? {
+        SocketAddr::V4(_) => sock.original_dst_v4()?,
+        SocketAddr::V6(_) => sock.original_dst_v6()?,
+    };
+    let mut addr = addr.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "original destination is not an IP address",
+        )
+    })?;
+    // An IPv4 client of a dual-stack listener is reported as ::ffff:a.b.c.d.
+    if let SocketAddr::V6(v6) = addr {
+        if let Some(v4) = v6.ip().to_ipv4_mapped() {
+            addr = SocketAddr::from((v4, v6.port()));
+        }
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Without a NAT rule the kernel answers with the socket's own address (or ENOENT when
+    // conntrack is not loaded); the redirect case is covered by the namespace tests.
+    #[tokio::test]
+    async fn unredirected_connection_is_its_own_destination_or_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        match original_dst(&server) {
+            Ok(dst) => assert_eq!(dst, addr),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
+        }
+    }
+}

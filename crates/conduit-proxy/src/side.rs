@@ -1,0 +1,397 @@
+//! One side of the proxy, inbound or outbound: what happens to a redirected connection,
+//! top to bottom. Accept; find the original destination; decide the protocol (configured
+//! opaque port, learned server-speaks-first port, or detection); then serve it as HTTP
+//! through the request stack, or splice it as opaque TCP. Where a connection goes is the
+//! side's [`Upstream`] rule, the one thing inbound and outbound differ in so far.
+
+use crate::{
+    config::Config,
+    connect::Connector,
+    detect::{self, Detection, Protocol},
+    drain,
+    errors::ProxyError,
+    http::{
+        forward::Forward,
+        head::{self, HeadError},
+        limit::LimitHeaders,
+        pool::{EndpointPools, HttpVersion},
+        record::RecordHttp,
+        respond::RespondToErrors,
+        serve::HttpServer,
+    },
+    io::{CountingIo, PrefixedIo},
+    metrics::{DetectLabels, Direction, Metrics, Peer, PortLabels},
+    orig_dst::original_dst,
+    server_first::ServerFirstPorts,
+    tcp::{self, FirstSpeaker},
+};
+use bytes::BytesMut;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    time::Instant,
+};
+use tower::ServiceBuilder;
+use tracing::{debug, info, warn, Instrument};
+
+/// Where a side sends a connection, given its original destination.
+pub type Upstream = fn(SocketAddr) -> SocketAddr;
+
+/// An accepted, redirected connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Accepted {
+    pub client: SocketAddr,
+    pub orig_dst: SocketAddr,
+    pub at: Instant,
+}
+
+/// How the protocol of a connection was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decided {
+    Bytes(Protocol),
+    OpaquePort,
+    ServerFirstPort,
+    /// The client stayed silent: maybe the server speaks first.
+    Silence,
+    /// The client sent bytes that decide nothing, then waited.
+    Undecided,
+    /// The client closed its side before the protocol was clear.
+    ClientClosed,
+    /// The client stalled in the middle of an HTTP/1 request line.
+    StalledRequestLine,
+}
+
+/// Everything one side needs, shared by its connections.
+pub struct Side {
+    direction: Direction,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    http: HttpServer,
+    pools: Arc<EndpointPools>,
+    connector: Connector,
+    server_first: ServerFirstPorts,
+    upstream: Upstream,
+}
+
+impl Side {
+    /// A side that forwards each connection to `upstream(orig_dst)`.
+    pub fn new(
+        direction: Direction,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        upstream: Upstream,
+    ) -> Arc<Side> {
+        let connector = Connector::new(direction, config.connect_timeout, metrics.tcp.clone());
+        let pools = EndpointPools::new(connector.clone(), config.pool_idle_timeout);
+        Arc::new(Side {
+            direction,
+            http: HttpServer::new(&config),
+            config,
+            metrics,
+            pools,
+            connector,
+            server_first: ServerFirstPorts::default(),
+            upstream,
+        })
+    }
+
+    /// Accepts connections until the drain starts; each connection keeps a drain watch.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut drain: drain::Watch) {
+        self.pools.spawn_sweeper();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = drain.signaled() => return,
+            };
+            match accepted {
+                Ok((tcp, client)) => {
+                    let side = self.clone();
+                    let span =
+                        tracing::debug_span!("conn", direction = self.direction.as_str(), %client);
+                    let drain = drain.clone();
+                    tokio::spawn(
+                        async move { side.serve_connection(tcp, client, drain).await }
+                            .instrument(span),
+                    );
+                }
+                Err(error) => {
+                    // Out of file descriptors, most likely: back off instead of spinning.
+                    warn!(direction = self.direction.as_str(), %error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        client: SocketAddr,
+        drain: drain::Watch,
+    ) {
+        let at = Instant::now();
+        let orig_dst = match (original_dst(&tcp), tcp.local_addr()) {
+            (Ok(dst), Ok(local)) if dst != local => dst,
+            (dst, _) => {
+                // Not redirected: someone connected to the proxy port itself. Forwarding
+                // would loop back here, so refuse.
+                self.metrics.error(self.direction, "not_redirected");
+                info!(direction = self.direction.as_str(), %client, ?dst, "connection was not redirected by iptables; closing it");
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let accepted = Accepted {
+            client,
+            orig_dst,
+            at,
+        };
+        let conn = self.metrics.tcp.open(self.direction, Peer::Src, orig_dst);
+        let mut io = CountingIo::new(tcp, conn);
+        let mut buf = BytesMut::new();
+
+        let decided = match self.decide(&mut io, &mut buf, orig_dst.port()).await {
+            Ok(d) => d,
+            Err(error) => return debug!(%error, "reading from the client failed"),
+        };
+        let (protocol, decided_by) = match decided {
+            Decided::Bytes(p) => (p, "bytes"),
+            Decided::OpaquePort => (Protocol::Opaque, "opaque_port"),
+            Decided::ServerFirstPort => (Protocol::Opaque, "server_first_port"),
+            Decided::Silence | Decided::StalledRequestLine | Decided::Undecided => {
+                (Protocol::Opaque, "timeout")
+            }
+            Decided::ClientClosed => (Protocol::Opaque, "client_closed"),
+        };
+        self.metrics
+            .detect
+            .get_or_create(&DetectLabels {
+                direction: self.direction,
+                protocol,
+                decided_by,
+            })
+            .inc();
+        debug!(%orig_dst, protocol = protocol.as_str(), decided_by, "accepted");
+
+        match decided {
+            Decided::Bytes(Protocol::Http1) => {
+                let deadline = at + self.config.header_read_timeout;
+                let limit = self.config.max_header_bytes;
+                match head::read(
+                    &mut io,
+                    &mut buf,
+                    limit,
+                    deadline,
+                    self.config.header_read_timeout,
+                )
+                .await
+                {
+                    Ok(()) => {}
+                    Err(HeadError::Refused(err)) => return self.refuse(io, err).await,
+                    Err(error) => return debug!(%error, "no request head"),
+                }
+                self.serve_http(
+                    accepted,
+                    HttpVersion::Http1,
+                    PrefixedIo::new(buf.freeze(), io),
+                    drain,
+                )
+                .await
+            }
+            Decided::Bytes(Protocol::Http2) => {
+                self.serve_http(
+                    accepted,
+                    HttpVersion::Http2,
+                    PrefixedIo::new(buf.freeze(), io),
+                    drain,
+                )
+                .await
+            }
+            Decided::StalledRequestLine => {
+                let timeout = self.config.detect_timeout;
+                self.refuse(io, ProxyError::RequestHeadTimeout { timeout })
+                    .await
+            }
+            Decided::Silence | Decided::ServerFirstPort => {
+                self.splice_and_learn(accepted, io, decided).await
+            }
+            Decided::Bytes(Protocol::Tls | Protocol::Opaque)
+            | Decided::OpaquePort
+            | Decided::Undecided
+            | Decided::ClientClosed => {
+                self.splice(accepted, PrefixedIo::new(buf.freeze(), io))
+                    .await
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        io: &mut CountingIo<TcpStream>,
+        buf: &mut BytesMut,
+        port: u16,
+    ) -> std::io::Result<Decided> {
+        if self.config.opaque_ports.contains(port) {
+            return Ok(Decided::OpaquePort);
+        }
+        if self.server_first.contains(port) {
+            return Ok(Decided::ServerFirstPort);
+        }
+        let limit = self.config.max_header_bytes;
+        Ok(
+            match detect::detect(io, buf, self.config.detect_timeout, limit).await? {
+                Detection::Detected(p) => Decided::Bytes(p),
+                Detection::TimedOutSilent => Decided::Silence,
+                // Only a known method makes a stalled line an HTTP client worth a 408; other
+                // protocols that merely look like a request line are passed through.
+                Detection::TimedOutHttp1 if starts_with_known_method(buf) => {
+                    Decided::StalledRequestLine
+                }
+                Detection::TimedOutHttp1 | Detection::TimedOutPartial => Decided::Undecided,
+                Detection::Closed => Decided::ClientClosed,
+            },
+        )
+    }
+
+    /// Answers an HTTP/1 client with the proxy's error response and closes the connection.
+    async fn refuse(&self, mut io: CountingIo<TcpStream>, err: ProxyError) {
+        err.report(&self.metrics, self.direction);
+        let _ = io.write_all(&err.to_http1_bytes()).await;
+        let _ = io.shutdown().await;
+    }
+
+    async fn serve_http<I>(
+        &self,
+        accepted: Accepted,
+        version: HttpVersion,
+        io: I,
+        drain: drain::Watch,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let endpoint = self.pools.get((self.upstream)(accepted.orig_dst), version);
+        let (direction, metrics) = (self.direction, self.metrics.clone());
+        let fallback_authority: Arc<str> = accepted.orig_dst.to_string().into();
+        let stack = ServiceBuilder::new()
+            .layer_fn(|s| {
+                RecordHttp::new(
+                    s,
+                    direction,
+                    metrics.http.clone(),
+                    fallback_authority.clone(),
+                )
+            })
+            .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
+            .layer_fn(|s| LimitHeaders::new(s, self.config.max_header_bytes))
+            .service(Forward::new(endpoint));
+        if let Err(error) = self.http.serve(version, io, stack, drain).await {
+            self.report_http_error(&error);
+        }
+    }
+
+    /// hyper answered a bad request on a keep-alive connection itself, or the client
+    /// misbehaved; count it under the same names the proxy's own responses use.
+    fn report_http_error(&self, error: &hyper::Error) {
+        let code = if error.is_parse_too_large() {
+            "headers_too_large"
+        } else if error.is_parse() {
+            "malformed_request"
+        } else if error.is_timeout() {
+            "request_head_timeout"
+        } else {
+            return debug!(%error, "HTTP connection ended with an error");
+        };
+        self.metrics.error(self.direction, code);
+        info!(
+            direction = self.direction.as_str(),
+            error = code,
+            "HTTP connection closed: {error}"
+        );
+    }
+
+    async fn connect(&self, accepted: Accepted) -> Option<crate::connect::Upstream> {
+        match self
+            .connector
+            .connect((self.upstream)(accepted.orig_dst))
+            .await
+        {
+            Ok(upstream) => Some(upstream),
+            Err(err) => {
+                // TCP has no way to say why; closing the client's connection is the answer.
+                err.report(&self.metrics, self.direction);
+                None
+            }
+        }
+    }
+
+    async fn splice<I>(&self, accepted: Accepted, mut client: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Some(mut upstream) = self.connect(accepted).await else {
+            return;
+        };
+        if let Err(error) = tcp::splice(&mut client, &mut upstream).await {
+            debug!(%error, "opaque connection ended with an error");
+        }
+    }
+
+    /// Splices a connection whose client has not spoken, watching who speaks first:
+    /// a server that does makes its port known as server-speaks-first; a client that
+    /// does on a port thought server-speaks-first makes the port forgotten.
+    async fn splice_and_learn(
+        &self,
+        accepted: Accepted,
+        mut client: CountingIo<TcpStream>,
+        decided: Decided,
+    ) {
+        let Some(mut upstream) = self.connect(accepted).await else {
+            return;
+        };
+        let port = accepted.orig_dst.port();
+        let labels = PortLabels {
+            direction: self.direction,
+            port,
+        };
+        match (
+            decided,
+            tcp::first_speaker(client.get_ref(), upstream.get_ref()).await,
+        ) {
+            (Decided::Silence, FirstSpeaker::Server) => {
+                if self.server_first.learn(port) {
+                    self.metrics
+                        .server_first_ports
+                        .get_or_create(&labels)
+                        .set(1);
+                    info!(direction = self.direction.as_str(), port, "learned a server-speaks-first port; detection is skipped for it from now on");
+                }
+            }
+            (Decided::ServerFirstPort, FirstSpeaker::Client) => {
+                if self.server_first.forget(port) {
+                    self.metrics.server_first_ports.remove(&labels);
+                    info!(direction = self.direction.as_str(), port, "a client spoke first on a server-speaks-first port; detecting its protocol again");
+                }
+            }
+            _ => {}
+        }
+        if let Err(error) = tcp::splice(&mut client, &mut upstream).await {
+            debug!(%error, "opaque connection ended with an error");
+        }
+    }
+}
+
+fn starts_with_known_method(buf: &[u8]) -> bool {
+    const METHODS: [&[u8]; 9] = [
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    METHODS.iter().any(|m| buf.starts_with(m))
+}
