@@ -80,12 +80,25 @@ impl fmt::Display for PortRange {
     }
 }
 
+/// A comma list of ports and ranges, like `25,3306,9000-9010`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortList(pub Vec<PortRange>);
+
+impl FromStr for PortList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(PortList)
+    }
+}
+
 /// Parses a comma list of ports and ranges, like `25,3306,9000-9010`.
 pub fn parse_port_list(s: &str) -> Result<Vec<PortRange>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(str::parse)
-        .collect()
+    s.parse::<PortList>().map(|l| l.0)
 }
 
 /// An IP family: the rules are the same, the tools differ.

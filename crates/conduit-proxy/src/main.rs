@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use conduit_init::{parse_port_list, Family, PortRange, Redirect};
+use conduit_init::{Family, PortList, Redirect};
 use conduit_proxy::{app::Bound, config::Config};
 use std::process::ExitCode;
 
@@ -39,11 +39,11 @@ struct InitArgs {
     #[arg(long, default_value_t = 4140)]
     outbound_port: u16,
     /// Inbound ports not to redirect, like 22,9000-9010 (4190 and 4191 never are).
-    #[arg(long, value_parser = parse_port_list, default_value = "")]
-    skip_inbound_ports: Vec<PortRange>,
+    #[arg(long, default_value = "")]
+    skip_inbound_ports: PortList,
     /// Outbound ports not to redirect, like 25,3306.
-    #[arg(long, value_parser = parse_port_list, default_value = "")]
-    skip_outbound_ports: Vec<PortRange>,
+    #[arg(long, default_value = "")]
+    skip_outbound_ports: PortList,
     /// Leave IPv6 alone.
     #[arg(long)]
     no_ipv6: bool,
@@ -76,13 +76,12 @@ fn main() -> ExitCode {
 }
 
 fn init(args: InitArgs) -> anyhow::Result<()> {
-    let flatten = |lists: Vec<PortRange>| lists;
     let redirect = Redirect {
         proxy_uid: args.proxy_uid,
         inbound_port: args.inbound_port,
         outbound_port: args.outbound_port,
-        skip_inbound_ports: flatten(args.skip_inbound_ports),
-        skip_outbound_ports: flatten(args.skip_outbound_ports),
+        skip_inbound_ports: args.skip_inbound_ports.0,
+        skip_outbound_ports: args.skip_outbound_ports.0,
     };
     let mut families = vec![Family::Ipv4];
     if !args.no_ipv6 && conduit_init::ipv6_available() {
@@ -127,7 +126,11 @@ fn init_tracing(filter: &str) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("CONDUIT_PROXY_LOG={filter:?} is not valid: {e}; expected a level like info, or pairs like warn,conduit_proxy=debug"))?;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(targets)
         .init();
     Ok(())
