@@ -1,8 +1,9 @@
 //! The running proxy: binds its three listeners, serves the inbound and outbound sides and
 //! the admin server, and on shutdown stops accepting and drains within the grace period.
 
+use crate::config::Listen;
 use crate::{admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound};
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -13,48 +14,89 @@ pub struct BindError {
     listener: &'static str,
     var: &'static str,
     addr: SocketAddr,
-    source: std::io::Error,
+    source: io::Error,
+}
+
+/// Binds every address of `listen`; IPv6 sockets are IPv6-only so that an IPv4 twin can
+/// bind the same port. Default IPv6 twins are skipped on a host without IPv6.
+fn listen(
+    listener: &'static str,
+    var: &'static str,
+    listen: &Listen,
+) -> Result<Vec<TcpListener>, BindError> {
+    let mut bound = Vec::new();
+    for &addr in &listen.addrs {
+        match bind_one(addr) {
+            Ok(l) => bound.push(l),
+            Err(e) if addr.is_ipv6() && listen.ipv6_optional && ipv6_unavailable(&e) => {
+                info!(%addr, "IPv6 is not available here; not listening on it");
+            }
+            Err(source) => {
+                return Err(BindError {
+                    listener,
+                    var,
+                    addr,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(bound)
+}
+
+fn ipv6_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+    )
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// A proxy with its listeners bound, ready to serve.
 pub struct Bound {
     config: Arc<Config>,
-    inbound: TcpListener,
-    outbound: TcpListener,
-    admin: TcpListener,
+    inbound: Vec<TcpListener>,
+    outbound: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
 }
 
 impl Bound {
     /// Binds every listener, naming the one that failed.
     pub async fn bind(config: Config) -> Result<Bound, BindError> {
-        async fn listen(
-            listener: &'static str,
-            var: &'static str,
-            addr: SocketAddr,
-        ) -> Result<TcpListener, BindError> {
-            TcpListener::bind(addr).await.map_err(|source| BindError {
-                listener,
-                var,
-                addr,
-                source,
-            })
-        }
         Ok(Bound {
-            inbound: listen("inbound", "CONDUIT_PROXY_INBOUND_ADDR", config.inbound_addr).await?,
+            inbound: listen(
+                "inbound",
+                "CONDUIT_PROXY_INBOUND_ADDR",
+                &config.inbound_addr,
+            )?,
             outbound: listen(
                 "outbound",
                 "CONDUIT_PROXY_OUTBOUND_ADDR",
-                config.outbound_addr,
-            )
-            .await?,
-            admin: listen("admin", "CONDUIT_PROXY_ADMIN_ADDR", config.admin_addr).await?,
+                &config.outbound_addr,
+            )?,
+            admin: listen("admin", "CONDUIT_PROXY_ADMIN_ADDR", &config.admin_addr)?,
             config: Arc::new(config),
         })
     }
 
-    /// The address the admin server listens on.
-    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
-        self.admin.local_addr()
+    /// The addresses the admin server listens on.
+    pub fn admin_addrs(&self) -> Vec<SocketAddr> {
+        self.admin
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` resolves or `POST /shutdown` arrives, then drains.
@@ -72,14 +114,21 @@ impl Bound {
             "conduit-proxy serving"
         );
         let inbound = inbound::side(config.clone(), metrics.clone());
-        tokio::spawn(inbound.serve(self.inbound, watch.clone()));
+        for listener in self.inbound {
+            tokio::spawn(inbound.clone().serve(listener, watch.clone()));
+        }
         let outbound = outbound::side(config.clone(), metrics.clone());
-        tokio::spawn(outbound.serve(self.outbound, watch));
+        for listener in self.outbound {
+            tokio::spawn(outbound.clone().serve(listener, watch.clone()));
+        }
+        drop(watch);
         let admin = Arc::new(Admin {
             metrics,
             drain: signal.clone(),
         });
-        tokio::spawn(admin.serve(self.admin));
+        for listener in self.admin {
+            tokio::spawn(admin.clone().serve(listener));
+        }
 
         tokio::select! {
             () = shutdown => info!("shutdown signal received"),

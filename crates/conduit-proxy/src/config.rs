@@ -8,11 +8,11 @@ use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Durati
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Where redirected inbound connections arrive (`CONDUIT_PROXY_INBOUND_ADDR`).
-    pub inbound_addr: SocketAddr,
+    pub inbound_addr: Listen,
     /// Where redirected outbound connections arrive (`CONDUIT_PROXY_OUTBOUND_ADDR`).
-    pub outbound_addr: SocketAddr,
+    pub outbound_addr: Listen,
     /// The admin server: metrics, readiness, liveness, shutdown (`CONDUIT_PROXY_ADMIN_ADDR`).
-    pub admin_addr: SocketAddr,
+    pub admin_addr: Listen,
     /// Destination ports whose traffic is never inspected (`CONDUIT_PROXY_OPAQUE_PORTS`).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
@@ -60,9 +60,9 @@ pub struct ConfigError {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            inbound_addr: SocketAddr::from(([0, 0, 0, 0], 4143)),
-            outbound_addr: SocketAddr::from(([127, 0, 0, 1], 4140)),
-            admin_addr: SocketAddr::from(([0, 0, 0, 0], 4191)),
+            inbound_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4143))),
+            outbound_addr: Listen::dual_stack(SocketAddr::from(([127, 0, 0, 1], 4140))),
+            admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4191))),
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -258,9 +258,46 @@ fn parse_or<T>(
     }
 }
 
-fn parse_addr(v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| "an IP address and port, like 0.0.0.0:4143 or [::]:4143".into())
+fn parse_addr(v: &str) -> Result<Listen, String> {
+    let addrs: Result<Vec<SocketAddr>, _> = v.split(',').map(|a| a.trim().parse()).collect();
+    match addrs {
+        Ok(addrs) => Ok(Listen {
+            addrs,
+            ipv6_optional: false,
+        }),
+        Err(_) => Err("an IP address and port, like 0.0.0.0:4143, or a comma list of them".into()),
+    }
+}
+
+/// The addresses one listener binds: one socket each, IPv6 ones IPv6-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Every address to bind.
+    pub addrs: Vec<SocketAddr>,
+    /// The default lists add the IPv6 twin of an IPv4 address; on a host without IPv6
+    /// those are skipped rather than failing. Addresses given explicitly must bind.
+    pub ipv6_optional: bool,
+}
+
+impl Listen {
+    /// `addr` and its IPv6 twin (`0.0.0.0` becomes `::`, `127.0.0.1` becomes `::1`).
+    pub fn dual_stack(addr: SocketAddr) -> Listen {
+        let twin = match addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_loopback() => std::net::Ipv6Addr::LOCALHOST,
+            _ => std::net::Ipv6Addr::UNSPECIFIED,
+        };
+        Listen {
+            addrs: vec![addr, SocketAddr::from((twin, addr.port()))],
+            ipv6_optional: true,
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addrs: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        f.write_str(&addrs.join(","))
+    }
 }
 
 /// Parses durations like `10s`, `500ms` or `1m`; a bare number is refused because its
@@ -355,9 +392,10 @@ mod tests {
     fn defaults_need_no_environment() {
         let c = Config::from_vars(vars(&[])).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.inbound_addr.to_string(), "0.0.0.0:4143");
-        assert_eq!(c.outbound_addr.to_string(), "127.0.0.1:4140");
-        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:4191");
+        assert_eq!(c.inbound_addr.to_string(), "0.0.0.0:4143,[::]:4143");
+        assert_eq!(c.outbound_addr.to_string(), "127.0.0.1:4140,[::1]:4140");
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:4191,[::]:4191");
+        assert!(c.inbound_addr.ipv6_optional);
         assert_eq!(c.detect_timeout, Duration::from_secs(10));
         assert_eq!(c.cores, 1);
     }
@@ -366,7 +404,7 @@ mod tests {
     fn reads_every_documented_variable() {
         let c = Config::from_vars(vars(&[
             ("CONDUIT_PROXY_INBOUND_ADDR", "[::]:5143"),
-            ("CONDUIT_PROXY_OUTBOUND_ADDR", "127.0.0.1:5140"),
+            ("CONDUIT_PROXY_OUTBOUND_ADDR", "127.0.0.1:5140, [::1]:5140"),
             ("CONDUIT_PROXY_ADMIN_ADDR", "127.0.0.1:5191"),
             ("CONDUIT_PROXY_OPAQUE_PORTS", "25, 3306,9000-9002"),
             ("CONDUIT_PROXY_DETECT_TIMEOUT", "250ms"),
@@ -385,6 +423,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.inbound_addr.to_string(), "[::]:5143");
+        assert!(
+            !c.inbound_addr.ipv6_optional,
+            "explicit addresses must bind"
+        );
+        assert_eq!(c.outbound_addr.addrs.len(), 2);
         assert_eq!(
             c.opaque_ports.iter().collect::<Vec<_>>(),
             [25, 3306, 9000, 9001, 9002]

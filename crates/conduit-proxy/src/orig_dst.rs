@@ -11,22 +11,29 @@ use tokio::net::TcpStream;
 pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
     let addr = match stream.local_addr()? {
-        SocketAddr::V4(_) => sock.original_dst_v4()?,
-        SocketAddr::V6(_) => sock.original_dst_v6()?,
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => sock.original_dst_v6()?,
+        // IPv4, also when it arrived on a dual-stack socket as ::ffff:a.b.c.d.
+        _ => sock.original_dst_v4()?,
     };
-    let mut addr = addr.as_socket().ok_or_else(|| {
+    let addr = addr.as_socket().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             "original destination is not an IP address",
         )
     })?;
-    // An IPv4 client of a dual-stack listener is reported as ::ffff:a.b.c.d.
-    if let SocketAddr::V6(v6) = addr {
-        if let Some(v4) = v6.ip().to_ipv4_mapped() {
-            addr = SocketAddr::from((v4, v6.port()));
-        }
+    Ok(canonical(addr))
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a dual-stack socket
+/// reports IPv4 peers) turned back into IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
     }
-    Ok(addr)
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl Side {
     ) {
         let at = Instant::now();
         let orig_dst = match (original_dst(&tcp), tcp.local_addr()) {
-            (Ok(dst), Ok(local)) if dst != local => dst,
+            (Ok(dst), Ok(local)) if dst != crate::orig_dst::canonical(local) => dst,
             (dst, _) => {
                 // Not redirected: someone connected to the proxy port itself. Forwarding
                 // would loop back here, so refuse.

@@ -1,0 +1,75 @@
+//! Shared setup for the proxy's end-to-end tests: two pods on a private network, the
+//! proxy binary under test, and the real peers in `tests/peers`.
+#![allow(dead_code)] // each test file uses its own subset
+
+pub use conduit_testkit::{wait_until, Lan, Mesh, Metrics, Pod, Process};
+use std::time::Duration;
+
+/// The proxy binary under test.
+pub const PROXY: &str = env!("CARGO_BIN_EXE_conduit-proxy");
+
+/// The path of a peer script in `tests/peers`.
+pub fn peer(file: &str) -> String {
+    format!("{}/tests/peers/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A client pod and a server pod, each meshed with its own settings (`None`: not meshed).
+pub fn pods(client: Option<Mesh>, server: Option<Mesh>) -> (Lan, Pod, Pod) {
+    let lan = Lan::new();
+    let mut client_pod = lan.pod("client");
+    let mut server_pod = lan.pod("server");
+    if let Some(mesh) = server {
+        server_pod.mesh(PROXY, mesh);
+    }
+    if let Some(mesh) = client {
+        client_pod.mesh(PROXY, mesh);
+    }
+    (lan, client_pod, server_pod)
+}
+
+/// Both pods meshed with default settings.
+pub fn meshed_pods() -> (Lan, Pod, Pod) {
+    pods(Some(Mesh::default()), Some(Mesh::default()))
+}
+
+/// hypercorn serving `peers/http_app.py` on `[::]:port` (both families) in `pod`.
+pub fn http_app(pod: &Pod, port: u16) -> Process {
+    let bind = format!("[::]:{port}");
+    let app = format!("{}:app", peer("http_app.py"));
+    let app = pod.spawn(&["hypercorn", "--bind", &bind, &app]);
+    pod.wait_listening(port);
+    app
+}
+
+/// Runs curl in `pod` with `args`; returns (stdout, stderr) and asserts it succeeded.
+pub fn curl(pod: &Pod, args: &[&str]) -> (String, String) {
+    let mut argv = vec!["curl", "-sS", "--max-time", "20"];
+    argv.extend_from_slice(args);
+    let out = pod.run(&argv);
+    assert_eq!(
+        out.status,
+        Some(0),
+        "curl {args:?} failed: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    (out.stdout, out.stderr)
+}
+
+/// Waits until `pod`'s metric `name` with `labels` reaches `at_least`, returning the scrape.
+pub fn wait_metric(pod: &Pod, name: &str, labels: &[(&str, &str)], at_least: f64) -> Metrics {
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(10), || {
+        let m = pod.metrics();
+        let done = m.sum(name, labels) >= at_least;
+        last = Some(m);
+        done
+    });
+    let m = last.expect("scraped at least once");
+    assert!(
+        ok,
+        "{name}{labels:?} never reached {at_least} in pod {}:\n{m}",
+        pod.name
+    );
+    m
+}
