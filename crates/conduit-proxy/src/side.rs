@@ -290,10 +290,16 @@ impl Side {
         }
     }
 
-    /// hyper answered a bad request on a keep-alive connection itself, or the client
-    /// misbehaved; count it under the same names the proxy's own responses use.
+    /// hyper answered a bad request on a keep-alive connection itself, or closed a
+    /// connection that flooded it (HTTP/2 rapid reset); count it under the same names the
+    /// proxy's own responses use.
     fn report_http_error(&self, error: &hyper::Error) {
-        let code = if error.is_parse_too_large() {
+        let h2_reason = std::error::Error::source(error)
+            .and_then(|e| e.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason);
+        let code = if h2_reason == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+            "http2_flood"
+        } else if error.is_parse_too_large() {
             "headers_too_large"
         } else if error.is_parse() {
             "malformed_request"

@@ -73,3 +73,66 @@ pub fn wait_metric(pod: &Pod, name: &str, labels: &[(&str, &str)], at_least: f64
     );
     m
 }
+
+/// What a raw TCP exchange got back.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Everything received.
+    pub received: String,
+    /// Whether the peer closed the connection (rather than the read timing out).
+    pub closed: bool,
+}
+
+impl Exchange {
+    /// The status code of the first HTTP response received.
+    pub fn status(&self) -> Option<u16> {
+        self.received.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The value of `name` in the first response's head.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.received.split("\r\n\r\n").next()?;
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// From inside `pod`, connects to `addr`, writes each chunk after its pause, and reads
+/// until the peer closes or nothing arrives for `read_timeout`.
+pub fn exchange(
+    pod: &Pod,
+    addr: std::net::SocketAddr,
+    chunks: &[(Duration, &[u8])],
+    read_timeout: Duration,
+) -> Exchange {
+    use std::io::{Read, Write};
+    pod.within(|| {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .expect("connecting");
+        for (pause, bytes) in chunks {
+            std::thread::sleep(*pause);
+            if s.write_all(bytes).is_err() {
+                break;
+            }
+        }
+        s.set_read_timeout(Some(read_timeout)).unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 8192];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        Exchange {
+            received: String::from_utf8_lossy(&received).into_owned(),
+            closed,
+        }
+    })
+}
