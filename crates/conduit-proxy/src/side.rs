@@ -364,20 +364,23 @@ impl Side {
             decided,
             tcp::first_speaker(client.get_ref(), upstream.get_ref()).await,
         ) {
-            (Decided::Silence, FirstSpeaker::Server) => {
-                if self.server_first.learn(port) {
-                    self.metrics
-                        .server_first_ports
-                        .get_or_create(&labels)
-                        .set(1);
-                    info!(direction = self.direction.as_str(), port, "learned a server-speaks-first port; detection is skipped for it from now on");
-                }
+            (Decided::Silence, FirstSpeaker::Server) if self.server_first.learn(port) => {
+                self.metrics
+                    .server_first_ports
+                    .get_or_create(&labels)
+                    .set(1);
+                info!(
+                    direction = self.direction.as_str(),
+                    port,
+                    "learned a server-speaks-first port; detection is skipped for it from now on"
+                );
             }
-            (Decided::ServerFirstPort, FirstSpeaker::Client) => {
-                if self.server_first.forget(port) {
-                    self.metrics.server_first_ports.remove(&labels);
-                    info!(direction = self.direction.as_str(), port, "a client spoke first on a server-speaks-first port; detecting its protocol again");
-                }
+            (Decided::ServerFirstPort, FirstSpeaker::Client) if self.server_first.forget(port) => {
+                self.metrics.server_first_ports.remove(&labels);
+                info!(
+                    direction = self.direction.as_str(),
+                    port, "a client spoke first on a server-speaks-first port; detecting its protocol again"
+                );
             }
             _ => {}
         }

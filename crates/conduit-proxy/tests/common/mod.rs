@@ -36,7 +36,7 @@ pub fn meshed_pods() -> (Lan, Pod, Pod) {
 pub fn http_app(pod: &Pod, port: u16) -> Process {
     let bind = format!("[::]:{port}");
     let app = format!("{}:app", peer("http_app.py"));
-    let app = pod.spawn(&["hypercorn", "--bind", &bind, &app]);
+    let app = pod.spawn(&["python3", "-m", "hypercorn", "--bind", &bind, &app]);
     pod.wait_listening(port);
     app
 }
