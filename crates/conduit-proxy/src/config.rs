@@ -17,8 +17,11 @@ pub struct Config {
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
     pub detect_timeout: Duration,
-    /// How long a client may take to send a whole request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
+    /// How long a client may take to send a connection's first request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1 client connection may sit between requests, or take to send a
+    /// later request head (`CONDUIT_PROXY_KEEPALIVE_TIMEOUT`).
+    pub keepalive_timeout: Duration,
     /// The largest request head accepted, in bytes (`CONDUIT_PROXY_MAX_HEADER_BYTES`).
     pub max_header_bytes: usize,
     /// How long to wait for an upstream TCP connection (`CONDUIT_PROXY_CONNECT_TIMEOUT`).
@@ -66,6 +69,7 @@ impl Default for Config {
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(3),
             pool_idle_timeout: Duration::from_secs(20),
@@ -198,6 +202,11 @@ impl Config {
             header_read_timeout: parse_or(
                 get("CONDUIT_PROXY_HEADER_READ_TIMEOUT"),
                 d.header_read_timeout,
+                parse_duration,
+            )?,
+            keepalive_timeout: parse_or(
+                get("CONDUIT_PROXY_KEEPALIVE_TIMEOUT"),
+                d.keepalive_timeout,
                 parse_duration,
             )?,
             max_header_bytes: parse_or(
@@ -409,6 +418,7 @@ mod tests {
             ("CONDUIT_PROXY_OPAQUE_PORTS", "25, 3306,9000-9002"),
             ("CONDUIT_PROXY_DETECT_TIMEOUT", "250ms"),
             ("CONDUIT_PROXY_HEADER_READ_TIMEOUT", "2s"),
+            ("CONDUIT_PROXY_KEEPALIVE_TIMEOUT", "90s"),
             ("CONDUIT_PROXY_MAX_HEADER_BYTES", "4096"),
             ("CONDUIT_PROXY_CONNECT_TIMEOUT", "1s"),
             ("CONDUIT_PROXY_POOL_IDLE_TIMEOUT", "1m"),
@@ -434,6 +444,7 @@ mod tests {
         );
         assert_eq!(c.detect_timeout, Duration::from_millis(250));
         assert_eq!(c.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(90));
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.pool_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.http2_max_concurrent_streams, 10);

@@ -303,9 +303,8 @@ impl Side {
             "headers_too_large"
         } else if error.is_parse() {
             "malformed_request"
-        } else if error.is_timeout() {
-            "request_head_timeout"
         } else {
+            // Includes hyper's keep-alive timeout closing an idle connection: not an error.
             return debug!(%error, "HTTP connection ended with an error");
         };
         self.metrics.error(self.direction, code);

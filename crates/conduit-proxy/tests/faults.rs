@@ -150,6 +150,25 @@ fn clients_that_send_headers_too_slowly_are_cut_off_with_408() {
 }
 
 #[test]
+fn idle_keep_alive_connections_are_closed_quietly() {
+    let mesh = Mesh::default().env("CONDUIT_PROXY_KEEPALIVE_TIMEOUT", "1s");
+    let (_lan, client, server) = pods(Some(mesh), Some(Mesh::default()));
+    let _app = http_app(&server, 8080);
+    // One request, then silence: the proxy closes the idle connection after 1s.
+    let got = exchange(
+        &client,
+        server.addr(8080),
+        &[(NOW, b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")],
+        Duration::from_secs(10),
+    );
+    assert_eq!(got.status(), Some(200), "{got:?}");
+    assert!(got.closed, "the idle connection was closed by the proxy");
+    // That is how keep-alive ends, not a failure.
+    let m = client.metrics();
+    assert_eq!(m.sum("proxy_errors_total", &[]), 0.0, "{m}");
+}
+
+#[test]
 fn an_unreachable_upstream_gives_502_or_504_for_http_and_a_closed_connection_for_tcp() {
     let mesh = Mesh::default().env("CONDUIT_PROXY_CONNECT_TIMEOUT", "500ms");
     let (_lan, client, server) = pods(Some(mesh), None);

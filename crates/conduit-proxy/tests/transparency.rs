@@ -114,7 +114,14 @@ fn http1_keep_alive_chunked_and_hop_by_hop_headers() {
     }
     // The client's outbound proxy reused one pooled upstream connection for all four.
     let m = client.metrics();
-    assert_eq!(m.sum("request_total", &[("pod", "client"), ("direction", "outbound")]), 4.0, "pod identity: {m}");
+    assert_eq!(
+        m.sum(
+            "request_total",
+            &[("pod", "client"), ("direction", "outbound")]
+        ),
+        4.0,
+        "pod identity: {m}"
+    );
     assert_eq!(
         m.sum(
             "tcp_open_total",
@@ -128,7 +135,10 @@ fn http1_keep_alive_chunked_and_hop_by_hop_headers() {
 #[test]
 fn http2_prior_knowledge_with_curl() {
     // The client's proxy runs the multi-threaded runtime; the server's the default one.
-    let (_lan, client, server) = pods(Some(Mesh::default().env("CONDUIT_PROXY_CORES", "2")), Some(Mesh::default()));
+    let (_lan, client, server) = pods(
+        Some(Mesh::default().env("CONDUIT_PROXY_CORES", "2")),
+        Some(Mesh::default()),
+    );
     let _app = http_app(&server, 8080);
     let (out, err) = curl(
         &client,

@@ -216,7 +216,6 @@ impl EndpointPool {
     ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
         let io = TokioIo::new(self.connector.connect(self.addr).await?);
         let (sender, conn) = http1::Builder::new()
-            .preserve_header_case(true)
             .handshake(io)
             .await
             .map_err(|e| self.failed(e))?;

@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use std::{
     pin::Pin,
     sync::{Arc, Mutex},
@@ -22,13 +23,7 @@ use std::{
 #[derive(Clone)]
 pub struct RecordHttp<S> {
     inner: S,
-    direction: Direction,
-    metrics: HttpMetrics,
-    /// The authority when a request names none (HTTP/1.0 without `Host`).
-    fallback: Arc<str>,
-    /// The last authority seen on this connection, so that a keep-alive connection
-    /// does not allocate a label per request.
-    last: Arc<Mutex<Arc<str>>>,
+    series: Arc<ConnSeries>,
 }
 
 impl<S> RecordHttp<S> {
@@ -36,27 +31,122 @@ impl<S> RecordHttp<S> {
     pub fn new(inner: S, direction: Direction, metrics: HttpMetrics, fallback: Arc<str>) -> Self {
         RecordHttp {
             inner,
-            direction,
-            metrics,
-            last: Arc::new(Mutex::new(fallback.clone())),
-            fallback,
+            series: Arc::new(ConnSeries {
+                direction,
+                families: metrics,
+                fallback,
+                cache: Mutex::new(SeriesCache::default()),
+            }),
+        }
+    }
+}
+
+/// One connection's handles into the HTTP families. A keep-alive connection nearly
+/// always talks to one authority, so its series are looked up once and then reused,
+/// without building labels, hashing them or taking the families' locks per request.
+struct ConnSeries {
+    direction: Direction,
+    families: HttpMetrics,
+    /// The authority when a request names none (HTTP/1.0 without `Host`).
+    fallback: Arc<str>,
+    cache: Mutex<SeriesCache>,
+}
+
+/// A response series within one authority: status code, classification, gRPC status.
+type ResponseKey = (u16, Classification, Option<u32>);
+
+/// The series of the connection's current authority.
+#[derive(Default)]
+struct SeriesCache {
+    authority: Option<(Arc<str>, Counter)>,
+    latency: Vec<(u16, Histogram)>,
+    responses: Vec<(ResponseKey, Counter)>,
+}
+
+impl ConnSeries {
+    fn cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a request for `named` (or the fallback), returning the authority label.
+    fn request(&self, named: Option<&str>) -> Arc<str> {
+        let mut cache = self.cache();
+        match &cache.authority {
+            Some((authority, requests))
+                if Some(&**authority) == named.or(Some(&*self.fallback)) =>
+            {
+                requests.inc();
+                return authority.clone();
+            }
+            _ => {}
+        }
+        let authority: Arc<str> = named.map_or_else(|| self.fallback.clone(), Arc::from);
+        let requests = self.families.requests.get_or_create_owned(&RequestLabels {
+            direction: self.direction,
+            authority: authority.clone(),
+        });
+        requests.inc();
+        *cache = SeriesCache {
+            authority: Some((authority.clone(), requests)),
+            ..SeriesCache::default()
+        };
+        authority
+    }
+
+    fn is_current(cache: &SeriesCache, authority: &Arc<str>) -> bool {
+        cache
+            .authority
+            .as_ref()
+            .is_some_and(|(a, _)| Arc::ptr_eq(a, authority))
+    }
+
+    fn latency(&self, authority: &Arc<str>, status_code: u16, ms: f64) {
+        let mut cache = self.cache();
+        if let Some((_, h)) = cache.latency.iter().find(|(s, _)| *s == status_code) {
+            if Self::is_current(&cache, authority) {
+                return h.observe(ms);
+            }
+        }
+        let histogram = self.families.latency.get_or_create_owned(&LatencyLabels {
+            direction: self.direction,
+            authority: authority.clone(),
+            status_code,
+        });
+        histogram.observe(ms);
+        if Self::is_current(&cache, authority) {
+            cache.latency.push((status_code, histogram));
         }
     }
 
-    fn authority<B>(&self, req: &Request<B>) -> Arc<str> {
-        let named = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let Some(named) = named else {
-            return self.fallback.clone();
-        };
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if &**last != named {
-            *last = Arc::from(named);
+    fn response(
+        &self,
+        authority: &Arc<str>,
+        status_code: u16,
+        class: Classification,
+        grpc_status: Option<u32>,
+    ) {
+        let key = (status_code, class, grpc_status);
+        let mut cache = self.cache();
+        if let Some((_, c)) = cache.responses.iter().find(|(k, _)| *k == key) {
+            if Self::is_current(&cache, authority) {
+                c.inc();
+                return;
+            }
         }
-        last.clone()
+        let counter = self
+            .families
+            .responses
+            .get_or_create_owned(&ResponseLabels {
+                direction: self.direction,
+                authority: authority.clone(),
+                status_code,
+                classification: class,
+                grpc_status,
+            });
+        counter.inc();
+        if Self::is_current(&cache, authority) {
+            cache.responses.push((key, counter));
+        }
     }
 }
 
@@ -92,76 +182,59 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let authority = self.authority(&req);
-        let direction = self.direction;
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                direction,
-                authority: authority.clone(),
-            })
-            .inc();
+        let named = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let authority = self.series.request(named);
         let grpc = is_grpc(req.headers());
         let fut = self.inner.call(req);
-        let metrics = self.metrics.clone();
+        let series = self.series.clone();
         Box::pin(async move {
             let rsp = fut.await?;
             let status_code = rsp.status().as_u16();
-            let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
-            metrics
-                .latency
-                .get_or_create(&LatencyLabels {
-                    direction,
-                    authority: authority.clone(),
-                    status_code,
-                })
-                .observe(elapsed_ms);
-            let labels = ResponseLabels {
-                direction,
+            series.latency(
+                &authority,
+                status_code,
+                start.elapsed().as_secs_f64() * 1000.0,
+            );
+            let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
+            let outcome = Outcome {
+                series,
                 authority,
                 status_code,
-                classification: Classification::Success,
-                grpc_status: None,
+                grpc,
+                grpc_status,
             };
-            let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
-            Ok(rsp.map(|inner| {
-                RecordBody::new(
-                    inner,
-                    Outcome {
-                        labels,
-                        grpc,
-                        grpc_status,
-                        metrics,
-                    },
-                )
-            }))
+            Ok(rsp.map(|inner| RecordBody::new(inner, outcome)))
         })
     }
 }
 
 /// What is known of a response until its body ends.
 struct Outcome {
-    labels: ResponseLabels,
+    series: Arc<ConnSeries>,
+    authority: Arc<str>,
+    status_code: u16,
     grpc: bool,
     grpc_status: Option<u32>,
-    metrics: HttpMetrics,
 }
 
 impl Outcome {
-    fn record(mut self, body_failed: bool) {
-        let status_failed = self.labels.status_code >= 500;
+    fn record(self, body_failed: bool) {
         let failed = match (self.grpc, self.grpc_status) {
             _ if body_failed => true,
             (true, Some(code)) => code != 0,
-            _ => status_failed,
+            _ => self.status_code >= 500,
         };
-        self.labels.grpc_status = self.grpc_status;
-        self.labels.classification = if failed {
+        let class = if failed {
             Classification::Failure
         } else {
             Classification::Success
         };
-        self.metrics.responses.get_or_create(&self.labels).inc();
+        self.series
+            .response(&self.authority, self.status_code, class, self.grpc_status);
     }
 }
 
@@ -365,6 +438,71 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"classification="success""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn one_connection_counts_every_authority_and_status_apart() {
+        let metrics = Metrics::new(&PodIdentity::default());
+        let inner = service_fn(|req: Request<()>| async move {
+            let status = if req.uri().path() == "/fail" {
+                503
+            } else {
+                200
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+        });
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Outbound,
+            metrics.http.clone(),
+            "x:1".into(),
+        );
+        for (host, path) in [
+            ("a:80", "/"),
+            ("a:80", "/fail"),
+            ("b:80", "/"),
+            ("a:80", "/"),
+            ("a:80", "/fail"),
+        ] {
+            let req = Request::get(path).header("host", host).body(()).unwrap();
+            let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+            rsp.into_body().collect().await.unwrap();
+        }
+        let text = metrics.encode();
+        for (series, n) in [
+            (r#"request_total{direction="outbound",authority="a:80"}"#, 4),
+            (r#"request_total{direction="outbound",authority="b:80"}"#, 1),
+            (
+                r#"response_total{direction="outbound",authority="a:80",status_code="200",classification="success",grpc_status=""}"#,
+                2,
+            ),
+            (
+                r#"response_total{direction="outbound",authority="a:80",status_code="503",classification="failure",grpc_status=""}"#,
+                2,
+            ),
+            (
+                r#"response_total{direction="outbound",authority="b:80",status_code="200",classification="success",grpc_status=""}"#,
+                1,
+            ),
+            (
+                r#"response_latency_ms_count{direction="outbound",authority="a:80",status_code="503"}"#,
+                2,
+            ),
+            (
+                r#"response_latency_ms_count{direction="outbound",authority="b:80",status_code="200"}"#,
+                1,
+            ),
+        ] {
+            assert!(
+                text.contains(&format!("{series} {n}\n")),
+                "{series} should be {n}:\n{text}"
+            );
+        }
     }
 
     #[tokio::test]

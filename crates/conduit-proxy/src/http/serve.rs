@@ -29,10 +29,12 @@ impl HttpServer {
     pub fn new(config: &Config) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
-            // Also bounds the idle time between keep-alive requests, as in most servers.
-            .header_read_timeout(config.header_read_timeout)
+            // hyper's timer runs from the end of one request to the head of the next, so it
+            // is the keep-alive idle timeout (the first head is checked in `head.rs`). It
+            // must outlast the pools of clients, another proxy's included, so that a
+            // pooled connection is closed by its client rather than raced by the server.
+            .header_read_timeout(config.keepalive_timeout)
             .max_buf_size(config.max_header_bytes.max(8192))
-            .preserve_header_case(true)
             .half_close(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
