@@ -280,6 +280,24 @@ mod tests {
         assert_eq!(classify(&[b'A'; 20]), Prefix::NeedMore { http1: true });
     }
 
+    proptest::proptest! {
+        /// Detection reads a connection in arbitrary segments, so a decision made on a
+        /// prefix must stand however the rest arrives.
+        #[test]
+        fn a_decided_prefix_is_never_contradicted(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), cut in 0usize..64) {
+            let cut = cut.min(bytes.len());
+            if let Prefix::Known(p) = classify(&bytes[..cut]) {
+                proptest::prop_assert_eq!(classify(&bytes), Prefix::Known(p));
+            }
+        }
+
+        #[test]
+        fn http_request_lines_are_http_however_they_end(method in "[A-Z]{1,10}", path in "/[a-zA-Z0-9/?=&%._-]{0,40}", minor in 0u8..2, rest in "[ -~]{0,20}") {
+            let line = format!("{method} {path} HTTP/1.{minor}\r\n{rest}");
+            proptest::prop_assert_eq!(classify(line.as_bytes()), Prefix::Known(Http1));
+        }
+    }
+
     #[tokio::test]
     async fn detect_reads_across_segments() {
         let (mut client, mut server) = tokio::io::duplex(64);

@@ -161,6 +161,14 @@ mod tests {
         assert_eq!(check(&many, 64 * 1024).unwrap_err().status().as_u16(), 431);
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the check answers and never panics.
+        #[test]
+        fn any_bytes_get_an_answer(head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = check(&head, 256);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stalled_head_times_out() {
         use tokio::io::AsyncWriteExt;
