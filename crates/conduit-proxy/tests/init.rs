@@ -117,16 +117,7 @@ fn skipped_ports_bypass_the_proxy() {
     let client_mesh = Mesh::default().init_args(&["--skip-outbound-ports", "6379"]);
     let server_mesh = Mesh::default().init_args(&["--skip-inbound-ports", "6379"]);
     let (_lan, client, server) = pods(Some(client_mesh), Some(server_mesh));
-    let _redis = server.spawn(&[
-        "redis-server",
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--protected-mode",
-        "no",
-    ]);
-    server.wait_listening(6379);
+    let _redis = redis(&server);
     let _app = http_app(&server, 8080);
     assert_eq!(
         client

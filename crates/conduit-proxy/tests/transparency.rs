@@ -256,20 +256,7 @@ fn websocket_upgrade_passes_through() {
 #[test]
 fn redis_is_opaque_and_client_speaks_first() {
     let (_lan, client, server) = meshed_pods();
-    let _redis = server.spawn(&[
-        "redis-server",
-        "--port",
-        "6379",
-        "--bind",
-        "0.0.0.0",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--protected-mode",
-        "no",
-    ]);
-    server.wait_listening(6379);
+    let _redis = redis(&server);
     let host = server.ip.to_string();
     assert_eq!(
         client
@@ -319,16 +306,7 @@ fn redis_is_opaque_and_client_speaks_first() {
 fn configured_opaque_ports_skip_detection() {
     let mesh = Mesh::default().env("CONDUIT_PROXY_OPAQUE_PORTS", "6379,7000-7010");
     let (_lan, client, server) = pods(Some(mesh), Some(Mesh::default()));
-    let _redis = server.spawn(&[
-        "redis-server",
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--protected-mode",
-        "no",
-    ]);
-    server.wait_listening(6379);
+    let _redis = redis(&server);
     assert_eq!(
         client
             .run_ok(&["redis-cli", "-h", &server.ip.to_string(), "PING"])

@@ -41,6 +41,25 @@ pub fn http_app(pod: &Pod, port: u16) -> Process {
     app
 }
 
+/// redis-server on port 6379 (all addresses) in `pod`, without persistence.
+pub fn redis(pod: &Pod) -> Process {
+    let redis = pod.spawn(&[
+        "redis-server",
+        "--port",
+        "6379",
+        "--bind",
+        "0.0.0.0",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]);
+    pod.wait_listening(6379);
+    redis
+}
+
 /// Runs curl in `pod` with `args`; returns (stdout, stderr) and asserts it succeeded.
 pub fn curl(pod: &Pod, args: &[&str]) -> (String, String) {
     let mut argv = vec!["curl", "-sS", "--max-time", "20"];
