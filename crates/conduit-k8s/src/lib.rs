@@ -1,0 +1,6 @@
+//! Conduit's Kubernetes model: reading manifests (multi-document YAML, typed with the
+//! official `k8s-openapi` types) and the sidecar injection that meshes a workload.
+//! Knows nothing about how workloads are run: the local runtime and a real cluster both
+//! consume what this crate produces.
+
+pub mod manifest;
