@@ -1,0 +1,14 @@
+//! Compiles `proto/` with protox, a pure-Rust protobuf compiler: no protoc needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "../../proto/conduit/destination.proto",
+        "../../proto/conduit/tap.proto",
+    ];
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["../../proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! The gRPC contracts between Conduit's proxies and its control plane, generated from
+//! `proto/`: Destination (endpoint discovery) and Tap (live request events). Only
+//! generated code lives here; behaviour belongs to the proxy and the controller.
+
+/// Endpoint discovery: `conduit.destination.v1`.
+pub mod destination {
+    tonic::include_proto!("conduit.destination.v1");
+}
+
+/// Live request events: `conduit.tap.v1`.
+pub mod tap {
+    tonic::include_proto!("conduit.tap.v1");
+}
