@@ -3,4 +3,5 @@
 //! Knows nothing about how workloads are run: the local runtime and a real cluster both
 //! consume what this crate produces.
 
+pub mod inject;
 pub mod manifest;

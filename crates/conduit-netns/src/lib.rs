@@ -42,6 +42,19 @@ fn output_ok(cmd: &mut Command, program: &str, args: &[&str]) -> Result<String, 
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// How to start a process inside a namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Exec {
+    /// Run as this UID (and GID), with no supplementary groups.
+    pub uid: Option<u32>,
+    /// Bind this file over `/etc/hosts` in a mount namespace of the process's own, as
+    /// `ip netns exec` does with `/etc/netns/NAME/hosts`.
+    pub etc_hosts: Option<PathBuf>,
+    /// Start a new session (and process group), so the process and its children can be
+    /// signalled together.
+    pub new_session: bool,
+}
+
 /// A named network namespace (`/var/run/netns/NAME`), removed when dropped.
 #[derive(Debug)]
 pub struct NetNs {
@@ -103,15 +116,66 @@ impl NetNs {
     /// A command that runs inside the namespace, as `uid`:`uid` with no supplementary
     /// groups when given (the proxy runs as its own UID so iptables can tell it apart).
     pub fn command_as(&self, program: &str, uid: Option<u32>) -> Command {
+        self.command_with(
+            program,
+            &Exec {
+                uid,
+                ..Exec::default()
+            },
+        )
+        .expect("no hosts file, so nothing can fail before spawn")
+    }
+
+    /// A command that runs inside the namespace as `exec` says.
+    pub fn command_with(&self, program: &str, exec: &Exec) -> io::Result<Command> {
         let mut cmd = Command::new(program);
         let fd = self.file.as_raw_fd();
+        let hosts = exec
+            .etc_hosts
+            .as_ref()
+            .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()))
+            .transpose()
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "hosts file path has a NUL byte",
+                )
+            })?;
+        let (uid, new_session) = (exec.uid, exec.new_session);
         // SAFETY: the closure runs in the forked child before exec and only makes raw
-        // syscalls (setns, setgroups, setgid, setuid), which are async-signal-safe. The
-        // namespace file stays open in the parent for as long as `self` lives, which
-        // outlives every spawn made through this handle.
+        // syscalls (setns, unshare, mount, setsid, setgroups, setgid, setuid), which are
+        // async-signal-safe; the C strings were made before the fork. The namespace file
+        // stays open in the parent for as long as `self` lives, which outlives every spawn
+        // made through this handle.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(hosts) = &hosts {
+                    // A private mount namespace, so the bind is this process's alone.
+                    let root = c"/";
+                    let target = c"/etc/hosts";
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        || libc::mount(
+                            hosts.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if new_session && libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 if let Some(uid) = uid {
@@ -125,7 +189,17 @@ impl NetNs {
                 Ok(())
             });
         }
-        cmd
+        Ok(cmd)
+    }
+
+    /// Moves the calling thread into the namespace; threads it starts afterwards are born
+    /// there too. For a process that lives in one namespace, call it before any thread.
+    pub fn enter(&self) -> io::Result<()> {
+        // SAFETY: setns on the calling thread with a descriptor `self` keeps open.
+        if unsafe { libc::setns(self.file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Runs a command inside the namespace to completion, returning its stdout.
@@ -196,6 +270,14 @@ impl Drop for NetNs {
             let _ = run("ip", &["netns", "delete", &self.name]);
         }
     }
+}
+
+/// The processes inside the namespace `name`.
+pub fn pids(name: &str) -> Result<Vec<u32>, NetnsError> {
+    Ok(run("ip", &["netns", "pids", name])?
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// The names of every network namespace on the host.

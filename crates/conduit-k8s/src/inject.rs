@@ -1,0 +1,703 @@
+//! Sidecar injection and its reverse, on manifest text. [`inject`] adds Conduit's init
+//! container (the iptables redirect) and proxy container to the pod template of every
+//! workload in a manifest; [`uninject`] takes out exactly what `inject` added. Documents
+//! that are not workloads, and workloads that are skipped, pass through byte for byte;
+//! changed documents are written anew from their values (their comments are lost).
+//! Knows nothing about clusters, admission webhooks or how pods are run.
+//!
+//! One difference survives a round trip: an empty (or null) `metadata`, `annotations`,
+//! `labels`, `initContainers` or `volumes` written in a pod template comes back absent
+//! from `uninject(inject(x))`, which Kubernetes reads the same way.
+
+use crate::manifest::{self, Document, ManifestError};
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+/// The version of the proxy that `inject` adds: this crate's.
+pub const PROXY_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The proxy container's name; a pod that has it is meshed.
+pub const PROXY_CONTAINER: &str = "conduit-proxy";
+/// The init container's name; it writes the pod's iptables redirect.
+pub const INIT_CONTAINER: &str = "conduit-init";
+/// An `emptyDir` mounted at the init container's `/run`, where iptables keeps its lock
+/// file: the init container's root filesystem is read-only.
+pub const INIT_LOCK_VOLUME: &str = "conduit-init-xtables-lock";
+/// Annotation: the proxy version a pod was injected with.
+pub const VERSION_ANNOTATION: &str = "conduit.io/proxy-version";
+/// Annotation: `disabled` on a workload or its pod template opts out of injection.
+pub const INJECT_ANNOTATION: &str = "conduit.io/inject";
+/// Label: the namespace of the control plane that the pod's proxy reports to.
+pub const CONTROL_PLANE_NS_LABEL: &str = "conduit.io/control-plane-ns";
+/// Label: the Deployment a pod belongs to.
+pub const DEPLOYMENT_LABEL: &str = "conduit.io/proxy-deployment";
+
+const CONTROL_PLANE_NS: &str = "conduit";
+const INBOUND_PORT: u16 = 4143;
+const OUTBOUND_PORT: u16 = 4140;
+const ADMIN_PORT: u16 = 4191;
+const TAP_PORT: u16 = 4190;
+const HOST_NETWORK: &str = "a pod on the host network cannot be meshed: its traffic is the node's";
+
+/// The kinds whose pods get a proxy, and the path to their pod template (empty: the
+/// object is the pod).
+const WORKLOADS: &[(&str, &str, &[&str])] = &[
+    ("apps/v1", "Deployment", &["spec", "template"]),
+    ("apps/v1", "StatefulSet", &["spec", "template"]),
+    ("apps/v1", "DaemonSet", &["spec", "template"]),
+    ("apps/v1", "ReplicaSet", &["spec", "template"]),
+    ("batch/v1", "Job", &["spec", "template"]),
+    (
+        "batch/v1",
+        "CronJob",
+        &["spec", "jobTemplate", "spec", "template"],
+    ),
+    ("v1", "Pod", &[]),
+];
+
+/// What `inject` puts into a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectOptions {
+    /// The image of both injected containers (it holds `conduit-proxy` and its `init`).
+    pub proxy_image: String,
+    /// The control plane's destination service, `host:port`.
+    pub destination_addr: String,
+    /// The UID the proxy runs as; the redirect leaves this UID's traffic alone.
+    pub proxy_uid: u32,
+    /// Inbound ports not redirected to the proxy, as given: `22`, `9000-9010`.
+    pub skip_inbound_ports: Vec<String>,
+    /// Outbound ports not redirected to the proxy, as given: `25`, `3306-3310`.
+    pub skip_outbound_ports: Vec<String>,
+    /// The proxy's log filter (`CONDUIT_PROXY_LOG`).
+    pub log: String,
+}
+
+impl Default for InjectOptions {
+    fn default() -> Self {
+        InjectOptions {
+            proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
+            destination_addr: "conduit-destination.conduit.svc.cluster.local:8086".into(),
+            proxy_uid: 2102,
+            skip_inbound_ports: Vec::new(),
+            skip_outbound_ports: Vec::new(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// A manifest after `inject` or `uninject`, with what happened to each object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transformed {
+    /// The manifest to apply.
+    pub output: String,
+    /// One line per object (the items of a `List` each have theirs), in order.
+    pub report: Vec<Outcome>,
+}
+
+/// What happened to one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The object's kind as written (`Deployment`); empty if it has none.
+    pub kind: String,
+    /// The object's name; empty if it has none.
+    pub name: String,
+    /// What was done.
+    pub action: Action,
+}
+
+/// What `inject` or `uninject` did to an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The proxy was added.
+    Injected,
+    /// The proxy was there already and was replaced by the current one.
+    Reinjected,
+    /// Left unchanged, for this reason.
+    Skipped(String),
+    /// The proxy was taken out.
+    Uninjected,
+    /// `uninject` found nothing of Conduit's to take out.
+    NotInjected,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind.as_str() {
+            "" => "object".to_string(),
+            kind => kind.to_lowercase(),
+        };
+        match self.name.as_str() {
+            "" => write!(f, "{kind} ")?,
+            name => write!(f, "{kind} {name:?} ")?,
+        }
+        match &self.action {
+            Action::Injected => f.write_str("injected"),
+            Action::Reinjected => f.write_str("re-injected (it was already injected)"),
+            Action::Skipped(reason) => write!(f, "skipped: {reason}"),
+            Action::Uninjected => f.write_str("uninjected"),
+            Action::NotInjected => f.write_str("not injected, left as is"),
+        }
+    }
+}
+
+/// Adds the proxy to every workload in `text` (read from `source`, for messages).
+pub fn inject(
+    text: &str,
+    source: &str,
+    opts: &InjectOptions,
+) -> Result<Transformed, ManifestError> {
+    transform(text, source, Mode::Inject(opts))
+}
+
+/// Takes the proxy out of every workload in `text` (read from `source`, for messages).
+pub fn uninject(text: &str, source: &str) -> Result<Transformed, ManifestError> {
+    transform(text, source, Mode::Uninject)
+}
+
+/// Whether a pod spec carries the Conduit proxy container.
+pub fn is_injected(pod_spec: &Value) -> bool {
+    pod_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| cs.iter().any(|c| has_name(c, PROXY_CONTAINER)))
+}
+
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Inject(&'a InjectOptions),
+    Uninject,
+}
+
+fn transform(text: &str, source: &str, mode: Mode<'_>) -> Result<Transformed, ManifestError> {
+    let docs = manifest::parse(text, source)?;
+    let mut texts = Vec::with_capacity(docs.len());
+    let mut report = Vec::new();
+    for doc in &docs {
+        texts.push(match transform_document(doc, mode, &mut report)? {
+            Some(changed) => manifest::to_yaml(&changed),
+            None => doc.text.clone(),
+        });
+    }
+    Ok(Transformed {
+        output: manifest::join(texts.iter().map(String::as_str)),
+        report,
+    })
+}
+
+/// The document's new value, or `None` to keep its text.
+fn transform_document(
+    doc: &Document,
+    mode: Mode<'_>,
+    report: &mut Vec<Outcome>,
+) -> Result<Option<Value>, ManifestError> {
+    if doc.is_empty() {
+        return Ok(None);
+    }
+    if !(doc.api_version() == Some("v1") && doc.kind() == Some("List")) {
+        let (changed, outcome) = transform_object(doc, &doc.value, "", mode)?;
+        report.push(outcome);
+        return Ok(changed);
+    }
+    let items = match doc.value.get("items") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(doc.field_error("items", "expected a list of objects")),
+    };
+    let mut list = doc.value.clone();
+    let mut changed_any = false;
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("items[{i}]");
+        if !item.is_object() {
+            return Err(doc.field_error(&at, "expected a Kubernetes object"));
+        }
+        let (changed, outcome) = transform_object(doc, item, &at, mode)?;
+        report.push(outcome);
+        if let Some(changed) = changed {
+            list["items"][i] = changed;
+            changed_any = true;
+        }
+    }
+    Ok(changed_any.then_some(list))
+}
+
+/// One object (a document, or an item of a `List` at field `at`): its new value if it
+/// changed, and what happened.
+fn transform_object(
+    doc: &Document,
+    object: &Value,
+    at: &str,
+    mode: Mode<'_>,
+) -> Result<(Option<Value>, Outcome), ManifestError> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = text(object.get("kind"));
+    let name = text(object.get("metadata").and_then(|m| m.get("name")));
+    let api_version = text(object.get("apiVersion"));
+    let outcome = |action| Outcome {
+        kind: kind.clone(),
+        name: name.clone(),
+        action,
+    };
+    let Some(template_path) = template_path(&api_version, &kind) else {
+        return Ok((
+            None,
+            outcome(Action::Skipped(not_a_workload(&api_version, &kind))),
+        ));
+    };
+    let deployment = if kind == "Deployment" {
+        if name.is_empty() {
+            let field = field(at, "metadata.name");
+            return Err(doc.field_error(&field, "missing: the proxy reports the Deployment's name"));
+        }
+        Some(name.as_str())
+    } else {
+        None
+    };
+    let workload_disabled = object.as_object().is_some_and(opted_out);
+
+    let mut object = object.clone();
+    let template = pod_template(doc, &mut object, at, &kind, template_path)?;
+    match mode {
+        Mode::Inject(opts) => {
+            if workload_disabled || opted_out(template) {
+                let reason = format!("annotation {INJECT_ANNOTATION}: disabled");
+                return Ok((None, outcome(Action::Skipped(reason))));
+            }
+            let spec = template.get("spec").unwrap_or(&Value::Null);
+            if spec.get("hostNetwork") == Some(&Value::Bool(true)) {
+                return Ok((None, outcome(Action::Skipped(HOST_NETWORK.into()))));
+            }
+            let action = if is_injected(spec) {
+                Action::Reinjected
+            } else {
+                Action::Injected
+            };
+            remove_proxy(template);
+            add_proxy(template, deployment, opts);
+            Ok((Some(object), outcome(action)))
+        }
+        Mode::Uninject => {
+            if remove_proxy(template) {
+                Ok((Some(object), outcome(Action::Uninjected)))
+            } else {
+                Ok((None, outcome(Action::NotInjected)))
+            }
+        }
+    }
+}
+
+fn template_path(api_version: &str, kind: &str) -> Option<&'static [&'static str]> {
+    WORKLOADS
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+        .map(|(_, _, path)| *path)
+}
+
+fn not_a_workload(api_version: &str, kind: &str) -> String {
+    match WORKLOADS.iter().find(|(_, k, _)| *k == kind) {
+        Some((expected, _, _)) => {
+            format!(
+                "apiVersion {api_version:?} is not supported for a {kind} (expected {expected})"
+            )
+        }
+        None => "not a workload".to_string(),
+    }
+}
+
+/// Whether an object's (or a pod template's) annotations opt it out of injection.
+fn opted_out(object: &Map<String, Value>) -> bool {
+    object
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(INJECT_ANNOTATION))
+        .and_then(Value::as_str)
+        == Some("disabled")
+}
+
+/// `a.b` under the prefix `at` (a `List` item's position), for messages.
+fn field(at: &str, path: &str) -> String {
+    match (at.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => at.to_string(),
+        (false, false) => format!("{at}.{path}"),
+    }
+}
+
+/// Finds the pod template at `path`, checked by [`check_template`].
+fn pod_template<'v>(
+    doc: &Document,
+    object: &'v mut Value,
+    at: &str,
+    kind: &str,
+    path: &[&str],
+) -> Result<&'v mut Map<String, Value>, ManifestError> {
+    let full = field(at, &path.join("."));
+    let mut node = object;
+    for (depth, key) in path.iter().enumerate() {
+        let Value::Object(map) = node else {
+            let here = field(at, &path[..depth].join("."));
+            let problem = format!("expected a mapping, found {}", type_of(node));
+            return Err(doc.field_error(&here, problem));
+        };
+        node = match map.get_mut(*key) {
+            None | Some(Value::Null) => {
+                let problem = format!("missing: a {kind} needs a pod template");
+                return Err(doc.field_error(&full, problem));
+            }
+            Some(next) => next,
+        };
+    }
+    let Value::Object(template) = node else {
+        let problem = format!("expected a pod template, found {}", type_of(node));
+        return Err(doc.field_error(&full, problem));
+    };
+    check_template(doc, &full, template)?;
+    Ok(template)
+}
+
+/// Checks the parts of a pod template (at field `at`) that injection reads or changes,
+/// so that the changes cannot meet a surprise.
+fn check_template(
+    doc: &Document,
+    at: &str,
+    template: &Map<String, Value>,
+) -> Result<(), ManifestError> {
+    let check = |value: Option<&Value>, path: &str, want: &str, ok: fn(&Value) -> bool| match value
+    {
+        Some(v) if !ok(v) => {
+            let problem = format!("expected {want}, found {}", type_of(v));
+            Err(doc.field_error(&field(at, path), problem))
+        }
+        _ => Ok(()),
+    };
+    let map_or_null = |v: &Value| v.is_object() || v.is_null();
+    let list_or_null = |v: &Value| v.is_array() || v.is_null();
+
+    let metadata = template.get("metadata");
+    check(metadata, "metadata", "a mapping", map_or_null)?;
+    for key in ["annotations", "labels"] {
+        let value = metadata.and_then(|m| m.get(key));
+        check(value, &format!("metadata.{key}"), "a mapping", map_or_null)?;
+    }
+    let Some(spec) = template.get("spec").filter(|s| !s.is_null()) else {
+        return Err(doc.field_error(&field(at, "spec"), "missing: a pod needs a spec"));
+    };
+    check(Some(spec), "spec", "a mapping", Value::is_object)?;
+    let containers = spec.get("containers");
+    if !containers.is_some_and(Value::is_array) {
+        let found = containers.map_or("nothing", type_of);
+        let problem = format!("expected a list of containers, found {found}");
+        return Err(doc.field_error(&field(at, "spec.containers"), problem));
+    }
+    for key in ["containers", "initContainers", "volumes"] {
+        let path = format!("spec.{key}");
+        let value = spec.get(key);
+        check(value, &path, "a list", list_or_null)?;
+        let items = value.and_then(Value::as_array).into_iter().flatten();
+        for (i, item) in items.enumerate() {
+            let path = format!("{path}[{i}]");
+            check(Some(item), &path, "a mapping", Value::is_object)?;
+        }
+    }
+    Ok(())
+}
+
+fn type_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Adds the init container, the proxy, the lock volume, the annotation and the labels.
+fn add_proxy(template: &mut Map<String, Value>, deployment: Option<&str>, opts: &InjectOptions) {
+    let metadata = map_at(template, "metadata");
+    map_at(metadata, "annotations").insert(VERSION_ANNOTATION.into(), PROXY_VERSION.into());
+    let labels = map_at(metadata, "labels");
+    labels.insert(CONTROL_PLANE_NS_LABEL.into(), CONTROL_PLANE_NS.into());
+    if let Some(deployment) = deployment {
+        labels.insert(DEPLOYMENT_LABEL.into(), deployment.into());
+    }
+    let spec = map_at(template, "spec");
+    list_at(spec, "initContainers").insert(0, init_container(opts));
+    list_at(spec, "containers").insert(0, proxy_container(deployment, opts));
+    let volume = json!({ "name": INIT_LOCK_VOLUME, "emptyDir": {} });
+    list_at(spec, "volumes").insert(0, volume);
+}
+
+/// Removes what [`add_proxy`] adds, wherever it is; says whether there was any.
+fn remove_proxy(template: &mut Map<String, Value>) -> bool {
+    let mut removed = false;
+    if let Some(Value::Object(metadata)) = template.get_mut("metadata") {
+        removed |= remove_keys(metadata, "annotations", &[VERSION_ANNOTATION]);
+        removed |= remove_keys(
+            metadata,
+            "labels",
+            &[CONTROL_PLANE_NS_LABEL, DEPLOYMENT_LABEL],
+        );
+        if removed && metadata.is_empty() {
+            template.remove("metadata");
+        }
+    }
+    if let Some(Value::Object(spec)) = template.get_mut("spec") {
+        removed |= remove_named(spec, "containers", PROXY_CONTAINER, false);
+        removed |= remove_named(spec, "initContainers", INIT_CONTAINER, true);
+        removed |= remove_named(spec, "volumes", INIT_LOCK_VOLUME, true);
+    }
+    removed
+}
+
+/// Removes `keys` from the mapping `map[field]`, and the mapping if that empties it.
+fn remove_keys(map: &mut Map<String, Value>, field: &str, keys: &[&str]) -> bool {
+    let Some(Value::Object(inner)) = map.get_mut(field) else {
+        return false;
+    };
+    let before = inner.len();
+    for key in keys {
+        inner.remove(*key);
+    }
+    let removed = inner.len() < before;
+    if removed && inner.is_empty() {
+        map.remove(field);
+    }
+    removed
+}
+
+/// Removes the items called `name` from the list `map[field]`, and the list if that
+/// empties it and `drop_empty`.
+fn remove_named(map: &mut Map<String, Value>, field: &str, name: &str, drop_empty: bool) -> bool {
+    let Some(Value::Array(items)) = map.get_mut(field) else {
+        return false;
+    };
+    let before = items.len();
+    items.retain(|item| !has_name(item, name));
+    let removed = items.len() < before;
+    if removed && drop_empty && items.is_empty() {
+        map.remove(field);
+    }
+    removed
+}
+
+fn has_name(item: &Value, name: &str) -> bool {
+    item.get("name").and_then(Value::as_str) == Some(name)
+}
+
+/// The mapping at `map[key]`, made if it is missing or null.
+fn map_at<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Map<String, Value> {
+    let slot = map.entry(key).or_insert(Value::Null);
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut().expect("a mapping was just put here")
+}
+
+/// The list at `map[key]`, made if it is missing or null.
+fn list_at<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Vec<Value> {
+    let slot = map.entry(key).or_insert(Value::Null);
+    if !slot.is_array() {
+        *slot = Value::Array(Vec::new());
+    }
+    slot.as_array_mut().expect("a list was just put here")
+}
+
+fn init_container(opts: &InjectOptions) -> Value {
+    let mut args = vec![
+        "--proxy-uid".to_string(),
+        opts.proxy_uid.to_string(),
+        "--inbound-port".into(),
+        INBOUND_PORT.to_string(),
+        "--outbound-port".into(),
+        OUTBOUND_PORT.to_string(),
+    ];
+    for (flag, ports) in [
+        ("--skip-inbound-ports", &opts.skip_inbound_ports),
+        ("--skip-outbound-ports", &opts.skip_outbound_ports),
+    ] {
+        if !ports.is_empty() {
+            args.extend([flag.to_string(), ports.join(",")]);
+        }
+    }
+    json!({
+        "name": INIT_CONTAINER,
+        "image": opts.proxy_image,
+        "command": ["conduit-proxy", "init"],
+        "args": args,
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "add": ["NET_ADMIN", "NET_RAW"] },
+            "privileged": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": false,
+            "runAsUser": 0,
+        },
+        "volumeMounts": [{ "name": INIT_LOCK_VOLUME, "mountPath": "/run" }],
+    })
+}
+
+fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
+    let from_field = |name: &str, path: &str| json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } });
+    let value = |name: &str, value: &str| json!({ "name": name, "value": value });
+    let mut env = vec![
+        from_field("CONDUIT_PROXY_POD_NAMESPACE", "metadata.namespace"),
+        from_field("CONDUIT_PROXY_POD_NAME", "metadata.name"),
+    ];
+    if let Some(deployment) = deployment {
+        env.push(value("CONDUIT_PROXY_POD_DEPLOYMENT", deployment));
+    }
+    env.push(value(
+        "CONDUIT_PROXY_DESTINATION_ADDR",
+        &opts.destination_addr,
+    ));
+    env.push(value("CONDUIT_PROXY_LOG", &opts.log));
+    let port =
+        |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
+    let probe = |path: &str, delay: u32| json!({ "httpGet": { "path": path, "port": ADMIN_PORT }, "initialDelaySeconds": delay });
+    json!({
+        "name": PROXY_CONTAINER,
+        "image": opts.proxy_image,
+        "command": ["conduit-proxy"],
+        "env": env,
+        "ports": [
+            port("conduit-proxy", INBOUND_PORT),
+            port("conduit-admin", ADMIN_PORT),
+            port("conduit-tap", TAP_PORT),
+        ],
+        "readinessProbe": probe("/ready", 1),
+        "livenessProbe": probe("/live", 10),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": opts.proxy_uid,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  template:
+    spec:
+      containers:
+      - {name: app, image: app:1}
+";
+
+    fn injected(text: &str, opts: &InjectOptions) -> Value {
+        let out = inject(text, "-", opts).unwrap().output;
+        manifest::parse(&out, "-").unwrap().remove(0).value
+    }
+
+    #[test]
+    fn options_reach_the_containers() {
+        let opts = InjectOptions {
+            proxy_image: "proxy:dev".into(),
+            destination_addr: "dst:8086".into(),
+            proxy_uid: 999,
+            skip_inbound_ports: vec!["22".into(), "9000-9010".into()],
+            skip_outbound_ports: vec!["25".into()],
+            log: "debug".into(),
+        };
+        let pod = &injected(DEPLOYMENT, &opts)["spec"]["template"]["spec"];
+        let init = &pod["initContainers"][0];
+        assert_eq!(init["image"], "proxy:dev");
+        assert_eq!(
+            init["args"],
+            json!([
+                "--proxy-uid",
+                "999",
+                "--inbound-port",
+                "4143",
+                "--outbound-port",
+                "4140",
+                "--skip-inbound-ports",
+                "22,9000-9010",
+                "--skip-outbound-ports",
+                "25"
+            ])
+        );
+        let proxy = &pod["containers"][0];
+        assert_eq!(proxy["name"], PROXY_CONTAINER);
+        assert_eq!(proxy["securityContext"]["runAsUser"], 999);
+        let env = proxy["env"].as_array().unwrap();
+        let var = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| &e["value"]);
+        assert_eq!(var("CONDUIT_PROXY_POD_DEPLOYMENT"), Some(&json!("web")));
+        assert_eq!(
+            var("CONDUIT_PROXY_DESTINATION_ADDR"),
+            Some(&json!("dst:8086"))
+        );
+        assert_eq!(var("CONDUIT_PROXY_LOG"), Some(&json!("debug")));
+        assert!(is_injected(pod));
+        assert_eq!(pod["containers"][1]["name"], "app");
+    }
+
+    #[test]
+    fn only_deployments_name_their_deployment() {
+        let set = DEPLOYMENT.replace("Deployment", "StatefulSet");
+        let template = &injected(&set, &InjectOptions::default())["spec"]["template"];
+        assert_eq!(
+            template["metadata"]["labels"],
+            json!({ CONTROL_PLANE_NS_LABEL: "conduit" })
+        );
+        let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+        assert!(env
+            .iter()
+            .all(|e| e["name"] != "CONDUIT_PROXY_POD_DEPLOYMENT"));
+    }
+
+    #[test]
+    fn uninject_keeps_what_it_did_not_empty() {
+        let text = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {}
+spec:
+  initContainers: []
+  containers:
+  - {name: app}
+";
+        let out = uninject(text, "-").unwrap();
+        assert_eq!(out.output, text);
+        assert_eq!(
+            out.report[0].to_string(),
+            r#"pod "p" not injected, left as is"#
+        );
+        assert!(!is_injected(&json!({ "containers": [{ "name": "app" }] })));
+    }
+
+    #[test]
+    fn other_objects_are_reported_and_kept() {
+        let text = "\
+apiVersion: extensions/v1beta1
+kind: Deployment
+metadata: {name: old}
+---
+apiVersion: example.com/v1
+kind: Widget
+---
+kind: ConfigMap
+apiVersion: v1
+metadata: {name: settings}   # kept as written
+";
+        let out = inject(text, "-", &InjectOptions::default()).unwrap();
+        assert_eq!(out.output, text);
+        let lines: Vec<String> = out.report.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"deployment "old" skipped: apiVersion "extensions/v1beta1" is not supported for a Deployment (expected apps/v1)"#,
+                r#"widget skipped: not a workload"#,
+                r#"configmap "settings" skipped: not a workload"#,
+            ]
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! What `conduit local up | down | status` do: check manifests before anything starts,
+//! hand the merged spec to the supervisor (starting it when needed), wait with progress
+//! until pods are ready, and tear everything down, also after a crash. A lock on the run
+//! directory serialises concurrent `up`s and `down`s, so they cannot corrupt its state.
+
+use crate::{
+    layout::Layout,
+    spec::AppSpec,
+    state::{self, State},
+};
+use anyhow::{bail, Context as _};
+use std::{
+    fs::File,
+    io::Write,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Refuses to go on without root, saying why root is needed.
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("conduit local {what} needs root: pods are network namespaces with their own addresses and iptables rules. Run it with sudo.");
+    }
+    Ok(())
+}
+
+/// Finds a container's program the way the runtime will run it: a path as given, else
+/// next to the running binary (so a build directory works without installing), else
+/// on `PATH`.
+pub fn resolve_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Path::new(name).is_file().then(|| PathBuf::from(name));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)));
+    beside
+        .into_iter()
+        .chain(
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join(name)),
+        )
+        .find(|p| p.is_file())
+}
+
+/// An exclusive lock on the run directory, released when dropped.
+pub struct DirLock {
+    _held: File,
+}
+
+impl DirLock {
+    /// Takes the lock, saying so on `out` when someone else holds it.
+    pub fn take(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<DirLock> {
+        std::fs::create_dir_all(layout.dir())
+            .with_context(|| format!("creating {}", layout.dir().display()))?;
+        let file = File::create(layout.lock())?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            writeln!(
+                out,
+                "waiting for another conduit local up or down to finish..."
+            )?;
+            // SAFETY: as above.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("locking the run directory");
+            }
+        }
+        Ok(DirLock { _held: file })
+    }
+}
+
+/// The supervisor's pid, if it is alive.
+pub fn daemon_alive(layout: &Layout) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(layout.daemon_pid())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+    alive.then_some(pid)
+}
+
+/// Reads and checks every manifest, resolving container programs; nothing starts if
+/// any document is refused.
+pub fn load(files: &[(String, String)]) -> anyhow::Result<AppSpec> {
+    let mut spec = AppSpec::default();
+    for (source, text) in files {
+        spec.merge(AppSpec::from_manifest(text, source, &resolve_program)?);
+    }
+    Ok(spec)
+}
+
+/// Brings `spec` up (adding to or replacing what runs already) and waits until every
+/// pod is ready or `timeout` passes.
+pub fn up(
+    layout: &Layout,
+    spec: AppSpec,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<State> {
+    require_root("up")?;
+    let _lock = DirLock::take(layout, out)?;
+    let mut desired = state::read_json::<AppSpec>(&layout.desired())?.unwrap_or_default();
+    desired.merge(spec);
+    let want: u32 = desired.deployments.iter().map(|d| d.replicas).sum();
+    writeln!(
+        out,
+        "conduit local up: {} deployment(s), {} pod(s), {} service(s)",
+        desired.deployments.len(),
+        want,
+        desired.services.len()
+    )?;
+    let before = state::read_json::<State>(&layout.state())?.map_or(0, |s| s.generation);
+    state::write_json(&layout.desired(), &desired)?;
+    match daemon_alive(layout) {
+        Some(pid) => {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGHUP);
+            }
+        }
+        None => {
+            let swept = sweep(layout)?;
+            if swept > 0 {
+                writeln!(
+                    out,
+                    "cleaned up {swept} namespace(s) left by a previous run that did not shut down"
+                )?;
+            }
+            start_daemon(layout)?;
+        }
+    }
+    wait_ready(layout, want, before, timeout, out)
+}
+
+fn start_daemon(layout: &Layout) -> anyhow::Result<()> {
+    std::fs::create_dir_all(layout.logs())?;
+    let log = File::create(layout.logs().join("supervisor.log"))?;
+    let exe = std::env::current_exe().context("finding the conduit binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["local", "daemon"])
+        .env("CONDUIT_LOCAL_DIR", layout.dir())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the supervisor outlives this command.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .context("starting the local runtime's supervisor")?;
+    Ok(())
+}
+
+fn wait_ready(
+    layout: &Layout,
+    want: u32,
+    before: u64,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<State> {
+    let start = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let state = state::read_json::<State>(&layout.state())?;
+        if let Some(state) = state.filter(|s| s.generation > before || before == 0) {
+            let ready = state.pods.iter().filter(|p| p.ready).count() as u32;
+            let line = format!(
+                "{ready}/{want} pods ready{}",
+                state
+                    .unready()
+                    .iter()
+                    .take(3)
+                    .map(|p| format!(
+                        "; {}/{}: {}",
+                        p.namespace,
+                        p.name,
+                        if p.message.is_empty() {
+                            &p.phase
+                        } else {
+                            &p.message
+                        }
+                    ))
+                    .collect::<String>()
+            );
+            if line != last_line {
+                writeln!(out, "  {line}")?;
+                last_line = line;
+            }
+            if ready >= want && state.pods.len() as u32 >= want && state.unready().is_empty() {
+                writeln!(
+                    out,
+                    "all {want} pods ready in {:.1}s",
+                    start.elapsed().as_secs_f64()
+                )?;
+                return Ok(state);
+            }
+        }
+        if daemon_alive(layout).is_none() && start.elapsed() > Duration::from_secs(2) {
+            let log = layout.logs().join("supervisor.log");
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "the local runtime's supervisor exited; its log ({}) ends with:\n{}",
+                log.display(),
+                tail.lines()
+                    .rev()
+                    .take(10)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {}s waiting for pods to be ready ({last_line}); see `conduit local status` and the logs in {}", timeout.as_secs(), layout.logs().display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops the supervisor (which tears down what it made) and removes anything left, also
+/// what a crashed supervisor left behind. Returns how many namespaces were removed by
+/// the sweep.
+pub fn down(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
+    require_root("down")?;
+    let _lock = DirLock::take(layout, out)?;
+    if let Some(pid) = daemon_alive(layout) {
+        writeln!(out, "stopping the local runtime (supervisor pid {pid})...")?;
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while daemon_alive(layout).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let swept = sweep(layout)?;
+    if swept > 0 {
+        writeln!(out, "removed {swept} namespace(s) left behind")?;
+    }
+    for f in [layout.desired(), layout.state(), layout.daemon_pid()] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all(layout.hosts());
+    writeln!(out, "conduit local down: everything removed")?;
+    Ok(())
+}
+
+/// Kills every process in this runtime's namespaces and deletes the namespaces.
+fn sweep(layout: &Layout) -> anyhow::Result<usize> {
+    let mine: Vec<String> = conduit_netns::list()?
+        .into_iter()
+        .filter(|n| layout.owns_netns(n))
+        .collect();
+    for name in &mine {
+        for pid in conduit_netns::pids(name).unwrap_or_default() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+    for name in &mine {
+        let _ = conduit_netns::run("ip", &["netns", "delete", name]);
+    }
+    Ok(mine.len())
+}
+
+/// The observed state, and whether its supervisor is alive.
+pub fn status(layout: &Layout) -> anyhow::Result<Option<(State, bool)>> {
+    Ok(state::read_json::<State>(&layout.state())?.map(|s| {
+        let alive = daemon_alive(layout).is_some();
+        (s, alive)
+    }))
+}

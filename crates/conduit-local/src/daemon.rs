@@ -1,0 +1,789 @@
+//! The supervisor: the local runtime's node agent. It lives in the node namespace, turns
+//! the desired spec into pods (namespaces, init containers, containers as supervised host
+//! processes restarted with backoff, readiness probes) and Services (virtual IPs, rules in
+//! every pod), and writes what it observes to the state file after every change.
+//! `SIGHUP` re-reads the desired spec; `SIGTERM` tears everything down.
+
+use crate::{
+    layout::{pod_ip, service_ip, Layout},
+    net, probe,
+    spec::{AppSpec, ContainerSpec, DeploymentSpec, EnvSpec, PodField, ServiceSpec, TargetPort},
+    state::{self, ContainerState, EndpointState, PodState, ServicePortState, ServiceState, State},
+};
+use anyhow::Context as _;
+use conduit_netns::{Exec, NetNs};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+    task::JoinHandle,
+};
+use tracing::{info, warn};
+
+/// Runs the supervisor until `SIGTERM`; called in the detached daemon process.
+pub fn run(layout: Layout) -> anyhow::Result<()> {
+    std::fs::create_dir_all(layout.logs())?;
+    std::fs::create_dir_all(layout.hosts())?;
+    std::fs::write(layout.daemon_pid(), std::process::id().to_string())?;
+    let node = net::create_node(&layout).context("creating the node namespace and its bridge")?;
+    // Every thread of the supervisor is born in the node namespace: probes and the
+    // control plane reach pods over the bridge.
+    node.enter().context("entering the node namespace")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(Supervisor::new(layout, node).run())
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The current Service rules and hosts entries, applied to each pod once its init
+/// containers have run. One lock orders "a pod applies the rules" against "the rules
+/// change", so that no pod is left with stale ones.
+struct ServiceView {
+    services: Vec<ServiceState>,
+    rules: String,
+    /// Pods that have applied rules and must get every change.
+    applied: Vec<(Arc<NetNs>, Shared<PodState>, PathBuf)>,
+}
+
+struct Pod {
+    deployment: DeploymentSpec,
+    state: Shared<PodState>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct Supervisor {
+    layout: Layout,
+    node: Arc<NetNs>,
+    desired: AppSpec,
+    pods: Vec<Pod>,
+    /// Services with their virtual IPs, by (namespace, name).
+    services: Vec<(ServiceSpec, std::net::Ipv4Addr)>,
+    view: Arc<tokio::sync::Mutex<ServiceView>>,
+    next_pod: u32,
+    next_vip: u32,
+    written: Option<State>,
+    generation: u64,
+}
+
+impl Supervisor {
+    fn new(layout: Layout, node: NetNs) -> Supervisor {
+        Supervisor {
+            layout,
+            node: Arc::new(node),
+            desired: AppSpec::default(),
+            pods: Vec::new(),
+            services: Vec::new(),
+            view: Arc::new(tokio::sync::Mutex::new(ServiceView {
+                services: Vec::new(),
+                rules: net::service_rules(&[]),
+                applied: Vec::new(),
+            })),
+            next_pod: 1,
+            next_vip: 1,
+            written: None,
+            generation: 0,
+        }
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        self.reload();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = tick.tick() => {}
+            }
+            self.update_services().await;
+            self.write_state();
+        }
+        self.teardown().await;
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        match state::read_json::<AppSpec>(&self.layout.desired()) {
+            Ok(Some(desired)) => {
+                self.desired = desired;
+                self.reconcile();
+            }
+            Ok(None) => {}
+            Err(error) => warn!(%error, "cannot read the desired spec; keeping the current one"),
+        }
+    }
+
+    fn reconcile(&mut self) {
+        for d in self.desired.deployments.clone() {
+            let same =
+                |p: &Pod| p.deployment.namespace == d.namespace && p.deployment.name == d.name;
+            let changed = self.pods.iter().any(|p| {
+                same(p)
+                    && DeploymentSpec {
+                        replicas: d.replicas,
+                        ..p.deployment.clone()
+                    } != d
+            });
+            if changed {
+                info!(namespace = %d.namespace, deployment = %d.name, "pod template changed; replacing its pods");
+                self.remove_pods(|p| same(p));
+            }
+            let have = self.pods.iter().filter(|p| same(p)).count() as u32;
+            for _ in have..d.replicas {
+                self.create_pod(&d);
+            }
+            if have > d.replicas {
+                let mut extra: Vec<u32> = self
+                    .pods
+                    .iter()
+                    .filter(|p| same(p))
+                    .map(|p| lock(&p.state).index)
+                    .collect();
+                extra.sort_unstable();
+                let extra: Vec<u32> = extra.split_off(d.replicas as usize);
+                self.remove_pods(|p| extra.contains(&lock(&p.state).index));
+            }
+        }
+        for s in &self.desired.services {
+            match self
+                .services
+                .iter_mut()
+                .find(|(x, _)| x.namespace == s.namespace && x.name == s.name)
+            {
+                Some((existing, _)) => *existing = s.clone(),
+                None => {
+                    self.services.push((s.clone(), service_ip(self.next_vip)));
+                    self.next_vip += 1;
+                }
+            }
+        }
+    }
+
+    fn remove_pods(&mut self, which: impl Fn(&Pod) -> bool) {
+        let (gone, kept): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut self.pods)
+            .into_iter()
+            .partition(|p| which(p));
+        self.pods = kept;
+        for pod in gone {
+            let _ = pod.stop.send(true);
+            // The pod task removes its own namespace once its processes are gone.
+            drop(pod.task);
+        }
+    }
+
+    fn create_pod(&mut self, d: &DeploymentSpec) {
+        let index = self.next_pod;
+        self.next_pod += 1;
+        let name = format!("{}-{}", d.name, suffix(index));
+        let netns = self.layout.pod_netns(index);
+        let state = Arc::new(Mutex::new(PodState {
+            namespace: d.namespace.clone(),
+            name: name.clone(),
+            deployment: d.name.clone(),
+            index,
+            ip: pod_ip(index),
+            netns,
+            meshed: d.meshed,
+            labels: d.labels.clone(),
+            phase: "Pending".into(),
+            ready: false,
+            containers: d
+                .containers
+                .iter()
+                .map(|c| ContainerState {
+                    name: c.name.clone(),
+                    log: self
+                        .log_path(&d.namespace, &name, &c.name)
+                        .display()
+                        .to_string(),
+                    ..ContainerState::default()
+                })
+                .collect(),
+            message: "creating the pod's network".into(),
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let ctx = PodCtx {
+            layout: self.layout.clone(),
+            node: self.node.clone(),
+            spec: d.clone(),
+            state: state.clone(),
+            view: self.view.clone(),
+        };
+        let task = tokio::spawn(ctx.run(stopped));
+        info!(pod = %name, namespace = %d.namespace, "pod created");
+        self.pods.push(Pod {
+            deployment: d.clone(),
+            state,
+            stop,
+            task,
+        });
+    }
+
+    fn log_path(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.layout
+            .logs()
+            .join(format!("{namespace}_{pod}_{container}.log"))
+    }
+
+    /// Recomputes every Service's endpoints from the ready pods; when anything changed,
+    /// rewrites every pod's rules (and hosts files, when names changed).
+    async fn update_services(&mut self) {
+        let pods: Vec<PodState> = self.pods.iter().map(|p| lock(&p.state).clone()).collect();
+        let specs: BTreeMap<(String, String), &DeploymentSpec> = self
+            .pods
+            .iter()
+            .map(|p| {
+                (
+                    (p.deployment.namespace.clone(), p.deployment.name.clone()),
+                    &p.deployment,
+                )
+            })
+            .collect();
+        let services: Vec<ServiceState> = self
+            .services
+            .iter()
+            .map(|(s, vip)| ServiceState {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                vip: *vip,
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePortState {
+                        name: p.name.clone(),
+                        port: p.port,
+                        endpoints: pods
+                            .iter()
+                            .filter(|pod| pod.ready && pod.namespace == s.namespace)
+                            .filter(|pod| {
+                                s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+                            })
+                            .filter_map(|pod| {
+                                let d =
+                                    specs.get(&(pod.namespace.clone(), pod.deployment.clone()))?;
+                                Some(EndpointState {
+                                    pod: pod.name.clone(),
+                                    ip: pod.ip,
+                                    port: target_port(&p.target, d)?,
+                                })
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut view = self.view.lock().await;
+        if view.services == services {
+            return;
+        }
+        let names_changed = names(&view.services) != names(&services);
+        view.rules = net::service_rules(&services);
+        view.services = services;
+        let rules = view.rules.clone();
+        let services = view.services.clone();
+        for (ns, pod, hosts) in view.applied.clone() {
+            let rules = rules.clone();
+            let services = services.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                if names_changed {
+                    let text = net::hosts_file(&lock(&pod).clone(), &services);
+                    net::write_in_place(&hosts, &text)?;
+                }
+                net::apply_service_rules(&ns, &rules)
+            })
+            .await;
+            if let Ok(Err(error)) | Err(error) = result.map_err(std::io::Error::other) {
+                warn!(%error, "updating a pod's Service rules failed");
+            }
+        }
+    }
+
+    fn write_state(&mut self) {
+        let state = State {
+            daemon_pid: std::process::id(),
+            generation: 0,
+            node_netns: self.layout.node_netns(),
+            pods: self.pods.iter().map(|p| lock(&p.state).clone()).collect(),
+            services: self
+                .view
+                .try_lock()
+                .map(|v| v.services.clone())
+                .unwrap_or_default(),
+            control_plane: Vec::new(),
+        };
+        if self.written.as_ref() == Some(&state) {
+            return;
+        }
+        self.generation += 1;
+        let mut out = state.clone();
+        out.generation = self.generation;
+        if let Err(error) = state::write_json(&self.layout.state(), &out) {
+            warn!(%error, "writing the state file failed");
+        }
+        self.written = Some(state);
+    }
+
+    async fn teardown(mut self) {
+        info!("tearing down every pod");
+        let pods = std::mem::take(&mut self.pods);
+        for pod in &pods {
+            let _ = pod.stop.send(true);
+        }
+        for pod in pods {
+            let _ = pod.task.await;
+        }
+        let _ = std::fs::remove_file(self.layout.state());
+        let _ = std::fs::remove_dir_all(self.layout.hosts());
+        let _ = std::fs::remove_file(self.layout.daemon_pid());
+        info!("torn down");
+    }
+}
+
+fn names(services: &[ServiceState]) -> Vec<(&str, &str, std::net::Ipv4Addr)> {
+    services
+        .iter()
+        .map(|s| (s.namespace.as_str(), s.name.as_str(), s.vip))
+        .collect()
+}
+
+fn target_port(target: &TargetPort, d: &DeploymentSpec) -> Option<u16> {
+    match target {
+        TargetPort::Number(n) => Some(*n),
+        TargetPort::Named(name) => d.containers.iter().find_map(|c| c.ports.get(name).copied()),
+    }
+}
+
+/// A pod-name suffix like Kubernetes': five lowercase letters and digits.
+fn suffix(index: u32) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(index);
+    let mut n = h.finish();
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize];
+            n /= ALPHABET.len() as u64;
+            c as char
+        })
+        .collect()
+}
+
+/// What one pod's task works with.
+struct PodCtx {
+    layout: Layout,
+    node: Arc<NetNs>,
+    spec: DeploymentSpec,
+    state: Shared<PodState>,
+    view: Arc<tokio::sync::Mutex<ServiceView>>,
+}
+
+impl PodCtx {
+    fn set_message(&self, phase: &str, message: impl Into<String>) {
+        let mut s = lock(&self.state);
+        s.phase = phase.into();
+        s.message = message.into();
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let (index, ip, netns) = {
+            let s = lock(&self.state);
+            (s.index, s.ip, s.netns.clone())
+        };
+        let (layout, node) = (self.layout.clone(), self.node.clone());
+        let ns =
+            match tokio::task::spawn_blocking(move || net::create_pod(&layout, &node, index, ip))
+                .await
+            {
+                Ok(Ok(ns)) => Arc::new(ns),
+                Ok(Err(e)) => {
+                    return self
+                        .set_message("Failed", format!("creating the pod's network failed: {e}"))
+                }
+                Err(e) => {
+                    return self
+                        .set_message("Failed", format!("creating the pod's network failed: {e}"))
+                }
+            };
+        let hosts = self.layout.hosts().join(&netns);
+        let containers = self.start(&ns, &hosts, &mut stop).await;
+        let mut probes: Vec<ProbeTrack> = self
+            .spec
+            .containers
+            .iter()
+            .map(|_| ProbeTrack::default())
+            .collect();
+        let started = Instant::now();
+        loop {
+            if containers.is_some() {
+                self.probe(ip, &mut probes, started).await;
+            }
+            tokio::select! {
+                _ = stop.changed() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        // Stop: processes first, then the rules' bookkeeping, then the namespace.
+        if let Some(containers) = containers {
+            for (tx, task) in containers {
+                let _ = tx.send(true);
+                let _ = task.await;
+            }
+        }
+        self.view
+            .lock()
+            .await
+            .applied
+            .retain(|(n, _, _)| n.name() != ns.name());
+        let _ = std::fs::remove_file(&hosts);
+        if let Ok(ns) = Arc::try_unwrap(ns) {
+            let _ = tokio::task::spawn_blocking(move || ns.delete()).await;
+        }
+        info!(pod = %lock(&self.state).name, "pod removed");
+    }
+
+    /// Runs the init containers, applies the Service rules, starts the containers.
+    /// `None` when the pod was stopped first.
+    async fn start(
+        &self,
+        ns: &Arc<NetNs>,
+        hosts: &std::path::Path,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<(watch::Sender<bool>, JoinHandle<()>)>> {
+        {
+            let view = self.view.lock().await;
+            let text = net::hosts_file(&lock(&self.state).clone(), &view.services);
+            if let Err(e) = net::write_in_place(hosts, &text) {
+                self.set_message(
+                    "Failed",
+                    format!("writing the pod's hosts file failed: {e}"),
+                );
+                return None;
+            }
+        }
+        for c in &self.spec.init_containers {
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                self.set_message("Pending", format!("running init container {}", c.name));
+                let log = self.log(&c.name);
+                match launch(ns, hosts, c, &self.state, &log) {
+                    Ok(mut child) => match child.wait().await {
+                        Ok(status) if status.success() => break,
+                        Ok(status) => self.set_message(
+                            "Pending",
+                            format!(
+                                "init container {} {}; retrying in {}s (log: {})",
+                                c.name,
+                                describe(status),
+                                backoff.as_secs(),
+                                log.display()
+                            ),
+                        ),
+                        Err(e) => {
+                            self.set_message("Pending", format!("init container {}: {e}", c.name))
+                        }
+                    },
+                    Err(e) => self.set_message(
+                        "Pending",
+                        format!("init container {} could not start: {e}", c.name),
+                    ),
+                }
+                tokio::select! {
+                    _ = stop.changed() => return None,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        {
+            let mut view = self.view.lock().await;
+            let (ns2, rules) = (ns.clone(), view.rules.clone());
+            match tokio::task::spawn_blocking(move || net::apply_service_rules(&ns2, &rules)).await
+            {
+                Ok(Ok(())) => {
+                    view.applied
+                        .push((ns.clone(), self.state.clone(), hosts.to_path_buf()))
+                }
+                Ok(Err(e)) => warn!(error = %e, "applying Service rules failed"),
+                Err(e) => warn!(error = %e, "applying Service rules failed"),
+            }
+        }
+        self.set_message("Running", "starting containers");
+        let containers = self
+            .spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (tx, rx) = watch::channel(false);
+                let task = tokio::spawn(supervise(
+                    ns.clone(),
+                    hosts.to_path_buf(),
+                    c.clone(),
+                    i,
+                    self.state.clone(),
+                    self.log(&c.name),
+                    rx,
+                ));
+                (tx, task)
+            })
+            .collect();
+        Some(containers)
+    }
+
+    fn log(&self, container: &str) -> PathBuf {
+        let s = lock(&self.state);
+        self.layout
+            .logs()
+            .join(format!("{}_{}_{container}.log", s.namespace, s.name))
+    }
+
+    /// Probes the containers whose turn it is and sets readiness.
+    async fn probe(&self, ip: std::net::Ipv4Addr, probes: &mut [ProbeTrack], started: Instant) {
+        let mut reasons = Vec::new();
+        for (i, c) in self.spec.containers.iter().enumerate() {
+            let running = lock(&self.state).containers[i].running;
+            let ready = match (&c.readiness, running) {
+                (_, false) => {
+                    reasons.push(format!("container {} is not running", c.name));
+                    false
+                }
+                (None, true) => true,
+                (Some(p), true) => {
+                    let t = &mut probes[i];
+                    let due = started.elapsed() >= Duration::from_secs(p.initial_delay_secs.into())
+                        && t.last.is_none_or(|l| {
+                            let period = if t.ready {
+                                Duration::from_secs(p.period_secs.into())
+                            } else {
+                                Duration::from_millis(500)
+                            };
+                            l.elapsed() >= period
+                        });
+                    if due {
+                        t.last = Some(Instant::now());
+                        match probe::check(ip, &p.action, Duration::from_secs(1)).await {
+                            Ok(()) => {
+                                t.failures = 0;
+                                t.ready = true;
+                                t.error.clear();
+                            }
+                            Err(e) => {
+                                t.failures += 1;
+                                t.error = e;
+                                if t.failures >= p.failure_threshold || !t.ready {
+                                    t.ready = false;
+                                }
+                            }
+                        }
+                    }
+                    if !t.ready {
+                        reasons.push(format!(
+                            "container {}: readiness probe failing: {}",
+                            c.name,
+                            if t.error.is_empty() {
+                                "not yet run"
+                            } else {
+                                &t.error
+                            }
+                        ));
+                    }
+                    t.ready
+                }
+            };
+            lock(&self.state).containers[i].ready = ready;
+        }
+        let mut s = lock(&self.state);
+        s.ready = reasons.is_empty();
+        s.message = reasons.join("; ");
+    }
+}
+
+#[derive(Default)]
+struct ProbeTrack {
+    last: Option<Instant>,
+    failures: u32,
+    ready: bool,
+    error: String,
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".to_string(),
+    }
+}
+
+/// The environment of a container: the supervisor's own (so that host tools resolve as
+/// they do for the user), the pod's fields, then the container's variables.
+fn environment(c: &ContainerSpec, pod: &PodState) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("POD_NAME".to_string(), pod.name.clone()),
+        ("POD_NAMESPACE".to_string(), pod.namespace.clone()),
+        ("POD_IP".to_string(), pod.ip.to_string()),
+    ];
+    for e in &c.env {
+        match e {
+            EnvSpec::Value { name, value } => env.push((name.clone(), value.clone())),
+            EnvSpec::PodField { name, field } => env.push((
+                name.clone(),
+                match field {
+                    PodField::Name => pod.name.clone(),
+                    PodField::Namespace => pod.namespace.clone(),
+                    PodField::Ip => pod.ip.to_string(),
+                },
+            )),
+        }
+    }
+    env
+}
+
+/// Starts one run of a container's process in the pod.
+fn launch(
+    ns: &NetNs,
+    hosts: &std::path::Path,
+    c: &ContainerSpec,
+    pod: &Shared<PodState>,
+    log: &std::path::Path,
+) -> std::io::Result<tokio::process::Child> {
+    let exec = Exec {
+        uid: c.run_as_user.filter(|u| *u != 0),
+        etc_hosts: Some(hosts.to_path_buf()),
+        new_session: true,
+    };
+    let mut cmd = ns.command_with(&c.argv[0], &exec)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    let pod = lock(pod).clone();
+    cmd.args(&c.argv[1..])
+        .envs(environment(c, &pod))
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Keeps one container running: restarts it with exponential backoff (1 s to 30 s,
+/// reset after a minute of good health) until the pod stops.
+async fn supervise(
+    ns: Arc<NetNs>,
+    hosts: PathBuf,
+    c: ContainerSpec,
+    i: usize,
+    pod: Shared<PodState>,
+    log: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        match launch(&ns, &hosts, &c, &pod, &log) {
+            Ok(mut child) => {
+                let pid = child.id();
+                {
+                    let mut s = lock(&pod);
+                    s.containers[i].pid = pid;
+                    s.containers[i].running = true;
+                }
+                let ended = tokio::select! {
+                    status = child.wait() => Some(status),
+                    _ = stop.changed() => None,
+                };
+                match ended {
+                    Some(status) => {
+                        let how = status.map_or_else(|e| e.to_string(), describe);
+                        warn!(container = %c.name, pod = %lock(&pod).name, "container {how}");
+                        lock(&pod).containers[i].last_exit = Some(how);
+                    }
+                    None => {
+                        terminate(pid, &mut child).await;
+                        let mut s = lock(&pod);
+                        s.containers[i].running = false;
+                        s.containers[i].pid = None;
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                lock(&pod).containers[i].last_exit =
+                    Some(format!("could not start {:?}: {e}", c.argv[0]))
+            }
+        }
+        {
+            let mut s = lock(&pod);
+            s.containers[i].running = false;
+            s.containers[i].ready = false;
+            s.containers[i].pid = None;
+            s.containers[i].restarts += 1;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// SIGTERM to the container's process group, SIGKILL after 5 s.
+async fn terminate(pid: Option<u32>, child: &mut tokio::process::Child) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill has no memory-safety preconditions; the group is the container's own.
+        unsafe {
+            libc::kill(-pid, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        let _ = child.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_suffixes_look_like_kubernetes() {
+        let s = suffix(1);
+        assert_eq!(s.len(), 5);
+        assert!(
+            s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "{s}"
+        );
+    }
+}

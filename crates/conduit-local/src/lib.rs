@@ -1,0 +1,17 @@
+//! The mesh on one host: Kubernetes Deployments and Services run as pods that are network
+//! namespaces on a private bridge, each container a host process, each Service a virtual
+//! IP. A meshed pod (one that carries the sidecar `conduit inject` adds) runs the real
+//! `conduit-proxy` and its real iptables init, exactly as on Kubernetes. For trying the
+//! mesh and for testing it for real; clusters use Kubernetes.
+//!
+//! `up` ([`client`]) checks manifests and hands them to the supervisor ([`daemon`]), a
+//! detached process that owns the pods; both meet in the run directory ([`layout`]),
+//! where the supervisor writes what it observes ([`state`]).
+
+pub mod client;
+pub mod daemon;
+pub mod layout;
+pub mod net;
+pub mod probe;
+pub mod spec;
+pub mod state;

@@ -1,0 +1,547 @@
+//! What the local runtime is asked to run, read from Kubernetes manifests and checked
+//! before anything starts: Deployments (their pod templates) and Services. Anything the
+//! runtime cannot honour is refused with the document and the field named.
+
+use conduit_k8s::manifest::{self, Document, ManifestError};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Container, Probe, Service},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything to run: the sum of every manifest given to `up`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub deployments: Vec<DeploymentSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A Deployment, reduced to what the runtime runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub namespace: String,
+    pub name: String,
+    pub replicas: u32,
+    /// The pod template's labels (what Services select on).
+    pub labels: BTreeMap<String, String>,
+    pub init_containers: Vec<ContainerSpec>,
+    pub containers: Vec<ContainerSpec>,
+    /// Whether the template carries the sidecar `conduit inject` adds.
+    pub meshed: bool,
+}
+
+/// A container: a host process started in the pod's network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// `command` followed by `args`.
+    pub argv: Vec<String>,
+    pub env: Vec<EnvSpec>,
+    /// Named ports, for probes and Services that refer to ports by name.
+    pub ports: BTreeMap<String, u16>,
+    pub readiness: Option<ProbeSpec>,
+    /// `securityContext.runAsUser`; root when absent.
+    pub run_as_user: Option<u32>,
+}
+
+/// An environment variable: a literal, or a field of the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnvSpec {
+    Value { name: String, value: String },
+    PodField { name: String, field: PodField },
+}
+
+/// Pod fields the runtime can fill in (`valueFrom.fieldRef`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodField {
+    Name,
+    Namespace,
+    Ip,
+}
+
+/// A readiness probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    pub action: ProbeAction,
+    pub initial_delay_secs: u32,
+    pub period_secs: u32,
+    pub failure_threshold: u32,
+}
+
+/// How a probe checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeAction {
+    HttpGet { port: u16, path: String },
+    TcpSocket { port: u16 },
+}
+
+/// A Service: a virtual IP and ports in front of the ready pods it selects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortSpec>,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePortSpec {
+    pub name: Option<String>,
+    pub port: u16,
+    pub target: TargetPort,
+}
+
+/// Where a Service port leads in the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetPort {
+    Number(u16),
+    Named(String),
+}
+
+/// Finds a program by name, as the runtime will run it.
+pub type Resolve = dyn Fn(&str) -> Option<std::path::PathBuf>;
+
+impl AppSpec {
+    /// Reads every document of `text`; `source` names the file in errors. `resolve`
+    /// finds each container's program (`command[0]`), which must exist.
+    pub fn from_manifest(
+        text: &str,
+        source: &str,
+        resolve: &Resolve,
+    ) -> Result<AppSpec, ManifestError> {
+        let mut spec = AppSpec::default();
+        for doc in manifest::parse(text, source)? {
+            if doc.is_empty() {
+                continue;
+            }
+            match (doc.api_version(), doc.kind()) {
+                (Some("apps/v1"), Some("Deployment")) => spec.deployments.push(deployment(&doc, resolve)?),
+                (Some("v1"), Some("Service")) => spec.services.push(service(&doc)?),
+                // A namespace needs nothing local: names carry it.
+                (Some("v1"), Some("Namespace")) => {}
+                (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
+                (api, Some(kind)) => {
+                    return Err(doc.field_error(
+                        "kind",
+                        format!(
+                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services (and accepts Namespaces)",
+                            api.unwrap_or("(no apiVersion)")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Adds `other`, replacing objects with the same namespace, kind and name.
+    pub fn merge(&mut self, other: AppSpec) {
+        for d in other.deployments {
+            self.deployments
+                .retain(|x| !(x.namespace == d.namespace && x.name == d.name));
+            self.deployments.push(d);
+        }
+        for s in other.services {
+            self.services
+                .retain(|x| !(x.namespace == s.namespace && x.name == s.name));
+            self.services.push(s);
+        }
+    }
+}
+
+fn namespace_of(doc: &Document) -> String {
+    doc.namespace().unwrap_or("default").to_string()
+}
+
+fn require_name(doc: &Document) -> Result<String, ManifestError> {
+    match doc.name() {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(doc.field_error("metadata.name", "missing")),
+    }
+}
+
+fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, ManifestError> {
+    let name = require_name(doc)?;
+    let d: Deployment = doc.to_typed()?;
+    let spec = d.spec.ok_or_else(|| doc.field_error("spec", "missing"))?;
+    let replicas = spec.replicas.unwrap_or(1);
+    let replicas = u32::try_from(replicas)
+        .map_err(|_| doc.field_error("spec.replicas", "must not be negative"))?;
+    let template_meta = spec.template.metadata.unwrap_or_default();
+    let labels = template_meta.labels.unwrap_or_default();
+    let pod = spec
+        .template
+        .spec
+        .ok_or_else(|| doc.field_error("spec.template.spec", "missing"))?;
+    if pod.host_network == Some(true) {
+        return Err(doc.field_error(
+            "spec.template.spec.hostNetwork",
+            "pods on the host network are not supported locally: every pod gets its own network namespace",
+        ));
+    }
+    let init_containers = pod
+        .init_containers
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            container(
+                doc,
+                &format!("spec.template.spec.initContainers[{i}]"),
+                c,
+                resolve,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if pod.containers.is_empty() {
+        return Err(doc.field_error(
+            "spec.template.spec.containers",
+            "empty: a pod needs at least one container",
+        ));
+    }
+    let containers = pod
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            container(
+                doc,
+                &format!("spec.template.spec.containers[{i}]"),
+                c,
+                resolve,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let meshed = containers
+        .iter()
+        .any(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER);
+    Ok(DeploymentSpec {
+        namespace: namespace_of(doc),
+        name,
+        replicas,
+        labels,
+        init_containers,
+        containers,
+        meshed,
+    })
+}
+
+fn port_number(doc: &Document, field: &str, n: i32) -> Result<u16, ManifestError> {
+    u16::try_from(n)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| doc.field_error(field, format!("{n} is not a port number (1-65535)")))
+}
+
+fn container(
+    doc: &Document,
+    field: &str,
+    c: &Container,
+    resolve: &Resolve,
+) -> Result<ContainerSpec, ManifestError> {
+    let mut argv = c.command.clone().unwrap_or_default();
+    if argv.is_empty() {
+        return Err(doc.field_error(
+            &format!("{field}.command"),
+            format!(
+                "missing in container {:?}: the local runtime does not run images, it runs the container's command as a host process",
+                c.name
+            ),
+        ));
+    }
+    match resolve(&argv[0]) {
+        Some(path) => argv[0] = path.display().to_string(),
+        None => {
+            return Err(doc.field_error(
+                &format!("{field}.command[0]"),
+                format!(
+                    "{:?} was not found next to the conduit binary or on PATH: build or install it first",
+                    argv[0]
+                ),
+            ))
+        }
+    }
+    argv.extend(c.args.clone().unwrap_or_default());
+    let mut ports = BTreeMap::new();
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        let n = port_number(
+            doc,
+            &format!("{field}.ports[{i}].containerPort"),
+            p.container_port,
+        )?;
+        if let Some(name) = &p.name {
+            ports.insert(name.clone(), n);
+        }
+    }
+    let mut env = Vec::new();
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        let f = format!("{field}.env[{i}]");
+        match (&e.value, &e.value_from) {
+            (_, Some(from)) => {
+                let path = from.field_ref.as_ref().map(|r| r.field_path.as_str());
+                let field = match path {
+                    Some("metadata.name") => PodField::Name,
+                    Some("metadata.namespace") => PodField::Namespace,
+                    Some("status.podIP") => PodField::Ip,
+                    _ => {
+                        return Err(doc.field_error(
+                            &format!("{f}.valueFrom"),
+                            "only fieldRef to metadata.name, metadata.namespace or status.podIP is supported locally",
+                        ))
+                    }
+                };
+                env.push(EnvSpec::PodField {
+                    name: e.name.clone(),
+                    field,
+                });
+            }
+            (value, None) => env.push(EnvSpec::Value {
+                name: e.name.clone(),
+                value: value.clone().unwrap_or_default(),
+            }),
+        }
+    }
+    let readiness = c
+        .readiness_probe
+        .as_ref()
+        .map(|p| probe(doc, &format!("{field}.readinessProbe"), p, &ports))
+        .transpose()?;
+    let run_as_user = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_user)
+        .map(|u| {
+            u32::try_from(u).map_err(|_| {
+                doc.field_error(
+                    &format!("{field}.securityContext.runAsUser"),
+                    "out of range",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ContainerSpec {
+        name: c.name.clone(),
+        argv,
+        env,
+        ports,
+        readiness,
+        run_as_user,
+    })
+}
+
+fn resolve_port(
+    doc: &Document,
+    field: &str,
+    port: &IntOrString,
+    named: &BTreeMap<String, u16>,
+) -> Result<u16, ManifestError> {
+    match port {
+        IntOrString::Int(n) => port_number(doc, field, *n),
+        IntOrString::String(name) => named
+            .get(name)
+            .copied()
+            .ok_or_else(|| doc.field_error(field, format!("no container port is named {name:?}"))),
+    }
+}
+
+fn probe(
+    doc: &Document,
+    field: &str,
+    p: &Probe,
+    ports: &BTreeMap<String, u16>,
+) -> Result<ProbeSpec, ManifestError> {
+    let action = if let Some(h) = &p.http_get {
+        ProbeAction::HttpGet {
+            port: resolve_port(doc, &format!("{field}.httpGet.port"), &h.port, ports)?,
+            path: h.path.clone().unwrap_or_else(|| "/".to_string()),
+        }
+    } else if let Some(t) = &p.tcp_socket {
+        ProbeAction::TcpSocket {
+            port: resolve_port(doc, &format!("{field}.tcpSocket.port"), &t.port, ports)?,
+        }
+    } else {
+        return Err(doc.field_error(
+            field,
+            "only httpGet and tcpSocket probes are supported locally",
+        ));
+    };
+    let secs =
+        |v: Option<i32>, default: u32| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(default);
+    Ok(ProbeSpec {
+        action,
+        initial_delay_secs: secs(p.initial_delay_seconds, 0),
+        period_secs: secs(p.period_seconds, 10).max(1),
+        failure_threshold: secs(p.failure_threshold, 3).max(1),
+    })
+}
+
+fn service(doc: &Document) -> Result<ServiceSpec, ManifestError> {
+    let name = require_name(doc)?;
+    let s: Service = doc.to_typed()?;
+    let spec = s.spec.ok_or_else(|| doc.field_error("spec", "missing"))?;
+    let selector = spec.selector.unwrap_or_default();
+    if selector.is_empty() {
+        return Err(doc.field_error(
+            "spec.selector",
+            "missing: the local runtime finds a Service's pods by its selector",
+        ));
+    }
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        if p.protocol.as_deref().is_some_and(|proto| proto != "TCP") {
+            return Err(doc.field_error(
+                &format!("{field}.protocol"),
+                "only TCP is supported locally",
+            ));
+        }
+        let port = port_number(doc, &format!("{field}.port"), p.port)?;
+        let target = match &p.target_port {
+            None => TargetPort::Number(port),
+            Some(IntOrString::Int(n)) => {
+                TargetPort::Number(port_number(doc, &format!("{field}.targetPort"), *n)?)
+            }
+            Some(IntOrString::String(n)) => TargetPort::Named(n.clone()),
+        };
+        ports.push(ServicePortSpec {
+            name: p.name.clone(),
+            port,
+            target,
+        });
+    }
+    if ports.is_empty() {
+        return Err(doc.field_error("spec.ports", "missing: a Service needs at least one port"));
+    }
+    Ok(ServiceSpec {
+        namespace: namespace_of(doc),
+        name,
+        selector,
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: demo
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: example/web:v1
+        command: ["web-server"]
+        args: ["--port", "8080"]
+        env:
+        - {name: MODE, value: fast}
+        - name: MY_POD
+          valueFrom: {fieldRef: {fieldPath: metadata.name}}
+        ports:
+        - {name: http, containerPort: 8080}
+        readinessProbe:
+          httpGet: {path: /healthz, port: http}
+          periodSeconds: 2
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web-svc
+  namespace: demo
+spec:
+  selector: {app: web}
+  ports:
+  - {port: 80, targetPort: http}
+"#;
+
+    fn anywhere(name: &str) -> Option<std::path::PathBuf> {
+        (name != "missing-program").then(|| format!("/opt/bin/{name}").into())
+    }
+
+    #[test]
+    fn reads_deployments_and_services() {
+        let spec = AppSpec::from_manifest(APP, "app.yaml", &anywhere).unwrap();
+        let d = &spec.deployments[0];
+        assert_eq!(
+            (d.namespace.as_str(), d.name.as_str(), d.replicas),
+            ("demo", "web", 2)
+        );
+        assert!(!d.meshed);
+        let c = &d.containers[0];
+        assert_eq!(c.argv, ["/opt/bin/web-server", "--port", "8080"]);
+        assert_eq!(
+            c.env[1],
+            EnvSpec::PodField {
+                name: "MY_POD".into(),
+                field: PodField::Name
+            }
+        );
+        assert_eq!(
+            c.readiness.as_ref().unwrap().action,
+            ProbeAction::HttpGet {
+                port: 8080,
+                path: "/healthz".into()
+            }
+        );
+        let s = &spec.services[0];
+        assert_eq!(s.ports[0].target, TargetPort::Named("http".into()));
+        assert_eq!(s.selector["app"], "web");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run_naming_document_and_field() {
+        let cases = [
+            (APP.replace("        command: [\"web-server\"]\n", ""), "document 2 (Deployment web): spec.template.spec.containers[0].command: missing"),
+            (APP.replace("kind: Service", "kind: ConfigMap"), "document 3 (ConfigMap web-svc): kind: v1 ConfigMap is not something the local runtime runs"),
+            (APP.replace("port: http}\n          periodSeconds", "port: nope}\n          periodSeconds"), "readinessProbe.httpGet.port: no container port is named \"nope\""),
+            (APP.replace("replicas: 2", "replicas: two"), "document 2 (Deployment web)"),
+            (APP.replace("  selector: {app: web}\n  ports", "  ports"), "spec.selector: missing"),
+            ("a: [1\n".to_string(), "not valid YAML"),
+            (APP.replace("[\"web-server\"]", "[\"missing-program\"]"), "containers[0].command[0]: \"missing-program\" was not found"),
+        ];
+        for (text, expected) in cases {
+            let err = AppSpec::from_manifest(&text, "app.yaml", &anywhere)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(expected),
+                "{err}\n  should contain: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn merging_replaces_objects_by_name() {
+        let mut a = AppSpec::from_manifest(APP, "a.yaml", &anywhere).unwrap();
+        let b = AppSpec::from_manifest(
+            &APP.replace("replicas: 2", "replicas: 3"),
+            "b.yaml",
+            &anywhere,
+        )
+        .unwrap();
+        a.merge(b);
+        assert_eq!(a.deployments.len(), 1);
+        assert_eq!(a.deployments[0].replicas, 3);
+        assert_eq!(a.services.len(), 1);
+    }
+}

@@ -1,0 +1,21 @@
+//! `emojivoto-emoji-svc`: serves the emoji catalog over gRPC on `0.0.0.0:$GRPC_PORT`.
+
+use std::process::ExitCode;
+
+use emojivoto::{config::GrpcConfig, emoji::EmojiCatalog, process};
+use tonic::transport::{server::TcpIncoming, Server};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    process::run(async {
+        let shutdown = process::shutdown_signal()?;
+        let config = GrpcConfig::from_env()?;
+        let listener = process::listen(config.port).await?;
+        Server::builder()
+            .add_service(EmojiCatalog.into_server())
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+            .await?;
+        Ok(())
+    })
+    .await
+}
