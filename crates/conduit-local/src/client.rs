@@ -79,9 +79,15 @@ pub fn daemon_alive(layout: &Layout) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-    alive.then_some(pid)
+    is_running(pid).then_some(pid)
+}
+
+/// Whether `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
 }
 
 /// Reads and checks every manifest, resolving container programs; nothing starts if
@@ -273,6 +279,46 @@ fn sweep(layout: &Layout) -> anyhow::Result<usize> {
         let _ = conduit_netns::run("ip", &["netns", "delete", name]);
     }
     Ok(mine.len())
+}
+
+/// Runs `command` in pod `namespace/pod` as its containers run (its network namespace
+/// and hosts file), with this terminal's input and output; returns its exit status.
+pub fn exec(
+    layout: &Layout,
+    namespace: &str,
+    pod: &str,
+    command: &[String],
+) -> anyhow::Result<i32> {
+    require_root("exec")?;
+    let state =
+        state::read_json::<State>(&layout.state())?.context("the local runtime is not running")?;
+    let Some(p) = state
+        .pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.name == pod)
+    else {
+        let known: Vec<String> = state
+            .pods
+            .iter()
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        bail!("no pod {namespace}/{pod}; pods: {}", known.join(", "));
+    };
+    let ns = conduit_netns::NetNs::open(&p.netns)?;
+    let exec = conduit_netns::Exec {
+        etc_hosts: Some(layout.hosts().join(&p.netns)),
+        ..conduit_netns::Exec::default()
+    };
+    let status = ns
+        .command_with(&command[0], &exec)?
+        .args(&command[1..])
+        .envs([
+            ("POD_NAME", p.name.as_str()),
+            ("POD_NAMESPACE", p.namespace.as_str()),
+        ])
+        .status()
+        .with_context(|| format!("running {:?} in {namespace}/{pod}", command[0]))?;
+    Ok(status.code().unwrap_or(1))
 }
 
 /// The observed state, and whether its supervisor is alive.

@@ -38,7 +38,11 @@ pub fn run(layout: Layout) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(Supervisor::new(layout, node).run())
+    let result = runtime.block_on(Supervisor::new(layout.clone(), node).run());
+    drop(runtime);
+    // Last, so that whoever waits for the pid file to go knows everything is gone.
+    let _ = std::fs::remove_file(layout.daemon_pid());
+    result
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -350,7 +354,6 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(self.layout.state());
         let _ = std::fs::remove_dir_all(self.layout.hosts());
-        let _ = std::fs::remove_file(self.layout.daemon_pid());
         info!("torn down");
     }
 }

@@ -1,0 +1,83 @@
+//! `conduit inject` and `conduit uninject`: manifests in, manifests out (stdout), one
+//! report line per object on stderr, as `linkerd inject` does.
+
+use anyhow::Context as _;
+use clap::Args;
+use conduit_init::PortList;
+use conduit_k8s::inject::{self, InjectOptions, Transformed};
+use std::io::{Read, Write};
+
+#[derive(Args)]
+pub struct InjectArgs {
+    /// The manifest: a file, or - for standard input.
+    file: String,
+    /// The proxy image to inject.
+    #[arg(long)]
+    proxy_image: Option<String>,
+    /// Inbound ports the proxy must not intercept, like 22,9000-9010.
+    #[arg(long, default_value = "")]
+    skip_inbound_ports: PortList,
+    /// Outbound ports the proxy must not intercept, like 25,3306.
+    #[arg(long, default_value = "")]
+    skip_outbound_ports: PortList,
+    /// The injected proxy's log filter.
+    #[arg(long)]
+    proxy_log_level: Option<String>,
+}
+
+#[derive(Args)]
+pub struct UninjectArgs {
+    /// The manifest: a file, or - for standard input.
+    file: String,
+}
+
+/// Reads `file` (or stdin for `-`), naming it in errors.
+pub fn read_input(file: &str) -> anyhow::Result<(String, String)> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
+        return Ok(("-".to_string(), text));
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    Ok((file.to_string(), text))
+}
+
+fn emit(t: Transformed) -> anyhow::Result<()> {
+    let mut err = std::io::stderr().lock();
+    for outcome in &t.report {
+        writeln!(err, "{outcome}")?;
+    }
+    std::io::stdout().lock().write_all(t.output.as_bytes())?;
+    Ok(())
+}
+
+pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
+    let (source, text) = read_input(&args.file)?;
+    let mut opts = InjectOptions::default();
+    if let Some(image) = args.proxy_image {
+        opts.proxy_image = image;
+    }
+    if let Some(log) = args.proxy_log_level {
+        opts.log = log;
+    }
+    opts.skip_inbound_ports = args
+        .skip_inbound_ports
+        .0
+        .iter()
+        .map(|p| p.to_string().replace(':', "-"))
+        .collect();
+    opts.skip_outbound_ports = args
+        .skip_outbound_ports
+        .0
+        .iter()
+        .map(|p| p.to_string().replace(':', "-"))
+        .collect();
+    emit(inject::inject(&text, &source, &opts)?)
+}
+
+pub fn uninject(args: UninjectArgs) -> anyhow::Result<()> {
+    let (source, text) = read_input(&args.file)?;
+    emit(inject::uninject(&text, &source)?)
+}

@@ -1,0 +1,161 @@
+//! `conduit local up | down | status`: the mesh on this host (see `conduit-local`).
+
+use crate::inject::read_input;
+use clap::{Args, Subcommand, ValueEnum};
+use conduit_local::{client, layout::Layout, state::State};
+use std::{io::Write, time::Duration};
+
+#[derive(Args)]
+pub struct LocalArgs {
+    #[command(subcommand)]
+    command: LocalCommand,
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Run the Deployments and Services of manifests (adding to what runs); waits until ready.
+    Up {
+        /// Manifest files (multi-document YAML), or - for standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// How long to wait for every pod to be ready.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop everything and remove every namespace, link and rule the runtime made.
+    Down,
+    /// Show pods and services.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Run a command inside a pod, as its containers run: its network, its hosts file, its environment.
+    Exec {
+        /// The pod's namespace.
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
+        /// The pod's name (see `conduit local status`).
+        pod: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The supervisor process (started by `up`).
+    #[command(hide = true)]
+    Daemon,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    let layout = Layout::from_env();
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        LocalCommand::Up { files, timeout } => {
+            let inputs = files
+                .iter()
+                .map(|f| read_input(f))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let spec = client::load(&inputs)?;
+            client::up(&layout, spec, timeout, &mut out)?;
+            Ok(())
+        }
+        LocalCommand::Down => client::down(&layout, &mut out),
+        LocalCommand::Status { output } => status(&layout, output, &mut out),
+        LocalCommand::Exec {
+            namespace,
+            pod,
+            command,
+        } => {
+            let code = client::exec(&layout, &namespace, &pod, &command)?;
+            std::process::exit(code);
+        }
+        LocalCommand::Daemon => {
+            init_logging();
+            conduit_local::daemon::run(layout)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::{filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt};
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::stderr),
+        )
+        .with(LevelFilter::INFO)
+        .init();
+}
+
+fn status(layout: &Layout, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Some((state, alive)) = client::status(layout)? else {
+        writeln!(
+            out,
+            "the local runtime is not running (start it with: conduit local up -f FILE)"
+        )?;
+        return Ok(());
+    };
+    if let Output::Json = output {
+        serde_json::to_writer_pretty(&mut *out, &state)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if !alive {
+        writeln!(out, "warning: the supervisor is not running (it crashed or was killed): pods are not supervised; run `conduit local down` to clean up\n")?;
+    }
+    print_status(&state, out)
+}
+
+fn print_status(state: &State, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:<28} {:<6} {:<8} {:<9} {:<14} {:<6} MESSAGE",
+        "NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "IP", "MESHED"
+    )?;
+    for p in &state.pods {
+        let ready = p.containers.iter().filter(|c| c.ready).count();
+        let restarts: u32 = p.containers.iter().map(|c| c.restarts).sum();
+        writeln!(
+            out,
+            "{:<12} {:<28} {:<6} {:<8} {:<9} {:<14} {:<6} {}",
+            p.namespace,
+            p.name,
+            format!("{ready}/{}", p.containers.len()),
+            p.phase,
+            restarts,
+            p.ip,
+            if p.meshed { "yes" } else { "no" },
+            p.message
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<12} {:<20} {:<14} {:<12} ENDPOINTS",
+        "NAMESPACE", "SERVICE", "VIRTUAL IP", "PORTS"
+    )?;
+    for s in &state.services {
+        let ports: Vec<String> = s.ports.iter().map(|p| p.port.to_string()).collect();
+        let endpoints: Vec<String> = s
+            .ports
+            .iter()
+            .flat_map(|p| p.endpoints.iter().map(|e| format!("{}:{}", e.ip, e.port)))
+            .collect();
+        writeln!(
+            out,
+            "{:<12} {:<20} {:<14} {:<12} {}",
+            s.namespace,
+            s.name,
+            s.vip,
+            ports.join(","),
+            endpoints.join(",")
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! `conduit local` for real: the sample app's Deployments and Services run as network
+//! namespaces with real processes, meshed with the real proxy, and torn down without a
+//! trace. Each test has its own run directory, so its namespaces never meet another's.
+//! Root only; the workspace's binaries must be built (`cargo test --workspace` does).
+
+use conduit_testkit::{require_root, wait_until};
+use serde_json::Value;
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
+
+const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
+}
+
+/// One local runtime with a run directory of its own, brought down when dropped.
+struct Runtime {
+    dir: PathBuf,
+}
+
+impl Runtime {
+    fn new(name: &str) -> Runtime {
+        require_root();
+        let bin_dir = PathBuf::from(CONDUIT).parent().unwrap().to_path_buf();
+        for b in [
+            "conduit-proxy",
+            "emojivoto-web",
+            "emojivoto-emoji-svc",
+            "emojivoto-voting-svc",
+            "emojivoto-vote-bot",
+        ] {
+            assert!(
+                bin_dir.join(b).is_file(),
+                "{b} is not built next to conduit: run `cargo build --workspace` first"
+            );
+        }
+        let dir =
+            std::env::temp_dir().join(format!("conduit-local-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Runtime { dir }
+    }
+
+    fn conduit(&self, args: &[&str]) -> Output {
+        Command::new(CONDUIT)
+            .args(args)
+            .env("CONDUIT_LOCAL_DIR", &self.dir)
+            .output()
+            .expect("running conduit")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.conduit(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "conduit {args:?} failed:\n{text}\nsupervisor log:\n{}",
+            self.supervisor_log()
+        );
+        text
+    }
+
+    fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/supervisor.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["local", "status", "-o", "json"]))
+            .expect("status -o json is JSON")
+    }
+
+    /// The namespaces this runtime owns, found by the prefix in its state.
+    fn namespaces(&self, prefix: &str) -> Vec<String> {
+        conduit_netns::list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    fn pod<'a>(status: &'a Value, deployment: &str) -> &'a Value {
+        status["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["deployment"] == deployment)
+            .expect("pod of deployment")
+    }
+
+    /// Runs `argv` inside the pod of `deployment` with `conduit local exec`.
+    fn exec(&self, deployment: &str, argv: &[&str]) -> String {
+        let status = self.status();
+        let pod = Self::pod(&status, deployment);
+        let (ns, name) = (
+            pod["namespace"].as_str().unwrap(),
+            pod["name"].as_str().unwrap(),
+        );
+        let mut args = vec!["local", "exec", "-n", ns, name, "--"];
+        args.extend_from_slice(argv);
+        String::from_utf8_lossy(&self.conduit(&args).stdout).into_owned()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.conduit(&["local", "down"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prefix_of(status: &Value) -> String {
+    status["node_netns"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("-node")
+        .to_string()
+}
+
+#[test]
+fn the_sample_app_runs_unmeshed_and_down_leaves_nothing() {
+    let rt = Runtime::new("plain");
+    let manifest = manifest();
+    let up = rt.ok(&["local", "up", "-f", manifest.to_str().unwrap()]);
+    assert!(up.contains("all 4 pods ready"), "{up}");
+    let status = rt.status();
+    let prefix = prefix_of(&status);
+    assert_eq!(status["pods"].as_array().unwrap().len(), 4);
+    for svc in status["services"].as_array().unwrap() {
+        assert_eq!(
+            svc["ports"][0]["endpoints"].as_array().unwrap().len(),
+            1,
+            "{svc}"
+        );
+    }
+    // Service names resolve from a pod's hosts file, and the virtual IP reaches the web.
+    let list = rt.exec(
+        "vote-bot",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "http://web-svc.emojivoto/api/list",
+        ],
+    );
+    assert!(list.contains(":doughnut:"), "{list}");
+    // The bot's votes reach the voting service through two Services.
+    assert!(
+        wait_until(Duration::from_secs(20), || rt
+            .exec(
+                "vote-bot",
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    "http://web-svc.emojivoto/api/leaderboard"
+                ]
+            )
+            .contains("votes")),
+        "no votes counted"
+    );
+    let table = rt.ok(&["local", "status"]);
+    assert!(
+        table.contains("emoji-svc") && table.contains("198.19.0."),
+        "{table}"
+    );
+    let status = rt.status();
+    let mut pids: Vec<i32> = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["containers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["pid"].as_i64())
+        })
+        .map(|p| p as i32)
+        .collect();
+    pids.push(status["daemon_pid"].as_i64().unwrap() as i32);
+    assert_eq!(pids.len(), 5);
+
+    let down = rt.ok(&["local", "down"]);
+    assert!(down.contains("everything removed"), "{down}");
+    assert!(
+        rt.namespaces(&prefix).is_empty(),
+        "namespaces left: {:?}",
+        rt.namespaces(&prefix)
+    );
+    let alive: Vec<i32> = pids
+        .into_iter()
+        .filter(|p| conduit_local::client::is_running(*p as u32))
+        .collect();
+    assert!(alive.is_empty(), "processes left: {alive:?}");
+}
+
+#[test]
+fn injected_pods_run_the_real_proxy_and_its_rules() {
+    let rt = Runtime::new("meshed");
+    let injected = rt.dir.with_extension("meshed.yml");
+    let out = Command::new(CONDUIT)
+        .args(["inject", manifest().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&injected, &out.stdout).unwrap();
+    rt.ok(&["local", "up", "-f", injected.to_str().unwrap()]);
+    let status = rt.status();
+    for pod in status["pods"].as_array().unwrap() {
+        assert_eq!(pod["meshed"], true, "{pod}");
+        assert_eq!(pod["containers"].as_array().unwrap().len(), 2, "{pod}");
+    }
+    // The init container wrote the redirect rules in the pod.
+    let rules = rt.exec("web", &["iptables-save", "-t", "nat"]);
+    assert!(
+        rules.contains("CONDUIT_PROXY_OUTBOUND") && rules.contains("CONDUIT_LOCAL_SERVICES"),
+        "{rules}"
+    );
+    // Traffic flows through the proxies: the web's proxy sees the bot's requests inbound
+    // and its own gRPC calls outbound, labelled with the pod's identity.
+    let seen = wait_until(Duration::from_secs(20), || {
+        let m = rt.exec(
+            "web",
+            &["curl", "-sS", "-m", "5", "http://127.0.0.1:4191/metrics"],
+        );
+        m.contains(r#"deployment="web""#)
+            && m.contains(r#"direction="inbound",authority="web-svc.emojivoto""#)
+            && m.contains(r#"direction="outbound",authority="voting-svc.emojivoto:8080""#)
+    });
+    assert!(seen, "the web's proxy did not see traffic");
+    let _ = std::fs::remove_file(injected);
+}
+
+#[test]
+fn bad_manifests_are_refused_before_anything_starts() {
+    let rt = Runtime::new("bad");
+    let good = std::fs::read_to_string(manifest()).unwrap();
+    let cases = [
+        (
+            good.replacen("          command: [\"emojivoto-web\"]\n", "", 1),
+            "spec.template.spec.containers[0].command: missing",
+        ),
+        (
+            good.replacen("kind: Service", "kind: Ingress", 1),
+            "kind: v1 Ingress is not something the local runtime runs",
+        ),
+        (
+            format!("{good}\n---\nkind: Deployment\n  bad: [\n"),
+            "not valid YAML",
+        ),
+        (
+            good.replacen("[\"emojivoto-web\"]", "[\"no-such-program\"]", 1),
+            "\"no-such-program\" was not found",
+        ),
+    ];
+    for (text, expected) in cases {
+        let file = rt.dir.with_extension("bad.yml");
+        std::fs::write(&file, &text).unwrap();
+        let out = rt.conduit(&["local", "up", "-f", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(expected),
+            "{err}\n  should contain: {expected}"
+        );
+        assert!(
+            err.contains(file.to_str().unwrap()),
+            "the file is named: {err}"
+        );
+        assert!(!rt.dir.join("state.json").exists(), "nothing started");
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+#[test]
+fn up_without_root_says_so() {
+    require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            CONDUIT,
+            "local",
+            "up",
+            "-f",
+        ])
+        .arg(manifest())
+        .env(
+            "CONDUIT_LOCAL_DIR",
+            std::env::temp_dir().join("conduit-local-test-nobody"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conduit local up needs root") && err.contains("sudo"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exited_processes_restart_and_a_crashed_supervisor_is_cleaned_up() {
+    let rt = Runtime::new("crash");
+    rt.ok(&["local", "up", "-f", manifest().to_str().unwrap()]);
+    let status = rt.status();
+    let prefix = prefix_of(&status);
+    let emoji = Runtime::pod(&status, "emoji");
+    let pid = emoji["containers"][0]["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let restarted = wait_until(Duration::from_secs(15), || {
+        let s = rt.status();
+        let c = &Runtime::pod(&s, "emoji")["containers"][0];
+        c["restarts"] == 1
+            && c["running"] == true
+            && c["last_exit"]
+                .as_str()
+                .is_some_and(|e| e.contains("signal 9"))
+    });
+    assert!(restarted, "not restarted: {}", rt.status());
+
+    // Kill the supervisor outright: status says so, down still removes everything.
+    let daemon = rt.status()["daemon_pid"].as_u64().unwrap() as i32;
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(5), || rt
+        .ok(&["local", "status"])
+        .contains("supervisor is not running")));
+    rt.ok(&["local", "down"]);
+    assert!(
+        rt.namespaces(&prefix).is_empty(),
+        "namespaces left: {:?}",
+        rt.namespaces(&prefix)
+    );
+}
+
+#[test]
+fn parallel_ups_both_land() {
+    let rt = Runtime::new("parallel");
+    let text = std::fs::read_to_string(manifest()).unwrap();
+    // Two manifests: the app in two namespaces, brought up at the same time.
+    let files: Vec<PathBuf> = ["one", "two"]
+        .iter()
+        .map(|ns| {
+            let f = rt.dir.with_extension(format!("{ns}.yml"));
+            let text = text
+                .replace("namespace: emojivoto", &format!("namespace: {ns}"))
+                .replace(".emojivoto:", &format!(".{ns}:"));
+            std::fs::write(&f, text).unwrap();
+            f
+        })
+        .collect();
+    let handles: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (dir, f) = (rt.dir.clone(), f.clone());
+            std::thread::spawn(move || {
+                Command::new(CONDUIT)
+                    .args(["local", "up", "-f"])
+                    .arg(f)
+                    .env("CONDUIT_LOCAL_DIR", dir)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = rt.status();
+    let pods = status["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 8, "{status}");
+    assert!(pods.iter().all(|p| p["ready"] == true), "{status}");
+    assert_eq!(status["services"].as_array().unwrap().len(), 6);
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
