@@ -113,6 +113,21 @@ fn status(layout: &Layout, output: Output, out: &mut dyn Write) -> anyhow::Resul
 }
 
 fn print_status(state: &State, out: &mut dyn Write) -> anyhow::Result<()> {
+    for c in &state.control_plane {
+        let how = if c.running {
+            "running".to_string()
+        } else {
+            format!(
+                "not running ({})",
+                c.last_exit.as_deref().unwrap_or("starting")
+            )
+        };
+        writeln!(
+            out,
+            "control plane: {} {how}, {} restart(s), log {}\n",
+            c.name, c.restarts, c.log
+        )?;
+    }
     writeln!(
         out,
         "{:<12} {:<28} {:<6} {:<8} {:<9} {:<14} {:<6} MESSAGE",

@@ -2,8 +2,11 @@
 //! (`-n/--namespace`, `-o json`); errors name what was wrong and what to do, with exit
 //! status 1, and bad usage exits 2.
 
+mod api;
+mod demo;
 mod inject;
 mod local;
+mod stat;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +30,12 @@ enum Command {
     Uninject(inject::UninjectArgs),
     /// Run Deployments and Services on this host, meshed or not.
     Local(local::LocalArgs),
+    /// Golden metrics (success rate, request rate, latency percentiles) of deployments, pods or namespaces.
+    Stat(stat::StatArgs),
+    /// Who calls whom, with request rate and success rate.
+    Edges(stat::EdgesArgs),
+    /// Run the sample app, meshed, on this host, and show its golden metrics.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,9 +44,21 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),
         Command::Local(args) => local::run(args),
+        Command::Stat(args) => stat::stat(args),
+        Command::Edges(args) => stat::edges(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`conduit stat ... | head`) is not a failure.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("conduit: {e:#}");
             ExitCode::FAILURE

@@ -80,6 +80,13 @@ struct Supervisor {
     next_vip: u32,
     written: Option<State>,
     generation: u64,
+    /// The control plane, supervised like a pod's containers but in the node namespace.
+    control_plane: Option<(Shared<PodState>, watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+/// The control plane's API socket in a run directory.
+pub fn api_socket(layout: &Layout) -> PathBuf {
+    layout.dir().join("api.sock")
 }
 
 impl Supervisor {
@@ -99,13 +106,76 @@ impl Supervisor {
             next_vip: 1,
             written: None,
             generation: 0,
+            control_plane: None,
         }
+    }
+
+    /// Starts `conduit-controller` next to this binary, discovering from the state file
+    /// and serving its API on a socket in the run directory. Without it pods still run;
+    /// only the metrics API is missing, which `status` shows.
+    fn start_control_plane(&mut self) {
+        let Some(controller) = crate::client::resolve_program("conduit-controller") else {
+            warn!("conduit-controller was not found next to conduit or on PATH: running without a control plane");
+            return;
+        };
+        let hosts = self.layout.hosts().join("node");
+        if let Err(error) = net::write_in_place(&hosts, "127.0.0.1\tlocalhost\n") {
+            warn!(%error, "writing the node's hosts file failed");
+            return;
+        }
+        let spec = ContainerSpec {
+            name: "controller".into(),
+            argv: vec![
+                controller.display().to_string(),
+                "--local-state".into(),
+                self.layout.state().display().to_string(),
+                "--api-socket".into(),
+                api_socket(&self.layout).display().to_string(),
+                "--scrape-interval".into(),
+                "5s".into(),
+            ],
+            env: Vec::new(),
+            ports: BTreeMap::new(),
+            readiness: None,
+            run_as_user: None,
+        };
+        let log = self.layout.logs().join("conduit_controller.log");
+        let state = Arc::new(Mutex::new(PodState {
+            namespace: "conduit".into(),
+            name: "controller".into(),
+            deployment: "controller".into(),
+            index: 0,
+            ip: crate::layout::NODE_IP,
+            netns: self.layout.node_netns(),
+            meshed: false,
+            labels: BTreeMap::new(),
+            phase: "Running".into(),
+            ready: true,
+            containers: vec![ContainerState {
+                name: spec.name.clone(),
+                log: log.display().to_string(),
+                ..ContainerState::default()
+            }],
+            message: String::new(),
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            self.node.clone(),
+            hosts,
+            spec,
+            0,
+            state.clone(),
+            log,
+            stopped,
+        ));
+        self.control_plane = Some((state, stop, task));
     }
 
     async fn run(mut self) -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        self.start_control_plane();
         self.reload();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -329,7 +399,11 @@ impl Supervisor {
                 .try_lock()
                 .map(|v| v.services.clone())
                 .unwrap_or_default(),
-            control_plane: Vec::new(),
+            control_plane: self
+                .control_plane
+                .as_ref()
+                .map(|(s, _, _)| lock(s).containers.clone())
+                .unwrap_or_default(),
         };
         if self.written.as_ref() == Some(&state) {
             return;
@@ -352,6 +426,11 @@ impl Supervisor {
         for pod in pods {
             let _ = pod.task.await;
         }
+        if let Some((_, stop, task)) = self.control_plane.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let _ = std::fs::remove_file(api_socket(&self.layout));
         let _ = std::fs::remove_file(self.layout.state());
         let _ = std::fs::remove_dir_all(self.layout.hosts());
         info!("torn down");

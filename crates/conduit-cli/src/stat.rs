@@ -1,0 +1,278 @@
+//! `conduit stat` and `conduit edges`: golden metrics per resource, and who calls whom,
+//! as tables (or JSON with `-o json`), kubectl-style.
+
+use crate::api::{get_json, ApiAddr};
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use std::io::Write;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Wide,
+    Json,
+}
+
+#[derive(Args)]
+pub struct StatArgs {
+    /// deploy, pod or ns (their long forms work too).
+    resource: String,
+    /// Only this resource.
+    name: Option<String>,
+    /// The namespace.
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+    /// Every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// The time window the metrics cover, like 30s, 1m, 10m.
+    #[arg(long, default_value = "1m")]
+    window: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
+    #[arg(long)]
+    api_addr: Option<String>,
+}
+
+#[derive(Args)]
+pub struct EdgesArgs {
+    /// deploy (edges are between deployments).
+    resource: String,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    #[arg(long, default_value = "1m")]
+    window: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[arg(long)]
+    api_addr: Option<String>,
+}
+
+/// Percent-encodes a query value (names and durations need little, but be safe).
+fn q(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fetches stat rows.
+pub fn fetch_stat(
+    api: &ApiAddr,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    window: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut path = format!("/api/stat?resource={}&window={}", q(resource), q(window));
+    if let Some(ns) = namespace {
+        path.push_str(&format!("&namespace={}", q(ns)));
+    }
+    if let Some(n) = name {
+        path.push_str(&format!("&name={}", q(n)));
+    }
+    Ok(get_json(api, &path)?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+pub fn stat(args: StatArgs) -> anyhow::Result<()> {
+    let api = ApiAddr::find(args.api_addr.as_deref());
+    let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let rows = fetch_stat(&api, &args.resource, ns, args.name.as_deref(), &args.window)?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Output::Table | Output::Wide => {
+            if rows.is_empty() {
+                writeln!(
+                    out,
+                    "No resources found{}.",
+                    ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
+                )?;
+            } else {
+                print_stat(
+                    &rows,
+                    args.all_namespaces || matches!(args.output, Output::Wide),
+                    &mut out,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ms(v: &Value) -> String {
+    match v.as_f64() {
+        None => "-".into(),
+        Some(x) if x < 10.0 => format!("{x:.1}ms"),
+        Some(x) => format!("{x:.0}ms"),
+    }
+}
+
+/// Prints stat rows as the table of `conduit stat`.
+pub fn print_stat(
+    rows: &[Value],
+    with_namespace: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut row = Vec::new();
+            if with_namespace {
+                row.push(r["namespace"].as_str().unwrap_or("").to_string());
+            }
+            row.push(r["name"].as_str().unwrap_or("").to_string());
+            row.push(r["meshed"].as_str().unwrap_or("").to_string());
+            row.push(
+                r["success_rate"]
+                    .as_f64()
+                    .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
+            );
+            let rps = r["request_rate"].as_f64().unwrap_or(0.0);
+            row.push(if r["success_rate"].is_null() {
+                "-".into()
+            } else {
+                format!("{rps:.1}rps")
+            });
+            row.push(ms(&r["latency_ms_p50"]));
+            row.push(ms(&r["latency_ms_p95"]));
+            row.push(ms(&r["latency_ms_p99"]));
+            row.push(r["tcp_connections"].as_u64().unwrap_or(0).to_string());
+            row
+        })
+        .collect();
+    let mut header = vec![
+        "NAME",
+        "MESHED",
+        "SUCCESS",
+        "RPS",
+        "LATENCY_P50",
+        "LATENCY_P95",
+        "LATENCY_P99",
+        "TCP_CONN",
+    ];
+    if with_namespace {
+        header.insert(0, "NAMESPACE");
+    }
+    print_table(&header, &table, out)
+}
+
+/// Left-aligned columns, three spaces apart, as kubectl prints them.
+pub fn print_table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>, out: &mut dyn Write| -> std::io::Result<()> {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(header.to_vec(), out)?;
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), out)?;
+    }
+    Ok(())
+}
+
+pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
+    if crate::api::resource_kind(&args.resource) != Some("deploy") {
+        anyhow::bail!("edges are between deployments: use `conduit edges deploy`");
+    }
+    let api = ApiAddr::find(args.api_addr.as_deref());
+    let mut path = format!("/api/edges?window={}", q(&args.window));
+    if !args.all_namespaces {
+        path.push_str(&format!("&namespace={}", q(&args.namespace)));
+    }
+    let rows = get_json(&api, &path)?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if let Output::Json = args.output {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "No edges found (no meshed traffic in the window).")?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r["src"].as_str().unwrap_or("").to_string(),
+                r["dst"].as_str().unwrap_or("").to_string(),
+                r["src_namespace"].as_str().unwrap_or("").to_string(),
+                r["dst_namespace"].as_str().unwrap_or("").to_string(),
+                format!("{:.1}rps", r["request_rate"].as_f64().unwrap_or(0.0)),
+                r["success_rate"]
+                    .as_f64()
+                    .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
+            ]
+        })
+        .collect();
+    print_table(
+        &["SRC", "DST", "SRC_NS", "DST_NS", "RPS", "SUCCESS"],
+        &table,
+        &mut out,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_tables_show_percentages_rates_and_dashes() {
+        let rows: Vec<Value> = serde_json::from_str(
+            r#"[{"namespace":"emojivoto","name":"voting","meshed":"1/1","success_rate":0.9667,"request_rate":2.04,
+                 "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tcp_connections":2},
+                {"namespace":"emojivoto","name":"vote-bot","meshed":"0/1","success_rate":null,"request_rate":0.0,
+                 "latency_ms_p50":null,"latency_ms_p95":null,"latency_ms_p99":null,"tcp_connections":0}]"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        print_stat(&rows, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME       MESHED   SUCCESS   RPS      LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN"
+        );
+        assert_eq!(
+            lines[1],
+            "voting     1/1      96.67%    2.0rps   0.7ms         4.2ms         13ms          2"
+        );
+        assert_eq!(
+            lines[2],
+            "vote-bot   0/1      -         -        -             -             -             0"
+        );
+    }
+}

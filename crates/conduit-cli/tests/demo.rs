@@ -1,0 +1,165 @@
+//! `conduit demo`, `stat` and `edges` for real: the meshed sample app on this host, its
+//! proxies scraped by the real control plane, and the numbers checked for sense (rates
+//! above zero, the doughnut's failures below 100%, percentiles in order). Root only;
+//! the workspace's binaries must be built (`cargo test --workspace` does).
+
+use conduit_testkit::{require_root, wait_until};
+use serde_json::Value;
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
+
+const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
+
+struct Demo {
+    dir: PathBuf,
+}
+
+impl Demo {
+    fn conduit(&self, args: &[&str]) -> Output {
+        Command::new(CONDUIT)
+            .args(args)
+            .env("CONDUIT_LOCAL_DIR", &self.dir)
+            .output()
+            .expect("running conduit")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.conduit(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "conduit {args:?} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    fn json(&self, args: &[&str]) -> Vec<Value> {
+        serde_json::from_str::<Vec<Value>>(&self.ok(args)).expect("-o json is a JSON array")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.conduit(&["local", "down"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+}
+
+#[test]
+fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
+    require_root();
+    let demo = Demo {
+        dir: std::env::temp_dir().join(format!("conduit-demo-test-{}", std::process::id())),
+    };
+    let out = demo.ok(&["demo"]);
+    assert!(out.contains("$ conduit stat deploy -n emojivoto"), "{out}");
+    assert!(out.contains("NAME       MESHED   SUCCESS   RPS"), "{out}");
+    for d in ["web", "emoji", "voting", "vote-bot"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(d) && l.contains("1/1")),
+            "{d} meshed in:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("conduit local down"),
+        "the demo says what to try next"
+    );
+
+    // The JSON form has exactly the documented keys, with sensible values.
+    let rows = demo.json(&["stat", "deploy", "-n", "emojivoto", "-o", "json"]);
+    assert_eq!(rows.len(), 4);
+    let keys: Vec<&str> = row(&rows, "web")
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = [
+        "latency_ms_p50",
+        "latency_ms_p95",
+        "latency_ms_p99",
+        "meshed",
+        "name",
+        "namespace",
+        "request_rate",
+        "success_rate",
+        "tcp_connections",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    for name in ["web", "emoji", "voting"] {
+        let r = row(&rows, name);
+        assert!(r["request_rate"].as_f64().unwrap() > 0.0, "{r}");
+        let (p50, p95, p99) = (
+            r["latency_ms_p50"].as_f64().unwrap(),
+            r["latency_ms_p95"].as_f64().unwrap(),
+            r["latency_ms_p99"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{r}");
+        assert!(r["tcp_connections"].as_u64().unwrap() >= 1, "{r}");
+    }
+    // The bot only calls out: nothing comes in.
+    assert!(row(&rows, "vote-bot")["success_rate"].is_null());
+
+    // Votes for :doughnut: fail in the voting service: its success rate drops below 100%
+    // while the emoji service stays at 100%.
+    let failing = wait_until(Duration::from_secs(90), || {
+        let rows = demo.json(&["stat", "deploy", "-n", "emojivoto", "-o", "json"]);
+        row(&rows, "voting")["success_rate"]
+            .as_f64()
+            .is_some_and(|s| s < 1.0)
+    });
+    assert!(failing, "voting never showed a failure");
+    let rows = demo.json(&["stat", "deploy", "-n", "emojivoto", "-o", "json"]);
+    assert_eq!(row(&rows, "emoji")["success_rate"], 1.0);
+
+    // Per pod and per namespace.
+    let pods = demo.json(&["stat", "pod", "-n", "emojivoto", "-o", "json"]);
+    assert_eq!(pods.len(), 4);
+    assert!(pods
+        .iter()
+        .all(|p| p["name"].as_str().unwrap().contains('-')));
+    let ns = demo.json(&["stat", "ns", "-A", "-o", "json"]);
+    assert_eq!(row(&ns, "emojivoto")["meshed"], "4/4");
+
+    // Who calls whom.
+    let edges = demo.json(&["edges", "deploy", "-n", "emojivoto", "-o", "json"]);
+    let pairs: Vec<(&str, &str)> = edges
+        .iter()
+        .map(|e| (e["src"].as_str().unwrap(), e["dst"].as_str().unwrap()))
+        .collect();
+    for pair in [("vote-bot", "web"), ("web", "emoji"), ("web", "voting")] {
+        assert!(pairs.contains(&pair), "{pair:?} missing from {pairs:?}");
+    }
+
+    // Bad input gets a clear error and exit 1.
+    let out = demo.conduit(&["stat", "deploy", "-n", "emojivoto", "--window", "1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 15m"));
+}
+
+#[test]
+fn stat_without_a_control_plane_says_what_to_do() {
+    let dir = std::env::temp_dir().join(format!("conduit-nothing-{}", std::process::id()));
+    let out = Command::new(CONDUIT)
+        .args(["stat", "deploy"])
+        .env("CONDUIT_LOCAL_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the control plane") && err.contains("conduit local up"),
+        "{err}"
+    );
+}

@@ -1,0 +1,317 @@
+//! Discovery: what workloads exist, behind one trait with a backend per platform. The
+//! local runtime's backend reads the state file its supervisor writes; a Kubernetes
+//! backend (watchers on Pods, Services, EndpointSlices) implements the same trait.
+//! Also resolves the names a proxy asks about (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`,
+//! or a virtual IP) to Services.
+
+use serde::Serialize;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+use tokio::sync::watch;
+
+/// The proxy's admin port, where metrics are scraped.
+pub const ADMIN_PORT: u16 = 4191;
+/// The proxy's tap port.
+pub const TAP_PORT: u16 = 4190;
+
+/// A snapshot of every workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Workloads {
+    pub pods: Vec<PodInfo>,
+    pub services: Vec<ServiceInfo>,
+}
+
+/// A pod, as discovery sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub deployment: String,
+    pub ip: IpAddr,
+    pub meshed: bool,
+    pub ready: bool,
+}
+
+impl PodInfo {
+    /// Where the pod's proxy serves metrics.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, ADMIN_PORT)
+    }
+}
+
+/// A Service with its ready endpoints per port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub vip: IpAddr,
+    pub ports: Vec<ServicePortInfo>,
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePortInfo {
+    pub port: u16,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// A ready pod behind a Service port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointInfo {
+    pub addr: SocketAddr,
+    pub pod: String,
+}
+
+impl Workloads {
+    /// The Service port an authority (`host[:port]`) names, from a pod in `context_ns`.
+    /// The port defaults to 80, as HTTP's does.
+    pub fn resolve(
+        &self,
+        authority: &str,
+        context_ns: &str,
+    ) -> Option<(&ServiceInfo, &ServicePortInfo)> {
+        let (host, port) = split_authority(authority)?;
+        let service = match host.parse::<IpAddr>() {
+            Ok(ip) => self.services.iter().find(|s| s.vip == ip)?,
+            Err(_) => {
+                let host = host.trim_end_matches('.');
+                let host = host
+                    .strip_suffix(".svc.cluster.local")
+                    .or_else(|| host.strip_suffix(".svc"))
+                    .unwrap_or(host);
+                let (name, ns) = host.split_once('.').unwrap_or((host, context_ns));
+                if ns.contains('.') {
+                    return None;
+                }
+                self.services
+                    .iter()
+                    .find(|s| s.name == name && s.namespace == ns)?
+            }
+        };
+        let port = service.ports.iter().find(|p| p.port == port)?;
+        Some((service, port))
+    }
+
+    /// The pod with this IP.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&PodInfo> {
+        self.pods.iter().find(|p| p.ip == ip)
+    }
+
+    /// The pod `namespace/name`.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodInfo> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+}
+
+/// Splits `host:port`, `[v6]:port` or `host` (port 80).
+pub fn split_authority(authority: &str) -> Option<(&str, u16)> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        let host = authority
+            .rsplit_once(':')?
+            .0
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        return Some((host, addr.port()));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => Some((host, port.parse().ok()?)),
+        _ if !authority.is_empty() => Some((authority, 80)),
+        _ => None,
+    }
+}
+
+/// A source of workload snapshots.
+pub trait Discovery: Send + Sync + 'static {
+    /// The current snapshot, updated as workloads change.
+    fn watch(&self) -> watch::Receiver<Arc<Workloads>>;
+}
+
+/// Discovery from the local runtime's state file, re-read when it changes.
+pub struct LocalRegistry {
+    rx: watch::Receiver<Arc<Workloads>>,
+}
+
+impl LocalRegistry {
+    /// Polls `state_file` every `interval` and publishes what changed.
+    pub fn spawn(state_file: PathBuf, interval: Duration) -> LocalRegistry {
+        let (tx, rx) = watch::channel(Arc::new(Workloads::default()));
+        tokio::spawn(async move {
+            let mut seen: Option<SystemTime> = None;
+            loop {
+                let modified = std::fs::metadata(&state_file)
+                    .and_then(|m| m.modified())
+                    .ok();
+                if modified != seen {
+                    seen = modified;
+                    match read_local_state(&state_file) {
+                        Ok(w) => {
+                            tx.send_if_modified(|cur| {
+                                let changed = **cur != w;
+                                if changed {
+                                    *cur = Arc::new(w);
+                                }
+                                changed
+                            });
+                        }
+                        Err(error) => tracing::debug!(%error, "local state not readable yet"),
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        LocalRegistry { rx }
+    }
+}
+
+impl Discovery for LocalRegistry {
+    fn watch(&self) -> watch::Receiver<Arc<Workloads>> {
+        self.rx.clone()
+    }
+}
+
+fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
+    let state =
+        conduit_local::state::read_json::<conduit_local::state::State>(path)?.unwrap_or_default();
+    Ok(Workloads {
+        pods: state
+            .pods
+            .iter()
+            .map(|p| PodInfo {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                deployment: p.deployment.clone(),
+                ip: IpAddr::V4(p.ip),
+                meshed: p.meshed,
+                ready: p.ready,
+            })
+            .collect(),
+        services: state
+            .services
+            .iter()
+            .map(|s| ServiceInfo {
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+                vip: IpAddr::V4(s.vip),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePortInfo {
+                        port: p.port,
+                        endpoints: p
+                            .endpoints
+                            .iter()
+                            .map(|e| EndpointInfo {
+                                addr: SocketAddr::new(IpAddr::V4(e.ip), e.port),
+                                pod: e.pod.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Workloads {
+        let pod = |ns: &str, name: &str, dep: &str, ip: [u8; 4]| PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            deployment: dep.into(),
+            ip: IpAddr::from(ip),
+            meshed: true,
+            ready: true,
+        };
+        Workloads {
+            pods: vec![
+                pod("emojivoto", "web-1", "web", [198, 18, 0, 4]),
+                pod("emojivoto", "voting-1", "voting", [198, 18, 0, 3]),
+                pod("emojivoto", "vote-bot-1", "vote-bot", [198, 18, 0, 5]),
+            ],
+            services: vec![
+                ServiceInfo {
+                    namespace: "emojivoto".into(),
+                    name: "web-svc".into(),
+                    vip: IpAddr::from([198, 19, 0, 3]),
+                    ports: vec![ServicePortInfo {
+                        port: 80,
+                        endpoints: vec![EndpointInfo {
+                            addr: "198.18.0.4:8080".parse().unwrap(),
+                            pod: "web-1".into(),
+                        }],
+                    }],
+                },
+                ServiceInfo {
+                    namespace: "emojivoto".into(),
+                    name: "voting-svc".into(),
+                    vip: IpAddr::from([198, 19, 0, 2]),
+                    ports: vec![ServicePortInfo {
+                        port: 8080,
+                        endpoints: vec![EndpointInfo {
+                            addr: "198.18.0.3:8080".parse().unwrap(),
+                            pod: "voting-1".into(),
+                        }],
+                    }],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn resolves_every_form_of_a_service_name() {
+        let w = sample();
+        for authority in [
+            "web-svc",
+            "web-svc:80",
+            "web-svc.emojivoto",
+            "web-svc.emojivoto:80",
+            "web-svc.emojivoto.svc:80",
+            "web-svc.emojivoto.svc.cluster.local:80",
+            "web-svc.emojivoto.svc.cluster.local.:80",
+            "198.19.0.3:80",
+        ] {
+            let (s, p) = w
+                .resolve(authority, "emojivoto")
+                .unwrap_or_else(|| panic!("{authority}"));
+            assert_eq!((s.name.as_str(), p.port), ("web-svc", 80), "{authority}");
+        }
+        assert!(
+            w.resolve("web-svc", "default").is_none(),
+            "short names resolve in the asking namespace"
+        );
+        assert!(
+            w.resolve("web-svc:81", "emojivoto").is_none(),
+            "no such port"
+        );
+        assert!(w.resolve("example.com:80", "emojivoto").is_none());
+        assert_eq!(
+            w.resolve("voting-svc:8080", "emojivoto")
+                .unwrap()
+                .1
+                .endpoints
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn splits_authorities() {
+        assert_eq!(split_authority("a:1"), Some(("a", 1)));
+        assert_eq!(split_authority("a"), Some(("a", 80)));
+        assert_eq!(split_authority("[::1]:8080"), Some(("::1", 8080)));
+        assert_eq!(split_authority("198.18.0.1:9"), Some(("198.18.0.1", 9)));
+        assert_eq!(split_authority(""), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! `conduit-controller`: Conduit's control plane in one binary. Discovery (what runs,
+//! behind a trait with the local runtime as its first backend), the metrics API
+//! (scrapes every meshed proxy, keeps a window in memory, answers stat and edges
+//! queries), and its HTTP JSON API. Knows nothing about how pods are run.
+
+pub mod api;
+pub mod discovery;
+pub mod prom;
+pub mod scrape;
+pub mod store;

@@ -1,0 +1,505 @@
+//! The metrics API's memory: every scrape of every meshed proxy, reduced to the counters
+//! queries need and kept for a retention window (15 minutes by default), and the queries
+//! themselves: golden metrics per namespace, deployment or pod (stat), and who calls
+//! whom (edges). Rates are increases over the window, counter resets included, as
+//! Prometheus' `increase` computes them; latency percentiles come from histogram buckets
+//! as `histogram_quantile` computes them.
+
+use crate::{
+    discovery::{split_authority, Workloads},
+    prom::Sample,
+};
+use serde::Serialize;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+/// Request traffic of one direction (or one outbound authority) as counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub responses: f64,
+    pub successes: f64,
+    /// Cumulative latency buckets: (upper bound in ms, count), ascending, `+Inf` last.
+    pub buckets: Vec<(f64, f64)>,
+}
+
+impl Traffic {
+    fn add_bucket(&mut self, le: f64, count: f64) {
+        match self.buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => {
+                self.buckets.push((le, count));
+                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+    }
+}
+
+/// One scrape of one proxy, reduced.
+#[derive(Clone, Debug)]
+pub struct PodScrape {
+    pub at: Instant,
+    pub inbound: Traffic,
+    /// Outbound traffic by authority.
+    pub outbound: BTreeMap<String, Traffic>,
+    pub tcp_open: f64,
+    pub tcp_close: f64,
+}
+
+impl PodScrape {
+    /// Reduces a proxy's samples.
+    pub fn from_samples(at: Instant, samples: &[Sample]) -> PodScrape {
+        let mut s = PodScrape {
+            at,
+            inbound: Traffic::default(),
+            outbound: BTreeMap::new(),
+            tcp_open: 0.0,
+            tcp_close: 0.0,
+        };
+        for sample in samples {
+            let inbound = sample.label("direction") == Some("inbound");
+            match sample.name.as_str() {
+                "response_total" => {
+                    if let Some(t) = s.traffic_of(sample) {
+                        t.responses += sample.value;
+                        if sample.label("classification") == Some("success") {
+                            t.successes += sample.value;
+                        }
+                    }
+                }
+                "response_latency_ms_bucket" => {
+                    let le = match sample.label("le") {
+                        Some("+Inf") => f64::INFINITY,
+                        Some(v) => match v.parse() {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        },
+                        None => continue,
+                    };
+                    if let Some(t) = s.traffic_of(sample) {
+                        t.add_bucket(le, sample.value);
+                    }
+                }
+                "tcp_open_total" if inbound && sample.label("peer") == Some("src") => {
+                    s.tcp_open += sample.value
+                }
+                "tcp_close_total" if inbound && sample.label("peer") == Some("src") => {
+                    s.tcp_close += sample.value
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The traffic a sample counts toward: inbound, or outbound to its authority.
+    fn traffic_of(&mut self, sample: &Sample) -> Option<&mut Traffic> {
+        match sample.label("direction")? {
+            "inbound" => Some(&mut self.inbound),
+            "outbound" => Some(
+                self.outbound
+                    .entry(sample.label("authority")?.to_string())
+                    .or_default(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Which series the metrics API keeps from a scrape.
+pub fn wanted(name: &str) -> bool {
+    matches!(
+        name,
+        "response_total" | "response_latency_ms_bucket" | "tcp_open_total" | "tcp_close_total"
+    )
+}
+
+/// What to group stat rows by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Namespace,
+    Deployment,
+    Pod,
+}
+
+/// One row of `conduit stat`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatRow {
+    pub namespace: String,
+    pub name: String,
+    /// Meshed pods out of all pods, like `1/1`.
+    pub meshed: String,
+    /// 0..1; absent without traffic.
+    pub success_rate: Option<f64>,
+    /// Requests per second.
+    pub request_rate: f64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// Open TCP connections into the resource.
+    pub tcp_connections: u64,
+}
+
+/// One row of `conduit edges`: a source calling a destination.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EdgeRow {
+    pub src_namespace: String,
+    pub src: String,
+    pub dst_namespace: String,
+    pub dst: String,
+    pub request_rate: f64,
+    pub success_rate: Option<f64>,
+}
+
+/// Every pod's recent scrapes.
+pub struct Store {
+    retention: Duration,
+    pods: HashMap<(String, String), Vec<PodScrape>>,
+}
+
+impl Store {
+    /// A store that keeps `retention` of history.
+    pub fn new(retention: Duration) -> Store {
+        Store {
+            retention,
+            pods: HashMap::new(),
+        }
+    }
+
+    /// Adds a scrape of pod `namespace/name`, dropping what is older than the retention.
+    pub fn record(&mut self, namespace: &str, name: &str, scrape: PodScrape) {
+        let now = scrape.at;
+        let series = self
+            .pods
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        series.push(scrape);
+        let expired = series
+            .iter()
+            .take_while(|s| now.duration_since(s.at) > self.retention)
+            .count();
+        series.drain(..expired);
+    }
+
+    /// Forgets pods that are gone.
+    pub fn retain_pods(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.pods.retain(|(ns, name), _| keep(ns, name));
+    }
+
+    /// The scrapes of a pod that cover the last `window` before `now`: the newest one
+    /// at or before the window's start (if any) and everything after.
+    fn window(&self, namespace: &str, name: &str, now: Instant, window: Duration) -> &[PodScrape] {
+        let Some(series) = self.pods.get(&(namespace.to_string(), name.to_string())) else {
+            return &[];
+        };
+        let start = now.checked_sub(window).unwrap_or(now);
+        let first = series.iter().rposition(|s| s.at <= start).unwrap_or(0);
+        &series[first..]
+    }
+
+    /// The golden metrics of `resource`s in `namespace` (all when `None`), optionally only
+    /// the one named `name`, over `window`.
+    pub fn stat(
+        &self,
+        workloads: &Workloads,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        window: Duration,
+    ) -> Vec<StatRow> {
+        let now = Instant::now();
+        let mut groups: BTreeMap<(String, String), Agg> = BTreeMap::new();
+        for pod in &workloads.pods {
+            if namespace.is_some_and(|ns| ns != pod.namespace) {
+                continue;
+            }
+            let key = match resource {
+                Resource::Namespace => (pod.namespace.clone(), pod.namespace.clone()),
+                Resource::Deployment => (pod.namespace.clone(), pod.deployment.clone()),
+                Resource::Pod => (pod.namespace.clone(), pod.name.clone()),
+            };
+            if name.is_some_and(|n| n != key.1) {
+                continue;
+            }
+            let agg = groups.entry(key).or_default();
+            agg.pods += 1;
+            agg.meshed += u32::from(pod.meshed);
+            let scrapes = self.window(&pod.namespace, &pod.name, now, window);
+            agg.add(scrapes, |s| Some(&s.inbound));
+            if let Some(last) = scrapes.last() {
+                agg.tcp += (last.tcp_open - last.tcp_close).max(0.0);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|((namespace, name), agg)| agg.row(namespace, name))
+            .collect()
+    }
+
+    /// Who calls whom among deployments in `namespace` (all when `None`), over `window`:
+    /// each source's outbound traffic, its authority resolved to the Service's pods.
+    pub fn edges(
+        &self,
+        workloads: &Workloads,
+        namespace: Option<&str>,
+        window: Duration,
+    ) -> Vec<EdgeRow> {
+        let now = Instant::now();
+        let mut groups: BTreeMap<(String, String, String, String), Agg> = BTreeMap::new();
+        for pod in &workloads.pods {
+            let scrapes = self.window(&pod.namespace, &pod.name, now, window);
+            let Some(last) = scrapes.last() else { continue };
+            for authority in last.outbound.keys() {
+                let Some((dst_ns, dst)) = destination_of(workloads, authority, &pod.namespace)
+                else {
+                    continue;
+                };
+                if namespace.is_some_and(|ns| ns != pod.namespace && ns != dst_ns) {
+                    continue;
+                }
+                let key = (pod.namespace.clone(), pod.deployment.clone(), dst_ns, dst);
+                groups
+                    .entry(key)
+                    .or_default()
+                    .add(scrapes, |s| s.outbound.get(authority));
+            }
+        }
+        groups
+            .into_iter()
+            .filter(|(_, agg)| agg.responses > 0.0)
+            .map(|((src_namespace, src, dst_namespace, dst), agg)| EdgeRow {
+                src_namespace,
+                src,
+                dst_namespace,
+                dst,
+                request_rate: agg.rate,
+                success_rate: Some(agg.successes / agg.responses),
+            })
+            .collect()
+    }
+}
+
+/// The deployment an authority leads to: through a Service, or straight to a pod's IP.
+fn destination_of(
+    workloads: &Workloads,
+    authority: &str,
+    context_ns: &str,
+) -> Option<(String, String)> {
+    if let Some((_, port)) = workloads.resolve(authority, context_ns) {
+        let pod = port.endpoints.first()?;
+        let p = workloads.pod_by_ip(pod.addr.ip())?;
+        return Some((p.namespace.clone(), p.deployment.clone()));
+    }
+    let (host, _) = split_authority(authority)?;
+    let p = workloads.pod_by_ip(host.parse().ok()?)?;
+    Some((p.namespace.clone(), p.deployment.clone()))
+}
+
+/// Sums over pods.
+#[derive(Default)]
+struct Agg {
+    pods: u32,
+    meshed: u32,
+    responses: f64,
+    successes: f64,
+    rate: f64,
+    buckets: Vec<(f64, f64)>,
+    tcp: f64,
+}
+
+impl Agg {
+    /// Adds the increases of one pod's traffic over its scrapes.
+    fn add(&mut self, scrapes: &[PodScrape], traffic: impl Fn(&PodScrape) -> Option<&Traffic>) {
+        let (Some(first), Some(last)) = (scrapes.first(), scrapes.last()) else {
+            return;
+        };
+        let secs = last.at.duration_since(first.at).as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let get = |s: &PodScrape, f: &dyn Fn(&Traffic) -> f64| traffic(s).map_or(0.0, f);
+        let responses = increase(scrapes.iter().map(|s| get(s, &|t| t.responses)));
+        self.responses += responses;
+        self.successes += increase(scrapes.iter().map(|s| get(s, &|t| t.successes)));
+        self.rate += responses / secs;
+        let bounds: Vec<f64> = traffic(last)
+            .map(|t| t.buckets.iter().map(|(le, _)| *le).collect())
+            .unwrap_or_default();
+        for le in bounds {
+            let inc = increase(scrapes.iter().map(|s| {
+                traffic(s)
+                    .and_then(|t| t.buckets.iter().find(|(b, _)| *b == le))
+                    .map_or(0.0, |(_, c)| *c)
+            }));
+            match self.buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, c)) => *c += inc,
+                None => {
+                    self.buckets.push((le, inc));
+                    self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                }
+            }
+        }
+    }
+
+    fn row(self, namespace: String, name: String) -> StatRow {
+        let q = |q| histogram_quantile(q, &self.buckets);
+        StatRow {
+            namespace,
+            name,
+            meshed: format!("{}/{}", self.meshed, self.pods),
+            success_rate: (self.responses > 0.0).then(|| self.successes / self.responses),
+            request_rate: self.rate,
+            latency_ms_p50: q(0.5),
+            latency_ms_p95: q(0.95),
+            latency_ms_p99: q(0.99),
+            tcp_connections: self.tcp.round() as u64,
+        }
+    }
+}
+
+/// The increase of a counter over consecutive samples; a drop is a reset (the proxy
+/// restarted), after which the new value counts from zero.
+pub fn increase(values: impl Iterator<Item = f64>) -> f64 {
+    let mut total = 0.0;
+    let mut prev: Option<f64> = None;
+    for v in values {
+        if let Some(p) = prev {
+            total += if v >= p { v - p } else { v };
+        }
+        prev = Some(v);
+    }
+    total
+}
+
+/// The `q`-quantile from cumulative buckets `(upper bound, count)`, ascending with `+Inf`
+/// last, as Prometheus' `histogram_quantile`: linear interpolation inside the bucket the
+/// rank falls in (from 0 for the first); the highest finite bound when it falls in `+Inf`.
+/// `None` without observations.
+pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev_bound = 0.0;
+    let mut prev_count = 0.0;
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(prev_bound);
+            }
+            let in_bucket = count - prev_count;
+            if in_bucket <= 0.0 {
+                return Some(bound);
+            }
+            return Some(prev_bound + (bound - prev_bound) * (rank - prev_count) / in_bucket);
+        }
+        prev_bound = bound;
+        prev_count = count;
+    }
+    Some(prev_bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{discovery::tests::sample, prom};
+
+    #[test]
+    fn quantiles_match_prometheus() {
+        // 100 observations: 50 <= 1 ms, 40 in (1, 2], 10 in (2, 5].
+        let buckets = [
+            (1.0, 50.0),
+            (2.0, 90.0),
+            (5.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert_eq!(histogram_quantile(0.5, &buckets), Some(1.0));
+        assert_eq!(histogram_quantile(0.25, &buckets), Some(0.5));
+        assert_eq!(histogram_quantile(0.7, &buckets), Some(1.5));
+        assert!((histogram_quantile(0.95, &buckets).unwrap() - 3.5).abs() < 1e-9);
+        let tail = [(1.0, 10.0), (f64::INFINITY, 20.0)];
+        assert_eq!(
+            histogram_quantile(0.99, &tail),
+            Some(1.0),
+            "+Inf answers the highest finite bound"
+        );
+        assert_eq!(
+            histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]),
+            None
+        );
+    }
+
+    #[test]
+    fn increases_survive_counter_resets() {
+        assert_eq!(increase([1.0, 4.0, 10.0].into_iter()), 9.0);
+        assert_eq!(increase([5.0, 8.0, 2.0, 3.0].into_iter()), 3.0 + 2.0 + 1.0);
+        assert_eq!(increase([7.0].into_iter()), 0.0);
+    }
+
+    fn scrape(at: Instant, text: &str) -> PodScrape {
+        PodScrape::from_samples(at, &prom::parse(text, wanted))
+    }
+
+    fn metrics(inbound_ok: u32, inbound_fail: u32, out_ok: u32, tcp_open: u32) -> String {
+        format!(
+            r#"response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="200",classification="success"}} {inbound_ok}
+response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="500",classification="failure"}} {inbound_fail}
+response_latency_ms_bucket{{le="1.0",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
+response_latency_ms_bucket{{le="10.0",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
+response_latency_ms_bucket{{le="+Inf",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
+response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",status_code="200",classification="success",grpc_status="0"}} {out_ok}
+tcp_open_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} {tcp_open}
+tcp_open_total{{direction="inbound",peer="dst",target_addr="127.0.0.1:8080"}} 99
+tcp_close_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} 1
+"#,
+            inbound_ok / 2,
+            inbound_ok,
+            inbound_ok + inbound_fail,
+        )
+    }
+
+    #[test]
+    fn stat_and_edges_from_two_scrapes() {
+        let w = sample();
+        let mut store = Store::new(Duration::from_secs(900));
+        let now = Instant::now();
+        let t0 = now - Duration::from_secs(10);
+        store.record("emojivoto", "web-1", scrape(t0, &metrics(100, 0, 40, 2)));
+        store.record("emojivoto", "web-1", scrape(now, &metrics(180, 20, 80, 3)));
+        let rows = store.stat(
+            &w,
+            Resource::Deployment,
+            Some("emojivoto"),
+            None,
+            Duration::from_secs(60),
+        );
+        let web = rows.iter().find(|r| r.name == "web").unwrap();
+        assert_eq!(web.meshed, "1/1");
+        assert!((web.request_rate - 10.0).abs() < 1e-9, "{web:?}");
+        assert!((web.success_rate.unwrap() - 0.8).abs() < 1e-9, "{web:?}");
+        // Increases: 40 at <= 1 ms, 80 at <= 10 ms of 100: p50 falls in (1, 10].
+        assert!(
+            (web.latency_ms_p50.unwrap() - (1.0 + 9.0 * 10.0 / 40.0)).abs() < 1e-9,
+            "{web:?}"
+        );
+        assert_eq!(web.tcp_connections, 2);
+        let idle = rows.iter().find(|r| r.name == "voting").unwrap();
+        assert_eq!(
+            (idle.success_rate, idle.request_rate, idle.latency_ms_p99),
+            (None, 0.0, None)
+        );
+        let ns = store.stat(&w, Resource::Namespace, None, None, Duration::from_secs(60));
+        assert_eq!(ns.len(), 1);
+        assert_eq!(ns[0].meshed, "3/3");
+
+        let edges = store.edges(&w, Some("emojivoto"), Duration::from_secs(60));
+        assert_eq!(edges.len(), 1, "{edges:?}");
+        assert_eq!(
+            (edges[0].src.as_str(), edges[0].dst.as_str()),
+            ("web", "voting")
+        );
+        assert!((edges[0].request_rate - 4.0).abs() < 1e-9);
+    }
+}
