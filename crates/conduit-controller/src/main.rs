@@ -32,6 +32,9 @@ struct Args {
     /// Serve the API on this TCP address.
     #[arg(long)]
     api_addr: Option<SocketAddr>,
+    /// Serve the Destination API (gRPC) to proxies on this address.
+    #[arg(long)]
+    destination_addr: Option<SocketAddr>,
     /// How often to scrape every proxy's metrics.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
@@ -75,6 +78,21 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("listening on {addr}"))?;
         tracing::info!(%addr, "API listening");
         servers.spawn(async move { axum::serve(listener, router).await });
+    }
+    if let Some(addr) = args.destination_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for the Destination API"))?;
+        tracing::info!(%addr, "Destination API listening");
+        let service =
+            conduit_controller::destination::DestinationService::server(discovery.watch());
+        servers.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .map_err(std::io::Error::other)
+        });
     }
     tokio::select! {
         Some(result) = servers.join_next() => result?.context("serving the API")?,

@@ -84,6 +84,9 @@ struct Supervisor {
     control_plane: Option<(Shared<PodState>, watch::Sender<bool>, JoinHandle<()>)>,
 }
 
+/// Where the control plane serves the Destination API to proxies, on the node's address.
+pub const DESTINATION_PORT: u16 = 8086;
+
 /// The control plane's API socket in a run directory.
 pub fn api_socket(layout: &Layout) -> PathBuf {
     layout.dir().join("api.sock")
@@ -133,6 +136,8 @@ impl Supervisor {
                 api_socket(&self.layout).display().to_string(),
                 "--scrape-interval".into(),
                 "5s".into(),
+                "--destination-addr".into(),
+                format!("{}:{DESTINATION_PORT}", crate::layout::NODE_IP),
             ],
             env: Vec::new(),
             ports: BTreeMap::new(),

@@ -1,0 +1,223 @@
+//! The Destination API: proxies ask who serves a name (a Service in any of its forms, a
+//! Service's virtual IP, or a pod's IP) and get a stream of complete endpoint sets, a new
+//! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
+//! so the proxy uses the original destination.
+
+use crate::discovery::{split_authority, Workloads};
+use conduit_api::destination::{
+    destination_server::{Destination, DestinationServer},
+    update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Update,
+};
+use std::{collections::HashMap, pin::Pin, sync::Arc};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Request, Response, Status};
+
+/// Serves endpoint sets from discovery's snapshots.
+pub struct DestinationService {
+    workloads: watch::Receiver<Arc<Workloads>>,
+}
+
+impl DestinationService {
+    /// A tonic service answering from `workloads`.
+    pub fn server(
+        workloads: watch::Receiver<Arc<Workloads>>,
+    ) -> DestinationServer<DestinationService> {
+        DestinationServer::new(DestinationService { workloads })
+    }
+}
+
+/// What a proxy asking for `path` from namespace `context_ns` should get now.
+pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
+    if let Some((service, port)) = w.resolve(path, context_ns) {
+        if port.endpoints.is_empty() {
+            return no_endpoints(true);
+        }
+        let endpoints = port
+            .endpoints
+            .iter()
+            .map(|e| {
+                let pod = w.pod_by_ip(e.addr.ip());
+                Endpoint {
+                    addr: e.addr.to_string(),
+                    labels: pod.map(pod_labels).unwrap_or_default(),
+                    meshed: pod.is_some_and(|p| p.meshed),
+                }
+            })
+            .collect();
+        let labels = HashMap::from([
+            ("namespace".to_string(), service.namespace.clone()),
+            ("service".to_string(), service.name.clone()),
+        ]);
+        return Update {
+            update: Some(update::Update::Endpoints(EndpointSet { endpoints, labels })),
+        };
+    }
+    // A pod's own address: the pod is its only endpoint.
+    let pod = split_authority(path)
+        .and_then(|(host, port)| Some((host.parse().ok()?, port)))
+        .and_then(|(ip, port)| Some((w.pod_by_ip(ip)?, port)));
+    match pod {
+        Some((pod, port)) if pod.ready => Update {
+            update: Some(update::Update::Endpoints(EndpointSet {
+                endpoints: vec![Endpoint {
+                    addr: std::net::SocketAddr::new(pod.ip, port).to_string(),
+                    labels: pod_labels(pod),
+                    meshed: pod.meshed,
+                }],
+                labels: HashMap::new(),
+            })),
+        },
+        _ => no_endpoints(false),
+    }
+}
+
+fn pod_labels(p: &crate::discovery::PodInfo) -> HashMap<String, String> {
+    HashMap::from([
+        ("namespace".to_string(), p.namespace.clone()),
+        ("deployment".to_string(), p.deployment.clone()),
+        ("pod".to_string(), p.name.clone()),
+    ])
+}
+
+fn no_endpoints(exists: bool) -> Update {
+    Update {
+        update: Some(update::Update::NoEndpoints(NoEndpoints { exists })),
+    }
+}
+
+#[tonic::async_trait]
+impl Destination for DestinationService {
+    type GetStream = Pin<Box<dyn Stream<Item = Result<Update, Status>> + Send>>;
+
+    async fn get(&self, req: Request<GetDestination>) -> Result<Response<Self::GetStream>, Status> {
+        let GetDestination {
+            path,
+            context_namespace,
+        } = req.into_inner();
+        if split_authority(&path).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "path {path:?}: expected a host:port authority or ip:port"
+            )));
+        }
+        let mut workloads = self.workloads.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last: Option<Update> = None;
+            loop {
+                let update = update_for(&workloads.borrow_and_update(), &path, &context_namespace);
+                if last.as_ref() != Some(&update) {
+                    if tx.send(Ok(update.clone())).await.is_err() {
+                        return; // the proxy went away
+                    }
+                    last = Some(update);
+                }
+                tokio::select! {
+                    changed = workloads.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::tests::sample;
+
+    fn endpoints(u: &Update) -> Vec<String> {
+        match &u.update {
+            Some(update::Update::Endpoints(set)) => {
+                set.endpoints.iter().map(|e| e.addr.clone()).collect()
+            }
+            other => panic!("expected endpoints, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_ips_and_unknowns() {
+        let w = sample();
+        assert_eq!(
+            endpoints(&update_for(
+                &w,
+                "web-svc.emojivoto.svc.cluster.local:80",
+                "x"
+            )),
+            ["198.18.0.4:8080"]
+        );
+        assert_eq!(
+            endpoints(&update_for(&w, "198.19.0.2:8080", "x")),
+            ["198.18.0.3:8080"]
+        );
+        assert_eq!(
+            endpoints(&update_for(&w, "198.18.0.5:9000", "x")),
+            ["198.18.0.5:9000"],
+            "a pod IP"
+        );
+        let u = update_for(&w, "web-svc:80", "emojivoto");
+        let Some(update::Update::Endpoints(set)) = u.update else {
+            panic!()
+        };
+        assert_eq!(set.endpoints[0].labels["deployment"], "web");
+        assert!(set.endpoints[0].meshed);
+        assert_eq!(
+            update_for(&w, "example.com:443", "emojivoto"),
+            no_endpoints(false)
+        );
+        let mut empty = w.clone();
+        empty.services[0].ports[0].endpoints.clear();
+        assert_eq!(
+            update_for(&empty, "web-svc.emojivoto:80", "x"),
+            no_endpoints(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn streams_a_new_set_when_endpoints_change() {
+        use conduit_api::destination::destination_client::DestinationClient;
+        let (tx, rx) = watch::channel(Arc::new(sample()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(DestinationService::server(rx))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = DestinationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut stream = client
+            .get(GetDestination {
+                path: "web-svc.emojivoto:80".into(),
+                context_namespace: "emojivoto".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert_eq!(endpoints(&first), ["198.18.0.4:8080"]);
+        // A second web pod becomes ready.
+        let mut w = sample();
+        w.services[0].ports[0]
+            .endpoints
+            .push(crate::discovery::EndpointInfo {
+                addr: "198.18.0.9:8080".parse().unwrap(),
+                pod: "web-2".into(),
+            });
+        tx.send(Arc::new(w)).unwrap();
+        let second = stream.message().await.unwrap().unwrap();
+        assert_eq!(endpoints(&second), ["198.18.0.4:8080", "198.18.0.9:8080"]);
+        // Bad paths are refused with a reason.
+        let err = client
+            .get(GetDestination {
+                path: "".into(),
+                context_namespace: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("expected a host:port"));
+    }
+}
