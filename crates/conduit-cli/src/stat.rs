@@ -19,6 +19,21 @@ pub struct StatArgs {
     resource: String,
     /// Only this resource.
     name: Option<String>,
+    #[command(flatten)]
+    query: Query,
+}
+
+#[derive(Args)]
+pub struct EdgesArgs {
+    /// deploy (edges are between deployments).
+    resource: String,
+    #[command(flatten)]
+    query: Query,
+}
+
+/// What every metrics query takes: where, over what window, printed how, asked of whom.
+#[derive(Args)]
+pub struct Query {
     /// The namespace.
     #[arg(short = 'n', long = "namespace", default_value = "default")]
     namespace: String,
@@ -35,20 +50,14 @@ pub struct StatArgs {
     api_addr: Option<String>,
 }
 
-#[derive(Args)]
-pub struct EdgesArgs {
-    /// deploy (edges are between deployments).
-    resource: String,
-    #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
-    #[arg(short = 'A', long = "all-namespaces")]
-    all_namespaces: bool,
-    #[arg(long, default_value = "1m")]
-    window: String,
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
-    output: Output,
-    #[arg(long)]
-    api_addr: Option<String>,
+impl Query {
+    fn namespace(&self) -> Option<&str> {
+        (!self.all_namespaces).then_some(self.namespace.as_str())
+    }
+
+    fn api(&self) -> ApiAddr {
+        ApiAddr::find(self.api_addr.as_deref())
+    }
 }
 
 /// Percent-encodes a query value (names and durations need little, but be safe).
@@ -85,11 +94,17 @@ pub fn fetch_stat(
 }
 
 pub fn stat(args: StatArgs) -> anyhow::Result<()> {
-    let api = ApiAddr::find(args.api_addr.as_deref());
-    let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
-    let rows = fetch_stat(&api, &args.resource, ns, args.name.as_deref(), &args.window)?;
+    let q = &args.query;
+    let ns = q.namespace();
+    let rows = fetch_stat(
+        &q.api(),
+        &args.resource,
+        ns,
+        args.name.as_deref(),
+        &q.window,
+    )?;
     let mut out = std::io::stdout().lock();
-    match args.output {
+    match q.output {
         Output::Json => {
             serde_json::to_writer_pretty(&mut out, &rows)?;
             writeln!(out)?;
@@ -104,7 +119,7 @@ pub fn stat(args: StatArgs) -> anyhow::Result<()> {
             } else {
                 print_stat(
                     &rows,
-                    args.all_namespaces || matches!(args.output, Output::Wide),
+                    q.all_namespaces || matches!(q.output, Output::Wide),
                     &mut out,
                 )?;
             }
@@ -203,17 +218,17 @@ pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
     if crate::api::resource_kind(&args.resource) != Some("deploy") {
         anyhow::bail!("edges are between deployments: use `conduit edges deploy`");
     }
-    let api = ApiAddr::find(args.api_addr.as_deref());
-    let mut path = format!("/api/edges?window={}", q(&args.window));
-    if !args.all_namespaces {
-        path.push_str(&format!("&namespace={}", q(&args.namespace)));
+    let query = &args.query;
+    let mut path = format!("/api/edges?window={}", q(&query.window));
+    if let Some(ns) = query.namespace() {
+        path.push_str(&format!("&namespace={}", q(ns)));
     }
-    let rows = get_json(&api, &path)?
+    let rows = get_json(&query.api(), &path)?
         .as_array()
         .cloned()
         .unwrap_or_default();
     let mut out = std::io::stdout().lock();
-    if let Output::Json = args.output {
+    if let Output::Json = query.output {
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
         return Ok(());

@@ -3,51 +3,11 @@
 //! above zero, the doughnut's failures below 100%, percentiles in order). Root only;
 //! the workspace's binaries must be built (`cargo test --workspace` does).
 
-use conduit_testkit::{require_root, wait_until};
+mod common;
+use common::*;
+use conduit_testkit::wait_until;
 use serde_json::Value;
-use std::{
-    path::PathBuf,
-    process::{Command, Output},
-    time::Duration,
-};
-
-const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
-
-struct Demo {
-    dir: PathBuf,
-}
-
-impl Demo {
-    fn conduit(&self, args: &[&str]) -> Output {
-        Command::new(CONDUIT)
-            .args(args)
-            .env("CONDUIT_LOCAL_DIR", &self.dir)
-            .output()
-            .expect("running conduit")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.conduit(args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "conduit {args:?} failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    }
-
-    fn json(&self, args: &[&str]) -> Vec<Value> {
-        serde_json::from_str::<Vec<Value>>(&self.ok(args)).expect("-o json is a JSON array")
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.conduit(&["local", "down"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use std::{process::Command, time::Duration};
 
 fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
     rows.iter()
@@ -57,10 +17,7 @@ fn row<'a>(rows: &'a [Value], name: &str) -> &'a Value {
 
 #[test]
 fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
-    require_root();
-    let demo = Demo {
-        dir: std::env::temp_dir().join(format!("conduit-demo-test-{}", std::process::id())),
-    };
+    let demo = Runtime::new("demo");
     let out = demo.ok(&["demo"]);
     assert!(out.contains("$ conduit stat deploy -n emojivoto"), "{out}");
     assert!(out.contains("NAME       MESHED   SUCCESS   RPS"), "{out}");

@@ -1,0 +1,121 @@
+//! Shared by the CLI's end-to-end tests: a local runtime with a run directory of its own,
+//! driven through the real `conduit` binary and brought down when dropped.
+#![allow(dead_code)] // each test file uses its own subset
+
+use conduit_testkit::require_root;
+use serde_json::Value;
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+pub const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
+
+pub fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
+}
+
+/// One local runtime with a run directory of its own, brought down when dropped.
+pub struct Runtime {
+    pub dir: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(name: &str) -> Runtime {
+        require_root();
+        let bin_dir = PathBuf::from(CONDUIT).parent().unwrap().to_path_buf();
+        for b in [
+            "conduit-proxy",
+            "emojivoto-web",
+            "emojivoto-emoji-svc",
+            "emojivoto-voting-svc",
+            "emojivoto-vote-bot",
+        ] {
+            assert!(
+                bin_dir.join(b).is_file(),
+                "{b} is not built next to conduit: run `cargo build --workspace` first"
+            );
+        }
+        let dir =
+            std::env::temp_dir().join(format!("conduit-local-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Runtime { dir }
+    }
+
+    pub fn conduit(&self, args: &[&str]) -> Output {
+        Command::new(CONDUIT)
+            .args(args)
+            .env("CONDUIT_LOCAL_DIR", &self.dir)
+            .output()
+            .expect("running conduit")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.conduit(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "conduit {args:?} failed:\n{text}\nsupervisor log:\n{}",
+            self.supervisor_log()
+        );
+        text
+    }
+
+    pub fn supervisor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("logs/supervisor.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["local", "status", "-o", "json"]))
+            .expect("status -o json is JSON")
+    }
+
+    /// The namespaces this runtime owns, found by the prefix in its state.
+    pub fn namespaces(&self, prefix: &str) -> Vec<String> {
+        conduit_netns::list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    pub fn pod<'a>(status: &'a Value, deployment: &str) -> &'a Value {
+        status["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["deployment"] == deployment)
+            .expect("pod of deployment")
+    }
+
+    /// Runs `argv` inside the pod of `deployment` with `conduit local exec`.
+    pub fn exec(&self, deployment: &str, argv: &[&str]) -> String {
+        let status = self.status();
+        let pod = Self::pod(&status, deployment);
+        let (ns, name) = (
+            pod["namespace"].as_str().unwrap(),
+            pod["name"].as_str().unwrap(),
+        );
+        let mut args = vec!["local", "exec", "-n", ns, name, "--"];
+        args.extend_from_slice(argv);
+        String::from_utf8_lossy(&self.conduit(&args).stdout).into_owned()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.conduit(&["local", "down"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Runtime {
+    /// Runs a command that prints a JSON array, and parses it.
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        serde_json::from_str::<Vec<Value>>(&self.ok(args)).expect("-o json is a JSON array")
+    }
+}
