@@ -100,7 +100,7 @@ impl Bound {
     }
 
     /// Serves until `shutdown` resolves or `POST /shutdown` arrives, then drains.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
         let config = self.config;
         let metrics = Arc::new(Metrics::new(&config.pod));
         let (signal, watch) = drain::channel();
@@ -117,7 +117,7 @@ impl Bound {
         for listener in self.inbound {
             tokio::spawn(inbound.clone().serve(listener, watch.clone()));
         }
-        let outbound = outbound::side(config.clone(), metrics.clone());
+        let outbound = outbound::side(config.clone(), metrics.clone())?;
         for listener in self.outbound {
             tokio::spawn(outbound.clone().serve(listener, watch.clone()));
         }
@@ -140,5 +140,6 @@ impl Bound {
             Ok(()) => info!("drained; exiting"),
             Err(_) => warn!("grace period over with connections still open; closing them"),
         }
+        Ok(())
     }
 }

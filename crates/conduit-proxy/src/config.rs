@@ -38,6 +38,11 @@ pub struct Config {
     pub log: String,
     /// The pod this proxy serves, stamped on every metric.
     pub pod: PodIdentity,
+    /// The control plane's Destination API (`CONDUIT_PROXY_DESTINATION_ADDR`); without it
+    /// outbound traffic goes to its original destination.
+    pub destination_addr: Option<String>,
+    /// How long a first request to a new target waits for discovery (`CONDUIT_PROXY_DISCOVERY_TIMEOUT`).
+    pub discovery_timeout: Duration,
 }
 
 /// The workload a proxy belongs to (`CONDUIT_PROXY_POD_NAMESPACE`, `_POD_DEPLOYMENT`, `_POD_NAME`).
@@ -78,6 +83,8 @@ impl Default for Config {
             cores: 1,
             log: "info".to_string(),
             pod: PodIdentity::default(),
+            destination_addr: None,
+            discovery_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -159,6 +166,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "CONDUIT_PROXY_POD_NAME",
         "(empty)",
         "the pod's name, a label on every metric",
+    ),
+    (
+        "CONDUIT_PROXY_DESTINATION_ADDR",
+        "(none)",
+        "the control plane's Destination API, host:port; outbound traffic is balanced over discovered endpoints",
+    ),
+    (
+        "CONDUIT_PROXY_DISCOVERY_TIMEOUT",
+        "500ms",
+        "how long a first request to a new target waits for discovery before using its original destination",
     ),
 ];
 
@@ -243,6 +260,22 @@ impl Config {
                 deployment: text(get("CONDUIT_PROXY_POD_DEPLOYMENT")),
                 pod: text(get("CONDUIT_PROXY_POD_NAME")),
             },
+            destination_addr: parse_or(get("CONDUIT_PROXY_DESTINATION_ADDR"), None, |v| {
+                match v.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                        Ok(Some(v.to_string()))
+                    }
+                    _ => Err(
+                        "a host:port, like conduit-destination.conduit.svc.cluster.local:8086"
+                            .into(),
+                    ),
+                }
+            })?,
+            discovery_timeout: parse_or(
+                get("CONDUIT_PROXY_DISCOVERY_TIMEOUT"),
+                d.discovery_timeout,
+                parse_duration,
+            )?,
         })
     }
 }
@@ -429,6 +462,11 @@ mod tests {
             ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
             ("CONDUIT_PROXY_POD_DEPLOYMENT", "web"),
             ("CONDUIT_PROXY_POD_NAME", "web-1"),
+            (
+                "CONDUIT_PROXY_DESTINATION_ADDR",
+                "conduit-destination.conduit:8086",
+            ),
+            ("CONDUIT_PROXY_DISCOVERY_TIMEOUT", "1s"),
             ("UNRELATED", "x"),
         ]))
         .unwrap();
@@ -451,6 +489,11 @@ mod tests {
         assert_eq!(c.cores, 2);
         assert_eq!(c.log, "debug");
         assert_eq!(c.pod.deployment, "web");
+        assert_eq!(
+            c.destination_addr.as_deref(),
+            Some("conduit-destination.conduit:8086")
+        );
+        assert_eq!(c.discovery_timeout, Duration::from_secs(1));
     }
 
     #[test]
@@ -483,6 +526,11 @@ mod tests {
                 "CONDUIT_PROXY_MAX_HEADER_BYTES",
                 "12",
                 "a whole number from 1024",
+            ),
+            (
+                "CONDUIT_PROXY_DESTINATION_ADDR",
+                "controller",
+                "a host:port",
             ),
         ];
         for (var, value, expected) in cases {

@@ -13,7 +13,7 @@ use std::{
 
 /// The inbound side.
 pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Side> {
-    Side::new(Direction::Inbound, config, metrics, to_local_app)
+    Side::new(Direction::Inbound, config, metrics, to_local_app, None)
 }
 
 /// The application listens on the pod's loopback (or on all addresses, which includes it).

@@ -10,9 +10,11 @@
 
 pub mod admin;
 pub mod app;
+pub mod balance;
 pub mod config;
 pub mod connect;
 pub mod detect;
+pub mod discovery;
 pub mod drain;
 pub mod errors;
 pub mod http;

@@ -1,21 +1,34 @@
-//! Outbound: connections the application makes to anywhere else. For now each goes to
-//! its original destination; service discovery and load balancing replace this rule.
+//! Outbound: connections the application makes to anywhere else. With a control plane
+//! (`CONDUIT_PROXY_DESTINATION_ADDR`), HTTP requests are balanced over the endpoints of
+//! their authority and opaque connections over the endpoints of their original
+//! destination (a service's virtual IP); what discovery does not know, and everything
+//! without a control plane, goes to the original destination.
 
 use crate::{
     config::Config,
+    discovery::Discovery,
     metrics::{Direction, Metrics},
     side::Side,
 };
 use std::{net::SocketAddr, sync::Arc};
 
 /// The outbound side.
-pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Side> {
-    Side::new(
+pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Side>, String> {
+    let discovery = match &config.destination_addr {
+        Some(addr) => Some(Discovery::new(
+            addr,
+            config.pod.namespace.clone(),
+            config.discovery_timeout,
+        )?),
+        None => None,
+    };
+    Ok(Side::new(
         Direction::Outbound,
         config,
         metrics,
         to_original_destination,
-    )
+        discovery,
+    ))
 }
 
 fn to_original_destination(orig_dst: SocketAddr) -> SocketAddr {

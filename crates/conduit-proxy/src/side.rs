@@ -5,9 +5,11 @@
 //! side's [`Upstream`] rule, the one thing inbound and outbound differ in so far.
 
 use crate::{
+    balance::InFlight,
     config::Config,
     connect::Connector,
     detect::{self, Detection, Protocol},
+    discovery::Discovery,
     drain,
     errors::ProxyError,
     http::{
@@ -17,6 +19,7 @@ use crate::{
         pool::{EndpointPools, HttpVersion},
         record::RecordHttp,
         respond::RespondToErrors,
+        route::{DiscoveredRoute, Route},
         serve::HttpServer,
     },
     io::{CountingIo, PrefixedIo},
@@ -72,15 +75,19 @@ pub struct Side {
     connector: Connector,
     server_first: ServerFirstPorts,
     upstream: Upstream,
+    /// Outbound with a control plane: where services' endpoints are found.
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl Side {
-    /// A side that forwards each connection to `upstream(orig_dst)`.
+    /// A side that forwards each connection to `upstream(orig_dst)`, or, with
+    /// `discovery`, to a discovered endpoint of what the connection or request names.
     pub fn new(
         direction: Direction,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         upstream: Upstream,
+        discovery: Option<Arc<Discovery>>,
     ) -> Arc<Side> {
         let connector = Connector::new(direction, config.connect_timeout, metrics.tcp.clone());
         let pools = EndpointPools::new(connector.clone(), config.pool_idle_timeout);
@@ -93,6 +100,7 @@ impl Side {
             connector,
             server_first: ServerFirstPorts::default(),
             upstream,
+            discovery,
         })
     }
 
@@ -270,7 +278,16 @@ impl Side {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let endpoint = self.pools.get((self.upstream)(accepted.orig_dst), version);
+        let upstream = (self.upstream)(accepted.orig_dst);
+        let route = match &self.discovery {
+            Some(discovery) => Route::Discovered(Arc::new(DiscoveredRoute {
+                discovery: discovery.clone(),
+                pools: self.pools.clone(),
+                version,
+                orig_dst: upstream,
+            })),
+            None => Route::Fixed(self.pools.get(upstream, version)),
+        };
         let (direction, metrics) = (self.direction, self.metrics.clone());
         let fallback_authority: Arc<str> = accepted.orig_dst.to_string().into();
         let stack = ServiceBuilder::new()
@@ -284,7 +301,7 @@ impl Side {
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| LimitHeaders::new(s, self.config.max_header_bytes))
-            .service(Forward::new(endpoint));
+            .service(Forward::new(route));
         if let Err(error) = self.http.serve(version, io, stack, drain).await {
             self.report_http_error(&error);
         }
@@ -315,13 +332,21 @@ impl Side {
         );
     }
 
-    async fn connect(&self, accepted: Accepted) -> Option<crate::connect::Upstream> {
-        match self
-            .connector
-            .connect((self.upstream)(accepted.orig_dst))
-            .await
-        {
-            Ok(upstream) => Some(upstream),
+    /// Connects upstream: to a discovered endpoint of the original destination (a
+    /// service's virtual IP, say) when there is one, else to the original destination.
+    /// The connection counts in the endpoint's load while the guard lives.
+    async fn connect(
+        &self,
+        accepted: Accepted,
+    ) -> Option<(crate::connect::Upstream, Option<InFlight>)> {
+        let orig = (self.upstream)(accepted.orig_dst);
+        let endpoint = match &self.discovery {
+            Some(d) => d.pick(&orig.to_string()).await,
+            None => None,
+        };
+        let addr = endpoint.as_ref().map_or(orig, |e| e.addr);
+        match self.connector.connect(addr).await {
+            Ok(upstream) => Some((upstream, endpoint.map(|e| e.start()))),
             Err(err) => {
                 // TCP has no way to say why; closing the client's connection is the answer.
                 err.report(&self.metrics, self.direction);
@@ -334,7 +359,7 @@ impl Side {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let Some(mut upstream) = self.connect(accepted).await else {
+        let Some((mut upstream, _load)) = self.connect(accepted).await else {
             return;
         };
         if let Err(error) = tcp::splice(&mut client, &mut upstream).await {
@@ -351,7 +376,7 @@ impl Side {
         mut client: CountingIo<TcpStream>,
         decided: Decided,
     ) {
-        let Some(mut upstream) = self.connect(accepted).await else {
+        let Some((mut upstream, _load)) = self.connect(accepted).await else {
             return;
         };
         let port = accepted.orig_dst.port();

@@ -1,32 +1,30 @@
-//! The innermost HTTP service: sends a request to its endpoint's pool with hop-by-hop
-//! headers removed, and splices `Upgrade`/`CONNECT` tunnels once both ends agree.
-//! Which endpoint is decided outside, by the side's stack.
+//! The innermost HTTP service: sends a request to the endpoint its [`Route`] picks, with
+//! hop-by-hop headers removed, and splices `Upgrade`/`CONNECT` tunnels once both ends
+//! agree. The response head's arrival is the latency the balancer learns from.
 
 use super::{
     headers,
     pool::{EndpointPool, PooledBody},
+    route::Route,
 };
 use crate::errors::ProxyError;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 use tracing::debug;
 
-/// Sends every request to one endpoint.
+/// Sends each request where its route says.
 #[derive(Clone)]
 pub struct Forward {
-    endpoint: Arc<EndpointPool>,
+    route: Route,
 }
 
 impl Forward {
-    /// Forwards to `endpoint`.
-    pub fn new(endpoint: Arc<EndpointPool>) -> Self {
-        Forward { endpoint }
+    /// Forwards along `route`.
+    pub fn new(route: Route) -> Self {
+        Forward { route }
     }
 }
 
@@ -40,13 +38,21 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let endpoint = self.endpoint.clone();
+        let route = self.route.clone();
+        let target = route.target(&req);
         Box::pin(async move {
+            let picked = route.pick(target).await;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
-                return forward_upgrade(&endpoint, req).await;
+                return forward_upgrade(&picked.pool, req).await;
             }
             headers::strip_hop_by_hop(req.headers_mut(), false);
-            let mut rsp = endpoint.send(req).await?;
+            // A request that must open a connection first says more about connecting than
+            // about the endpoint: the balancer learns only from requests on warm ones.
+            let warm = picked.pool.is_warm();
+            let mut rsp = picked.pool.send(req).await?;
+            if let (Some(in_flight), true) = (&picked.in_flight, warm) {
+                in_flight.complete();
+            }
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
             Ok(rsp)
         })

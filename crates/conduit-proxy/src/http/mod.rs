@@ -8,6 +8,7 @@ pub mod limit;
 pub mod pool;
 pub mod record;
 pub mod respond;
+pub mod route;
 pub mod serve;
 
 use bytes::Bytes;

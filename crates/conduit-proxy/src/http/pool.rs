@@ -127,6 +127,18 @@ impl EndpointPool {
         self.addr
     }
 
+    /// Whether a request sent now would find a connection already open (an idle HTTP/1
+    /// one, or the shared HTTP/2 one), rather than pay for connecting.
+    pub fn is_warm(&self) -> bool {
+        match self.version {
+            HttpVersion::Http1 => lock(&self.idle).iter().any(|(s, _)| !s.is_closed()),
+            HttpVersion::Http2 => self
+                .h2
+                .try_lock()
+                .is_ok_and(|s| s.as_ref().is_some_and(|s| !s.is_closed())),
+        }
+    }
+
     /// Sends `req` on a pooled connection.
     pub async fn send(
         self: &Arc<Self>,

@@ -1,0 +1,191 @@
+//! Discovery and balancing for real: the meshed sample app with two voting pods. The web
+//! keeps one HTTP/2 connection to the voting Service, which DNAT alone would pin to one
+//! pod; its proxy balances each request over both. Killing the control plane while traffic
+//! flows loses no request to known endpoints, and the restarted control plane rebuilds its
+//! state. Root only; the workspace's binaries must be built.
+
+mod common;
+use common::*;
+use conduit_testkit::wait_until;
+use serde_json::Value;
+use std::{process::Command, time::Duration};
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn pods_of<'a>(status: &'a Value, deployment: &str) -> Vec<&'a Value> {
+    status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["deployment"] == deployment)
+        .collect()
+}
+
+fn proxy_metrics(rt: &Runtime, pod: &Value) -> String {
+    let (ns, name) = (
+        pod["namespace"].as_str().unwrap(),
+        pod["name"].as_str().unwrap(),
+    );
+    String::from_utf8_lossy(
+        &rt.conduit(&[
+            "local",
+            "exec",
+            "-n",
+            ns,
+            name,
+            "--",
+            "curl",
+            "-sS",
+            "http://127.0.0.1:4191/metrics",
+        ])
+        .stdout,
+    )
+    .into_owned()
+}
+
+#[test]
+fn requests_are_balanced_per_request_and_survive_the_control_plane() {
+    let rt = Runtime::new("balance");
+    let text = std::fs::read_to_string(manifest()).unwrap();
+    let at = text.find("name: voting\n").unwrap();
+    let replicas = at + text[at..].find("replicas: 1").unwrap();
+    let two_voting = format!(
+        "{}replicas: 2{}",
+        &text[..replicas],
+        &text[replicas + "replicas: 1".len()..]
+    );
+    let plain = rt.dir.with_extension("two.yml");
+    std::fs::write(&plain, two_voting).unwrap();
+    let out = Command::new(CONDUIT)
+        .arg("inject")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    let meshed = rt.dir.with_extension("two-meshed.yml");
+    std::fs::write(&meshed, &out.stdout).unwrap();
+    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+
+    let status = rt.status();
+    let voting = pods_of(&status, "voting");
+    let web = pods_of(&status, "web")[0].clone();
+    assert_eq!(voting.len(), 2);
+    let both_serve = wait_until(Duration::from_secs(60), || {
+        voting.iter().all(|p| {
+            metric(
+                &proxy_metrics(&rt, p),
+                "request_total",
+                &[("direction", "inbound")],
+            ) >= 3.0
+        })
+    });
+    assert!(
+        both_serve,
+        "both voting pods should serve requests:\n{}\n{}",
+        proxy_metrics(&rt, voting[0]),
+        proxy_metrics(&rt, voting[1])
+    );
+    // The web's proxy connects to the pods themselves, never through the virtual IP.
+    let web_metrics = proxy_metrics(&rt, &web);
+    for p in &voting {
+        let target = format!("{}:8080", p["ip"].as_str().unwrap());
+        assert!(
+            metric(
+                &web_metrics,
+                "tcp_open_total",
+                &[("peer", "dst"), ("target_addr", &target)]
+            ) >= 1.0,
+            "{web_metrics}"
+        );
+    }
+    assert!(
+        !web_metrics.contains(r#"peer="dst",target_addr="198.19."#),
+        "{web_metrics}"
+    );
+
+    // Kill the control plane while the bot keeps voting.
+    let controller = &rt.status()["control_plane"][0];
+    let pid = controller["pid"].as_i64().unwrap() as i32;
+    let served_before: f64 = voting
+        .iter()
+        .map(|p| {
+            metric(
+                &proxy_metrics(&rt, p),
+                "request_total",
+                &[("direction", "inbound")],
+            )
+        })
+        .sum();
+    let errors_before = metric(&proxy_metrics(&rt, &web), "proxy_errors_total", &[]);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_secs(5));
+    let served_after: f64 = voting
+        .iter()
+        .map(|p| {
+            metric(
+                &proxy_metrics(&rt, p),
+                "request_total",
+                &[("direction", "inbound")],
+            )
+        })
+        .sum();
+    assert!(
+        served_after > served_before + 5.0,
+        "traffic kept flowing: {served_before} -> {served_after}"
+    );
+    let web_after = proxy_metrics(&rt, &web);
+    assert_eq!(
+        metric(&web_after, "proxy_errors_total", &[]),
+        errors_before,
+        "no request failed in the proxy:\n{web_after}"
+    );
+    assert_eq!(
+        metric(
+            &web_after,
+            "response_total",
+            &[("direction", "outbound"), ("status_code", "502")]
+        ),
+        0.0,
+        "{web_after}"
+    );
+
+    // The supervisor restarted it, and it rebuilt its state: fresh numbers for every pod.
+    let restarted = wait_until(Duration::from_secs(30), || {
+        let s = rt.status();
+        s["control_plane"][0]["restarts"] == 1 && s["control_plane"][0]["running"] == true
+    });
+    assert!(restarted, "{}", rt.status());
+    let rebuilt = wait_until(Duration::from_secs(60), || {
+        let rows = rt.json(&[
+            "stat",
+            "pod",
+            "-n",
+            "emojivoto",
+            "-o",
+            "json",
+            "--window",
+            "30s",
+        ]);
+        rows.iter()
+            .filter(|r| r["request_rate"].as_f64().unwrap_or(0.0) > 0.0)
+            .count()
+            >= 4
+    });
+    assert!(
+        rebuilt,
+        "stat after the restart: {}",
+        rt.ok(&["stat", "pod", "-n", "emojivoto"])
+    );
+    let _ = std::fs::remove_file(plain);
+    let _ = std::fs::remove_file(meshed);
+}

@@ -1,0 +1,263 @@
+//! Load balancing across a service's endpoints: the power of two choices over peak-EWMA
+//! latency. Each pick samples two endpoints at random and takes the one whose cost (its
+//! latency estimate times its requests in flight, plus one) is lower. The estimate jumps
+//! up to any slower observation at once (peak) and decays back toward faster ones over
+//! about ten seconds, so a slowing endpoint is avoided quickly and forgiven slowly; it
+//! also decays while idle, so an endpoint is tried again. Knows nothing about HTTP.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// How fast the estimate forgets: the time constant of its exponential decay.
+const DECAY: Duration = Duration::from_secs(10);
+/// The estimate of an endpoint nothing is known about yet.
+const DEFAULT_RTT: Duration = Duration::from_millis(1);
+
+/// One endpoint's load.
+#[derive(Debug)]
+pub struct EndpointLoad {
+    pub addr: SocketAddr,
+    pending: AtomicUsize,
+    estimate: Mutex<(f64, Instant)>,
+}
+
+impl EndpointLoad {
+    /// An endpoint with no history.
+    pub fn new(addr: SocketAddr) -> Arc<EndpointLoad> {
+        Arc::new(EndpointLoad {
+            addr,
+            pending: AtomicUsize::new(0),
+            estimate: Mutex::new((DEFAULT_RTT.as_secs_f64(), Instant::now())),
+        })
+    }
+
+    fn estimate(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        self.estimate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latency estimate now, in seconds, decayed for the time since the last sample.
+    pub fn rtt(&self, now: Instant) -> f64 {
+        let (rtt, at) = *self.estimate();
+        rtt * decay(now.saturating_duration_since(at))
+    }
+
+    /// What a new request here is expected to cost.
+    pub fn cost(&self, now: Instant) -> f64 {
+        self.rtt(now) * (self.pending.load(Ordering::Relaxed) + 1) as f64
+    }
+
+    /// Records one observed latency.
+    pub fn observe(&self, rtt: Duration, now: Instant) {
+        let mut e = self.estimate();
+        let sample = rtt.as_secs_f64();
+        let current = e.0 * decay(now.saturating_duration_since(e.1));
+        e.0 = if sample > current {
+            sample
+        } else {
+            let w = decay(now.saturating_duration_since(e.1));
+            current * w + sample * (1.0 - w)
+        };
+        e.1 = now;
+    }
+
+    /// Counts a request in flight until the guard is dropped; `complete` records its latency.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            load: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+fn decay(elapsed: Duration) -> f64 {
+    (-elapsed.as_secs_f64() / DECAY.as_secs_f64()).exp()
+}
+
+/// A request (or connection) in flight to an endpoint.
+pub struct InFlight {
+    load: Arc<EndpointLoad>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// The response head arrived: record the latency.
+    pub fn complete(&self) {
+        let now = Instant::now();
+        self.load.observe(now.duration_since(self.started), now);
+    }
+
+    /// The endpoint it is in flight to.
+    pub fn addr(&self) -> SocketAddr {
+        self.load.addr
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.load.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of one service, and the choice between them.
+#[derive(Debug, Default)]
+pub struct Balancer {
+    endpoints: Mutex<Vec<Arc<EndpointLoad>>>,
+    seed: AtomicU64,
+}
+
+impl Balancer {
+    /// Replaces the endpoint set, keeping what is known of endpoints that stay. Removed
+    /// endpoints are no longer picked; requests in flight to them finish.
+    pub fn update(&self, addrs: &[SocketAddr]) {
+        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let kept: Vec<Arc<EndpointLoad>> = addrs
+            .iter()
+            .map(|a| {
+                eps.iter()
+                    .find(|e| e.addr == *a)
+                    .cloned()
+                    .unwrap_or_else(|| EndpointLoad::new(*a))
+            })
+            .collect();
+        *eps = kept;
+    }
+
+    /// The endpoint for the next request, or `None` without endpoints.
+    pub fn pick(&self) -> Option<Arc<EndpointLoad>> {
+        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        match eps.len() {
+            0 => None,
+            1 => Some(eps[0].clone()),
+            n => {
+                let r = self.next_random();
+                let a = (r % n as u64) as usize;
+                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                let now = Instant::now();
+                let (ea, eb) = (&eps[a], &eps[b]);
+                let (ca, cb) = (ea.cost(now), eb.cost(now));
+                // Costs within a thousandth are a tie (estimates made microseconds apart
+                // differ by a hair of decay); the sampled order already is random.
+                Some(if ca <= cb * 1.001 {
+                    ea.clone()
+                } else {
+                    eb.clone()
+                })
+            }
+        }
+    }
+
+    /// The current endpoints.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// xorshift64*: plenty for choosing between endpoints, and no dependency.
+    fn next_random(&self) -> u64 {
+        let mut x = self.seed.load(Ordering::Relaxed);
+        if x == 0 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            x = (nanos ^ (self as *const Self as u64)) | 1;
+        }
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.seed.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(n: u8) -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, n], 8080))
+    }
+
+    #[test]
+    fn peaks_at_once_and_decays_slowly() {
+        let e = EndpointLoad::new(addr(1));
+        let t0 = Instant::now();
+        e.observe(Duration::from_millis(100), t0);
+        assert!(
+            (e.rtt(t0) - 0.1).abs() < 1e-9,
+            "a slower sample is taken at once"
+        );
+        e.observe(Duration::from_millis(1), t0 + Duration::from_millis(100));
+        let after = e.rtt(t0 + Duration::from_millis(100));
+        assert!(after > 0.09, "one fast sample barely moves a peak: {after}");
+        let much_later = e.rtt(t0 + Duration::from_secs(60));
+        assert!(
+            much_later < 0.001,
+            "idle endpoints decay toward zero: {much_later}"
+        );
+    }
+
+    #[test]
+    fn prefers_the_fast_and_the_idle() {
+        let b = Balancer::default();
+        b.update(&[addr(1), addr(2)]);
+        let eps = b.endpoints.lock().unwrap().clone();
+        eps[0].observe(Duration::from_millis(50), Instant::now());
+        eps[1].observe(Duration::from_millis(1), Instant::now());
+        // With two endpoints both are always sampled: the faster one always wins.
+        for _ in 0..100 {
+            assert_eq!(b.pick().unwrap().addr, addr(2));
+        }
+        // Load counts too: enough requests in flight make the fast one the costlier.
+        let _held: Vec<InFlight> = (0..60).map(|_| eps[1].start()).collect();
+        assert_eq!(b.pick().unwrap().addr, addr(1));
+    }
+
+    #[test]
+    fn spreads_across_equal_endpoints_and_forgets_removed_ones() {
+        let b = Balancer::default();
+        b.update(&[addr(1), addr(2), addr(3)]);
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..3000 {
+            *seen.entry(b.pick().unwrap().addr).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(seen.values().all(|n| *n > 600), "{seen:?}");
+        let survivor = b.endpoints.lock().unwrap()[1].clone();
+        survivor.observe(Duration::from_millis(7), Instant::now());
+        b.update(&[addr(2)]);
+        assert_eq!(b.addrs(), [addr(2)]);
+        let kept = b.pick().unwrap();
+        assert!(
+            Arc::ptr_eq(&kept, &survivor),
+            "what is known of a kept endpoint stays"
+        );
+        b.update(&[]);
+        assert!(b.pick().is_none());
+    }
+
+    #[test]
+    fn in_flight_counts_until_dropped() {
+        let e = EndpointLoad::new(addr(1));
+        let g = e.start();
+        assert_eq!(e.pending(), 1);
+        g.complete();
+        drop(g);
+        assert_eq!(e.pending(), 0);
+    }
+}

@@ -1,0 +1,327 @@
+//! Service discovery from the control plane: for each target (`host:port` authority, or
+//! a virtual IP) the proxy follows a Destination stream and keeps the endpoints in a
+//! [`Balancer`]. When the control plane is unreachable the last known endpoints keep
+//! serving; with none known (or a name the control plane does not know) the caller uses
+//! the original destination. Knows nothing about HTTP or sockets beyond addresses.
+
+use crate::balance::{Balancer, EndpointLoad};
+use conduit_api::destination::{
+    destination_client::DestinationClient, update, GetDestination, Update,
+};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::{debug, info};
+
+/// What is known of a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Asked, no answer yet.
+    Pending,
+    /// The control plane could not be reached, and nothing was ever known.
+    Unavailable,
+    /// The control plane does not know the name: use the original destination.
+    Unknown,
+    /// The endpoints to balance over (empty: the service exists but nothing is ready).
+    Endpoints(Vec<SocketAddr>),
+}
+
+struct Target {
+    rx: watch::Receiver<Resolution>,
+    balancer: Arc<Balancer>,
+    last_used: Instant,
+}
+
+/// Follows Destination streams for every target the proxy forwards to.
+pub struct Discovery {
+    client: DestinationClient<Channel>,
+    context_namespace: String,
+    first_answer: Duration,
+    targets: Mutex<HashMap<String, Target>>,
+}
+
+/// Targets unused for this long are forgotten, and their streams closed.
+const IDLE: Duration = Duration::from_secs(300);
+
+impl Discovery {
+    /// Discovery from the Destination API at `addr` (`host:port`), for a pod in
+    /// `context_namespace`; a first answer is awaited at most `first_answer`.
+    pub fn new(
+        addr: &str,
+        context_namespace: String,
+        first_answer: Duration,
+    ) -> Result<Arc<Discovery>, String> {
+        let endpoint = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("CONDUIT_PROXY_DESTINATION_ADDR={addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let discovery = Arc::new(Discovery {
+            client: DestinationClient::new(endpoint.connect_lazy()),
+            context_namespace,
+            first_answer,
+            targets: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&discovery);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE / 5).await;
+                let Some(d) = weak.upgrade() else { return };
+                d.lock().retain(|_, t| t.last_used.elapsed() < IDLE);
+            }
+        });
+        Ok(discovery)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Target>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoint for the next request or connection to `target`, or `None` when the
+    /// original destination should be used.
+    pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {
+        let mut rx = {
+            let mut targets = self.lock();
+            let t = targets
+                .entry(target.to_string())
+                .or_insert_with(|| self.follow(target));
+            t.last_used = Instant::now();
+            t.rx.clone()
+        };
+        if *rx.borrow() == Resolution::Pending {
+            let _ = tokio::time::timeout(
+                self.first_answer,
+                rx.wait_for(|r| *r != Resolution::Pending),
+            )
+            .await;
+        }
+        let mut targets = self.lock();
+        let t = targets.get_mut(target)?;
+        if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
+            if let Resolution::Endpoints(addrs) = &*t.rx.borrow_and_update() {
+                t.balancer.update(addrs);
+            }
+        }
+        let known = matches!(&*t.rx.borrow(), Resolution::Endpoints(_));
+        if known {
+            t.balancer.pick()
+        } else {
+            None
+        }
+    }
+
+    /// Starts following `target`'s endpoints.
+    fn follow(&self, target: &str) -> Target {
+        let (tx, rx) = watch::channel(Resolution::Pending);
+        let request = GetDestination {
+            path: target.to_string(),
+            context_namespace: self.context_namespace.clone(),
+        };
+        tokio::spawn(follow(self.client.clone(), request, tx));
+        Target {
+            rx,
+            balancer: Arc::new(Balancer::default()),
+            last_used: Instant::now(),
+        }
+    }
+}
+
+fn resolution(update: Update) -> Option<Resolution> {
+    match update.update? {
+        update::Update::Endpoints(set) => Some(Resolution::Endpoints(
+            set.endpoints
+                .iter()
+                .filter_map(|e| e.addr.parse().ok())
+                .collect(),
+        )),
+        update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints(Vec::new())),
+        update::Update::NoEndpoints(_) => Some(Resolution::Unknown),
+    }
+}
+
+/// Keeps one target's resolution current until nobody asks about it any more. A lost
+/// stream keeps the last answer and is re-established with backoff.
+async fn follow(
+    mut client: DestinationClient<Channel>,
+    request: GetDestination,
+    tx: watch::Sender<Resolution>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match client.get(request.clone()).await {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                backoff = Duration::from_millis(250);
+                loop {
+                    tokio::select! {
+                        msg = stream.message() => match msg {
+                            Ok(Some(update)) => {
+                                if let Some(r) = resolution(update) {
+                                    debug!(target = %request.path, resolution = ?r, "destination update");
+                                    tx.send_replace(r);
+                                }
+                            }
+                            Ok(None) | Err(_) => break,
+                        },
+                        () = tx.closed() => return,
+                    }
+                }
+                info!(target = %request.path, "lost the destination stream; keeping the last known endpoints");
+            }
+            Err(status) => {
+                debug!(target = %request.path, error = %status, "destination lookup failed");
+                tx.send_if_modified(|r| {
+                    let first = *r == Resolution::Pending;
+                    if first {
+                        *r = Resolution::Unavailable;
+                    }
+                    first
+                });
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_api::destination::{
+        destination_server::{Destination, DestinationServer},
+        Endpoint, EndpointSet, NoEndpoints,
+    };
+    use std::pin::Pin;
+    use tokio::sync::mpsc;
+    use tokio_stream::{wrappers::ReceiverStream, Stream};
+
+    type Updates = mpsc::Receiver<Result<Update, tonic::Status>>;
+
+    /// A Destination server whose answers the test writes by hand.
+    struct Scripted {
+        updates: Arc<Mutex<Option<Updates>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Destination for Scripted {
+        type GetStream = Pin<Box<dyn Stream<Item = Result<Update, tonic::Status>> + Send>>;
+        async fn get(
+            &self,
+            _: tonic::Request<GetDestination>,
+        ) -> Result<tonic::Response<Self::GetStream>, tonic::Status> {
+            let rx = self
+                .updates
+                .lock()
+                .unwrap()
+                .take()
+                .ok_or_else(|| tonic::Status::unavailable("one stream only"))?;
+            Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+    }
+
+    fn endpoints(addrs: &[&str]) -> Update {
+        Update {
+            update: Some(update::Update::Endpoints(EndpointSet {
+                endpoints: addrs
+                    .iter()
+                    .map(|a| Endpoint {
+                        addr: a.to_string(),
+                        ..Endpoint::default()
+                    })
+                    .collect(),
+                labels: Default::default(),
+            })),
+        }
+    }
+
+    async fn server() -> (
+        String,
+        mpsc::Sender<Result<Update, tonic::Status>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, rx) = mpsc::channel(8);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let svc = DestinationServer::new(Scripted {
+            updates: Arc::new(Mutex::new(Some(rx))),
+        });
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        (addr, tx, task)
+    }
+
+    #[tokio::test]
+    async fn follows_updates_and_keeps_the_last_endpoints_when_the_controller_goes() {
+        let (addr, tx, server) = server().await;
+        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5)).unwrap();
+        tx.send(Ok(endpoints(&["198.18.0.4:8080"]))).await.unwrap();
+        assert_eq!(
+            d.pick("web-svc:80").await.unwrap().addr.to_string(),
+            "198.18.0.4:8080"
+        );
+        tx.send(Ok(endpoints(&["198.18.0.5:8080"]))).await.unwrap();
+        let moved = async {
+            loop {
+                if d.pick("web-svc:80").await.map(|e| e.addr.to_string())
+                    == Some("198.18.0.5:8080".into())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), moved)
+            .await
+            .expect("the new endpoint set is used");
+        // The controller dies: the last known endpoints keep serving.
+        server.abort();
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            assert_eq!(
+                d.pick("web-svc:80").await.unwrap().addr.to_string(),
+                "198.18.0.5:8080"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_names_and_an_unreachable_controller_mean_the_original_destination() {
+        let (addr, tx, _server) = server().await;
+        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5)).unwrap();
+        tx.send(Ok(Update {
+            update: Some(update::Update::NoEndpoints(NoEndpoints { exists: false })),
+        }))
+        .await
+        .unwrap();
+        assert!(d.pick("example.com:443").await.is_none());
+
+        let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        // The first-answer wait is far longer than the test allows: a refused connection
+        // must end it.
+        let d = Discovery::new(
+            &nothing.to_string(),
+            "emojivoto".into(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let picked = tokio::time::timeout(Duration::from_secs(60), d.pick("web-svc:80")).await;
+        assert!(picked
+            .expect("a refused controller is not waited for")
+            .is_none());
+    }
+}

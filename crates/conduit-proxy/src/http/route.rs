@@ -1,0 +1,111 @@
+//! Where each request goes. Inbound, and outbound without a control plane, every request
+//! of a connection goes to one endpoint. Outbound with discovery, each request goes to an
+//! endpoint of its authority picked by the balancer; a name discovery does not know (or
+//! cannot answer for yet) goes to the connection's original destination.
+
+use super::pool::{EndpointPool, EndpointPools, HttpVersion};
+use crate::{balance::InFlight, discovery::Discovery};
+use http::{header, Request};
+use std::{net::SocketAddr, sync::Arc};
+
+/// How a connection's requests find their endpoint.
+#[derive(Clone)]
+pub enum Route {
+    /// Every request to this endpoint.
+    Fixed(Arc<EndpointPool>),
+    /// Each request to a discovered endpoint of its authority.
+    Discovered(Arc<DiscoveredRoute>),
+}
+
+/// What a discovered route needs.
+pub struct DiscoveredRoute {
+    pub discovery: Arc<Discovery>,
+    pub pools: Arc<EndpointPools>,
+    pub version: HttpVersion,
+    pub orig_dst: SocketAddr,
+}
+
+/// The endpoint chosen for one request, and its place in the endpoint's load.
+pub struct Picked {
+    pub pool: Arc<EndpointPool>,
+    pub in_flight: Option<InFlight>,
+}
+
+impl Route {
+    /// The target a request is routed by: its authority as `host:port`, the port taken
+    /// from the original destination when the authority names none.
+    pub fn target<B>(&self, req: &Request<B>) -> Option<String> {
+        let Route::Discovered(route) = self else {
+            return None;
+        };
+        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })?;
+        Some(with_port(
+            &authority.to_ascii_lowercase(),
+            route.orig_dst.port(),
+        ))
+    }
+
+    /// Picks the endpoint for a request with `target`.
+    pub async fn pick(&self, target: Option<String>) -> Picked {
+        match self {
+            Route::Fixed(pool) => Picked {
+                pool: pool.clone(),
+                in_flight: None,
+            },
+            Route::Discovered(route) => {
+                let endpoint = match target {
+                    Some(t) => route.discovery.pick(&t).await,
+                    None => None,
+                };
+                match endpoint {
+                    Some(ep) => Picked {
+                        pool: route.pools.get(ep.addr, route.version),
+                        in_flight: Some(ep.start()),
+                    },
+                    None => Picked {
+                        pool: route.pools.get(route.orig_dst, route.version),
+                        in_flight: None,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// `authority` with `port` added when it has none (`[v6]` and `host` forms alike).
+fn with_port(authority: &str, port: u16) -> String {
+    let has_port = match authority.rfind(':') {
+        Some(i) => {
+            !authority[..i].is_empty()
+                && (authority.starts_with('[') == authority[..i].ends_with(']'))
+                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_get_the_original_port_when_they_name_none() {
+        assert_eq!(with_port("web-svc.emojivoto", 80), "web-svc.emojivoto:80");
+        assert_eq!(
+            with_port("web-svc.emojivoto:8080", 80),
+            "web-svc.emojivoto:8080"
+        );
+        assert_eq!(with_port("198.19.0.3", 80), "198.19.0.3:80");
+        assert_eq!(with_port("[2001:2::2]", 80), "[2001:2::2]:80");
+        assert_eq!(with_port("[2001:2::2]:81", 80), "[2001:2::2]:81");
+    }
+}
