@@ -2,7 +2,14 @@
 //! the admin server, and on shutdown stops accepting and drains within the grace period.
 
 use crate::config::Listen;
-use crate::{admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound};
+use crate::{
+    admin::Admin,
+    config::Config,
+    drain, inbound,
+    metrics::Metrics,
+    outbound,
+    tap::{TapService, Taps},
+};
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -70,6 +77,7 @@ pub struct Bound {
     inbound: Vec<TcpListener>,
     outbound: Vec<TcpListener>,
     admin: Vec<TcpListener>,
+    tap: Vec<TcpListener>,
 }
 
 impl Bound {
@@ -87,6 +95,7 @@ impl Bound {
                 &config.outbound_addr,
             )?,
             admin: listen("admin", "CONDUIT_PROXY_ADMIN_ADDR", &config.admin_addr)?,
+            tap: listen("tap", "CONDUIT_PROXY_TAP_ADDR", &config.tap_addr)?,
             config: Arc::new(config),
         })
     }
@@ -113,11 +122,25 @@ impl Bound {
             cores = config.cores,
             "conduit-proxy serving"
         );
-        let inbound = inbound::side(config.clone(), metrics.clone());
+        let taps = Taps::new(&config.pod);
+        for listener in self.tap {
+            let service = TapService::server(taps.clone());
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(error) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming)
+                    .await
+                {
+                    warn!(%error, "the tap server stopped");
+                }
+            });
+        }
+        let inbound = inbound::side(config.clone(), metrics.clone(), taps.clone());
         for listener in self.inbound {
             tokio::spawn(inbound.clone().serve(listener, watch.clone()));
         }
-        let outbound = outbound::side(config.clone(), metrics.clone())?;
+        let outbound = outbound::side(config.clone(), metrics.clone(), taps)?;
         for listener in self.outbound {
             tokio::spawn(outbound.clone().serve(listener, watch.clone()));
         }

@@ -13,6 +13,8 @@ pub struct Config {
     pub outbound_addr: Listen,
     /// The admin server: metrics, readiness, liveness, shutdown (`CONDUIT_PROXY_ADMIN_ADDR`).
     pub admin_addr: Listen,
+    /// The tap server: live request events over gRPC (`CONDUIT_PROXY_TAP_ADDR`).
+    pub tap_addr: Listen,
     /// Destination ports whose traffic is never inspected (`CONDUIT_PROXY_OPAQUE_PORTS`).
     pub opaque_ports: PortSet,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
@@ -71,6 +73,7 @@ impl Default for Config {
             inbound_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4143))),
             outbound_addr: Listen::dual_stack(SocketAddr::from(([127, 0, 0, 1], 4140))),
             admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4191))),
+            tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4190))),
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -93,18 +96,23 @@ impl Default for Config {
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "CONDUIT_PROXY_INBOUND_ADDR",
-        "0.0.0.0:4143",
-        "listener for redirected inbound TCP",
+        "0.0.0.0:4143,[::]:4143",
+        "listeners for redirected inbound TCP (comma list)",
     ),
     (
         "CONDUIT_PROXY_OUTBOUND_ADDR",
-        "127.0.0.1:4140",
-        "listener for redirected outbound TCP",
+        "127.0.0.1:4140,[::1]:4140",
+        "listeners for redirected outbound TCP (comma list)",
     ),
     (
         "CONDUIT_PROXY_ADMIN_ADDR",
-        "0.0.0.0:4191",
-        "admin server: /metrics /ready /live /shutdown",
+        "0.0.0.0:4191,[::]:4191",
+        "admin server: /metrics /ready /live /shutdown (comma list)",
+    ),
+    (
+        "CONDUIT_PROXY_TAP_ADDR",
+        "0.0.0.0:4190,[::]:4190",
+        "tap server: live request events over gRPC (comma list)",
     ),
     (
         "CONDUIT_PROXY_OPAQUE_PORTS",
@@ -207,6 +215,7 @@ impl Config {
                 parse_addr,
             )?,
             admin_addr: parse_or(get("CONDUIT_PROXY_ADMIN_ADDR"), d.admin_addr, parse_addr)?,
+            tap_addr: parse_or(get("CONDUIT_PROXY_TAP_ADDR"), d.tap_addr, parse_addr)?,
             opaque_ports: parse_or(get("CONDUIT_PROXY_OPAQUE_PORTS"), d.opaque_ports, |v| {
                 v.parse::<PortSet>()
                     .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())

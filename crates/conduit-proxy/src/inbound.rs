@@ -5,6 +5,7 @@ use crate::{
     config::Config,
     metrics::{Direction, Metrics},
     side::Side,
+    tap::Taps,
 };
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -12,8 +13,15 @@ use std::{
 };
 
 /// The inbound side.
-pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Side> {
-    Side::new(Direction::Inbound, config, metrics, to_local_app, None)
+pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<Side> {
+    Side::new(
+        Direction::Inbound,
+        config,
+        metrics,
+        to_local_app,
+        None,
+        taps,
+    )
 }
 
 /// The application listens on the pod's loopback (or on all addresses, which includes it).

@@ -25,4 +25,5 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod server_first;
 pub mod side;
+pub mod tap;
 pub mod tcp;

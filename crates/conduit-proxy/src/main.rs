@@ -61,10 +61,15 @@ fn variables_help() -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        None | Some(Command::Run) => run(),
-        Some(Command::Init(args)) => init(args),
+    // A sidecar starts with no arguments: it skips the argument parser altogether, which
+    // keeps its code out of the resident memory of every proxy.
+    let result = if std::env::args_os().len() <= 1 {
+        run()
+    } else {
+        match Cli::parse().command {
+            None | Some(Command::Run) => run(),
+            Some(Command::Init(args)) => init(args),
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,11 +9,16 @@ use crate::{
     discovery::Discovery,
     metrics::{Direction, Metrics},
     side::Side,
+    tap::Taps,
 };
 use std::{net::SocketAddr, sync::Arc};
 
 /// The outbound side.
-pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Side>, String> {
+pub fn side(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    taps: Arc<Taps>,
+) -> Result<Arc<Side>, String> {
     let discovery = match &config.destination_addr {
         Some(addr) => Some(Discovery::new(
             addr,
@@ -28,6 +33,7 @@ pub fn side(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Side>, Str
         metrics,
         to_original_destination,
         discovery,
+        taps,
     ))
 }
 

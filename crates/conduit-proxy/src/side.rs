@@ -17,7 +17,7 @@ use crate::{
         head::{self, HeadError},
         limit::LimitHeaders,
         pool::{EndpointPools, HttpVersion},
-        record::RecordHttp,
+        record::{ConnTap, RecordHttp},
         respond::RespondToErrors,
         route::{DiscoveredRoute, Route},
         serve::HttpServer,
@@ -26,6 +26,7 @@ use crate::{
     metrics::{DetectLabels, Direction, Metrics, Peer, PortLabels},
     orig_dst::original_dst,
     server_first::ServerFirstPorts,
+    tap::Taps,
     tcp::{self, FirstSpeaker},
 };
 use bytes::BytesMut;
@@ -77,6 +78,8 @@ pub struct Side {
     upstream: Upstream,
     /// Outbound with a control plane: where services' endpoints are found.
     discovery: Option<Arc<Discovery>>,
+    /// Live request events, for whoever observes.
+    taps: Arc<Taps>,
 }
 
 impl Side {
@@ -88,6 +91,7 @@ impl Side {
         metrics: Arc<Metrics>,
         upstream: Upstream,
         discovery: Option<Arc<Discovery>>,
+        taps: Arc<Taps>,
     ) -> Arc<Side> {
         let connector = Connector::new(direction, config.connect_timeout, metrics.tcp.clone());
         let pools = EndpointPools::new(connector.clone(), config.pool_idle_timeout);
@@ -101,6 +105,7 @@ impl Side {
             server_first: ServerFirstPorts::default(),
             upstream,
             discovery,
+            taps,
         })
     }
 
@@ -298,6 +303,11 @@ impl Side {
                     metrics.http.clone(),
                     fallback_authority.clone(),
                 )
+                .with_tap(ConnTap {
+                    taps: self.taps.clone(),
+                    source: accepted.client,
+                    destination: accepted.orig_dst,
+                })
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| LimitHeaders::new(s, self.config.max_header_bytes))

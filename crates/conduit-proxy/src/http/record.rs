@@ -1,10 +1,15 @@
 //! Golden HTTP metrics: counts each request, times it to the response head, and counts
 //! the response once its body ends, classified as success or failure. gRPC calls are
 //! classified by `grpc-status` (from trailers, or headers for trailers-only responses);
-//! other responses fail on 5xx.
+//! other responses fail on 5xx. The same points feed tap, when someone taps: one wrapper
+//! around the response body serves both.
 
-use crate::metrics::{
-    Classification, Direction, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels,
+use crate::{
+    errors::PROXY_ERROR_HEADER,
+    metrics::{
+        Classification, Direction, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels,
+    },
+    tap::{TappedRequest, Taps},
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -19,11 +24,21 @@ use std::{
     time::Instant,
 };
 
-/// Records metrics for every request that passes.
+/// Records metrics for every request that passes, and taps it when someone observes.
 #[derive(Clone)]
 pub struct RecordHttp<S> {
     inner: S,
     series: Arc<ConnSeries>,
+    tap: Option<Arc<ConnTap>>,
+}
+
+/// What tap needs of a connection.
+pub struct ConnTap {
+    pub taps: Arc<Taps>,
+    /// The client.
+    pub source: std::net::SocketAddr,
+    /// Where the client was going.
+    pub destination: std::net::SocketAddr,
 }
 
 impl<S> RecordHttp<S> {
@@ -37,7 +52,14 @@ impl<S> RecordHttp<S> {
                 fallback,
                 cache: Mutex::new(SeriesCache::default()),
             }),
+            tap: None,
         }
+    }
+
+    /// Also reports requests to tap observers.
+    pub fn with_tap(mut self, tap: ConnTap) -> Self {
+        self.tap = Some(Arc::new(tap));
+        self
     }
 }
 
@@ -189,6 +211,10 @@ where
         });
         let authority = self.series.request(named);
         let grpc = is_grpc(req.headers());
+        let tapped = self.tap.as_ref().and_then(|t| {
+            t.taps
+                .start(self.series.direction, &req, t.source, t.destination)
+        });
         let fut = self.inner.call(req);
         let series = self.series.clone();
         Box::pin(async move {
@@ -200,12 +226,23 @@ where
                 start.elapsed().as_secs_f64() * 1000.0,
             );
             let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
+            let tap = tapped.map(|t| {
+                t.response_init(status_code);
+                let proxy_error = rsp
+                    .headers()
+                    .get(PROXY_ERROR_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                (t, proxy_error, 0)
+            });
             let outcome = Outcome {
                 series,
                 authority,
                 status_code,
                 grpc,
                 grpc_status,
+                tap,
             };
             Ok(rsp.map(|inner| RecordBody::new(inner, outcome)))
         })
@@ -219,6 +256,8 @@ struct Outcome {
     status_code: u16,
     grpc: bool,
     grpc_status: Option<u32>,
+    /// When tapped: the tap, the proxy's error text if it made the response, bytes so far.
+    tap: Option<(TappedRequest, String, u64)>,
 }
 
 impl Outcome {
@@ -235,6 +274,9 @@ impl Outcome {
         };
         self.series
             .response(&self.authority, self.status_code, class, self.grpc_status);
+        if let Some((tap, proxy_error, bytes)) = self.tap {
+            tap.response_end(self.grpc_status, bytes, proxy_error);
+        }
     }
 }
 
@@ -282,11 +324,14 @@ impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
         let res = this.inner.as_mut().poll_frame(cx);
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(trailers), Some(outcome)) =
-                    (frame.trailers_ref(), this.outcome.as_mut())
-                {
-                    if let Some(code) = grpc_status(trailers) {
+                if let Some(outcome) = this.outcome.as_mut() {
+                    if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
                         outcome.grpc_status = Some(code);
+                    }
+                    if let (Some(data), Some((_, _, bytes))) =
+                        (frame.data_ref(), outcome.tap.as_mut())
+                    {
+                        *bytes += data.len() as u64;
                     }
                 }
                 if this.inner.is_end_stream() {

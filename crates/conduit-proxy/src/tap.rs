@@ -1,0 +1,378 @@
+//! Tap: live request/response events for whoever observes, served over gRPC on the tap
+//! port (4190). Nothing is recorded while no one observes: the data path checks one
+//! atomic counter. Events go to observers through bounded channels and are dropped, never
+//! waited for, when an observer is slow, so a tap can never slow traffic down.
+
+use crate::{config::PodIdentity, metrics::Direction};
+use conduit_api::tap::{
+    tap_event, tap_server::Tap, ObserveRequest, RequestInit, ResponseEnd, ResponseInit, TapEvent,
+};
+use http::Request;
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+
+/// Events buffered per observer before new ones are dropped.
+const BUFFER: usize = 1024;
+
+struct Observer {
+    id: u64,
+    authority: String,
+    path_prefix: String,
+    /// Requests still to report; `None` for no limit.
+    remaining: Option<AtomicU32>,
+    tx: mpsc::Sender<TapEvent>,
+}
+
+/// Everyone observing this proxy.
+pub struct Taps {
+    observers: Mutex<Vec<Arc<Observer>>>,
+    active: AtomicUsize,
+    next_observer: AtomicU64,
+    next_request: AtomicU64,
+    labels: HashMap<String, String>,
+}
+
+impl Taps {
+    /// No observers yet; events carry the pod's identity.
+    pub fn new(pod: &PodIdentity) -> Arc<Taps> {
+        let labels = [
+            ("namespace", &pod.namespace),
+            ("deployment", &pod.deployment),
+            ("pod", &pod.pod),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        Arc::new(Taps {
+            observers: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            next_observer: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
+            labels,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Observer>>> {
+        self.observers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts observing: events for matching requests arrive on the receiver.
+    pub fn observe(&self, req: &ObserveRequest) -> (u64, mpsc::Receiver<TapEvent>) {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let id = self.next_observer.fetch_add(1, Ordering::Relaxed);
+        let observer = Arc::new(Observer {
+            id,
+            authority: req.authority.clone(),
+            path_prefix: req.path_prefix.clone(),
+            remaining: (req.limit > 0).then(|| AtomicU32::new(req.limit)),
+            tx,
+        });
+        self.lock().push(observer);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        (id, rx)
+    }
+
+    /// Stops observer `id`.
+    pub fn forget(&self, id: u64) {
+        let mut observers = self.lock();
+        let before = observers.len();
+        observers.retain(|o| o.id != id);
+        if observers.len() < before {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether anyone observes.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed) > 0
+    }
+
+    /// The tap of one request, if anyone wants it; reports its start.
+    pub fn start<B>(
+        self: &Arc<Self>,
+        direction: Direction,
+        req: &Request<B>,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) -> Option<TappedRequest> {
+        if !self.is_active() {
+            return None;
+        }
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut exhausted = Vec::new();
+        let senders: Vec<mpsc::Sender<TapEvent>> = self
+            .lock()
+            .iter()
+            .filter(|o| o.authority.is_empty() || authority.contains(&o.authority))
+            .filter(|o| path.starts_with(&o.path_prefix))
+            .filter(|o| match &o.remaining {
+                None => true,
+                Some(r) => {
+                    let left =
+                        r.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    if left == Ok(1) {
+                        exhausted.push(o.id);
+                    }
+                    left.is_ok()
+                }
+            })
+            .map(|o| o.tx.clone())
+            .collect();
+        // An observer that has all its requests takes no new ones; its stream ends once
+        // the ones in flight have been reported.
+        for id in exhausted {
+            self.forget(id);
+        }
+        if senders.is_empty() {
+            return None;
+        }
+        let tapped = TappedRequest {
+            senders,
+            template: TapEvent {
+                source: source.to_string(),
+                destination: destination.to_string(),
+                direction: direction.as_str().to_string(),
+                proxy_labels: self.labels.clone(),
+                peer_labels: HashMap::new(),
+                request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+                event: None,
+            },
+            started: Instant::now(),
+        };
+        tapped.send(tap_event::Event::RequestInit(RequestInit {
+            method: req.method().to_string(),
+            scheme: req.uri().scheme_str().unwrap_or("http").to_string(),
+            authority,
+            path,
+        }));
+        Some(tapped)
+    }
+}
+
+/// One observed request: reports its response head and end.
+pub struct TappedRequest {
+    senders: Vec<mpsc::Sender<TapEvent>>,
+    template: TapEvent,
+    started: Instant,
+}
+
+impl TappedRequest {
+    fn send(&self, event: tap_event::Event) {
+        let mut e = self.template.clone();
+        e.event = Some(event);
+        for tx in &self.senders {
+            // A full or closed observer loses this event; traffic never waits.
+            let _ = tx.try_send(e.clone());
+        }
+    }
+
+    /// The response head arrived.
+    pub fn response_init(&self, status: u16) {
+        self.send(tap_event::Event::ResponseInit(ResponseInit {
+            status: status.into(),
+            latency_us: self.started.elapsed().as_micros() as u64,
+        }));
+    }
+
+    /// The response ended.
+    pub fn response_end(&self, grpc_status: Option<u32>, response_bytes: u64, proxy_error: String) {
+        self.send(tap_event::Event::ResponseEnd(ResponseEnd {
+            grpc_status,
+            duration_us: self.started.elapsed().as_micros() as u64,
+            response_bytes,
+            proxy_error,
+        }));
+    }
+}
+
+/// The gRPC side of tap.
+pub struct TapService {
+    taps: Arc<Taps>,
+}
+
+impl TapService {
+    /// Serves `taps`.
+    pub fn server(taps: Arc<Taps>) -> conduit_api::tap::tap_server::TapServer<TapService> {
+        conduit_api::tap::tap_server::TapServer::new(TapService { taps })
+    }
+}
+
+/// Forgets its observer when the stream is dropped (the client went away).
+struct ObserverStream {
+    inner: ReceiverStream<TapEvent>,
+    taps: Arc<Taps>,
+    id: u64,
+}
+
+impl Stream for ObserverStream {
+    type Item = Result<TapEvent, tonic::Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|e| e.map(Ok))
+    }
+}
+
+impl Drop for ObserverStream {
+    fn drop(&mut self) {
+        self.taps.forget(self.id);
+    }
+}
+
+#[tonic::async_trait]
+impl Tap for TapService {
+    type ObserveStream = Pin<Box<dyn Stream<Item = Result<TapEvent, tonic::Status>> + Send>>;
+
+    async fn observe(
+        &self,
+        req: tonic::Request<ObserveRequest>,
+    ) -> Result<tonic::Response<Self::ObserveStream>, tonic::Status> {
+        let (id, rx) = self.taps.observe(req.get_ref());
+        Ok(tonic::Response::new(Box::pin(ObserverStream {
+            inner: ReceiverStream::new(rx),
+            taps: self.taps.clone(),
+            id,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodIdentity {
+        PodIdentity {
+            namespace: "emojivoto".into(),
+            deployment: "web".into(),
+            pod: "web-1".into(),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn nothing_is_recorded_without_observers() {
+        let taps = Taps::new(&pod());
+        let req = Request::get("/api/list")
+            .header("host", "web-svc")
+            .body(())
+            .unwrap();
+        assert!(!taps.is_active());
+        assert!(taps
+            .start(
+                Direction::Inbound,
+                &req,
+                addr("198.18.0.6:5000"),
+                addr("198.18.0.4:8080")
+            )
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn observers_get_matching_requests_up_to_their_limit() {
+        let taps = Taps::new(&pod());
+        let (_, mut all) = taps.observe(&ObserveRequest::default());
+        let (_, mut votes) = taps.observe(&ObserveRequest {
+            limit: 1,
+            path_prefix: "/api/vote".into(),
+            ..ObserveRequest::default()
+        });
+        let vote = Request::get("/api/vote?choice=:joy:")
+            .header("host", "web-svc")
+            .body(())
+            .unwrap();
+        let list = Request::get("/api/list")
+            .header("host", "web-svc")
+            .body(())
+            .unwrap();
+        let t = taps
+            .start(
+                Direction::Inbound,
+                &vote,
+                addr("198.18.0.6:5000"),
+                addr("198.18.0.4:8080"),
+            )
+            .unwrap();
+        t.response_init(500);
+        t.response_end(None, 12, String::new());
+        drop(t);
+        taps.start(
+            Direction::Inbound,
+            &vote,
+            addr("198.18.0.6:5000"),
+            addr("198.18.0.4:8080"),
+        );
+        taps.start(
+            Direction::Inbound,
+            &list,
+            addr("198.18.0.6:5000"),
+            addr("198.18.0.4:8080"),
+        );
+
+        let mut got = Vec::new();
+        while let Ok(e) = votes.try_recv() {
+            got.push(e);
+        }
+        assert_eq!(got.len(), 3, "one request: init, response, end");
+        let Some(tap_event::Event::RequestInit(init)) = &got[0].event else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            (
+                init.method.as_str(),
+                init.path.as_str(),
+                init.authority.as_str()
+            ),
+            ("GET", "/api/vote?choice=:joy:", "web-svc")
+        );
+        assert_eq!(got[0].proxy_labels["deployment"], "web");
+        let Some(tap_event::Event::ResponseInit(rsp)) = &got[1].event else {
+            panic!()
+        };
+        assert_eq!(rsp.status, 500);
+        let Some(tap_event::Event::ResponseEnd(end)) = &got[2].event else {
+            panic!()
+        };
+        assert_eq!(end.response_bytes, 12);
+        assert!(
+            votes.recv().await.is_none(),
+            "the limited observer's stream ends"
+        );
+        let mut inits = 0;
+        while let Ok(e) = all.try_recv() {
+            inits += usize::from(matches!(e.event, Some(tap_event::Event::RequestInit(_))));
+        }
+        assert_eq!(inits, 3, "the unlimited observer saw every request");
+        assert!(taps.is_active());
+    }
+}
