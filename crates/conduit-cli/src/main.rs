@@ -7,6 +7,8 @@ mod demo;
 mod inject;
 mod local;
 mod stat;
+mod tap;
+mod top;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Stat(stat::StatArgs),
     /// Who calls whom, with request rate and success rate.
     Edges(stat::EdgesArgs),
+    /// Live requests of a resource's pods (deploy/NAME, pod/NAME, ns/NAME), until Ctrl-C or --max.
+    Tap(tap::TapArgs),
+    /// The busiest paths of a resource, from its live traffic over a window.
+    Top(top::TopArgs),
     /// Run the sample app, meshed, on this host, and show its golden metrics.
     Demo(demo::DemoArgs),
 }
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Local(args) => local::run(args),
         Command::Stat(args) => stat::stat(args),
         Command::Edges(args) => stat::edges(args),
+        Command::Tap(args) => tap::run(args),
+        Command::Top(args) => top::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -1,7 +1,7 @@
 //! `conduit stat` and `conduit edges`: golden metrics per resource, and who calls whom,
 //! as tables (or JSON with `-o json`), kubectl-style.
 
-use crate::api::{get_json, ApiAddr};
+use crate::api::{get_json, query_value as q, ApiAddr};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::io::Write;
@@ -58,18 +58,6 @@ impl Query {
     fn api(&self) -> ApiAddr {
         ApiAddr::find(self.api_addr.as_deref())
     }
-}
-
-/// Percent-encodes a query value (names and durations need little, but be safe).
-fn q(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Fetches stat rows.

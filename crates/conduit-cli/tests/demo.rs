@@ -99,6 +99,106 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         assert!(pairs.contains(&pair), "{pair:?} missing from {pairs:?}");
     }
 
+    // Tap: live requests of the web, both directions, each with its response and end.
+    let out = demo.ok(&[
+        "tap",
+        "deploy/web",
+        "-n",
+        "emojivoto",
+        "--max",
+        "5",
+        "-o",
+        "json",
+    ]);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("tap -o json prints JSON lines"))
+        .collect();
+    let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "end").collect();
+    assert!(ends.len() >= 5, "{out}");
+    for end in &ends {
+        for kind in ["request", "response"] {
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["type"] == kind && e["id"] == end["id"]),
+                "{kind} of {end} missing:\n{out}"
+            );
+        }
+    }
+    let requests: Vec<&Value> = events.iter().filter(|e| e["type"] == "request").collect();
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["direction"] == "inbound" && e["src_resource"] == "deploy/vote-bot"),
+        "{out}"
+    );
+    assert!(
+        requests.iter().any(|e| e["direction"] == "outbound"
+            && e["authority"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("voting-svc")),
+        "{out}"
+    );
+    let human = demo.ok(&["tap", "deploy/web", "-n", "emojivoto", "--max", "1"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("req id=web-") && l.contains(":method=")),
+        "{human}"
+    );
+
+    // A failed vote shows its gRPC status in tap.
+    let mut tap = Command::new(CONDUIT)
+        .args(["tap", "deploy/voting", "-n", "emojivoto", "-o", "json"])
+        .env("CONDUIT_LOCAL_DIR", &demo.dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufRead::lines(std::io::BufReader::new(tap.stdout.take().unwrap()));
+    let mut saw_failure = false;
+    for line in stdout.take(2000) {
+        let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if e["type"] == "end" && e["grpc_status"] == 2 {
+            saw_failure = true;
+            break;
+        }
+    }
+    let _ = tap.kill();
+    let _ = tap.wait();
+    assert!(saw_failure, "tap never showed a failed (doughnut) vote");
+
+    // Top: the busiest paths over a window.
+    let rows = demo.json(&[
+        "top",
+        "deploy/web",
+        "-n",
+        "emojivoto",
+        "--window",
+        "5s",
+        "-o",
+        "json",
+    ]);
+    let vote = rows
+        .iter()
+        .find(|r| r["path"] == "/api/vote" && r["direction"] == "inbound")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(
+        vote["requests"].as_u64().unwrap() > 0 && vote["peer"] == "deploy/vote-bot",
+        "{vote}"
+    );
+    assert!(
+        rows.iter().any(
+            |r| r["path"] == "/emojivoto.v1.VotingService/Vote" && r["direction"] == "outbound"
+        ),
+        "{rows:?}"
+    );
+    let out = demo.conduit(&["tap", "deploy/nope", "-n", "emojivoto"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no pods for deploy/nope in namespace emojivoto"));
+
     // Bad input gets a clear error and exit 1.
     let out = demo.conduit(&["stat", "deploy", "-n", "emojivoto", "--window", "1h"]);
     assert_eq!(out.status.code(), Some(1));

@@ -3,8 +3,10 @@
 //! names the parameter and the accepted values.
 
 use crate::{
-    discovery::Workloads,
+    discovery::{PodInfo, Workloads},
     store::{Resource, Store},
+    tap::TapRequest,
+    top::Top,
 };
 use axum::{
     extract::{Query, State},
@@ -36,6 +38,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/stat", get(stat))
         .route("/api/edges", get(edges))
         .route("/api/workloads", get(workloads))
+        .route("/api/tap", get(tap))
+        .route("/api/top", get(top))
         .with_state(state)
 }
 
@@ -133,4 +137,122 @@ async fn edges(
 async fn workloads(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let w = s.workloads.borrow().clone();
     Json(serde_json::to_value(&*w).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct TapQuery {
+    resource: String,
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    max: u32,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    authority: String,
+}
+
+/// The meshed pods a tap of `resource[/name]` in `namespace` observes, or why there are none.
+fn tap_targets(
+    s: &ApiState,
+    resource_name: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<(Arc<Workloads>, Vec<PodInfo>), BadRequest> {
+    let kind = resource(resource_name).ok_or_else(|| {
+        BadRequest(format!(
+            "resource={resource_name:?}: expected deploy, pod or ns"
+        ))
+    })?;
+    let workloads = s.workloads.borrow().clone();
+    let pods: Vec<PodInfo> = workloads
+        .pods
+        .iter()
+        .filter(|p| namespace.is_none_or(|ns| ns == p.namespace))
+        .filter(|p| match (name, kind) {
+            (None, _) => true,
+            (Some(n), Resource::Deployment) => p.deployment == n,
+            (Some(n), Resource::Pod) => p.name == n,
+            (Some(n), Resource::Namespace) => p.namespace == n,
+        })
+        .cloned()
+        .collect();
+    let what = format!(
+        "{resource_name}{}",
+        name.map(|n| format!("/{n}")).unwrap_or_default()
+    );
+    if pods.is_empty() {
+        return Err(BadRequest(format!(
+            "no pods for {what}{}",
+            namespace
+                .map(|n| format!(" in namespace {n}"))
+                .unwrap_or_default()
+        )));
+    }
+    let meshed: Vec<PodInfo> = pods.into_iter().filter(|p| p.meshed).collect();
+    if meshed.is_empty() {
+        return Err(BadRequest(format!(
+            "{what} is not meshed: tap needs the conduit proxy (conduit inject)"
+        )));
+    }
+    Ok((workloads, meshed))
+}
+
+/// Streams tap events of a resource's pods as JSON lines (`application/x-ndjson`).
+async fn tap(State(s): State<ApiState>, Query(q): Query<TapQuery>) -> Result<Response, BadRequest> {
+    let (workloads, pods) =
+        tap_targets(&s, &q.resource, q.name.as_deref(), q.namespace.as_deref())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let request = TapRequest {
+        max: q.max,
+        authority: q.authority,
+        path_prefix: q.path,
+    };
+    crate::tap::spawn(workloads, pods, request, tx);
+    let lines =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |l| {
+            Ok::<_, std::convert::Infallible>(serde_json::to_string(&l).unwrap_or_default() + "\n")
+        });
+    let body = axum::body::Body::from_stream(lines);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct TopQuery {
+    resource: String,
+    name: Option<String>,
+    namespace: Option<String>,
+    window: Option<String>,
+}
+
+/// Taps a resource for a window and answers its busiest paths.
+async fn top(
+    State(s): State<ApiState>,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<serde_json::Value>, BadRequest> {
+    let window = match q.window.as_deref() {
+        None => Duration::from_secs(10),
+        Some(raw) => match humantime::parse_duration(raw) {
+            Ok(w) if !w.is_zero() && w <= Duration::from_secs(300) => w,
+            _ => {
+                return Err(BadRequest(format!(
+                    "window={raw:?}: expected a duration from 1s to 5m, like 10s"
+                )))
+            }
+        },
+    };
+    let (workloads, pods) =
+        tap_targets(&s, &q.resource, q.name.as_deref(), q.namespace.as_deref())?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    crate::tap::spawn(workloads, pods, TapRequest::default(), tx);
+    let mut top = Top::default();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        top.add(&line);
+    }
+    Ok(Json(serde_json::to_value(top.rows()).unwrap_or_default()))
 }

@@ -10,3 +10,5 @@ pub mod discovery;
 pub mod prom;
 pub mod scrape;
 pub mod store;
+pub mod tap;
+pub mod top;

@@ -1,0 +1,234 @@
+//! Tap through the control plane: observes the proxies of every pod of a resource at
+//! once (their tap servers, on port 4190), names the pods and services behind the
+//! addresses in each event, and streams the merged events as JSON lines, until the asked
+//! number of requests has been seen or the client goes away.
+
+use crate::discovery::{PodInfo, Workloads, TAP_PORT};
+use conduit_api::tap::{tap_client::TapClient, tap_event, ObserveRequest, TapEvent};
+use serde::Serialize;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// One tap event, as the API streams it.
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct TapLine {
+    /// `request`, `response` or `end`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unique per request: the observed pod and the proxy's request number.
+    pub id: String,
+    /// `inbound` or `outbound`, as the observed pod's proxy saw it.
+    pub direction: String,
+    pub namespace: String,
+    /// The observed pod.
+    pub pod: String,
+    pub src: String,
+    /// The workload behind the source address, when known (`deploy/name` or `svc/name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_resource: Option<String>,
+    pub dst: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_error: Option<String>,
+    /// For `error` lines: why a pod could not be observed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What an address is, in workload terms.
+fn resource_of(w: &Workloads, addr: &str) -> Option<String> {
+    let ip: IpAddr = addr.parse::<SocketAddr>().ok()?.ip();
+    if let Some(p) = w.pod_by_ip(ip) {
+        return Some(format!("deploy/{}", p.deployment));
+    }
+    w.services
+        .iter()
+        .find(|s| s.vip == ip)
+        .map(|s| format!("svc/{}", s.name))
+}
+
+/// Turns a proxy's event into a line, naming what the addresses are.
+pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
+    let mut l = TapLine {
+        id: format!("{}:{}", pod.name, e.request_id),
+        direction: e.direction.clone(),
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        src_resource: resource_of(w, &e.source),
+        dst_resource: resource_of(w, &e.destination),
+        src: e.source,
+        dst: e.destination,
+        ..TapLine::default()
+    };
+    match e.event? {
+        tap_event::Event::RequestInit(r) => {
+            l.kind = "request";
+            l.method = Some(r.method);
+            l.authority = Some(r.authority);
+            l.path = Some(r.path);
+        }
+        tap_event::Event::ResponseInit(r) => {
+            l.kind = "response";
+            l.status = Some(r.status);
+            l.latency_us = Some(r.latency_us);
+        }
+        tap_event::Event::ResponseEnd(r) => {
+            l.kind = "end";
+            l.grpc_status = r.grpc_status;
+            l.duration_us = Some(r.duration_us);
+            l.response_bytes = Some(r.response_bytes);
+            l.proxy_error = (!r.proxy_error.is_empty()).then_some(r.proxy_error);
+        }
+    }
+    Some(l)
+}
+
+/// What to observe.
+#[derive(Clone, Debug, Default)]
+pub struct TapRequest {
+    /// Stop after this many requests (0: until the client goes away).
+    pub max: u32,
+    pub authority: String,
+    pub path_prefix: String,
+}
+
+/// Observes `pods` and sends their events to `tx` until `max` requests have ended
+/// (across all pods) or the receiver goes away.
+pub fn spawn(
+    workloads: Arc<Workloads>,
+    pods: Vec<PodInfo>,
+    req: TapRequest,
+    tx: mpsc::Sender<TapLine>,
+) {
+    let ended = Arc::new(AtomicU32::new(0));
+    for pod in pods {
+        let (w, tx, req, ended) = (workloads.clone(), tx.clone(), req.clone(), ended.clone());
+        tokio::spawn(async move {
+            let addr = SocketAddr::new(pod.ip, TAP_PORT);
+            let mut client = match TapClient::connect(format!("http://{addr}")).await {
+                Ok(c) => c,
+                Err(error) => {
+                    debug!(%addr, %error, "cannot reach a proxy's tap server");
+                    let line = TapLine {
+                        kind: "error",
+                        namespace: pod.namespace.clone(),
+                        pod: pod.name.clone(),
+                        error: Some(format!(
+                            "cannot reach the proxy's tap server at {addr}: {error}"
+                        )),
+                        ..TapLine::default()
+                    };
+                    let _ = tx.send(line).await;
+                    return;
+                }
+            };
+            let observe = ObserveRequest {
+                limit: req.max,
+                authority: req.authority.clone(),
+                path_prefix: req.path_prefix.clone(),
+            };
+            let Ok(rsp) = client.observe(observe).await else {
+                return;
+            };
+            let mut stream = rsp.into_inner();
+            loop {
+                let event = tokio::select! {
+                    e = stream.message() => e,
+                    () = tx.closed() => return,
+                };
+                let Ok(Some(event)) = event else { return };
+                let Some(l) = line(&w, &pod, event) else {
+                    continue;
+                };
+                let is_end = l.kind == "end";
+                if tx.send(l).await.is_err() {
+                    return;
+                }
+                if is_end && req.max > 0 && ended.fetch_add(1, Ordering::Relaxed) + 1 >= req.max {
+                    // Enough requests: dropping every sender ends the response.
+                    return;
+                }
+                if req.max > 0 && ended.load(Ordering::Relaxed) >= req.max {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::tests::sample;
+    use conduit_api::tap::{RequestInit, ResponseEnd};
+
+    #[test]
+    fn lines_name_the_workloads_behind_addresses() {
+        let w = sample();
+        let web = w.pods[0].clone();
+        let e = TapEvent {
+            source: "198.18.0.5:40000".into(),
+            destination: "198.19.0.2:8080".into(),
+            direction: "outbound".into(),
+            request_id: 7,
+            event: Some(tap_event::Event::RequestInit(RequestInit {
+                method: "POST".into(),
+                scheme: "http".into(),
+                authority: "voting-svc.emojivoto:8080".into(),
+                path: "/emojivoto.v1.VotingService/Vote".into(),
+            })),
+            ..TapEvent::default()
+        };
+        let l = line(&w, &web, e).unwrap();
+        assert_eq!(l.kind, "request");
+        assert_eq!(l.id, "web-1:7");
+        assert_eq!(l.src_resource.as_deref(), Some("deploy/vote-bot"));
+        assert_eq!(l.dst_resource.as_deref(), Some("svc/voting-svc"));
+        let end = TapEvent {
+            source: "10.0.0.1:1".into(),
+            destination: "198.18.0.3:8080".into(),
+            event: Some(tap_event::Event::ResponseEnd(ResponseEnd {
+                grpc_status: Some(2),
+                duration_us: 900,
+                response_bytes: 5,
+                proxy_error: String::new(),
+            })),
+            ..TapEvent::default()
+        };
+        let l = line(&w, &web, end).unwrap();
+        assert_eq!(
+            (l.kind, l.grpc_status, l.src_resource.clone()),
+            ("end", Some(2), None)
+        );
+        assert_eq!(l.dst_resource.as_deref(), Some("deploy/voting"));
+        let json = serde_json::to_value(&l).unwrap();
+        assert!(
+            json.get("method").is_none() && json.get("proxy_error").is_none(),
+            "{json}"
+        );
+    }
+}
