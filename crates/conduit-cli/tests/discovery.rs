@@ -186,6 +186,70 @@ fn requests_are_balanced_per_request_and_survive_the_control_plane() {
         "stat after the restart: {}",
         rt.ok(&["stat", "pod", "-n", "emojivoto"])
     );
+
+    // Scale voting down to one pod while traffic flows: the removed endpoint drains, and
+    // no request fails because of it (only the doughnut's own gRPC errors remain).
+    let web_before = proxy_metrics(&rt, &web);
+    rt.ok(&[
+        "local",
+        "up",
+        "-f",
+        injected_one_voting(&rt).to_str().unwrap(),
+    ]);
+    let one_left = wait_until(Duration::from_secs(30), || {
+        pods_of(&rt.status(), "voting").len() == 1
+    });
+    assert!(one_left, "{}", rt.status());
+    std::thread::sleep(Duration::from_secs(5));
+    let web_after = proxy_metrics(&rt, &web);
+    let to_voting = [
+        ("direction", "outbound"),
+        ("authority", "voting-svc.emojivoto:8080"),
+    ];
+    let grew = metric(&web_after, "response_total", &to_voting)
+        - metric(&web_before, "response_total", &to_voting);
+    assert!(grew > 5.0, "votes kept flowing: {grew}");
+    let failed = |m: &str| {
+        metric(
+            m,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", "voting-svc.emojivoto:8080"),
+                ("classification", "failure"),
+            ],
+        ) - metric(
+            m,
+            "response_total",
+            &[
+                ("direction", "outbound"),
+                ("authority", "voting-svc.emojivoto:8080"),
+                ("grpc_status", "2"),
+            ],
+        )
+    };
+    assert_eq!(
+        failed(&web_after),
+        failed(&web_before),
+        "only doughnut votes failed:\n{web_after}"
+    );
+    assert_eq!(
+        metric(&web_after, "proxy_errors_total", &[]),
+        metric(&web_before, "proxy_errors_total", &[]),
+        "{web_after}"
+    );
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(meshed);
+}
+
+/// The sample app, meshed, with its manifest's one voting replica.
+fn injected_one_voting(rt: &Runtime) -> std::path::PathBuf {
+    let out = Command::new(CONDUIT)
+        .arg("inject")
+        .arg(manifest())
+        .output()
+        .unwrap();
+    let path = rt.dir.with_extension("one-meshed.yml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
 }

@@ -84,6 +84,9 @@ struct Supervisor {
     control_plane: Option<(Shared<PodState>, watch::Sender<bool>, JoinHandle<()>)>,
 }
 
+/// How long a removed pod keeps running after leaving its Services' endpoints.
+const TERMINATION_DELAY: Duration = Duration::from_secs(2);
+
 /// Where the control plane serves the Destination API to proxies, on the node's address.
 pub const DESTINATION_PORT: u16 = 8086;
 
@@ -260,9 +263,16 @@ impl Supervisor {
             .partition(|p| which(p));
         self.pods = kept;
         for pod in gone {
-            let _ = pod.stop.send(true);
-            // The pod task removes its own namespace once its processes are gone.
-            drop(pod.task);
+            // Out of every Service's endpoints from now on; its processes are stopped only
+            // once proxies have heard, as Kubernetes lets endpoint removal propagate, so
+            // that requests in flight and the ones already routed to it still complete.
+            lock(&pod.state).phase = "Terminating".into();
+            tokio::spawn(async move {
+                tokio::time::sleep(TERMINATION_DELAY).await;
+                let _ = pod.stop.send(true);
+                // The pod task removes its own namespace once its processes are gone.
+                let _ = pod.task.await;
+            });
         }
     }
 
