@@ -115,30 +115,25 @@ fn requests_are_balanced_per_request_and_survive_the_control_plane() {
     // Kill the control plane while the bot keeps voting.
     let controller = &rt.status()["control_plane"][0];
     let pid = controller["pid"].as_i64().unwrap() as i32;
-    let served_before: f64 = voting
-        .iter()
-        .map(|p| {
-            metric(
-                &proxy_metrics(&rt, p),
-                "request_total",
-                &[("direction", "inbound")],
-            )
-        })
-        .sum();
+    // Requests the voting pods have served, counted by their own proxies.
+    let served = || -> f64 {
+        voting
+            .iter()
+            .map(|p| {
+                metric(
+                    &proxy_metrics(&rt, p),
+                    "request_total",
+                    &[("direction", "inbound")],
+                )
+            })
+            .sum()
+    };
+    let served_before = served();
     let errors_before = metric(&proxy_metrics(&rt, &web), "proxy_errors_total", &[]);
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     std::thread::sleep(Duration::from_secs(5));
-    let served_after: f64 = voting
-        .iter()
-        .map(|p| {
-            metric(
-                &proxy_metrics(&rt, p),
-                "request_total",
-                &[("direction", "inbound")],
-            )
-        })
-        .sum();
+    let served_after = served();
     assert!(
         served_after > served_before + 5.0,
         "traffic kept flowing: {served_before} -> {served_after}"

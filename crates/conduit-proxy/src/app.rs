@@ -2,14 +2,7 @@
 //! the admin server, and on shutdown stops accepting and drains within the grace period.
 
 use crate::config::Listen;
-use crate::{
-    admin::Admin,
-    config::Config,
-    drain, inbound,
-    metrics::Metrics,
-    outbound,
-    tap::{TapService, Taps},
-};
+use crate::{admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound, tap::Taps};
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -109,7 +102,7 @@ impl Bound {
     }
 
     /// Serves until `shutdown` resolves or `POST /shutdown` arrives, then drains.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let config = self.config;
         let metrics = Arc::new(Metrics::new(&config.pod));
         let (signal, watch) = drain::channel();
@@ -124,23 +117,13 @@ impl Bound {
         );
         let taps = Taps::new(&config.pod);
         for listener in self.tap {
-            let service = TapService::server(taps.clone());
-            tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                if let Err(error) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(incoming)
-                    .await
-                {
-                    warn!(%error, "the tap server stopped");
-                }
-            });
+            tokio::spawn(crate::tap::serve(listener, taps.clone()));
         }
         let inbound = inbound::side(config.clone(), metrics.clone(), taps.clone());
         for listener in self.inbound {
             tokio::spawn(inbound.clone().serve(listener, watch.clone()));
         }
-        let outbound = outbound::side(config.clone(), metrics.clone(), taps)?;
+        let outbound = outbound::side(config.clone(), metrics.clone(), taps);
         for listener in self.outbound {
             tokio::spawn(outbound.clone().serve(listener, watch.clone()));
         }
@@ -163,6 +146,5 @@ impl Bound {
             Ok(()) => info!("drained; exiting"),
             Err(_) => warn!("grace period over with connections still open; closing them"),
         }
-        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! the original destination. Knows nothing about HTTP or sockets beyond addresses.
 
 use crate::balance::{Balancer, EndpointLoad};
+use crate::control::ControlPlane;
 use conduit_api::destination::{
     destination_client::DestinationClient, update, GetDestination, Update,
 };
@@ -15,7 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tracing::{debug, info};
 
 /// What is known of a target.
@@ -39,7 +39,7 @@ struct Target {
 
 /// Follows Destination streams for every target the proxy forwards to.
 pub struct Discovery {
-    client: DestinationClient<Channel>,
+    client: DestinationClient<ControlPlane>,
     context_namespace: String,
     first_answer: Duration,
     targets: Mutex<HashMap<String, Target>>,
@@ -51,17 +51,9 @@ const IDLE: Duration = Duration::from_secs(300);
 impl Discovery {
     /// Discovery from the Destination API at `addr` (`host:port`), for a pod in
     /// `context_namespace`; a first answer is awaited at most `first_answer`.
-    pub fn new(
-        addr: &str,
-        context_namespace: String,
-        first_answer: Duration,
-    ) -> Result<Arc<Discovery>, String> {
-        let endpoint = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("CONDUIT_PROXY_DESTINATION_ADDR={addr:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+    pub fn new(addr: &str, context_namespace: String, first_answer: Duration) -> Arc<Discovery> {
         let discovery = Arc::new(Discovery {
-            client: DestinationClient::new(endpoint.connect_lazy()),
+            client: DestinationClient::new(ControlPlane::new(addr)),
             context_namespace,
             first_answer,
             targets: Mutex::new(HashMap::new()),
@@ -74,7 +66,7 @@ impl Discovery {
                 d.lock().retain(|_, t| t.last_used.elapsed() < IDLE);
             }
         });
-        Ok(discovery)
+        discovery
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Target>> {
@@ -146,7 +138,7 @@ fn resolution(update: Update) -> Option<Resolution> {
 /// Keeps one target's resolution current until nobody asks about it any more. A lost
 /// stream keeps the last answer and is re-established with backoff.
 async fn follow(
-    mut client: DestinationClient<Channel>,
+    mut client: DestinationClient<ControlPlane>,
     request: GetDestination,
     tx: watch::Sender<Resolution>,
 ) {
@@ -264,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn follows_updates_and_keeps_the_last_endpoints_when_the_controller_goes() {
         let (addr, tx, server) = server().await;
-        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5)).unwrap();
+        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5));
         tx.send(Ok(endpoints(&["198.18.0.4:8080"]))).await.unwrap();
         assert_eq!(
             d.pick("web-svc:80").await.unwrap().addr.to_string(),
@@ -299,7 +291,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_names_and_an_unreachable_controller_mean_the_original_destination() {
         let (addr, tx, _server) = server().await;
-        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5)).unwrap();
+        let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5));
         tx.send(Ok(Update {
             update: Some(update::Update::NoEndpoints(NoEndpoints { exists: false })),
         }))
@@ -317,8 +309,7 @@ mod tests {
             &nothing.to_string(),
             "emojivoto".into(),
             Duration::from_secs(3600),
-        )
-        .unwrap();
+        );
         let picked = tokio::time::timeout(Duration::from_secs(60), d.pick("web-svc:80")).await;
         assert!(picked
             .expect("a refused controller is not waited for")

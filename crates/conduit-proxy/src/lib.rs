@@ -13,6 +13,7 @@ pub mod app;
 pub mod balance;
 pub mod config;
 pub mod connect;
+pub mod control;
 pub mod detect;
 pub mod discovery;
 pub mod drain;

@@ -14,27 +14,19 @@ use crate::{
 use std::{net::SocketAddr, sync::Arc};
 
 /// The outbound side.
-pub fn side(
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    taps: Arc<Taps>,
-) -> Result<Arc<Side>, String> {
-    let discovery = match &config.destination_addr {
-        Some(addr) => Some(Discovery::new(
-            addr,
-            config.pod.namespace.clone(),
-            config.discovery_timeout,
-        )?),
-        None => None,
-    };
-    Ok(Side::new(
+pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<Side> {
+    let discovery = config
+        .destination_addr
+        .as_ref()
+        .map(|addr| Discovery::new(addr, config.pod.namespace.clone(), config.discovery_timeout));
+    Side::new(
         Direction::Outbound,
         config,
         metrics,
         to_original_destination,
         discovery,
         taps,
-    ))
+    )
 }
 
 fn to_original_destination(orig_dst: SocketAddr) -> SocketAddr {

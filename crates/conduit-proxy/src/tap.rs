@@ -211,7 +211,30 @@ impl TappedRequest {
     }
 }
 
+/// Serves tap over HTTP/2 on `listener`, with the same hyper server the proxy's own
+/// traffic uses (rather than a second HTTP stack from tonic's transport).
+pub async fn serve(listener: tokio::net::TcpListener, taps: Arc<Taps>) {
+    let service = TapService::server(taps);
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper_util::service::TowerToHyperService::new(service.clone()),
+            );
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%peer, %error, "tap connection ended");
+            }
+        });
+    }
+}
+
 /// The gRPC side of tap.
+#[derive(Clone)]
 pub struct TapService {
     taps: Arc<Taps>,
 }
