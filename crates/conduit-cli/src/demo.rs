@@ -79,6 +79,8 @@ Try next:
   conduit stat deploy -n emojivoto --window 30s     golden metrics, refreshed
   conduit stat pod -n emojivoto -o json             the same as JSON
   conduit edges deploy -n emojivoto                 who calls whom
+  conduit tap deploy/web -n emojivoto               live requests, until Ctrl-C
+  conduit top deploy/web -n emojivoto               the busiest paths
   conduit local status                              pods, services, restarts
   conduit local exec -n emojivoto POD -- curl -s web-svc/api/leaderboard
   conduit local down                                remove everything"

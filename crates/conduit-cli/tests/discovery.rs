@@ -248,3 +248,123 @@ fn injected_one_voting(rt: &Runtime) -> std::path::PathBuf {
     std::fs::write(&path, &out.stdout).unwrap();
     path
 }
+
+/// Opaque TCP to a Service's virtual IP is balanced the same way: the client's proxy
+/// connects to the pod behind it, never to the virtual IP.
+#[test]
+fn opaque_tcp_to_a_service_goes_to_its_pods() {
+    let rt = Runtime::new("opaque");
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: cache}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+      - name: redis
+        image: redis:7
+        command: ["redis-server", "--port", "6379", "--save", "", "--protected-mode", "no"]
+        readinessProbe: {tcpSocket: {port: 6379}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis-svc, namespace: cache}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client, namespace: cache}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      containers:
+      - {name: client, image: busybox, command: ["sleep", "3600"]}
+"#;
+    let plain = rt.dir.with_extension("redis.yml");
+    std::fs::write(&plain, manifest).unwrap();
+    let out = Command::new(CONDUIT)
+        .arg("inject")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    let meshed = rt.dir.with_extension("redis-meshed.yml");
+    std::fs::write(&meshed, &out.stdout).unwrap();
+    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+
+    let status = rt.status();
+    let client = pods_of(&status, "client")[0].clone();
+    let redis_ip = pods_of(&status, "redis")[0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let name = client["name"].as_str().unwrap().to_string();
+    let set = || {
+        let answer = rt.conduit(&[
+            "local",
+            "exec",
+            "-n",
+            "cache",
+            &name,
+            "--",
+            "redis-cli",
+            "-h",
+            "redis-svc",
+            "SET",
+            "k",
+            "v",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&answer.stdout).trim(),
+            "OK",
+            "{answer:?}"
+        );
+    };
+    let to_pod = format!("{redis_ip}:6379");
+    let to_vip = format!("{}:6379", status["services"][0]["vip"].as_str().unwrap());
+    let opened = |to: &str| {
+        metric(
+            &proxy_metrics(&rt, &client),
+            "tcp_open_total",
+            &[
+                ("direction", "outbound"),
+                ("peer", "dst"),
+                ("target_addr", to),
+            ],
+        )
+    };
+    // Right after `up` the control plane may not have seen the endpoint yet, and a first
+    // connection then goes to the virtual IP (kube-proxy style); once it has, every
+    // connection goes to the pod.
+    let routed = wait_until(Duration::from_secs(20), || {
+        set();
+        opened(&to_pod) >= 1.0
+    });
+    assert!(routed, "{}", proxy_metrics(&rt, &client));
+    let (pod_before, vip_before) = (opened(&to_pod), opened(&to_vip));
+    for _ in 0..3 {
+        set();
+    }
+    assert_eq!(
+        opened(&to_pod),
+        pod_before + 3.0,
+        "{}",
+        proxy_metrics(&rt, &client)
+    );
+    assert_eq!(
+        opened(&to_vip),
+        vip_before,
+        "{}",
+        proxy_metrics(&rt, &client)
+    );
+    let _ = std::fs::remove_file(plain);
+    let _ = std::fs::remove_file(meshed);
+}
