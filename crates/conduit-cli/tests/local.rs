@@ -289,3 +289,68 @@ fn parallel_ups_both_land() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+fn inject_and_uninject_read_stdin_and_report_on_stderr() {
+    use std::io::Write as _;
+    let original = std::fs::read_to_string(manifest()).unwrap();
+    let run = |args: &[&str], input: &str| {
+        let mut child = Command::new(CONDUIT)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (injected, report) = run(&["inject", "-"], &original);
+    assert!(
+        injected.contains("name: conduit-proxy") && injected.contains("name: conduit-init"),
+        "{injected}"
+    );
+    assert!(report.contains("deployment \"web\" injected"), "{report}");
+    assert!(report.contains("service \"web-svc\" skipped"), "{report}");
+    let (again, _) = run(&["inject", "-"], &injected);
+    assert_eq!(again, injected, "injecting twice changes nothing");
+    let (back, report) = run(&["uninject", "-"], &injected);
+    assert!(report.contains("deployment \"web\" uninjected"), "{report}");
+    assert!(!back.contains("conduit-proxy"), "{back}");
+    // Bad input: a clear error naming the document, exit 1, nothing on stdout.
+    let mut child = Command::new(CONDUIT)
+        .args(["inject", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"kind: Deployment\n  bad: [\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-, document 1: not valid YAML"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
