@@ -7,7 +7,11 @@ mod common;
 use common::*;
 use conduit_testkit::{require_root, wait_until};
 use serde_json::Value;
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
 
 fn prefix_of(status: &Value) -> String {
     status["node_netns"]
@@ -294,7 +298,7 @@ fn parallel_ups_both_land() {
 fn inject_and_uninject_read_stdin_and_report_on_stderr() {
     use std::io::Write as _;
     let original = std::fs::read_to_string(manifest()).unwrap();
-    let run = |args: &[&str], input: &str| {
+    let piped = |args: &[&str], input: &str| -> Output {
         let mut child = Command::new(CONDUIT)
             .args(args)
             .stdin(std::process::Stdio::piped())
@@ -308,7 +312,10 @@ fn inject_and_uninject_read_stdin_and_report_on_stderr() {
             .unwrap()
             .write_all(input.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let run = |args: &[&str], input: &str| {
+        let out = piped(args, input);
         assert!(
             out.status.success(),
             "{}",
@@ -332,25 +339,9 @@ fn inject_and_uninject_read_stdin_and_report_on_stderr() {
     assert!(report.contains("deployment \"web\" uninjected"), "{report}");
     assert!(!back.contains("conduit-proxy"), "{back}");
     // Bad input: a clear error naming the document, exit 1, nothing on stdout.
-    let mut child = Command::new(CONDUIT)
-        .args(["inject", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"kind: Deployment\n  bad: [\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = piped(&["inject", "-"], "kind: Deployment\n  bad: [\n");
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("-, document 1: not valid YAML"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("-, document 1: not valid YAML"), "{err}");
 }

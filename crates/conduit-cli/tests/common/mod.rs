@@ -26,6 +26,7 @@ impl Runtime {
         let bin_dir = PathBuf::from(CONDUIT).parent().unwrap().to_path_buf();
         for b in [
             "conduit-proxy",
+            "conduit-controller",
             "emojivoto-web",
             "emojivoto-emoji-svc",
             "emojivoto-voting-svc",
