@@ -36,6 +36,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     let spec = client::load(&[("emojivoto.yml (injected)".to_string(), injected.output)])
         .context("the sample app's binaries must be built next to conduit: run `cargo build --release --workspace` first")?;
+    if client::resolve_program("conduit-controller").is_none() {
+        anyhow::bail!(
+            "conduit-controller was not found next to conduit or on PATH: the demo needs the control plane; run `cargo build --release --workspace` first"
+        );
+    }
     writeln!(
         out,
         "Running it on this host (pods are network namespaces)..."
