@@ -1,0 +1,250 @@
+//! The certificate authority: a trust anchor (root) made once, an issuer certificate it
+//! signs, and the issuer signing proxies' CSRs. The control plane holds only the issuer:
+//! the anchor's key is dropped as soon as the issuer is signed.
+
+use crate::parse_identity;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer as RcgenIssuer, KeyPair, KeyUsagePurpose,
+    SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// PEM files of a trust anchor and an issuer it signed.
+#[derive(Clone, Debug)]
+pub struct TrustFiles {
+    /// The anchor's certificate, what every proxy trusts.
+    pub anchor_pem: String,
+    /// The issuer's certificate and key, what the controller signs with.
+    pub issuer_cert_pem: String,
+    pub issuer_key_pem: String,
+}
+
+/// Why a CA operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the certificate signing request is malformed or its signature is wrong")]
+    MalformedCsr,
+    #[error("the certificate signing request must name exactly one DNS identity, {expected:?}; it names {found:?}")]
+    NameMismatch {
+        expected: String,
+        found: Vec<String>,
+    },
+    #[error("{0:?} is not an identity name (<serviceaccount>.<namespace>.serviceaccount.identity.conduit.cluster.local)")]
+    NotAnIdentity(String),
+    #[error("the key must be ECDSA P-256")]
+    WrongKeyType,
+    #[error("the issuer certificate or key cannot be used: {0}")]
+    BadIssuer(String),
+    #[error("signing failed: {0}")]
+    Signing(#[from] rcgen::Error),
+}
+
+fn ca_params(common_name: &str, valid_for: Duration, path_len: u8) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + valid_for;
+    p
+}
+
+/// Makes a new trust anchor valid for `anchor_life` and an issuer valid for `issuer_life`.
+pub fn generate(anchor_life: Duration, issuer_life: Duration) -> Result<TrustFiles, CaError> {
+    let anchor_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let anchor_params = ca_params("root.identity.conduit.cluster.local", anchor_life, 1);
+    let anchor = anchor_params.self_signed(&anchor_key)?;
+    let issuer_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut issuer_params = ca_params("identity.conduit.cluster.local", issuer_life, 0);
+    issuer_params.use_authority_key_identifier_extension = true;
+    let issuer =
+        issuer_params.signed_by(&issuer_key, &RcgenIssuer::new(anchor_params, anchor_key))?;
+    Ok(TrustFiles {
+        anchor_pem: anchor.pem(),
+        issuer_cert_pem: issuer.pem(),
+        issuer_key_pem: issuer_key.serialize_pem(),
+    })
+}
+
+/// A signed workload certificate, with the issuer certificate that chains it to the anchor.
+#[derive(Clone, Debug)]
+pub struct Certified {
+    pub leaf_der: Vec<u8>,
+    pub issuer_der: Vec<u8>,
+    pub not_after: OffsetDateTime,
+}
+
+/// Signs workload certificates.
+pub struct Issuer {
+    issuer: RcgenIssuer<'static, KeyPair>,
+    issuer_der: Vec<u8>,
+}
+
+impl Issuer {
+    /// The issuer of these PEM files.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Issuer, CaError> {
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|e| CaError::BadIssuer(format!("the key: {e}")))?;
+        let issuer = RcgenIssuer::from_ca_cert_pem(cert_pem, key)
+            .map_err(|e| CaError::BadIssuer(format!("the certificate: {e}")))?;
+        let der = pem_der(cert_pem).map_err(CaError::BadIssuer)?;
+        Ok(Issuer {
+            issuer,
+            issuer_der: der,
+        })
+    }
+
+    /// Signs `csr_der` for `identity`, valid for `lifetime`, after checking that the CSR
+    /// is well formed, correctly signed, for an ECDSA P-256 key, and names exactly that
+    /// identity and nothing else.
+    pub fn certify(
+        &self,
+        csr_der: &[u8],
+        identity: &str,
+        lifetime: Duration,
+    ) -> Result<Certified, CaError> {
+        if parse_identity(identity).is_none() {
+            return Err(CaError::NotAnIdentity(identity.to_string()));
+        }
+        let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|_| CaError::MalformedCsr)?;
+        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(CaError::WrongKeyType);
+        }
+        let names: Vec<String> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .map(|s| match s {
+                SanType::DnsName(n) => n.as_str().to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        if names != [identity] {
+            return Err(CaError::NameMismatch {
+                expected: identity.to_string(),
+                found: names,
+            });
+        }
+        let mut leaf = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity);
+        leaf.distinguished_name = dn;
+        leaf.subject_alt_names = csr.params.subject_alt_names.clone();
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
+        let now = OffsetDateTime::now_utc();
+        // A little slack for clocks that disagree.
+        leaf.not_before = now - time::Duration::minutes(1);
+        leaf.not_after = now + lifetime;
+        let cert = leaf.signed_by(&csr.public_key, &self.issuer)?;
+        Ok(Certified {
+            leaf_der: cert.der().to_vec(),
+            issuer_der: self.issuer_der.clone(),
+            not_after: leaf.not_after,
+        })
+    }
+}
+
+/// The DER contents of the first PEM block of `text`.
+pub fn pem_der(text: &str) -> Result<Vec<u8>, String> {
+    pem::parse(text)
+        .map(|p| p.contents().to_vec())
+        .map_err(|e| format!("not PEM: {e}"))
+}
+
+fn random_serial() -> Result<[u8; 16], CaError> {
+    let mut serial = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+        .map_err(|_| CaError::BadIssuer("no randomness for a serial number".into()))?;
+    serial[0] &= 0x7f; // positive
+    Ok(serial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{identity_name, request::LocalKey};
+
+    fn issuer() -> (TrustFiles, Issuer) {
+        let files = generate(
+            Duration::from_secs(3600 * 24 * 365),
+            Duration::from_secs(3600 * 24 * 30),
+        )
+        .unwrap();
+        let issuer = Issuer::from_pem(&files.issuer_cert_pem, &files.issuer_key_pem).unwrap();
+        (files, issuer)
+    }
+
+    #[test]
+    fn signs_a_proxys_request_for_its_own_name() {
+        let (files, issuer) = issuer();
+        let name = identity_name("web", "emojivoto");
+        let key = LocalKey::generate(&name).unwrap();
+        let certified = issuer
+            .certify(&key.csr_der().unwrap(), &name, Duration::from_secs(3600))
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&certified.leaf_der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            format!("{:?}", san.value.general_names),
+            format!("[DNSName(\"{name}\")]")
+        );
+        assert!(!cert.is_ca());
+        let (_, issuer_cert) = x509_parser::parse_x509_certificate(&certified.issuer_der).unwrap();
+        cert.verify_signature(Some(issuer_cert.public_key()))
+            .unwrap();
+        // The issuer chains to the anchor.
+        let anchor_der = pem_der(&files.anchor_pem).unwrap();
+        let (_, anchor) = x509_parser::parse_x509_certificate(&anchor_der).unwrap();
+        issuer_cert
+            .verify_signature(Some(anchor.public_key()))
+            .unwrap();
+        let lifetime = certified.not_after - OffsetDateTime::now_utc();
+        assert!(lifetime <= time::Duration::hours(1) && lifetime > time::Duration::minutes(59));
+    }
+
+    #[test]
+    fn refuses_requests_for_another_name_or_malformed_ones() {
+        let (_, issuer) = issuer();
+        let mine = identity_name("web", "emojivoto");
+        let key = LocalKey::generate(&mine).unwrap();
+        let csr = key.csr_der().unwrap();
+        let other = identity_name("voting", "emojivoto");
+        let err = issuer
+            .certify(&csr, &other, Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(err, CaError::NameMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("voting.emojivoto"), "{err}");
+        let mut broken = csr.clone();
+        let last = broken.len() - 1;
+        broken[last] ^= 0xff;
+        assert!(matches!(
+            issuer.certify(&broken, &mine, Duration::from_secs(60)),
+            Err(CaError::MalformedCsr)
+        ));
+        assert!(matches!(
+            issuer.certify(b"not a csr", &mine, Duration::from_secs(60)),
+            Err(CaError::MalformedCsr)
+        ));
+        assert!(matches!(
+            issuer.certify(&csr, "web.emojivoto.example.com", Duration::from_secs(60)),
+            Err(CaError::NotAnIdentity(_))
+        ));
+    }
+}
