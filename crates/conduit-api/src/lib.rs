@@ -1,10 +1,15 @@
 //! The gRPC contracts between Conduit's proxies and its control plane, generated from
-//! `proto/`: Destination (endpoint discovery) and Tap (live request events). Only
+//! `proto/`: Destination (endpoint discovery), Identity (certificates) and Tap (live request events). Only
 //! generated code lives here; behaviour belongs to the proxy and the controller.
 
 /// Endpoint discovery: `conduit.destination.v1`.
 pub mod destination {
     tonic::include_proto!("conduit.destination.v1");
+}
+
+/// Workload certificates: `conduit.identity.v1`.
+pub mod identity {
+    tonic::include_proto!("conduit.identity.v1");
 }
 
 /// Live request events: `conduit.tap.v1`.

@@ -29,12 +29,15 @@ pub struct ApiState {
     pub workloads: watch::Receiver<Arc<Workloads>>,
     /// The longest window a query may ask for (the store's retention).
     pub max_window: Duration,
+    /// Certificates issued and refused.
+    pub identity_counts: Arc<crate::identity::Counts>,
 }
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/api/stat", get(stat))
         .route("/api/edges", get(edges))
         .route("/api/workloads", get(workloads))
@@ -255,4 +258,15 @@ async fn top(
         top.add(&line);
     }
     Ok(Json(serde_json::to_value(top.rows()).unwrap_or_default()))
+}
+
+/// The control plane's own counters, in the Prometheus text format.
+async fn metrics(State(s): State<ApiState>) -> String {
+    let mut out = String::from("# HELP identity_certify_total Certificate requests, by outcome.\n# TYPE identity_certify_total counter\n");
+    for (outcome, n) in s.identity_counts.snapshot() {
+        out.push_str(&format!(
+            "identity_certify_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    out
 }

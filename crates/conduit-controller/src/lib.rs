@@ -7,6 +7,7 @@
 pub mod api;
 pub mod destination;
 pub mod discovery;
+pub mod identity;
 pub mod prom;
 pub mod scrape;
 pub mod store;

@@ -41,6 +41,52 @@ struct Args {
     /// How much history to keep in memory.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     retention: Duration,
+    /// The issuer certificate (PEM) that signs proxies' certificates; with its key, this
+    /// turns the Identity API on (served with Destination).
+    #[arg(long, requires = "identity_issuer_key")]
+    identity_issuer_cert: Option<PathBuf>,
+    /// The issuer's private key (PEM).
+    #[arg(long, requires = "identity_issuer_cert")]
+    identity_issuer_key: Option<PathBuf>,
+    /// The local runtime's token secret, which proves pods' identities.
+    #[arg(long)]
+    local_token_secret: Option<PathBuf>,
+    /// How long a proxy's certificate is valid.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    identity_lifetime: Duration,
+}
+
+/// The Identity API, when its issuer and a way to authenticate proxies are configured.
+fn identity_service(
+    args: &Args,
+    counts: Arc<conduit_controller::identity::Counts>,
+) -> anyhow::Result<
+    Option<
+        conduit_api::identity::identity_server::IdentityServer<
+            conduit_controller::identity::IdentityService,
+        >,
+    >,
+> {
+    use conduit_controller::identity::{IdentityService, LocalTokens};
+    let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
+    let secret_file = args.local_token_secret.as_ref().context(
+        "the Identity API needs a way to check proxies' tokens: give --local-token-secret FILE",
+    )?;
+    let secret =
+        std::fs::read(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
+    let auth = Box::new(LocalTokens(conduit_identity::token::Tokens::new(&secret)));
+    Ok(Some(IdentityService::server(
+        issuer,
+        auth,
+        args.identity_lifetime,
+        counts,
+    )))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -57,11 +103,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let discovery = LocalRegistry::spawn(args.local_state.clone(), Duration::from_millis(500));
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
+    let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
     let router = api::router(ApiState {
         store,
         workloads: discovery.watch(),
         max_window: args.retention,
+        identity_counts: identity_counts.clone(),
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {
@@ -86,9 +134,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(%addr, "Destination API listening");
         let service =
             conduit_controller::destination::DestinationService::server(discovery.watch());
+        let identity = identity_service(&args, identity_counts.clone())?;
+        if identity.is_some() {
+            tracing::info!(%addr, "Identity API listening");
+        }
         servers.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_optional_service(identity)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
                 .map_err(std::io::Error::other)
