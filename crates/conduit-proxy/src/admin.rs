@@ -15,6 +15,8 @@ use tracing::{debug, info};
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub drain: Arc<drain::Signal>,
+    /// The proxy's identity, when it has one to get: not ready without a certificate.
+    pub identity: Option<Arc<crate::identity::Identity>>,
 }
 
 impl Admin {
@@ -60,7 +62,32 @@ impl Admin {
             (&Method::GET, "/ready") if self.drain.is_draining() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
-            (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n"),
+            (&Method::GET, "/ready") => match &self.identity {
+                Some(id) if id.certificate().is_none() => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "waiting for a certificate for {}: {}\n",
+                        id.name,
+                        id.last_error()
+                            .unwrap_or_else(|| "no answer from the identity service yet".into())
+                    ),
+                ),
+                _ => text(StatusCode::OK, "ready\n"),
+            },
+            (&Method::GET, "/identity") => match &self.identity {
+                Some(id) => {
+                    let mut rsp = text(StatusCode::OK, id.describe());
+                    rsp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
+                    rsp
+                }
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "this proxy has no identity (CONDUIT_PROXY_IDENTITY_ADDR is not set)\n",
+                ),
+            },
             (&Method::POST, "/shutdown") if peer.ip().is_loopback() => {
                 info!(%peer, "shutdown requested through the admin server");
                 self.drain.start();
@@ -70,12 +97,12 @@ impl Admin {
                 StatusCode::FORBIDDEN,
                 "shutdown is only allowed from loopback\n",
             ),
-            (_, "/metrics" | "/live" | "/ready" | "/shutdown") => {
+            (_, "/metrics" | "/live" | "/ready" | "/identity" | "/shutdown") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /metrics, /ready, /live or POST /shutdown\n",
+                "not found: try /metrics, /ready, /live, /identity or POST /shutdown\n",
             ),
         }
     }

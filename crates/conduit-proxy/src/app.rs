@@ -102,7 +102,7 @@ impl Bound {
     }
 
     /// Serves until `shutdown` resolves or `POST /shutdown` arrives, then drains.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
         let config = self.config;
         let metrics = Arc::new(Metrics::new(&config.pod));
         let (signal, watch) = drain::channel();
@@ -128,9 +128,15 @@ impl Bound {
             tokio::spawn(outbound.clone().serve(listener, watch.clone()));
         }
         drop(watch);
+        let identity = config
+            .identity
+            .clone()
+            .map(crate::identity::spawn)
+            .transpose()?;
         let admin = Arc::new(Admin {
             metrics,
             drain: signal.clone(),
+            identity,
         });
         for listener in self.admin {
             tokio::spawn(admin.clone().serve(listener));
@@ -146,5 +152,6 @@ impl Bound {
             Ok(()) => info!("drained; exiting"),
             Err(_) => warn!("grace period over with connections still open; closing them"),
         }
+        Ok(())
     }
 }

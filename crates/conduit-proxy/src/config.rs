@@ -45,6 +45,9 @@ pub struct Config {
     pub destination_addr: Option<String>,
     /// How long a first request to a new target waits for discovery (`CONDUIT_PROXY_DISCOVERY_TIMEOUT`).
     pub discovery_timeout: Duration,
+    /// Where and how to get a certificate (`CONDUIT_PROXY_IDENTITY_*`); without it the
+    /// proxy has no identity.
+    pub identity: Option<crate::identity::IdentityConfig>,
 }
 
 /// The workload a proxy belongs to (`CONDUIT_PROXY_POD_NAMESPACE`, `_POD_DEPLOYMENT`, `_POD_NAME`).
@@ -88,6 +91,7 @@ impl Default for Config {
             pod: PodIdentity::default(),
             destination_addr: None,
             discovery_timeout: Duration::from_millis(500),
+            identity: None,
         }
     }
 }
@@ -179,6 +183,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "CONDUIT_PROXY_DESTINATION_ADDR",
         "(none)",
         "the control plane's Destination API, host:port; outbound traffic is balanced over discovered endpoints",
+    ),
+    (
+        "CONDUIT_PROXY_IDENTITY_ADDR",
+        "(none)",
+        "the control plane's Identity API, host:port; the proxy is not ready until it has a certificate",
+    ),
+    (
+        "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+        "(none)",
+        "the token that proves the pod's ServiceAccount (required with CONDUIT_PROXY_IDENTITY_ADDR)",
+    ),
+    (
+        "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
+        "default",
+        "the pod's ServiceAccount; with the namespace it names the proxy's identity",
     ),
     (
         "CONDUIT_PROXY_DISCOVERY_TIMEOUT",
@@ -285,8 +304,52 @@ impl Config {
                 d.discovery_timeout,
                 parse_duration,
             )?,
+            identity: identity_config(&get)?,
         })
     }
+}
+
+fn identity_config<'a>(
+    get: &impl Fn(&'static str) -> Option<(&'static str, &'a str)>,
+) -> Result<Option<crate::identity::IdentityConfig>, ConfigError> {
+    let Some(addr) = parse_or(get("CONDUIT_PROXY_IDENTITY_ADDR"), None, |v| {
+        match v.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Some(v.to_string()))
+            }
+            _ => Err("a host:port, like conduit-identity.conduit.svc.cluster.local:8086".into()),
+        }
+    })?
+    else {
+        return Ok(None);
+    };
+    let required = |var: &'static str, what: &str| ConfigError {
+        var,
+        value: String::new(),
+        expected: format!("{what} (required with CONDUIT_PROXY_IDENTITY_ADDR)"),
+    };
+    let token_file = get("CONDUIT_PROXY_IDENTITY_TOKEN_FILE")
+        .filter(|(_, v)| !v.is_empty())
+        .ok_or_else(|| {
+            required(
+                "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+                "the path of the pod's identity token",
+            )
+        })?
+        .1;
+    let namespace = get("CONDUIT_PROXY_POD_NAMESPACE")
+        .filter(|(_, v)| !v.is_empty())
+        .ok_or_else(|| required("CONDUIT_PROXY_POD_NAMESPACE", "the pod's namespace"))?
+        .1;
+    let sa = get("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("default");
+    Ok(Some(crate::identity::IdentityConfig {
+        addr,
+        token_file: token_file.into(),
+        name: conduit_identity::identity_name(sa, namespace),
+    }))
 }
 
 fn text(var: Option<(&'static str, &str)>) -> String {
@@ -476,6 +539,15 @@ mod tests {
                 "conduit-destination.conduit:8086",
             ),
             ("CONDUIT_PROXY_DISCOVERY_TIMEOUT", "1s"),
+            (
+                "CONDUIT_PROXY_IDENTITY_ADDR",
+                "conduit-identity.conduit:8086",
+            ),
+            (
+                "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+                "/var/run/conduit/token",
+            ),
+            ("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT", "web"),
             ("UNRELATED", "x"),
         ]))
         .unwrap();
@@ -503,6 +575,12 @@ mod tests {
             Some("conduit-destination.conduit:8086")
         );
         assert_eq!(c.discovery_timeout, Duration::from_secs(1));
+        let identity = c.identity.unwrap();
+        assert_eq!(
+            identity.name,
+            "web.emojivoto.serviceaccount.identity.conduit.cluster.local"
+        );
+        assert_eq!(identity.token_file.to_str(), Some("/var/run/conduit/token"));
     }
 
     #[test]
@@ -541,6 +619,7 @@ mod tests {
                 "controller",
                 "a host:port",
             ),
+            ("CONDUIT_PROXY_IDENTITY_ADDR", "identity", "a host:port"),
         ];
         for (var, value, expected) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
@@ -549,6 +628,24 @@ mod tests {
             assert!(msg.starts_with(&format!("{var}=")), "{msg}");
             assert!(msg.contains(expected), "{msg} should contain {expected}");
         }
+    }
+
+    #[test]
+    fn identity_needs_a_token_and_a_namespace() {
+        let err =
+            Config::from_vars(vars(&[("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086")])).unwrap_err();
+        assert_eq!(err.var, "CONDUIT_PROXY_IDENTITY_TOKEN_FILE");
+        assert!(
+            err.to_string()
+                .contains("required with CONDUIT_PROXY_IDENTITY_ADDR"),
+            "{err}"
+        );
+        let err = Config::from_vars(vars(&[
+            ("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086"),
+            ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", "/t"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "CONDUIT_PROXY_POD_NAMESPACE");
     }
 
     #[test]

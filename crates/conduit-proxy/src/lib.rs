@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod drain;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod io;
 pub mod metrics;

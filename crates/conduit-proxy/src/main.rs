@@ -120,7 +120,10 @@ fn run() -> anyhow::Result<()> {
     .context("starting the async runtime")?;
     runtime.block_on(async {
         let bound = Bound::bind(config).await?;
-        bound.serve(shutdown_signal()).await;
+        bound
+            .serve(shutdown_signal())
+            .await
+            .map_err(anyhow::Error::msg)?;
         Ok(())
     })
 }

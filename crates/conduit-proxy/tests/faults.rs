@@ -418,3 +418,34 @@ fn bad_configuration_is_refused_with_the_variable_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_proxy_with_an_identity_to_get_is_not_ready_without_a_certificate() {
+    let lan = Lan::new();
+    let pod = lan.pod("noid");
+    let token = std::env::temp_dir().join(format!("conduit-noid-token-{}", std::process::id()));
+    std::fs::write(&token, "token").unwrap();
+    let env: Vec<(String, String)> = [
+        ("CONDUIT_PROXY_IDENTITY_ADDR", "127.0.0.1:1"),
+        ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
+        ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
+        ("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT", "web"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let _proxy = pod.spawn_with(&[PROXY], Some(conduit_testkit::PROXY_UID), &env);
+    let waiting = wait_until(Duration::from_secs(10), || {
+        pod.admin_get("/ready").is_some_and(|(status, body)| {
+            status == 503 && body.contains("waiting for a certificate for web.emojivoto.serviceaccount.identity.conduit.cluster.local") && body.contains("connecting to the control plane at 127.0.0.1:1")
+        })
+    });
+    assert!(waiting, "{:?}", pod.admin_get("/ready"));
+    let (status, body) = pod.admin_get("/identity").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"certified\":false") && body.contains("\"last_error\":\""),
+        "{body}"
+    );
+    let _ = std::fs::remove_file(token);
+}

@@ -1,0 +1,291 @@
+//! The proxy's own identity: a private key made in memory at start (never written
+//! anywhere), certified by the control plane's Identity API with the pod's token, and
+//! renewed at 70% of each certificate's life, with backoff while that fails; the current
+//! certificate keeps serving meanwhile. The proxy is not ready until it has one.
+
+use crate::control::ControlPlane;
+use conduit_api::identity::{identity_client::IdentityClient, CertifyRequest};
+use conduit_identity::request::LocalKey;
+use std::{
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+use tracing::{info, warn};
+
+/// What the proxy needs to get certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// The Identity API (`host:port`).
+    pub addr: String,
+    /// Where the pod's token is (re-read for every request: tokens rotate).
+    pub token_file: PathBuf,
+    /// This proxy's identity name.
+    pub name: String,
+}
+
+/// A certificate the proxy holds.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    pub leaf_der: Vec<u8>,
+    pub intermediates_der: Vec<Vec<u8>>,
+    pub valid_until: SystemTime,
+}
+
+/// The proxy's identity as it stands.
+pub struct Identity {
+    pub name: String,
+    key: LocalKey,
+    current: RwLock<Option<Certificate>>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl Identity {
+    /// The certificate, if one was issued.
+    pub fn certificate(&self) -> Option<Certificate> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Why the last request failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The private key in PKCS#8 DER, for TLS.
+    pub fn key_der(&self) -> Vec<u8> {
+        self.key.key_der()
+    }
+
+    /// JSON for the admin server's `/identity`.
+    pub fn describe(&self) -> String {
+        let cert = self.certificate();
+        let until = cert
+            .as_ref()
+            .and_then(|c| c.valid_until.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        let error = self.last_error();
+        format!(
+            "{{\"identity\":{},\"certified\":{},\"valid_until_unix\":{},\"last_error\":{}}}\n",
+            json_string(&self.name),
+            cert.is_some(),
+            until.map_or("null".to_string(), |u| u.to_string()),
+            error.as_deref().map_or("null".to_string(), json_string)
+        )
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Makes the key and starts certifying it in the background.
+pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
+    let key = LocalKey::generate(&cfg.name).map_err(|e| format!("making the proxy's key: {e}"))?;
+    let identity = Arc::new(Identity {
+        name: cfg.name.clone(),
+        key,
+        current: RwLock::new(None),
+        last_error: RwLock::new(None),
+    });
+    let weak = Arc::downgrade(&identity);
+    tokio::spawn(async move {
+        let mut client = IdentityClient::new(ControlPlane::new(&cfg.addr));
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Some(identity) = weak.upgrade() else {
+                return;
+            };
+            let wait = match certify(&mut client, &cfg, &identity).await {
+                Ok(cert) => {
+                    let life = cert
+                        .valid_until
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default();
+                    info!(identity = %cfg.name, valid_for = %humantime::format_duration(Duration::from_secs(life.as_secs())), "certified");
+                    *identity.current.write().unwrap_or_else(|p| p.into_inner()) = Some(cert);
+                    *identity
+                        .last_error
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    backoff = Duration::from_millis(500);
+                    life.mul_f64(0.7)
+                }
+                Err(error) => {
+                    warn!(identity = %cfg.name, %error, retry_in = ?backoff, "certificate request failed; keeping the current certificate");
+                    *identity
+                        .last_error
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    wait
+                }
+            };
+            drop(identity);
+            tokio::time::sleep(wait).await;
+        }
+    });
+    Ok(identity)
+}
+
+async fn certify(
+    client: &mut IdentityClient<ControlPlane>,
+    cfg: &IdentityConfig,
+    identity: &Identity,
+) -> Result<Certificate, String> {
+    let token = std::fs::read_to_string(&cfg.token_file).map_err(|e| {
+        format!(
+            "reading the identity token {}: {e}",
+            cfg.token_file.display()
+        )
+    })?;
+    let csr = identity
+        .key
+        .csr_der()
+        .map_err(|e| format!("making the CSR: {e}"))?;
+    let rsp = client
+        .certify(CertifyRequest {
+            identity: cfg.name.clone(),
+            token: token.trim().to_string(),
+            certificate_signing_request: csr,
+        })
+        .await
+        .map_err(|s| format!("the identity service refused: {}", s.message()))?
+        .into_inner();
+    let valid_until =
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(rsp.valid_until_unix).unwrap_or(0));
+    if valid_until <= SystemTime::now() {
+        return Err("the identity service returned an expired certificate".into());
+    }
+    Ok(Certificate {
+        leaf_der: rsp.leaf_certificate,
+        intermediates_der: rsp.intermediate_certificates,
+        valid_until,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_api::identity::{
+        identity_server::{Identity as IdentityApi, IdentityServer},
+        CertifyResponse,
+    };
+    use conduit_identity::{ca, identity_name};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// An identity service that signs anything for a short life, and can be told to fail.
+    struct Signer {
+        issuer: ca::Issuer,
+        life: Duration,
+        issued: Arc<AtomicU32>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[tonic::async_trait]
+    impl IdentityApi for Signer {
+        async fn certify(
+            &self,
+            req: tonic::Request<CertifyRequest>,
+        ) -> Result<tonic::Response<CertifyResponse>, tonic::Status> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(tonic::Status::unavailable("down for the test"));
+            }
+            let r = req.into_inner();
+            let c = self
+                .issuer
+                .certify(&r.certificate_signing_request, &r.identity, self.life)
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            self.issued.fetch_add(1, Ordering::SeqCst);
+            Ok(tonic::Response::new(CertifyResponse {
+                leaf_certificate: c.leaf_der,
+                intermediate_certificates: vec![c.issuer_der],
+                valid_until_unix: c.not_after.unix_timestamp(),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn certifies_renews_and_keeps_the_certificate_while_the_service_is_down() {
+        let files = ca::generate(Duration::from_secs(3600), Duration::from_secs(3600)).unwrap();
+        let issued = Arc::new(AtomicU32::new(0));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let signer = Signer {
+            issuer: ca::Issuer::from_pem(&files.issuer_cert_pem, &files.issuer_key_pem).unwrap(),
+            // Whole seconds: the certificate's expiry is stored to the second.
+            life: Duration::from_secs(3),
+            issued: issued.clone(),
+            failing: failing.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(IdentityServer::new(signer))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let token = std::env::temp_dir().join(format!("conduit-token-{}", std::process::id()));
+        std::fs::write(&token, "a token\n").unwrap();
+        let name = identity_name("web", "emojivoto");
+        let identity = spawn(IdentityConfig {
+            addr,
+            token_file: token.clone(),
+            name: name.clone(),
+        })
+        .unwrap();
+        let wait_for = |n: u32| {
+            let issued = issued.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), async {
+                    while issued.load(Ordering::SeqCst) < n {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await
+                .expect("certificates were issued")
+            }
+        };
+        wait_for(1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = identity.certificate().expect("certified");
+        assert!(identity
+            .describe()
+            .contains(&format!("\"identity\":\"{name}\",\"certified\":true")));
+        // Renewed before it expires.
+        wait_for(2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = identity.certificate().unwrap();
+        assert_ne!(first.leaf_der, second.leaf_der);
+        // The service goes down: the proxy keeps what it has and says why it could not renew.
+        failing.store(true, Ordering::SeqCst);
+        let failed = tokio::time::timeout(Duration::from_secs(30), async {
+            while identity.last_error().is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(failed.is_ok());
+        assert!(identity.certificate().is_some());
+        assert!(identity.last_error().unwrap().contains("down for the test"));
+        // It comes back: renewal resumes.
+        failing.store(false, Ordering::SeqCst);
+        wait_for(3).await;
+        let _ = std::fs::remove_file(token);
+    }
+}
