@@ -4,6 +4,7 @@
 
 mod api;
 mod demo;
+mod identity;
 mod inject;
 mod local;
 mod stat;
@@ -40,6 +41,8 @@ enum Command {
     Tap(tap::TapArgs),
     /// The busiest paths of a resource, from its live traffic over a window.
     Top(top::TopArgs),
+    /// The identity and certificate of each proxy of a resource.
+    Identity(identity::IdentityArgs),
     /// Run the sample app, meshed, on this host, and show its golden metrics.
     Demo(demo::DemoArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Edges(args) => stat::edges(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
+        Command::Identity(args) => identity::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

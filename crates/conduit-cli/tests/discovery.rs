@@ -57,7 +57,9 @@ fn proxy_metrics(rt: &Runtime, pod: &Value) -> String {
 fn requests_are_balanced_per_request_and_survive_the_control_plane() {
     let rt = Runtime::new("balance");
     let text = std::fs::read_to_string(manifest()).unwrap();
-    let at = text.find("name: voting\n").unwrap();
+    let at = text
+        .find("kind: Deployment\nmetadata:\n  name: voting\n")
+        .unwrap();
     let replicas = at + text[at..].find("replicas: 1").unwrap();
     let two_voting = format!(
         "{}replicas: 2{}",
@@ -185,12 +187,7 @@ fn requests_are_balanced_per_request_and_survive_the_control_plane() {
     // Scale voting down to one pod while traffic flows: the removed endpoint drains, and
     // no request fails because of it (only the doughnut's own gRPC errors remain).
     let web_before = proxy_metrics(&rt, &web);
-    rt.ok(&[
-        "local",
-        "up",
-        "-f",
-        injected_one_voting(&rt).to_str().unwrap(),
-    ]);
+    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
     let one_left = wait_until(Duration::from_secs(30), || {
         pods_of(&rt.status(), "voting").len() == 1
     });
@@ -235,18 +232,6 @@ fn requests_are_balanced_per_request_and_survive_the_control_plane() {
     );
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(meshed);
-}
-
-/// The sample app, meshed, with its manifest's one voting replica.
-fn injected_one_voting(rt: &Runtime) -> std::path::PathBuf {
-    let out = Command::new(CONDUIT)
-        .arg("inject")
-        .arg(manifest())
-        .output()
-        .unwrap();
-    let path = rt.dir.with_extension("one-meshed.yml");
-    std::fs::write(&path, &out.stdout).unwrap();
-    path
 }
 
 /// Opaque TCP to a Service's virtual IP is balanced the same way: the client's proxy

@@ -104,13 +104,7 @@ fn the_sample_app_runs_unmeshed_and_down_leaves_nothing() {
 #[test]
 fn injected_pods_run_the_real_proxy_and_its_rules() {
     let rt = Runtime::new("meshed");
-    let injected = rt.dir.with_extension("meshed.yml");
-    let out = Command::new(CONDUIT)
-        .args(["inject", manifest().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&injected, &out.stdout).unwrap();
+    let injected = rt.meshed_manifest();
     rt.ok(&["local", "up", "-f", injected.to_str().unwrap()]);
     let status = rt.status();
     for pod in status["pods"].as_array().unwrap() {
@@ -148,7 +142,7 @@ fn bad_manifests_are_refused_before_anything_starts() {
             "spec.template.spec.containers[0].command: missing",
         ),
         (
-            good.replacen("kind: Service", "kind: Ingress", 1),
+            good.replacen("kind: Service\n", "kind: Ingress\n", 1),
             "kind: v1 Ingress is not something the local runtime runs",
         ),
         (

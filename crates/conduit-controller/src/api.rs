@@ -43,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/workloads", get(workloads))
         .route("/api/tap", get(tap))
         .route("/api/top", get(top))
+        .route("/api/identity", get(identity))
         .with_state(state)
 }
 
@@ -195,7 +196,7 @@ fn tap_targets(
     let meshed: Vec<PodInfo> = pods.into_iter().filter(|p| p.meshed).collect();
     if meshed.is_empty() {
         return Err(BadRequest(format!(
-            "{what} is not meshed: tap needs the conduit proxy (conduit inject)"
+            "{what} is not meshed: it has no conduit proxy (conduit inject adds it)"
         )));
     }
     Ok((workloads, meshed))
@@ -269,4 +270,36 @@ async fn metrics(State(s): State<ApiState>) -> String {
         ));
     }
     out
+}
+
+#[derive(Deserialize)]
+struct IdentityQuery {
+    resource: String,
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// The certificates of a resource's proxies, as each proxy reports it.
+async fn identity(
+    State(s): State<ApiState>,
+    Query(q): Query<IdentityQuery>,
+) -> Result<Json<serde_json::Value>, BadRequest> {
+    let (_, pods) = tap_targets(&s, &q.resource, q.name.as_deref(), q.namespace.as_deref())?;
+    let mut rows = Vec::new();
+    for pod in pods {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::scrape::fetch(&pod, "/identity"),
+        )
+        .await;
+        let mut row = match answer {
+            Ok(Ok(text)) => serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| serde_json::json!({ "error": format!("the proxy answered something that is not JSON: {e}") })),
+            Ok(Err(e)) => serde_json::json!({ "error": e }),
+            Err(_) => serde_json::json!({ "error": "the proxy did not answer within 5s" }),
+        };
+        row["namespace"] = pod.namespace.clone().into();
+        row["pod"] = pod.name.clone().into();
+        rows.push(row);
+    }
+    Ok(Json(serde_json::Value::Array(rows)))
 }

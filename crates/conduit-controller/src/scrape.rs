@@ -34,7 +34,7 @@ pub fn spawn(
             for pod in current.pods.iter().filter(|p| p.meshed).cloned() {
                 let timeout = interval.min(Duration::from_secs(5));
                 scrapes.spawn(async move {
-                    let result = tokio::time::timeout(timeout, fetch(&pod)).await;
+                    let result = tokio::time::timeout(timeout, fetch(&pod, "/metrics")).await;
                     (pod, result)
                 });
             }
@@ -60,8 +60,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// GET `/metrics` from a pod's proxy.
-pub async fn fetch(pod: &PodInfo) -> Result<String, String> {
+/// GET `path` from a pod's proxy admin server.
+pub async fn fetch(pod: &PodInfo, path: &str) -> Result<String, String> {
     let addr = pod.admin_addr();
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -70,7 +70,7 @@ pub async fn fetch(pod: &PodInfo) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::get("/metrics")
+    let req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| e.to_string())?;

@@ -22,6 +22,13 @@ pub const INIT_CONTAINER: &str = "conduit-init";
 /// An `emptyDir` mounted at the init container's `/run`, where iptables keeps its lock
 /// file: the init container's root filesystem is read-only.
 pub const INIT_LOCK_VOLUME: &str = "conduit-init-xtables-lock";
+/// The volume with the proxy's identity token: a projected ServiceAccount token for the
+/// mesh's audience, which only the identity service accepts.
+pub const IDENTITY_TOKEN_VOLUME: &str = "conduit-identity-token";
+/// Where the proxy finds its identity token.
+pub const IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/conduit.io/identity";
+/// The audience of identity tokens.
+pub const IDENTITY_AUDIENCE: &str = "identity.conduit.io";
 /// Annotation: the proxy version a pod was injected with.
 pub const VERSION_ANNOTATION: &str = "conduit.io/proxy-version";
 /// Annotation: `disabled` on a workload or its pod template opts out of injection.
@@ -61,6 +68,8 @@ pub struct InjectOptions {
     pub proxy_image: String,
     /// The control plane's destination service, `host:port`.
     pub destination_addr: String,
+    /// The control plane's identity service, `host:port`.
+    pub identity_addr: String,
     /// The UID the proxy runs as; the redirect leaves this UID's traffic alone.
     pub proxy_uid: u32,
     /// Inbound ports not redirected to the proxy, as given: `22`, `9000-9010`.
@@ -76,6 +85,7 @@ impl Default for InjectOptions {
         InjectOptions {
             proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
             destination_addr: "conduit-destination.conduit.svc.cluster.local:8086".into(),
+            identity_addr: "conduit-identity.conduit.svc.cluster.local:8086".into(),
             proxy_uid: 2102,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
@@ -425,6 +435,13 @@ fn add_proxy(template: &mut Map<String, Value>, deployment: Option<&str>, opts: 
     list_at(spec, "containers").insert(0, proxy_container(deployment, opts));
     let volume = json!({ "name": INIT_LOCK_VOLUME, "emptyDir": {} });
     list_at(spec, "volumes").insert(0, volume);
+    let token = json!({
+        "name": IDENTITY_TOKEN_VOLUME,
+        "projected": { "sources": [{ "serviceAccountToken": {
+            "audience": IDENTITY_AUDIENCE, "expirationSeconds": 86400, "path": "token",
+        } }] },
+    });
+    list_at(spec, "volumes").insert(1, token);
 }
 
 /// Removes what [`add_proxy`] adds, wherever it is; says whether there was any.
@@ -445,6 +462,7 @@ fn remove_proxy(template: &mut Map<String, Value>) -> bool {
         removed |= remove_named(spec, "containers", PROXY_CONTAINER, false);
         removed |= remove_named(spec, "initContainers", INIT_CONTAINER, true);
         removed |= remove_named(spec, "volumes", INIT_LOCK_VOLUME, true);
+        removed |= remove_named(spec, "volumes", IDENTITY_TOKEN_VOLUME, true);
     }
     removed
 }
@@ -550,6 +568,15 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
         "CONDUIT_PROXY_DESTINATION_ADDR",
         &opts.destination_addr,
     ));
+    env.push(value("CONDUIT_PROXY_IDENTITY_ADDR", &opts.identity_addr));
+    env.push(value(
+        "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+        &format!("{IDENTITY_TOKEN_DIR}/token"),
+    ));
+    env.push(from_field(
+        "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
+        "spec.serviceAccountName",
+    ));
     env.push(value("CONDUIT_PROXY_LOG", &opts.log));
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
@@ -564,6 +591,7 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
             port("conduit-admin", ADMIN_PORT),
             port("conduit-tap", TAP_PORT),
         ],
+        "volumeMounts": [{ "name": IDENTITY_TOKEN_VOLUME, "mountPath": IDENTITY_TOKEN_DIR, "readOnly": true }],
         "readinessProbe": probe("/ready", 1),
         "livenessProbe": probe("/live", 10),
         "securityContext": {
@@ -600,6 +628,7 @@ spec:
         let opts = InjectOptions {
             proxy_image: "proxy:dev".into(),
             destination_addr: "dst:8086".into(),
+            identity_addr: "id:8086".into(),
             proxy_uid: 999,
             skip_inbound_ports: vec!["22".into(), "9000-9010".into()],
             skip_outbound_ports: vec!["25".into()],

@@ -256,7 +256,7 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     for f in [layout.desired(), layout.state(), layout.daemon_pid()] {
         let _ = std::fs::remove_file(f);
     }
-    let _ = std::fs::remove_dir_all(layout.hosts());
+    let _ = std::fs::remove_dir_all(layout.etc());
     writeln!(out, "conduit local down: everything removed")?;
     Ok(())
 }
@@ -306,7 +306,7 @@ pub fn exec(
     };
     let ns = conduit_netns::NetNs::open(&p.netns)?;
     let exec = conduit_netns::Exec {
-        etc_hosts: Some(layout.hosts().join(&p.netns)),
+        etc: Some(layout.etc().join(&p.netns)),
         ..conduit_netns::Exec::default()
     };
     let status = ns

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 /// Runs the supervisor until `SIGTERM`; called in the detached daemon process.
 pub fn run(layout: Layout) -> anyhow::Result<()> {
     std::fs::create_dir_all(layout.logs())?;
-    std::fs::create_dir_all(layout.hosts())?;
+    std::fs::create_dir_all(layout.etc())?;
     std::fs::write(layout.daemon_pid(), std::process::id().to_string())?;
     let node = net::create_node(&layout).context("creating the node namespace and its bridge")?;
     // Every thread of the supervisor is born in the node namespace: probes and the
@@ -38,7 +38,9 @@ pub fn run(layout: Layout) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(Supervisor::new(layout.clone(), node).run());
+    let identity =
+        LocalIdentity::create(&layout).context("making the runtime's trust anchor and issuer")?;
+    let result = runtime.block_on(Supervisor::new(layout.clone(), node, identity).run());
     drop(runtime);
     // Last, so that whoever waits for the pid file to go knows everything is gone.
     let _ = std::fs::remove_file(layout.daemon_pid());
@@ -80,8 +82,76 @@ struct Supervisor {
     next_vip: u32,
     written: Option<State>,
     generation: u64,
+    /// The trust files and the token secret of this runtime's identities.
+    identity: Arc<LocalIdentity>,
     /// The control plane, supervised like a pod's containers but in the node namespace.
     control_plane: Option<(Shared<PodState>, watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+/// The runtime's identity material: a trust anchor and issuer made at start (the
+/// anchor's key is never kept), and the secret that signs the tokens it gives its pods.
+pub struct LocalIdentity {
+    dir: PathBuf,
+    tokens: conduit_identity::token::Tokens,
+    lifetime: String,
+}
+
+impl LocalIdentity {
+    /// Makes the trust files under the run directory; `CONDUIT_LOCAL_IDENTITY_LIFETIME`
+    /// (default `24h`) sets how long certificates live.
+    fn create(layout: &Layout) -> anyhow::Result<LocalIdentity> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = layout.dir().join("identity");
+        std::fs::create_dir_all(dir.join("tokens"))?;
+        // Proxies (their own UID) must reach their token files, but not list them.
+        for d in [&dir, &dir.join("tokens")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+        }
+        let files = conduit_identity::ca::generate(
+            Duration::from_secs(10 * 365 * 86_400),
+            Duration::from_secs(365 * 86_400),
+        )?;
+        std::fs::write(dir.join("anchor.pem"), &files.anchor_pem)?;
+        std::fs::write(dir.join("issuer.pem"), &files.issuer_cert_pem)?;
+        let secret = conduit_identity::token::Tokens::generate_secret()
+            .map_err(|_| anyhow::anyhow!("no randomness for the token secret"))?;
+        for (name, bytes) in [
+            ("issuer-key.pem", files.issuer_key_pem.as_bytes()),
+            ("token-secret", &secret[..]),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let lifetime =
+            std::env::var("CONDUIT_LOCAL_IDENTITY_LIFETIME").unwrap_or_else(|_| "24h".into());
+        Ok(LocalIdentity {
+            dir,
+            tokens: conduit_identity::token::Tokens::new(&secret),
+            lifetime,
+        })
+    }
+
+    /// Writes the token of `pod` where only its proxy's UID can read it.
+    fn token_for(&self, pod: &PodState, containers: &[ContainerSpec]) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let token = self.tokens.issue(&conduit_identity::token::Claims {
+            namespace: pod.namespace.clone(),
+            service_account: pod.service_account.clone(),
+            pod: pod.name.clone(),
+            ip: std::net::IpAddr::V4(pod.ip),
+        });
+        let path = self.dir.join("tokens").join(&pod.netns);
+        std::fs::write(&path, token)?;
+        let uid = containers
+            .iter()
+            .find(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER)
+            .and_then(|c| c.run_as_user)
+            .unwrap_or(2102);
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        Ok(path)
+    }
 }
 
 /// How long a removed pod keeps running after leaving its Services' endpoints.
@@ -96,7 +166,7 @@ pub fn api_socket(layout: &Layout) -> PathBuf {
 }
 
 impl Supervisor {
-    fn new(layout: Layout, node: NetNs) -> Supervisor {
+    fn new(layout: Layout, node: NetNs, identity: LocalIdentity) -> Supervisor {
         Supervisor {
             layout,
             node: Arc::new(node),
@@ -112,6 +182,7 @@ impl Supervisor {
             next_vip: 1,
             written: None,
             generation: 0,
+            identity: Arc::new(identity),
             control_plane: None,
         }
     }
@@ -124,9 +195,9 @@ impl Supervisor {
             warn!("conduit-controller was not found next to conduit or on PATH: running without a control plane");
             return;
         };
-        let hosts = self.layout.hosts().join("node");
-        if let Err(error) = net::write_in_place(&hosts, "127.0.0.1\tlocalhost\n") {
-            warn!(%error, "writing the node's hosts file failed");
+        let etc = self.layout.etc().join("node");
+        if let Err(error) = net::write_etc(&etc, "127.0.0.1\tlocalhost\n", "conduit") {
+            warn!(%error, "writing the node's /etc files failed");
             return;
         }
         let spec = ContainerSpec {
@@ -141,6 +212,18 @@ impl Supervisor {
                 "5s".into(),
                 "--destination-addr".into(),
                 format!("{}:{DESTINATION_PORT}", crate::layout::NODE_IP),
+                "--identity-issuer-cert".into(),
+                self.identity.dir.join("issuer.pem").display().to_string(),
+                "--identity-issuer-key".into(),
+                self.identity
+                    .dir
+                    .join("issuer-key.pem")
+                    .display()
+                    .to_string(),
+                "--local-token-secret".into(),
+                self.identity.dir.join("token-secret").display().to_string(),
+                "--identity-lifetime".into(),
+                self.identity.lifetime.clone(),
             ],
             env: Vec::new(),
             ports: BTreeMap::new(),
@@ -156,6 +239,7 @@ impl Supervisor {
             ip: crate::layout::NODE_IP,
             netns: self.layout.node_netns(),
             meshed: false,
+            service_account: String::new(),
             labels: BTreeMap::new(),
             phase: "Running".into(),
             ready: true,
@@ -169,7 +253,7 @@ impl Supervisor {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(
             self.node.clone(),
-            hosts,
+            etc,
             spec,
             0,
             state.clone(),
@@ -289,6 +373,7 @@ impl Supervisor {
             ip: pod_ip(index),
             netns,
             meshed: d.meshed,
+            service_account: d.service_account.clone(),
             labels: d.labels.clone(),
             phase: "Pending".into(),
             ready: false,
@@ -313,6 +398,7 @@ impl Supervisor {
             spec: d.clone(),
             state: state.clone(),
             view: self.view.clone(),
+            identity: self.identity.clone(),
         };
         let task = tokio::spawn(ctx.run(stopped));
         info!(pod = %name, namespace = %d.namespace, "pod created");
@@ -386,13 +472,13 @@ impl Supervisor {
         view.services = services;
         let rules = view.rules.clone();
         let services = view.services.clone();
-        for (ns, pod, hosts) in view.applied.clone() {
+        for (ns, pod, etc) in view.applied.clone() {
             let rules = rules.clone();
             let services = services.clone();
             let result = tokio::task::spawn_blocking(move || {
                 if names_changed {
                     let text = net::hosts_file(&lock(&pod).clone(), &services);
-                    net::write_in_place(&hosts, &text)?;
+                    net::write_in_place(&etc.join("hosts"), &text)?;
                 }
                 net::apply_service_rules(&ns, &rules)
             })
@@ -447,7 +533,7 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(api_socket(&self.layout));
         let _ = std::fs::remove_file(self.layout.state());
-        let _ = std::fs::remove_dir_all(self.layout.hosts());
+        let _ = std::fs::remove_dir_all(self.layout.etc());
         info!("torn down");
     }
 }
@@ -489,6 +575,7 @@ struct PodCtx {
     spec: DeploymentSpec,
     state: Shared<PodState>,
     view: Arc<tokio::sync::Mutex<ServiceView>>,
+    identity: Arc<LocalIdentity>,
 }
 
 impl PodCtx {
@@ -518,8 +605,8 @@ impl PodCtx {
                         .set_message("Failed", format!("creating the pod's network failed: {e}"))
                 }
             };
-        let hosts = self.layout.hosts().join(&netns);
-        let containers = self.start(&ns, &hosts, &mut stop).await;
+        let etc = self.layout.etc().join(&netns);
+        let containers = self.start(&ns, &etc, &mut stop).await;
         let mut probes: Vec<ProbeTrack> = self
             .spec
             .containers
@@ -548,7 +635,7 @@ impl PodCtx {
             .await
             .applied
             .retain(|(n, _, _)| n.name() != ns.name());
-        let _ = std::fs::remove_file(&hosts);
+        let _ = std::fs::remove_dir_all(&etc);
         if let Ok(ns) = Arc::try_unwrap(ns) {
             let _ = tokio::task::spawn_blocking(move || ns.delete()).await;
         }
@@ -560,16 +647,17 @@ impl PodCtx {
     async fn start(
         &self,
         ns: &Arc<NetNs>,
-        hosts: &std::path::Path,
+        etc: &std::path::Path,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Vec<(watch::Sender<bool>, JoinHandle<()>)>> {
         {
             let view = self.view.lock().await;
-            let text = net::hosts_file(&lock(&self.state).clone(), &view.services);
-            if let Err(e) = net::write_in_place(hosts, &text) {
+            let pod = lock(&self.state).clone();
+            let text = net::hosts_file(&pod, &view.services);
+            if let Err(e) = net::write_etc(etc, &text, &pod.namespace) {
                 self.set_message(
                     "Failed",
-                    format!("writing the pod's hosts file failed: {e}"),
+                    format!("writing the pod's /etc files failed: {e}"),
                 );
                 return None;
             }
@@ -579,7 +667,7 @@ impl PodCtx {
             loop {
                 self.set_message("Pending", format!("running init container {}", c.name));
                 let log = self.log(&c.name);
-                match launch(ns, hosts, c, &self.state, &log) {
+                match launch(ns, etc, c, &self.state, &log) {
                     Ok(mut child) => match child.wait().await {
                         Ok(status) if status.success() => break,
                         Ok(status) => self.set_message(
@@ -615,23 +703,44 @@ impl PodCtx {
             {
                 Ok(Ok(())) => {
                     view.applied
-                        .push((ns.clone(), self.state.clone(), hosts.to_path_buf()))
+                        .push((ns.clone(), self.state.clone(), etc.to_path_buf()))
                 }
                 Ok(Err(e)) => warn!(error = %e, "applying Service rules failed"),
                 Err(e) => warn!(error = %e, "applying Service rules failed"),
             }
         }
+        let mut containers = self.spec.containers.clone();
+        if self.spec.meshed {
+            let pod = lock(&self.state).clone();
+            match self.identity.token_for(&pod, &containers) {
+                Ok(file) => {
+                    // The injected path is the Kubernetes one; here the runtime hands out the token.
+                    for c in containers
+                        .iter_mut()
+                        .filter(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER)
+                    {
+                        c.env.retain(|e| !matches!(e, EnvSpec::Value { name, .. } | EnvSpec::PodField { name, .. } if name == "CONDUIT_PROXY_IDENTITY_TOKEN_FILE"));
+                        c.env.push(EnvSpec::Value {
+                            name: "CONDUIT_PROXY_IDENTITY_TOKEN_FILE".into(),
+                            value: file.display().to_string(),
+                        });
+                    }
+                }
+                Err(e) => self.set_message(
+                    "Pending",
+                    format!("issuing the pod's identity token failed: {e}"),
+                ),
+            }
+        }
         self.set_message("Running", "starting containers");
-        let containers = self
-            .spec
-            .containers
+        let containers = containers
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let (tx, rx) = watch::channel(false);
                 let task = tokio::spawn(supervise(
                     ns.clone(),
-                    hosts.to_path_buf(),
+                    etc.to_path_buf(),
                     c.clone(),
                     i,
                     self.state.clone(),
@@ -746,6 +855,7 @@ fn environment(c: &ContainerSpec, pod: &PodState) -> Vec<(String, String)> {
                     PodField::Name => pod.name.clone(),
                     PodField::Namespace => pod.namespace.clone(),
                     PodField::Ip => pod.ip.to_string(),
+                    PodField::ServiceAccount => pod.service_account.clone(),
                 },
             )),
         }
@@ -756,14 +866,14 @@ fn environment(c: &ContainerSpec, pod: &PodState) -> Vec<(String, String)> {
 /// Starts one run of a container's process in the pod.
 fn launch(
     ns: &NetNs,
-    hosts: &std::path::Path,
+    etc: &std::path::Path,
     c: &ContainerSpec,
     pod: &Shared<PodState>,
     log: &std::path::Path,
 ) -> std::io::Result<tokio::process::Child> {
     let exec = Exec {
         uid: c.run_as_user.filter(|u| *u != 0),
-        etc_hosts: Some(hosts.to_path_buf()),
+        etc: Some(etc.to_path_buf()),
         new_session: true,
     };
     let mut cmd = ns.command_with(&c.argv[0], &exec)?;
@@ -787,7 +897,7 @@ fn launch(
 /// reset after a minute of good health) until the pod stops.
 async fn supervise(
     ns: Arc<NetNs>,
-    hosts: PathBuf,
+    etc: PathBuf,
     c: ContainerSpec,
     i: usize,
     pod: Shared<PodState>,
@@ -797,7 +907,7 @@ async fn supervise(
     let mut backoff = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        match launch(&ns, &hosts, &c, &pod, &log) {
+        match launch(&ns, &etc, &c, &pod, &log) {
             Ok(mut child) => {
                 let pid = child.id();
                 {

@@ -84,9 +84,10 @@ impl Layout {
         self.dir.join("logs")
     }
 
-    /// Per-pod hosts files, bound over `/etc/hosts` in the pod's processes.
-    pub fn hosts(&self) -> PathBuf {
-        self.dir.join("hosts")
+    /// Per-pod directories of `hosts` and `resolv.conf`, bound over those in `/etc` in
+    /// the pod's processes.
+    pub fn etc(&self) -> PathBuf {
+        self.dir.join("etc")
     }
 
     /// The network namespace that plays the node: it holds the bridge and the supervisor.

@@ -27,6 +27,8 @@ pub const REJECT_CHAIN: &str = "CONDUIT_LOCAL_REJECT";
 pub const CONTROL_PLANE_NAMES: &[&str] = &[
     "conduit-destination.conduit.svc.cluster.local",
     "conduit-destination.conduit",
+    "conduit-identity.conduit.svc.cluster.local",
+    "conduit-identity.conduit",
     "conduit-api.conduit.svc.cluster.local",
     "conduit-api.conduit",
 ];
@@ -72,6 +74,21 @@ pub fn hosts_file(pod: &PodState, services: &[ServiceState]) -> String {
         let _ = writeln!(out, "{}\t{}", s.vip, names.join(" "));
     }
     out
+}
+
+/// The `resolv.conf` of a pod in `namespace`. Names resolve from the hosts file; the
+/// runtime runs no DNS server, and a nameserver on the pod's own loopback refuses at
+/// once, so resolvers that also ask DNS (c-ares in gRPC, for SRV and TXT records) fail
+/// fast instead of waiting on, or leaking queries to, the host's resolver.
+pub fn resolv_conf(namespace: &str) -> String {
+    format!("search {namespace}.svc.cluster.local svc.cluster.local cluster.local\nnameserver 127.0.0.1\n")
+}
+
+/// Writes the directory whose `hosts` and `resolv.conf` a pod's processes see in `/etc`.
+pub fn write_etc(dir: &Path, hosts: &str, namespace: &str) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_in_place(&dir.join("hosts"), hosts)?;
+    write_in_place(&dir.join("resolv.conf"), &resolv_conf(namespace))
 }
 
 /// Rewrites a hosts file in place: running processes see it through a bind mount of
@@ -230,6 +247,7 @@ COMMIT
             ip: [198, 18, 0, 2].into(),
             netns: "cdl-p1".into(),
             meshed: false,
+            service_account: "default".into(),
             labels: Default::default(),
             phase: "Running".into(),
             ready: true,

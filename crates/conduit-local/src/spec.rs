@@ -32,6 +32,13 @@ pub struct DeploymentSpec {
     pub containers: Vec<ContainerSpec>,
     /// Whether the template carries the sidecar `conduit inject` adds.
     pub meshed: bool,
+    /// The pod template's ServiceAccount (`default` when unset): its mesh identity.
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+}
+
+fn default_service_account() -> String {
+    "default".to_string()
 }
 
 /// A container: a host process started in the pod's network namespace.
@@ -61,6 +68,7 @@ pub enum PodField {
     Name,
     Namespace,
     Ip,
+    ServiceAccount,
 }
 
 /// A readiness probe.
@@ -122,14 +130,14 @@ impl AppSpec {
             match (doc.api_version(), doc.kind()) {
                 (Some("apps/v1"), Some("Deployment")) => spec.deployments.push(deployment(&doc, resolve)?),
                 (Some("v1"), Some("Service")) => spec.services.push(service(&doc)?),
-                // A namespace needs nothing local: names carry it.
-                (Some("v1"), Some("Namespace")) => {}
+                // Namespaces and ServiceAccounts need nothing local: names carry them.
+                (Some("v1"), Some("Namespace" | "ServiceAccount")) => {}
                 (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
                 (api, Some(kind)) => {
                     return Err(doc.field_error(
                         "kind",
                         format!(
-                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services (and accepts Namespaces)",
+                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services (and accepts Namespaces and ServiceAccounts)",
                             api.unwrap_or("(no apiVersion)")
                         ),
                     ))
@@ -220,6 +228,11 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
     let meshed = containers
         .iter()
         .any(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER);
+    let service_account = pod
+        .service_account_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(default_service_account);
     Ok(DeploymentSpec {
         namespace: namespace_of(doc),
         name,
@@ -228,6 +241,7 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
         init_containers,
         containers,
         meshed,
+        service_account,
     })
 }
 
@@ -288,10 +302,11 @@ fn container(
                     Some("metadata.name") => PodField::Name,
                     Some("metadata.namespace") => PodField::Namespace,
                     Some("status.podIP") => PodField::Ip,
+                    Some("spec.serviceAccountName") => PodField::ServiceAccount,
                     _ => {
                         return Err(doc.field_error(
                             &format!("{f}.valueFrom"),
-                            "only fieldRef to metadata.name, metadata.namespace or status.podIP is supported locally",
+                            "only fieldRef to metadata.name, metadata.namespace, status.podIP or spec.serviceAccountName is supported locally",
                         ))
                     }
                 };

@@ -31,6 +31,9 @@ pub struct PodState {
     pub ip: Ipv4Addr,
     pub netns: String,
     pub meshed: bool,
+    /// Its ServiceAccount, which names its identity.
+    #[serde(default)]
+    pub service_account: String,
     pub labels: BTreeMap<String, String>,
     /// `Pending` (initialising), `Running`, or `Failed` (an init container failed).
     pub phase: String,

@@ -47,9 +47,10 @@ fn output_ok(cmd: &mut Command, program: &str, args: &[&str]) -> Result<String, 
 pub struct Exec {
     /// Run as this UID (and GID), with no supplementary groups.
     pub uid: Option<u32>,
-    /// Bind this file over `/etc/hosts` in a mount namespace of the process's own, as
-    /// `ip netns exec` does with `/etc/netns/NAME/hosts`.
-    pub etc_hosts: Option<PathBuf>,
+    /// Bind this directory's `hosts` and `resolv.conf` over `/etc/hosts` and
+    /// `/etc/resolv.conf` in a mount namespace of the process's own, as `ip netns exec`
+    /// does with `/etc/netns/NAME/`.
+    pub etc: Option<PathBuf>,
     /// Start a new session (and process group), so the process and its children can be
     /// signalled together.
     pub new_session: bool,
@@ -123,24 +124,30 @@ impl NetNs {
                 ..Exec::default()
             },
         )
-        .expect("no hosts file, so nothing can fail before spawn")
+        .expect("no etc directory, so nothing can fail before spawn")
     }
 
     /// A command that runs inside the namespace as `exec` says.
     pub fn command_with(&self, program: &str, exec: &Exec) -> io::Result<Command> {
         let mut cmd = Command::new(program);
         let fd = self.file.as_raw_fd();
-        let hosts = exec
-            .etc_hosts
-            .as_ref()
-            .map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()))
-            .transpose()
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "hosts file path has a NUL byte",
-                )
-            })?;
+        let c_path = |file: &str, dir: &PathBuf| {
+            std::ffi::CString::new(dir.join(file).into_os_string().into_encoded_bytes()).map_err(
+                |_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "etc directory path has a NUL byte",
+                    )
+                },
+            )
+        };
+        let etc = match &exec.etc {
+            Some(dir) => Some([
+                (c_path("hosts", dir)?, c"/etc/hosts"),
+                (c_path("resolv.conf", dir)?, c"/etc/resolv.conf"),
+            ]),
+            None => None,
+        };
         let (uid, new_session) = (exec.uid, exec.new_session);
         // SAFETY: the closure runs in the forked child before exec and only makes raw
         // syscalls (setns, unshare, mount, setsid, setgroups, setgid, setuid), which are
@@ -152,27 +159,25 @@ impl NetNs {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                if let Some(hosts) = &hosts {
-                    // A private mount namespace, so the bind is this process's alone.
-                    let root = c"/";
-                    let target = c"/etc/hosts";
+                if let Some(binds) = &etc {
+                    // A private mount namespace, so the binds are this process's alone.
                     if libc::unshare(libc::CLONE_NEWNS) != 0
                         || libc::mount(
                             std::ptr::null(),
-                            root.as_ptr(),
+                            c"/".as_ptr(),
                             std::ptr::null(),
                             libc::MS_REC | libc::MS_PRIVATE,
                             std::ptr::null(),
                         ) != 0
-                        || libc::mount(
-                            hosts.as_ptr(),
-                            target.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        ) != 0
                     {
                         return Err(io::Error::last_os_error());
+                    }
+                    for (source, target) in binds {
+                        let (fstype, data) = (std::ptr::null(), std::ptr::null());
+                        let (source, target) = (source.as_ptr(), target.as_ptr());
+                        if libc::mount(source, target, fstype, libc::MS_BIND, data) != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
                     }
                 }
                 if new_session && libc::setsid() < 0 {

@@ -43,6 +43,10 @@ fn has_the_expected_kinds_and_names() {
         ("Service", "emoji-svc"),
         ("Service", "voting-svc"),
         ("Service", "web-svc"),
+        ("ServiceAccount", "emoji"),
+        ("ServiceAccount", "vote-bot"),
+        ("ServiceAccount", "voting"),
+        ("ServiceAccount", "web"),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
@@ -77,7 +81,9 @@ fn every_container_runs_one_of_the_binaries() {
 fn services_select_deployments_and_env_names_services() {
     let docs = documents();
     let env = |app: &str, var: &str| -> String {
-        let deployment = docs.iter().find(|d| str_at(d, "/metadata/name") == app);
+        let deployment = docs
+            .iter()
+            .find(|d| str_at(d, "/kind") == "Deployment" && str_at(d, "/metadata/name") == app);
         let env = deployment.and_then(|d| d.pointer("/spec/template/spec/containers/0/env"));
         let env = env.and_then(Value::as_array).expect("env");
         let entry = env.iter().find(|e| e["name"] == var).expect(var);

@@ -43,6 +43,23 @@ impl Runtime {
         Runtime { dir }
     }
 
+    /// The sample app, meshed by `conduit inject`, written next to the run directory.
+    pub fn meshed_manifest(&self) -> PathBuf {
+        let out = Command::new(CONDUIT)
+            .arg("inject")
+            .arg(manifest())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = self.dir.with_extension("meshed.yml");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
     pub fn conduit(&self, args: &[&str]) -> Output {
         Command::new(CONDUIT)
             .args(args)

@@ -1,0 +1,106 @@
+//! `conduit identity`: the certificate each proxy of a resource holds, its identity and
+//! when it expires, as the proxies themselves report it.
+
+use crate::{
+    api::{get_json, query_value as q, ApiAddr},
+    stat::print_table,
+    tap::parse_target,
+};
+use clap::{Args, ValueEnum};
+use std::{
+    io::Write,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct IdentityArgs {
+    /// Whose certificates: deploy/NAME, pod/NAME or ns/NAME.
+    target: String,
+    #[arg(short = 'n', long = "namespace", default_value = "default")]
+    namespace: String,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
+    #[arg(long)]
+    api_addr: Option<String>,
+}
+
+/// "in 23h 59m" or "expired 2m ago", from a Unix time.
+fn expiry(unix: u64, now: SystemTime) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(unix);
+    match at.duration_since(now) {
+        Ok(left) => format!(
+            "in {}",
+            humantime::format_duration(Duration::from_secs(left.as_secs() / 60 * 60))
+        ),
+        Err(e) => format!(
+            "expired {} ago",
+            humantime::format_duration(Duration::from_secs(e.duration().as_secs()))
+        ),
+    }
+}
+
+pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
+    let (kind, name) = parse_target(&args.target)?;
+    let mut path = format!("/api/identity?resource={kind}&name={}", q(name));
+    if kind != "ns" {
+        path.push_str(&format!("&namespace={}", q(&args.namespace)));
+    }
+    let rows = get_json(&ApiAddr::find(args.api_addr.as_deref()), &path)?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if let Output::Json = args.output {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let now = SystemTime::now();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let status = match (r["certified"].as_bool(), r["error"].as_str()) {
+                (_, Some(e)) => format!("unknown: {e}"),
+                (Some(true), _) => r["valid_until_unix"]
+                    .as_u64()
+                    .map_or("certified".into(), |u| expiry(u, now)),
+                _ => format!(
+                    "no certificate: {}",
+                    r["last_error"]
+                        .as_str()
+                        .unwrap_or("waiting for the identity service")
+                ),
+            };
+            vec![
+                r["pod"].as_str().unwrap_or("").to_string(),
+                r["identity"].as_str().unwrap_or("-").to_string(),
+                status,
+            ]
+        })
+        .collect();
+    print_table(
+        &["POD", "IDENTITY", "CERTIFICATE EXPIRES"],
+        &table,
+        &mut out,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_reads_naturally() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(expiry(1_000_000 + 86_400 - 30, now), "in 23h 59m");
+        assert_eq!(expiry(1_000_000 - 120, now), "expired 2m ago");
+    }
+}
