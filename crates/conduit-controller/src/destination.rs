@@ -36,14 +36,7 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
         let endpoints = port
             .endpoints
             .iter()
-            .map(|e| {
-                let pod = w.pod_by_ip(e.addr.ip());
-                Endpoint {
-                    addr: e.addr.to_string(),
-                    labels: pod.map(pod_labels).unwrap_or_default(),
-                    meshed: pod.is_some_and(|p| p.meshed),
-                }
-            })
+            .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip())))
             .collect();
         let labels = HashMap::from([
             ("namespace".to_string(), service.namespace.clone()),
@@ -60,15 +53,25 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
     match pod {
         Some((pod, port)) if pod.ready => Update {
             update: Some(update::Update::Endpoints(EndpointSet {
-                endpoints: vec![Endpoint {
-                    addr: std::net::SocketAddr::new(pod.ip, port).to_string(),
-                    labels: pod_labels(pod),
-                    meshed: pod.meshed,
-                }],
+                endpoints: vec![endpoint(std::net::SocketAddr::new(pod.ip, port), Some(pod))],
                 labels: HashMap::new(),
             })),
         },
         _ => no_endpoints(false),
+    }
+}
+
+/// An endpoint at `addr`, served by `pod` when discovery knows it. A meshed pod's proxy
+/// proves its ServiceAccount's identity; clients' proxies expect exactly that one.
+fn endpoint(addr: std::net::SocketAddr, pod: Option<&crate::discovery::PodInfo>) -> Endpoint {
+    let meshed = pod.filter(|p| p.meshed);
+    Endpoint {
+        addr: addr.to_string(),
+        labels: pod.map(pod_labels).unwrap_or_default(),
+        meshed: meshed.is_some(),
+        identity: meshed
+            .map(|p| conduit_identity::identity_name(&p.service_account, &p.namespace))
+            .unwrap_or_default(),
     }
 }
 
@@ -162,6 +165,11 @@ mod tests {
         };
         assert_eq!(set.endpoints[0].labels["deployment"], "web");
         assert!(set.endpoints[0].meshed);
+        assert_eq!(
+            set.endpoints[0].identity,
+            "web.emojivoto.serviceaccount.identity.conduit.cluster.local",
+            "a meshed endpoint names the identity its proxy must prove"
+        );
         assert_eq!(
             update_for(&w, "example.com:443", "emojivoto"),
             no_endpoints(false)

@@ -34,6 +34,8 @@ pub struct PodInfo {
     pub ip: IpAddr,
     pub meshed: bool,
     pub ready: bool,
+    /// Its ServiceAccount: with the namespace, the identity its proxy proves.
+    pub service_account: String,
 }
 
 impl PodInfo {
@@ -192,6 +194,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
                 ip: IpAddr::V4(p.ip),
                 meshed: p.meshed,
                 ready: p.ready,
+                service_account: p.service_account.clone(),
             })
             .collect(),
         services: state
@@ -233,6 +236,7 @@ pub(crate) mod tests {
             ip: IpAddr::from(ip),
             meshed: true,
             ready: true,
+            service_account: dep.into(),
         };
         Workloads {
             pods: vec![

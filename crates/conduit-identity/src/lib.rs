@@ -23,9 +23,45 @@ pub fn parse_identity(name: &str) -> Option<(&str, &str)> {
     (!sa.is_empty() && !ns.is_empty() && !ns.contains('.')).then_some((sa, ns))
 }
 
+/// The identity a certificate (DER) was issued to: its one DNS SAN, when that is an
+/// identity name. The certificate's chain is not checked here; TLS does that.
+pub fn cert_identity(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    match san.value.general_names.as_slice() {
+        [x509_parser::extensions::GeneralName::DNSName(name)] => {
+            parse_identity(name).map(|_| name.to_string())
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_name_their_identity() {
+        let files = ca::generate(
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap();
+        let issuer = ca::Issuer::from_pem(&files.issuer_cert_pem, &files.issuer_key_pem).unwrap();
+        let name = identity_name("web", "emojivoto");
+        let key = request::LocalKey::generate(&name).unwrap();
+        let c = issuer
+            .certify(
+                &key.csr_der().unwrap(),
+                &name,
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(cert_identity(&c.leaf_der), Some(name));
+        // The issuer's certificate names no workload.
+        assert_eq!(cert_identity(&c.issuer_der), None);
+        assert_eq!(cert_identity(b"not a certificate"), None);
+    }
 
     #[test]
     fn names_round_trip() {

@@ -29,6 +29,10 @@ pub const IDENTITY_TOKEN_VOLUME: &str = "conduit-identity-token";
 pub const IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/conduit.io/identity";
 /// The audience of identity tokens.
 pub const IDENTITY_AUDIENCE: &str = "identity.conduit.io";
+/// The ConfigMap (in the workload's namespace) that holds the mesh's trust anchors.
+pub const TRUST_ROOTS_CONFIGMAP: &str = "conduit-identity-trust-roots";
+/// Its key: the anchors as PEM.
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 /// Annotation: the proxy version a pod was injected with.
 pub const VERSION_ANNOTATION: &str = "conduit.io/proxy-version";
 /// Annotation: `disabled` on a workload or its pod template opts out of injection.
@@ -577,6 +581,10 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
         "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
         "spec.serviceAccountName",
     ));
+    env.push(json!({
+        "name": "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        "valueFrom": { "configMapKeyRef": { "name": TRUST_ROOTS_CONFIGMAP, "key": TRUST_ROOTS_KEY } },
+    }));
     env.push(value("CONDUIT_PROXY_LOG", &opts.log));
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });

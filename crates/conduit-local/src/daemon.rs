@@ -92,6 +92,8 @@ struct Supervisor {
 /// anchor's key is never kept), and the secret that signs the tokens it gives its pods.
 pub struct LocalIdentity {
     dir: PathBuf,
+    /// The trust anchor, for proxies' `conduit-identity-trust-roots` ConfigMap reference.
+    anchor_pem: String,
     tokens: conduit_identity::token::Tokens,
     lifetime: String,
 }
@@ -126,6 +128,7 @@ impl LocalIdentity {
         let lifetime =
             std::env::var("CONDUIT_LOCAL_IDENTITY_LIFETIME").unwrap_or_else(|_| "24h".into());
         Ok(LocalIdentity {
+            anchor_pem: files.anchor_pem.clone(),
             dir,
             tokens: conduit_identity::token::Tokens::new(&secret),
             lifetime,
@@ -732,6 +735,15 @@ impl PodCtx {
                 ),
             }
         }
+        // The mesh's trust roots are the one ConfigMap a pod may refer to: the runtime has them.
+        for e in containers.iter_mut().flat_map(|c| c.env.iter_mut()) {
+            if let EnvSpec::MeshTrustRoots { name } = e {
+                *e = EnvSpec::Value {
+                    name: name.clone(),
+                    value: self.identity.anchor_pem.clone(),
+                };
+            }
+        }
         self.set_message("Running", "starting containers");
         let containers = containers
             .iter()
@@ -858,6 +870,8 @@ fn environment(c: &ContainerSpec, pod: &PodState) -> Vec<(String, String)> {
                     PodField::ServiceAccount => pod.service_account.clone(),
                 },
             )),
+            // Replaced with the anchors before containers start.
+            EnvSpec::MeshTrustRoots { .. } => {}
         }
     }
     env

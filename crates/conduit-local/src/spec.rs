@@ -55,11 +55,21 @@ pub struct ContainerSpec {
     pub run_as_user: Option<u32>,
 }
 
-/// An environment variable: a literal, or a field of the pod.
+/// An environment variable: a literal, a field of the pod, or the mesh's trust anchors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnvSpec {
-    Value { name: String, value: String },
-    PodField { name: String, field: PodField },
+    Value {
+        name: String,
+        value: String,
+    },
+    PodField {
+        name: String,
+        field: PodField,
+    },
+    /// `valueFrom.configMapKeyRef` to the mesh's trust roots, which the runtime holds.
+    MeshTrustRoots {
+        name: String,
+    },
 }
 
 /// Pod fields the runtime can fill in (`valueFrom.fieldRef`).
@@ -296,6 +306,16 @@ fn container(
     for (i, e) in c.env.iter().flatten().enumerate() {
         let f = format!("{field}.env[{i}]");
         match (&e.value, &e.value_from) {
+            (_, Some(from))
+                if from.config_map_key_ref.as_ref().is_some_and(|r| {
+                    r.name == conduit_k8s::inject::TRUST_ROOTS_CONFIGMAP
+                        && r.key == conduit_k8s::inject::TRUST_ROOTS_KEY
+                }) =>
+            {
+                env.push(EnvSpec::MeshTrustRoots {
+                    name: e.name.clone(),
+                })
+            }
             (_, Some(from)) => {
                 let path = from.field_ref.as_ref().map(|r| r.field_path.as_str());
                 let field = match path {
@@ -306,7 +326,7 @@ fn container(
                     _ => {
                         return Err(doc.field_error(
                             &format!("{f}.valueFrom"),
-                            "only fieldRef to metadata.name, metadata.namespace, status.podIP or spec.serviceAccountName is supported locally",
+                            "only fieldRef to metadata.name, metadata.namespace, status.podIP or spec.serviceAccountName, and configMapKeyRef to the mesh's trust roots (conduit-identity-trust-roots), are supported locally",
                         ))
                     }
                 };

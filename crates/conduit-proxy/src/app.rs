@@ -2,7 +2,10 @@
 //! the admin server, and on shutdown stops accepting and drains within the grace period.
 
 use crate::config::Listen;
-use crate::{admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound, tap::Taps};
+use crate::{
+    admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound, tap::Taps,
+    tls::MeshTls,
+};
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -119,20 +122,27 @@ impl Bound {
         for listener in self.tap {
             tokio::spawn(crate::tap::serve(listener, taps.clone()));
         }
-        let inbound = inbound::side(config.clone(), metrics.clone(), taps.clone());
-        for listener in self.inbound {
-            tokio::spawn(inbound.clone().serve(listener, watch.clone()));
-        }
-        let outbound = outbound::side(config.clone(), metrics.clone(), taps);
-        for listener in self.outbound {
-            tokio::spawn(outbound.clone().serve(listener, watch.clone()));
-        }
-        drop(watch);
         let identity = config
             .identity
             .clone()
             .map(crate::identity::spawn)
             .transpose()?;
+        let tls = match (&identity, &config.identity) {
+            (Some(identity), Some(cfg)) => Some(Arc::new(
+                MeshTls::new(identity.clone(), &cfg.trust_anchors_pem)
+                    .map_err(|e| format!("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS: {e}"))?,
+            )),
+            _ => None,
+        };
+        let inbound = inbound::side(config.clone(), metrics.clone(), taps.clone(), tls.clone());
+        for listener in self.inbound {
+            tokio::spawn(inbound.clone().serve(listener, watch.clone()));
+        }
+        let outbound = outbound::side(config.clone(), metrics.clone(), taps, tls);
+        for listener in self.outbound {
+            tokio::spawn(outbound.clone().serve(listener, watch.clone()));
+        }
+        drop(watch);
         let admin = Arc::new(Admin {
             metrics,
             drain: signal.clone(),

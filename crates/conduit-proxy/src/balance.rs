@@ -5,6 +5,7 @@
 //! about ten seconds, so a slowing endpoint is avoided quickly and forgiven slowly; it
 //! also decays while idle, so an endpoint is tried again. Knows nothing about HTTP.
 
+use crate::connect::Endpoint;
 use std::{
     net::SocketAddr,
     sync::{
@@ -22,16 +23,16 @@ const DEFAULT_RTT: Duration = Duration::from_millis(1);
 /// One endpoint's load.
 #[derive(Debug)]
 pub struct EndpointLoad {
-    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
     pending: AtomicUsize,
     estimate: Mutex<(f64, Instant)>,
 }
 
 impl EndpointLoad {
     /// An endpoint with no history.
-    pub fn new(addr: SocketAddr) -> Arc<EndpointLoad> {
+    pub fn new(endpoint: Endpoint) -> Arc<EndpointLoad> {
         Arc::new(EndpointLoad {
-            addr,
+            endpoint,
             pending: AtomicUsize::new(0),
             estimate: Mutex::new((DEFAULT_RTT.as_secs_f64(), Instant::now())),
         })
@@ -100,7 +101,7 @@ impl InFlight {
 
     /// The endpoint it is in flight to.
     pub fn addr(&self) -> SocketAddr {
-        self.load.addr
+        self.load.endpoint.addr
     }
 }
 
@@ -120,15 +121,15 @@ pub struct Balancer {
 impl Balancer {
     /// Replaces the endpoint set, keeping what is known of endpoints that stay. Removed
     /// endpoints are no longer picked; requests in flight to them finish.
-    pub fn update(&self, addrs: &[SocketAddr]) {
+    pub fn update(&self, endpoints: &[Endpoint]) {
         let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let kept: Vec<Arc<EndpointLoad>> = addrs
+        let kept: Vec<Arc<EndpointLoad>> = endpoints
             .iter()
             .map(|a| {
                 eps.iter()
-                    .find(|e| e.addr == *a)
+                    .find(|e| e.endpoint == *a)
                     .cloned()
-                    .unwrap_or_else(|| EndpointLoad::new(*a))
+                    .unwrap_or_else(|| EndpointLoad::new(a.clone()))
             })
             .collect();
         *eps = kept;
@@ -164,7 +165,7 @@ impl Balancer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|e| e.addr)
+            .map(|e| e.endpoint.addr)
             .collect()
     }
 
@@ -193,9 +194,13 @@ mod tests {
         SocketAddr::from(([198, 18, 0, n], 8080))
     }
 
+    fn ep(n: u8) -> Endpoint {
+        Endpoint::plain(addr(n))
+    }
+
     #[test]
     fn peaks_at_once_and_decays_slowly() {
-        let e = EndpointLoad::new(addr(1));
+        let e = EndpointLoad::new(ep(1));
         let t0 = Instant::now();
         e.observe(Duration::from_millis(100), t0);
         assert!(
@@ -215,32 +220,32 @@ mod tests {
     #[test]
     fn prefers_the_fast_and_the_idle() {
         let b = Balancer::default();
-        b.update(&[addr(1), addr(2)]);
+        b.update(&[ep(1), ep(2)]);
         let eps = b.endpoints.lock().unwrap().clone();
         eps[0].observe(Duration::from_millis(50), Instant::now());
         eps[1].observe(Duration::from_millis(1), Instant::now());
         // With two endpoints both are always sampled: the faster one always wins.
         for _ in 0..100 {
-            assert_eq!(b.pick().unwrap().addr, addr(2));
+            assert_eq!(b.pick().unwrap().endpoint.addr, addr(2));
         }
         // Load counts too: enough requests in flight make the fast one the costlier.
         let _held: Vec<InFlight> = (0..60).map(|_| eps[1].start()).collect();
-        assert_eq!(b.pick().unwrap().addr, addr(1));
+        assert_eq!(b.pick().unwrap().endpoint.addr, addr(1));
     }
 
     #[test]
     fn spreads_across_equal_endpoints_and_forgets_removed_ones() {
         let b = Balancer::default();
-        b.update(&[addr(1), addr(2), addr(3)]);
+        b.update(&[ep(1), ep(2), ep(3)]);
         let mut seen = std::collections::HashMap::new();
         for _ in 0..3000 {
-            *seen.entry(b.pick().unwrap().addr).or_insert(0) += 1;
+            *seen.entry(b.pick().unwrap().endpoint.addr).or_insert(0) += 1;
         }
         assert_eq!(seen.len(), 3);
         assert!(seen.values().all(|n| *n > 600), "{seen:?}");
         let survivor = b.endpoints.lock().unwrap()[1].clone();
         survivor.observe(Duration::from_millis(7), Instant::now());
-        b.update(&[addr(2)]);
+        b.update(&[ep(2)]);
         assert_eq!(b.addrs(), [addr(2)]);
         let kept = b.pick().unwrap();
         assert!(
@@ -253,7 +258,7 @@ mod tests {
 
     #[test]
     fn in_flight_counts_until_dropped() {
-        let e = EndpointLoad::new(addr(1));
+        let e = EndpointLoad::new(ep(1));
         let g = e.start();
         assert_eq!(e.pending(), 1);
         g.complete();

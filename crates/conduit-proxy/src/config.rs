@@ -2,6 +2,7 @@
 //! at start into [`Config`]. A bad value is refused with the variable's name and the form
 //! it accepts. Knows nothing about sockets or serving.
 
+use rustls::pki_types::pem::PemObject;
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Everything the proxy needs to start, parsed and validated.
@@ -195,6 +196,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the token that proves the pod's ServiceAccount (required with CONDUIT_PROXY_IDENTITY_ADDR)",
     ),
     (
+        "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        "(none)",
+        "the mesh's trust anchors, PEM certificates; peers' certificates must chain to one (required with CONDUIT_PROXY_IDENTITY_ADDR)",
+    ),
+    (
         "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
         "default",
         "the pod's ServiceAccount; with the namespace it names the proxy's identity",
@@ -341,6 +347,28 @@ fn identity_config<'a>(
         .filter(|(_, v)| !v.is_empty())
         .ok_or_else(|| required("CONDUIT_PROXY_POD_NAMESPACE", "the pod's namespace"))?
         .1;
+    let anchors = get("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS")
+        .filter(|(_, v)| !v.trim().is_empty())
+        .ok_or_else(|| {
+            required(
+                "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+                "the mesh's trust anchors as PEM certificates",
+            )
+        })?
+        .1;
+    let bad_anchors = |why: String| ConfigError {
+        var: "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        value: anchors.chars().take(40).collect::<String>() + "...",
+        expected: format!("PEM certificates ({why})"),
+    };
+    let mut certs = 0;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(anchors.as_bytes()) {
+        cert.map_err(|e| bad_anchors(e.to_string()))?;
+        certs += 1;
+    }
+    if certs == 0 {
+        return Err(bad_anchors("none found".into()));
+    }
     let sa = get("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT")
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
@@ -349,6 +377,7 @@ fn identity_config<'a>(
         addr,
         token_file: token_file.into(),
         name: conduit_identity::identity_name(sa, namespace),
+        trust_anchors_pem: anchors.to_string(),
     }))
 }
 
@@ -548,6 +577,7 @@ mod tests {
                 "/var/run/conduit/token",
             ),
             ("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT", "web"),
+            ("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS", anchor_pem()),
             ("UNRELATED", "x"),
         ]))
         .unwrap();
@@ -646,6 +676,33 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.var, "CONDUIT_PROXY_POD_NAMESPACE");
+        let with = |anchors: &'static str| {
+            Config::from_vars(vars(&[
+                ("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086"),
+                ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", "/t"),
+                ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
+                ("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS", anchors),
+            ]))
+        };
+        let err = with("").unwrap_err();
+        assert_eq!(err.var, "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS");
+        assert!(err.to_string().contains("required with"), "{err}");
+        let err = with("not a certificate").unwrap_err();
+        assert!(err.to_string().contains("none found"), "{err}");
+        let err =
+            with("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap_err();
+        assert!(err.to_string().contains("PEM certificates"), "{err}");
+        let c = with(anchor_pem()).unwrap().identity.unwrap();
+        assert_eq!(c.trust_anchors_pem.trim(), anchor_pem().trim());
+    }
+
+    /// A real trust anchor, made once.
+    fn anchor_pem() -> &'static str {
+        static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PEM.get_or_init(|| {
+            let d = Duration::from_secs(3600);
+            conduit_identity::ca::generate(d, d).unwrap().anchor_pem
+        })
     }
 
     #[test]

@@ -1,16 +1,37 @@
-//! Opening upstream TCP connections: with a timeout, `TCP_NODELAY`, byte counting, and
-//! failures classified into [`ProxyError`]s. Shared by the HTTP pools and opaque TCP.
+//! Opening upstream connections: TCP with a timeout and `TCP_NODELAY`, then mesh TLS when
+//! the endpoint has an identity and this proxy has one too; byte counting; failures
+//! classified into [`ProxyError`]s. Shared by the HTTP pools and opaque TCP. A meshed
+//! endpoint is never spoken to in plaintext by a proxy with an identity.
 
 use crate::{
     errors::ProxyError,
     io::CountingIo,
-    metrics::{Direction, Peer, TcpMetrics},
+    metrics::{Direction, Peer, PeerTls, TcpMetrics},
+    tls::{MeshTls, Transport, UpstreamTransport},
 };
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpStream;
 
-/// An upstream connection, counted in the `tcp_*` metrics with `peer="dst"`.
-pub type Upstream = CountingIo<TcpStream>;
+/// An upstream connection, counted in the `tcp_*` metrics with `peer="dst"` (for mesh
+/// TLS, the plaintext bytes).
+pub type Upstream = CountingIo<UpstreamTransport>;
+
+/// Where to connect: an address, and the identity it must prove when it is meshed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub identity: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// An endpoint nothing is known about: plaintext.
+    pub fn plain(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            identity: None,
+        }
+    }
+}
 
 /// Opens upstream connections for one side of the proxy.
 #[derive(Clone)]
@@ -18,37 +39,92 @@ pub struct Connector {
     direction: Direction,
     timeout: Duration,
     metrics: TcpMetrics,
+    tls: Option<Arc<MeshTls>>,
 }
 
 impl Connector {
-    /// A connector that gives up after `timeout`.
-    pub fn new(direction: Direction, timeout: Duration, metrics: TcpMetrics) -> Self {
+    /// A connector that gives up after `timeout`, connecting and handshaking included;
+    /// with `tls`, meshed endpoints are spoken to under mesh TLS.
+    pub fn new(
+        direction: Direction,
+        timeout: Duration,
+        metrics: TcpMetrics,
+        tls: Option<Arc<MeshTls>>,
+    ) -> Self {
         Connector {
             direction,
             timeout,
             metrics,
+            tls,
         }
     }
 
-    /// Connects to `addr`.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Upstream, ProxyError> {
-        let stream = match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
+    /// How a connection to `endpoint` is authenticated: mesh TLS when it has an identity
+    /// and this proxy has mesh TLS.
+    pub fn peer_tls(&self, endpoint: &Endpoint) -> PeerTls {
+        match (&self.tls, &endpoint.identity) {
+            (Some(_), Some(identity)) => PeerTls::Server(identity.clone()),
+            _ => PeerTls::None,
+        }
+    }
+
+    /// Connects to `endpoint`; `opaque` tells its proxy the bytes are opaque TCP.
+    pub async fn connect(&self, endpoint: &Endpoint, opaque: bool) -> Result<Upstream, ProxyError> {
+        let addr = endpoint.addr;
+        let timed_out = || ProxyError::UpstreamConnectTimeout {
+            addr,
+            timeout: self.timeout,
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(ProxyError::from_connect(addr, e)),
-            Err(_elapsed) => {
-                return Err(ProxyError::UpstreamConnectTimeout {
-                    addr,
-                    timeout: self.timeout,
-                })
-            }
+            Err(_elapsed) => return Err(timed_out()),
         };
         // Latency matters more than segment count for request/response traffic.
         let _ = stream.set_nodelay(true);
+        let peer = self.peer_tls(endpoint);
+        let transport = match (&self.tls, &endpoint.identity) {
+            (Some(tls), Some(identity)) => {
+                if !tls.is_certified() {
+                    return Err(ProxyError::NotCertified {
+                        addr,
+                        identity: identity.to_string(),
+                    });
+                }
+                let tls_stream =
+                    tokio::time::timeout_at(deadline, tls.connect(stream, identity, opaque))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| ProxyError::UpstreamTls {
+                            addr,
+                            identity: identity.to_string(),
+                            reason: tls_reason(&e),
+                        })?;
+                Transport::Tls(Box::new(tls_stream))
+            }
+            _ => Transport::Plain(stream),
+        };
         Ok(CountingIo::new(
-            stream,
-            self.metrics.open(self.direction, Peer::Dst, addr),
+            transport,
+            self.metrics.open(self.direction, Peer::Dst, addr, peer),
         ))
     }
+}
+
+/// A failed handshake in plain words, with its causes.
+pub fn tls_reason(e: &std::io::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -66,8 +142,13 @@ mod tests {
             Direction::Outbound,
             Duration::from_secs(1),
             TcpMetrics::default(),
+            None,
         );
-        let err = c.connect(addr).await.err().expect("nothing listens there");
+        let err = c
+            .connect(&Endpoint::plain(addr), false)
+            .await
+            .err()
+            .expect("nothing listens there");
         assert_eq!(err.code(), "upstream_refused");
         assert!(err.to_string().contains(&addr.to_string()));
     }
@@ -80,9 +161,10 @@ mod tests {
             Direction::Outbound,
             Duration::from_secs(1),
             TcpMetrics::default(),
+            None,
         );
-        let upstream = c.connect(addr).await.unwrap();
-        assert!(upstream.get_ref().nodelay().unwrap());
-        assert_eq!(upstream.get_ref().peer_addr().unwrap(), addr);
+        let upstream = c.connect(&Endpoint::plain(addr), false).await.unwrap();
+        assert!(upstream.get_ref().tcp().nodelay().unwrap());
+        assert_eq!(upstream.get_ref().tcp().peer_addr().unwrap(), addr);
     }
 }

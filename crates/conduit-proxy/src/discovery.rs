@@ -5,13 +5,13 @@
 //! the original destination. Knows nothing about HTTP or sockets beyond addresses.
 
 use crate::balance::{Balancer, EndpointLoad};
+use crate::connect::Endpoint;
 use crate::control::ControlPlane;
 use conduit_api::destination::{
     destination_client::DestinationClient, update, GetDestination, Update,
 };
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ pub enum Resolution {
     /// The control plane does not know the name: use the original destination.
     Unknown,
     /// The endpoints to balance over (empty: the service exists but nothing is ready).
-    Endpoints(Vec<SocketAddr>),
+    Endpoints(Vec<Endpoint>),
 }
 
 struct Target {
@@ -127,7 +127,14 @@ fn resolution(update: Update) -> Option<Resolution> {
         update::Update::Endpoints(set) => Some(Resolution::Endpoints(
             set.endpoints
                 .iter()
-                .filter_map(|e| e.addr.parse().ok())
+                .filter_map(|e| {
+                    Some(Endpoint {
+                        addr: e.addr.parse().ok()?,
+                        // Only meshed endpoints have a proxy to speak mesh TLS with.
+                        identity: (e.meshed && !e.identity.is_empty())
+                            .then(|| Arc::from(e.identity.as_str())),
+                    })
+                })
                 .collect(),
         )),
         update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints(Vec::new())),
@@ -259,13 +266,20 @@ mod tests {
         let d = Discovery::new(&addr, "emojivoto".into(), Duration::from_secs(5));
         tx.send(Ok(endpoints(&["198.18.0.4:8080"]))).await.unwrap();
         assert_eq!(
-            d.pick("web-svc:80").await.unwrap().addr.to_string(),
+            d.pick("web-svc:80")
+                .await
+                .unwrap()
+                .endpoint
+                .addr
+                .to_string(),
             "198.18.0.4:8080"
         );
         tx.send(Ok(endpoints(&["198.18.0.5:8080"]))).await.unwrap();
         let moved = async {
             loop {
-                if d.pick("web-svc:80").await.map(|e| e.addr.to_string())
+                if d.pick("web-svc:80")
+                    .await
+                    .map(|e| e.endpoint.addr.to_string())
                     == Some("198.18.0.5:8080".into())
                 {
                     return;
@@ -282,7 +296,12 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for _ in 0..10 {
             assert_eq!(
-                d.pick("web-svc:80").await.unwrap().addr.to_string(),
+                d.pick("web-svc:80")
+                    .await
+                    .unwrap()
+                    .endpoint
+                    .addr
+                    .to_string(),
                 "198.18.0.5:8080"
             );
         }

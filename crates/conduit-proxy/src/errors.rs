@@ -32,6 +32,16 @@ pub enum ProxyError {
     UpstreamUnreachable { addr: SocketAddr, source: io::Error },
     #[error("upstream {addr} failed: {reason}")]
     UpstreamFailed { addr: SocketAddr, reason: String },
+    #[error(
+        "the mTLS handshake with {addr} failed; it had to prove identity {identity}: {reason}"
+    )]
+    UpstreamTls {
+        addr: SocketAddr,
+        identity: String,
+        reason: String,
+    },
+    #[error("this proxy has no certificate yet (the identity service has not issued one), and meshed {addr} ({identity}) is only spoken to over mTLS")]
+    NotCertified { addr: SocketAddr, identity: String },
 }
 
 impl ProxyError {
@@ -44,7 +54,9 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::UpstreamRefused { .. }
             | ProxyError::UpstreamUnreachable { .. }
-            | ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::NotCertified { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -60,6 +72,8 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout { .. } => "upstream_connect_timeout",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamFailed { .. } => "upstream_failed",
+            ProxyError::UpstreamTls { .. } => "upstream_tls_failed",
+            ProxyError::NotCertified { .. } => "not_certified",
         }
     }
 

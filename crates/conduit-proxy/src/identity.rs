@@ -6,6 +6,10 @@
 use crate::control::ControlPlane;
 use conduit_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use conduit_identity::request::LocalKey;
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    sign::{CertifiedKey, SigningKey},
+};
 use std::{
     path::PathBuf,
     sync::{Arc, RwLock},
@@ -22,6 +26,8 @@ pub struct IdentityConfig {
     pub token_file: PathBuf,
     /// This proxy's identity name.
     pub name: String,
+    /// The mesh's trust anchors (PEM): what peers' certificates must chain to.
+    pub trust_anchors_pem: String,
 }
 
 /// A certificate the proxy holds.
@@ -36,7 +42,11 @@ pub struct Certificate {
 pub struct Identity {
     pub name: String,
     key: LocalKey,
+    /// The same key, for signing TLS handshakes.
+    signing_key: Arc<dyn SigningKey>,
     current: RwLock<Option<Certificate>>,
+    /// The current certificate with its key, as TLS wants it.
+    certified_key: RwLock<Option<Arc<CertifiedKey>>>,
     last_error: RwLock<Option<String>>,
 }
 
@@ -49,6 +59,28 @@ impl Identity {
             .clone()
     }
 
+    /// The current certificate chain and key, for TLS handshakes.
+    pub fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
+        self.certified_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `cert` the one TLS handshakes present from now on.
+    pub fn install(&self, cert: Certificate) {
+        let chain = std::iter::once(&cert.leaf_der)
+            .chain(&cert.intermediates_der)
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect();
+        let certified = Arc::new(CertifiedKey::new(chain, self.signing_key.clone()));
+        *self
+            .certified_key
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(certified);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(cert);
+    }
+
     /// Why the last request failed, if it did.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -57,9 +89,27 @@ impl Identity {
             .clone()
     }
 
-    /// The private key in PKCS#8 DER, for TLS.
-    pub fn key_der(&self) -> Vec<u8> {
-        self.key.key_der()
+    /// A fresh key for `name`, not yet certified.
+    pub fn new(name: &str) -> Result<Identity, String> {
+        let key = LocalKey::generate(name).map_err(|e| format!("making the proxy's key: {e}"))?;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.key_der()));
+        let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&der)
+            .map_err(|e| format!("loading the proxy's key for TLS: {e}"))?;
+        Ok(Identity {
+            name: name.to_string(),
+            key,
+            signing_key,
+            current: RwLock::new(None),
+            certified_key: RwLock::new(None),
+            last_error: RwLock::new(None),
+        })
+    }
+
+    /// A certificate signing request for the identity's name.
+    pub fn csr_der(&self) -> Result<Vec<u8>, String> {
+        self.key
+            .csr_der()
+            .map_err(|e| format!("making the CSR: {e}"))
     }
 
     /// JSON for the admin server's `/identity`.
@@ -96,13 +146,7 @@ fn json_string(s: &str) -> String {
 
 /// Makes the key and starts certifying it in the background.
 pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
-    let key = LocalKey::generate(&cfg.name).map_err(|e| format!("making the proxy's key: {e}"))?;
-    let identity = Arc::new(Identity {
-        name: cfg.name.clone(),
-        key,
-        current: RwLock::new(None),
-        last_error: RwLock::new(None),
-    });
+    let identity = Arc::new(Identity::new(&cfg.name)?);
     let weak = Arc::downgrade(&identity);
     tokio::spawn(async move {
         let mut client = IdentityClient::new(ControlPlane::new(&cfg.addr));
@@ -118,7 +162,7 @@ pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
                         .duration_since(SystemTime::now())
                         .unwrap_or_default();
                     info!(identity = %cfg.name, valid_for = %humantime::format_duration(Duration::from_secs(life.as_secs())), "certified");
-                    *identity.current.write().unwrap_or_else(|p| p.into_inner()) = Some(cert);
+                    identity.install(cert);
                     *identity
                         .last_error
                         .write()
@@ -155,10 +199,7 @@ async fn certify(
             cfg.token_file.display()
         )
     })?;
-    let csr = identity
-        .key
-        .csr_der()
-        .map_err(|e| format!("making the CSR: {e}"))?;
+    let csr = identity.csr_der()?;
     let rsp = client
         .certify(CertifyRequest {
             identity: cfg.name.clone(),
@@ -247,6 +288,7 @@ mod tests {
             addr,
             token_file: token.clone(),
             name: name.clone(),
+            trust_anchors_pem: files.anchor_pem.clone(),
         })
         .unwrap();
         let wait_for = |n: u32| {

@@ -6,6 +6,7 @@ use crate::{
     metrics::{Direction, Metrics},
     side::Side,
     tap::Taps,
+    tls::MeshTls,
 };
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -13,7 +14,12 @@ use std::{
 };
 
 /// The inbound side.
-pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<Side> {
+pub fn side(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    taps: Arc<Taps>,
+    tls: Option<Arc<MeshTls>>,
+) -> Arc<Side> {
     Side::new(
         Direction::Inbound,
         config,
@@ -21,6 +27,7 @@ pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<
         to_local_app,
         None,
         taps,
+        tls,
     )
 }
 

@@ -198,6 +198,7 @@ mod tests {
             Direction::Inbound,
             Peer::Src,
             "198.18.0.1:80".parse().unwrap(),
+            crate::metrics::PeerTls::None,
         );
         let counters = conn.bytes.clone();
         let mut io = CountingIo::new(b, conn);

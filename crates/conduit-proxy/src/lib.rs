@@ -4,6 +4,7 @@
 //! (`conduit-proxy init`). The proxy finds where the connection was going, detects its
 //! protocol, and forwards it: HTTP/1 and HTTP/2 (gRPC included) request by request through
 //! a stack of small Tower layers that record golden metrics, anything else as opaque TCP.
+//! Between meshed pods it all travels under mutual TLS ([`tls`]).
 //!
 //! Read [`side`] first: it is the path of a connection, top to bottom. [`inbound`] and
 //! [`outbound`] say where each side sends traffic; [`http`] holds the request layers.
@@ -29,3 +30,4 @@ pub mod server_first;
 pub mod side;
 pub mod tap;
 pub mod tcp;
+pub mod tls;

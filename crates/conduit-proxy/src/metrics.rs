@@ -5,7 +5,7 @@
 
 use crate::{config::PodIdentity, detect::Protocol, io::ByteCounters};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -74,6 +74,44 @@ impl EncodeLabelValue for Peer {
     }
 }
 
+/// How the other end of a connection was authenticated: mesh TLS with the peer's
+/// identity (`tls="true"` and `client_id` inbound, `server_id` outbound), or not at all
+/// (`tls="false"`).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub enum PeerTls {
+    #[default]
+    None,
+    /// Inbound mesh TLS: the client's identity.
+    Client(Arc<str>),
+    /// Outbound mesh TLS: the server's identity, verified.
+    Server(Arc<str>),
+}
+
+impl PeerTls {
+    /// The peer's identity, if it proved one.
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            PeerTls::None => None,
+            PeerTls::Client(id) | PeerTls::Server(id) => Some(id),
+        }
+    }
+}
+
+impl EncodeLabelSet for PeerTls {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let (tls, id) = match self {
+            PeerTls::None => ("false", None),
+            PeerTls::Client(id) => ("true", Some(("client_id", id))),
+            PeerTls::Server(id) => ("true", Some(("server_id", id))),
+        };
+        EncodeLabel::encode(&("tls", tls), encoder.encode_label())?;
+        if let Some((key, id)) = id {
+            EncodeLabel::encode(&(key, &**id), encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
 /// Labels of `request_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -89,6 +127,8 @@ pub struct ResponseLabels {
     pub status_code: u16,
     pub classification: Classification,
     pub grpc_status: Option<u32>,
+    #[prometheus(flatten)]
+    pub tls: PeerTls,
 }
 
 /// Labels of `response_latency_ms`.
@@ -97,6 +137,8 @@ pub struct LatencyLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
     pub status_code: u16,
+    #[prometheus(flatten)]
+    pub tls: PeerTls,
 }
 
 /// Labels of the `tcp_*` families.
@@ -105,6 +147,8 @@ pub struct TcpLabels {
     pub direction: Direction,
     pub peer: Peer,
     pub target_addr: String,
+    #[prometheus(flatten)]
+    pub tls: PeerTls,
 }
 
 /// Labels of `proxy_errors_total`: `error` is a short stable code, such as `upstream_refused`.
@@ -174,11 +218,18 @@ impl Drop for TcpConnection {
 
 impl TcpMetrics {
     /// Counts a connection as open, returning the guard that counts its bytes and close.
-    pub fn open(&self, direction: Direction, peer: Peer, target: SocketAddr) -> TcpConnection {
+    pub fn open(
+        &self,
+        direction: Direction,
+        peer: Peer,
+        target: SocketAddr,
+        tls: PeerTls,
+    ) -> TcpConnection {
         let labels = TcpLabels {
             direction,
             peer,
             target_addr: target.to_string(),
+            tls,
         };
         self.open.get_or_create(&labels).inc();
         TcpConnection {
@@ -310,12 +361,16 @@ mod tests {
                 direction: Direction::Inbound,
                 authority: "web.emojivoto:80".into(),
                 status_code: 200,
+                tls: PeerTls::Client(
+                    "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local".into(),
+                ),
             })
             .observe(0.3);
         let conn = m.tcp.open(
             Direction::Outbound,
             Peer::Dst,
             "198.18.0.2:80".parse().unwrap(),
+            PeerTls::None,
         );
         conn.bytes.read.inc_by(10);
         drop(conn);
@@ -328,13 +383,13 @@ mod tests {
         );
         assert!(
             text.contains(
-                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",status_code="200"} 1"#
+                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",status_code="200",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"} 1"#
             ),
             "{text}"
         );
-        assert!(text.contains(r#"tcp_open_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80"} 1"#), "{text}");
-        assert!(text.contains(r#"tcp_close_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80"} 1"#), "{text}");
-        assert!(text.contains(r#"tcp_read_bytes_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80"} 10"#), "{text}");
+        assert!(text.contains(r#"tcp_open_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"tcp_close_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"tcp_read_bytes_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 10"#), "{text}");
         assert!(
             !text.contains("pod=\""),
             "empty identity labels are left out: {text}"

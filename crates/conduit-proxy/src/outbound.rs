@@ -10,11 +10,17 @@ use crate::{
     metrics::{Direction, Metrics},
     side::Side,
     tap::Taps,
+    tls::MeshTls,
 };
 use std::{net::SocketAddr, sync::Arc};
 
 /// The outbound side.
-pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<Side> {
+pub fn side(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    taps: Arc<Taps>,
+    tls: Option<Arc<MeshTls>>,
+) -> Arc<Side> {
     let discovery = config
         .destination_addr
         .as_ref()
@@ -26,6 +32,7 @@ pub fn side(config: Arc<Config>, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Arc<
         to_original_destination,
         discovery,
         taps,
+        tls,
     )
 }
 

@@ -7,7 +7,7 @@
 use crate::{
     balance::InFlight,
     config::Config,
-    connect::Connector,
+    connect::{Connector, Endpoint},
     detect::{self, Detection, Protocol},
     discovery::Discovery,
     drain,
@@ -23,16 +23,17 @@ use crate::{
         serve::HttpServer,
     },
     io::{CountingIo, PrefixedIo},
-    metrics::{DetectLabels, Direction, Metrics, Peer, PortLabels},
+    metrics::{DetectLabels, Direction, Metrics, Peer, PeerTls, PortLabels},
     orig_dst::original_dst,
     server_first::ServerFirstPorts,
     tap::Taps,
     tcp::{self, FirstSpeaker},
+    tls::{self, ClientTransport, MeshTls, Transport},
 };
 use bytes::BytesMut;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     time::Instant,
 };
@@ -62,6 +63,8 @@ enum Decided {
     Undecided,
     /// The client closed its side before the protocol was clear.
     ClientClosed,
+    /// The client's proxy said over mesh TLS that the connection is opaque.
+    PeerSaidOpaque,
     /// The client stalled in the middle of an HTTP/1 request line.
     StalledRequestLine,
 }
@@ -80,6 +83,9 @@ pub struct Side {
     discovery: Option<Arc<Discovery>>,
     /// Live request events, for whoever observes.
     taps: Arc<Taps>,
+    /// Mesh TLS, when the proxy has an identity: outbound it secures connections to
+    /// meshed endpoints; inbound it terminates them.
+    tls: Option<Arc<MeshTls>>,
 }
 
 impl Side {
@@ -92,8 +98,14 @@ impl Side {
         upstream: Upstream,
         discovery: Option<Arc<Discovery>>,
         taps: Arc<Taps>,
+        tls: Option<Arc<MeshTls>>,
     ) -> Arc<Side> {
-        let connector = Connector::new(direction, config.connect_timeout, metrics.tcp.clone());
+        let connector = Connector::new(
+            direction,
+            config.connect_timeout,
+            metrics.tcp.clone(),
+            tls.clone(),
+        );
         let pools = EndpointPools::new(connector.clone(), config.pool_idle_timeout);
         Arc::new(Side {
             direction,
@@ -106,6 +118,7 @@ impl Side {
             upstream,
             discovery,
             taps,
+            tls,
         })
     }
 
@@ -139,7 +152,7 @@ impl Side {
 
     async fn serve_connection(
         self: Arc<Self>,
-        tcp: TcpStream,
+        mut tcp: TcpStream,
         client: SocketAddr,
         drain: drain::Watch,
     ) {
@@ -160,18 +173,25 @@ impl Side {
             orig_dst,
             at,
         };
-        let conn = self.metrics.tcp.open(self.direction, Peer::Src, orig_dst);
-        let mut io = CountingIo::new(tcp, conn);
         let mut buf = BytesMut::new();
-
-        let decided = match self.decide(&mut io, &mut buf, orig_dst.port()).await {
+        let decided = match self.decide(&mut tcp, &mut buf, orig_dst.port()).await {
             Ok(d) => d,
             Err(error) => return debug!(%error, "reading from the client failed"),
+        };
+        let (transport, decided, mut buf, peer) = match decided {
+            Decided::Bytes(Protocol::Tls) => {
+                match self.terminate_mesh_tls(accepted, tcp, buf).await {
+                    Some(terminated) => terminated,
+                    None => return,
+                }
+            }
+            _ => (Transport::Plain(tcp), decided, buf, PeerTls::None),
         };
         let (protocol, decided_by) = match decided {
             Decided::Bytes(p) => (p, "bytes"),
             Decided::OpaquePort => (Protocol::Opaque, "opaque_port"),
             Decided::ServerFirstPort => (Protocol::Opaque, "server_first_port"),
+            Decided::PeerSaidOpaque => (Protocol::Opaque, "peer_proxy"),
             Decided::Silence | Decided::StalledRequestLine | Decided::Undecided => {
                 (Protocol::Opaque, "timeout")
             }
@@ -185,7 +205,14 @@ impl Side {
                 decided_by,
             })
             .inc();
-        debug!(%orig_dst, protocol = protocol.as_str(), decided_by, "accepted");
+        debug!(%orig_dst, protocol = protocol.as_str(), decided_by, client_id = peer.identity(), "accepted");
+        let conn = self
+            .metrics
+            .tcp
+            .open(self.direction, Peer::Src, orig_dst, peer.clone());
+        // What detection read counts as read from the client.
+        conn.bytes.read.inc_by(buf.len() as u64);
+        let mut io = CountingIo::new(transport, conn);
 
         match decided {
             Decided::Bytes(Protocol::Http1) => {
@@ -208,6 +235,7 @@ impl Side {
                     accepted,
                     HttpVersion::Http1,
                     PrefixedIo::new(buf.freeze(), io),
+                    peer,
                     drain,
                 )
                 .await
@@ -217,6 +245,7 @@ impl Side {
                     accepted,
                     HttpVersion::Http2,
                     PrefixedIo::new(buf.freeze(), io),
+                    peer,
                     drain,
                 )
                 .await
@@ -226,11 +255,14 @@ impl Side {
                 self.refuse(io, ProxyError::RequestHeadTimeout { timeout })
                     .await
             }
-            Decided::Silence | Decided::ServerFirstPort => {
+            Decided::Silence | Decided::ServerFirstPort if io.get_ref().plain().is_some() => {
                 self.splice_and_learn(accepted, io, decided).await
             }
             Decided::Bytes(Protocol::Tls | Protocol::Opaque)
             | Decided::OpaquePort
+            | Decided::PeerSaidOpaque
+            | Decided::Silence
+            | Decided::ServerFirstPort
             | Decided::Undecided
             | Decided::ClientClosed => {
                 self.splice(accepted, PrefixedIo::new(buf.freeze(), io))
@@ -239,9 +271,83 @@ impl Side {
         }
     }
 
-    async fn decide(
+    /// Inbound, a TLS connection meant for this proxy's identity (its SNI says so) is
+    /// terminated here: the client must present a mesh certificate, and what it sends
+    /// inside is decided afresh. Any other TLS (the application's own) passes through
+    /// untouched. `None`: the connection is over.
+    async fn terminate_mesh_tls(
         &self,
-        io: &mut CountingIo<TcpStream>,
+        accepted: Accepted,
+        mut tcp: TcpStream,
+        mut buf: BytesMut,
+    ) -> Option<(ClientTransport, Decided, BytesMut, PeerTls)> {
+        let passthrough = |tcp, buf| {
+            Some((
+                Transport::Plain(tcp),
+                Decided::Bytes(Protocol::Tls),
+                buf,
+                PeerTls::None,
+            ))
+        };
+        let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|_| self.direction == Direction::Inbound)
+        else {
+            return passthrough(tcp, buf);
+        };
+        let hello =
+            match tls::read_client_hello(&mut tcp, &mut buf, self.config.detect_timeout).await {
+                Ok(hello) => hello,
+                Err(error) => {
+                    debug!(%error, "reading the client hello failed");
+                    return None;
+                }
+            };
+        if hello.as_ref().and_then(|h| h.server_name.as_deref()) != Some(tls.name()) {
+            return passthrough(tcp, buf);
+        }
+        if !tls.is_certified() {
+            self.metrics.error(self.direction, "not_certified");
+            info!(client = %accepted.client, "a mesh TLS client arrived before this proxy has a certificate; closing the connection");
+            return None;
+        }
+        let handshake = tls.accept(PrefixedIo::new(buf.freeze(), tcp));
+        let terminated = match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(error)) => {
+                self.metrics.error(self.direction, "tls_handshake_failed");
+                info!(client = %accepted.client, error = %crate::connect::tls_reason(&error), "mTLS handshake from a client failed");
+                return None;
+            }
+            Err(_) => {
+                self.metrics.error(self.direction, "tls_handshake_failed");
+                info!(client = %accepted.client, "mTLS handshake from a client timed out");
+                return None;
+            }
+        };
+        let mut stream = Transport::Tls(Box::new(terminated.stream));
+        let mut buf = BytesMut::new();
+        let decided = if terminated.opaque {
+            Decided::PeerSaidOpaque
+        } else {
+            match self
+                .decide(&mut stream, &mut buf, accepted.orig_dst.port())
+                .await
+            {
+                Ok(d) => d,
+                Err(error) => {
+                    debug!(%error, "reading from the mesh TLS client failed");
+                    return None;
+                }
+            }
+        };
+        Some((stream, decided, buf, PeerTls::Client(terminated.client_id)))
+    }
+
+    async fn decide<I: AsyncRead + Unpin>(
+        &self,
+        io: &mut I,
         buf: &mut BytesMut,
         port: u16,
     ) -> std::io::Result<Decided> {
@@ -268,7 +374,7 @@ impl Side {
     }
 
     /// Answers an HTTP/1 client with the proxy's error response and closes the connection.
-    async fn refuse(&self, mut io: CountingIo<TcpStream>, err: ProxyError) {
+    async fn refuse<I: AsyncWrite + Unpin>(&self, mut io: I, err: ProxyError) {
         err.report(&self.metrics, self.direction);
         let _ = io.write_all(&err.to_http1_bytes()).await;
         let _ = io.shutdown().await;
@@ -279,6 +385,7 @@ impl Side {
         accepted: Accepted,
         version: HttpVersion,
         io: I,
+        peer: PeerTls,
         drain: drain::Watch,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -291,7 +398,7 @@ impl Side {
                 version,
                 orig_dst: upstream,
             })),
-            None => Route::Fixed(self.pools.get(upstream, version)),
+            None => Route::Fixed(self.pools.get(&Endpoint::plain(upstream), version)),
         };
         let (direction, metrics) = (self.direction, self.metrics.clone());
         let fallback_authority: Arc<str> = accepted.orig_dst.to_string().into();
@@ -303,6 +410,7 @@ impl Side {
                     metrics.http.clone(),
                     fallback_authority.clone(),
                 )
+                .with_peer(peer.clone())
                 .with_tap(ConnTap {
                     taps: self.taps.clone(),
                     source: accepted.client,
@@ -342,21 +450,23 @@ impl Side {
         );
     }
 
-    /// Connects upstream: to a discovered endpoint of the original destination (a
-    /// service's virtual IP, say) when there is one, else to the original destination.
-    /// The connection counts in the endpoint's load while the guard lives.
+    /// Connects upstream for opaque TCP: to a discovered endpoint of the original
+    /// destination (a service's virtual IP, say) when there is one, else to the original
+    /// destination. The connection counts in the endpoint's load while the guard lives.
     async fn connect(
         &self,
         accepted: Accepted,
     ) -> Option<(crate::connect::Upstream, Option<InFlight>)> {
         let orig = (self.upstream)(accepted.orig_dst);
-        let endpoint = match &self.discovery {
+        let picked = match &self.discovery {
             Some(d) => d.pick(&orig.to_string()).await,
             None => None,
         };
-        let addr = endpoint.as_ref().map_or(orig, |e| e.addr);
-        match self.connector.connect(addr).await {
-            Ok(upstream) => Some((upstream, endpoint.map(|e| e.start()))),
+        let endpoint = picked
+            .as_ref()
+            .map_or_else(|| Endpoint::plain(orig), |e| e.endpoint.clone());
+        match self.connector.connect(&endpoint, true).await {
+            Ok(upstream) => Some((upstream, picked.map(|e| e.start()))),
             Err(err) => {
                 // TCP has no way to say why; closing the client's connection is the answer.
                 err.report(&self.metrics, self.direction);
@@ -383,7 +493,7 @@ impl Side {
     async fn splice_and_learn(
         &self,
         accepted: Accepted,
-        mut client: CountingIo<TcpStream>,
+        mut client: CountingIo<ClientTransport>,
         decided: Decided,
     ) {
         let Some((mut upstream, _load)) = self.connect(accepted).await else {
@@ -394,10 +504,11 @@ impl Side {
             direction: self.direction,
             port,
         };
-        match (
-            decided,
-            tcp::first_speaker(client.get_ref(), upstream.get_ref()).await,
-        ) {
+        let first = match client.get_ref().plain() {
+            Some(tcp) => tcp::first_speaker(tcp, upstream.get_ref().tcp()).await,
+            None => FirstSpeaker::Neither,
+        };
+        match (decided, first) {
             (Decided::Silence, FirstSpeaker::Server) if self.server_first.learn(port) => {
                 self.metrics
                     .server_first_ports

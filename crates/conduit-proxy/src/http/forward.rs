@@ -54,6 +54,8 @@ impl tower::Service<Request<Incoming>> for Forward {
                 in_flight.complete();
             }
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
+            // Metrics label the response with how the endpoint was authenticated.
+            rsp.extensions_mut().insert(picked.pool.tls().clone());
             Ok(rsp)
         })
     }

@@ -3,7 +3,11 @@
 //! A connection that went stale while idle is retried on a fresh one, because the request
 //! was never written. Knows nothing about how the endpoint was chosen.
 
-use crate::{connect::Connector, errors::ProxyError};
+use crate::{
+    connect::{Connector, Endpoint},
+    errors::ProxyError,
+    metrics::PeerTls,
+};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -35,7 +39,7 @@ const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
 /// Every endpoint's pool, for one side of the proxy.
 pub struct EndpointPools {
-    pools: Mutex<HashMap<(SocketAddr, HttpVersion), Arc<EndpointPool>>>,
+    pools: Mutex<HashMap<(Endpoint, HttpVersion), Arc<EndpointPool>>>,
     connector: Connector,
     idle_timeout: Duration,
 }
@@ -50,14 +54,16 @@ impl EndpointPools {
         })
     }
 
-    /// The pool of `addr` for `version`, created on first use.
-    pub fn get(&self, addr: SocketAddr, version: HttpVersion) -> Arc<EndpointPool> {
+    /// The pool of `endpoint` for `version`, created on first use.
+    pub fn get(&self, endpoint: &Endpoint, version: HttpVersion) -> Arc<EndpointPool> {
         let mut pools = lock(&self.pools);
         pools
-            .entry((addr, version))
+            .entry((endpoint.clone(), version))
             .or_insert_with(|| {
                 Arc::new(EndpointPool {
-                    addr,
+                    addr: endpoint.addr,
+                    tls: self.connector.peer_tls(endpoint),
+                    endpoint: endpoint.clone(),
                     version,
                     connector: self.connector.clone(),
                     idle: Mutex::new(Vec::new()),
@@ -114,6 +120,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The connections to one endpoint.
 pub struct EndpointPool {
     addr: SocketAddr,
+    endpoint: Endpoint,
+    tls: PeerTls,
     version: HttpVersion,
     connector: Connector,
     idle: Mutex<Vec<(http1::SendRequest<Incoming>, Instant)>>,
@@ -125,6 +133,11 @@ impl EndpointPool {
     /// The endpoint's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How the endpoint is authenticated.
+    pub fn tls(&self) -> &PeerTls {
+        &self.tls
     }
 
     /// Whether a request sent now would find a connection already open (an idle HTTP/1
@@ -226,7 +239,7 @@ impl EndpointPool {
         &self,
         upgrades: bool,
     ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
-        let io = TokioIo::new(self.connector.connect(self.addr).await?);
+        let io = TokioIo::new(self.connector.connect(&self.endpoint, false).await?);
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -253,7 +266,7 @@ impl EndpointPool {
         if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
         }
-        let io = TokioIo::new(self.connector.connect(self.addr).await?);
+        let io = TokioIo::new(self.connector.connect(&self.endpoint, false).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))

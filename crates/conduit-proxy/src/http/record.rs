@@ -7,7 +7,8 @@
 use crate::{
     errors::PROXY_ERROR_HEADER,
     metrics::{
-        Classification, Direction, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels,
+        Classification, Direction, HttpMetrics, LatencyLabels, PeerTls, RequestLabels,
+        ResponseLabels,
     },
     tap::{TappedRequest, Taps},
 };
@@ -50,10 +51,20 @@ impl<S> RecordHttp<S> {
                 direction,
                 families: metrics,
                 fallback,
+                tls: PeerTls::None,
                 cache: Mutex::new(SeriesCache::default()),
             }),
             tap: None,
         }
+    }
+
+    /// Labels responses with the connection's client identity (inbound mesh TLS).
+    /// Responses that carry a [`PeerTls`] extension (outbound: the endpoint's) use that.
+    pub fn with_peer(mut self, tls: PeerTls) -> Self {
+        if let Some(series) = Arc::get_mut(&mut self.series) {
+            series.tls = tls;
+        }
+        self
     }
 
     /// Also reports requests to tap observers.
@@ -71,17 +82,19 @@ struct ConnSeries {
     families: HttpMetrics,
     /// The authority when a request names none (HTTP/1.0 without `Host`).
     fallback: Arc<str>,
+    /// How the connection's client was authenticated.
+    tls: PeerTls,
     cache: Mutex<SeriesCache>,
 }
 
-/// A response series within one authority: status code, classification, gRPC status.
-type ResponseKey = (u16, Classification, Option<u32>);
+/// A response series within one authority: status code, classification, gRPC status, peer.
+type ResponseKey = (u16, Classification, Option<u32>, PeerTls);
 
 /// The series of the connection's current authority.
 #[derive(Default)]
 struct SeriesCache {
     authority: Option<(Arc<str>, Counter)>,
-    latency: Vec<(u16, Histogram)>,
+    latency: Vec<((u16, PeerTls), Histogram)>,
     responses: Vec<(ResponseKey, Counter)>,
 }
 
@@ -122,9 +135,13 @@ impl ConnSeries {
             .is_some_and(|(a, _)| Arc::ptr_eq(a, authority))
     }
 
-    fn latency(&self, authority: &Arc<str>, status_code: u16, ms: f64) {
+    fn latency(&self, authority: &Arc<str>, status_code: u16, tls: &PeerTls, ms: f64) {
         let mut cache = self.cache();
-        if let Some((_, h)) = cache.latency.iter().find(|(s, _)| *s == status_code) {
+        if let Some((_, h)) = cache
+            .latency
+            .iter()
+            .find(|((s, t), _)| *s == status_code && t == tls)
+        {
             if Self::is_current(&cache, authority) {
                 return h.observe(ms);
             }
@@ -133,10 +150,11 @@ impl ConnSeries {
             direction: self.direction,
             authority: authority.clone(),
             status_code,
+            tls: tls.clone(),
         });
         histogram.observe(ms);
         if Self::is_current(&cache, authority) {
-            cache.latency.push((status_code, histogram));
+            cache.latency.push(((status_code, tls.clone()), histogram));
         }
     }
 
@@ -146,8 +164,9 @@ impl ConnSeries {
         status_code: u16,
         class: Classification,
         grpc_status: Option<u32>,
+        tls: PeerTls,
     ) {
-        let key = (status_code, class, grpc_status);
+        let key = (status_code, class, grpc_status, tls);
         let mut cache = self.cache();
         if let Some((_, c)) = cache.responses.iter().find(|(k, _)| *k == key) {
             if Self::is_current(&cache, authority) {
@@ -164,6 +183,7 @@ impl ConnSeries {
                 status_code,
                 classification: class,
                 grpc_status,
+                tls: key.3.clone(),
             });
         counter.inc();
         if Self::is_current(&cache, authority) {
@@ -220,9 +240,14 @@ where
         Box::pin(async move {
             let rsp = fut.await?;
             let status_code = rsp.status().as_u16();
+            let tls = match rsp.extensions().get::<PeerTls>() {
+                Some(t) if *t != PeerTls::None => t.clone(),
+                _ => series.tls.clone(),
+            };
             series.latency(
                 &authority,
                 status_code,
+                &tls,
                 start.elapsed().as_secs_f64() * 1000.0,
             );
             let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
@@ -239,6 +264,7 @@ where
             let outcome = Outcome {
                 series,
                 authority,
+                tls,
                 status_code,
                 grpc,
                 grpc_status,
@@ -253,6 +279,7 @@ where
 struct Outcome {
     series: Arc<ConnSeries>,
     authority: Arc<str>,
+    tls: PeerTls,
     status_code: u16,
     grpc: bool,
     grpc_status: Option<u32>,
@@ -272,8 +299,13 @@ impl Outcome {
         } else {
             Classification::Success
         };
-        self.series
-            .response(&self.authority, self.status_code, class, self.grpc_status);
+        self.series.response(
+            &self.authority,
+            self.status_code,
+            class,
+            self.grpc_status,
+            self.tls,
+        );
         if let Some((tap, proxy_error, bytes)) = self.tap {
             tap.response_end(self.grpc_status, bytes, proxy_error);
         }
@@ -431,10 +463,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"response_total{direction="inbound",authority="web:80",status_code="503",classification="failure",grpc_status=""} 1"#),
+            text.contains(r#"response_total{direction="inbound",authority="web:80",status_code="503",classification="failure",grpc_status="",tls="false"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",status_code="503"} 1"#), "{text}");
+        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",status_code="503",tls="false"} 1"#), "{text}");
     }
 
     #[tokio::test]
@@ -456,17 +488,21 @@ mod tests {
         )
         .await;
         assert!(
-            ok.contains(r#"status_code="200",classification="success",grpc_status="0"} 1"#),
+            ok.contains(
+                r#"status_code="200",classification="success",grpc_status="0",tls="false"} 1"#
+            ),
             "{ok}"
         );
         let failed = run(req(), 200, &[], vec![trailers(&[("grpc-status", "14")])]).await;
         assert!(
-            failed.contains(r#"status_code="200",classification="failure",grpc_status="14"} 1"#),
+            failed.contains(
+                r#"status_code="200",classification="failure",grpc_status="14",tls="false"} 1"#
+            ),
             "{failed}"
         );
         let trailers_only = run(req(), 200, &[("grpc-status", "5")], vec![]).await;
         assert!(
-            trailers_only.contains(r#"classification="failure",grpc_status="5"} 1"#),
+            trailers_only.contains(r#"classification="failure",grpc_status="5",tls="false"} 1"#),
             "{trailers_only}"
         );
     }
@@ -523,23 +559,23 @@ mod tests {
             (r#"request_total{direction="outbound",authority="a:80"}"#, 4),
             (r#"request_total{direction="outbound",authority="b:80"}"#, 1),
             (
-                r#"response_total{direction="outbound",authority="a:80",status_code="200",classification="success",grpc_status=""}"#,
+                r#"response_total{direction="outbound",authority="a:80",status_code="200",classification="success",grpc_status="",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_total{direction="outbound",authority="a:80",status_code="503",classification="failure",grpc_status=""}"#,
+                r#"response_total{direction="outbound",authority="a:80",status_code="503",classification="failure",grpc_status="",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_total{direction="outbound",authority="b:80",status_code="200",classification="success",grpc_status=""}"#,
+                r#"response_total{direction="outbound",authority="b:80",status_code="200",classification="success",grpc_status="",tls="false"}"#,
                 1,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="a:80",status_code="503"}"#,
+                r#"response_latency_ms_count{direction="outbound",authority="a:80",status_code="503",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="b:80",status_code="200"}"#,
+                r#"response_latency_ms_count{direction="outbound",authority="b:80",status_code="200",tls="false"}"#,
                 1,
             ),
         ] {
@@ -570,6 +606,6 @@ mod tests {
             .await
             .unwrap();
         drop(rsp);
-        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="x:1",status_code="200",classification="success",grpc_status=""} 1"#));
+        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="x:1",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
     }
 }

@@ -4,7 +4,7 @@
 //! cannot answer for yet) goes to the connection's original destination.
 
 use super::pool::{EndpointPool, EndpointPools, HttpVersion};
-use crate::{balance::InFlight, discovery::Discovery};
+use crate::{balance::InFlight, connect::Endpoint, discovery::Discovery};
 use http::{header, Request};
 use std::{net::SocketAddr, sync::Arc};
 
@@ -63,11 +63,13 @@ impl Route {
                 };
                 match endpoint {
                     Some(ep) => Picked {
-                        pool: route.pools.get(ep.addr, route.version),
+                        pool: route.pools.get(&ep.endpoint, route.version),
                         in_flight: Some(ep.start()),
                     },
                     None => Picked {
-                        pool: route.pools.get(route.orig_dst, route.version),
+                        pool: route
+                            .pools
+                            .get(&Endpoint::plain(route.orig_dst), route.version),
                         in_flight: None,
                     },
                 }

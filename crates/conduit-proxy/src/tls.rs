@@ -1,0 +1,539 @@
+//! Mesh TLS: TLS 1.3 between proxies, both ends presenting their identity's certificate
+//! and checking the other's against the mesh's trust anchors. The outbound proxy names
+//! the identity it expects as the SNI and accepts exactly that identity; the inbound
+//! proxy terminates connections whose SNI is its own identity and learns the client's
+//! from its certificate. An outbound proxy that already decided a connection is opaque
+//! says so with ALPN, so the inbound proxy does not detect it again. Certificates come
+//! from [`Identity`] at each handshake, so renewals apply to new connections at once.
+
+use crate::{identity::Identity, io::PrefixedIo};
+use bytes::BytesMut;
+use rustls::{
+    client::{danger::ServerCertVerifier, ResolvesClientCert, WebPkiServerVerifier},
+    pki_types::{pem::PemObject, CertificateDer, ServerName},
+    server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+    ClientConfig, RootCertStore, ServerConfig, SignatureScheme,
+};
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+
+/// The ALPN protocol an outbound proxy offers for a connection it forwards as opaque TCP.
+pub const OPAQUE_ALPN: &[u8] = b"conduit.io/opaque";
+
+/// A client hello larger than this is not a mesh client's.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// Why mesh TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("the trust anchors are not PEM certificates: {0}")]
+    BadAnchors(String),
+    #[error("the trust anchors hold no certificate")]
+    NoAnchors,
+    #[error("building the TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The proxy's mesh TLS: its identity, the trust anchors, and the configurations made
+/// from them once.
+pub struct MeshTls {
+    identity: Arc<Identity>,
+    client: Arc<ClientConfig>,
+    client_opaque: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+}
+
+/// The start of a client's TLS handshake, read before deciding what to do with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientHelloInfo {
+    /// The SNI: for mesh TLS, the identity the client expects.
+    pub server_name: Option<String>,
+    /// Whether the client offers [`OPAQUE_ALPN`].
+    pub opaque: bool,
+}
+
+/// A terminated mesh TLS connection.
+pub struct Accepted<I> {
+    pub stream: tokio_rustls::server::TlsStream<I>,
+    /// The identity the client's certificate proves.
+    pub client_id: Arc<str>,
+    /// Whether the client said the connection is opaque TCP.
+    pub opaque: bool,
+}
+
+impl MeshTls {
+    /// Mesh TLS for `identity`, trusting the certificates in `anchors_pem`.
+    pub fn new(identity: Arc<Identity>, anchors_pem: &str) -> Result<MeshTls, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(anchors_pem.as_bytes()) {
+            let cert = cert.map_err(|e| TlsSetupError::BadAnchors(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsSetupError::BadAnchors(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsSetupError::NoAnchors);
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = |e: rustls::Error| TlsSetupError::Config(e.to_string());
+        let resolver = Arc::new(CurrentCertificate(identity.clone()));
+
+        let verifier: Arc<dyn ServerCertVerifier> =
+            WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+        let mut client = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(resolver.clone());
+        // Each proxy pair keeps few, long-lived connections: resumption buys little.
+        client.resumption = rustls::client::Resumption::disabled();
+        let mut client_opaque = client.clone();
+        client_opaque.alpn_protocols = vec![OPAQUE_ALPN.to_vec()];
+
+        let client_verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+        let mut server = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(config)?
+            .with_client_cert_verifier(client_verifier)
+            .with_cert_resolver(resolver);
+        server.alpn_protocols = vec![OPAQUE_ALPN.to_vec()];
+        // No session tickets: after the handshake the server sends nothing the application
+        // did not, so an outbound proxy can still tell which end of a spliced connection
+        // speaks first by peeking at the socket.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+
+        Ok(MeshTls {
+            identity,
+            client: Arc::new(client),
+            client_opaque: Arc::new(client_opaque),
+            server: Arc::new(server),
+        })
+    }
+
+    /// This proxy's identity name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// Whether this proxy has a certificate to present.
+    pub fn is_certified(&self) -> bool {
+        self.identity.certified_key().is_some()
+    }
+
+    /// Opens mesh TLS over `io` to a peer that must prove `server_id`.
+    pub async fn connect<I>(
+        &self,
+        io: I,
+        server_id: &str,
+        opaque: bool,
+    ) -> io::Result<tokio_rustls::client::TlsStream<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(server_id.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let config = if opaque {
+            &self.client_opaque
+        } else {
+            &self.client
+        };
+        tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, io)
+            .await
+    }
+
+    /// Terminates mesh TLS on `io`, whose client hello [`read_client_hello`] already
+    /// read: requires a client certificate from the trust anchors.
+    pub async fn accept<I>(&self, io: I) -> io::Result<Accepted<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = tokio_rustls::TlsAcceptor::from(self.server.clone())
+            .accept(io)
+            .await?;
+        let (_, conn) = stream.get_ref();
+        let client_id = conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| conduit_identity::cert_identity(leaf))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the client's certificate names no mesh identity",
+                )
+            })?;
+        let opaque = conn.alpn_protocol() == Some(OPAQUE_ALPN);
+        Ok(Accepted {
+            stream,
+            client_id: client_id.into(),
+            opaque,
+        })
+    }
+}
+
+/// Hands TLS the identity's current certificate, as client and as server.
+struct CurrentCertificate(Arc<Identity>);
+
+impl std::fmt::Debug for CurrentCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CurrentCertificate")
+            .field(&self.0.name)
+            .finish()
+    }
+}
+
+impl ResolvesClientCert for CurrentCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.certified_key()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for CurrentCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.certified_key()
+    }
+}
+
+/// Reads the rest of a TLS client hello whose first bytes are in `buf` (more are
+/// appended, for replaying later) and says what it asks for. `None`: the client closed,
+/// stalled past `timeout`, or sent something that is not a client hello.
+pub async fn read_client_hello<I>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> io::Result<Option<ClientHelloInfo>>
+where
+    I: AsyncRead + Unpin,
+{
+    let read = async {
+        let mut acceptor = Acceptor::default();
+        let mut fed = 0;
+        loop {
+            while fed < buf.len() {
+                match acceptor.read_tls(&mut &buf[fed..]) {
+                    Ok(0) => return Ok(None),
+                    Ok(n) => fed += n,
+                    Err(_) => return Ok(None),
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    let hello = accepted.client_hello();
+                    return Ok(Some(ClientHelloInfo {
+                        server_name: hello.server_name().map(str::to_string),
+                        opaque: hello
+                            .alpn()
+                            .is_some_and(|mut protocols| protocols.any(|p| p == OPAQUE_ALPN)),
+                    }));
+                }
+                Ok(None) if buf.len() < MAX_CLIENT_HELLO => {
+                    if io.read_buf(buf).await? == 0 {
+                        return Ok(None);
+                    }
+                }
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Ok(None))
+}
+
+/// A connection, in plaintext or under mesh TLS.
+pub enum Transport<T> {
+    Plain(TcpStream),
+    Tls(Box<T>),
+}
+
+/// The client side of a connection the inbound proxy accepted.
+pub type ClientTransport = Transport<tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>>;
+
+/// A connection to an upstream endpoint.
+pub type UpstreamTransport = Transport<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T> Transport<T> {
+    /// The socket, when the connection is plaintext.
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Transport::Plain(tcp) => Some(tcp),
+            Transport::Tls(_) => None,
+        }
+    }
+}
+
+impl UpstreamTransport {
+    /// The socket under the connection, TLS or not.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Transport<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Transport<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(io) => io.is_write_vectored(),
+            Transport::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_flush(cx),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Transport::Tls(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_identity::{ca, identity_name};
+    use tokio::{
+        io::AsyncWriteExt,
+        net::{TcpListener, TcpStream},
+    };
+
+    /// A trust domain: an anchor and its issuer.
+    struct Mesh {
+        anchor_pem: String,
+        issuer: ca::Issuer,
+    }
+
+    fn mesh() -> Mesh {
+        let d = Duration::from_secs(3600);
+        let files = ca::generate(d, d).unwrap();
+        Mesh {
+            issuer: ca::Issuer::from_pem(&files.issuer_cert_pem, &files.issuer_key_pem).unwrap(),
+            anchor_pem: files.anchor_pem,
+        }
+    }
+
+    impl Mesh {
+        /// A proxy of `sa` in emojivoto, certified for `life` by this mesh's issuer.
+        fn proxy(&self, sa: &str, life: Duration) -> MeshTls {
+            let identity = Arc::new(Identity::new(&identity_name(sa, "emojivoto")).unwrap());
+            let c = self
+                .issuer
+                .certify(&identity.csr_der().unwrap(), &identity.name, life)
+                .unwrap();
+            identity.install(crate::identity::Certificate {
+                leaf_der: c.leaf_der,
+                intermediates_der: vec![c.issuer_der],
+                valid_until: std::time::SystemTime::now() + life,
+            });
+            MeshTls::new(identity, &self.anchor_pem).unwrap()
+        }
+    }
+
+    /// Connects `client` to `server` expecting `server_id`; returns the client's error, or
+    /// what the server learned (client identity, opaque) and the echo of a message.
+    async fn handshake(
+        client: &MeshTls,
+        server: Arc<MeshTls>,
+        server_id: &str,
+        opaque: bool,
+    ) -> Result<(String, bool), String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            tcp.read_buf(&mut buf).await.unwrap();
+            let hello = read_client_hello(&mut tcp, &mut buf, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .expect("a client hello");
+            assert_eq!(hello.server_name.as_deref(), Some(server.name()));
+            let mut accepted = server
+                .accept(PrefixedIo::new(buf.freeze(), tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut msg = [0u8; 5];
+            accepted.stream.read_exact(&mut msg).await.unwrap();
+            accepted.stream.write_all(&msg).await.unwrap();
+            accepted.stream.flush().await.unwrap();
+            assert_eq!(hello.opaque, accepted.opaque);
+            Ok::<_, String>((accepted.client_id.to_string(), accepted.opaque))
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut stream = client
+            .connect(tcp, server_id, opaque)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(b"hello").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut echo = [0u8; 5];
+        stream
+            .read_exact(&mut echo)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(&echo, b"hello");
+        served.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn proxies_of_one_mesh_prove_their_identities_to_each_other() {
+        let m = mesh();
+        let hour = Duration::from_secs(3600);
+        let (web, voting) = (m.proxy("web", hour), Arc::new(m.proxy("voting", hour)));
+        let name = voting.name().to_string();
+        let (client_id, opaque) = handshake(&web, voting.clone(), &name, false).await.unwrap();
+        assert_eq!(client_id, identity_name("web", "emojivoto"));
+        assert!(!opaque);
+        let (_, opaque) = handshake(&web, voting, &name, true).await.unwrap();
+        assert!(opaque, "ALPN carries the opaque decision");
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_another_identity_is_refused() {
+        let m = mesh();
+        let hour = Duration::from_secs(3600);
+        let (web, emoji) = (m.proxy("web", hour), Arc::new(m.proxy("emoji", hour)));
+        // The client expects voting; emoji answers (with its own, valid certificate).
+        let expected = identity_name("voting", "emojivoto");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = emoji.accept(tcp).await;
+        });
+        let err = web
+            .connect(TcpStream::connect(addr).await.unwrap(), &expected, false)
+            .await
+            .map(|_| ())
+            .expect_err("the handshake fails");
+        assert!(
+            err.to_string().contains("not valid for name"),
+            "the error says the certificate is for another name: {err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_another_trust_anchor_is_refused_both_ways() {
+        let (ours, theirs) = (mesh(), mesh());
+        let hour = Duration::from_secs(3600);
+        let web = ours.proxy("web", hour);
+        let voting = Arc::new(ours.proxy("voting", hour));
+        let impostor = Arc::new(theirs.proxy("voting", hour));
+        let name = voting.name().to_string();
+        // Our client, their server.
+        let err = handshake(&web, impostor, &name, false).await.unwrap_err();
+        // Both anchors bear the same name; the signature is what gives the impostor away.
+        assert!(err.contains("invalid peer certificate"), "{err}");
+        // Their client, our server: the server refuses the client's certificate.
+        let intruder = theirs.proxy("web", hour);
+        assert!(handshake(&intruder, voting, &name, false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_expired_certificate_is_refused() {
+        let m = mesh();
+        let web = m.proxy("web", Duration::from_secs(3600));
+        // Whole seconds: certificates are valid to the second.
+        let voting = Arc::new(m.proxy("voting", Duration::from_secs(1)));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let name = voting.name().to_string();
+        let err = handshake(&web, voting, &name, false).await.unwrap_err();
+        assert!(err.contains("certificate expired"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn other_tls_is_read_but_not_for_us() {
+        // A client hello from a plain TLS client (as an application's HTTPS would send).
+        let m = mesh();
+        let app_client = m.proxy("web", Duration::from_secs(60));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let _ = app_client.connect(tcp, "example.com", false).await;
+        });
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        let hello = read_client_hello(&mut tcp, &mut buf, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(hello.server_name.as_deref(), Some("example.com"));
+        assert!(!buf.is_empty(), "the bytes are kept for passing through");
+
+        // Not TLS at all: no hello, and nothing lost.
+        let (mut a, mut b) = (
+            TcpStream::connect(addr).await.unwrap(),
+            listener.accept().await.unwrap().0,
+        );
+        a.write_all(b"\x16\x03\x01\x00\x05hello").await.unwrap();
+        let mut buf = BytesMut::new();
+        let hello = read_client_hello(&mut b, &mut buf, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(hello, None);
+    }
+}
