@@ -75,6 +75,14 @@ impl Connector {
             addr,
             timeout: self.timeout,
         };
+        if let (Some(tls), Some(identity)) = (&self.tls, &endpoint.identity) {
+            if !tls.is_certified() {
+                return Err(ProxyError::NotCertified {
+                    addr,
+                    identity: identity.to_string(),
+                });
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
@@ -86,12 +94,6 @@ impl Connector {
         let peer = self.peer_tls(endpoint);
         let transport = match (&self.tls, &endpoint.identity) {
             (Some(tls), Some(identity)) => {
-                if !tls.is_certified() {
-                    return Err(ProxyError::NotCertified {
-                        addr,
-                        identity: identity.to_string(),
-                    });
-                }
                 let tls_stream =
                     tokio::time::timeout_at(deadline, tls.connect(stream, identity, opaque))
                         .await
@@ -151,6 +153,77 @@ mod tests {
             .expect("nothing listens there");
         assert_eq!(err.code(), "upstream_refused");
         assert!(err.to_string().contains(&addr.to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_meshed_endpoint_that_cannot_prove_its_identity_gets_no_bytes() {
+        let m = crate::tls::tests::mesh();
+        let hour = Duration::from_secs(3600);
+        let web = Arc::new(m.proxy("web", hour));
+        let emoji = Arc::new(m.proxy("emoji", hour));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The endpoint is emoji's proxy, but discovery says it must be voting.
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            emoji.accept(tcp).await.map(|_| ())
+        });
+        let c = Connector::new(
+            Direction::Outbound,
+            Duration::from_secs(5),
+            TcpMetrics::default(),
+            Some(web),
+        );
+        let voting = conduit_identity::identity_name("voting", "emojivoto");
+        let endpoint = Endpoint {
+            addr,
+            identity: Some(voting.clone().into()),
+        };
+        let err = c.connect(&endpoint, false).await.map(|_| ()).unwrap_err();
+        assert_eq!(err.code(), "upstream_tls_failed");
+        assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY);
+        let text = err.to_string();
+        assert!(
+            text.contains(&addr.to_string())
+                && text.contains(&voting)
+                && text.contains("not valid for name"),
+            "the error names the endpoint, the identity it had to prove, and why: {text}"
+        );
+        assert!(
+            server.await.unwrap().is_err(),
+            "the server saw no finished handshake"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_certificate_meshed_endpoints_are_not_spoken_to() {
+        let m = crate::tls::tests::mesh();
+        let identity = Arc::new(
+            crate::identity::Identity::new(
+                "web.emojivoto.serviceaccount.identity.conduit.cluster.local",
+            )
+            .unwrap(),
+        );
+        let uncertified = Arc::new(MeshTls::new(identity, &m.anchor_pem).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Connector::new(
+            Direction::Outbound,
+            Duration::from_secs(5),
+            TcpMetrics::default(),
+            Some(uncertified),
+        );
+        let endpoint = Endpoint {
+            addr: listener.local_addr().unwrap(),
+            identity: Some("voting.emojivoto.serviceaccount.identity.conduit.cluster.local".into()),
+        };
+        let err = c.connect(&endpoint, false).await.map(|_| ()).unwrap_err();
+        assert_eq!(err.code(), "not_certified");
+        // Not even a connection was made.
+        listener.set_nonblocking(true).unwrap();
+        assert_eq!(
+            listener.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
     }
 
     #[tokio::test]

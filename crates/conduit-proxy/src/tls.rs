@@ -352,7 +352,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Transport<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use conduit_identity::{ca, identity_name};
     use tokio::{
@@ -361,12 +361,12 @@ mod tests {
     };
 
     /// A trust domain: an anchor and its issuer.
-    struct Mesh {
-        anchor_pem: String,
+    pub(crate) struct Mesh {
+        pub(crate) anchor_pem: String,
         issuer: ca::Issuer,
     }
 
-    fn mesh() -> Mesh {
+    pub(crate) fn mesh() -> Mesh {
         let d = Duration::from_secs(3600);
         let files = ca::generate(d, d).unwrap();
         Mesh {
@@ -377,7 +377,7 @@ mod tests {
 
     impl Mesh {
         /// A proxy of `sa` in emojivoto, certified for `life` by this mesh's issuer.
-        fn proxy(&self, sa: &str, life: Duration) -> MeshTls {
+        pub(crate) fn proxy(&self, sa: &str, life: Duration) -> MeshTls {
             let identity = Arc::new(Identity::new(&identity_name(sa, "emojivoto")).unwrap());
             let c = self
                 .issuer

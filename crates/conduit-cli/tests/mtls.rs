@@ -1,0 +1,244 @@
+//! Mutual TLS between meshed pods on the local runtime, for real: tcpdump on the node's
+//! bridge, where all pod-to-pod traffic passes, sees no plaintext of what meshed pods send
+//! each other (HTTP, gRPC or opaque TCP), while it does see what an unmeshed client sends;
+//! the proxies' metrics name both ends' identities. Root only; the workspace's binaries
+//! must be built.
+
+mod common;
+use common::*;
+use conduit_testkit::wait_until;
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// A packet capture on the node's bridge, stopped when dropped.
+struct Capture {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(node: &str, file: std::path::PathBuf) -> Capture {
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", node, "tcpdump", "-i", "br0", "-U", "-s0", "-w",
+            ])
+            .arg(&file)
+            .arg("tcp")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (scripts/install-test-deps installs it)");
+        assert!(
+            wait_until(Duration::from_secs(10), || file.is_file()),
+            "tcpdump started writing"
+        );
+        // tcpdump creates the file before the capture is live.
+        std::thread::sleep(Duration::from_millis(500));
+        Capture { child, file }
+    }
+
+    /// Stops the capture and returns the raw packets.
+    fn stop(mut self) -> Vec<u8> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        std::fs::read(&self.file).expect("the capture file")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+fn node_curl(node: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", node, "curl", "-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
+    let rt = Runtime::new("mtls");
+    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
+    let status = rt.status();
+    let node = status["node_netns"].as_str().unwrap().to_string();
+    let web = Runtime::pod(&status, "web");
+    let web_ip = web["ip"].as_str().unwrap().to_string();
+    let (web_ns, web_pod) = (
+        web["namespace"].as_str().unwrap().to_string(),
+        web["name"].as_str().unwrap().to_string(),
+    );
+    let id = |sa: &str| format!("{sa}.emojivoto.serviceaccount.identity.conduit.cluster.local");
+
+    // An opaque TCP echo server inside the web pod, next to the app.
+    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
+    let mut echo_server = Command::new(CONDUIT)
+        .args([
+            "local", "exec", "-n", &web_ns, &web_pod, "--", "python3", "-c", echo,
+        ])
+        .env("CONDUIT_LOCAL_DIR", &rt.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let capture = Capture::start(&node, rt.dir.with_extension("pcap"));
+    let secret_http = "zz-http-secret-b1f3c9";
+    // Not a token (':'), so detection knows at once that it is no HTTP request line.
+    let secret_opaque = "zz:opaque:secret:77a0d2";
+    let secret_plain = "zz-unmeshed-plaintext-5e1a";
+
+    // Meshed to meshed, HTTP: curl in the vote bot's pod, through both proxies.
+    let code = rt.exec(
+        "vote-bot",
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "-d",
+            secret_http,
+            "http://web-svc.emojivoto/api/list",
+        ],
+    );
+    assert!(
+        code.starts_with('2') || code.starts_with('4'),
+        "a real answer from web: {code}"
+    );
+
+    // Meshed to meshed, opaque TCP to the echo server.
+    let client = format!(
+        "import socket\nfor _ in range(50):\n    try:\n        c=socket.create_connection(('{web_ip}',7000),timeout=10); c.sendall(b'{secret_opaque}'); print(c.recv(100).decode()); break\n    except OSError:\n        import time; time.sleep(0.2)\n"
+    );
+    let echoed = rt.exec("vote-bot", &["python3", "-c", &client]);
+    assert_eq!(
+        echoed.trim(),
+        secret_opaque,
+        "the echo came back through both proxies"
+    );
+
+    // An unmeshed client (the node itself): allowed in, in plaintext, under the default policy.
+    let plain = node_curl(
+        &node,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-d",
+            secret_plain,
+            &format!("http://{web_ip}:8080/api/leaderboard"),
+        ],
+    );
+    assert!(plain.starts_with('2') || plain.starts_with('4'), "{plain}");
+
+    // The app's own gRPC traffic (web to emoji and voting) keeps flowing meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    let wire = capture.stop();
+    let _ = echo_server.kill();
+
+    assert!(
+        contains(&wire, secret_plain),
+        "the capture sees payloads: the unmeshed client's plaintext is there"
+    );
+    for secret in [
+        secret_http,
+        secret_opaque,
+        "doughnut",
+        "/api/list",
+        "application/grpc",
+    ] {
+        assert!(
+            !contains(&wire, secret),
+            "{secret:?} crossed the wire in plaintext"
+        );
+    }
+    assert!(
+        contains(&wire, &id("web")),
+        "mesh TLS handshakes name the server's identity (SNI)"
+    );
+
+    // Both ends know who the other is.
+    let web_metrics = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let has =
+        |text: &str, parts: &[&str]| text.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(
+            &web_metrics,
+            &[
+                "response_total{",
+                "direction=\"inbound\"",
+                "tls=\"true\"",
+                &format!("client_id=\"{}\"", id("vote-bot"))
+            ]
+        ),
+        "{web_metrics}"
+    );
+    assert!(
+        has(
+            &web_metrics,
+            &[
+                "response_total{",
+                "direction=\"outbound\"",
+                "authority=\"voting-svc.emojivoto:8080\"",
+                "tls=\"true\"",
+                &format!("server_id=\"{}\"", id("voting"))
+            ]
+        ),
+        "{web_metrics}"
+    );
+    assert!(
+        has(
+            &web_metrics,
+            &[
+                "tcp_open_total{",
+                "direction=\"inbound\"",
+                "peer=\"src\"",
+                ":7000\"",
+                &format!("client_id=\"{}\"", id("vote-bot"))
+            ]
+        ),
+        "opaque TCP was mesh TLS too: {web_metrics}"
+    );
+    assert!(
+        has(
+            &web_metrics,
+            &[
+                "protocol_detect_total{",
+                "direction=\"inbound\"",
+                "decided_by=\"peer_proxy\""
+            ]
+        ),
+        "the client's proxy said the bytes were opaque: {web_metrics}"
+    );
+    assert!(
+        has(
+            &web_metrics,
+            &[
+                "response_total{",
+                "direction=\"inbound\"",
+                "authority=\"",
+                ":8080\"",
+                "tls=\"false\""
+            ]
+        ),
+        "the unmeshed client's requests count as plaintext: {web_metrics}"
+    );
+}
