@@ -153,6 +153,11 @@ pub fn print_stat(
             row.push(ms(&r["latency_ms_p50"]));
             row.push(ms(&r["latency_ms_p95"]));
             row.push(ms(&r["latency_ms_p99"]));
+            row.push(
+                r["tls_rate"]
+                    .as_f64()
+                    .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+            );
             row.push(r["tcp_connections"].as_u64().unwrap_or(0).to_string());
             row
         })
@@ -165,6 +170,7 @@ pub fn print_stat(
         "LATENCY_P50",
         "LATENCY_P95",
         "LATENCY_P99",
+        "TLS",
         "TCP_CONN",
     ];
     if with_namespace {
@@ -225,10 +231,16 @@ pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
         writeln!(out, "No edges found (no meshed traffic in the window).")?;
         return Ok(());
     }
+    print_edges(&rows, matches!(query.output, Output::Wide), &mut out)?;
+    Ok(())
+}
+
+/// Prints edge rows as the table of `conduit edges`; `wide` adds both ends' identities.
+pub fn print_edges(rows: &[Value], wide: bool, out: &mut dyn Write) -> std::io::Result<()> {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r["src"].as_str().unwrap_or("").to_string(),
                 r["dst"].as_str().unwrap_or("").to_string(),
                 r["src_namespace"].as_str().unwrap_or("").to_string(),
@@ -237,15 +249,35 @@ pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
                 r["success_rate"]
                     .as_f64()
                     .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
-            ]
+                // Secured: all of it over mutual TLS, none of it, or the share that was.
+                match r["tls_rate"].as_f64().unwrap_or(0.0) {
+                    t if t >= 1.0 => "√".to_string(),
+                    t if t <= 0.0 => "×".to_string(),
+                    t => format!("{:.0}%", t * 100.0),
+                },
+            ];
+            if wide {
+                row.push(r["client_id"].as_str().unwrap_or("-").to_string());
+                let servers: Vec<&str> = r["server_ids"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                row.push(if servers.is_empty() {
+                    "-".to_string()
+                } else {
+                    servers.join(",")
+                });
+            }
+            row
         })
         .collect();
-    print_table(
-        &["SRC", "DST", "SRC_NS", "DST_NS", "RPS", "SUCCESS"],
-        &table,
-        &mut out,
-    )?;
-    Ok(())
+    let mut header = vec![
+        "SRC", "DST", "SRC_NS", "DST_NS", "RPS", "SUCCESS", "SECURED",
+    ];
+    if wide {
+        header.extend(["CLIENT_ID", "SERVER_ID"]);
+    }
+    print_table(&header, &table, out)
 }
 
 #[cfg(test)]
@@ -256,9 +288,9 @@ mod tests {
     fn stat_tables_show_percentages_rates_and_dashes() {
         let rows: Vec<Value> = serde_json::from_str(
             r#"[{"namespace":"emojivoto","name":"voting","meshed":"1/1","success_rate":0.9667,"request_rate":2.04,
-                 "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tcp_connections":2},
+                 "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tls_rate":0.996,"tcp_connections":2},
                 {"namespace":"emojivoto","name":"vote-bot","meshed":"0/1","success_rate":null,"request_rate":0.0,
-                 "latency_ms_p50":null,"latency_ms_p95":null,"latency_ms_p99":null,"tcp_connections":0}]"#,
+                 "latency_ms_p50":null,"latency_ms_p95":null,"latency_ms_p99":null,"tls_rate":null,"tcp_connections":0}]"#,
         )
         .unwrap();
         let mut out = Vec::new();
@@ -267,15 +299,60 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME       MESHED   SUCCESS   RPS      LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN"
+            "NAME       MESHED   SUCCESS   RPS      LATENCY_P50   LATENCY_P95   LATENCY_P99   TLS    TCP_CONN"
         );
         assert_eq!(
             lines[1],
-            "voting     1/1      96.67%    2.0rps   0.7ms         4.2ms         13ms          2"
+            "voting     1/1      96.67%    2.0rps   0.7ms         4.2ms         13ms          100%   2"
         );
         assert_eq!(
             lines[2],
-            "vote-bot   0/1      -         -        -             -             -             0"
+            "vote-bot   0/1      -         -        -             -             -             -      0"
+        );
+    }
+
+    #[test]
+    fn edges_say_whether_traffic_was_secured_and_wide_names_both_ends() {
+        let rows: Vec<Value> = serde_json::from_str(
+            r#"[{"src":"web","dst":"voting","src_namespace":"emojivoto","dst_namespace":"emojivoto",
+                 "request_rate":2.0,"success_rate":1.0,"tls_rate":1.0,
+                 "client_id":"web.emojivoto.serviceaccount.identity.conduit.cluster.local",
+                 "server_ids":["voting.emojivoto.serviceaccount.identity.conduit.cluster.local"]},
+                {"src":"web","dst":"legacy","src_namespace":"emojivoto","dst_namespace":"emojivoto",
+                 "request_rate":1.0,"success_rate":1.0,"tls_rate":0.0,"client_id":null,"server_ids":[]}]"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        print_edges(&rows, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "SRC   DST      SRC_NS      DST_NS      RPS      SUCCESS   SECURED"
+        );
+        assert_eq!(
+            lines[1],
+            "web   voting   emojivoto   emojivoto   2.0rps   100.00%   √"
+        );
+        assert_eq!(
+            lines[2],
+            "web   legacy   emojivoto   emojivoto   1.0rps   100.00%   ×"
+        );
+        let mut out = Vec::new();
+        print_edges(&rows, true, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.lines().next().unwrap().ends_with(
+                "SECURED   CLIENT_ID                                                     SERVER_ID"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("√         web.emojivoto.serviceaccount.identity.conduit.cluster.local   voting.emojivoto.serviceaccount.identity.conduit.cluster.local"), "{text}");
+        assert!(
+            text.lines().nth(2).unwrap().ends_with(
+                "×         -                                                             -"
+            ),
+            "{text}"
         );
     }
 }

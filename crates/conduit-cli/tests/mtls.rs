@@ -241,4 +241,33 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
         ),
         "the unmeshed client's requests count as plaintext: {web_metrics}"
     );
+
+    // The metrics API reports it: `stat` has the share of mTLS traffic, `edges` both
+    // ends' identities. (Not exactly 100%: readiness probes and the unmeshed client
+    // are plaintext, and the first requests may beat discovery to the Service's VIP.)
+    let edge = |src: &str, dst: &str| {
+        rt.json(&["edges", "deploy", "-n", "emojivoto", "-o", "json"])
+            .into_iter()
+            .find(|e| e["src"] == src && e["dst"] == dst)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || edge("web", "voting").is_some()),
+        "{:?}",
+        rt.ok(&["edges", "deploy", "-n", "emojivoto"])
+    );
+    let e = edge("web", "voting").unwrap();
+    assert!(e["tls_rate"].as_f64().unwrap() > 0.9, "{e}");
+    assert_eq!(e["client_id"], id("web"), "{e}");
+    assert_eq!(e["server_ids"], serde_json::json!([id("voting")]), "{e}");
+    let wide = rt.ok(&["edges", "deploy", "-n", "emojivoto", "-o", "wide"]);
+    assert!(
+        wide.lines()
+            .any(|l| l.starts_with("web ") && l.contains(&id("web")) && l.contains(&id("emoji"))),
+        "{wide}"
+    );
+    let stat = rt.json(&["stat", "deploy", "-n", "emojivoto", "-o", "json"]);
+    let voting = stat.iter().find(|r| r["name"] == "voting").unwrap();
+    assert!(voting["tls_rate"].as_f64().unwrap() > 0.9, "{voting}");
+    let table = rt.ok(&["stat", "deploy", "-n", "emojivoto"]);
+    assert!(table.lines().next().unwrap().contains(" TLS "), "{table}");
 }

@@ -11,7 +11,7 @@ use crate::{
 };
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
@@ -20,6 +20,10 @@ use std::{
 pub struct Traffic {
     pub responses: f64,
     pub successes: f64,
+    /// Responses to requests that came (inbound) or went (outbound) over mutual TLS.
+    pub tls_responses: f64,
+    /// Outbound: the identities the servers proved.
+    pub server_ids: BTreeSet<String>,
     /// Cumulative latency buckets: (upper bound in ms, count), ascending, `+Inf` last.
     pub buckets: Vec<(f64, f64)>,
 }
@@ -65,6 +69,12 @@ impl PodScrape {
                         t.responses += sample.value;
                         if sample.label("classification") == Some("success") {
                             t.successes += sample.value;
+                        }
+                        if sample.label("tls") == Some("true") {
+                            t.tls_responses += sample.value;
+                        }
+                        if let Some(id) = sample.label("server_id") {
+                            t.server_ids.insert(id.to_string());
                         }
                     }
                 }
@@ -137,6 +147,9 @@ pub struct StatRow {
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p95: Option<f64>,
     pub latency_ms_p99: Option<f64>,
+    /// 0..1: the share of responses whose requests came over mutual TLS; absent without
+    /// traffic.
+    pub tls_rate: Option<f64>,
     /// Open TCP connections into the resource.
     pub tcp_connections: u64,
 }
@@ -150,6 +163,12 @@ pub struct EdgeRow {
     pub dst: String,
     pub request_rate: f64,
     pub success_rate: Option<f64>,
+    /// 0..1: the share of responses whose requests went over mutual TLS.
+    pub tls_rate: f64,
+    /// The identity the source's proxy presented, when the traffic was mutual TLS.
+    pub client_id: Option<String>,
+    /// The identities the destination's proxies proved.
+    pub server_ids: Vec<String>,
 }
 
 /// Every pod's recent scrapes.
@@ -247,6 +266,8 @@ impl Store {
     ) -> Vec<EdgeRow> {
         let now = Instant::now();
         let mut groups: BTreeMap<(String, String, String, String), Agg> = BTreeMap::new();
+        let mut ids: BTreeMap<(String, String, String, String), (String, BTreeSet<String>)> =
+            BTreeMap::new();
         for pod in &workloads.pods {
             let scrapes = self.window(&pod.namespace, &pod.name, now, window);
             let Some(last) = scrapes.last() else { continue };
@@ -259,6 +280,13 @@ impl Store {
                     continue;
                 }
                 let key = (pod.namespace.clone(), pod.deployment.clone(), dst_ns, dst);
+                let (_, servers) = ids.entry(key.clone()).or_insert_with(|| {
+                    (
+                        conduit_identity::identity_name(&pod.service_account, &pod.namespace),
+                        BTreeSet::new(),
+                    )
+                });
+                servers.extend(last.outbound[authority].server_ids.iter().cloned());
                 groups
                     .entry(key)
                     .or_default()
@@ -268,13 +296,21 @@ impl Store {
         groups
             .into_iter()
             .filter(|(_, agg)| agg.responses > 0.0)
-            .map(|((src_namespace, src, dst_namespace, dst), agg)| EdgeRow {
-                src_namespace,
-                src,
-                dst_namespace,
-                dst,
-                request_rate: agg.rate,
-                success_rate: Some(agg.successes / agg.responses),
+            .map(|(key, agg)| {
+                let (client, servers) = ids.remove(&key).unwrap_or_default();
+                let secured = agg.tls_responses > 0.0;
+                let (src_namespace, src, dst_namespace, dst) = key;
+                EdgeRow {
+                    src_namespace,
+                    src,
+                    dst_namespace,
+                    dst,
+                    request_rate: agg.rate,
+                    success_rate: Some(agg.successes / agg.responses),
+                    tls_rate: agg.tls_responses / agg.responses,
+                    client_id: secured.then_some(client),
+                    server_ids: servers.into_iter().collect(),
+                }
             })
             .collect()
     }
@@ -303,6 +339,7 @@ struct Agg {
     meshed: u32,
     responses: f64,
     successes: f64,
+    tls_responses: f64,
     rate: f64,
     buckets: Vec<(f64, f64)>,
     tcp: f64,
@@ -322,6 +359,7 @@ impl Agg {
         let responses = increase(scrapes.iter().map(|s| get(s, &|t| t.responses)));
         self.responses += responses;
         self.successes += increase(scrapes.iter().map(|s| get(s, &|t| t.successes)));
+        self.tls_responses += increase(scrapes.iter().map(|s| get(s, &|t| t.tls_responses)));
         self.rate += responses / secs;
         let bounds: Vec<f64> = traffic(last)
             .map(|t| t.buckets.iter().map(|(le, _)| *le).collect())
@@ -353,6 +391,7 @@ impl Agg {
             latency_ms_p50: q(0.5),
             latency_ms_p95: q(0.95),
             latency_ms_p99: q(0.99),
+            tls_rate: (self.responses > 0.0).then(|| self.tls_responses / self.responses),
             tcp_connections: self.tcp.round() as u64,
         }
     }
@@ -444,12 +483,12 @@ mod tests {
 
     fn metrics(inbound_ok: u32, inbound_fail: u32, out_ok: u32, tcp_open: u32) -> String {
         format!(
-            r#"response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="200",classification="success"}} {inbound_ok}
-response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="500",classification="failure"}} {inbound_fail}
+            r#"response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="200",classification="success",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"}} {inbound_ok}
+response_total{{direction="inbound",authority="web-svc.emojivoto",status_code="500",classification="failure",tls="false"}} {inbound_fail}
 response_latency_ms_bucket{{le="1.0",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
 response_latency_ms_bucket{{le="10.0",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
 response_latency_ms_bucket{{le="+Inf",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
-response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",status_code="200",classification="success",grpc_status="0"}} {out_ok}
+response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",status_code="200",classification="success",grpc_status="0",tls="true",server_id="voting.emojivoto.serviceaccount.identity.conduit.cluster.local"}} {out_ok}
 tcp_open_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} {tcp_open}
 tcp_open_total{{direction="inbound",peer="dst",target_addr="127.0.0.1:8080"}} 99
 tcp_close_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} 1
@@ -485,6 +524,8 @@ tcp_close_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} 
             "{web:?}"
         );
         assert_eq!(web.tcp_connections, 2);
+        // 80 of the 100 new responses were to mutual TLS requests.
+        assert!((web.tls_rate.unwrap() - 0.8).abs() < 1e-9, "{web:?}");
         let idle = rows.iter().find(|r| r.name == "voting").unwrap();
         assert_eq!(
             (idle.success_rate, idle.request_rate, idle.latency_ms_p99),
@@ -501,5 +542,14 @@ tcp_close_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} 
             ("web", "voting")
         );
         assert!((edges[0].request_rate - 4.0).abs() < 1e-9);
+        assert_eq!(edges[0].tls_rate, 1.0);
+        assert_eq!(
+            edges[0].client_id.as_deref(),
+            Some("web.emojivoto.serviceaccount.identity.conduit.cluster.local")
+        );
+        assert_eq!(
+            edges[0].server_ids,
+            ["voting.emojivoto.serviceaccount.identity.conduit.cluster.local"]
+        );
     }
 }

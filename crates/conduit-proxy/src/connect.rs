@@ -75,15 +75,17 @@ impl Connector {
             addr,
             timeout: self.timeout,
         };
+        let deadline = tokio::time::Instant::now() + self.timeout;
         if let (Some(tls), Some(identity)) = (&self.tls, &endpoint.identity) {
-            if !tls.is_certified() {
+            // Right after start the application may call out before the first certificate
+            // is in: wait for it as for a slow connect, rather than fail at once.
+            if !tls.wait_certified(deadline).await {
                 return Err(ProxyError::NotCertified {
                     addr,
                     identity: identity.to_string(),
                 });
             }
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(ProxyError::from_connect(addr, e)),
@@ -208,7 +210,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = Connector::new(
             Direction::Outbound,
-            Duration::from_secs(5),
+            Duration::from_millis(300),
             TcpMetrics::default(),
             Some(uncertified),
         );

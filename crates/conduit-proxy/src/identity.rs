@@ -47,6 +47,8 @@ pub struct Identity {
     current: RwLock<Option<Certificate>>,
     /// The current certificate with its key, as TLS wants it.
     certified_key: RwLock<Option<Arc<CertifiedKey>>>,
+    /// Flips to true once the first certificate is in.
+    certified: tokio::sync::watch::Sender<bool>,
     last_error: RwLock<Option<String>>,
 }
 
@@ -79,6 +81,15 @@ impl Identity {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(certified);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(cert);
+        self.certified.send_replace(true);
+    }
+
+    /// Waits until the identity has a certificate, or `deadline`; says whether it has one.
+    pub async fn wait_certified(&self, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.certified.subscribe();
+        tokio::time::timeout_at(deadline, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Why the last request failed, if it did.
@@ -101,6 +112,7 @@ impl Identity {
             signing_key,
             current: RwLock::new(None),
             certified_key: RwLock::new(None),
+            certified: tokio::sync::watch::Sender::new(false),
             last_error: RwLock::new(None),
         })
     }

@@ -307,9 +307,10 @@ impl Side {
         if hello.as_ref().and_then(|h| h.server_name.as_deref()) != Some(tls.name()) {
             return passthrough(tcp, buf);
         }
-        if !tls.is_certified() {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        if !tls.wait_certified(deadline).await {
             self.metrics.error(self.direction, "not_certified");
-            info!(client = %accepted.client, "a mesh TLS client arrived before this proxy has a certificate; closing the connection");
+            info!(client = %accepted.client, "a mesh TLS client arrived and this proxy still has no certificate; closing the connection");
             return None;
         }
         let handshake = tls.accept(PrefixedIo::new(buf.freeze(), tcp));

@@ -132,9 +132,9 @@ impl MeshTls {
         &self.identity.name
     }
 
-    /// Whether this proxy has a certificate to present.
-    pub fn is_certified(&self) -> bool {
-        self.identity.certified_key().is_some()
+    /// Waits until this proxy has a certificate to present, or `deadline`.
+    pub async fn wait_certified(&self, deadline: tokio::time::Instant) -> bool {
+        self.identity.wait_certified(deadline).await
     }
 
     /// Opens mesh TLS over `io` to a peer that must prove `server_id`.
