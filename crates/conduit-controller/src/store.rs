@@ -171,6 +171,9 @@ pub struct EdgeRow {
     pub server_ids: Vec<String>,
 }
 
+/// An edge: source namespace and deployment, destination namespace and deployment.
+type EdgeKey = (String, String, String, String);
+
 /// Every pod's recent scrapes.
 pub struct Store {
     retention: Duration,
@@ -265,9 +268,9 @@ impl Store {
         window: Duration,
     ) -> Vec<EdgeRow> {
         let now = Instant::now();
-        let mut groups: BTreeMap<(String, String, String, String), Agg> = BTreeMap::new();
-        let mut ids: BTreeMap<(String, String, String, String), (String, BTreeSet<String>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<EdgeKey, Agg> = BTreeMap::new();
+        // The source's identity and the identities the destination proved, per edge.
+        let mut ids: BTreeMap<EdgeKey, (String, BTreeSet<String>)> = BTreeMap::new();
         for pod in &workloads.pods {
             let scrapes = self.window(&pod.namespace, &pod.name, now, window);
             let Some(last) = scrapes.last() else { continue };
