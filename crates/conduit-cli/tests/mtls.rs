@@ -153,6 +153,7 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     std::thread::sleep(Duration::from_secs(2));
     let wire = capture.stop();
     let _ = echo_server.kill();
+    let _ = echo_server.wait();
 
     assert!(
         contains(&wire, secret_plain),
