@@ -1,0 +1,391 @@
+//! Authorization policy: who may connect to a meshed pod's ports. A pod's policy is a
+//! default for ports no Server selects (`all-unauthenticated`, `all-authenticated`,
+//! `cluster-authenticated` or `deny`) and, for each port a Server selects, the
+//! AuthorizationPolicies that target that Server: a client they do not allow is denied.
+//! The kubelet's (or the local runtime's) probes are always allowed. The controller
+//! resolves resources into a [`PodPolicy`] ([`resources`]); the proxy only evaluates it.
+
+#[cfg(feature = "manifests")]
+pub mod resources;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::{fmt, net::IpAddr, str::FromStr};
+
+/// The annotation (on a pod template or a Namespace) that sets the default policy.
+pub const DEFAULT_POLICY_ANNOTATION: &str = "config.conduit.io/default-inbound-policy";
+
+/// What happens on ports no Server selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefaultPolicy {
+    /// Anyone may connect, with or without mesh TLS.
+    #[default]
+    AllUnauthenticated,
+    /// Only clients with a mesh identity (over mutual TLS).
+    AllAuthenticated,
+    /// Clients with a mesh identity, and anyone from the cluster's networks.
+    ClusterAuthenticated,
+    /// Nobody (but probes).
+    Deny,
+}
+
+impl DefaultPolicy {
+    /// Every policy's name, for messages.
+    pub const NAMES: &'static str =
+        "all-unauthenticated, all-authenticated, cluster-authenticated or deny";
+
+    /// The name, as in annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
+            DefaultPolicy::AllAuthenticated => "all-authenticated",
+            DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
+            DefaultPolicy::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for DefaultPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A default policy name that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown default inbound policy {0:?}: expected {names}", names = DefaultPolicy::NAMES)]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for DefaultPolicy {
+    type Err = UnknownPolicy;
+    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
+        Ok(match s.trim() {
+            "all-unauthenticated" => DefaultPolicy::AllUnauthenticated,
+            "all-authenticated" => DefaultPolicy::AllAuthenticated,
+            "cluster-authenticated" => DefaultPolicy::ClusterAuthenticated,
+            "deny" => DefaultPolicy::Deny,
+            other => return Err(UnknownPolicy(other.to_string())),
+        })
+    }
+}
+
+/// How a Server says its port's traffic should be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServerProtocol {
+    #[serde(rename = "HTTP/1")]
+    Http1,
+    #[serde(rename = "HTTP/2")]
+    Http2,
+    #[serde(rename = "gRPC")]
+    Grpc,
+    /// Opaque TCP: no protocol detection.
+    #[serde(rename = "opaque")]
+    Opaque,
+    /// Detect it.
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl ServerProtocol {
+    /// The name, as in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerProtocol::Http1 => "HTTP/1",
+            ServerProtocol::Http2 => "HTTP/2",
+            ServerProtocol::Grpc => "gRPC",
+            ServerProtocol::Opaque => "opaque",
+            ServerProtocol::Unknown => "unknown",
+        }
+    }
+
+    /// The protocol named `s`, as in manifests.
+    pub fn parse(s: &str) -> Option<ServerProtocol> {
+        [
+            ServerProtocol::Http1,
+            ServerProtocol::Http2,
+            ServerProtocol::Grpc,
+            ServerProtocol::Opaque,
+            ServerProtocol::Unknown,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// One way in: clients it lets through.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The AuthorizationPolicy it comes from (`namespace/name`), or a default's name.
+    pub name: String,
+    /// Mesh identities allowed (ServiceAccounts resolved to theirs).
+    pub identities: Vec<String>,
+    /// Any client with a mesh identity.
+    pub all_authenticated: bool,
+    /// Clients from these networks, authenticated or not.
+    pub networks: Vec<IpNet>,
+}
+
+/// A port a Server selects, with what may reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPolicy {
+    /// The Server (`namespace/name`).
+    pub name: String,
+    pub port: u16,
+    pub protocol: Option<ServerProtocol>,
+    pub authorizations: Vec<Authorization>,
+}
+
+/// An HTTP path a prober GETs on a port: always allowed, so that policy never makes a pod
+/// unready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub port: u16,
+    pub path: String,
+}
+
+/// Everything a pod's inbound proxy needs to decide who may connect.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodPolicy {
+    pub default: DefaultPolicy,
+    pub servers: Vec<ServerPolicy>,
+    pub probes: Vec<Probe>,
+    /// The cluster's networks, for `cluster-authenticated`.
+    pub cluster_networks: Vec<IpNet>,
+}
+
+/// A client, as the inbound proxy knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    /// The identity its mesh TLS certificate proves; `None` for plaintext.
+    pub identity: Option<&'a str>,
+}
+
+/// The answer for a client on a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Let in by this authorization (a default policy's name, or `namespace/name`).
+    Allow {
+        server: Option<String>,
+        authz: String,
+    },
+    /// Kept out; `reason` says why in words a user can act on.
+    Deny {
+        server: Option<String>,
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// Whether the client may connect.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The Server that governs the port, if one does.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Decision::Allow { server, .. } | Decision::Deny { server, .. } => server.as_deref(),
+        }
+    }
+}
+
+impl Authorization {
+    fn allows(&self, client: Client<'_>) -> bool {
+        let authenticated = client.identity.is_some();
+        (self.all_authenticated && authenticated)
+            || client
+                .identity
+                .is_some_and(|id| self.identities.iter().any(|i| i == id))
+            || self.networks.iter().any(|n| n.contains(&client.ip))
+    }
+}
+
+fn describe(client: Client<'_>) -> String {
+    match client.identity {
+        Some(id) => format!("client {id} (at {})", client.ip),
+        None => format!("unauthenticated client {} (no mesh TLS)", client.ip),
+    }
+}
+
+impl PodPolicy {
+    /// The Server that selects `port`, if any.
+    pub fn server(&self, port: u16) -> Option<&ServerPolicy> {
+        self.servers.iter().find(|s| s.port == port)
+    }
+
+    /// Whether `path` on `port` is one of the pod's probes.
+    pub fn is_probe(&self, port: u16, path: &str) -> bool {
+        self.probes.iter().any(|p| p.port == port && p.path == path)
+    }
+
+    /// May `client` connect to `port`?
+    pub fn authorize(&self, port: u16, client: Client<'_>) -> Decision {
+        if let Some(server) = self.server(port) {
+            let name = Some(server.name.clone());
+            return match server.authorizations.iter().find(|a| a.allows(client)) {
+                Some(a) => Decision::Allow {
+                    server: name,
+                    authz: a.name.clone(),
+                },
+                None if server.authorizations.is_empty() => Decision::Deny {
+                    server: name,
+                    reason: format!(
+                        "Server {} selects port {port} and no AuthorizationPolicy targets it, so nobody may connect",
+                        server.name
+                    ),
+                },
+                None => Decision::Deny {
+                    server: name,
+                    reason: format!(
+                        "{} is not allowed by any AuthorizationPolicy of Server {} (port {port})",
+                        describe(client),
+                        server.name
+                    ),
+                },
+            };
+        }
+        let allowed = match self.default {
+            DefaultPolicy::AllUnauthenticated => true,
+            DefaultPolicy::AllAuthenticated => client.identity.is_some(),
+            DefaultPolicy::ClusterAuthenticated => {
+                client.identity.is_some()
+                    || self.cluster_networks.iter().any(|n| n.contains(&client.ip))
+            }
+            DefaultPolicy::Deny => false,
+        };
+        if allowed {
+            Decision::Allow {
+                server: None,
+                authz: format!("default:{}", self.default),
+            }
+        } else {
+            Decision::Deny {
+                server: None,
+                reason: format!(
+                    "{} is not allowed on port {port} by the default policy {}",
+                    describe(client),
+                    self.default
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB: &str = "web.emojivoto.serviceaccount.identity.conduit.cluster.local";
+    const BOT: &str = "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local";
+
+    fn client(ip: &str, identity: Option<&'static str>) -> Client<'static> {
+        Client {
+            ip: ip.parse().unwrap(),
+            identity,
+        }
+    }
+
+    #[test]
+    fn defaults_decide_ports_no_server_selects() {
+        let mut p = PodPolicy {
+            cluster_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            ..PodPolicy::default()
+        };
+        let (inside, outside, meshed) = (
+            client("10.1.2.3", None),
+            client("192.0.2.1", None),
+            client("192.0.2.1", Some(WEB)),
+        );
+        let allowed = |p: &PodPolicy, c| p.authorize(8080, c).is_allowed();
+        assert!(allowed(&p, inside) && allowed(&p, outside) && allowed(&p, meshed));
+        p.default = DefaultPolicy::AllAuthenticated;
+        assert!(!allowed(&p, inside) && !allowed(&p, outside) && allowed(&p, meshed));
+        p.default = DefaultPolicy::ClusterAuthenticated;
+        assert!(allowed(&p, inside) && !allowed(&p, outside) && allowed(&p, meshed));
+        p.default = DefaultPolicy::Deny;
+        assert!(!allowed(&p, inside) && !allowed(&p, outside) && !allowed(&p, meshed));
+        let Decision::Deny { reason, .. } = p.authorize(8080, outside) else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "unauthenticated client 192.0.2.1 (no mesh TLS) is not allowed on port 8080 by the default policy deny"
+        );
+    }
+
+    #[test]
+    fn a_server_lets_in_only_what_its_policies_allow() {
+        let mut p = PodPolicy {
+            servers: vec![ServerPolicy {
+                name: "emojivoto/voting-grpc".into(),
+                port: 8080,
+                protocol: Some(ServerProtocol::Grpc),
+                authorizations: vec![],
+            }],
+            ..PodPolicy::default()
+        };
+        // Selected, but no policy: nobody, whatever the default says.
+        let d = p.authorize(8080, client("10.0.0.9", Some(WEB)));
+        assert!(!d.is_allowed());
+        assert_eq!(d.server(), Some("emojivoto/voting-grpc"));
+        // Other ports keep the default.
+        assert!(p.authorize(9090, client("10.0.0.9", None)).is_allowed());
+
+        p.servers[0].authorizations.push(Authorization {
+            name: "emojivoto/voting-from-web".into(),
+            identities: vec![WEB.into()],
+            ..Authorization::default()
+        });
+        assert_eq!(
+            p.authorize(8080, client("10.0.0.9", Some(WEB))),
+            Decision::Allow {
+                server: Some("emojivoto/voting-grpc".into()),
+                authz: "emojivoto/voting-from-web".into()
+            }
+        );
+        let Decision::Deny { reason, .. } = p.authorize(8080, client("10.0.0.7", Some(BOT))) else {
+            panic!()
+        };
+        assert!(
+            reason.starts_with(&format!("client {BOT} (at 10.0.0.7) is not allowed")),
+            "{reason}"
+        );
+        assert!(!p.authorize(8080, client("10.0.0.9", None)).is_allowed());
+
+        p.servers[0].authorizations.push(Authorization {
+            name: "emojivoto/monitoring".into(),
+            networks: vec!["192.0.2.0/24".parse().unwrap()],
+            ..Authorization::default()
+        });
+        assert!(p.authorize(8080, client("192.0.2.8", None)).is_allowed());
+        p.servers[0].authorizations.push(Authorization {
+            name: "emojivoto/meshed".into(),
+            all_authenticated: true,
+            ..Authorization::default()
+        });
+        assert!(p
+            .authorize(8080, client("10.0.0.7", Some(BOT)))
+            .is_allowed());
+    }
+
+    #[test]
+    fn policy_names_parse_and_say_what_is_expected() {
+        for p in [
+            DefaultPolicy::AllUnauthenticated,
+            DefaultPolicy::AllAuthenticated,
+            DefaultPolicy::ClusterAuthenticated,
+            DefaultPolicy::Deny,
+        ] {
+            assert_eq!(p.as_str().parse::<DefaultPolicy>().unwrap(), p);
+        }
+        let err = "allow-all".parse::<DefaultPolicy>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown default inbound policy \"allow-all\": expected all-unauthenticated, all-authenticated, cluster-authenticated or deny"
+        );
+        assert_eq!(ServerProtocol::parse("gRPC"), Some(ServerProtocol::Grpc));
+        assert_eq!(ServerProtocol::parse("grpc"), None);
+    }
+}
