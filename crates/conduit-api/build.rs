@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../../proto/conduit/destination.proto",
         "../../proto/conduit/identity.proto",
+        "../../proto/conduit/policy.proto",
         "../../proto/conduit/tap.proto",
     ];
     for p in protos {

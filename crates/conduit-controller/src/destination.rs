@@ -3,14 +3,14 @@
 //! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
 //! so the proxy uses the original destination.
 
-use crate::discovery::{split_authority, Workloads};
+use crate::discovery::{follow, split_authority, Workloads};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
     update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Update,
 };
 use std::{collections::HashMap, pin::Pin, sync::Arc};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Serves endpoint sets from discovery's snapshots.
@@ -103,25 +103,9 @@ impl Destination for DestinationService {
                 "path {path:?}: expected a host:port authority or ip:port"
             )));
         }
-        let mut workloads = self.workloads.clone();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut last: Option<Update> = None;
-            loop {
-                let update = update_for(&workloads.borrow_and_update(), &path, &context_namespace);
-                if last.as_ref() != Some(&update) {
-                    if tx.send(Ok(update.clone())).await.is_err() {
-                        return; // the proxy went away
-                    }
-                    last = Some(update);
-                }
-                tokio::select! {
-                    changed = workloads.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(follow(self.workloads.clone(), move |w| {
+            Some(update_for(w, &path, &context_namespace))
+        })))
     }
 }
 

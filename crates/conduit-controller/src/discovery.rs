@@ -4,8 +4,10 @@
 //! Also resolves the names a proxy asks about (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`,
 //! or a virtual IP) to Services.
 
+use conduit_policy::{resources::Resources, DefaultPolicy, Probe};
 use serde::Serialize;
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
@@ -23,6 +25,8 @@ pub const TAP_PORT: u16 = 4190;
 pub struct Workloads {
     pub pods: Vec<PodInfo>,
     pub services: Vec<ServiceInfo>,
+    /// Servers, AuthorizationPolicies and Namespaces' default policies.
+    pub policy: Resources,
 }
 
 /// A pod, as discovery sees it.
@@ -36,6 +40,13 @@ pub struct PodInfo {
     pub ready: bool,
     /// Its ServiceAccount: with the namespace, the identity its proxy proves.
     pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its containers' named ports.
+    pub named_ports: BTreeMap<String, u16>,
+    /// The HTTP paths its probes GET.
+    pub probes: Vec<Probe>,
+    /// Its own default inbound policy (annotation), if any.
+    pub default_policy: Option<DefaultPolicy>,
 }
 
 impl PodInfo {
@@ -195,6 +206,10 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
                 meshed: p.meshed,
                 ready: p.ready,
                 service_account: p.service_account.clone(),
+                labels: p.labels.clone(),
+                named_ports: p.named_ports.clone(),
+                probes: p.probes.clone(),
+                default_policy: p.default_policy,
             })
             .collect(),
         services: state
@@ -221,7 +236,38 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
                     .collect(),
             })
             .collect(),
+        policy: state.policy,
     })
+}
+
+/// A stream of what `answer` makes of each snapshot of `workloads`: the first answer at
+/// once, then a new one whenever a change makes it differ. `None` sends nothing (yet).
+/// Ends when the receiver goes away.
+pub fn follow<T>(
+    mut workloads: watch::Receiver<Arc<Workloads>>,
+    answer: impl Fn(&Workloads) -> Option<T> + Send + 'static,
+) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>
+where
+    T: Clone + PartialEq + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<T> = None;
+        loop {
+            let next = answer(&workloads.borrow_and_update());
+            if let Some(next) = next.filter(|n| last.as_ref() != Some(n)) {
+                if tx.send(Ok(next.clone())).await.is_err() {
+                    return; // the proxy went away
+                }
+                last = Some(next);
+            }
+            tokio::select! {
+                changed = workloads.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[cfg(test)]
@@ -237,6 +283,10 @@ pub(crate) mod tests {
             meshed: true,
             ready: true,
             service_account: dep.into(),
+            labels: BTreeMap::from([("app".to_string(), format!("{dep}-svc"))]),
+            named_ports: BTreeMap::new(),
+            probes: Vec::new(),
+            default_policy: None,
         };
         Workloads {
             pods: vec![
@@ -270,6 +320,7 @@ pub(crate) mod tests {
                     }],
                 },
             ],
+            policy: Resources::default(),
         }
     }
 

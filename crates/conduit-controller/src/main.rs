@@ -32,7 +32,7 @@ struct Args {
     /// Serve the API on this TCP address.
     #[arg(long)]
     api_addr: Option<SocketAddr>,
-    /// Serve the Destination API (gRPC) to proxies on this address.
+    /// Serve the Destination and InboundPolicy APIs (gRPC) to proxies on this address.
     #[arg(long)]
     destination_addr: Option<SocketAddr>,
     /// How often to scrape every proxy's metrics.
@@ -54,6 +54,17 @@ struct Args {
     /// How long a proxy's certificate is valid.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     identity_lifetime: Duration,
+    /// Who may connect to ports of pods and namespaces that set no default:
+    /// all-unauthenticated, all-authenticated, cluster-authenticated or deny.
+    #[arg(long, default_value = "all-unauthenticated")]
+    default_inbound_policy: conduit_policy::DefaultPolicy,
+    /// The cluster's networks (comma-separated CIDRs), trusted by cluster-authenticated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+    )]
+    cluster_networks: Vec<ipnet::IpNet>,
 }
 
 /// The Identity API, when its issuer and a way to authenticate proxies are configured.
@@ -135,12 +146,20 @@ async fn main() -> anyhow::Result<()> {
         let service =
             conduit_controller::destination::DestinationService::server(discovery.watch());
         let identity = identity_service(&args, identity_counts.clone())?;
+        let policy = conduit_controller::policy::PolicyService::server(
+            discovery.watch(),
+            conduit_controller::policy::ClusterPolicy {
+                default: args.default_inbound_policy,
+                networks: args.cluster_networks.clone(),
+            },
+        );
         if identity.is_some() {
             tracing::info!(%addr, "Identity API listening");
         }
         servers.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(policy)
                 .add_optional_service(identity)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await

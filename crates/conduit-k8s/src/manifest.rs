@@ -73,6 +73,15 @@ impl Document {
         self.value.get("metadata")?.get("namespace")?.as_str()
     }
 
+    /// The annotation `key` of `metadata.annotations`, if set to a string.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.value
+            .get("metadata")?
+            .get("annotations")?
+            .get(key)?
+            .as_str()
+    }
+
     /// Whether the document holds nothing but comments or whitespace.
     pub fn is_empty(&self) -> bool {
         self.value.is_null()

@@ -7,7 +7,10 @@
 use crate::{
     layout::{pod_ip, service_ip, Layout},
     net, probe,
-    spec::{AppSpec, ContainerSpec, DeploymentSpec, EnvSpec, PodField, ServiceSpec, TargetPort},
+    spec::{
+        AppSpec, ContainerSpec, DeploymentSpec, EnvSpec, PodField, ProbeAction, ServiceSpec,
+        TargetPort,
+    },
     state::{self, ContainerState, EndpointState, PodState, ServicePortState, ServiceState, State},
 };
 use anyhow::Context as _;
@@ -227,6 +230,9 @@ impl Supervisor {
                 self.identity.dir.join("token-secret").display().to_string(),
                 "--identity-lifetime".into(),
                 self.identity.lifetime.clone(),
+                // The pod network: what cluster-authenticated trusts here.
+                "--cluster-networks".into(),
+                format!("{}/16", crate::layout::NODE_IP),
             ],
             env: Vec::new(),
             ports: BTreeMap::new(),
@@ -244,6 +250,9 @@ impl Supervisor {
             meshed: false,
             service_account: String::new(),
             labels: BTreeMap::new(),
+            named_ports: BTreeMap::new(),
+            probes: Vec::new(),
+            default_policy: None,
             phase: "Running".into(),
             ready: true,
             containers: vec![ContainerState {
@@ -378,6 +387,19 @@ impl Supervisor {
             meshed: d.meshed,
             service_account: d.service_account.clone(),
             labels: d.labels.clone(),
+            named_ports: d.containers.iter().flat_map(|c| c.ports.clone()).collect(),
+            probes: d
+                .containers
+                .iter()
+                .filter_map(|c| match &c.readiness.as_ref()?.action {
+                    ProbeAction::HttpGet { port, path } => Some(conduit_policy::Probe {
+                        port: *port,
+                        path: path.clone(),
+                    }),
+                    ProbeAction::TcpSocket { .. } => None,
+                })
+                .collect(),
+            default_policy: d.default_policy,
             phase: "Pending".into(),
             ready: false,
             containers: d
@@ -508,6 +530,7 @@ impl Supervisor {
                 .as_ref()
                 .map(|(s, _, _)| lock(s).containers.clone())
                 .unwrap_or_default(),
+            policy: self.desired.policy.clone(),
         };
         if self.written.as_ref() == Some(&state) {
             return;

@@ -1,8 +1,14 @@
 //! What the local runtime is asked to run, read from Kubernetes manifests and checked
-//! before anything starts: Deployments (their pod templates) and Services. Anything the
-//! runtime cannot honour is refused with the document and the field named.
+//! before anything starts: Deployments (their pod templates), Services, and the
+//! authorization policy its control plane serves (Servers, AuthorizationPolicies, default
+//! policy annotations). Anything the runtime cannot honour is refused with the document
+//! and the field named.
 
 use conduit_k8s::manifest::{self, Document, ManifestError};
+use conduit_policy::{
+    resources::{self, Resources},
+    DefaultPolicy, DEFAULT_POLICY_ANNOTATION,
+};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -18,6 +24,9 @@ use std::collections::BTreeMap;
 pub struct AppSpec {
     pub deployments: Vec<DeploymentSpec>,
     pub services: Vec<ServiceSpec>,
+    /// Authorization policy, served to the pods' proxies by the control plane.
+    #[serde(default)]
+    pub policy: Resources,
 }
 
 /// A Deployment, reduced to what the runtime runs.
@@ -35,6 +44,9 @@ pub struct DeploymentSpec {
     /// The pod template's ServiceAccount (`default` when unset): its mesh identity.
     #[serde(default = "default_service_account")]
     pub service_account: String,
+    /// The pod template's default inbound policy annotation.
+    #[serde(default)]
+    pub default_policy: Option<DefaultPolicy>,
 }
 
 fn default_service_account() -> String {
@@ -140,15 +152,28 @@ impl AppSpec {
             match (doc.api_version(), doc.kind()) {
                 (Some("apps/v1"), Some("Deployment")) => spec.deployments.push(deployment(&doc, resolve)?),
                 (Some("v1"), Some("Service")) => spec.services.push(service(&doc)?),
-                // Namespaces and ServiceAccounts need nothing local: names carry them.
-                (Some("v1"), Some("Namespace" | "ServiceAccount")) => {}
+                (Some("v1"), Some("Namespace")) => {
+                    if let Some(p) = default_policy(&doc, "metadata.annotations", doc.annotation(DEFAULT_POLICY_ANNOTATION))? {
+                        spec.policy.namespace_defaults.insert(require_name(&doc)?, p);
+                    }
+                }
+                // ServiceAccounts need nothing local: pods name theirs.
+                (Some("v1"), Some("ServiceAccount")) => {}
+                (Some(resources::API_VERSION), Some("Server")) => {
+                    spec.policy.servers.push(resources::server(&doc)?)
+                }
+                (Some(resources::API_VERSION), Some("AuthorizationPolicy")) => spec
+                    .policy
+                    .authorization_policies
+                    .push(resources::authorization_policy(&doc)?),
                 (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
                 (api, Some(kind)) => {
                     return Err(doc.field_error(
                         "kind",
                         format!(
-                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services (and accepts Namespaces and ServiceAccounts)",
-                            api.unwrap_or("(no apiVersion)")
+                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, and {} Servers and AuthorizationPolicies",
+                            api.unwrap_or("(no apiVersion)"),
+                            resources::API_VERSION
                         ),
                     ))
                 }
@@ -169,6 +194,22 @@ impl AppSpec {
                 .retain(|x| !(x.namespace == s.namespace && x.name == s.name));
             self.services.push(s);
         }
+        let policy = &mut self.policy;
+        for s in other.policy.servers {
+            policy
+                .servers
+                .retain(|x| !(x.namespace == s.namespace && x.name == s.name));
+            policy.servers.push(s);
+        }
+        for a in other.policy.authorization_policies {
+            policy
+                .authorization_policies
+                .retain(|x| !(x.namespace == a.namespace && x.name == a.name));
+            policy.authorization_policies.push(a);
+        }
+        policy
+            .namespace_defaults
+            .extend(other.policy.namespace_defaults);
     }
 }
 
@@ -243,6 +284,15 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(default_service_account);
+    let default_policy = default_policy(
+        doc,
+        "spec.template.metadata.annotations",
+        template_meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_POLICY_ANNOTATION))
+            .map(String::as_str),
+    )?;
     Ok(DeploymentSpec {
         namespace: namespace_of(doc),
         name,
@@ -252,7 +302,28 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
         containers,
         meshed,
         service_account,
+        default_policy,
     })
+}
+
+/// The default inbound policy an object's annotations set, if they set one.
+fn default_policy(
+    doc: &Document,
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<DefaultPolicy>, ManifestError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e: conduit_policy::UnknownPolicy| {
+            doc.field_error(
+                &format!("{field}[\"{DEFAULT_POLICY_ANNOTATION}\"]"),
+                e.to_string(),
+            )
+        })
 }
 
 fn port_number(doc: &Document, field: &str, n: i32) -> Result<u16, ManifestError> {
@@ -563,6 +634,65 @@ spec:
                 "{err}\n  should contain: {expected}"
             );
         }
+    }
+
+    const POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+  annotations: {config.conduit.io/default-inbound-policy: all-authenticated}
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: Server
+metadata: {name: web-http, namespace: demo}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: http
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-from-bot, namespace: demo}
+spec:
+  targetRef: {kind: Server, name: web-http}
+  allow:
+  - serviceAccount: {name: bot}
+"#;
+
+    #[test]
+    fn reads_policy_and_default_policy_annotations() {
+        let text = APP.replace(
+            "      labels: {app: web}\n",
+            "      labels: {app: web}\n      annotations: {config.conduit.io/default-inbound-policy: deny}\n",
+        ) + "---" + POLICY;
+        let spec = AppSpec::from_manifest(&text, "app.yaml", &anywhere).unwrap();
+        assert_eq!(
+            spec.deployments[0].default_policy,
+            Some(DefaultPolicy::Deny)
+        );
+        assert_eq!(
+            spec.policy.namespace_defaults["demo"],
+            DefaultPolicy::AllAuthenticated
+        );
+        assert_eq!(spec.policy.servers[0].name, "web-http");
+        assert_eq!(spec.policy.authorization_policies[0].server, "web-http");
+
+        let bad = POLICY.replace("all-authenticated}", "everyone}");
+        let err = AppSpec::from_manifest(&bad, "p.yaml", &anywhere)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 1 (Namespace demo): metadata.annotations[\"config.conduit.io/default-inbound-policy\"]: unknown default inbound policy \"everyone\""),
+            "{err}"
+        );
+        let bad = POLICY.replace("port: http", "port: -1");
+        let err = AppSpec::from_manifest(&bad, "p.yaml", &anywhere)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 2 (Server web-http): spec.port"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct State {
     pub services: Vec<ServiceState>,
     /// The control plane's processes, supervised like a pod's containers.
     pub control_plane: Vec<ContainerState>,
+    /// The authorization policy the control plane serves.
+    #[serde(default)]
+    pub policy: conduit_policy::resources::Resources,
 }
 
 /// One pod.
@@ -35,6 +38,15 @@ pub struct PodState {
     #[serde(default)]
     pub service_account: String,
     pub labels: BTreeMap<String, String>,
+    /// Its containers' named ports (what Servers may name).
+    #[serde(default)]
+    pub named_ports: BTreeMap<String, u16>,
+    /// The HTTP paths its readiness probes GET, which policy always allows.
+    #[serde(default)]
+    pub probes: Vec<conduit_policy::Probe>,
+    /// Its template's default inbound policy, if annotated.
+    #[serde(default)]
+    pub default_policy: Option<conduit_policy::DefaultPolicy>,
     /// `Pending` (initialising), `Running`, or `Failed` (an init container failed).
     pub phase: String,
     /// Every container runs and passes its readiness probe.

@@ -7,6 +7,7 @@
 
 #[cfg(feature = "manifests")]
 pub mod resources;
+pub mod wire;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -33,6 +33,15 @@ use std::collections::BTreeMap;
 /// The API group and version of the policy resources.
 pub const API_VERSION: &str = "policy.conduit.io/v1alpha1";
 
+/// Every policy resource, and Namespaces' default policies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub servers: Vec<Server>,
+    pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// Namespaces annotated with a default inbound policy.
+    pub namespace_defaults: BTreeMap<String, DefaultPolicy>,
+}
+
 /// A Server: a port of the pods its selector matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
@@ -292,14 +301,16 @@ pub struct PodFacts<'a> {
 /// cluster's.
 pub fn pod_policy(
     pod: &PodFacts<'_>,
-    servers: &[Server],
-    policies: &[AuthorizationPolicy],
-    namespace_default: Option<DefaultPolicy>,
+    resources: &Resources,
     cluster_default: DefaultPolicy,
     cluster_networks: &[IpNet],
 ) -> PodPolicy {
     let mut selected: Vec<ServerPolicy> = Vec::new();
-    for s in servers.iter().filter(|s| s.namespace == pod.namespace) {
+    for s in resources
+        .servers
+        .iter()
+        .filter(|s| s.namespace == pod.namespace)
+    {
         if !s
             .pod_selector
             .iter()
@@ -318,10 +329,11 @@ pub fn pod_policy(
         if selected.iter().any(|x| x.port == port) {
             continue;
         }
-        let authorizations = policies
+        let authorizations = resources
+            .authorization_policies
             .iter()
             .filter(|p| p.namespace == s.namespace && p.server == s.name)
-            .map(|p| authorization(p))
+            .map(authorization)
             .collect();
         selected.push(ServerPolicy {
             name: format!("{}/{}", s.namespace, s.name),
@@ -331,7 +343,10 @@ pub fn pod_policy(
         });
     }
     PodPolicy {
-        default: pod.default.or(namespace_default).unwrap_or(cluster_default),
+        default: pod
+            .default
+            .or_else(|| resources.namespace_defaults.get(pod.namespace).copied())
+            .unwrap_or(cluster_default),
         servers: selected,
         probes: pod.probes.to_vec(),
         cluster_networks: cluster_networks.to_vec(),
@@ -412,14 +427,15 @@ spec:
             probes: &probes,
             default: None,
         };
-        let policy = pod_policy(
-            &facts,
-            &[s.clone()],
-            &[p.clone()],
-            Some(DefaultPolicy::AllAuthenticated),
-            DefaultPolicy::AllUnauthenticated,
-            &[],
-        );
+        let resources = Resources {
+            servers: vec![s],
+            authorization_policies: vec![p],
+            namespace_defaults: BTreeMap::from([(
+                "emojivoto".to_string(),
+                DefaultPolicy::AllAuthenticated,
+            )]),
+        };
+        let policy = pod_policy(&facts, &resources, DefaultPolicy::AllUnauthenticated, &[]);
         assert_eq!(
             policy.default,
             DefaultPolicy::AllAuthenticated,
@@ -461,14 +477,7 @@ spec:
             default: Some(DefaultPolicy::Deny),
             ..facts
         };
-        let policy = pod_policy(
-            &facts,
-            &[s],
-            &[p],
-            None,
-            DefaultPolicy::AllUnauthenticated,
-            &[],
-        );
+        let policy = pod_policy(&facts, &resources, DefaultPolicy::AllUnauthenticated, &[]);
         assert!(policy.servers.is_empty());
         assert_eq!(
             policy.default,

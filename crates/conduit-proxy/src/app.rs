@@ -3,8 +3,8 @@
 
 use crate::config::Listen;
 use crate::{
-    admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound, tap::Taps,
-    tls::MeshTls,
+    admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound,
+    policy::InboundPolicy, tap::Taps, tls::MeshTls,
 };
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -134,7 +134,23 @@ impl Bound {
             )),
             _ => None,
         };
-        let inbound = inbound::side(config.clone(), metrics.clone(), taps.clone(), tls.clone());
+        let policy = match &config.destination_addr {
+            Some(addr) if !config.pod.pod.is_empty() => InboundPolicy::follow(
+                addr,
+                &config.pod.namespace,
+                &config.pod.pod,
+                config.default_inbound_policy,
+                config.discovery_timeout,
+            ),
+            _ => InboundPolicy::fixed(config.default_inbound_policy),
+        };
+        let inbound = inbound::side(
+            config.clone(),
+            metrics.clone(),
+            taps.clone(),
+            tls.clone(),
+            policy,
+        );
         for listener in self.inbound {
             tokio::spawn(inbound.clone().serve(listener, watch.clone()));
         }

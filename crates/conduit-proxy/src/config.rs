@@ -49,6 +49,9 @@ pub struct Config {
     /// Where and how to get a certificate (`CONDUIT_PROXY_IDENTITY_*`); without it the
     /// proxy has no identity.
     pub identity: Option<crate::identity::IdentityConfig>,
+    /// Who may connect inbound until the control plane says otherwise, or without one
+    /// (`CONDUIT_PROXY_DEFAULT_INBOUND_POLICY`).
+    pub default_inbound_policy: conduit_policy::DefaultPolicy,
 }
 
 /// The workload a proxy belongs to (`CONDUIT_PROXY_POD_NAMESPACE`, `_POD_DEPLOYMENT`, `_POD_NAME`).
@@ -93,6 +96,7 @@ impl Default for Config {
             destination_addr: None,
             discovery_timeout: Duration::from_millis(500),
             identity: None,
+            default_inbound_policy: conduit_policy::DefaultPolicy::AllUnauthenticated,
         }
     }
 }
@@ -210,6 +214,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "500ms",
         "how long a first request to a new target waits for discovery before using its original destination",
     ),
+    (
+        "CONDUIT_PROXY_DEFAULT_INBOUND_POLICY",
+        "all-unauthenticated",
+        "who may connect inbound until the control plane's policy arrives (or without a control plane): all-unauthenticated, all-authenticated, cluster-authenticated or deny",
+    ),
 ];
 
 impl Config {
@@ -311,6 +320,14 @@ impl Config {
                 parse_duration,
             )?,
             identity: identity_config(&get)?,
+            default_inbound_policy: parse_or(
+                get("CONDUIT_PROXY_DEFAULT_INBOUND_POLICY"),
+                d.default_inbound_policy,
+                |v| {
+                    v.parse()
+                        .map_err(|_| conduit_policy::DefaultPolicy::NAMES.to_string())
+                },
+            )?,
         })
     }
 }

@@ -135,3 +135,52 @@ impl tower::Service<Request<tonic::body::Body>> for ControlPlane {
         })
     }
 }
+
+/// What happened to a followed stream, for the follower to act on.
+pub enum Followed<T> {
+    /// A message arrived.
+    Message(T),
+    /// The call could not be made (the control plane is unreachable, say).
+    Failed(tonic::Status),
+    /// An open stream ended or broke; it is reopened.
+    Lost,
+}
+
+/// Follows a server-streaming call until `closed` resolves: opens it with `open`, reports
+/// every message, failure and loss to `on`, and reopens it after a failure or loss with
+/// backoff (250 ms, doubling to 10 s, reset by a successful open).
+pub async fn follow<T, Open, Fut>(
+    mut open: Open,
+    mut on: impl FnMut(Followed<T>),
+    closed: impl std::future::Future<Output = ()>,
+) where
+    Open: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+{
+    tokio::pin!(closed);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match open().await {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                backoff = Duration::from_millis(250);
+                loop {
+                    tokio::select! {
+                        msg = stream.message() => match msg {
+                            Ok(Some(m)) => on(Followed::Message(m)),
+                            Ok(None) | Err(_) => break,
+                        },
+                        () = &mut closed => return,
+                    }
+                }
+                on(Followed::Lost);
+            }
+            Err(status) => on(Followed::Failed(status)),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut closed => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}

@@ -6,7 +6,7 @@
 
 use crate::balance::{Balancer, EndpointLoad};
 use crate::connect::Endpoint;
-use crate::control::ControlPlane;
+use crate::control::{self, ControlPlane, Followed};
 use conduit_api::destination::{
     destination_client::DestinationClient, update, GetDestination, Update,
 };
@@ -145,49 +145,37 @@ fn resolution(update: Update) -> Option<Resolution> {
 /// Keeps one target's resolution current until nobody asks about it any more. A lost
 /// stream keeps the last answer and is re-established with backoff.
 async fn follow(
-    mut client: DestinationClient<ControlPlane>,
+    client: DestinationClient<ControlPlane>,
     request: GetDestination,
     tx: watch::Sender<Resolution>,
 ) {
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match client.get(request.clone()).await {
-            Ok(rsp) => {
-                let mut stream = rsp.into_inner();
-                backoff = Duration::from_millis(250);
-                loop {
-                    tokio::select! {
-                        msg = stream.message() => match msg {
-                            Ok(Some(update)) => {
-                                if let Some(r) = resolution(update) {
-                                    debug!(target = %request.path, resolution = ?r, "destination update");
-                                    tx.send_replace(r);
-                                }
-                            }
-                            Ok(None) | Err(_) => break,
-                        },
-                        () = tx.closed() => return,
-                    }
+    let path = request.path.clone();
+    let open = || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.get(request).await }
+    };
+    let on = |event| match event {
+        Followed::Message(update) => {
+            if let Some(r) = resolution(update) {
+                debug!(target = %path, resolution = ?r, "destination update");
+                tx.send_replace(r);
+            }
+        }
+        Followed::Failed(status) => {
+            debug!(target = %path, error = %status, "destination lookup failed");
+            tx.send_if_modified(|r| {
+                let first = *r == Resolution::Pending;
+                if first {
+                    *r = Resolution::Unavailable;
                 }
-                info!(target = %request.path, "lost the destination stream; keeping the last known endpoints");
-            }
-            Err(status) => {
-                debug!(target = %request.path, error = %status, "destination lookup failed");
-                tx.send_if_modified(|r| {
-                    let first = *r == Resolution::Pending;
-                    if first {
-                        *r = Resolution::Unavailable;
-                    }
-                    first
-                });
-            }
+                first
+            });
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = tx.closed() => return,
+        Followed::Lost => {
+            info!(target = %path, "lost the destination stream; keeping the last known endpoints")
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
+    };
+    control::follow(open, on, tx.closed()).await
 }
 
 #[cfg(test)]

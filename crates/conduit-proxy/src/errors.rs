@@ -42,6 +42,8 @@ pub enum ProxyError {
     },
     #[error("this proxy has no certificate yet (the identity service has not issued one), and meshed {addr} ({identity}) is only spoken to over mTLS")]
     NotCertified { addr: SocketAddr, identity: String },
+    #[error("forbidden by policy: {reason}")]
+    Unauthorized { reason: String },
 }
 
 impl ProxyError {
@@ -57,6 +59,7 @@ impl ProxyError {
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NotCertified { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unauthorized { .. } => StatusCode::FORBIDDEN,
             ProxyError::UpstreamConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -74,6 +77,7 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. } => "upstream_failed",
             ProxyError::UpstreamTls { .. } => "upstream_tls_failed",
             ProxyError::NotCertified { .. } => "not_certified",
+            ProxyError::Unauthorized { .. } => "unauthorized",
         }
     }
 
@@ -99,6 +103,39 @@ impl ProxyError {
         if self.closes_connection() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        rsp
+    }
+
+    /// The gRPC status that reports this error to a gRPC client.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            ProxyError::Unauthorized { .. } => 7, // PERMISSION_DENIED
+            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::RequestHeadTimeout { .. } => {
+                4 // DEADLINE_EXCEEDED
+            }
+            ProxyError::HeadersTooLarge { .. } | ProxyError::UriTooLong { .. } => 8, // RESOURCE_EXHAUSTED
+            ProxyError::MalformedRequest { .. } => 13,                               // INTERNAL
+            ProxyError::UpstreamRefused { .. }
+            | ProxyError::UpstreamUnreachable { .. }
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::NotCertified { .. } => 14, // UNAVAILABLE
+        }
+    }
+
+    /// The response that reports this error to a gRPC client: trailers-only, HTTP 200,
+    /// the status and message in `grpc-status` and `grpc-message`.
+    pub fn to_grpc_response(&self) -> Response<Full<Bytes>> {
+        let text = self.to_string();
+        let mut rsp = Response::new(Full::new(Bytes::new()));
+        let headers = rsp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        headers.insert("grpc-message", grpc_message(&text));
+        headers.insert(PROXY_ERROR_HEADER, header_value(&text));
         rsp
     }
 
@@ -144,6 +181,20 @@ impl ProxyError {
         out.push_str(&body);
         out.into_bytes()
     }
+}
+
+/// `grpc-message`: percent-encoded as gRPC requires (everything but printable ASCII
+/// other than `%`).
+fn grpc_message(text: &str) -> HeaderValue {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("proxy error"))
 }
 
 /// A header value from free text, with anything a header cannot carry replaced.

@@ -4,7 +4,8 @@
 use crate::{
     config::Config,
     metrics::{Direction, Metrics},
-    side::Side,
+    policy::InboundPolicy,
+    side::{Role, Side},
     tap::Taps,
     tls::MeshTls,
 };
@@ -19,13 +20,17 @@ pub fn side(
     metrics: Arc<Metrics>,
     taps: Arc<Taps>,
     tls: Option<Arc<MeshTls>>,
+    policy: Arc<InboundPolicy>,
 ) -> Arc<Side> {
     Side::new(
-        Direction::Inbound,
+        Role {
+            direction: Direction::Inbound,
+            upstream: to_local_app,
+            discovery: None,
+            policy: Some(policy),
+        },
         config,
         metrics,
-        to_local_app,
-        None,
         taps,
         tls,
     )

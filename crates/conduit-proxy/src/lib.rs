@@ -26,6 +26,7 @@ pub mod io;
 pub mod metrics;
 pub mod orig_dst;
 pub mod outbound;
+pub mod policy;
 pub mod server_first;
 pub mod side;
 pub mod tap;

@@ -167,6 +167,13 @@ pub struct DetectLabels {
     pub decided_by: &'static str,
 }
 
+/// Labels of `inbound_http_authz_deny_total` and `inbound_tcp_authz_deny_total`: the
+/// Server that governs the port, or `default`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    pub srv_name: String,
+}
+
 /// Labels of `server_speaks_first_port`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PortLabels {
@@ -250,6 +257,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub detect: Family<DetectLabels, Counter>,
     pub server_first_ports: Family<PortLabels, Gauge>,
+    http_authz_deny: Family<AuthzLabels, Counter>,
+    tcp_authz_deny: Family<AuthzLabels, Counter>,
 }
 
 impl Metrics {
@@ -311,6 +320,18 @@ impl Metrics {
             "Destination ports learned to be server-speaks-first; detection is skipped for them",
             server_first_ports.clone(),
         );
+        let http_authz_deny = Family::default();
+        let tcp_authz_deny = Family::default();
+        registry.register(
+            "inbound_http_authz_deny",
+            "HTTP requests denied by policy (answered 403, or gRPC PERMISSION_DENIED)",
+            http_authz_deny.clone(),
+        );
+        registry.register(
+            "inbound_tcp_authz_deny",
+            "Inbound connections denied by policy and closed",
+            tcp_authz_deny.clone(),
+        );
         Metrics {
             registry,
             http,
@@ -318,6 +339,8 @@ impl Metrics {
             errors,
             detect,
             server_first_ports,
+            http_authz_deny,
+            tcp_authz_deny,
         }
     }
 
@@ -325,6 +348,20 @@ impl Metrics {
     pub fn error(&self, direction: Direction, error: &'static str) {
         self.errors
             .get_or_create(&ErrorLabels { direction, error })
+            .inc();
+    }
+
+    /// Counts a denial by policy: an HTTP request, or a TCP connection.
+    pub fn authz_denied(&self, http: bool, server: Option<&str>) {
+        let family = if http {
+            &self.http_authz_deny
+        } else {
+            &self.tcp_authz_deny
+        };
+        family
+            .get_or_create(&AuthzLabels {
+                srv_name: server.unwrap_or("default").to_string(),
+            })
             .inc();
     }
 

@@ -8,7 +8,7 @@ use crate::{
     config::Config,
     discovery::Discovery,
     metrics::{Direction, Metrics},
-    side::Side,
+    side::{Role, Side},
     tap::Taps,
     tls::MeshTls,
 };
@@ -26,11 +26,14 @@ pub fn side(
         .as_ref()
         .map(|addr| Discovery::new(addr, config.pod.namespace.clone(), config.discovery_timeout));
     Side::new(
-        Direction::Outbound,
+        Role {
+            direction: Direction::Outbound,
+            upstream: to_original_destination,
+            discovery,
+            policy: None,
+        },
         config,
         metrics,
-        to_original_destination,
-        discovery,
         taps,
         tls,
     )

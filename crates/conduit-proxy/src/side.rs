@@ -13,6 +13,7 @@ use crate::{
     drain,
     errors::ProxyError,
     http::{
+        authorize::{Authorize, ConnAuthz},
         forward::Forward,
         head::{self, HeadError},
         limit::LimitHeaders,
@@ -25,12 +26,14 @@ use crate::{
     io::{CountingIo, PrefixedIo},
     metrics::{DetectLabels, Direction, Metrics, Peer, PeerTls, PortLabels},
     orig_dst::original_dst,
+    policy::InboundPolicy,
     server_first::ServerFirstPorts,
     tap::Taps,
     tcp::{self, FirstSpeaker},
     tls::{self, ClientTransport, MeshTls, Transport},
 };
 use bytes::BytesMut;
+use conduit_policy::{Decision, ServerProtocol};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
@@ -42,6 +45,18 @@ use tracing::{debug, info, warn, Instrument};
 
 /// Where a side sends a connection, given its original destination.
 pub type Upstream = fn(SocketAddr) -> SocketAddr;
+
+/// What makes a side inbound or outbound.
+pub struct Role {
+    pub direction: Direction,
+    /// Where a connection goes when nothing is discovered for it.
+    pub upstream: Upstream,
+    /// Outbound with a control plane: each connection or request goes to a discovered
+    /// endpoint of what it names.
+    pub discovery: Option<Arc<Discovery>>,
+    /// Inbound: who may connect.
+    pub policy: Option<Arc<InboundPolicy>>,
+}
 
 /// An accepted, redirected connection.
 #[derive(Clone, Copy, Debug)]
@@ -86,39 +101,39 @@ pub struct Side {
     /// Mesh TLS, when the proxy has an identity: outbound it secures connections to
     /// meshed endpoints; inbound it terminates them.
     tls: Option<Arc<MeshTls>>,
+    /// Inbound: who may connect.
+    policy: Option<Arc<InboundPolicy>>,
 }
 
 impl Side {
-    /// A side that forwards each connection to `upstream(orig_dst)`, or, with
-    /// `discovery`, to a discovered endpoint of what the connection or request names.
+    /// A side playing `role`; mesh TLS with `tls`, live request events to `taps`.
     pub fn new(
-        direction: Direction,
+        role: Role,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-        upstream: Upstream,
-        discovery: Option<Arc<Discovery>>,
         taps: Arc<Taps>,
         tls: Option<Arc<MeshTls>>,
     ) -> Arc<Side> {
         let connector = Connector::new(
-            direction,
+            role.direction,
             config.connect_timeout,
             metrics.tcp.clone(),
             tls.clone(),
         );
         let pools = EndpointPools::new(connector.clone(), config.pool_idle_timeout);
         Arc::new(Side {
-            direction,
+            direction: role.direction,
             http: HttpServer::new(&config),
             config,
             metrics,
             pools,
             connector,
             server_first: ServerFirstPorts::default(),
-            upstream,
-            discovery,
+            upstream: role.upstream,
+            discovery: role.discovery,
             taps,
             tls,
+            policy: role.policy,
         })
     }
 
@@ -206,6 +221,32 @@ impl Side {
             })
             .inc();
         debug!(%orig_dst, protocol = protocol.as_str(), decided_by, client_id = peer.identity(), "accepted");
+        let authz = match &self.policy {
+            Some(policy) => {
+                // Wait for the control plane's first answer before the first decision.
+                policy.current().await;
+                Some(Arc::new(ConnAuthz {
+                    policy: policy.clone(),
+                    port: orig_dst.port(),
+                    client: client.ip(),
+                    identity: peer.identity().map(Arc::from),
+                    metrics: self.metrics.clone(),
+                }))
+            }
+            None => None,
+        };
+        let is_http = matches!(
+            decided,
+            Decided::Bytes(Protocol::Http1 | Protocol::Http2) | Decided::StalledRequestLine
+        );
+        if let (Some(authz), false) = (&authz, is_http) {
+            // HTTP is answered request by request; anything else is let in or not now.
+            if let Decision::Deny { server, reason } = authz.decide() {
+                self.metrics.authz_denied(false, server.as_deref());
+                info!(%client, %orig_dst, %reason, "connection denied by policy; closing it");
+                return;
+            }
+        }
         let conn = self
             .metrics
             .tcp
@@ -236,6 +277,7 @@ impl Side {
                     HttpVersion::Http1,
                     PrefixedIo::new(buf.freeze(), io),
                     peer,
+                    authz,
                     drain,
                 )
                 .await
@@ -246,6 +288,7 @@ impl Side {
                     HttpVersion::Http2,
                     PrefixedIo::new(buf.freeze(), io),
                     peer,
+                    authz,
                     drain,
                 )
                 .await
@@ -358,6 +401,14 @@ impl Side {
         if self.server_first.contains(port) {
             return Ok(Decided::ServerFirstPort);
         }
+        let server_says_opaque = self.policy.as_ref().is_some_and(|p| {
+            p.latest()
+                .server(port)
+                .is_some_and(|s| s.protocol == Some(ServerProtocol::Opaque))
+        });
+        if server_says_opaque {
+            return Ok(Decided::OpaquePort);
+        }
         let limit = self.config.max_header_bytes;
         Ok(
             match detect::detect(io, buf, self.config.detect_timeout, limit).await? {
@@ -387,6 +438,7 @@ impl Side {
         version: HttpVersion,
         io: I,
         peer: PeerTls,
+        authz: Option<Arc<ConnAuthz>>,
         drain: drain::Watch,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -420,6 +472,7 @@ impl Side {
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| LimitHeaders::new(s, self.config.max_header_bytes))
+            .layer_fn(|s| Authorize::new(s, authz.clone()))
             .service(Forward::new(route));
         if let Err(error) = self.http.serve(version, io, stack, drain).await {
             self.report_http_error(&error);

@@ -425,8 +425,11 @@ fn a_proxy_with_an_identity_to_get_is_not_ready_without_a_certificate() {
     let pod = lan.pod("noid");
     let token = std::env::temp_dir().join(format!("conduit-noid-token-{}", std::process::id()));
     std::fs::write(&token, "token").unwrap();
+    let day = Duration::from_secs(86_400);
+    let anchors = conduit_identity::ca::generate(day, day).unwrap().anchor_pem;
     let env: Vec<(String, String)> = [
         ("CONDUIT_PROXY_IDENTITY_ADDR", "127.0.0.1:1"),
+        ("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS", anchors.as_str()),
         ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", token.to_str().unwrap()),
         ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
         ("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT", "web"),

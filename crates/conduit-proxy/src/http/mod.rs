@@ -1,6 +1,7 @@
 //! The HTTP half of the proxy: serving detected HTTP/1 and HTTP/2 connections with hyper,
 //! and the Tower layers each request passes through on its way upstream.
 
+pub mod authorize;
 pub mod forward;
 pub mod head;
 pub mod headers;

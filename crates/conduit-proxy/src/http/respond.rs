@@ -1,5 +1,6 @@
 //! Turns the proxy's own failures into HTTP responses (via [`ProxyError::to_response`],
-//! the one place that builds them), and reports each one in logs and metrics.
+//! the one place that builds them; gRPC requests get a gRPC status instead), and reports
+//! each one in logs and metrics.
 
 use super::{pool::PooledBody, ResponseBody};
 use crate::{
@@ -51,6 +52,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (method, uri) = (req.method().clone(), req.uri().clone());
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let fut = self.inner.call(req);
         let (direction, metrics) = (self.direction, self.metrics.clone());
         Box::pin(async move {
@@ -59,7 +64,12 @@ where
                 Err(err) => {
                     err.report(&metrics, direction);
                     tracing::debug!(%method, %uri, "request failed in the proxy");
-                    Ok(err.to_response().map(ResponseBody::proxy))
+                    let rsp = if grpc {
+                        err.to_grpc_response()
+                    } else {
+                        err.to_response()
+                    };
+                    Ok(rsp.map(ResponseBody::proxy))
                 }
             }
         })

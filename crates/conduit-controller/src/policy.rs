@@ -1,0 +1,169 @@
+//! The InboundPolicy API: each meshed pod's proxy asks for its pod's policy and gets it
+//! again whenever Servers, AuthorizationPolicies, default policies or the pod change. A
+//! pod discovery does not know yet gets nothing until it does; its proxy uses its own
+//! default meanwhile.
+
+use crate::discovery::{follow, Workloads};
+use conduit_api::policy::{
+    inbound_policy_server::{InboundPolicy, InboundPolicyServer},
+    PodPolicy, WatchPod,
+};
+use conduit_policy::{
+    resources::{pod_policy, PodFacts},
+    wire, DefaultPolicy,
+};
+use ipnet::IpNet;
+use std::{pin::Pin, sync::Arc};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The cluster-wide part of policy: the default for pods and namespaces that set none,
+/// and the networks `cluster-authenticated` trusts.
+#[derive(Clone, Debug)]
+pub struct ClusterPolicy {
+    pub default: DefaultPolicy,
+    pub networks: Vec<IpNet>,
+}
+
+/// Serves pods' policies from discovery's snapshots.
+pub struct PolicyService {
+    workloads: watch::Receiver<Arc<Workloads>>,
+    cluster: Arc<ClusterPolicy>,
+}
+
+impl PolicyService {
+    /// A tonic service answering from `workloads`.
+    pub fn server(
+        workloads: watch::Receiver<Arc<Workloads>>,
+        cluster: ClusterPolicy,
+    ) -> InboundPolicyServer<PolicyService> {
+        InboundPolicyServer::new(PolicyService {
+            workloads,
+            cluster: Arc::new(cluster),
+        })
+    }
+}
+
+/// The policy of pod `namespace/name`, if discovery knows the pod.
+pub fn policy_for(
+    w: &Workloads,
+    cluster: &ClusterPolicy,
+    namespace: &str,
+    name: &str,
+) -> Option<PodPolicy> {
+    let pod = w
+        .pods
+        .iter()
+        .find(|p| p.namespace == namespace && p.name == name)?;
+    let facts = PodFacts {
+        namespace: &pod.namespace,
+        labels: &pod.labels,
+        named_ports: &pod.named_ports,
+        probes: &pod.probes,
+        default: pod.default_policy,
+    };
+    let policy = pod_policy(&facts, &w.policy, cluster.default, &cluster.networks);
+    Some(wire::to_proto(&policy))
+}
+
+#[tonic::async_trait]
+impl InboundPolicy for PolicyService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<PodPolicy, Status>> + Send>>;
+
+    async fn watch(&self, req: Request<WatchPod>) -> Result<Response<Self::WatchStream>, Status> {
+        let WatchPod { namespace, pod } = req.into_inner();
+        if namespace.is_empty() || pod.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the pod: namespace and pod are required",
+            ));
+        }
+        let cluster = self.cluster.clone();
+        Ok(Response::new(follow(self.workloads.clone(), move |w| {
+            policy_for(w, &cluster, &namespace, &pod)
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::tests::sample;
+    use conduit_policy::resources::{Allow, AuthorizationPolicy, PortRef, Server};
+    use std::collections::BTreeMap;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn pods_get_their_policy_and_every_change_to_it() {
+        let (tx, rx) = watch::channel(Arc::new(sample()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cluster = ClusterPolicy {
+            default: DefaultPolicy::AllUnauthenticated,
+            networks: vec!["10.0.0.0/8".parse().unwrap()],
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PolicyService::server(rx, cluster))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let mut client = conduit_api::policy::inbound_policy_client::InboundPolicyClient::connect(
+            format!("http://{addr}"),
+        )
+        .await
+        .unwrap();
+        let mut stream = client
+            .watch(WatchPod {
+                namespace: "emojivoto".into(),
+                pod: "voting-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = wire::from_proto(stream.next().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first.default, DefaultPolicy::AllUnauthenticated);
+        assert!(first.servers.is_empty());
+        assert_eq!(
+            first.cluster_networks,
+            ["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+
+        // A Server for voting's port, a policy for web, and a stricter namespace default.
+        let mut w = sample();
+        w.policy.servers.push(Server {
+            namespace: "emojivoto".into(),
+            name: "voting-grpc".into(),
+            pod_selector: BTreeMap::from([("app".into(), "voting-svc".into())]),
+            port: PortRef::Number(8080),
+            protocol: None,
+        });
+        w.policy.authorization_policies.push(AuthorizationPolicy {
+            namespace: "emojivoto".into(),
+            name: "voting-from-web".into(),
+            server: "voting-grpc".into(),
+            allow: vec![Allow::ServiceAccount {
+                namespace: "emojivoto".into(),
+                name: "web".into(),
+            }],
+        });
+        w.policy
+            .namespace_defaults
+            .insert("emojivoto".into(), DefaultPolicy::Deny);
+        tx.send(Arc::new(w)).unwrap();
+        let next = wire::from_proto(stream.next().await.unwrap().unwrap()).unwrap();
+        assert_eq!(next.default, DefaultPolicy::Deny);
+        assert_eq!(next.servers[0].name, "emojivoto/voting-grpc");
+        assert_eq!(
+            next.servers[0].authorizations[0].identities,
+            ["web.emojivoto.serviceaccount.identity.conduit.cluster.local"]
+        );
+
+        // Unknown pods get nothing yet; malformed requests are refused.
+        let err = client
+            .watch(WatchPod::default())
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}
