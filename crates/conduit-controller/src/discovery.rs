@@ -27,6 +27,9 @@ pub struct Workloads {
     pub services: Vec<ServiceInfo>,
     /// Servers, AuthorizationPolicies and Namespaces' default policies.
     pub policy: Resources,
+    /// The source's version of this snapshot (the local state's generation), so that a
+    /// client can tell the control plane has caught up with a change.
+    pub generation: u64,
 }
 
 /// A pod, as discovery sees it.
@@ -237,6 +240,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
             })
             .collect(),
         policy: state.policy,
+        generation: state.generation,
     })
 }
 
@@ -321,6 +325,7 @@ pub(crate) mod tests {
                 },
             ],
             policy: Resources::default(),
+            generation: 0,
         }
     }
 

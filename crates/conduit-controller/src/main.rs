@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             "nowhere to serve the API: give --api-socket PATH and/or --api-addr HOST:PORT"
         );
     }
-    let discovery = LocalRegistry::spawn(args.local_state.clone(), Duration::from_millis(500));
+    let discovery = LocalRegistry::spawn(args.local_state.clone(), Duration::from_millis(100));
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);

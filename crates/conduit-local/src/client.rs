@@ -140,7 +140,45 @@ pub fn up(
             start_daemon(layout)?;
         }
     }
-    wait_ready(layout, want, before, timeout, out)
+    let state = wait_ready(layout, want, before, timeout, out)?;
+    wait_control_plane(layout, state.generation, out)?;
+    Ok(state)
+}
+
+/// Waits until the control plane has read the state that made every pod ready, so that
+/// proxies asking it right after `up` find every endpoint (and its identity and policy).
+fn wait_control_plane(layout: &Layout, generation: u64, out: &mut dyn Write) -> anyhow::Result<()> {
+    let socket = crate::daemon::api_socket(layout);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if control_plane_generation(&socket).is_some_and(|g| g >= generation) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writeln!(
+        out,
+        "note: the control plane has not caught up yet; see its log in {}",
+        layout.logs().display()
+    )?;
+    Ok(())
+}
+
+/// The state generation the control plane last read, from its API.
+fn control_plane_generation(socket: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    conn.write_all(b"GET /api/workloads HTTP/1.0\r\nHost: conduit\r\n\r\n")
+        .ok()?;
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("generation")?
+        .as_u64()
 }
 
 fn start_daemon(layout: &Layout) -> anyhow::Result<()> {

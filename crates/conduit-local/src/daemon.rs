@@ -289,8 +289,8 @@ impl Supervisor {
                 _ = int.recv() => break,
                 _ = tick.tick() => {}
             }
-            self.update_services().await;
-            self.write_state();
+            let (pods, services) = self.update_services().await;
+            self.write_state(pods, services);
         }
         self.teardown().await;
         Ok(())
@@ -443,7 +443,11 @@ impl Supervisor {
 
     /// Recomputes every Service's endpoints from the ready pods; when anything changed,
     /// rewrites every pod's rules (and hosts files, when names changed).
-    async fn update_services(&mut self) {
+    /// Recomputes Services' endpoints from the pods as they are now, and applies any
+    /// change to every pod's rules. Returns that snapshot of the pods with the Services
+    /// computed from it, so that the state written never shows a ready pod missing from
+    /// its Services' endpoints.
+    async fn update_services(&mut self) -> (Vec<PodState>, Vec<ServiceState>) {
         let pods: Vec<PodState> = self.pods.iter().map(|p| lock(&p.state).clone()).collect();
         let specs: BTreeMap<(String, String), &DeploymentSpec> = self
             .pods
@@ -490,7 +494,7 @@ impl Supervisor {
             .collect();
         let mut view = self.view.lock().await;
         if view.services == services {
-            return;
+            return (pods, services);
         }
         let names_changed = names(&view.services) != names(&services);
         view.rules = net::service_rules(&services);
@@ -512,19 +516,16 @@ impl Supervisor {
                 warn!(%error, "updating a pod's Service rules failed");
             }
         }
+        (pods, services)
     }
 
-    fn write_state(&mut self) {
+    fn write_state(&mut self, pods: Vec<PodState>, services: Vec<ServiceState>) {
         let state = State {
             daemon_pid: std::process::id(),
             generation: 0,
             node_netns: self.layout.node_netns(),
-            pods: self.pods.iter().map(|p| lock(&p.state).clone()).collect(),
-            services: self
-                .view
-                .try_lock()
-                .map(|v| v.services.clone())
-                .unwrap_or_default(),
+            pods,
+            services,
             control_plane: self
                 .control_plane
                 .as_ref()

@@ -1,0 +1,358 @@
+//! Authorization policy on the local runtime, for real: Servers and AuthorizationPolicies
+//! from the same YAML as the app let one ServiceAccount in and keep another out, for HTTP
+//! (403), gRPC (PERMISSION_DENIED, from grpcio) and opaque TCP (closed); every denial is
+//! counted and shows in tap; the default policy lets unmeshed clients in, and
+//! `all-authenticated` keeps them out while probes still pass. Root only; the workspace's
+//! binaries must be built.
+
+mod common;
+use common::*;
+use conduit_testkit::wait_until;
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+const POLICY: &str = r#"
+apiVersion: policy.conduit.io/v1alpha1
+kind: Server
+metadata: {name: voting-grpc, namespace: emojivoto}
+spec:
+  podSelector: {matchLabels: {app: voting}}
+  port: grpc
+  proxyProtocol: gRPC
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: voting-from-web, namespace: emojivoto}
+spec:
+  targetRef: {kind: Server, name: voting-grpc}
+  allow:
+  - serviceAccount: {name: web}
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: Server
+metadata: {name: web-http, namespace: emojivoto}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: http
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-from-bot, namespace: emojivoto}
+spec:
+  targetRef: {kind: Server, name: web-http}
+  allow:
+  - serviceAccount: {name: vote-bot}
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: Server
+metadata: {name: web-echo, namespace: emojivoto}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  port: 7000
+  proxyProtocol: opaque
+---
+apiVersion: policy.conduit.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: echo-from-web, namespace: emojivoto}
+spec:
+  targetRef: {kind: Server, name: web-echo}
+  allow:
+  - serviceAccount: {name: web}
+"#;
+
+/// Brings up the meshed sample app with `extra` applied alongside it.
+fn up_with(rt: &Runtime, extra: &str) -> PathBuf {
+    let policy = rt.dir.with_extension("policy.yml");
+    std::fs::write(&policy, extra).unwrap();
+    rt.ok(&[
+        "local",
+        "up",
+        "-f",
+        rt.meshed_manifest().to_str().unwrap(),
+        "-f",
+        policy.to_str().unwrap(),
+    ]);
+    policy
+}
+
+fn node(rt: &Runtime) -> String {
+    rt.status()["node_netns"].as_str().unwrap().to_string()
+}
+
+/// `curl` from the node (an unmeshed client): status code and the proxy's error header.
+fn node_curl(node: &str, url: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            node,
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `curl` from the vote bot's pod (a meshed client, through its proxy): the response head.
+fn bot_curl(rt: &Runtime, url: &str) -> String {
+    rt.exec(
+        "vote-bot",
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            url,
+        ],
+    )
+}
+
+fn proxy_metrics(node: &str, ip: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", node, "curl", "-sS", "--max-time", "10"])
+        .arg(format!("http://{ip}:4191/metrics"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn counter(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const GRPC_CALL: &str = r#"
+import grpc, sys
+ch = grpc.insecure_channel(sys.argv[1])
+try:
+    ch.unary_unary(sys.argv[2], request_serializer=lambda x: x, response_deserializer=lambda x: x)(b"", timeout=10)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"#;
+
+#[test]
+fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
+    let rt = Runtime::new("policy");
+    up_with(&rt, POLICY);
+    let node = node(&rt);
+    let status = rt.status();
+    let ip = |d: &str| Runtime::pod(&status, d)["ip"].as_str().unwrap().to_string();
+    let (web_ip, voting_ip) = (ip("web"), ip("voting"));
+    let web = Runtime::pod(&status, "web");
+
+    // All pods became ready: the runtime's probes pass policy.
+    assert!(
+        status["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["ready"] == true),
+        "{status}"
+    );
+
+    // HTTP: vote-bot's ServiceAccount is allowed into the web...
+    let answer = bot_curl(&rt, "http://web-svc.emojivoto/api/list");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ...an unmeshed client is not, and is told why.
+    let denied = node_curl(&node, &format!("http://{web_ip}:8080/api/list"));
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(
+        denied.contains("conduit-proxy-error: forbidden by policy: unauthenticated client 198.18.0.1 (no mesh TLS) is not allowed by any AuthorizationPolicy of Server emojivoto/web-http"),
+        "{denied}"
+    );
+
+    // gRPC: the web's votes reach voting, but the vote bot calling voting directly gets
+    // PERMISSION_DENIED from its own grpcio client.
+    let answer = rt.exec(
+        "vote-bot",
+        &[
+            "python3",
+            "-c",
+            GRPC_CALL,
+            "voting-svc.emojivoto:8080",
+            "/emojivoto.v1.VotingService/Results",
+        ],
+    );
+    assert!(
+        answer.starts_with("PERMISSION_DENIED forbidden by policy: client vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"),
+        "{answer}"
+    );
+    let web_calls = || {
+        counter(
+            &proxy_metrics(&node, &voting_ip),
+            "response_total{namespace=\"emojivoto\",deployment=\"voting\"",
+        )
+    };
+    let before = web_calls();
+    assert!(
+        wait_until(Duration::from_secs(20), || web_calls() > before + 3.0),
+        "the web's calls keep reaching voting"
+    );
+    let voting_metrics = proxy_metrics(&node, &voting_ip);
+    assert!(
+        voting_metrics
+            .lines()
+            .any(|l| l.contains("direction=\"inbound\"")
+                && l.contains("classification=\"success\"")
+                && l.contains(
+                    "client_id=\"web.emojivoto.serviceaccount.identity.conduit.cluster.local\""
+                )),
+        "{voting_metrics}"
+    );
+    assert!(
+        counter(
+            &voting_metrics,
+            "inbound_http_authz_deny_total{namespace=\"emojivoto\",deployment=\"voting\",pod="
+        ) >= 1.0
+            && voting_metrics.contains("srv_name=\"emojivoto/voting-grpc\""),
+        "{voting_metrics}"
+    );
+
+    // Opaque TCP: only the web itself may reach its echo port; the vote bot's connection
+    // is closed without an answer.
+    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
+    let mut echo_server = Command::new(CONDUIT)
+        .args([
+            "local",
+            "exec",
+            "-n",
+            "emojivoto",
+            web["name"].as_str().unwrap(),
+            "--",
+            "python3",
+            "-c",
+            echo,
+        ])
+        .env("CONDUIT_LOCAL_DIR", &rt.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = format!(
+        "import socket\nc=socket.create_connection(('{web_ip}',7000),timeout=10)\nc.sendall(b'knock:knock')\nprint(repr(c.recv(100)))\n"
+    );
+    let got = rt.exec("vote-bot", &["python3", "-c", &client]);
+    let _ = echo_server.kill();
+    let _ = echo_server.wait();
+    assert_eq!(got.trim(), "b''", "closed, with nothing echoed");
+    let web_metrics = proxy_metrics(&node, &web_ip);
+    assert!(
+        web_metrics
+            .lines()
+            .any(|l| l.starts_with("inbound_tcp_authz_deny_total{")
+                && l.contains("srv_name=\"emojivoto/web-echo\"")),
+        "{web_metrics}"
+    );
+    assert!(
+        web_metrics
+            .lines()
+            .any(|l| l.starts_with("inbound_http_authz_deny_total{")
+                && l.contains("srv_name=\"emojivoto/web-http\"")),
+        "{web_metrics}"
+    );
+
+    // Tap shows a denied request with its 403 and the proxy's reason.
+    let mut tap = Command::new(CONDUIT)
+        .args(["tap", "deploy/web", "-n", "emojivoto", "-o", "json"])
+        .env("CONDUIT_LOCAL_DIR", &rt.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(tap.stdout.take().unwrap()));
+    let url = format!("http://{web_ip}:8080/api/denied-for-tap");
+    let node2 = node.clone();
+    let knocker = std::thread::spawn(move || {
+        for _ in 0..20 {
+            node_curl(&node2, &url);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let mut seen: Option<Value> = None;
+    for line in lines.take(5000) {
+        let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if e["type"] == "response" && e["status"] == 403 {
+            seen = Some(e);
+            break;
+        }
+    }
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let _ = knocker.join();
+    let seen = seen.expect("tap showed a denied request");
+    assert!(
+        seen.to_string().contains("forbidden by policy") || seen["status"] == 403,
+        "{seen}"
+    );
+}
+
+#[test]
+fn all_authenticated_keeps_unmeshed_clients_out_and_the_default_lets_them_in() {
+    // The default policy first: an unmeshed client gets in.
+    let rt = Runtime::new("default-policy");
+    let policy: PathBuf = up_with(
+        &rt,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n",
+    );
+    let node = node(&rt);
+    let web_ip = Runtime::pod(&rt.status(), "web")["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open = node_curl(&node, &format!("http://{web_ip}:8080/api/list"));
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+
+    // The namespace says all-authenticated: the same client is kept out, meshed ones
+    // are not, and the probes still pass.
+    std::fs::write(
+        &policy,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: emojivoto\n  annotations: {config.conduit.io/default-inbound-policy: all-authenticated}\n",
+    )
+    .unwrap();
+    rt.ok(&["local", "up", "-f", Path::new(&policy).to_str().unwrap()]);
+    let kept_out = wait_until(Duration::from_secs(20), || {
+        node_curl(&node, &format!("http://{web_ip}:8080/api/list")).starts_with("HTTP/1.1 403")
+    });
+    assert!(
+        kept_out,
+        "{}",
+        node_curl(&node, &format!("http://{web_ip}:8080/api/list"))
+    );
+    let denied = node_curl(&node, &format!("http://{web_ip}:8080/api/list"));
+    assert!(
+        denied.contains("by the default policy all-authenticated"),
+        "{denied}"
+    );
+    let answer = bot_curl(&rt, "http://web-svc.emojivoto/api/list");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    std::thread::sleep(Duration::from_secs(3));
+    let status = rt.status();
+    assert!(
+        status["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["ready"] == true),
+        "probes pass under all-authenticated: {status}"
+    );
+}
