@@ -51,6 +51,7 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         "request_rate",
         "success_rate",
         "tcp_connections",
+        "tls_rate",
     ];
     expected.sort_unstable();
     assert_eq!(keys, expected);
@@ -65,6 +66,8 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{r}");
         assert!(r["tcp_connections"].as_u64().unwrap() >= 1, "{r}");
     }
+    // Meshed to meshed is mutual TLS (the web also answers plaintext readiness probes).
+    assert!(row(&rows, "voting")["tls_rate"].as_f64().unwrap() > 0.9);
     // The bot only calls out: nothing comes in.
     assert!(row(&rows, "vote-bot")["success_rate"].is_null());
 
