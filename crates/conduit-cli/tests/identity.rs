@@ -163,3 +163,192 @@ except grpc.RpcError as e:
         "{metrics}"
     );
 }
+
+/// Makes a trust anchor and an issuer it signs with openssl, as a user would, in `dir`.
+fn openssl_ca(dir: &std::path::Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subj = format!("/CN={name} root");
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "anchor.key",
+            "-out",
+            "anchor.pem",
+            "-days",
+            "30",
+            "-subj",
+            &subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    let subj = format!("/CN={name} issuer");
+    run(&[
+        &["req", "-new"][..],
+        &ec,
+        &[
+            "-keyout",
+            "issuer.key",
+            "-out",
+            "issuer.csr",
+            "-subj",
+            &subj,
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "issuer.csr",
+        "-CA",
+        "anchor.pem",
+        "-CAkey",
+        "anchor.key",
+        "-CAcreateserial",
+        "-out",
+        "issuer.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[test]
+fn the_runtime_takes_the_users_own_trust_anchor_and_issuer() {
+    let rt = Runtime::new("own-ca");
+    let (ca, other) = (
+        rt.dir.with_extension("ca"),
+        rt.dir.with_extension("other-ca"),
+    );
+    openssl_ca(&ca, "ours");
+    openssl_ca(&other, "theirs");
+    let manifest = rt.meshed_manifest();
+    let up = |anchors: &std::path::Path, cert: &std::path::Path, key: &std::path::Path| {
+        rt.conduit(&[
+            "local",
+            "up",
+            "-f",
+            manifest.to_str().unwrap(),
+            "--identity-trust-anchors-file",
+            anchors.to_str().unwrap(),
+            "--identity-issuer-certificate-file",
+            cert.to_str().unwrap(),
+            "--identity-issuer-key-file",
+            key.to_str().unwrap(),
+        ])
+    };
+
+    // An issuer key that is not the issuer's: refused before anything starts.
+    let bad = up(
+        &ca.join("anchor.pem"),
+        &ca.join("issuer.pem"),
+        &ca.join("anchor.key"),
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        err.contains("the issuer key does not belong to the issuer certificate"),
+        "{err}"
+    );
+    assert!(!rt.dir.join("state.json").exists(), "nothing started");
+    // An issuer another anchor signed: refused too.
+    let bad = up(
+        &ca.join("anchor.pem"),
+        &other.join("issuer.pem"),
+        &other.join("issuer.key"),
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not signed by any of the trust anchors"));
+
+    let ok = up(
+        &ca.join("anchor.pem"),
+        &ca.join("issuer.pem"),
+        &ca.join("issuer.key"),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The web's proxy presents a chain that openssl verifies against the user's anchor,
+    // and not against another one.
+    let status = rt.status();
+    let node = status["node_netns"].as_str().unwrap();
+    let web_ip = Runtime::pod(&status, "web")["ip"].as_str().unwrap();
+    let verify = |anchor: &std::path::Path| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                node,
+                "openssl",
+                "s_client",
+                "-connect",
+                &format!("{web_ip}:8080"),
+            ])
+            .args([
+                "-servername",
+                "web.emojivoto.serviceaccount.identity.conduit.cluster.local",
+                "-CAfile",
+            ])
+            .arg(anchor)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ours = verify(&ca.join("anchor.pem"));
+    assert!(
+        ours.contains("Verify return code: 0 (ok)") && ours.contains("CN = ours issuer"),
+        "{ours}"
+    );
+    let theirs = verify(&other.join("anchor.pem"));
+    assert!(!theirs.contains("Verify return code: 0 (ok)"), "{theirs}");
+    // The mesh works on it: meshed traffic flows, over mTLS.
+    let voting = || {
+        rt.json(&["stat", "deploy", "-n", "emojivoto", "-o", "json"])
+            .into_iter()
+            .find(|r| r["name"] == "voting")
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || voting()["tls_rate"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.9),
+        "{}",
+        voting()
+    );
+    let _ = std::fs::remove_dir_all(ca);
+    let _ = std::fs::remove_dir_all(other);
+}

@@ -37,6 +37,8 @@ pub enum CaError {
     WrongKeyType,
     #[error("the issuer certificate or key cannot be used: {0}")]
     BadIssuer(String),
+    #[error("the trust anchors and issuer do not fit together: {0}")]
+    BadTrust(String),
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
 }
@@ -73,6 +75,65 @@ pub fn generate(anchor_life: Duration, issuer_life: Duration) -> Result<TrustFil
         issuer_cert_pem: issuer.pem(),
         issuer_key_pem: issuer_key.serialize_pem(),
     })
+}
+
+impl TrustFiles {
+    /// Checks files a user brought: PEM certificates for the anchors; an unexpired CA
+    /// certificate for the issuer, signed by one of the anchors, whose key is the given
+    /// ECDSA P-256 key. Every refusal says which part is wrong.
+    pub fn check(&self) -> Result<(), CaError> {
+        let bad = |m: String| CaError::BadTrust(m);
+        let anchors = pem::parse_many(&self.anchor_pem)
+            .map_err(|e| bad(format!("the trust anchors are not PEM: {e}")))?;
+        let anchors: Vec<_> = anchors
+            .iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .map(|p| p.contents().to_vec())
+            .collect();
+        if anchors.is_empty() {
+            return Err(bad("the trust anchors file holds no certificate".into()));
+        }
+        let parsed: Vec<_> = anchors
+            .iter()
+            .map(|der| x509_parser::parse_x509_certificate(der).map(|(_, c)| c))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("a trust anchor is not an X.509 certificate: {e}")))?;
+        let issuer_der = pem_der(&self.issuer_cert_pem)
+            .map_err(|e| bad(format!("the issuer certificate is {e}")))?;
+        let (_, issuer) = x509_parser::parse_x509_certificate(&issuer_der)
+            .map_err(|e| bad(format!("the issuer certificate is not X.509: {e}")))?;
+        if !issuer.is_ca() {
+            return Err(bad(
+                "the issuer certificate is not a CA (it needs basicConstraints CA:TRUE)".into(),
+            ));
+        }
+        if !issuer.validity().is_valid() {
+            return Err(bad(format!(
+                "the issuer certificate is not valid now (valid {} to {})",
+                issuer.validity().not_before,
+                issuer.validity().not_after
+            )));
+        }
+        if !parsed
+            .iter()
+            .any(|a| issuer.verify_signature(Some(a.public_key())).is_ok())
+        {
+            return Err(bad(
+                "the issuer certificate is not signed by any of the trust anchors".into(),
+            ));
+        }
+        let key = KeyPair::from_pem(&self.issuer_key_pem)
+            .map_err(|e| bad(format!("the issuer key is not a PEM private key: {e}")))?;
+        if key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(CaError::WrongKeyType);
+        }
+        if rcgen::PublicKeyData::subject_public_key_info(&key) != issuer.public_key().raw {
+            return Err(bad(
+                "the issuer key does not belong to the issuer certificate".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A signed workload certificate, with the issuer certificate that chains it to the anchor.
@@ -180,6 +241,44 @@ fn random_serial() -> Result<[u8; 16], CaError> {
 mod tests {
     use super::*;
     use crate::{identity_name, request::LocalKey};
+
+    #[test]
+    fn users_trust_files_are_checked_part_by_part() {
+        let hour = Duration::from_secs(3600);
+        let ours = generate(hour, hour).unwrap();
+        ours.check().unwrap();
+        let theirs = generate(hour, hour).unwrap();
+        let mixed = |f: &dyn Fn(&mut TrustFiles)| {
+            let mut t = ours.clone();
+            f(&mut t);
+            t.check().unwrap_err().to_string()
+        };
+        assert!(mixed(&|t| t.anchor_pem = theirs.anchor_pem.clone())
+            .contains("not signed by any of the trust anchors"));
+        assert!(mixed(&|t| t.issuer_key_pem = theirs.issuer_key_pem.clone())
+            .contains("does not belong to the issuer certificate"));
+        // The anchor offered as the issuer: it chains, but the key is not its key.
+        assert!(mixed(&|t| t.issuer_cert_pem = t.anchor_pem.clone())
+            .contains("does not belong to the issuer certificate"));
+        assert!(mixed(&|t| t.anchor_pem = "nothing here".into()).contains("trust anchors"));
+        assert!(mixed(&|t| t.issuer_key_pem =
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into())
+        .contains("issuer key"));
+        // Both anchors trusted: the issuer of either fits.
+        let both = TrustFiles {
+            anchor_pem: format!("{}{}", theirs.anchor_pem, ours.anchor_pem),
+            ..ours.clone()
+        };
+        both.check().unwrap();
+        // An issuer past its end.
+        let short = generate(hour, Duration::from_secs(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(short
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("not valid now"));
+    }
 
     fn issuer() -> (TrustFiles, Issuer) {
         let files = generate(

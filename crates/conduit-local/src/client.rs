@@ -105,11 +105,19 @@ pub fn load(files: &[(String, String)]) -> anyhow::Result<AppSpec> {
 pub fn up(
     layout: &Layout,
     spec: AppSpec,
+    trust: Option<&conduit_identity::ca::TrustFiles>,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<State> {
     require_root("up")?;
     let _lock = DirLock::take(layout, out)?;
+    if let (Some(t), Some(_)) = (trust, daemon_alive(layout)) {
+        let running =
+            std::fs::read_to_string(layout.dir().join("identity/anchor.pem")).unwrap_or_default();
+        if running.trim() != t.anchor_pem.trim() {
+            bail!("the local runtime is already running with another trust anchor; run `conduit local down` first, then `up` with these identity files");
+        }
+    }
     let mut desired = state::read_json::<AppSpec>(&layout.desired())?.unwrap_or_default();
     desired.merge(spec);
     let want: u32 = desired.deployments.iter().map(|d| d.replicas).sum();
@@ -137,6 +145,8 @@ pub fn up(
                     "cleaned up {swept} namespace(s) left by a previous run that did not shut down"
                 )?;
             }
+            crate::daemon::write_user_trust(&layout.user_trust(), trust)
+                .context("writing the identity files for the supervisor")?;
             start_daemon(layout)?;
         }
     }

@@ -112,10 +112,14 @@ impl LocalIdentity {
         for d in [&dir, &dir.join("tokens")] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
         }
-        let files = conduit_identity::ca::generate(
-            Duration::from_secs(10 * 365 * 86_400),
-            Duration::from_secs(365 * 86_400),
-        )?;
+        // The user's own anchor and issuer when `up` was given them, else new ones.
+        let files = match read_user_trust(&layout.user_trust())? {
+            Some(files) => files,
+            None => conduit_identity::ca::generate(
+                Duration::from_secs(10 * 365 * 86_400),
+                Duration::from_secs(365 * 86_400),
+            )?,
+        };
         std::fs::write(dir.join("anchor.pem"), &files.anchor_pem)?;
         std::fs::write(dir.join("issuer.pem"), &files.issuer_cert_pem)?;
         let secret = conduit_identity::token::Tokens::generate_secret()
@@ -158,6 +162,45 @@ impl LocalIdentity {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
         Ok(path)
     }
+}
+
+/// The files of the user's trust anchor and issuer, under `dir`.
+const USER_TRUST_FILES: [&str; 3] = ["anchors.pem", "issuer.pem", "issuer-key.pem"];
+
+/// Leaves the user's trust anchor and issuer for the next supervisor, or (with `None`)
+/// makes sure it generates its own.
+pub fn write_user_trust(
+    dir: &std::path::Path,
+    files: Option<&conduit_identity::ca::TrustFiles>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_dir_all(dir);
+    let Some(f) = files else { return Ok(()) };
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for (name, text) in
+        USER_TRUST_FILES
+            .iter()
+            .zip([&f.anchor_pem, &f.issuer_cert_pem, &f.issuer_key_pem])
+    {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn read_user_trust(
+    dir: &std::path::Path,
+) -> std::io::Result<Option<conduit_identity::ca::TrustFiles>> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let [anchor_pem, issuer_cert_pem, issuer_key_pem] =
+        USER_TRUST_FILES.map(|name| std::fs::read_to_string(dir.join(name)));
+    Ok(Some(conduit_identity::ca::TrustFiles {
+        anchor_pem: anchor_pem?,
+        issuer_cert_pem: issuer_cert_pem?,
+        issuer_key_pem: issuer_key_pem?,
+    }))
 }
 
 /// How long a removed pod keeps running after leaving its Services' endpoints.

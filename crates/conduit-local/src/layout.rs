@@ -64,6 +64,11 @@ impl Layout {
         self.dir.join("desired.json")
     }
 
+    /// Where `up` leaves the user's own trust anchor and issuer for the supervisor.
+    pub fn user_trust(&self) -> PathBuf {
+        self.dir().join("identity-user")
+    }
+
     /// What the supervisor observes (JSON), rewritten on every change.
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
