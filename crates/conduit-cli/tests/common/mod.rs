@@ -128,6 +128,17 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         let _ = self.conduit(&["local", "down"]);
         let _ = std::fs::remove_dir_all(&self.dir);
+        // And what tests wrote beside it (`<dir>.meshed.yml`, `<dir>.pcap`, `<dir>.ca/`).
+        let (Some(parent), Some(name)) = (self.dir.parent(), self.dir.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let path = entry.path();
+                let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+            }
+        }
     }
 }
 
