@@ -4,7 +4,8 @@
 //! Also resolves the names a proxy asks about (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`,
 //! or a virtual IP) to Services.
 
-use conduit_policy::{resources::Resources, DefaultPolicy, Probe};
+use conduit_k8s::policy::Resources;
+use conduit_policy::{DefaultPolicy, Probe};
 use serde::Serialize;
 use std::{
     collections::BTreeMap,

@@ -8,10 +8,8 @@ use conduit_api::policy::{
     inbound_policy_server::{InboundPolicy, InboundPolicyServer},
     PodPolicy, WatchPod,
 };
-use conduit_policy::{
-    resources::{pod_policy, PodFacts},
-    wire, DefaultPolicy,
-};
+use conduit_k8s::policy::{pod_policy, PodFacts};
+use conduit_policy::{wire, DefaultPolicy};
 use ipnet::IpNet;
 use std::{pin::Pin, sync::Arc};
 use tokio::sync::watch;
@@ -89,7 +87,7 @@ impl InboundPolicy for PolicyService {
 mod tests {
     use super::*;
     use crate::discovery::tests::sample;
-    use conduit_policy::resources::{Allow, AuthorizationPolicy, PortRef, Server};
+    use conduit_k8s::policy::{Allow, AuthorizationPolicy, PortRef, Server};
     use std::collections::BTreeMap;
     use tokio_stream::StreamExt;
 

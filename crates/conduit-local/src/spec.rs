@@ -5,10 +5,8 @@
 //! and the field named.
 
 use conduit_k8s::manifest::{self, Document, ManifestError};
-use conduit_policy::{
-    resources::{self, Resources},
-    DefaultPolicy, DEFAULT_POLICY_ANNOTATION,
-};
+use conduit_k8s::policy::{self, Resources};
+use conduit_policy::{DefaultPolicy, DEFAULT_POLICY_ANNOTATION};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -159,13 +157,13 @@ impl AppSpec {
                 }
                 // ServiceAccounts need nothing local: pods name theirs.
                 (Some("v1"), Some("ServiceAccount")) => {}
-                (Some(resources::API_VERSION), Some("Server")) => {
-                    spec.policy.servers.push(resources::server(&doc)?)
+                (Some(policy::API_VERSION), Some("Server")) => {
+                    spec.policy.servers.push(policy::server(&doc)?)
                 }
-                (Some(resources::API_VERSION), Some("AuthorizationPolicy")) => spec
+                (Some(policy::API_VERSION), Some("AuthorizationPolicy")) => spec
                     .policy
                     .authorization_policies
-                    .push(resources::authorization_policy(&doc)?),
+                    .push(policy::authorization_policy(&doc)?),
                 (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
                 (api, Some(kind)) => {
                     return Err(doc.field_error(
@@ -173,7 +171,7 @@ impl AppSpec {
                         format!(
                             "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, and {} Servers and AuthorizationPolicies",
                             api.unwrap_or("(no apiVersion)"),
-                            resources::API_VERSION
+                            policy::API_VERSION
                         ),
                     ))
                 }

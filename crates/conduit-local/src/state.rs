@@ -21,7 +21,7 @@ pub struct State {
     pub control_plane: Vec<ContainerState>,
     /// The authorization policy the control plane serves.
     #[serde(default)]
-    pub policy: conduit_policy::resources::Resources,
+    pub policy: conduit_k8s::policy::Resources,
 }
 
 /// One pod.

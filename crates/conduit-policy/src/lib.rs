@@ -3,10 +3,9 @@
 //! `cluster-authenticated` or `deny`) and, for each port a Server selects, the
 //! AuthorizationPolicies that target that Server: a client they do not allow is denied.
 //! The kubelet's (or the local runtime's) probes are always allowed. The controller
-//! resolves resources into a [`PodPolicy`] ([`resources`]); the proxy only evaluates it.
+//! resolves the resources into a [`PodPolicy`] (`conduit_k8s::policy`); the proxy only
+//! evaluates it.
 
-#[cfg(feature = "manifests")]
-pub mod resources;
 pub mod wire;
 
 use ipnet::IpNet;

@@ -24,8 +24,10 @@
 //!   - network: 10.0.0.0/8
 //! ```
 
-use crate::{Authorization, DefaultPolicy, PodPolicy, Probe, ServerPolicy, ServerProtocol};
-use conduit_k8s::manifest::{Document, ManifestError};
+use crate::manifest::{Document, ManifestError};
+use conduit_policy::{
+    Authorization, DefaultPolicy, PodPolicy, Probe, ServerPolicy, ServerProtocol,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -374,8 +376,8 @@ fn authorization(p: &AuthorizationPolicy) -> Authorization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Client, Decision};
-    use conduit_k8s::manifest;
+    use crate::manifest;
+    use conduit_policy::{Client, Decision};
 
     const DOCS: &str = r#"
 apiVersion: policy.conduit.io/v1alpha1
