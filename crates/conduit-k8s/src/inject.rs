@@ -42,6 +42,9 @@ pub const CONTROL_PLANE_NS_LABEL: &str = "conduit.io/control-plane-ns";
 /// Label: the Deployment a pod belongs to.
 pub const DEPLOYMENT_LABEL: &str = "conduit.io/proxy-deployment";
 
+/// The prefix of the annotations that change one workload's proxy.
+pub const CONFIG_PREFIX: &str = "config.conduit.io/";
+
 const CONTROL_PLANE_NS: &str = "conduit";
 const INBOUND_PORT: u16 = 4143;
 const OUTBOUND_PORT: u16 = 4140;
@@ -267,6 +270,7 @@ fn transform_object(
     };
     let workload_disabled = object.as_object().is_some_and(opted_out);
 
+    let original = object;
     let mut object = object.clone();
     let template = pod_template(doc, &mut object, at, &kind, template_path)?;
     match mode {
@@ -284,8 +288,9 @@ fn transform_object(
             } else {
                 Action::Injected
             };
+            let overrides = Overrides::read(doc, at, template_path, original)?;
             remove_proxy(template);
-            add_proxy(template, deployment, opts);
+            add_proxy(template, deployment, opts, &overrides);
             Ok((Some(object), outcome(action)))
         }
         Mode::Uninject => {
@@ -425,8 +430,148 @@ fn type_of(value: &Value) -> &'static str {
     }
 }
 
+/// One workload's changes to its proxy, from `config.conduit.io/*` annotations on its pod
+/// template (or, failing that, on the workload itself), each checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Overrides {
+    opaque_ports: Option<String>,
+    skip_inbound_ports: Option<String>,
+    skip_outbound_ports: Option<String>,
+    /// `(requests|limits, cpu|memory, quantity)`.
+    resources: Vec<(&'static str, &'static str, String)>,
+    default_inbound_policy: Option<String>,
+}
+
+/// The annotations `Overrides` reads, what each must look like, and where it goes.
+const OVERRIDES: &[(&str, Expect)] = &[
+    ("opaque-ports", Expect::Ports),
+    ("skip-inbound-ports", Expect::Ports),
+    ("skip-outbound-ports", Expect::Ports),
+    ("proxy-cpu-request", Expect::Quantity("requests", "cpu")),
+    ("proxy-cpu-limit", Expect::Quantity("limits", "cpu")),
+    (
+        "proxy-memory-request",
+        Expect::Quantity("requests", "memory"),
+    ),
+    ("proxy-memory-limit", Expect::Quantity("limits", "memory")),
+    ("default-inbound-policy", Expect::Policy),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Ports,
+    Quantity(&'static str, &'static str),
+    Policy,
+}
+
+impl Overrides {
+    fn read(
+        doc: &Document,
+        at: &str,
+        template_path: &[&str],
+        workload: &Value,
+    ) -> Result<Overrides, ManifestError> {
+        let annotations = |v: Option<&Value>| {
+            v.and_then(|t| t.get("metadata"))
+                .and_then(|m| m.get("annotations"))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let template_annotations =
+            annotations(template_path.iter().try_fold(workload, |v, k| v.get(*k)));
+        let workload_annotations = annotations(Some(workload));
+        let template_field = if template_path.is_empty() {
+            "metadata.annotations".to_string()
+        } else {
+            format!("{}.metadata.annotations", template_path.join("."))
+        };
+        let mut o = Overrides::default();
+        for (name, expect) in OVERRIDES {
+            let key = format!("{CONFIG_PREFIX}{name}");
+            let found = [
+                (&template_annotations, template_field.as_str()),
+                (&workload_annotations, "metadata.annotations"),
+            ]
+            .into_iter()
+            .find_map(|(a, f)| Some((a.get(&key)?, f)));
+            let Some((value, place)) = found else {
+                continue;
+            };
+            let bad = |expected: &str| {
+                doc.field_error(
+                    &field(at, &format!("{place}[\"{key}\"]")),
+                    format!("{value} is not valid: expected {expected}"),
+                )
+            };
+            let text = value
+                .as_str()
+                .ok_or_else(|| bad("a string"))?
+                .trim()
+                .to_string();
+            match expect {
+                Expect::Ports if !is_port_list(&text) => {
+                    return Err(bad("ports and ranges, like 25,3306,9000-9010"))
+                }
+                Expect::Quantity(..) if !is_quantity(&text) => {
+                    return Err(bad("a Kubernetes quantity, like 100m, 0.5, 64Mi or 1Gi"))
+                }
+                Expect::Policy if text.parse::<conduit_policy::DefaultPolicy>().is_err() => {
+                    return Err(bad(conduit_policy::DefaultPolicy::NAMES))
+                }
+                _ => {}
+            }
+            match (*name, expect) {
+                ("opaque-ports", _) => o.opaque_ports = Some(text),
+                ("skip-inbound-ports", _) => o.skip_inbound_ports = Some(text),
+                ("skip-outbound-ports", _) => o.skip_outbound_ports = Some(text),
+                (_, Expect::Quantity(section, resource)) => {
+                    o.resources.push((section, resource, text))
+                }
+                _ => o.default_inbound_policy = Some(text),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `25`, `3306,9000-9010`: ports (1-65535) and ascending ranges, comma separated.
+fn is_port_list(s: &str) -> bool {
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    !s.is_empty()
+        && s.split(',').all(|part| match part.split_once('-') {
+            Some((a, b)) => matches!((port(a), port(b)), (Some(a), Some(b)) if a <= b),
+            None => port(part).is_some(),
+        })
+}
+
+/// A Kubernetes resource quantity: a non-negative decimal with a binary (`Ki`..`Ei`) or
+/// decimal (`m`, `k`..`E`) suffix or a decimal exponent (`1e3`): `100m`, `0.5`, `64Mi`.
+fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: [&str; 14] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let decimal = |n: &str| {
+        let (int, frac) = n.split_once('.').unwrap_or((n, "0"));
+        digits(int) && digits(frac)
+    };
+    let exponent = |n: &str| {
+        n.split_once(['e', 'E'])
+            .is_some_and(|(m, e)| decimal(m) && digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+    };
+    exponent(s)
+        || SUFFIXES
+            .iter()
+            .any(|suffix| s.strip_suffix(suffix).is_some_and(decimal))
+}
+
 /// Adds the init container, the proxy, the lock volume, the annotation and the labels.
-fn add_proxy(template: &mut Map<String, Value>, deployment: Option<&str>, opts: &InjectOptions) {
+fn add_proxy(
+    template: &mut Map<String, Value>,
+    deployment: Option<&str>,
+    opts: &InjectOptions,
+    overrides: &Overrides,
+) {
     let metadata = map_at(template, "metadata");
     map_at(metadata, "annotations").insert(VERSION_ANNOTATION.into(), PROXY_VERSION.into());
     let labels = map_at(metadata, "labels");
@@ -435,8 +580,8 @@ fn add_proxy(template: &mut Map<String, Value>, deployment: Option<&str>, opts: 
         labels.insert(DEPLOYMENT_LABEL.into(), deployment.into());
     }
     let spec = map_at(template, "spec");
-    list_at(spec, "initContainers").insert(0, init_container(opts));
-    list_at(spec, "containers").insert(0, proxy_container(deployment, opts));
+    list_at(spec, "initContainers").insert(0, init_container(opts, overrides));
+    list_at(spec, "containers").insert(0, proxy_container(deployment, opts, overrides));
     let volume = json!({ "name": INIT_LOCK_VOLUME, "emptyDir": {} });
     list_at(spec, "volumes").insert(0, volume);
     let token = json!({
@@ -524,7 +669,7 @@ fn list_at<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Vec<Value>
     slot.as_array_mut().expect("a list was just put here")
 }
 
-fn init_container(opts: &InjectOptions) -> Value {
+fn init_container(opts: &InjectOptions, overrides: &Overrides) -> Value {
     let mut args = vec![
         "--proxy-uid".to_string(),
         opts.proxy_uid.to_string(),
@@ -533,12 +678,25 @@ fn init_container(opts: &InjectOptions) -> Value {
         "--outbound-port".into(),
         OUTBOUND_PORT.to_string(),
     ];
-    for (flag, ports) in [
-        ("--skip-inbound-ports", &opts.skip_inbound_ports),
-        ("--skip-outbound-ports", &opts.skip_outbound_ports),
+    for (flag, ports, more) in [
+        (
+            "--skip-inbound-ports",
+            &opts.skip_inbound_ports,
+            &overrides.skip_inbound_ports,
+        ),
+        (
+            "--skip-outbound-ports",
+            &opts.skip_outbound_ports,
+            &overrides.skip_outbound_ports,
+        ),
     ] {
-        if !ports.is_empty() {
-            args.extend([flag.to_string(), ports.join(",")]);
+        let all: Vec<&str> = ports
+            .iter()
+            .map(String::as_str)
+            .chain(more.as_deref())
+            .collect();
+        if !all.is_empty() {
+            args.extend([flag.to_string(), all.join(",")]);
         }
     }
     json!({
@@ -558,7 +716,7 @@ fn init_container(opts: &InjectOptions) -> Value {
     })
 }
 
-fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
+fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &Overrides) -> Value {
     let from_field = |name: &str, path: &str| json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } });
     let value = |name: &str, value: &str| json!({ "name": name, "value": value });
     let mut env = vec![
@@ -586,10 +744,20 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
         "valueFrom": { "configMapKeyRef": { "name": TRUST_ROOTS_CONFIGMAP, "key": TRUST_ROOTS_KEY } },
     }));
     env.push(value("CONDUIT_PROXY_LOG", &opts.log));
+    if let Some(ports) = &overrides.opaque_ports {
+        env.push(value("CONDUIT_PROXY_OPAQUE_PORTS", ports));
+    }
+    if let Some(policy) = &overrides.default_inbound_policy {
+        env.push(value("CONDUIT_PROXY_DEFAULT_INBOUND_POLICY", policy));
+    }
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
     let probe = |path: &str, delay: u32| json!({ "httpGet": { "path": path, "port": ADMIN_PORT }, "initialDelaySeconds": delay });
-    json!({
+    let mut resources = Map::new();
+    for (section, resource, quantity) in &overrides.resources {
+        map_at(&mut resources, section).insert(resource.to_string(), json!(quantity));
+    }
+    let mut container = json!({
         "name": PROXY_CONTAINER,
         "image": opts.proxy_image,
         "command": ["conduit-proxy"],
@@ -608,7 +776,11 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions) -> Value {
             "runAsNonRoot": true,
             "runAsUser": opts.proxy_uid,
         },
-    })
+    });
+    if !resources.is_empty() {
+        container["resources"] = Value::Object(resources);
+    }
+    container
 }
 
 #[cfg(test)]
@@ -629,6 +801,49 @@ spec:
     fn injected(text: &str, opts: &InjectOptions) -> Value {
         let out = inject(text, "-", opts).unwrap().output;
         manifest::parse(&out, "-").unwrap().remove(0).value
+    }
+
+    #[test]
+    fn bad_config_annotations_are_named_and_nothing_is_written() {
+        let with = |key: &str, value: &str| {
+            DEPLOYMENT.replace(
+                "  template:\n",
+                &format!("  template:\n    metadata:\n      annotations: {{config.conduit.io/{key}: \"{value}\"}}\n"),
+            )
+        };
+        let cases = [
+            ("opaque-ports", "3306,mysql", "ports and ranges"),
+            ("skip-inbound-ports", "9010-9000", "ports and ranges"),
+            ("proxy-memory-limit", "64MB", "a Kubernetes quantity"),
+            ("proxy-cpu-request", "-1", "a Kubernetes quantity"),
+            (
+                "default-inbound-policy",
+                "allow-all",
+                "all-unauthenticated, all-authenticated",
+            ),
+        ];
+        for (key, value, expected) in cases {
+            let err = inject(&with(key, value), "app.yaml", &InjectOptions::default())
+                .map(|t| t.output)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "spec.template.metadata.annotations[\"config.conduit.io/{key}\"]: \"{value}\" is not valid: expected {expected}"
+                )),
+                "{err}"
+            );
+        }
+        // Good values pass.
+        let good = with("proxy-cpu-limit", "1.5");
+        let pod = &injected(&good, &InjectOptions::default())["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["resources"]["limits"]["cpu"], "1.5");
+        assert!(is_port_list("1,65535,100-101") && !is_port_list("0") && !is_port_list(""));
+        assert!(is_quantity("100m") && is_quantity("2") && is_quantity("1.5Gi"));
+        assert!(is_quantity("1e3") && is_quantity("1E") && is_quantity("2.5e-1"));
+        assert!(
+            !is_quantity("Mi") && !is_quantity("1.") && !is_quantity("1MB") && !is_quantity("e3")
+        );
     }
 
     #[test]

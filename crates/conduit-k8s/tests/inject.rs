@@ -21,6 +21,13 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     ("statefulset", &[r#"statefulset "redis" injected"#]),
+    (
+        "annotations",
+        &[
+            r#"deployment "mysql-client" injected"#,
+            r#"statefulset "mysql" injected"#,
+        ],
+    ),
     ("daemonset", &[r#"daemonset "log-shipper" injected"#]),
     ("pod", &[r#"pod "curl" injected"#]),
     ("cronjob", &[r#"cronjob "report" injected"#]),
