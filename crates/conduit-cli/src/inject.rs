@@ -23,6 +23,10 @@ pub struct InjectArgs {
     /// The injected proxy's log filter.
     #[arg(long)]
     proxy_log_level: Option<String>,
+    /// Inject the proxy as a native sidecar (Kubernetes 1.29+); `false` makes it a regular
+    /// first container that holds the others until it is ready.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    native_sidecar: bool,
 }
 
 #[derive(Args)]
@@ -62,6 +66,7 @@ pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
     if let Some(log) = args.proxy_log_level {
         opts.log = log;
     }
+    opts.native_sidecar = args.native_sidecar;
     opts.skip_inbound_ports = args
         .skip_inbound_ports
         .0

@@ -133,6 +133,70 @@ fn injected_pods_run_the_real_proxy_and_its_rules() {
 }
 
 #[test]
+fn an_apps_init_container_reaches_the_mesh_through_the_native_sidecar() {
+    let rt = Runtime::new("sidecar");
+    // The bot gets an init container that needs the network: with the redirect rules in
+    // place, only a proxy that is already running (a native sidecar) can carry it.
+    let app = std::fs::read_to_string(manifest()).unwrap().replace(
+        "      serviceAccountName: vote-bot\n      containers:\n",
+        "      serviceAccountName: vote-bot\n      initContainers:\n        - name: wait-for-web\n          image: curlimages/curl\n          command: [curl, -sSf, -o, /dev/null, --retry, \"60\", --retry-delay, \"1\", --retry-all-errors, \"http://web-svc.emojivoto.svc.cluster.local/api/list\"]\n      containers:\n",
+    );
+    assert!(app.contains("wait-for-web"));
+    let plain = rt.dir.with_extension("app.yml");
+    std::fs::write(&plain, app).unwrap();
+    let out = std::process::Command::new(CONDUIT)
+        .arg("inject")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let meshed = rt.dir.with_extension("app-meshed.yml");
+    std::fs::write(&meshed, &out.stdout).unwrap();
+    let injected = String::from_utf8_lossy(&out.stdout);
+    let bot_doc = injected
+        .split("\n---")
+        .find(|d| d.contains("wait-for-web"))
+        .unwrap();
+    let order: Vec<usize> = [
+        "name: conduit-init\n",
+        "name: conduit-proxy\n",
+        "name: wait-for-web\n",
+    ]
+    .iter()
+    .map(|n| bot_doc.find(n).unwrap())
+    .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "init, proxy, then the app's init container"
+    );
+
+    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    let status = rt.status();
+    let bot = Runtime::pod(&status, "vote-bot");
+    assert_eq!(bot["ready"], true, "{bot}");
+    let names: Vec<&str> = bot["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["conduit-proxy", "vote-bot"],
+        "the sidecar runs beside the app"
+    );
+    // The init container's request went through the bot's proxy.
+    let metrics = rt.exec(
+        "vote-bot",
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:4191/metrics"],
+    );
+    assert!(
+        metrics.contains(r#"direction="outbound",authority="web-svc.emojivoto.svc.cluster.local""#),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn bad_manifests_are_refused_before_anything_starts() {
     let rt = Runtime::new("bad");
     let good = std::fs::read_to_string(manifest()).unwrap();

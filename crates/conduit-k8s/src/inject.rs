@@ -85,6 +85,11 @@ pub struct InjectOptions {
     pub skip_outbound_ports: Vec<String>,
     /// The proxy's log filter (`CONDUIT_PROXY_LOG`).
     pub log: String,
+    /// The proxy as a native sidecar (an init container that keeps running, Kubernetes
+    /// 1.29+): it is ready before the application's own init containers and containers
+    /// start, and it does not keep a Job from completing. Otherwise it is the first
+    /// regular container, with a postStart hook that holds the others until it is ready.
+    pub native_sidecar: bool,
 }
 
 impl Default for InjectOptions {
@@ -97,6 +102,7 @@ impl Default for InjectOptions {
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
             log: "info".into(),
+            native_sidecar: true,
         }
     }
 }
@@ -172,10 +178,12 @@ pub fn uninject(text: &str, source: &str) -> Result<Transformed, ManifestError> 
 
 /// Whether a pod spec carries the Conduit proxy container.
 pub fn is_injected(pod_spec: &Value) -> bool {
-    pod_spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| has_name(c, PROXY_CONTAINER)))
+    ["initContainers", "containers"].iter().any(|list| {
+        pod_spec
+            .get(list)
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| has_name(c, PROXY_CONTAINER)))
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -580,8 +588,23 @@ fn add_proxy(
         labels.insert(DEPLOYMENT_LABEL.into(), deployment.into());
     }
     let spec = map_at(template, "spec");
-    list_at(spec, "initContainers").insert(0, init_container(opts, overrides));
-    list_at(spec, "containers").insert(0, proxy_container(deployment, opts, overrides));
+    let init = list_at(spec, "initContainers");
+    init.insert(0, init_container(opts, overrides));
+    let mut proxy = proxy_container(deployment, opts, overrides);
+    if opts.native_sidecar {
+        proxy["restartPolicy"] = json!("Always");
+        // The kubelet starts nothing after a native sidecar until it has started.
+        proxy["startupProbe"] = json!({
+            "httpGet": { "path": "/ready", "port": ADMIN_PORT },
+            "periodSeconds": 1, "failureThreshold": 120,
+        });
+        init.insert(1, proxy);
+    } else {
+        // The kubelet starts the next container only once this hook returns.
+        proxy["lifecycle"] =
+            json!({ "postStart": { "exec": { "command": ["conduit-proxy", "await"] } } });
+        list_at(spec, "containers").insert(0, proxy);
+    }
     let volume = json!({ "name": INIT_LOCK_VOLUME, "emptyDir": {} });
     list_at(spec, "volumes").insert(0, volume);
     let token = json!({
@@ -609,6 +632,7 @@ fn remove_proxy(template: &mut Map<String, Value>) -> bool {
     }
     if let Some(Value::Object(spec)) = template.get_mut("spec") {
         removed |= remove_named(spec, "containers", PROXY_CONTAINER, false);
+        removed |= remove_named(spec, "initContainers", PROXY_CONTAINER, true);
         removed |= remove_named(spec, "initContainers", INIT_CONTAINER, true);
         removed |= remove_named(spec, "volumes", INIT_LOCK_VOLUME, true);
         removed |= remove_named(spec, "volumes", IDENTITY_TOKEN_VOLUME, true);
@@ -837,7 +861,10 @@ spec:
         // Good values pass.
         let good = with("proxy-cpu-limit", "1.5");
         let pod = &injected(&good, &InjectOptions::default())["spec"]["template"]["spec"];
-        assert_eq!(pod["containers"][0]["resources"]["limits"]["cpu"], "1.5");
+        assert_eq!(
+            pod["initContainers"][1]["resources"]["limits"]["cpu"],
+            "1.5"
+        );
         assert!(is_port_list("1,65535,100-101") && !is_port_list("0") && !is_port_list(""));
         assert!(is_quantity("100m") && is_quantity("2") && is_quantity("1.5Gi"));
         assert!(is_quantity("1e3") && is_quantity("1E") && is_quantity("2.5e-1"));
@@ -856,6 +883,7 @@ spec:
             skip_inbound_ports: vec!["22".into(), "9000-9010".into()],
             skip_outbound_ports: vec!["25".into()],
             log: "debug".into(),
+            native_sidecar: false,
         };
         let pod = &injected(DEPLOYMENT, &opts)["spec"]["template"]["spec"];
         let init = &pod["initContainers"][0];
@@ -888,6 +916,32 @@ spec:
         assert_eq!(var("CONDUIT_PROXY_LOG"), Some(&json!("debug")));
         assert!(is_injected(pod));
         assert_eq!(pod["containers"][1]["name"], "app");
+        // Not a native sidecar: the first container, holding the app until it is ready.
+        assert_eq!(
+            proxy["lifecycle"]["postStart"]["exec"]["command"],
+            json!(["conduit-proxy", "await"])
+        );
+        assert!(proxy.get("restartPolicy").is_none());
+    }
+
+    #[test]
+    fn the_proxy_is_a_native_sidecar_by_default() {
+        let pod = &injected(DEPLOYMENT, &InjectOptions::default())["spec"]["template"]["spec"];
+        let init = pod["initContainers"].as_array().unwrap();
+        assert_eq!(init[0]["name"], INIT_CONTAINER, "the rules come first");
+        assert_eq!(init[1]["name"], PROXY_CONTAINER);
+        assert_eq!(init[1]["restartPolicy"], "Always");
+        assert_eq!(init[1]["startupProbe"]["httpGet"]["path"], "/ready");
+        assert!(init[1].get("lifecycle").is_none());
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1, "the app's containers, untouched");
+        assert!(is_injected(pod));
+        // Uninject takes it out of the init containers too.
+        let text = inject(DEPLOYMENT, "-", &InjectOptions::default())
+            .unwrap()
+            .output;
+        let back = uninject(&text, "-").unwrap();
+        assert!(!back.output.contains(PROXY_CONTAINER), "{}", back.output);
     }
 
     #[test]
@@ -898,7 +952,9 @@ spec:
             template["metadata"]["labels"],
             json!({ CONTROL_PLANE_NS_LABEL: "conduit" })
         );
-        let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+        let env = template["spec"]["initContainers"][1]["env"]
+            .as_array()
+            .unwrap();
         assert!(env
             .iter()
             .all(|e| e["name"] != "CONDUIT_PROXY_POD_DEPLOYMENT"));

@@ -281,6 +281,8 @@ impl Supervisor {
             ports: BTreeMap::new(),
             readiness: None,
             run_as_user: None,
+            sidecar: false,
+            after_sidecars: false,
         };
         let log = self.layout.logs().join("conduit_controller.log");
         let state = Arc::new(Mutex::new(PodState {
@@ -693,9 +695,10 @@ impl PodCtx {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        // Stop: processes first, then the rules' bookkeeping, then the namespace.
+        // Stop: processes first (the application's, then the sidecars that serve it), then
+        // the rules' bookkeeping, then the namespace.
         if let Some(containers) = containers {
-            for (tx, task) in containers {
+            for (tx, task) in containers.into_iter().rev() {
                 let _ = tx.send(true);
                 let _ = task.await;
             }
@@ -732,38 +735,15 @@ impl PodCtx {
                 return None;
             }
         }
-        for c in &self.spec.init_containers {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                self.set_message("Pending", format!("running init container {}", c.name));
-                let log = self.log(&c.name);
-                match launch(ns, etc, c, &self.state, &log) {
-                    Ok(mut child) => match child.wait().await {
-                        Ok(status) if status.success() => break,
-                        Ok(status) => self.set_message(
-                            "Pending",
-                            format!(
-                                "init container {} {}; retrying in {}s (log: {})",
-                                c.name,
-                                describe(status),
-                                backoff.as_secs(),
-                                log.display()
-                            ),
-                        ),
-                        Err(e) => {
-                            self.set_message("Pending", format!("init container {}: {e}", c.name))
-                        }
-                    },
-                    Err(e) => self.set_message(
-                        "Pending",
-                        format!("init container {} could not start: {e}", c.name),
-                    ),
-                }
-                tokio::select! {
-                    _ = stop.changed() => return None,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+        let containers = self.prepare_containers();
+        for c in self
+            .spec
+            .init_containers
+            .iter()
+            .filter(|c| !c.after_sidecars)
+        {
+            if !self.run_init(ns, etc, c, stop).await {
+                return None;
             }
         }
         {
@@ -779,6 +759,56 @@ impl PodCtx {
                 Err(e) => warn!(error = %e, "applying Service rules failed"),
             }
         }
+        // Native sidecars first, ready before anything after them starts; they stop last.
+        let spawn = |i: usize, c: &ContainerSpec| {
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(supervise(
+                ns.clone(),
+                etc.to_path_buf(),
+                c.clone(),
+                i,
+                self.state.clone(),
+                self.log(&c.name),
+                rx,
+            ));
+            (tx, task)
+        };
+        let mut running: Vec<(watch::Sender<bool>, JoinHandle<()>)> = containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.sidecar)
+            .map(|(i, c)| spawn(i, c))
+            .collect();
+        let mut ready = self.wait_sidecars(&containers, stop).await;
+        for c in self
+            .spec
+            .init_containers
+            .iter()
+            .filter(|c| c.after_sidecars)
+        {
+            ready = ready && self.run_init(ns, etc, c, stop).await;
+        }
+        if !ready {
+            for (tx, task) in running {
+                let _ = tx.send(true);
+                let _ = task.await;
+            }
+            return None;
+        }
+        self.set_message("Running", "starting containers");
+        running.extend(
+            containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.sidecar)
+                .map(|(i, c)| spawn(i, c)),
+        );
+        Some(running)
+    }
+
+    /// The containers as they will run: a meshed pod's proxy gets the token the runtime
+    /// issued to the pod, and references to the mesh's trust roots get the anchors.
+    fn prepare_containers(&self) -> Vec<ContainerSpec> {
         let mut containers = self.spec.containers.clone();
         if self.spec.meshed {
             let pod = lock(&self.state).clone();
@@ -811,25 +841,77 @@ impl PodCtx {
                 };
             }
         }
-        self.set_message("Running", "starting containers");
-        let containers = containers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let (tx, rx) = watch::channel(false);
-                let task = tokio::spawn(supervise(
-                    ns.clone(),
-                    etc.to_path_buf(),
-                    c.clone(),
-                    i,
-                    self.state.clone(),
-                    self.log(&c.name),
-                    rx,
-                ));
-                (tx, task)
-            })
-            .collect();
-        Some(containers)
+        containers
+    }
+
+    /// Runs one init container to success, retrying with backoff; false if the pod was
+    /// stopped first.
+    async fn run_init(
+        &self,
+        ns: &Arc<NetNs>,
+        etc: &std::path::Path,
+        c: &ContainerSpec,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            self.set_message("Pending", format!("running init container {}", c.name));
+            let log = self.log(&c.name);
+            match launch(ns, etc, c, &self.state, &log) {
+                Ok(mut child) => match child.wait().await {
+                    Ok(status) if status.success() => return true,
+                    Ok(status) => self.set_message(
+                        "Pending",
+                        format!(
+                            "init container {} {}; retrying in {}s (log: {})",
+                            c.name,
+                            describe(status),
+                            backoff.as_secs(),
+                            log.display()
+                        ),
+                    ),
+                    Err(e) => {
+                        self.set_message("Pending", format!("init container {}: {e}", c.name))
+                    }
+                },
+                Err(e) => self.set_message(
+                    "Pending",
+                    format!("init container {} could not start: {e}", c.name),
+                ),
+            }
+            tokio::select! {
+                _ = stop.changed() => return false,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Waits until every sidecar passes its readiness probe (as a kubelet waits for a
+    /// native sidecar to start); false if the pod was stopped first.
+    async fn wait_sidecars(
+        &self,
+        containers: &[ContainerSpec],
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let ip = lock(&self.state).ip;
+        for c in containers.iter().filter(|c| c.sidecar) {
+            let Some(probe) = &c.readiness else { continue };
+            loop {
+                match probe::check(ip, &probe.action, Duration::from_secs(1)).await {
+                    Ok(()) => break,
+                    Err(e) => self.set_message(
+                        "Pending",
+                        format!("waiting for sidecar {} to be ready: {e}", c.name),
+                    ),
+                }
+                tokio::select! {
+                    _ = stop.changed() => return false,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+        true
     }
 
     fn log(&self, container: &str) -> PathBuf {

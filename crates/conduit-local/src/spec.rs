@@ -63,6 +63,14 @@ pub struct ContainerSpec {
     pub readiness: Option<ProbeSpec>,
     /// `securityContext.runAsUser`; root when absent.
     pub run_as_user: Option<u32>,
+    /// A native sidecar (an init container with `restartPolicy: Always`): it starts
+    /// during initialisation, must be ready before what follows it starts, keeps running
+    /// beside the containers, and stops after them.
+    #[serde(default)]
+    pub sidecar: bool,
+    /// An init container listed after a sidecar: it runs once the sidecars are ready.
+    #[serde(default)]
+    pub after_sidecars: bool,
 }
 
 /// An environment variable: a literal, a field of the pod, or the mesh's trust anchors.
@@ -241,38 +249,48 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
             "pods on the host network are not supported locally: every pod gets its own network namespace",
         ));
     }
-    let init_containers = pod
-        .init_containers
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            container(
-                doc,
-                &format!("spec.template.spec.initContainers[{i}]"),
-                c,
-                resolve,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Native sidecars run among the containers, ahead of them; the other init containers
+    // note whether a sidecar came before them.
+    let (mut init_containers, mut sidecars) = (Vec::new(), Vec::new());
+    for (i, c) in pod.init_containers.iter().flatten().enumerate() {
+        let field = format!("spec.template.spec.initContainers[{i}]");
+        let mut spec = container(doc, &field, c, resolve)?;
+        match c.restart_policy.as_deref() {
+            Some("Always") => {
+                spec.sidecar = true;
+                sidecars.push(spec);
+            }
+            None => {
+                spec.after_sidecars = !sidecars.is_empty();
+                init_containers.push(spec);
+            }
+            Some(other) => {
+                return Err(doc.field_error(
+                    &format!("{field}.restartPolicy"),
+                    format!(
+                    "{other:?}: an init container's restartPolicy can only be Always (a sidecar)"
+                ),
+                ))
+            }
+        }
+    }
     if pod.containers.is_empty() {
         return Err(doc.field_error(
             "spec.template.spec.containers",
             "empty: a pod needs at least one container",
         ));
     }
-    let containers = pod
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
+    let containers = sidecars
+        .into_iter()
+        .map(Ok)
+        .chain(pod.containers.iter().enumerate().map(|(i, c)| {
             container(
                 doc,
                 &format!("spec.template.spec.containers[{i}]"),
                 c,
                 resolve,
             )
-        })
+        }))
         .collect::<Result<Vec<_>, _>>()?;
     let meshed = containers
         .iter()
@@ -435,6 +453,8 @@ fn container(
         ports,
         readiness,
         run_as_user,
+        sidecar: false,
+        after_sidecars: false,
     })
 }
 

@@ -25,6 +25,19 @@ enum Command {
     Run,
     /// Write the iptables rules that redirect this network namespace's TCP through the proxy.
     Init(InitArgs),
+    /// Wait until the pod's proxy is ready: the postStart hook that holds an application
+    /// back when the proxy runs as a regular container rather than a native sidecar.
+    Await(AwaitArgs),
+}
+
+#[derive(Args)]
+struct AwaitArgs {
+    /// The proxy's admin address, whose /ready is polled.
+    #[arg(long, default_value = "127.0.0.1:4191")]
+    admin_addr: std::net::SocketAddr,
+    /// Give up (and fail) after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -69,6 +82,7 @@ fn main() -> ExitCode {
         match Cli::parse().command {
             None | Some(Command::Run) => run(),
             Some(Command::Init(args)) => init(args),
+            Some(Command::Await(args)) => await_ready(args),
         }
     };
     match result {
@@ -157,4 +171,36 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Polls the admin server's `/ready` until it answers 200.
+fn await_ready(args: AwaitArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + args.timeout;
+    let step = std::time::Duration::from_millis(200);
+    let mut last = String::from("no answer yet");
+    while std::time::Instant::now() < deadline {
+        let answer = std::net::TcpStream::connect_timeout(&args.admin_addr, step * 5).and_then(
+            |mut conn| {
+                conn.set_read_timeout(Some(step * 5))?;
+                conn.write_all(b"GET /ready HTTP/1.0\r\n\r\n")?;
+                let mut response = Vec::new();
+                conn.read_to_end(&mut response)?;
+                Ok(String::from_utf8_lossy(&response).into_owned())
+            },
+        );
+        match answer {
+            Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => {
+                return Ok(())
+            }
+            Ok(text) => last = text.lines().last().unwrap_or_default().to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(step);
+    }
+    anyhow::bail!(
+        "the proxy at {} was not ready after {} ({last})",
+        args.admin_addr,
+        humantime::format_duration(args.timeout)
+    )
 }
