@@ -205,7 +205,7 @@ fn print_status(state: &State, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 /// The user's trust anchor and issuer, read and checked before anything starts.
-fn trust_files(
+pub fn trust_files(
     anchors: &Path,
     cert: &Path,
     key: &Path,

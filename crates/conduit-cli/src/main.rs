@@ -6,6 +6,7 @@ mod api;
 mod demo;
 mod identity;
 mod inject;
+mod install;
 mod local;
 mod stat;
 mod tap;
@@ -27,6 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the control plane's manifests, for `kubectl apply -f -`.
+    Install(install::InstallArgs),
+    /// Print what `kubectl delete -f -` needs to remove the control plane.
+    Uninstall(install::UninstallArgs),
     /// Add the conduit proxy to the workloads of a manifest (FILE or - for stdin).
     Inject(inject::InjectArgs),
     /// Remove the conduit proxy from the workloads of a manifest.
@@ -50,6 +55,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Install(args) => install::install(args),
+        Command::Uninstall(args) => install::uninstall(args),
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),
         Command::Local(args) => local::run(args),

@@ -136,6 +136,28 @@ impl TrustFiles {
     }
 }
 
+/// A serving certificate for `dns_names`, valid for `life`, and the self-signed CA that
+/// signed it (whose key is dropped): what an admission webhook needs, PEM encoded as
+/// `(ca, certificate, key)`.
+pub fn serving_certificate(
+    dns_names: &[String],
+    life: Duration,
+) -> Result<(String, String, String), CaError> {
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let ca_params = ca_params("webhook.conduit.cluster.local", life, 0);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut leaf = CertificateParams::new(dns_names.to_vec())?;
+    leaf.is_ca = IsCa::ExplicitNoCa;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = OffsetDateTime::now_utc();
+    leaf.not_before = now - time::Duration::minutes(5);
+    leaf.not_after = now + life;
+    let cert = leaf.signed_by(&key, &RcgenIssuer::new(ca_params, ca_key))?;
+    Ok((ca.pem(), cert.pem(), key.serialize_pem()))
+}
+
 /// A signed workload certificate, with the issuer certificate that chains it to the anchor.
 #[derive(Clone, Debug)]
 pub struct Certified {

@@ -148,3 +148,83 @@ impl Runtime {
         serde_json::from_str::<Vec<Value>>(&self.ok(args)).expect("-o json is a JSON array")
     }
 }
+
+/// Makes a trust anchor and an issuer it signs with openssl, as a user would, in `dir`.
+pub fn openssl_ca(dir: &std::path::Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let subj = format!("/CN={name} root");
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "anchor.key",
+            "-out",
+            "anchor.pem",
+            "-days",
+            "30",
+            "-subj",
+            &subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    let subj = format!("/CN={name} issuer");
+    run(&[
+        &["req", "-new"][..],
+        &ec,
+        &[
+            "-keyout",
+            "issuer.key",
+            "-out",
+            "issuer.csr",
+            "-subj",
+            &subj,
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "issuer.csr",
+        "-CA",
+        "anchor.pem",
+        "-CAkey",
+        "anchor.key",
+        "-CAcreateserial",
+        "-out",
+        "issuer.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "ext",
+    ]);
+}

@@ -1,0 +1,146 @@
+//! `conduit install` and `conduit uninstall`: the control plane's manifests on stdout, for
+//! `kubectl apply -f -` (and `kubectl delete -f -`). Everything is checked before
+//! anything is printed, so a mistake never leaves half a manifest behind.
+
+use anyhow::Context as _;
+use clap::Args;
+use conduit_identity::ca::{self, TrustFiles};
+use conduit_k8s::{
+    install::{self, IdentityMaterial, Values, WebhookTls},
+    manifest,
+};
+use serde_json::{json, Value};
+use std::{io::Write, path::PathBuf, time::Duration};
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Print only the CustomResourceDefinitions (Server, AuthorizationPolicy, ServiceProfile).
+    #[arg(long)]
+    crds: bool,
+    /// Three controller replicas on different nodes, and a PodDisruptionBudget.
+    #[arg(long)]
+    ha: bool,
+    /// Change one value, like controller.replicas=2 or logLevel=debug (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// A values file (YAML) applied before --set (repeatable).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    values: Vec<PathBuf>,
+    /// The mesh's trust anchors (PEM), instead of generating a new anchor; needs the
+    /// issuer's certificate and key too.
+    #[arg(long, requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"])]
+    identity_trust_anchors_file: Option<PathBuf>,
+    /// The issuer's certificate (PEM): a CA signed by one of the trust anchors.
+    #[arg(long, requires = "identity_trust_anchors_file")]
+    identity_issuer_certificate_file: Option<PathBuf>,
+    /// The issuer's ECDSA P-256 private key (PEM).
+    #[arg(long, requires = "identity_trust_anchors_file")]
+    identity_issuer_key_file: Option<PathBuf>,
+}
+
+/// Documents as one multi-document YAML text.
+fn yaml(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| format!("---\n{}", manifest::to_yaml(d)))
+        .collect()
+}
+
+pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+    if args.crds {
+        return print(&yaml(&install::crds()));
+    }
+    let files = args
+        .values
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the values file {}", p.display()))?;
+            Ok((p.display().to_string(), text))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut sets = args.set.clone();
+    if args.ha {
+        sets.push("ha=true".into());
+    }
+    let values = Values::build(&files, &sets)?;
+    let trust = match (
+        &args.identity_trust_anchors_file,
+        &args.identity_issuer_certificate_file,
+        &args.identity_issuer_key_file,
+    ) {
+        (Some(a), Some(c), Some(k)) => crate::local::trust_files(a, c, k)?,
+        _ => ca::generate(
+            Duration::from_secs(10 * 365 * 86_400),
+            Duration::from_secs(365 * 86_400),
+        )
+        .context("generating the trust anchor and issuer")?,
+    };
+    let TrustFiles {
+        anchor_pem,
+        issuer_cert_pem,
+        issuer_key_pem,
+    } = trust;
+    let (ca_pem, cert_pem, key_pem) = ca::serving_certificate(
+        &[install::webhook_dns_name(&values.namespace)],
+        Duration::from_secs(10 * 365 * 86_400),
+    )
+    .context("generating the injector webhook's certificate")?;
+    let docs = install::render(
+        &values,
+        &IdentityMaterial {
+            anchors_pem: anchor_pem,
+            issuer_cert_pem,
+            issuer_key_pem,
+        },
+        &WebhookTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        },
+    );
+    print(&yaml(&docs))
+}
+
+#[derive(Args)]
+pub struct UninstallArgs {
+    /// The control plane's namespace.
+    #[arg(long, default_value = "conduit")]
+    namespace: String,
+}
+
+/// What to delete: the cluster-wide objects and the namespace (which holds the rest).
+pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    let named = |api: &str, kind: &str, name: &str| json!({ "apiVersion": api, "kind": kind, "metadata": { "name": name } });
+    let mut docs = vec![
+        named(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            "conduit-proxy-injector",
+        ),
+        named(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "conduit-controller",
+        ),
+        named(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            "conduit-controller",
+        ),
+    ];
+    for crd in install::crds() {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+        docs.push(named(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            name,
+        ));
+    }
+    docs.push(named("v1", "Namespace", &args.namespace));
+    print(&yaml(&docs))
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}

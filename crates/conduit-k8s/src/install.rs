@@ -1,0 +1,635 @@
+//! `conduit install`: every manifest of the control plane, from typed values (defaults,
+//! then `-f values.yaml` files, then `--set key=value`, each checked and named when wrong):
+//! the namespace, the CRDs with their schemas, the controller's ServiceAccount and
+//! least-privilege RBAC, its configuration, the identity trust roots and issuer, the
+//! injector webhook's certificate, the controller Deployment (probes, resources, a locked
+//! down security context) and its Services, and with `ha` more replicas, anti-affinity
+//! and a PodDisruptionBudget.
+
+use crate::inject::{IDENTITY_AUDIENCE, PROXY_VERSION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Everything `install` can be told, with its defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Values {
+    /// The control plane's namespace.
+    pub namespace: String,
+    /// The controller's log filter.
+    pub log_level: String,
+    /// Three controller replicas spread over nodes, and a PodDisruptionBudget.
+    pub ha: bool,
+    pub controller: ControllerValues,
+    pub identity: IdentityValues,
+    pub policy: PolicyValues,
+}
+
+/// The controller Deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ControllerValues {
+    pub image: String,
+    /// Replicas; `ha` makes it at least 3.
+    pub replicas: u32,
+    pub resources: ResourceValues,
+}
+
+/// A container's requests and limits, as Kubernetes quantities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResourceValues {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+}
+
+/// Workload certificates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IdentityValues {
+    /// How long a proxy's certificate is valid, like `24h`.
+    pub certificate_lifetime: String,
+}
+
+/// Authorization defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PolicyValues {
+    /// The cluster's default inbound policy.
+    pub default_inbound: String,
+    /// The cluster's networks (comma-separated CIDRs), for `cluster-authenticated`.
+    pub cluster_networks: String,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values {
+            namespace: "conduit".into(),
+            log_level: "info".into(),
+            ha: false,
+            controller: ControllerValues::default(),
+            identity: IdentityValues::default(),
+            policy: PolicyValues::default(),
+        }
+    }
+}
+
+impl Default for ControllerValues {
+    fn default() -> Self {
+        ControllerValues {
+            image: format!("ghcr.io/conduit-mesh/controller:{PROXY_VERSION}"),
+            replicas: 1,
+            resources: ResourceValues::default(),
+        }
+    }
+}
+
+impl Default for ResourceValues {
+    fn default() -> Self {
+        ResourceValues {
+            cpu_request: "100m".into(),
+            memory_request: "64Mi".into(),
+            memory_limit: "256Mi".into(),
+        }
+    }
+}
+
+impl Default for IdentityValues {
+    fn default() -> Self {
+        IdentityValues {
+            certificate_lifetime: "24h".into(),
+        }
+    }
+}
+
+impl Default for PolicyValues {
+    fn default() -> Self {
+        PolicyValues {
+            default_inbound: "all-unauthenticated".into(),
+            cluster_networks: "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+                .into(),
+        }
+    }
+}
+
+/// Values that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ValuesError {
+    #[error("{origin}: {message}")]
+    Bad { origin: String, message: String },
+}
+
+fn bad(origin: &str, message: impl Into<String>) -> ValuesError {
+    ValuesError::Bad {
+        origin: origin.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Values {
+    /// Defaults, overlaid with each values document (YAML or JSON, `source` naming it),
+    /// then each `key.path=value`; the result checked.
+    pub fn build(files: &[(String, String)], sets: &[String]) -> Result<Values, ValuesError> {
+        let mut merged =
+            serde_json::to_value(Values::default()).map_err(|e| bad("defaults", e.to_string()))?;
+        for (source, text) in files {
+            let overlay: Value =
+                serde_saphyr::from_str(text).map_err(|e| bad(source, format!("not YAML: {e}")))?;
+            if !overlay.is_object() && !overlay.is_null() {
+                return Err(bad(source, "expected a mapping of values"));
+            }
+            merge(&mut merged, overlay);
+            check(&merged, source)?;
+        }
+        for set in sets {
+            let source = format!("--set {set}");
+            let (path, raw) = set
+                .split_once('=')
+                .ok_or_else(|| bad(&source, "expected key=value, like controller.replicas=2"))?;
+            let mut slot = &mut merged;
+            for key in path.split('.') {
+                if key.is_empty() {
+                    return Err(bad(&source, "an empty key"));
+                }
+                slot = slot
+                    .as_object_mut()
+                    .ok_or_else(|| bad(&source, format!("{path} is not a mapping of values")))?
+                    .entry(key)
+                    .or_insert(Value::Null);
+            }
+            *slot = match (&*slot, raw) {
+                (Value::Bool(_), "true" | "false") => Value::Bool(raw == "true"),
+                (Value::Number(_), n) => n
+                    .parse::<u64>()
+                    .map(Value::from)
+                    .map_err(|_| bad(&source, format!("{path} takes a number, not {raw:?}")))?,
+                _ => Value::String(raw.to_string()),
+            };
+            check(&merged, &source)?;
+        }
+        let values: Values =
+            serde_json::from_value(merged).map_err(|e| bad("values", e.to_string()))?;
+        values.validate()?;
+        Ok(values)
+    }
+
+    fn validate(&self) -> Result<(), ValuesError> {
+        if self
+            .policy
+            .default_inbound
+            .parse::<conduit_policy::DefaultPolicy>()
+            .is_err()
+        {
+            return Err(bad(
+                "policy.defaultInbound",
+                format!(
+                    "{:?} is not a default policy: expected {}",
+                    self.policy.default_inbound,
+                    conduit_policy::DefaultPolicy::NAMES
+                ),
+            ));
+        }
+        for net in self.policy.cluster_networks.split(',') {
+            if net.trim().parse::<ipnet::IpNet>().is_err() {
+                return Err(bad(
+                    "policy.clusterNetworks",
+                    format!("{net:?} is not a network in CIDR form, like 10.0.0.0/8"),
+                ));
+            }
+        }
+        if humantime::parse_duration(&self.identity.certificate_lifetime).is_err() {
+            return Err(bad(
+                "identity.certificateLifetime",
+                format!(
+                    "{:?} is not a duration, like 24h",
+                    self.identity.certificate_lifetime
+                ),
+            ));
+        }
+        if self.namespace.is_empty() || self.controller.image.is_empty() {
+            return Err(bad(
+                "values",
+                "namespace and controller.image must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    fn replicas(&self) -> u32 {
+        if self.ha {
+            self.controller.replicas.max(3)
+        } else {
+            self.controller.replicas.max(1)
+        }
+    }
+}
+
+/// Deep-merges `overlay` into `base` (mappings key by key; anything else replaces).
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (_, Value::Null) => {}
+        (b, o) => *b = o,
+    }
+}
+
+/// Names an unknown or mistyped key as soon as it appears.
+fn check(merged: &Value, source: &str) -> Result<(), ValuesError> {
+    serde_json::from_value::<Values>(merged.clone())
+        .map(|_| ())
+        .map_err(|e| bad(source, e.to_string()))
+}
+
+/// The identity material install puts in the cluster: the trust anchors every proxy
+/// trusts, and the issuer the controller signs with.
+pub struct IdentityMaterial {
+    pub anchors_pem: String,
+    pub issuer_cert_pem: String,
+    pub issuer_key_pem: String,
+}
+
+/// The injector webhook's serving certificate and the CA the API server checks it with.
+pub struct WebhookTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+const CONTROLLER: &str = "conduit-controller";
+const GRPC_PORT: u16 = 8086;
+const API_PORT: u16 = 8085;
+const WEBHOOK_PORT: u16 = 8443;
+
+/// The webhook Service's DNS name in `namespace`, what its certificate must name.
+pub fn webhook_dns_name(namespace: &str) -> String {
+    format!("conduit-webhook.{namespace}.svc")
+}
+
+/// The CustomResourceDefinitions: Server, AuthorizationPolicy, ServiceProfile.
+pub fn crds() -> Vec<Value> {
+    let crd = |group: &str,
+               kind: &str,
+               plural: &str,
+               version: &str,
+               spec: Value,
+               short: &[&str]| {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": format!("{plural}.{group}"), "labels": { "conduit.io/control-plane-ns": "conduit" } },
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": { "kind": kind, "plural": plural, "singular": kind.to_lowercase(), "shortNames": short },
+                "versions": [{
+                    "name": version, "served": true, "storage": true,
+                    "schema": { "openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["spec"],
+                        "properties": { "spec": spec },
+                    } },
+                }],
+            },
+        })
+    };
+    let string = json!({ "type": "string" });
+    let labels = json!({ "type": "object", "additionalProperties": { "type": "string" } });
+    let server = json!({
+        "type": "object",
+        "required": ["podSelector", "port"],
+        "properties": {
+            "podSelector": {
+                "type": "object",
+                "required": ["matchLabels"],
+                "properties": { "matchLabels": labels },
+            },
+            "port": { "x-kubernetes-int-or-string": true, "description": "a port number, or a container port's name" },
+            "proxyProtocol": { "type": "string", "enum": ["HTTP/1", "HTTP/2", "gRPC", "opaque", "unknown"] },
+        },
+    });
+    let authz = json!({
+        "type": "object",
+        "required": ["targetRef", "allow"],
+        "properties": {
+            "targetRef": {
+                "type": "object",
+                "required": ["kind", "name"],
+                "properties": { "group": string, "kind": { "type": "string", "enum": ["Server"] }, "name": string },
+            },
+            "allow": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "properties": {
+                        "serviceAccount": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": { "name": string, "namespace": string },
+                        },
+                        "identity": string,
+                        "allAuthenticated": { "type": "boolean", "enum": [true] },
+                        "network": string,
+                    },
+                },
+            },
+        },
+    });
+    let profile = json!({
+        "type": "object",
+        "properties": {
+            "routes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "condition"],
+                    "properties": {
+                        "name": string,
+                        "condition": {
+                            "type": "object",
+                            "properties": { "method": string, "pathRegex": string },
+                        },
+                        "isRetryable": { "type": "boolean" },
+                        "timeout": string,
+                    },
+                },
+            },
+            "retryBudget": {
+                "type": "object",
+                "properties": {
+                    "retryRatio": { "type": "number" },
+                    "minRetriesPerSecond": { "type": "integer" },
+                    "ttl": string,
+                },
+            },
+        },
+    });
+    vec![
+        crd(
+            "policy.conduit.io",
+            "Server",
+            "servers",
+            "v1alpha1",
+            server,
+            &["srv"],
+        ),
+        crd(
+            "policy.conduit.io",
+            "AuthorizationPolicy",
+            "authorizationpolicies",
+            "v1alpha1",
+            authz,
+            &["authzpolicy"],
+        ),
+        crd(
+            "conduit.io",
+            "ServiceProfile",
+            "serviceprofiles",
+            "v1alpha1",
+            profile,
+            &["sp"],
+        ),
+    ]
+}
+
+/// Every manifest of the control plane, in the order `kubectl apply` needs them.
+pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls) -> Vec<Value> {
+    let ns = values.namespace.as_str();
+    let labels = json!({ "app.kubernetes.io/name": CONTROLLER, "app.kubernetes.io/part-of": "conduit", "conduit.io/control-plane-ns": ns });
+    let selector = json!({ "app.kubernetes.io/name": CONTROLLER });
+    let meta = |name: &str| json!({ "name": name, "namespace": ns, "labels": labels });
+    let mut docs = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": { "name": ns, "labels": { "conduit.io/is-control-plane": "true" }, "annotations": { "conduit.io/inject": "disabled" } },
+    })];
+    docs.extend(crds());
+    let read = ["get", "list", "watch"];
+    docs.extend([
+        json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(CONTROLLER) }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": CONTROLLER, "labels": labels },
+            "rules": [
+                { "apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": read },
+                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read },
+                { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": read },
+                { "apiGroups": ["conduit.io"], "resources": ["serviceprofiles"], "verbs": read },
+                { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": CONTROLLER, "labels": labels },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CONTROLLER },
+            "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }],
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta("conduit-config"),
+            "data": { "values.json": serde_json::to_string_pretty(values).unwrap_or_default() },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta(TRUST_ROOTS_CONFIGMAP),
+            "data": { TRUST_ROOTS_KEY: identity.anchors_pem },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": meta("conduit-identity-issuer"),
+            "stringData": { "tls.crt": identity.issuer_cert_pem, "tls.key": identity.issuer_key_pem },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": meta("conduit-webhook-tls"),
+            "stringData": { "tls.crt": webhook.cert_pem, "tls.key": webhook.key_pem },
+        }),
+    ]);
+    let port =
+        |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
+    let probe =
+        |path: &str| json!({ "httpGet": { "path": path, "port": API_PORT }, "periodSeconds": 10 });
+    let mut pod_spec = json!({
+        "serviceAccountName": CONTROLLER,
+        "automountServiceAccountToken": true,
+        "securityContext": { "runAsNonRoot": true, "runAsUser": 2103, "runAsGroup": 2103, "seccompProfile": { "type": "RuntimeDefault" } },
+        "containers": [{
+            "name": "controller",
+            "image": values.controller.image,
+            "command": [CONTROLLER],
+            "args": [
+                "--kubernetes",
+                format!("--api-addr=0.0.0.0:{API_PORT}"),
+                format!("--destination-addr=0.0.0.0:{GRPC_PORT}"),
+                format!("--webhook-addr=0.0.0.0:{WEBHOOK_PORT}"),
+                "--webhook-tls-dir=/var/run/conduit/webhook-tls",
+                "--identity-issuer-cert=/var/run/conduit/identity/tls.crt",
+                "--identity-issuer-key=/var/run/conduit/identity/tls.key",
+                format!("--identity-lifetime={}", values.identity.certificate_lifetime),
+                format!("--token-audience={IDENTITY_AUDIENCE}"),
+                format!("--default-inbound-policy={}", values.policy.default_inbound),
+                format!("--cluster-networks={}", values.policy.cluster_networks),
+            ],
+            "env": [{ "name": "RUST_LOG", "value": values.log_level }],
+            "ports": [port("grpc", GRPC_PORT), port("api", API_PORT), port("webhook", WEBHOOK_PORT)],
+            "readinessProbe": probe("/ready"),
+            "livenessProbe": probe("/healthz"),
+            "resources": {
+                "requests": { "cpu": values.controller.resources.cpu_request, "memory": values.controller.resources.memory_request },
+                "limits": { "memory": values.controller.resources.memory_limit },
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] },
+            },
+            "volumeMounts": [
+                { "name": "identity-issuer", "mountPath": "/var/run/conduit/identity", "readOnly": true },
+                { "name": "webhook-tls", "mountPath": "/var/run/conduit/webhook-tls", "readOnly": true },
+            ],
+        }],
+        "volumes": [
+            { "name": "identity-issuer", "secret": { "secretName": "conduit-identity-issuer" } },
+            { "name": "webhook-tls", "secret": { "secretName": "conduit-webhook-tls" } },
+        ],
+    });
+    if values.ha {
+        pod_spec["affinity"] = json!({ "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": { "matchLabels": selector },
+            "topologyKey": "kubernetes.io/hostname",
+        }] } });
+    }
+    docs.push(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(CONTROLLER),
+        "spec": {
+            "replicas": values.replicas(),
+            "selector": { "matchLabels": selector },
+            "template": { "metadata": { "labels": labels }, "spec": pod_spec },
+        },
+    }));
+    let service = |name: &str, port: u16| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(name),
+            "spec": { "selector": selector, "ports": [{ "name": "grpc", "port": port, "targetPort": port, "protocol": "TCP" }] },
+        })
+    };
+    // The names `conduit inject` points proxies at, and the webhook's.
+    docs.push(service("conduit-destination", GRPC_PORT));
+    docs.push(service("conduit-identity", GRPC_PORT));
+    let mut webhook_svc = service("conduit-webhook", 443);
+    webhook_svc["spec"]["ports"][0] =
+        json!({ "name": "webhook", "port": 443, "targetPort": WEBHOOK_PORT, "protocol": "TCP" });
+    docs.push(webhook_svc);
+    docs.push(service("conduit-api", API_PORT));
+    if values.ha {
+        docs.push(json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": meta(CONTROLLER),
+            "spec": { "maxUnavailable": 1, "selector": { "matchLabels": selector } },
+        }));
+    }
+    docs.push(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": { "name": "conduit-proxy-injector", "labels": labels },
+        "webhooks": [{
+            "name": "proxy-injector.conduit.io",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": 10,
+            "clientConfig": {
+                "service": { "name": "conduit-webhook", "namespace": ns, "path": "/inject", "port": 443 },
+                "caBundle": base64(webhook.ca_pem.as_bytes()),
+            },
+            "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced" }],
+            "namespaceSelector": { "matchExpressions": [{ "key": "conduit.io/is-control-plane", "operator": "DoesNotExist" }] },
+        }],
+    }));
+    docs
+}
+
+/// Standard base64 with padding, as `caBundle` wants it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_layer_and_mistakes_are_named() {
+        let file = (
+            "values.yaml".to_string(),
+            "controller:\n  replicas: 2\nlogLevel: debug\n".to_string(),
+        );
+        let v = Values::build(
+            &[file],
+            &["controller.image=example/ctl:1".into(), "ha=true".into()],
+        )
+        .unwrap();
+        assert_eq!(v.controller.replicas, 2);
+        assert_eq!(v.log_level, "debug");
+        assert_eq!(v.controller.image, "example/ctl:1");
+        assert_eq!(v.replicas(), 3, "ha means at least three");
+        let err = |files: &[(String, String)], sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            Values::build(files, &sets).unwrap_err().to_string()
+        };
+        assert!(err(&[], &["controller.imag=x"])
+            .starts_with("--set controller.imag=x: unknown field `imag`"));
+        assert!(err(&[], &["controller.replicas=two"]).contains("takes a number"));
+        assert!(err(&[], &["ha"]).contains("expected key=value"));
+        assert!(err(&[], &["policy.defaultInbound=open"]).contains("not a default policy"));
+        assert!(err(&[("v.yaml".into(), "nope: 1\n".into())], &[])
+            .starts_with("v.yaml: unknown field `nope`"));
+        assert!(err(&[], &["identity.certificateLifetime=soon"]).contains("not a duration"));
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
