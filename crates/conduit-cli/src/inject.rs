@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 
 #[derive(Args)]
 pub struct InjectArgs {
-    /// The manifest: a file, or - for standard input.
+    /// The manifest: a file (YAML or JSON), a directory of them, or - for standard input.
     file: String,
     /// The proxy image to inject.
     #[arg(long)]
@@ -31,8 +31,55 @@ pub struct InjectArgs {
 
 #[derive(Args)]
 pub struct UninjectArgs {
-    /// The manifest: a file, or - for standard input.
+    /// The manifest: a file (YAML or JSON), a directory of them, or - for standard input.
     file: String,
+}
+
+/// The manifests `file` names: itself, or for a directory every `.yaml`, `.yml` and
+/// `.json` file in it (not below it), in name order.
+fn read_inputs(file: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let path = std::path::Path::new(file);
+    if file == "-" || !path.is_dir() {
+        return Ok(vec![read_input(file)?]);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("reading the directory {file}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        anyhow::bail!("{file} holds no .yaml, .yml or .json file");
+    }
+    files
+        .iter()
+        .map(|p| read_input(&p.display().to_string()))
+        .collect()
+}
+
+/// Transforms every input, and only if all succeed, prints them as one manifest.
+fn transform_all(
+    file: &str,
+    f: impl Fn(&str, &str) -> Result<Transformed, conduit_k8s::manifest::ManifestError>,
+) -> anyhow::Result<()> {
+    let mut output = String::new();
+    let mut report = Vec::new();
+    for (i, (source, text)) in read_inputs(file)?.iter().enumerate() {
+        let t = f(text, source)?;
+        if i > 0 && !t.output.is_empty() {
+            if !output.ends_with('\n') {
+                output.push('\n');
+            }
+            output.push_str("---\n");
+        }
+        output.push_str(&t.output);
+        report.extend(t.report);
+    }
+    emit(Transformed { output, report })
 }
 
 /// Reads `file` (or stdin for `-`), naming it in errors.
@@ -58,7 +105,6 @@ fn emit(t: Transformed) -> anyhow::Result<()> {
 }
 
 pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
-    let (source, text) = read_input(&args.file)?;
     let mut opts = InjectOptions::default();
     if let Some(image) = args.proxy_image {
         opts.proxy_image = image;
@@ -79,10 +125,11 @@ pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.to_string().replace(':', "-"))
         .collect();
-    emit(inject::inject(&text, &source, &opts)?)
+    transform_all(&args.file, |text, source| {
+        inject::inject(text, source, &opts)
+    })
 }
 
 pub fn uninject(args: UninjectArgs) -> anyhow::Result<()> {
-    let (source, text) = read_input(&args.file)?;
-    emit(inject::uninject(&text, &source)?)
+    transform_all(&args.file, inject::uninject)
 }
