@@ -3,6 +3,7 @@
 //! status 1, and bad usage exits 2.
 
 mod api;
+mod check;
 mod demo;
 mod identity;
 mod inject;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Print the control plane's manifests, for `kubectl apply -f -`.
     Install(install::InstallArgs),
+    /// Check that the mesh is healthy (the local runtime, when one runs here).
+    Check(check::CheckArgs),
     /// Print what `kubectl delete -f -` needs to remove the control plane.
     Uninstall(install::UninstallArgs),
     /// Add the conduit proxy to the workloads of a manifest (FILE or - for stdin).
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Install(args) => install::install(args),
+        Command::Check(args) => check::run(args),
         Command::Uninstall(args) => install::uninstall(args),
         Command::Inject(args) => inject::inject(args),
         Command::Uninject(args) => inject::uninject(args),

@@ -158,6 +158,15 @@ pub fn serving_certificate(
     Ok((ca.pem(), cert.pem(), key.serialize_pem()))
 }
 
+/// When the first certificate of `pem` stops being valid.
+pub fn not_after(pem: &str) -> Result<std::time::SystemTime, CaError> {
+    let der = pem_der(pem).map_err(CaError::BadTrust)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| CaError::BadTrust(format!("not an X.509 certificate: {e}")))?;
+    let secs = cert.validity().not_after.timestamp();
+    Ok(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+}
+
 /// A signed workload certificate, with the issuer certificate that chains it to the anchor.
 #[derive(Clone, Debug)]
 pub struct Certified {
