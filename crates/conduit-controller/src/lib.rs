@@ -14,3 +14,4 @@ pub mod scrape;
 pub mod store;
 pub mod tap;
 pub mod top;
+pub mod webhook;

@@ -65,6 +65,12 @@ struct Args {
         default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
     )]
     cluster_networks: Vec<ipnet::IpNet>,
+    /// Serve the proxy injector (HTTPS, POST /inject) on this address.
+    #[arg(long, requires = "webhook_tls_dir")]
+    webhook_addr: Option<SocketAddr>,
+    /// The injector's certificate: a directory with tls.crt and tls.key.
+    #[arg(long, requires = "webhook_addr")]
+    webhook_tls_dir: Option<PathBuf>,
 }
 
 /// The Identity API, when its issuer and a way to authenticate proxies are configured.
@@ -164,6 +170,17 @@ async fn main() -> anyhow::Result<()> {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
                 .map_err(std::io::Error::other)
+        });
+    }
+    if let (Some(addr), Some(dir)) = (args.webhook_addr, &args.webhook_tls_dir) {
+        let tls = conduit_controller::webhook::tls_config(dir)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for the proxy injector"))?;
+        tracing::info!(%addr, "proxy injector listening");
+        servers.spawn(async move {
+            conduit_controller::webhook::serve(listener, tls, Default::default()).await;
+            Ok(())
         });
     }
     tokio::select! {

@@ -569,8 +569,8 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
     docs
 }
 
-/// Standard base64 with padding, as `caBundle` wants it.
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding, as `caBundle` and admission patches want it.
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

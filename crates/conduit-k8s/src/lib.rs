@@ -9,3 +9,4 @@ pub mod inject;
 pub mod install;
 pub mod manifest;
 pub mod policy;
+pub mod webhook;
