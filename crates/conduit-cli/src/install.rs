@@ -26,16 +26,8 @@ pub struct InstallArgs {
     /// A values file (YAML) applied before --set (repeatable).
     #[arg(short = 'f', long = "values", value_name = "FILE")]
     values: Vec<PathBuf>,
-    /// The mesh's trust anchors (PEM), instead of generating a new anchor; needs the
-    /// issuer's certificate and key too.
-    #[arg(long, requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"])]
-    identity_trust_anchors_file: Option<PathBuf>,
-    /// The issuer's certificate (PEM): a CA signed by one of the trust anchors.
-    #[arg(long, requires = "identity_trust_anchors_file")]
-    identity_issuer_certificate_file: Option<PathBuf>,
-    /// The issuer's ECDSA P-256 private key (PEM).
-    #[arg(long, requires = "identity_trust_anchors_file")]
-    identity_issuer_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    identity: crate::trust::IdentityFiles,
 }
 
 /// Documents as one multi-document YAML text.
@@ -63,13 +55,9 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
         sets.push("ha=true".into());
     }
     let values = Values::build(&files, &sets)?;
-    let trust = match (
-        &args.identity_trust_anchors_file,
-        &args.identity_issuer_certificate_file,
-        &args.identity_issuer_key_file,
-    ) {
-        (Some(a), Some(c), Some(k)) => crate::local::trust_files(a, c, k)?,
-        _ => ca::generate(
+    let trust = match args.identity.load()? {
+        Some(files) => files,
+        None => ca::generate(
             Duration::from_secs(10 * 365 * 86_400),
             Duration::from_secs(365 * 86_400),
         )

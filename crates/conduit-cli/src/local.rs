@@ -1,14 +1,10 @@
 //! `conduit local up | down | status`: the mesh on this host (see `conduit-local`).
 
 use crate::inject::read_input;
-use anyhow::Context as _;
+use crate::trust::IdentityFiles;
 use clap::{Args, Subcommand, ValueEnum};
 use conduit_local::{client, layout::Layout, state::State};
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{io::Write, time::Duration};
 
 #[derive(Args)]
 pub struct LocalArgs {
@@ -26,16 +22,9 @@ enum LocalCommand {
         /// How long to wait for every pod to be ready.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
-        /// The mesh's trust anchors (PEM), instead of generating a new anchor when the
-        /// runtime starts; needs the issuer's certificate and key too.
-        #[arg(long, requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"])]
-        identity_trust_anchors_file: Option<PathBuf>,
-        /// The issuer's certificate (PEM): a CA signed by one of the trust anchors.
-        #[arg(long, requires = "identity_trust_anchors_file")]
-        identity_issuer_certificate_file: Option<PathBuf>,
-        /// The issuer's ECDSA P-256 private key (PEM).
-        #[arg(long, requires = "identity_trust_anchors_file")]
-        identity_issuer_key_file: Option<PathBuf>,
+        /// The user's trust anchor and issuer, used when the runtime starts.
+        #[command(flatten)]
+        identity: IdentityFiles,
     },
     /// Stop everything and remove every namespace, link and rule the runtime made.
     Down,
@@ -73,23 +62,14 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         LocalCommand::Up {
             files,
             timeout,
-            identity_trust_anchors_file,
-            identity_issuer_certificate_file,
-            identity_issuer_key_file,
+            identity,
         } => {
             let inputs = files
                 .iter()
                 .map(|f| read_input(f))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let spec = client::load(&inputs)?;
-            let trust = match (
-                identity_trust_anchors_file,
-                identity_issuer_certificate_file,
-                identity_issuer_key_file,
-            ) {
-                (Some(a), Some(c), Some(k)) => Some(trust_files(&a, &c, &k)?),
-                _ => None,
-            };
+            let trust = identity.load()?;
             client::up(&layout, spec, trust.as_ref(), timeout, &mut out)?;
             Ok(())
         }
@@ -202,29 +182,4 @@ fn print_status(state: &State, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// The user's trust anchor and issuer, read and checked before anything starts.
-pub fn trust_files(
-    anchors: &Path,
-    cert: &Path,
-    key: &Path,
-) -> anyhow::Result<conduit_identity::ca::TrustFiles> {
-    let read = |p: &Path, flag: &str| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {flag} {}", p.display()))
-    };
-    let files = conduit_identity::ca::TrustFiles {
-        anchor_pem: read(anchors, "--identity-trust-anchors-file")?,
-        issuer_cert_pem: read(cert, "--identity-issuer-certificate-file")?,
-        issuer_key_pem: read(key, "--identity-issuer-key-file")?,
-    };
-    files.check().with_context(|| {
-        format!(
-            "the identity files ({}, {}, {}) cannot be used",
-            anchors.display(),
-            cert.display(),
-            key.display()
-        )
-    })?;
-    Ok(files)
 }

@@ -12,6 +12,7 @@ mod local;
 mod stat;
 mod tap;
 mod top;
+mod trust;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
