@@ -4,7 +4,7 @@
 //! request gets the proxy's 403 (gRPC: PERMISSION_DENIED) and is counted.
 
 use crate::{errors::ProxyError, metrics::Metrics, policy::InboundPolicy};
-use conduit_policy::{Client, Decision};
+use conduit_policy::{Client, Decision, PodPolicy};
 use futures_util::future::{self, Either, Ready};
 use http::{Method, Request};
 use std::{
@@ -28,7 +28,12 @@ pub struct ConnAuthz {
 impl ConnAuthz {
     /// The decision for this connection under the latest policy.
     pub fn decide(&self) -> Decision {
-        self.policy.latest().authorize(
+        self.decide_under(&self.policy.latest())
+    }
+
+    /// The decision for this connection under `policy`.
+    fn decide_under(&self, policy: &PodPolicy) -> Decision {
+        policy.authorize(
             self.port,
             Client {
                 ip: self.client,
@@ -69,8 +74,7 @@ where
             return Either::Right(self.inner.call(req));
         };
         let policy = authz.policy.latest();
-        let decision = authz.decide();
-        match decision {
+        match authz.decide_under(&policy) {
             Decision::Allow { .. } => Either::Right(self.inner.call(req)),
             Decision::Deny { .. }
                 if req.method() == Method::GET && policy.is_probe(authz.port, req.uri().path()) =>
