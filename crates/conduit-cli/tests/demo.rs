@@ -103,13 +103,15 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
     }
 
     // Tap: live requests of the web, both directions, each with its response and end.
+    // One round of the bot is five requests (list, ListAll, vote, FindByShortcode, Vote)
+    // and probes come between: twenty hold at least two whole votes wherever they start.
     let out = demo.ok(&[
         "tap",
         "deploy/web",
         "-n",
         "emojivoto",
         "--max",
-        "5",
+        "20",
         "-o",
         "json",
     ]);
@@ -118,7 +120,7 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         .map(|l| serde_json::from_str(l).expect("tap -o json prints JSON lines"))
         .collect();
     let ends: Vec<&Value> = events.iter().filter(|e| e["type"] == "end").collect();
-    assert!(ends.len() >= 5, "{out}");
+    assert!(ends.len() >= 20, "{out}");
     for end in &ends {
         for kind in ["request", "response"] {
             assert!(
