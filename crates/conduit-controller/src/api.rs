@@ -1,6 +1,7 @@
 //! The controller's HTTP JSON API, the one the CLI and the dashboard use: `GET
-//! /api/stat`, `/api/edges`, `/api/workloads`, `/healthz`. Bad parameters get a 400 that
-//! names the parameter and the accepted values.
+//! /api/stat`, `/api/edges`, `/api/workloads`, and its probes `/healthz` (alive) and
+//! `/ready` (discovery has a complete snapshot; says so when it is serving a stale one).
+//! Bad parameters get a 400 that names the parameter and the accepted values.
 
 use crate::{
     discovery::{PodInfo, Workloads},
@@ -27,6 +28,8 @@ use tokio::sync::watch;
 pub struct ApiState {
     pub store: Arc<Mutex<Store>>,
     pub workloads: watch::Receiver<Arc<Workloads>>,
+    /// Whether discovery's snapshots are complete and current.
+    pub health: watch::Receiver<crate::discovery::SourceHealth>,
     /// The longest window a query may ask for (the store's retention).
     pub max_window: Duration,
     /// Certificates issued and refused.
@@ -37,6 +40,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/stat", get(stat))
         .route("/api/edges", get(edges))
@@ -58,6 +62,31 @@ impl IntoResponse for BadRequest {
         )
             .into_response()
     }
+}
+
+/// 503 until discovery has a complete snapshot. A source that fails later keeps the
+/// controller ready (proxies are better served the last state than none) and is named.
+async fn ready(State(s): State<ApiState>) -> (StatusCode, String) {
+    let health = s.health.borrow().clone();
+    let mut body = if health.synced {
+        "ready\n".to_string()
+    } else {
+        "not ready: discovery has no complete snapshot yet\n".to_string()
+    };
+    for problem in &health.problems {
+        let prefix = if health.synced {
+            "serving the last state; "
+        } else {
+            ""
+        };
+        body.push_str(&format!("{prefix}{problem}\n"));
+    }
+    let code = if health.synced {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use conduit_k8s::policy::Resources;
 use conduit_policy::{DefaultPolicy, Probe};
 use serde::Serialize;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
@@ -28,6 +28,9 @@ pub struct Workloads {
     pub services: Vec<ServiceInfo>,
     /// Servers, AuthorizationPolicies and Namespaces' default policies.
     pub policy: Resources,
+    /// Namespaces annotated `conduit.io/inject: enabled`, whose new pods the injector
+    /// meshes.
+    pub inject_namespaces: BTreeSet<String>,
     /// The source's version of this snapshot (the local state's generation), so that a
     /// client can tell the control plane has caught up with a change.
     pub generation: u64,
@@ -147,17 +150,39 @@ pub fn split_authority(authority: &str) -> Option<(&str, u16)> {
 pub trait Discovery: Send + Sync + 'static {
     /// The current snapshot, updated as workloads change.
     fn watch(&self) -> watch::Receiver<Arc<Workloads>>;
+
+    /// Whether the snapshots are complete and current.
+    fn health(&self) -> watch::Receiver<SourceHealth>;
+}
+
+/// How current a discovery source's snapshots are: the controller's readiness.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceHealth {
+    /// A first complete snapshot has been published.
+    pub synced: bool,
+    /// What is failing, if anything; the snapshot is then the last good one.
+    pub problems: Vec<String>,
+}
+
+impl SourceHealth {
+    /// A problem as readiness shows it: what fails, since when, and why.
+    pub fn problem(what: &str, since: SystemTime, error: &str) -> String {
+        let secs = since.elapsed().unwrap_or_default().as_secs();
+        format!("{what}: failing for {secs}s: {error}")
+    }
 }
 
 /// Discovery from the local runtime's state file, re-read when it changes.
 pub struct LocalRegistry {
     rx: watch::Receiver<Arc<Workloads>>,
+    health: watch::Receiver<SourceHealth>,
 }
 
 impl LocalRegistry {
     /// Polls `state_file` every `interval` and publishes what changed.
     pub fn spawn(state_file: PathBuf, interval: Duration) -> LocalRegistry {
         let (tx, rx) = watch::channel(Arc::new(Workloads::default()));
+        let (health_tx, health) = watch::channel(SourceHealth::default());
         tokio::spawn(async move {
             let mut seen: Option<SystemTime> = None;
             loop {
@@ -168,6 +193,10 @@ impl LocalRegistry {
                     seen = modified;
                     match read_local_state(&state_file) {
                         Ok(w) => {
+                            health_tx.send_replace(SourceHealth {
+                                synced: true,
+                                problems: Vec::new(),
+                            });
                             tx.send_if_modified(|cur| {
                                 let changed = **cur != w;
                                 if changed {
@@ -176,7 +205,17 @@ impl LocalRegistry {
                                 changed
                             });
                         }
-                        Err(error) => tracing::debug!(%error, "local state not readable yet"),
+                        Err(error) => {
+                            tracing::debug!(%error, "local state not readable");
+                            health_tx.send_modify(|h| {
+                                let what = format!("the local state {}", state_file.display());
+                                h.problems = vec![SourceHealth::problem(
+                                    &what,
+                                    SystemTime::now(),
+                                    &error.to_string(),
+                                )];
+                            });
+                        }
                     }
                 }
                 if tx.is_closed() {
@@ -185,13 +224,17 @@ impl LocalRegistry {
                 tokio::time::sleep(interval).await;
             }
         });
-        LocalRegistry { rx }
+        LocalRegistry { rx, health }
     }
 }
 
 impl Discovery for LocalRegistry {
     fn watch(&self) -> watch::Receiver<Arc<Workloads>> {
         self.rx.clone()
+    }
+
+    fn health(&self) -> watch::Receiver<SourceHealth> {
+        self.health.clone()
     }
 }
 
@@ -241,6 +284,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
             })
             .collect(),
         policy: state.policy,
+        inject_namespaces: BTreeSet::new(),
         generation: state.generation,
     })
 }
@@ -326,6 +370,7 @@ pub(crate) mod tests {
                 },
             ],
             policy: Resources::default(),
+            inject_namespaces: BTreeSet::new(),
             generation: 0,
         }
     }

@@ -1,8 +1,9 @@
 //! The Identity API: checks a proxy's token, checks that the identity it asks for is the
 //! one the token proves, and signs its CSR with the issuer for a short lifetime. Every
 //! refusal says why and is counted by reason. Locally the token is the runtime's (bound
-//! to the pod's address, checked against the caller's); a Kubernetes TokenReview check
-//! implements the same [`Authenticator`] trait.
+//! to the pod's address, checked against the caller's); on Kubernetes it is a projected
+//! ServiceAccount token with the mesh's audience, checked with a TokenReview
+//! ([`TokenReviews`]).
 
 use conduit_api::identity::{
     identity_server::{Identity, IdentityServer},
@@ -17,20 +18,97 @@ use std::{
 };
 use tonic::{Request, Response, Status};
 
+/// Why a token proved nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token is no good.
+    #[error("{0}")]
+    Refused(String),
+    /// It could not be checked now (the Kubernetes API did not answer); try again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// Proves who a caller is.
+#[tonic::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    /// The identity name `token`, presented from `caller`, proves; or why it proves nothing.
-    fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, String>;
+    /// The identity name `token`, presented from `caller`, proves.
+    async fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, AuthError>;
 }
 
 /// The local runtime's tokens.
 pub struct LocalTokens(pub Tokens);
 
+#[tonic::async_trait]
 impl Authenticator for LocalTokens {
-    fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, String> {
-        let caller = caller.ok_or("the caller's address is unknown")?;
-        let claims = self.0.verify(token, caller).map_err(|e| e.to_string())?;
+    async fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, AuthError> {
+        let caller =
+            caller.ok_or_else(|| AuthError::Refused("the caller's address is unknown".into()))?;
+        let claims = self
+            .0
+            .verify(token, caller)
+            .map_err(|e| AuthError::Refused(e.to_string()))?;
         Ok(identity_name(&claims.service_account, &claims.namespace))
+    }
+}
+
+/// Kubernetes: a projected ServiceAccount token, checked by the API server's TokenReview
+/// for the mesh's audience; the ServiceAccount it names is the identity.
+pub struct TokenReviews {
+    pub client: kube::Client,
+    /// The audience tokens must be for (`identity.conduit.io`).
+    pub audience: String,
+}
+
+#[tonic::async_trait]
+impl Authenticator for TokenReviews {
+    async fn authenticate(
+        &self,
+        token: &str,
+        _caller: Option<IpAddr>,
+    ) -> Result<String, AuthError> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: Some(vec![self.audience.clone()]),
+            },
+            ..Default::default()
+        };
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let reviewed = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                AuthError::Unavailable(format!(
+                    "the Kubernetes API could not review the token: {e}"
+                ))
+            })?;
+        let status = reviewed.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            let why = status.error.unwrap_or_else(|| "not authenticated".into());
+            return Err(AuthError::Refused(format!(
+                "the Kubernetes API refused it: {why}"
+            )));
+        }
+        if !status
+            .audiences
+            .unwrap_or_default()
+            .contains(&self.audience)
+        {
+            return Err(AuthError::Refused(format!(
+                "it is not a token for the audience {}",
+                self.audience
+            )));
+        }
+        let user = status.user.and_then(|u| u.username).unwrap_or_default();
+        let (namespace, service_account) = user
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+            .ok_or_else(|| {
+                AuthError::Refused(format!("it belongs to {user:?}, not to a ServiceAccount"))
+            })?;
+        Ok(identity_name(service_account, namespace))
     }
 }
 
@@ -93,12 +171,20 @@ impl Identity for IdentityService {
     ) -> Result<Response<CertifyResponse>, Status> {
         let caller = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
-        let proven = self.auth.authenticate(&r.token, caller).map_err(|why| {
-            self.refuse(
-                "bad_token",
-                Status::unauthenticated(format!("the token proves nothing: {why}")),
-            )
-        })?;
+        let proven = self
+            .auth
+            .authenticate(&r.token, caller)
+            .await
+            .map_err(|e| match e {
+                AuthError::Refused(why) => self.refuse(
+                    "bad_token",
+                    Status::unauthenticated(format!("the token proves nothing: {why}")),
+                ),
+                AuthError::Unavailable(why) => self.refuse(
+                    "authenticator_unavailable",
+                    Status::unavailable(format!("the token cannot be checked now: {why}")),
+                ),
+            })?;
         if proven != r.identity {
             return Err(self.refuse(
                 "identity_mismatch",
@@ -255,5 +341,50 @@ mod tests {
             ),
             (1, 2, 1, 2)
         );
+    }
+
+    /// TokenReviews against the in-memory API server (over real HTTP, answering as
+    /// kube-apiserver does; no cluster can run here).
+    #[tokio::test]
+    async fn token_reviews_prove_service_accounts_for_the_mesh_audience_only() {
+        let api = conduit_kube_fake::FakeApiServer::start().await.unwrap();
+        api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
+        api.add_token(
+            "api-token",
+            "emojivoto",
+            "web",
+            &["https://kubernetes.default.svc"],
+        );
+        let url = api.url().parse().unwrap();
+        let reviews = TokenReviews {
+            client: kube::Client::try_from(kube::Config::new(url)).unwrap(),
+            audience: "identity.conduit.io".into(),
+        };
+        let proven = reviews.authenticate("web-token", None).await.unwrap();
+        assert_eq!(proven, identity_name("web", "emojivoto"));
+        assert!(
+            api.requests()
+                .contains(&"POST /apis/authentication.k8s.io/v1/tokenreviews?".to_string()),
+            "{:?}",
+            api.requests()
+        );
+
+        // A token of the same ServiceAccount for the API server's audience is no good.
+        match reviews.authenticate("api-token", None).await {
+            Err(AuthError::Refused(why)) => {
+                assert!(why.contains("invalid for the target audiences"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match reviews.authenticate("forged", None).await {
+            Err(AuthError::Refused(why)) => assert!(why.contains("invalid bearer token"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // The API down: not a refusal, the proxy should try again.
+        api.set_unreachable(true);
+        match reviews.authenticate("web-token", None).await {
+            Err(AuthError::Unavailable(why)) => assert!(why.contains("could not review"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod destination;
 pub mod discovery;
 pub mod identity;
+pub mod kubernetes;
 pub mod policy;
 pub mod prom;
 pub mod scrape;

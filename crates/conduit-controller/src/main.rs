@@ -1,11 +1,14 @@
-//! The controller binary: discovery from the local runtime, scraping, and the API on a
-//! unix socket (for the CLI on this host) and optionally on TCP.
+//! The controller binary: discovery from the local runtime or the Kubernetes API,
+//! scraping, the API on a unix socket (for the CLI on this host) and/or TCP, the gRPC
+//! APIs proxies use, and the proxy injector.
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use conduit_controller::{
     api::{self, ApiState},
     discovery::{Discovery, LocalRegistry},
+    identity::{Authenticator, LocalTokens, TokenReviews},
+    kubernetes::KubernetesDiscovery,
     scrape,
     store::Store,
 };
@@ -22,10 +25,18 @@ use std::{
     version,
     about = "Conduit's control plane"
 )]
+#[command(group(ArgGroup::new("source").required(true).args(["local_state", "kubernetes"])))]
 struct Args {
-    /// The local runtime's state file to discover workloads from.
+    /// Discover workloads from the local runtime's state file.
     #[arg(long)]
-    local_state: PathBuf,
+    local_state: Option<PathBuf>,
+    /// Discover workloads from the Kubernetes API: in a pod, its ServiceAccount; elsewhere
+    /// the kubeconfig ($KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
+    #[arg(long, default_value = conduit_k8s::inject::IDENTITY_AUDIENCE)]
+    token_audience: String,
     /// Serve the API on this unix socket.
     #[arg(long)]
     api_socket: Option<PathBuf>,
@@ -73,9 +84,11 @@ struct Args {
     webhook_tls_dir: Option<PathBuf>,
 }
 
-/// The Identity API, when its issuer and a way to authenticate proxies are configured.
+/// The Identity API, when its issuer and a way to authenticate proxies are configured:
+/// TokenReviews with `kubernetes`, the local runtime's tokens otherwise.
 fn identity_service(
     args: &Args,
+    kubernetes: Option<&kube::Client>,
     counts: Arc<conduit_controller::identity::Counts>,
 ) -> anyhow::Result<
     Option<
@@ -84,7 +97,7 @@ fn identity_service(
         >,
     >,
 > {
-    use conduit_controller::identity::{IdentityService, LocalTokens};
+    use conduit_controller::identity::IdentityService;
     let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
         return Ok(None);
     };
@@ -92,12 +105,20 @@ fn identity_service(
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
     let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
-    let secret_file = args.local_token_secret.as_ref().context(
-        "the Identity API needs a way to check proxies' tokens: give --local-token-secret FILE",
-    )?;
-    let secret =
-        std::fs::read(secret_file).with_context(|| format!("reading {}", secret_file.display()))?;
-    let auth = Box::new(LocalTokens(conduit_identity::token::Tokens::new(&secret)));
+    let auth: Box<dyn Authenticator> = match kubernetes {
+        Some(client) => Box::new(TokenReviews {
+            client: client.clone(),
+            audience: args.token_audience.clone(),
+        }),
+        None => {
+            let secret_file = args.local_token_secret.as_ref().context(
+                "the Identity API needs a way to check proxies' tokens: give --local-token-secret FILE",
+            )?;
+            let secret = std::fs::read(secret_file)
+                .with_context(|| format!("reading {}", secret_file.display()))?;
+            Box::new(LocalTokens(conduit_identity::token::Tokens::new(&secret)))
+        }
+    };
     Ok(Some(IdentityService::server(
         issuer,
         auth,
@@ -118,13 +139,31 @@ async fn main() -> anyhow::Result<()> {
             "nowhere to serve the API: give --api-socket PATH and/or --api-addr HOST:PORT"
         );
     }
-    let discovery = LocalRegistry::spawn(args.local_state.clone(), Duration::from_millis(100));
+    let kubernetes = if args.kubernetes {
+        let client = kube::Client::try_default().await.context(
+            "no Kubernetes API to talk to: run in a pod with a ServiceAccount, or set KUBECONFIG",
+        )?;
+        Some(client)
+    } else {
+        None
+    };
+    let discovery: Box<dyn Discovery> = match (&kubernetes, &args.local_state) {
+        (Some(client), _) => Box::new(KubernetesDiscovery::spawn(client.clone())),
+        (None, Some(state)) => Box::new(LocalRegistry::spawn(
+            state.clone(),
+            Duration::from_millis(100),
+        )),
+        (None, None) => anyhow::bail!(
+            "nowhere to discover workloads from: give --kubernetes or --local-state FILE"
+        ),
+    };
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
     let router = api::router(ApiState {
         store,
         workloads: discovery.watch(),
+        health: discovery.health(),
         max_window: args.retention,
         identity_counts: identity_counts.clone(),
     });
@@ -151,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(%addr, "Destination API listening");
         let service =
             conduit_controller::destination::DestinationService::server(discovery.watch());
-        let identity = identity_service(&args, identity_counts.clone())?;
+        let identity = identity_service(&args, kubernetes.as_ref(), identity_counts.clone())?;
         let policy = conduit_controller::policy::PolicyService::server(
             discovery.watch(),
             conduit_controller::policy::ClusterPolicy {
@@ -178,8 +217,9 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr} for the proxy injector"))?;
         tracing::info!(%addr, "proxy injector listening");
+        let workloads = discovery.watch();
         servers.spawn(async move {
-            conduit_controller::webhook::serve(listener, tls, Default::default()).await;
+            conduit_controller::webhook::serve(listener, tls, Default::default(), workloads).await;
             Ok(())
         });
     }

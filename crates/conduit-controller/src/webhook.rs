@@ -3,12 +3,13 @@
 //! comes from `conduit_k8s::webhook`, the same injection as `conduit inject`. TLS with the
 //! serving certificate install made; whatever cannot be handled is allowed unchanged.
 
+use crate::discovery::Workloads;
 use anyhow::Context as _;
 use axum::{body::Bytes, extract::State, routing::post, Json, Router};
 use conduit_k8s::inject::InjectOptions;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use std::{path::Path, sync::Arc};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::rustls::{
     self,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
@@ -32,12 +33,23 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
         .context("the webhook's certificate and key do not fit together")
 }
 
+/// What the injector reads: its options, and discovery for namespaces' annotations.
+struct Injector {
+    opts: InjectOptions,
+    workloads: watch::Receiver<Arc<Workloads>>,
+}
+
 /// Serves `/inject` over TLS on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, opts: InjectOptions) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    opts: InjectOptions,
+    workloads: watch::Receiver<Arc<Workloads>>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let router = Router::new()
         .route("/inject", post(inject))
-        .with_state(Arc::new(opts));
+        .with_state(Arc::new(Injector { opts, workloads }));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
@@ -59,10 +71,11 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, opts: Injec
     }
 }
 
-async fn inject(State(opts): State<Arc<InjectOptions>>, body: Bytes) -> Json<serde_json::Value> {
-    // Namespaces' annotations come with the Kubernetes discovery backend; until then a pod
-    // asks for injection itself.
-    let answer = conduit_k8s::webhook::review(&body, &opts, |_| false);
+async fn inject(State(injector): State<Arc<Injector>>, body: Bytes) -> Json<serde_json::Value> {
+    let workloads = injector.workloads.borrow().clone();
+    let answer = conduit_k8s::webhook::review(&body, &injector.opts, |ns| {
+        workloads.inject_namespaces.contains(ns)
+    });
     let patched = answer["response"].get("patch").is_some();
     info!(uid = %answer["response"]["uid"], patched, "admission review");
     Json(answer)
@@ -90,15 +103,21 @@ mod tests {
         std::fs::write(dir.join("tls.key"), key).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        // The pod asks for nothing: its namespace is annotated for injection.
+        let workloads = Workloads {
+            inject_namespaces: ["emojivoto".to_string()].into(),
+            ..Workloads::default()
+        };
         tokio::spawn(serve(
             listener,
             tls_config(&dir).unwrap(),
             InjectOptions::default(),
+            watch::channel(Arc::new(workloads)).1,
         ));
 
         let pod = serde_json::json!({
             "metadata": { "generateName": "web-5d4f8b8c7-", "namespace": "emojivoto",
-                          "labels": { "app": "web" }, "annotations": { "conduit.io/inject": "enabled" } },
+                          "labels": { "app": "web" } },
             "spec": { "serviceAccountName": "web", "containers": [{ "name": "web", "image": "web:1", "ports": [{ "containerPort": 8080 }] }] },
         });
         let review = serde_json::json!({

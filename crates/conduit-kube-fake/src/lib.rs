@@ -1,0 +1,866 @@
+//! An in-memory Kubernetes API server for the tests and benchmarks of code that talks to
+//! Kubernetes, where no cluster can run. It speaks the API's JSON over real HTTP the way
+//! kube-apiserver does: lists (pages with `limit`/`continue`, items without their kind, a
+//! collection resourceVersion), watches (JSON lines after a resourceVersion, `BOOKMARK`s
+//! when asked, an `ERROR` 410 Gone for a version older than its history), get, create,
+//! replace, merge/apply patch, delete, TokenReview and SelfSubjectAccessReview. Tests
+//! change objects directly ([`FakeApiServer::apply`], [`FakeApiServer::delete`]) and inject
+//! faults: expired watches, failing requests, an unreachable server.
+//!
+//! Objects are stored as given, so their fidelity is the test's: build them from
+//! k8s-openapi types or copy real API payloads.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::{mpsc, watch};
+
+/// A kind of resource the server knows: where it lives and whether it is namespaced.
+struct Kind {
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+}
+
+impl Kind {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Kind {
+    Kind {
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+    }
+}
+
+const KINDS: &[Kind] = &[
+    kind("", "v1", "pods", "Pod", true),
+    kind("", "v1", "services", "Service", true),
+    kind("", "v1", "namespaces", "Namespace", false),
+    kind("", "v1", "configmaps", "ConfigMap", true),
+    kind("", "v1", "secrets", "Secret", true),
+    kind("", "v1", "serviceaccounts", "ServiceAccount", true),
+    kind("apps", "v1", "deployments", "Deployment", true),
+    kind(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+    ),
+    kind("policy.conduit.io", "v1alpha1", "servers", "Server", true),
+    kind(
+        "policy.conduit.io",
+        "v1alpha1",
+        "authorizationpolicies",
+        "AuthorizationPolicy",
+        true,
+    ),
+    kind(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
+    kind(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+    ),
+    kind(
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
+        false,
+    ),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+];
+
+fn kind_of(api_version: &str, kind: &str) -> Option<usize> {
+    KINDS
+        .iter()
+        .position(|k| k.api_version() == api_version && k.kind == kind)
+}
+
+/// An object's place: its kind, namespace (empty when cluster-scoped) and name.
+type Key = (usize, String, String);
+
+/// One change, as watches report it.
+struct Change {
+    rv: u64,
+    key: Key,
+    event: &'static str,
+    object: Value,
+}
+
+/// A ServiceAccount token the server accepts in TokenReviews.
+struct Token {
+    namespace: String,
+    service_account: String,
+    audiences: Vec<String>,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    log: VecDeque<Change>,
+    /// Watches from a resourceVersion older than this get 410 Gone.
+    oldest: u64,
+    /// Ends every open watch when it changes.
+    epoch: u64,
+    /// Status codes the next requests get instead of an answer.
+    failures: VecDeque<u16>,
+    unreachable: bool,
+    bookmark_every: Option<Duration>,
+    tokens: HashMap<String, Token>,
+    /// (verb, group, resource) a SelfSubjectAccessReview denies.
+    denied: Vec<(String, String, String)>,
+    requests: Vec<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes watches: bumped on every change and fault.
+    wake: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        self.wake.send_modify(|n| *n += 1);
+    }
+}
+
+/// The running server; stops when dropped.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+impl FakeApiServer {
+    /// Listens on a free loopback port.
+    pub async fn start() -> std::io::Result<FakeApiServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: watch::channel(0).0,
+        });
+        let serving = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                if serving.lock().unreachable {
+                    drop(tcp); // as a server that is gone: the connection closes at once
+                    continue;
+                }
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move {
+                            if shared.lock().unreachable {
+                                // Kept-alive connections break too.
+                                return Err(std::io::Error::other("unreachable"));
+                            }
+                            Ok(handle(&shared, req).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Ok(FakeApiServer { addr, shared, task })
+    }
+
+    /// The server's URL, like `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig (YAML) for this server, with context `fake` and a bearer token.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: tester\n  user: {{token: fake-admin-token}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: default}}\n",
+            self.url()
+        )
+    }
+
+    /// Creates or replaces an object (it must have `apiVersion`, `kind` and
+    /// `metadata.name`); returns its new resourceVersion.
+    ///
+    /// # Panics
+    /// On an object of a kind the server does not know: that is the test's mistake.
+    pub fn apply(&self, object: Value) -> u64 {
+        let key = key_of(&object, None).unwrap_or_else(|e| panic!("apply: {e}"));
+        let rv = store(&self.shared, key, object);
+        self.shared.wake();
+        rv
+    }
+
+    /// Deletes an object if it exists.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        let Some(k) = kind_of(api_version, kind) else {
+            return;
+        };
+        let ns = if KINDS[k].namespaced { namespace } else { "" };
+        remove(&self.shared, (k, ns.to_string(), name.to_string()));
+        self.shared.wake();
+    }
+
+    /// Forgets the change history and ends every open watch, as an API server does when
+    /// its watch cache moves on: a client that resumes from a version before now gets
+    /// 410 Gone and must list again (unless a bookmark brought it up to date).
+    pub fn expire_watches(&self) {
+        let mut state = self.shared.lock();
+        state.log.clear();
+        state.oldest = state.rv + 1;
+        state.epoch += 1;
+        drop(state);
+        self.shared.wake();
+    }
+
+    /// The next `n` requests get `code` (a Status body) instead of an answer.
+    pub fn fail_next(&self, n: usize, code: u16) {
+        self.shared
+            .lock()
+            .failures
+            .extend(std::iter::repeat_n(code, n));
+    }
+
+    /// While unreachable, connections close as soon as they open and open watches end.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        let mut state = self.shared.lock();
+        state.unreachable = unreachable;
+        state.epoch += 1;
+        drop(state);
+        self.shared.wake();
+    }
+
+    /// Sends a BOOKMARK this often on watches that allow them (none by default).
+    pub fn set_bookmark_interval(&self, every: Option<Duration>) {
+        self.shared.lock().bookmark_every = every;
+        self.shared.wake();
+    }
+
+    /// Makes `token` a projected token of ServiceAccount `namespace/service_account`
+    /// valid for `audiences`.
+    pub fn add_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        service_account: &str,
+        audiences: &[&str],
+    ) {
+        self.shared.lock().tokens.insert(
+            token.to_string(),
+            Token {
+                namespace: namespace.to_string(),
+                service_account: service_account.to_string(),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            },
+        );
+    }
+
+    /// SelfSubjectAccessReviews of `verb` on `group`/`resource` say not allowed.
+    pub fn deny(&self, verb: &str, group: &str, resource: &str) {
+        self.shared
+            .lock()
+            .denied
+            .push((verb.to_string(), group.to_string(), resource.to_string()));
+    }
+
+    /// Every request so far, as `METHOD /path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// The objects of a kind, as stored.
+    pub fn objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let Some(k) = kind_of(api_version, kind) else {
+            return Vec::new();
+        };
+        let state = self.shared.lock();
+        state
+            .objects
+            .iter()
+            .filter(|((kk, _, _), _)| *kk == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn key_of(object: &Value, namespace: Option<&str>) -> Result<Key, String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let k = kind_of(api_version, kind).ok_or(format!("unknown kind {api_version} {kind}"))?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name: Required value")?;
+    let ns = if KINDS[k].namespaced {
+        object["metadata"]["namespace"]
+            .as_str()
+            .or(namespace)
+            .unwrap_or("default")
+    } else {
+        ""
+    };
+    Ok((k, ns.to_string(), name.to_string()))
+}
+
+/// Stores an object with a new resourceVersion (and a uid and creation time when new),
+/// recording the change for watches.
+fn store(shared: &Shared, key: Key, mut object: Value) -> u64 {
+    let mut state = shared.lock();
+    state.rv += 1;
+    let rv = state.rv;
+    let existed = state.objects.get(&key);
+    let uid = existed
+        .and_then(|o| o["metadata"]["uid"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("00000000-0000-4000-8000-{rv:012}"));
+    let created = existed
+        .and_then(|o| o["metadata"]["creationTimestamp"].as_str())
+        .unwrap_or("2026-11-26T00:00:00Z")
+        .to_string();
+    let event = if existed.is_some() {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    let meta = &mut object["metadata"];
+    meta["resourceVersion"] = json!(rv.to_string());
+    meta["uid"] = json!(uid);
+    meta["creationTimestamp"] = json!(created);
+    if KINDS[key.0].namespaced {
+        meta["namespace"] = json!(key.1);
+    }
+    state.objects.insert(key.clone(), object.clone());
+    state.log.push_back(Change {
+        rv,
+        key,
+        event,
+        object,
+    });
+    rv
+}
+
+fn remove(shared: &Shared, key: Key) -> Option<Value> {
+    let mut state = shared.lock();
+    let mut object = state.objects.remove(&key)?;
+    state.rv += 1;
+    let rv = state.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    state.log.push_back(Change {
+        rv,
+        key,
+        event: "DELETED",
+        object: object.clone(),
+    });
+    Some(object)
+}
+
+/// Where a request points: a kind, a namespace (if the path names one), an object name.
+struct Target {
+    kind: usize,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+fn target(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name) = match rest {
+        [plural] => (*plural, None),
+        [plural, name] => (*plural, Some(name.to_string())),
+        _ => return None,
+    };
+    let kind = KINDS
+        .iter()
+        .position(|k| k.group == group && k.version == version && k.plural == plural)?;
+    Some(Target {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_default()
+}
+
+/// A `Status` object, as the API server answers every failure.
+fn status(code: u16, reason: &str, message: impl Into<String>) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &status_object(code.as_u16(), reason, message))
+}
+
+fn status_object(code: u16, reason: &str, message: impl Into<String>) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code,
+    })
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let line = format!("{} {}", req.method(), req.uri());
+    let failure = {
+        let mut state = shared.lock();
+        state.requests.push(line);
+        state.failures.pop_front()
+    };
+    if let Some(code) = failure {
+        let reason = match code {
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        return status(code, reason, format!("injected failure ({code})"));
+    }
+    if req.uri().path() == "/version" {
+        return json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4", "platform": "linux/amd64"}),
+        );
+    }
+    let Some(t) = target(req.uri().path()) else {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    let params = query(&req);
+    let method = req.method().clone();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return status(400, "BadRequest", e.to_string()),
+    };
+    let kind = &KINDS[t.kind];
+    match (method, &t.name) {
+        (Method::GET, None)
+            if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) =>
+        {
+            watch_collection(shared, &t, &params)
+        }
+        (Method::GET, None) => list(shared, &t, &params),
+        (Method::GET, Some(name)) => {
+            let key = (t.kind, namespace_of(&t), name.clone());
+            match shared.lock().objects.get(&key) {
+                Some(o) => json_response(StatusCode::OK, o),
+                None => not_found(kind, name),
+            }
+        }
+        (Method::POST, None) => {
+            let Ok(object) = serde_json::from_slice::<Value>(&body) else {
+                return status(400, "BadRequest", "the request body is not JSON");
+            };
+            match kind.kind {
+                "TokenReview" => token_review(shared, object),
+                "SelfSubjectAccessReview" => access_review(shared, object),
+                _ => create(shared, &t, object),
+            }
+        }
+        (method @ (Method::PUT | Method::PATCH), Some(name)) => {
+            let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+                return status(400, "BadRequest", "the request body is not JSON");
+            };
+            let key = (t.kind, namespace_of(&t), name.clone());
+            let current = shared.lock().objects.get(&key).cloned();
+            // PUT replaces an object that exists; PATCH merges into it (an apply patch
+            // also creates it).
+            let (object, code) = match (method == Method::PUT, current) {
+                (true, None) => return not_found(kind, name),
+                (true, Some(_)) => (body, StatusCode::OK),
+                (false, None) => (body, StatusCode::CREATED),
+                (false, Some(mut current)) => {
+                    merge_patch(&mut current, body);
+                    (current, StatusCode::OK)
+                }
+            };
+            store(shared, key.clone(), object);
+            shared.wake();
+            let stored = shared.lock().objects.get(&key).cloned().unwrap_or_default();
+            json_response(code, &stored)
+        }
+        (Method::DELETE, Some(name)) => {
+            let removed = remove(shared, (t.kind, namespace_of(&t), name.clone()));
+            shared.wake();
+            match removed {
+                Some(o) => json_response(StatusCode::OK, &o),
+                None => not_found(kind, name),
+            }
+        }
+        _ => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ),
+    }
+}
+
+fn namespace_of(t: &Target) -> String {
+    if KINDS[t.kind].namespaced {
+        t.namespace.clone().unwrap_or_else(|| "default".into())
+    } else {
+        String::new()
+    }
+}
+
+fn not_found(kind: &Kind, name: &str) -> Response<Body> {
+    let resource = if kind.group.is_empty() {
+        kind.plural.to_string()
+    } else {
+        format!("{}.{}", kind.plural, kind.group)
+    };
+    status(404, "NotFound", format!("{resource} \"{name}\" not found"))
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    if let Some(map) = target.as_object_mut() {
+                        map.remove(&k);
+                    }
+                } else {
+                    merge_patch(&mut target[&k], v);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+fn create(shared: &Shared, t: &Target, object: Value) -> Response<Body> {
+    let key = match key_of(&object, t.namespace.as_deref()) {
+        Ok(key) if key.0 == t.kind => key,
+        Ok(_) => {
+            return status(
+                400,
+                "BadRequest",
+                "the object's kind does not match the path",
+            )
+        }
+        Err(e) => return status(422, "Invalid", e),
+    };
+    if shared.lock().objects.contains_key(&key) {
+        let kind = &KINDS[t.kind];
+        return status(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", kind.plural, key.2),
+        );
+    }
+    store(shared, key.clone(), object);
+    shared.wake();
+    let stored = shared.lock().objects.get(&key).cloned().unwrap_or_default();
+    json_response(StatusCode::CREATED, &stored)
+}
+
+fn list(shared: &Shared, t: &Target, params: &HashMap<String, String>) -> Response<Body> {
+    let kind = &KINDS[t.kind];
+    let state = shared.lock();
+    let matching: Vec<&Value> = state
+        .objects
+        .iter()
+        .filter(|((k, ns, _), _)| *k == t.kind && t.namespace.as_ref().is_none_or(|n| n == ns))
+        .map(|(_, v)| v)
+        .collect();
+    let start: usize = params
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = params
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|o| {
+            // Items of a list carry no kind of their own.
+            let mut o = (*o).clone();
+            if let Some(map) = o.as_object_mut() {
+                map.remove("kind");
+                map.remove("apiVersion");
+            }
+            o
+        })
+        .collect();
+    let mut metadata = json!({ "resourceVersion": state.rv.to_string() });
+    if start.saturating_add(limit) < matching.len() {
+        metadata["continue"] = json!((start + limit).to_string());
+        metadata["remainingItemCount"] = json!(matching.len() - start - limit);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": format!("{}List", kind.kind),
+            "apiVersion": kind.api_version(),
+            "metadata": metadata,
+            "items": page,
+        }),
+    )
+}
+
+fn watch_collection(
+    shared: &Arc<Shared>,
+    t: &Target,
+    params: &HashMap<String, String>,
+) -> Response<Body> {
+    let kind = t.kind;
+    let namespace = t.namespace.clone();
+    let mut from: u64 = params
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bookmarks = params.get("allowWatchBookmarks").map(String::as_str) == Some("true");
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    let shared = shared.clone();
+    let mut wake = shared.wake.subscribe();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let epoch = shared.lock().epoch;
+        if from == 0 {
+            from = shared.lock().rv;
+        }
+        loop {
+            let (lines, gone, bookmark_every, current) = {
+                let state = shared.lock();
+                if state.epoch != epoch || state.unreachable {
+                    return; // the watch ends, as when the server drops it
+                }
+                let gone = from + 1 < state.oldest;
+                let lines: Vec<(u64, String)> = state
+                    .log
+                    .iter()
+                    .filter(|c| c.rv > from && c.key.0 == kind)
+                    .filter(|c| namespace.as_ref().is_none_or(|n| *n == c.key.1))
+                    .map(|c| {
+                        (
+                            c.rv,
+                            json!({"type": c.event, "object": c.object}).to_string(),
+                        )
+                    })
+                    .collect();
+                (lines, gone, state.bookmark_every, state.rv)
+            };
+            if gone {
+                let error = status_object(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {from} ({})", current),
+                );
+                let line = json!({"type": "ERROR", "object": error}).to_string() + "\n";
+                let _ = tx.send(Ok(Frame::data(Bytes::from(line)))).await;
+                return;
+            }
+            for (rv, line) in lines {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from(line + "\n"))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                from = rv;
+            }
+            let bookmark = async {
+                match bookmark_every.filter(|_| bookmarks) {
+                    Some(every) => tokio::time::sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = wake.changed() => if changed.is_err() { return },
+                () = bookmark => {
+                    from = from.max(current);
+                    let k = &KINDS[kind];
+                    let line = json!({"type": "BOOKMARK", "object": {
+                        "kind": k.kind, "apiVersion": k.api_version(),
+                        "metadata": {"resourceVersion": from.to_string()},
+                    }}).to_string() + "\n";
+                    if tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(body))
+        .unwrap_or_default()
+}
+
+fn token_review(shared: &Shared, review: Value) -> Response<Body> {
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let wanted: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = shared.lock();
+    let status = match state.tokens.get(token) {
+        None => json!({
+            "authenticated": false,
+            "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]",
+        }),
+        Some(t) if !wanted.is_empty() && !wanted.iter().any(|w| t.audiences.contains(w)) => json!({
+            "authenticated": false,
+            "error": format!(
+                "[invalid bearer token, token audiences {:?} is invalid for the target audiences {:?}, unknown]",
+                t.audiences, wanted
+            ),
+        }),
+        Some(t) => json!({
+            "authenticated": true,
+            "user": {
+                "username": format!("system:serviceaccount:{}:{}", t.namespace, t.service_account),
+                "uid": format!("uid-{}-{}", t.namespace, t.service_account),
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", t.namespace), "system:authenticated"],
+            },
+            "audiences": if wanted.is_empty() { t.audiences.clone() } else { wanted },
+        }),
+    };
+    let mut answer = review;
+    answer["metadata"] = json!({"creationTimestamp": null});
+    answer["status"] = status;
+    json_response(StatusCode::CREATED, &answer)
+}
+
+fn access_review(shared: &Shared, review: Value) -> Response<Body> {
+    let attrs = &review["spec"]["resourceAttributes"];
+    let get = |f: &str| attrs[f].as_str().unwrap_or_default().to_string();
+    let asked = (get("verb"), get("group"), get("resource"));
+    let denied = shared.lock().denied.contains(&asked);
+    let mut answer = review;
+    answer["metadata"] = json!({"creationTimestamp": null});
+    answer["status"] = if denied {
+        json!({"allowed": false, "reason": ""})
+    } else {
+        json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"cluster-admin\""})
+    };
+    json_response(StatusCode::CREATED, &answer)
+}
