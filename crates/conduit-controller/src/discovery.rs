@@ -31,6 +31,8 @@ pub struct Workloads {
     /// Namespaces annotated `conduit.io/inject: enabled`, whose new pods the injector
     /// meshes.
     pub inject_namespaces: BTreeSet<String>,
+    /// Every Namespace (Kubernetes; the local runtime has no Namespace objects).
+    pub namespaces: BTreeSet<String>,
     /// The source's version of this snapshot (the local state's generation), so that a
     /// client can tell the control plane has caught up with a change.
     pub generation: u64,
@@ -285,6 +287,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
             .collect(),
         policy: state.policy,
         inject_namespaces: BTreeSet::new(),
+        namespaces: BTreeSet::new(),
         generation: state.generation,
     })
 }
@@ -371,6 +374,7 @@ pub(crate) mod tests {
             ],
             policy: Resources::default(),
             inject_namespaces: BTreeSet::new(),
+            namespaces: BTreeSet::new(),
             generation: 0,
         }
     }

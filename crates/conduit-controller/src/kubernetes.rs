@@ -302,6 +302,7 @@ fn same_content(a: &Workloads, b: &Workloads) -> bool {
         && a.services == b.services
         && a.policy == b.policy
         && a.inject_namespaces == b.inject_namespaces
+        && a.namespaces == b.namespaces
 }
 
 /// One kind's objects, reduced, by namespace and name; kept in step with a watch.
@@ -462,6 +463,7 @@ impl Cluster {
                 .filter(|(_, ns)| ns.inject)
                 .map(|((_, name), _)| name.clone())
                 .collect(),
+            namespaces: namespaces.keys().map(|(_, name)| name.clone()).collect(),
             generation,
         }
     }

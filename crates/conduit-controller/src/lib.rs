@@ -15,4 +15,5 @@ pub mod scrape;
 pub mod store;
 pub mod tap;
 pub mod top;
+pub mod trust_roots;
 pub mod webhook;

@@ -34,6 +34,13 @@ struct Args {
     /// the kubeconfig ($KUBECONFIG or ~/.kube/config).
     #[arg(long)]
     kubernetes: bool,
+    /// Kubernetes: publish these trust anchors (PEM) into every namespace, as the ConfigMap
+    /// injected proxies read.
+    #[arg(long, requires = "kubernetes")]
+    publish_trust_anchors: Option<PathBuf>,
+    /// Kubernetes: the control plane's namespace.
+    #[arg(long, default_value = "conduit", env = "CONDUIT_NAMESPACE")]
+    control_plane_namespace: String,
     /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
     #[arg(long, default_value = conduit_k8s::inject::IDENTITY_AUDIENCE)]
     token_audience: String,
@@ -157,6 +164,16 @@ async fn main() -> anyhow::Result<()> {
             "nowhere to discover workloads from: give --kubernetes or --local-state FILE"
         ),
     };
+    if let (Some(client), Some(file)) = (&kubernetes, &args.publish_trust_anchors) {
+        let anchors = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the trust anchors {}", file.display()))?;
+        tokio::spawn(conduit_controller::trust_roots::publish(
+            client.clone(),
+            discovery.watch(),
+            anchors,
+            args.control_plane_namespace.clone(),
+        ));
+    }
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);

@@ -11,30 +11,55 @@ use conduit_kube_fake::FakeApiServer;
 use serde_json::json;
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 /// The controller process, killed when dropped.
-struct Controller {
-    child: Child,
-    dir: PathBuf,
-}
+struct Controller(Child);
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
+/// A directory of this test's, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("conduit-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port free now and never handed out before in this process: the tests run at once,
+/// and the kernel may give a port just released to the next `bind(0)`.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 20_000) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `GET /ready` with curl: the status code and body.
@@ -106,15 +131,15 @@ fn emojivoto(api: &FakeApiServer) {
     }));
 }
 
-fn start(api: &FakeApiServer, api_port: u16, grpc_port: u16) -> Controller {
-    let dir = std::env::temp_dir().join(format!("conduit-controller-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+/// Runs the controller against `api` with its files in `dir`.
+fn start(api: &FakeApiServer, dir: &Path, api_port: u16, grpc_port: u16) -> Controller {
     std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).expect("kubeconfig");
     let trust =
         conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
             .expect("a trust anchor and issuer");
     std::fs::write(dir.join("issuer.crt"), &trust.issuer_cert_pem).expect("issuer");
     std::fs::write(dir.join("issuer.key"), &trust.issuer_key_pem).expect("issuer key");
+    std::fs::write(dir.join("anchors.pem"), &trust.anchor_pem).expect("anchors");
     let child = Command::new(env!("CARGO_BIN_EXE_conduit-controller"))
         .arg("--kubernetes")
         .arg(format!("--api-addr=127.0.0.1:{api_port}"))
@@ -127,12 +152,16 @@ fn start(api: &FakeApiServer, api_port: u16, grpc_port: u16) -> Controller {
             "--identity-issuer-key={}",
             dir.join("issuer.key").display()
         ))
+        .arg(format!(
+            "--publish-trust-anchors={}",
+            dir.join("anchors.pem").display()
+        ))
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("RUST_LOG", "info")
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))
         .spawn()
         .expect("the controller starts");
-    Controller { child, dir }
+    Controller(child)
 }
 
 #[tokio::test]
@@ -141,8 +170,17 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
     emojivoto(&api);
     api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
     let (api_port, grpc_port) = (free_port(), free_port());
-    let _controller = start(&api, api_port, grpc_port);
-    wait_until("the controller ready", || ready(api_port).0 == "200").await;
+    let temp = TempDir::new("controller-k8s");
+    let _controller = start(&api, &temp.0, api_port, grpc_port);
+    let log = || std::fs::read_to_string(temp.0.join("controller.log")).unwrap_or_default();
+    wait_until("the controller ready", || {
+        let ok = ready(api_port).0 == "200";
+        if !ok && log().contains("Error") {
+            panic!("the controller failed: {}", log());
+        }
+        ok
+    })
+    .await;
     assert_eq!(ready(api_port).1, "ready\n");
 
     // Destination: the Service's endpoints, with the identity the pod's proxy proves.
@@ -199,6 +237,36 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 
+    // The trust anchors are published into every namespace but the control plane's,
+    // new ones included.
+    let anchors = std::fs::read_to_string(temp.0.join("anchors.pem")).expect("anchors");
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "conduit"}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "books"}}));
+    let published = || {
+        api.objects("v1", "ConfigMap")
+            .iter()
+            .filter(|c| c["metadata"]["name"] == "conduit-identity-trust-roots")
+            .filter(|c| c["data"]["ca-bundle.crt"] == anchors.as_str())
+            .map(|c| {
+                c["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until("the anchors in books", || {
+        published().contains(&"books".to_string())
+    })
+    .await;
+    assert_eq!(published(), ["books", "emojivoto"]);
+    let applied = api.requests().into_iter().any(|r| {
+        r.starts_with("PATCH /api/v1/namespaces/books/configmaps/conduit-identity-trust-roots?")
+            && r.contains("fieldManager=conduit-controller")
+            && r.contains("force=true")
+    });
+    assert!(applied, "server-side apply: {:?}", api.requests());
+
     // The API goes away: still ready, saying it serves the last state; proxies still
     // get answers.
     api.set_unreachable(true);
@@ -231,4 +299,181 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
 
     api.set_unreachable(false);
     wait_until("readiness clear again", || ready(api_port).1 == "ready\n").await;
+}
+
+/// The Deployment `conduit install` writes, run as the kubelet would run it: its
+/// container's arguments and environment, its volumes' Secrets and ConfigMaps written
+/// where it mounts them, and the API server allowing exactly its ClusterRole. It must
+/// become ready on its readiness probe, need no permission it lacks, and use every one it
+/// has (least privilege).
+#[tokio::test]
+async fn the_installed_deployment_runs_with_exactly_its_rbac() {
+    use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
+    let trust =
+        conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
+            .expect("trust");
+    let values = Values::default();
+    let (ca_pem, cert_pem, key_pem) = conduit_identity::ca::serving_certificate(
+        &[install::webhook_dns_name(&values.namespace)],
+        Duration::from_secs(3600),
+    )
+    .expect("webhook certificate");
+    let docs = install::render(
+        &values,
+        &IdentityMaterial {
+            anchors_pem: trust.anchor_pem.clone(),
+            issuer_cert_pem: trust.issuer_cert_pem,
+            issuer_key_pem: trust.issuer_key_pem,
+        },
+        &WebhookTls {
+            ca_pem: ca_pem.clone(),
+            cert_pem,
+            key_pem,
+        },
+    );
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && (name.is_empty() || d["metadata"]["name"] == name))
+            .unwrap_or_else(|| panic!("install writes no {kind} {name}"))
+    };
+    let pod = &find("Deployment", "conduit-controller")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    let temp = TempDir::new("installed");
+    let dir = temp.0.clone();
+    // Volumes, as the kubelet projects them.
+    let root = |path: &str| dir.join(path.trim_start_matches('/'));
+    for mount in container["volumeMounts"].as_array().expect("mounts") {
+        let volume = pod["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+            .expect("the mount's volume");
+        let data = if let Some(secret) = volume["secret"]["secretName"].as_str() {
+            find("Secret", secret)["stringData"].clone()
+        } else {
+            let name = volume["configMap"]["name"]
+                .as_str()
+                .expect("a ConfigMap volume");
+            find("ConfigMap", name)["data"].clone()
+        };
+        let at = root(mount["mountPath"].as_str().expect("mountPath"));
+        std::fs::create_dir_all(&at).expect("mount dir");
+        for (file, content) in data.as_object().expect("data") {
+            std::fs::write(at.join(file), content.as_str().expect("text")).expect("file");
+        }
+    }
+    // Ports: the container's, moved to free loopback ports.
+    let mut ports = std::collections::HashMap::new();
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| {
+            let a = a.as_str().expect("string args");
+            if let Some((flag, port)) = a.split_once("=0.0.0.0:") {
+                let free = free_port();
+                ports.insert(port.to_string(), free);
+                format!("{flag}=127.0.0.1:{free}")
+            } else if let Some((flag, path)) = a.split_once("=/var/run/conduit") {
+                format!(
+                    "{flag}={}",
+                    root(&format!("/var/run/conduit{path}")).display()
+                )
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let probe = &container["readinessProbe"]["httpGet"];
+    let api_port = ports[&probe["port"].to_string()];
+
+    let api = FakeApiServer::start().await.expect("fake API server");
+    emojivoto(&api);
+    api.apply(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "emojivoto",
+        "annotations": {"conduit.io/inject": "enabled"}}}),
+    );
+    api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
+    api.restrict_to(&find("ClusterRole", "conduit-controller")["rules"]);
+    std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).expect("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conduit-controller"));
+    child.args(&args).env("KUBECONFIG", dir.join("kubeconfig"));
+    for env in container["env"].as_array().into_iter().flatten() {
+        child.env(
+            env["name"].as_str().expect("name"),
+            env["value"].as_str().unwrap_or(""),
+        );
+    }
+    let _controller = Controller(
+        child
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the controller starts"),
+    );
+    let path = probe["path"].as_str().expect("probe path");
+    wait_until("ready on the readiness probe", || {
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{api_port}{path}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .await;
+
+    // A proxy certifies (TokenReview); the anchors reach the namespace; the injector
+    // answers for a pod of an annotated namespace.
+    let grpc_port = ports["8086"];
+    let mut identity = IdentityClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+        .await
+        .expect("Identity API");
+    let web = conduit_identity::identity_name("web", "emojivoto");
+    let key = conduit_identity::request::LocalKey::generate(&web).expect("a key");
+    identity
+        .certify(CertifyRequest {
+            identity: web.clone(),
+            token: "web-token".into(),
+            certificate_signing_request: key.csr_der().expect("a CSR"),
+        })
+        .await
+        .expect("certified through a TokenReview");
+    wait_until("the trust anchors in emojivoto", || {
+        api.objects("v1", "ConfigMap").iter().any(|c| {
+            c["metadata"]["namespace"] == "emojivoto"
+                && c["data"]["ca-bundle.crt"] == trust.anchor_pem.as_str()
+        })
+    })
+    .await;
+    assert_eq!(
+        api.forbidden(),
+        Vec::<String>::new(),
+        "requests its role does not allow"
+    );
+    assert!(
+        api.unused_rules().is_empty(),
+        "rules the controller never needed: {:?}",
+        api.unused_rules()
+    );
+    let (webhook_port, dns) = (ports["8443"], install::webhook_dns_name(&values.namespace));
+    std::fs::write(dir.join("ca.pem"), &ca_pem).expect("ca");
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "0b1c2d3e-0000-4000-8000-000000000002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "emojivoto", "operation": "CREATE",
+        "object": {"metadata": {"generateName": "web-", "namespace": "emojivoto"},
+                   "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .args(["--resolve", &format!("{dns}:{webhook_port}:127.0.0.1")])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &review.to_string(),
+        ])
+        .arg(format!("https://{dns}:{webhook_port}/inject"))
+        .output()
+        .expect("curl");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
 }

@@ -411,7 +411,9 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
         "metadata": { "name": ns, "labels": { "conduit.io/is-control-plane": "true" }, "annotations": { "conduit.io/inject": "disabled" } },
     })];
     docs.extend(crds());
-    let read = ["get", "list", "watch"];
+    // Exactly what the controller does: watch what discovery reads, review tokens, and
+    // server-side apply the trust roots ConfigMap into namespaces.
+    let watch = ["list", "watch"];
     docs.extend([
         json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(CONTROLLER) }),
         json!({
@@ -419,11 +421,11 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "kind": "ClusterRole",
             "metadata": { "name": CONTROLLER, "labels": labels },
             "rules": [
-                { "apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": read },
-                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read },
-                { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": read },
-                { "apiGroups": ["conduit.io"], "resources": ["serviceprofiles"], "verbs": read },
+                { "apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": watch },
+                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch },
+                { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": watch },
                 { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
+                { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"] },
             ],
         }),
         json!({
@@ -482,6 +484,8 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 "--identity-issuer-key=/var/run/conduit/identity/tls.key",
                 format!("--identity-lifetime={}", values.identity.certificate_lifetime),
                 format!("--token-audience={IDENTITY_AUDIENCE}"),
+                format!("--publish-trust-anchors=/var/run/conduit/trust-roots/{TRUST_ROOTS_KEY}"),
+                format!("--control-plane-namespace={ns}"),
                 format!("--default-inbound-policy={}", values.policy.default_inbound),
                 format!("--cluster-networks={}", values.policy.cluster_networks),
             ],
@@ -501,11 +505,13 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "volumeMounts": [
                 { "name": "identity-issuer", "mountPath": "/var/run/conduit/identity", "readOnly": true },
                 { "name": "webhook-tls", "mountPath": "/var/run/conduit/webhook-tls", "readOnly": true },
+                { "name": "trust-roots", "mountPath": "/var/run/conduit/trust-roots", "readOnly": true },
             ],
         }],
         "volumes": [
             { "name": "identity-issuer", "secret": { "secretName": "conduit-identity-issuer" } },
             { "name": "webhook-tls", "secret": { "secretName": "conduit-webhook-tls" } },
+            { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
         ],
     });
     if values.ha {

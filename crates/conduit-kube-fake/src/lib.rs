@@ -153,6 +153,11 @@ struct State {
     tokens: HashMap<String, Token>,
     /// (verb, group, resource) a SelfSubjectAccessReview denies.
     denied: Vec<(String, String, String)>,
+    /// When set, RBAC rules (as in a ClusterRole) outside which requests are forbidden,
+    /// and for each whether a request used it.
+    rules: Option<Vec<(Value, bool)>>,
+    /// Requests the rules forbade.
+    forbidden: Vec<String>,
     requests: Vec<String>,
 }
 
@@ -324,6 +329,28 @@ impl FakeApiServer {
             .push((verb.to_string(), group.to_string(), resource.to_string()));
     }
 
+    /// From now on, only what these RBAC rules (a ClusterRole's `rules`) allow: anything
+    /// else gets 403 Forbidden, as for a ServiceAccount bound to that role.
+    pub fn restrict_to(&self, rules: &Value) {
+        let rules = rules.as_array().cloned().unwrap_or_default();
+        self.shared.lock().rules = Some(rules.into_iter().map(|r| (r, false)).collect());
+    }
+
+    /// The rules given to [`FakeApiServer::restrict_to`] that no request has needed.
+    pub fn unused_rules(&self) -> Vec<Value> {
+        let state = self.shared.lock();
+        let rules = state.rules.iter().flatten();
+        rules
+            .filter(|(_, used)| !used)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// The requests the rules forbade, as `verb resource`.
+    pub fn forbidden(&self) -> Vec<String> {
+        self.shared.lock().forbidden.clone()
+    }
+
     /// Every request so far, as `METHOD /path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().requests.clone()
@@ -413,6 +440,41 @@ fn remove(shared: &Shared, key: Key) -> Option<Value> {
         object: object.clone(),
     });
     Some(object)
+}
+
+/// `None` if the rules (if any) allow `verb` on `kind`; else the 403 the API server gives.
+fn authorize(
+    shared: &Shared,
+    kind: &Kind,
+    verb: &str,
+    namespace: Option<&str>,
+) -> Option<Response<Body>> {
+    let mut state = shared.lock();
+    let rules = state.rules.as_mut()?;
+    let has = |list: &Value, item: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == item || v == "*"))
+    };
+    let rule = rules.iter_mut().find(|(r, _)| {
+        has(&r["apiGroups"], kind.group)
+            && has(&r["resources"], kind.plural)
+            && has(&r["verbs"], verb)
+    });
+    if let Some((_, used)) = rule {
+        *used = true;
+        return None;
+    }
+    state.forbidden.push(format!("{verb} {}", kind.plural));
+    let group = kind.group;
+    let scope = match namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    Some(status(
+        403,
+        "Forbidden",
+        format!("{plural} is forbidden: User \"system:serviceaccount:conduit:conduit-controller\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}", plural = kind.plural),
+    ))
 }
 
 /// Where a request points: a kind, a namespace (if the path names one), an object name.
@@ -535,6 +597,21 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
     };
     let params = query(&req);
     let method = req.method().clone();
+    let verb = match (&method, &t.name) {
+        (&Method::GET, None) if params.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            "watch"
+        }
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        _ => "unknown",
+    };
+    if let Some(forbidden) = authorize(shared, &KINDS[t.kind], verb, t.namespace.as_deref()) {
+        return forbidden;
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return status(400, "BadRequest", e.to_string()),
