@@ -1,32 +1,129 @@
-//! Talking to the control plane's API: finds the local control plane by itself (its
-//! socket in the local runtime's run directory); `--api-addr` points elsewhere, as
-//! `unix:/path` or `host:port`.
+//! Talking to the control plane's API, wherever it runs: `--api-addr` (`unix:/path` or
+//! `host:port`); a cluster's, through the Kubernetes API server's service proxy with the
+//! user's kubeconfig (`--kubeconfig`, `--context`), as `kubectl` reaches it; or, by
+//! default, the local runtime's socket when one runs here and the kubeconfig's cluster
+//! otherwise.
 
 use anyhow::{bail, Context as _};
+use clap::Args;
 use conduit_local::layout::Layout;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 
+/// The port of the control plane's API Service (`conduit-api`) that `conduit install` writes.
+const API_SERVICE_PORT: u16 = 8085;
+
+/// Where the control plane is: the flags every command that talks to it takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ControlPlaneArgs {
+    /// The control plane's API: unix:/path or host:port (default: the local runtime's when
+    /// one runs here, else the kubeconfig's cluster).
+    #[arg(long)]
+    pub api_addr: Option<String>,
+    /// The kubeconfig to reach a cluster with (default: $KUBECONFIG, ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The control plane's namespace on the cluster.
+    #[arg(long, default_value = "conduit")]
+    pub control_plane_namespace: String,
+}
+
+impl ControlPlaneArgs {
+    /// Where the API is, by the flags, else the local runtime if it runs, else the cluster.
+    pub fn api(&self) -> anyhow::Result<ApiAddr> {
+        if let Some(a) = &self.api_addr {
+            return Ok(match a.strip_prefix("unix:") {
+                Some(path) => ApiAddr::Unix(PathBuf::from(path)),
+                None => ApiAddr::Tcp(a.to_string()),
+            });
+        }
+        let socket = conduit_local::daemon::api_socket(&Layout::from_env());
+        let cluster_asked = self.kubeconfig.is_some() || self.context.is_some();
+        if !cluster_asked && (socket.exists() || !kubeconfig_exists()) {
+            return Ok(ApiAddr::Unix(socket));
+        }
+        Ok(ApiAddr::Cluster {
+            config: Box::new(self.kube_config()?),
+            namespace: self.control_plane_namespace.clone(),
+        })
+    }
+
+    /// Whether these flags (or the lack of a local runtime) point at a cluster.
+    pub fn is_cluster(&self) -> bool {
+        if self.api_addr.is_some() {
+            return false;
+        }
+        let socket = conduit_local::daemon::api_socket(&Layout::from_env());
+        self.kubeconfig.is_some()
+            || self.context.is_some()
+            || (!socket.exists() && kubeconfig_exists())
+    }
+
+    /// The client configuration of the kubeconfig and context asked for.
+    pub fn kube_config(&self) -> anyhow::Result<kube::Config> {
+        let options = kube::config::KubeConfigOptions {
+            context: self.context.clone(),
+            ..Default::default()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut config = runtime.block_on(async {
+            match &self.kubeconfig {
+                Some(path) => {
+                    let file = kube::config::Kubeconfig::read_from(path)
+                        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+                    kube::Config::from_custom_kubeconfig(file, &options)
+                        .await
+                        .with_context(|| format!("using the kubeconfig {}", path.display()))
+                }
+                None => kube::Config::from_kubeconfig(&options).await.context(
+                    "no usable kubeconfig ($KUBECONFIG, ~/.kube/config): give --kubeconfig FILE",
+                ),
+            }
+        })?;
+        // A command says at once what fails; the client's own retries of 503s would
+        // take minutes to give up.
+        config.default_retry = false;
+        Ok(config)
+    }
+}
+
+/// Whether a kubeconfig is where kubectl looks for one.
+fn kubeconfig_exists() -> bool {
+    if let Some(paths) = std::env::var_os("KUBECONFIG") {
+        return std::env::split_paths(&paths).any(|p| p.exists());
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".kube/config"))
+        .is_some_and(|p| p.exists())
+}
+
 /// Where the API is.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum ApiAddr {
     Unix(PathBuf),
     Tcp(String),
+    /// A cluster's, through its API server's service proxy.
+    Cluster {
+        config: Box<kube::Config>,
+        namespace: String,
+    },
 }
 
 impl ApiAddr {
-    /// `--api-addr` if given, else the local runtime's socket.
-    pub fn find(flag: Option<&str>) -> ApiAddr {
-        match flag {
-            Some(a) => match a.strip_prefix("unix:") {
-                Some(path) => ApiAddr::Unix(PathBuf::from(path)),
-                None => ApiAddr::Tcp(a.to_string()),
-            },
-            None => ApiAddr::Unix(conduit_local::daemon::api_socket(&Layout::from_env())),
-        }
+    /// The local runtime's control plane.
+    pub fn local() -> ApiAddr {
+        ApiAddr::Unix(conduit_local::daemon::api_socket(&Layout::from_env()))
     }
 }
+
+/// A response body from any of the places the API can be.
+type AnyBody = UnsyncBoxBody<bytes::Bytes, anyhow::Error>;
 
 /// `GET path` on the API; the JSON body, or an error saying what to do.
 pub fn get_json(addr: &ApiAddr, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -92,7 +189,7 @@ pub fn stream_lines(
     })
 }
 
-async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<AnyBody>> {
     match addr {
         ApiAddr::Unix(p) => {
             let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
@@ -109,10 +206,40 @@ async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<hyper
                 .with_context(|| format!("cannot reach the control plane at {a}"))?;
             request(TokioIo::new(s), path).await
         }
+        ApiAddr::Cluster { config, namespace } => {
+            let cluster = config.cluster_url.to_string();
+            let client = kube::Client::try_from((**config).clone())
+                .with_context(|| format!("cannot make a client for {cluster}"))?;
+            let proxied = format!(
+                "/api/v1/namespaces/{namespace}/services/http:conduit-api:{API_SERVICE_PORT}/proxy{path}"
+            );
+            let req = http::Request::get(proxied).body(kube::client::Body::empty())?;
+            let rsp = client
+                .send(req)
+                .await
+                .with_context(|| format!("cannot reach the Kubernetes API at {cluster}"))?;
+            if rsp.status() == http::StatusCode::SERVICE_UNAVAILABLE
+                || rsp.status() == http::StatusCode::FORBIDDEN
+            {
+                let status = rsp.status();
+                let body = rsp.into_body().collect().await?.to_bytes();
+                let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let message = message["message"].as_str().unwrap_or("").to_string();
+                // The control plane's own errors are JSON with "error"; these are the API
+                // server's.
+                if status == http::StatusCode::FORBIDDEN {
+                    bail!("the Kubernetes API refused the request: {message}");
+                }
+                bail!(
+                    "the control plane in namespace {namespace} is not reachable ({message}): is it installed and ready? `conduit check` tells"
+                );
+            }
+            Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
+        }
     }
 }
 
-async fn request<I>(io: I, path: &str) -> anyhow::Result<http::Response<hyper::body::Incoming>>
+async fn request<I>(io: I, path: &str) -> anyhow::Result<http::Response<AnyBody>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -121,7 +248,8 @@ where
     let req = http::Request::get(path)
         .header(http::header::HOST, "conduit-api")
         .body(Empty::<bytes::Bytes>::new())?;
-    Ok(sender.send_request(req).await?)
+    let rsp = sender.send_request(req).await?;
+    Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
 }
 
 /// The canonical short name of a resource kind (`deploy`, `pod`, `ns`), if known.

@@ -51,7 +51,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         out,
         "Waiting for traffic from the vote bot to show in the metrics..."
     )?;
-    let api = ApiAddr::find(None);
+    let api = ApiAddr::local();
     let start = Instant::now();
     let rows = loop {
         let rows =

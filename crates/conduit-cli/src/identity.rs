@@ -2,7 +2,7 @@
 //! when it expires, as the proxies themselves report it.
 
 use crate::{
-    api::{get_json, query_value as q, ApiAddr},
+    api::{get_json, query_value as q, ControlPlaneArgs},
     stat::print_table,
     tap::parse_target,
 };
@@ -26,9 +26,8 @@ pub struct IdentityArgs {
     namespace: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
-    #[arg(long)]
-    api_addr: Option<String>,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
 }
 
 /// "in 23h 59m" or "expired 2m ago", from a Unix time.
@@ -52,7 +51,7 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
     if kind != "ns" {
         path.push_str(&format!("&namespace={}", q(&args.namespace)));
     }
-    let rows = get_json(&ApiAddr::find(args.api_addr.as_deref()), &path)?
+    let rows = get_json(&args.control_plane.api()?, &path)?
         .as_array()
         .cloned()
         .unwrap_or_default();

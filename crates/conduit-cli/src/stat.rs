@@ -1,7 +1,7 @@
 //! `conduit stat` and `conduit edges`: golden metrics per resource, and who calls whom,
 //! as tables (or JSON with `-o json`), kubectl-style.
 
-use crate::api::{get_json, query_value as q, ApiAddr};
+use crate::api::{get_json, query_value as q, ApiAddr, ControlPlaneArgs};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::io::Write;
@@ -45,9 +45,8 @@ pub struct Query {
     window: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
-    #[arg(long)]
-    api_addr: Option<String>,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
 }
 
 impl Query {
@@ -55,8 +54,8 @@ impl Query {
         (!self.all_namespaces).then_some(self.namespace.as_str())
     }
 
-    fn api(&self) -> ApiAddr {
-        ApiAddr::find(self.api_addr.as_deref())
+    fn api(&self) -> anyhow::Result<ApiAddr> {
+        self.control_plane.api()
     }
 }
 
@@ -85,7 +84,7 @@ pub fn stat(args: StatArgs) -> anyhow::Result<()> {
     let q = &args.query;
     let ns = q.namespace();
     let rows = fetch_stat(
-        &q.api(),
+        &q.api()?,
         &args.resource,
         ns,
         args.name.as_deref(),
@@ -217,7 +216,7 @@ pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
     if let Some(ns) = query.namespace() {
         path.push_str(&format!("&namespace={}", q(ns)));
     }
-    let rows = get_json(&query.api(), &path)?
+    let rows = get_json(&query.api()?, &path)?
         .as_array()
         .cloned()
         .unwrap_or_default();

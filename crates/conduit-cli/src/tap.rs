@@ -1,7 +1,7 @@
 //! `conduit tap deploy/NAME`: live requests of a resource's pods, one line per event,
 //! until Ctrl-C or `--max` requests.
 
-use crate::api::{query_value as q, resource_kind, stream_lines, ApiAddr};
+use crate::api::{query_value as q, resource_kind, stream_lines, ControlPlaneArgs};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -30,9 +30,8 @@ pub struct TapArgs {
     authority: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
-    #[arg(long)]
-    api_addr: Option<String>,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
 }
 
 /// One event as a line, like `linkerd tap` prints it.
@@ -110,7 +109,7 @@ pub fn run(args: TapArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     let json = matches!(args.output, Output::Json);
-    stream_lines(&ApiAddr::find(args.api_addr.as_deref()), &path, |line| {
+    stream_lines(&args.control_plane.api()?, &path, |line| {
         if json {
             writeln!(out, "{line}")?;
         } else {

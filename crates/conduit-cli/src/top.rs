@@ -2,7 +2,7 @@
 //! a window (tap, aggregated by the control plane).
 
 use crate::{
-    api::{get_json, query_value as q, ApiAddr},
+    api::{get_json, query_value as q, ControlPlaneArgs},
     stat::print_table,
     tap::parse_target,
 };
@@ -26,9 +26,8 @@ pub struct TopArgs {
     window: String,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
-    /// The control plane's API: unix:/path or host:port (default: the local runtime's).
-    #[arg(long)]
-    api_addr: Option<String>,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
 }
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
@@ -50,7 +49,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
-    let rows = get_json(&ApiAddr::find(args.api_addr.as_deref()), &path)?
+    let rows = get_json(&args.control_plane.api()?, &path)?
         .as_array()
         .cloned()
         .unwrap_or_default();

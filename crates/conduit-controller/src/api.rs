@@ -191,14 +191,14 @@ fn tap_targets(
     resource_name: &str,
     name: Option<&str>,
     namespace: Option<&str>,
-) -> Result<(Arc<Workloads>, Vec<PodInfo>), BadRequest> {
+) -> Result<(Arc<Workloads>, Vec<Arc<PodInfo>>), BadRequest> {
     let kind = resource(resource_name).ok_or_else(|| {
         BadRequest(format!(
             "resource={resource_name:?}: expected deploy, pod or ns"
         ))
     })?;
     let workloads = s.workloads.borrow().clone();
-    let pods: Vec<PodInfo> = workloads
+    let pods: Vec<Arc<PodInfo>> = workloads
         .pods
         .iter()
         .filter(|p| namespace.is_none_or(|ns| ns == p.namespace))
@@ -222,7 +222,7 @@ fn tap_targets(
                 .unwrap_or_default()
         )));
     }
-    let meshed: Vec<PodInfo> = pods.into_iter().filter(|p| p.meshed).collect();
+    let meshed: Vec<Arc<PodInfo>> = pods.into_iter().filter(|p| p.meshed).collect();
     if meshed.is_empty() {
         return Err(BadRequest(format!(
             "{what} is not meshed: it has no conduit proxy (conduit inject adds it)"

@@ -3,7 +3,7 @@
 //! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
 //! so the proxy uses the original destination.
 
-use crate::discovery::{follow, split_authority, Workloads};
+use crate::discovery::{follow, split_authority, when_changed, Input, Workloads};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
     update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Update,
@@ -36,7 +36,7 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
         let endpoints = port
             .endpoints
             .iter()
-            .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip())))
+            .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip()).map(|p| &**p)))
             .collect();
         let labels = HashMap::from([
             ("namespace".to_string(), service.namespace.clone()),
@@ -53,12 +53,30 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
     match pod {
         Some((pod, port)) if pod.ready => Update {
             update: Some(update::Update::Endpoints(EndpointSet {
-                endpoints: vec![endpoint(std::net::SocketAddr::new(pod.ip, port), Some(pod))],
+                endpoints: vec![endpoint(
+                    std::net::SocketAddr::new(pod.ip, port),
+                    Some(&**pod),
+                )],
                 labels: HashMap::new(),
             })),
         },
         _ => no_endpoints(false),
     }
+}
+
+/// What [`update_for`] reads: the Service (or pod) the name resolves to and the pods
+/// behind its endpoints.
+fn inputs_of(w: &Workloads, path: &str, context_ns: &str) -> Vec<Input> {
+    if let Some((service, port)) = w.resolve(path, context_ns) {
+        let pods = port.endpoints.iter().map(|e| w.pod_by_ip(e.addr.ip()));
+        let mut inputs = vec![Input::Service(Some(service.clone()))];
+        inputs.extend(pods.map(|p| Input::Pod(p.cloned())));
+        return inputs;
+    }
+    let pod = split_authority(path)
+        .and_then(|(host, _)| host.parse().ok())
+        .and_then(|ip| w.pod_by_ip(ip));
+    vec![Input::Service(None), Input::Pod(pod.cloned())]
 }
 
 /// An endpoint at `addr`, served by `pod` when discovery knows it. A meshed pod's proxy
@@ -103,9 +121,13 @@ impl Destination for DestinationService {
                 "path {path:?}: expected a host:port authority or ip:port"
             )));
         }
-        Ok(Response::new(follow(self.workloads.clone(), move |w| {
-            Some(update_for(w, &path, &context_namespace))
-        })))
+        let (p, ns) = (path.clone(), context_namespace.clone());
+        let inputs = move |w: &Workloads| inputs_of(w, &p, &ns);
+        let answer = move |w: &Workloads| Some(update_for(w, &path, &context_namespace));
+        Ok(Response::new(follow(
+            self.workloads.clone(),
+            when_changed(inputs, answer),
+        )))
     }
 }
 
@@ -159,7 +181,9 @@ mod tests {
             no_endpoints(false)
         );
         let mut empty = w.clone();
-        empty.services[0].ports[0].endpoints.clear();
+        Arc::make_mut(&mut empty.services[0]).ports[0]
+            .endpoints
+            .clear();
         assert_eq!(
             update_for(&empty, "web-svc.emojivoto:80", "x"),
             no_endpoints(true)
@@ -192,7 +216,7 @@ mod tests {
         assert_eq!(endpoints(&first), ["198.18.0.4:8080"]);
         // A second web pod becomes ready.
         let mut w = sample();
-        w.services[0].ports[0]
+        Arc::make_mut(&mut w.services[0]).ports[0]
             .endpoints
             .push(crate::discovery::EndpointInfo {
                 addr: "198.18.0.9:8080".parse().unwrap(),

@@ -8,10 +8,10 @@ use conduit_k8s::policy::Resources;
 use conduit_policy::{DefaultPolicy, Probe};
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, SystemTime},
 };
 use tokio::sync::watch;
@@ -21,18 +21,23 @@ pub const ADMIN_PORT: u16 = 4191;
 /// The proxy's tap port.
 pub const TAP_PORT: u16 = 4190;
 
-/// A snapshot of every workload.
+/// A snapshot of every workload. Its parts are shared (`Arc`) with the snapshot before
+/// it where they did not change, so that what depends on them can tell by identity
+/// ([`Input`]) instead of recomputing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Workloads {
-    pub pods: Vec<PodInfo>,
-    pub services: Vec<ServiceInfo>,
+    pub pods: Vec<Arc<PodInfo>>,
+    pub services: Vec<Arc<ServiceInfo>>,
     /// Servers, AuthorizationPolicies and Namespaces' default policies.
-    pub policy: Resources,
+    pub policy: Arc<Resources>,
     /// Namespaces annotated `conduit.io/inject: enabled`, whose new pods the injector
     /// meshes.
     pub inject_namespaces: BTreeSet<String>,
     /// Every Namespace (Kubernetes; the local runtime has no Namespace objects).
     pub namespaces: BTreeSet<String>,
+    /// Lookups by name and address, built on first use.
+    #[serde(skip)]
+    pub lookup: Lookup,
     /// The source's version of this snapshot (the local state's generation), so that a
     /// client can tell the control plane has caught up with a change.
     pub generation: u64,
@@ -88,6 +93,52 @@ pub struct EndpointInfo {
     pub pod: String,
 }
 
+/// Where each Service and pod is in a snapshot, by name and address: every proxy's
+/// stream asks again after every change, and a scan of thousands would cost each of them.
+/// Built once per snapshot, on first use, so a snapshot is not changed after a lookup
+/// (published ones never are); not part of a snapshot's value (always equal, and a clone
+/// starts empty).
+#[derive(Default)]
+pub struct Lookup {
+    /// Services by (namespace, name).
+    services: OnceLock<HashMap<(String, String), usize>>,
+    /// Services by virtual IP.
+    vips: OnceLock<HashMap<IpAddr, usize>>,
+    /// Pods by IP (the first with an address keeps it, as a scan would find it).
+    pods: OnceLock<HashMap<IpAddr, usize>>,
+    /// Pods by (namespace, name).
+    pod_names: OnceLock<HashMap<(String, String), usize>>,
+}
+
+/// Positions by key, the first of equal keys winning.
+fn positions<K: std::hash::Hash + Eq, T>(items: &[T], key: impl Fn(&T) -> K) -> HashMap<K, usize> {
+    let mut map = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        map.entry(key(item)).or_insert(i);
+    }
+    map
+}
+
+impl Clone for Lookup {
+    fn clone(&self) -> Self {
+        Lookup::default()
+    }
+}
+
+impl PartialEq for Lookup {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Lookup {}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup")
+    }
+}
+
 impl Workloads {
     /// The Service port an authority (`host[:port]`) names, from a pod in `context_ns`.
     /// The port defaults to 80, as HTTP's does.
@@ -95,10 +146,16 @@ impl Workloads {
         &self,
         authority: &str,
         context_ns: &str,
-    ) -> Option<(&ServiceInfo, &ServicePortInfo)> {
+    ) -> Option<(&Arc<ServiceInfo>, &ServicePortInfo)> {
         let (host, port) = split_authority(authority)?;
         let service = match host.parse::<IpAddr>() {
-            Ok(ip) => self.services.iter().find(|s| s.vip == ip)?,
+            Ok(ip) => {
+                let vips = self
+                    .lookup
+                    .vips
+                    .get_or_init(|| positions(&self.services, |s| s.vip));
+                &self.services[*vips.get(&ip)?]
+            }
             Err(_) => {
                 let host = host.trim_end_matches('.');
                 let host = host
@@ -109,25 +166,36 @@ impl Workloads {
                 if ns.contains('.') {
                     return None;
                 }
-                self.services
-                    .iter()
-                    .find(|s| s.name == name && s.namespace == ns)?
+                self.service(ns, name)?
             }
         };
         let port = service.ports.iter().find(|p| p.port == port)?;
         Some((service, port))
     }
 
+    /// The Service `namespace/name`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceInfo>> {
+        let key = (namespace.to_string(), name.to_string());
+        let names = (self.lookup.services)
+            .get_or_init(|| positions(&self.services, |s| (s.namespace.clone(), s.name.clone())));
+        Some(&self.services[*names.get(&key)?])
+    }
+
     /// The pod with this IP.
-    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&PodInfo> {
-        self.pods.iter().find(|p| p.ip == ip)
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Arc<PodInfo>> {
+        let ips = self
+            .lookup
+            .pods
+            .get_or_init(|| positions(&self.pods, |p| p.ip));
+        Some(&self.pods[*ips.get(&ip)?])
     }
 
     /// The pod `namespace/name`.
-    pub fn pod(&self, namespace: &str, name: &str) -> Option<&PodInfo> {
-        self.pods
-            .iter()
-            .find(|p| p.namespace == namespace && p.name == name)
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<PodInfo>> {
+        let key = (namespace.to_string(), name.to_string());
+        let names = (self.lookup.pod_names)
+            .get_or_init(|| positions(&self.pods, |p| (p.namespace.clone(), p.name.clone())));
+        Some(&self.pods[*names.get(&key)?])
     }
 }
 
@@ -247,49 +315,101 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
         pods: state
             .pods
             .iter()
-            .map(|p| PodInfo {
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                deployment: p.deployment.clone(),
-                ip: IpAddr::V4(p.ip),
-                meshed: p.meshed,
-                ready: p.ready,
-                service_account: p.service_account.clone(),
-                labels: p.labels.clone(),
-                named_ports: p.named_ports.clone(),
-                probes: p.probes.clone(),
-                default_policy: p.default_policy,
+            .map(|p| {
+                Arc::new(PodInfo {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    deployment: p.deployment.clone(),
+                    ip: IpAddr::V4(p.ip),
+                    meshed: p.meshed,
+                    ready: p.ready,
+                    service_account: p.service_account.clone(),
+                    labels: p.labels.clone(),
+                    named_ports: p.named_ports.clone(),
+                    probes: p.probes.clone(),
+                    default_policy: p.default_policy,
+                })
             })
             .collect(),
         services: state
             .services
             .iter()
-            .map(|s| ServiceInfo {
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
-                vip: IpAddr::V4(s.vip),
-                ports: s
-                    .ports
-                    .iter()
-                    .map(|p| ServicePortInfo {
-                        port: p.port,
-                        endpoints: p
-                            .endpoints
-                            .iter()
-                            .map(|e| EndpointInfo {
-                                addr: SocketAddr::new(IpAddr::V4(e.ip), e.port),
-                                pod: e.pod.clone(),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+            .map(|s| {
+                Arc::new(ServiceInfo {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                    vip: IpAddr::V4(s.vip),
+                    ports: s
+                        .ports
+                        .iter()
+                        .map(|p| ServicePortInfo {
+                            port: p.port,
+                            endpoints: p
+                                .endpoints
+                                .iter()
+                                .map(|e| EndpointInfo {
+                                    addr: SocketAddr::new(IpAddr::V4(e.ip), e.port),
+                                    pod: e.pod.clone(),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
             })
             .collect(),
-        policy: state.policy,
+        policy: Arc::new(state.policy),
         inject_namespaces: BTreeSet::new(),
         namespaces: BTreeSet::new(),
+        lookup: Lookup::default(),
         generation: state.generation,
     })
+}
+
+/// A part of a snapshot an answer was computed from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Pod(Option<Arc<PodInfo>>),
+    Service(Option<Arc<ServiceInfo>>),
+    Policy(Arc<Resources>),
+}
+
+impl Input {
+    /// The very same part (held, so its address cannot be reused by another).
+    fn same(&self, other: &Input) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        match (self, other) {
+            (Input::Pod(a), Input::Pod(b)) => same(a, b),
+            (Input::Service(a), Input::Service(b)) => same(a, b),
+            (Input::Policy(a), Input::Policy(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// `answer`, computed again only when one of the parts `inputs` names is not the very
+/// same as last time: with thousands of streams, most changes concern none of them.
+pub fn when_changed<T>(
+    inputs: impl Fn(&Workloads) -> Vec<Input> + Send + 'static,
+    answer: impl Fn(&Workloads) -> Option<T> + Send + 'static,
+) -> impl FnMut(&Workloads) -> Option<T> + Send + 'static {
+    let mut last: Option<Vec<Input>> = None;
+    move |w| {
+        let now = inputs(w);
+        let unchanged = last.as_ref().is_some_and(|last| {
+            last.len() == now.len() && last.iter().zip(&now).all(|(a, b)| a.same(b))
+        });
+        if unchanged {
+            return None;
+        }
+        last = Some(now);
+        answer(w)
+    }
 }
 
 /// A stream of what `answer` makes of each snapshot of `workloads`: the first answer at
@@ -297,7 +417,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
 /// Ends when the receiver goes away.
 pub fn follow<T>(
     mut workloads: watch::Receiver<Arc<Workloads>>,
-    answer: impl Fn(&Workloads) -> Option<T> + Send + 'static,
+    mut answer: impl FnMut(&Workloads) -> Option<T> + Send + 'static,
 ) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>
 where
     T: Clone + PartialEq + Send + 'static,
@@ -342,12 +462,12 @@ pub(crate) mod tests {
         };
         Workloads {
             pods: vec![
-                pod("emojivoto", "web-1", "web", [198, 18, 0, 4]),
-                pod("emojivoto", "voting-1", "voting", [198, 18, 0, 3]),
-                pod("emojivoto", "vote-bot-1", "vote-bot", [198, 18, 0, 5]),
+                Arc::new(pod("emojivoto", "web-1", "web", [198, 18, 0, 4])),
+                Arc::new(pod("emojivoto", "voting-1", "voting", [198, 18, 0, 3])),
+                Arc::new(pod("emojivoto", "vote-bot-1", "vote-bot", [198, 18, 0, 5])),
             ],
             services: vec![
-                ServiceInfo {
+                Arc::new(ServiceInfo {
                     namespace: "emojivoto".into(),
                     name: "web-svc".into(),
                     vip: IpAddr::from([198, 19, 0, 3]),
@@ -358,8 +478,8 @@ pub(crate) mod tests {
                             pod: "web-1".into(),
                         }],
                     }],
-                },
-                ServiceInfo {
+                }),
+                Arc::new(ServiceInfo {
                     namespace: "emojivoto".into(),
                     name: "voting-svc".into(),
                     vip: IpAddr::from([198, 19, 0, 2]),
@@ -370,11 +490,12 @@ pub(crate) mod tests {
                             pod: "voting-1".into(),
                         }],
                     }],
-                },
+                }),
             ],
-            policy: Resources::default(),
+            policy: Arc::new(Resources::default()),
             inject_namespaces: BTreeSet::new(),
             namespaces: BTreeSet::new(),
+            lookup: Lookup::default(),
             generation: 0,
         }
     }
@@ -414,6 +535,31 @@ pub(crate) mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn answers_again_only_when_their_inputs_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut answer = when_changed(
+            |w: &Workloads| vec![Input::Pod(w.pod("emojivoto", "web-1").cloned())],
+            move |w: &Workloads| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                Some(w.pods.len())
+            },
+        );
+        let w = sample();
+        assert_eq!(answer(&w), Some(3));
+        // Another snapshot sharing the pod, another pod changed: no new answer.
+        let mut other = w.clone();
+        Arc::make_mut(&mut other.pods[1]).ready = false;
+        assert_eq!(answer(&other), None);
+        // The pod itself changed (an equal copy is not the very same): answered again.
+        let mut changed = other.clone();
+        changed.pods[0] = Arc::new((*changed.pods[0]).clone());
+        assert_eq!(answer(&changed), Some(3));
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -229,7 +229,7 @@ async fn run(
         });
         if synced {
             workloads.send_if_modified(|current| {
-                let next = cluster.snapshot(current.generation + 1);
+                let next = cluster.snapshot(current);
                 let modified = !same_content(current, &next);
                 if modified {
                     *current = Arc::new(next);
@@ -388,7 +388,7 @@ struct NamespaceFacts {
 /// The cluster as the watches have shown it so far.
 #[derive(Default)]
 struct Cluster {
-    pods: Index<PodInfo>,
+    pods: Index<Arc<PodInfo>>,
     services: Index<ServiceFacts>,
     slices: Index<SliceFacts>,
     namespaces: Index<NamespaceFacts>,
@@ -402,7 +402,7 @@ impl Cluster {
     /// Applies one event; returns whether anything visible changed.
     fn apply(&mut self, source: Source, update: Update) -> bool {
         let (changed, listed) = match update {
-            Update::Pod(e) => self.pods.apply(*e, pod_info),
+            Update::Pod(e) => self.pods.apply(*e, |p| pod_info(p).map(Arc::new)),
             Update::Service(e) => self.services.apply(*e, service_facts),
             Update::Slice(e) => self.slices.apply(*e, slice_facts),
             Update::Namespace(e) => self.namespaces.apply(*e, namespace_facts),
@@ -419,8 +419,9 @@ impl Cluster {
         changed
     }
 
-    /// The snapshot of everything seen.
-    fn snapshot(&self, generation: u64) -> Workloads {
+    /// The snapshot of everything seen, sharing with `previous` the parts that did not
+    /// change.
+    fn snapshot(&self, previous: &Workloads) -> Workloads {
         let mut slices: HashMap<(&str, &str), Vec<&SliceFacts>> = HashMap::new();
         for ((ns, _), slice) in &self.slices.items {
             slices.entry((ns, &slice.service)).or_default().push(slice);
@@ -431,7 +432,7 @@ impl Cluster {
             .iter()
             .map(|((ns, name), svc)| {
                 let slices = slices.get(&(ns.as_str(), name.as_str()));
-                ServiceInfo {
+                let built = ServiceInfo {
                     namespace: ns.clone(),
                     name: name.clone(),
                     vip: svc.vip,
@@ -443,20 +444,29 @@ impl Cluster {
                             endpoints: endpoints(slices.map_or(&[][..], Vec::as_slice), port_name),
                         })
                         .collect(),
+                };
+                match previous.service(ns, name) {
+                    Some(before) if **before == built => before.clone(),
+                    _ => Arc::new(built),
                 }
             })
             .collect();
         let namespaces = &self.namespaces.items;
+        let policy = Resources {
+            servers: self.servers.items.values().cloned().collect(),
+            authorization_policies: self.authorizations.items.values().cloned().collect(),
+            namespace_defaults: namespaces
+                .iter()
+                .filter_map(|((_, name), ns)| Some((name.clone(), ns.default_policy?)))
+                .collect(),
+        };
         Workloads {
             pods: self.pods.items.values().cloned().collect(),
             services,
-            policy: Resources {
-                servers: self.servers.items.values().cloned().collect(),
-                authorization_policies: self.authorizations.items.values().cloned().collect(),
-                namespace_defaults: namespaces
-                    .iter()
-                    .filter_map(|((_, name), ns)| Some((name.clone(), ns.default_policy?)))
-                    .collect(),
+            policy: if *previous.policy == policy {
+                previous.policy.clone()
+            } else {
+                Arc::new(policy)
             },
             inject_namespaces: namespaces
                 .iter()
@@ -464,7 +474,8 @@ impl Cluster {
                 .map(|((_, name), _)| name.clone())
                 .collect(),
             namespaces: namespaces.keys().map(|(_, name)| name.clone()).collect(),
-            generation,
+            lookup: Default::default(),
+            generation: previous.generation + 1,
         }
     }
 }
@@ -890,8 +901,15 @@ mod tests {
                 ("10.244.3.3", "web-5d4f8b8c7-zzzzz", false),
             ],
         ));
+        let before = w.clone();
         let w = until(&mut rx, "two endpoints", |w| endpoints_of(w).len() == 2).await;
         assert_eq!(endpoints_of(&w), ["10.244.1.7:8080", "10.244.2.9:8080"]);
+        // What did not change is shared with the snapshot before: streams that depend on
+        // it only see that it is the very same.
+        let first = |w: &Workloads| w.pod("emojivoto", "web-5d4f8b8c7-x2x7q").cloned();
+        assert!(Arc::ptr_eq(&first(&before).unwrap(), &first(&w).unwrap()));
+        assert!(Arc::ptr_eq(&before.policy, &w.policy));
+        assert!(!Arc::ptr_eq(&before.services[0], &w.services[0]));
 
         // Deletions: the slice, then the pod.
         api.delete(

@@ -147,10 +147,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let kubernetes = if args.kubernetes {
-        let client = kube::Client::try_default().await.context(
+        let mut config = kube::Config::infer().await.context(
             "no Kubernetes API to talk to: run in a pod with a ServiceAccount, or set KUBECONFIG",
         )?;
-        Some(client)
+        // Watches back off on their own and TokenReviews fail fast (the proxy retries):
+        // the client's retries of 503s would hide an API server that is down for minutes.
+        config.default_retry = false;
+        Some(kube::Client::try_from(config).context("a client for the Kubernetes API")?)
     } else {
         None
     };

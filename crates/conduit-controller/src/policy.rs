@@ -3,7 +3,7 @@
 //! pod discovery does not know yet gets nothing until it does; its proxy uses its own
 //! default meanwhile.
 
-use crate::discovery::{follow, Workloads};
+use crate::discovery::{follow, when_changed, Input, Workloads};
 use conduit_api::policy::{
     inbound_policy_server::{InboundPolicy, InboundPolicyServer},
     PodPolicy, WatchPod,
@@ -50,10 +50,7 @@ pub fn policy_for(
     namespace: &str,
     name: &str,
 ) -> Option<PodPolicy> {
-    let pod = w
-        .pods
-        .iter()
-        .find(|p| p.namespace == namespace && p.name == name)?;
+    let pod = w.pod(namespace, name)?;
     let facts = PodFacts {
         namespace: &pod.namespace,
         labels: &pod.labels,
@@ -77,9 +74,19 @@ impl InboundPolicy for PolicyService {
             ));
         }
         let cluster = self.cluster.clone();
-        Ok(Response::new(follow(self.workloads.clone(), move |w| {
-            policy_for(w, &cluster, &namespace, &pod)
-        })))
+        let (ns, name) = (namespace.clone(), pod.clone());
+        // A pod's policy depends on the pod and the policy resources only.
+        let inputs = move |w: &Workloads| {
+            vec![
+                Input::Pod(w.pod(&ns, &name).cloned()),
+                Input::Policy(w.policy.clone()),
+            ]
+        };
+        let answer = move |w: &Workloads| policy_for(w, &cluster, &namespace, &pod);
+        Ok(Response::new(follow(
+            self.workloads.clone(),
+            when_changed(inputs, answer),
+        )))
     }
 }
 
@@ -128,23 +135,25 @@ mod tests {
 
         // A Server for voting's port, a policy for web, and a stricter namespace default.
         let mut w = sample();
-        w.policy.servers.push(Server {
+        Arc::make_mut(&mut w.policy).servers.push(Server {
             namespace: "emojivoto".into(),
             name: "voting-grpc".into(),
             pod_selector: BTreeMap::from([("app".into(), "voting-svc".into())]),
             port: PortRef::Number(8080),
             protocol: None,
         });
-        w.policy.authorization_policies.push(AuthorizationPolicy {
-            namespace: "emojivoto".into(),
-            name: "voting-from-web".into(),
-            server: "voting-grpc".into(),
-            allow: vec![Allow::ServiceAccount {
+        Arc::make_mut(&mut w.policy)
+            .authorization_policies
+            .push(AuthorizationPolicy {
                 namespace: "emojivoto".into(),
-                name: "web".into(),
-            }],
-        });
-        w.policy
+                name: "voting-from-web".into(),
+                server: "voting-grpc".into(),
+                allow: vec![Allow::ServiceAccount {
+                    namespace: "emojivoto".into(),
+                    name: "web".into(),
+                }],
+            });
+        Arc::make_mut(&mut w.policy)
             .namespace_defaults
             .insert("emojivoto".into(), DefaultPolicy::Deny);
         tx.send(Arc::new(w)).unwrap();

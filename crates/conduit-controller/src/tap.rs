@@ -120,7 +120,7 @@ pub struct TapRequest {
 /// (across all pods) or the receiver goes away.
 pub fn spawn(
     workloads: Arc<Workloads>,
-    pods: Vec<PodInfo>,
+    pods: Vec<Arc<PodInfo>>,
     req: TapRequest,
     tx: mpsc::Sender<TapLine>,
 ) {

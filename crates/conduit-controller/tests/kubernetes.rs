@@ -101,6 +101,8 @@ async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Pods have loopback addresses: what the controller sends them (its metrics scrape)
+/// stays on this host.
 fn emojivoto(api: &FakeApiServer) {
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "emojivoto"}}));
     api.apply(json!({
@@ -111,7 +113,7 @@ fn emojivoto(api: &FakeApiServer) {
         "spec": {"serviceAccountName": "web",
                  "initContainers": [{"name": "conduit-proxy", "image": "ghcr.io/conduit/proxy:0.1.0", "restartPolicy": "Always"}],
                  "containers": [{"name": "web-svc", "image": "emojivoto-web:v11", "ports": [{"name": "http", "containerPort": 8080}]}]},
-        "status": {"phase": "Running", "podIP": "10.244.1.7", "podIPs": [{"ip": "10.244.1.7"}],
+        "status": {"phase": "Running", "podIP": "127.0.1.7", "podIPs": [{"ip": "127.0.1.7"}],
                    "conditions": [{"type": "Ready", "status": "True"}]},
     }));
     api.apply(json!({
@@ -125,7 +127,7 @@ fn emojivoto(api: &FakeApiServer) {
         "metadata": {"name": "web-svc-abcde", "namespace": "emojivoto",
                      "labels": {"kubernetes.io/service-name": "web-svc"}},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.1.7"], "conditions": {"ready": true},
+        "endpoints": [{"addresses": ["127.0.1.7"], "conditions": {"ready": true},
                        "targetRef": {"kind": "Pod", "name": "web-5d4f8b8c7-x2x7q", "namespace": "emojivoto"}}],
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     }));
@@ -199,7 +201,7 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
     let web = conduit_identity::identity_name("web", "emojivoto");
     assert_eq!(
         endpoints(&first),
-        [("10.244.1.7:8080".to_string(), web.clone())]
+        [("127.0.1.7:8080".to_string(), web.clone())]
     );
 
     // A new endpoint in the API reaches the stream.
@@ -208,12 +210,12 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         "metadata": {"name": "web-svc-fghij", "namespace": "emojivoto",
                      "labels": {"kubernetes.io/service-name": "web-svc"}},
         "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.2.9"], "conditions": {"ready": true}}],
+        "endpoints": [{"addresses": ["127.0.2.9"], "conditions": {"ready": true}}],
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
     }));
     let second = updates.message().await.expect("an update").expect("a set");
     let addrs: Vec<String> = endpoints(&second).into_iter().map(|(a, _)| a).collect();
-    assert_eq!(addrs, ["10.244.1.7:8080", "10.244.2.9:8080"]);
+    assert_eq!(addrs, ["127.0.1.7:8080", "127.0.2.9:8080"]);
 
     // Identity through TokenReview: the projected token proves web's identity only.
     let mut identity = IdentityClient::connect(format!("http://127.0.0.1:{grpc_port}"))

@@ -69,6 +69,34 @@ const KINDS: &[Kind] = &[
     kind("", "v1", "serviceaccounts", "ServiceAccount", true),
     kind("apps", "v1", "deployments", "Deployment", true),
     kind(
+        "policy",
+        "v1",
+        "poddisruptionbudgets",
+        "PodDisruptionBudget",
+        true,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "ClusterRole",
+        false,
+    ),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+    ),
+    kind(
+        "conduit.io",
+        "v1alpha1",
+        "serviceprofiles",
+        "ServiceProfile",
+        true,
+    ),
+    kind(
         "discovery.k8s.io",
         "v1",
         "endpointslices",
@@ -158,6 +186,10 @@ struct State {
     rules: Option<Vec<(Value, bool)>>,
     /// Requests the rules forbade.
     forbidden: Vec<String>,
+    /// The version `/version` reports.
+    version: (u32, u32),
+    /// Where the service proxy sends requests for a Service (namespace, name).
+    proxied: HashMap<(String, String), SocketAddr>,
     requests: Vec<String>,
 }
 
@@ -190,7 +222,11 @@ impl Drop for FakeApiServer {
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
 
 impl FakeApiServer {
     /// Listens on a free loopback port.
@@ -198,7 +234,10 @@ impl FakeApiServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                version: (1, 33),
+                ..State::default()
+            }),
             wake: watch::channel(0).0,
         });
         let serving = shared.clone();
@@ -346,6 +385,20 @@ impl FakeApiServer {
             .collect()
     }
 
+    /// `/version` reports this Kubernetes version (1.33 by default).
+    pub fn set_version(&self, major: u32, minor: u32) {
+        self.shared.lock().version = (major, minor);
+    }
+
+    /// The API server's service proxy (`/api/v1/namespaces/NS/services/NAME/proxy/...`)
+    /// sends requests for Service `namespace/name` to `addr`, as it would to its endpoints.
+    pub fn proxy_service(&self, namespace: &str, name: &str, addr: SocketAddr) {
+        self.shared
+            .lock()
+            .proxied
+            .insert((namespace.to_string(), name.to_string()), addr);
+    }
+
     /// The requests the rules forbade, as `verb resource`.
     pub fn forbidden(&self) -> Vec<String> {
         self.shared.lock().forbidden.clone()
@@ -410,6 +463,9 @@ fn store(shared: &Shared, key: Key, mut object: Value) -> u64 {
     } else {
         "ADDED"
     };
+    if KINDS[key.0].kind == "Secret" {
+        string_data_to_data(&mut object);
+    }
     let meta = &mut object["metadata"];
     meta["resourceVersion"] = json!(rv.to_string());
     meta["uid"] = json!(uid);
@@ -425,6 +481,19 @@ fn store(shared: &Shared, key: Key, mut object: Value) -> u64 {
         object,
     });
     rv
+}
+
+/// A Secret's `stringData` is written into `data`, base64, as the API server does.
+fn string_data_to_data(secret: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = secret.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        secret["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
 }
 
 fn remove(shared: &Shared, key: Key) -> Option<Value> {
@@ -445,7 +514,8 @@ fn remove(shared: &Shared, key: Key) -> Option<Value> {
 /// `None` if the rules (if any) allow `verb` on `kind`; else the 403 the API server gives.
 fn authorize(
     shared: &Shared,
-    kind: &Kind,
+    group: &str,
+    resource: &str,
     verb: &str,
     namespace: Option<&str>,
 ) -> Option<Response<Body>> {
@@ -456,16 +526,13 @@ fn authorize(
             .is_some_and(|l| l.iter().any(|v| v == item || v == "*"))
     };
     let rule = rules.iter_mut().find(|(r, _)| {
-        has(&r["apiGroups"], kind.group)
-            && has(&r["resources"], kind.plural)
-            && has(&r["verbs"], verb)
+        has(&r["apiGroups"], group) && has(&r["resources"], resource) && has(&r["verbs"], verb)
     });
     if let Some((_, used)) = rule {
         *used = true;
         return None;
     }
-    state.forbidden.push(format!("{verb} {}", kind.plural));
-    let group = kind.group;
+    state.forbidden.push(format!("{verb} {resource}"));
     let scope = match namespace {
         Some(ns) => format!("in the namespace \"{ns}\""),
         None => "at the cluster scope".to_string(),
@@ -473,8 +540,77 @@ fn authorize(
     Some(status(
         403,
         "Forbidden",
-        format!("{plural} is forbidden: User \"system:serviceaccount:conduit:conduit-controller\" cannot {verb} resource \"{plural}\" in API group \"{group}\" {scope}", plural = kind.plural),
+        format!("{resource} is forbidden: User \"system:serviceaccount:conduit:conduit-controller\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"),
     ))
+}
+
+/// `/api/v1/namespaces/NS/services/[SCHEME:]NAME[:PORT]/proxy/REST`: the namespace, the
+/// Service's name and `/REST`.
+fn service_proxy_path(path: &str) -> Option<(String, String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/services/")?;
+    let (service, rest) = rest.split_once("/proxy")?;
+    let parts: Vec<&str> = service.split(':').collect();
+    let name = match parts.as_slice() {
+        [name] | [name, _] => name,
+        [_, name, _] => name,
+        _ => return None,
+    };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    Some((ns.to_string(), name.to_string(), rest.to_string()))
+}
+
+/// Sends a request on to a proxied Service, streaming its answer back.
+async fn forward(addr: SocketAddr, req: Request<Incoming>, path: &str) -> Response<Body> {
+    let unavailable = |e: String| {
+        status(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {e}"),
+        )
+    };
+    let tcp = match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(e) => return unavailable(e.to_string()),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(pair) => pair,
+        Err(e) => return unavailable(e.to_string()),
+    };
+    tokio::spawn(conn);
+    let (parts, body) = req.into_parts();
+    let uri = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut out = Request::builder().method(parts.method).uri(uri);
+    for (name, value) in &parts.headers {
+        if name != http::header::AUTHORIZATION {
+            out = out.header(name, value);
+        }
+    }
+    let Ok(out) = out.body(body) else {
+        return status(400, "BadRequest", "cannot forward this request");
+    };
+    match sender.send_request(out).await {
+        Ok(rsp) => rsp.map(BodyExt::boxed),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+/// Whether an object's labels match an equality-based selector (`a=b,c=d`, `a==b`,
+/// `a!=b`, `a`).
+fn selects(selector: &str, object: &Value) -> bool {
+    let labels = &object["metadata"]["labels"];
+    selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels[k.trim()].as_str() != Some(v.trim())
+        } else if let Some((k, v)) = term.split_once('=') {
+            labels[k.trim()].as_str() == Some(v.trim_start_matches('=').trim())
+        } else {
+            labels.get(term.trim()).is_some()
+        }
+    })
 }
 
 /// Where a request points: a kind, a namespace (if the path names one), an object name.
@@ -514,7 +650,7 @@ fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .body(full(Bytes::from(body.to_string())))
         .unwrap_or_default()
 }
 
@@ -583,10 +719,30 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         return status(code, reason, format!("injected failure ({code})"));
     }
     if req.uri().path() == "/version" {
+        let (major, minor) = shared.lock().version;
         return json_response(
             StatusCode::OK,
-            &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.4", "platform": "linux/amd64"}),
+            &json!({"major": major.to_string(), "minor": minor.to_string(),
+                    "gitVersion": format!("v{major}.{minor}.4"), "platform": "linux/amd64"}),
         );
+    }
+    if let Some((namespace, service, rest)) = service_proxy_path(req.uri().path()) {
+        if let Some(forbidden) = authorize(shared, "", "services/proxy", "get", Some(&namespace)) {
+            return forbidden;
+        }
+        let backend = shared
+            .lock()
+            .proxied
+            .get(&(namespace, service.clone()))
+            .copied();
+        return match backend {
+            Some(addr) => forward(addr, req, &rest).await,
+            None => status(
+                503,
+                "ServiceUnavailable",
+                format!("no endpoints available for service \"{service}\""),
+            ),
+        };
     }
     let Some(t) = target(req.uri().path()) else {
         return status(
@@ -609,20 +765,22 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         (&Method::DELETE, _) => "delete",
         _ => "unknown",
     };
-    if let Some(forbidden) = authorize(shared, &KINDS[t.kind], verb, t.namespace.as_deref()) {
+    let kind = &KINDS[t.kind];
+    if let Some(forbidden) = authorize(
+        shared,
+        kind.group,
+        kind.plural,
+        verb,
+        t.namespace.as_deref(),
+    ) {
         return forbidden;
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return status(400, "BadRequest", e.to_string()),
     };
-    let kind = &KINDS[t.kind];
     match (method, &t.name) {
-        (Method::GET, None)
-            if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) =>
-        {
-            watch_collection(shared, &t, &params)
-        }
+        (Method::GET, None) if verb == "watch" => watch_collection(shared, &t, &params),
         (Method::GET, None) => list(shared, &t, &params),
         (Method::GET, Some(name)) => {
             let key = (t.kind, namespace_of(&t), name.clone());
@@ -751,6 +909,11 @@ fn list(shared: &Shared, t: &Target, params: &HashMap<String, String>) -> Respon
         .iter()
         .filter(|((k, ns, _), _)| *k == t.kind && t.namespace.as_ref().is_none_or(|n| n == ns))
         .map(|(_, v)| v)
+        .filter(|v| {
+            params
+                .get("labelSelector")
+                .is_none_or(|sel| selects(sel, v))
+        })
         .collect();
     let start: usize = params
         .get("continue")
@@ -823,10 +986,11 @@ fn watch_collection(
                     return; // the watch ends, as when the server drops it
                 }
                 let gone = from + 1 < state.oldest;
+                let start = state.log.partition_point(|c| c.rv <= from);
                 let lines: Vec<(u64, String)> = state
                     .log
-                    .iter()
-                    .filter(|c| c.rv > from && c.key.0 == kind)
+                    .range(start..)
+                    .filter(|c| c.key.0 == kind)
                     .filter(|c| namespace.as_ref().is_none_or(|n| *n == c.key.1))
                     .map(|c| {
                         (
@@ -884,7 +1048,7 @@ fn watch_collection(
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     Response::builder()
         .header("content-type", "application/json")
-        .body(BodyExt::boxed(body))
+        .body(body.map_err(|never| match never {}).boxed())
         .unwrap_or_default()
 }
 

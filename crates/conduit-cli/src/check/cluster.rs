@@ -1,0 +1,497 @@
+//! `conduit check` of a Kubernetes cluster, through the API server with the user's
+//! kubeconfig as kubectl reaches it: the API and its version; with `--pre`, that the user
+//! may create what `conduit install` writes (SelfSubjectAccessReviews); else the control
+//! plane as installed (namespace, CRDs, pods, API, injector, trust anchor and issuer)
+//! and, with `--proxy`, the meshed pods' proxies (ready, of this version, certified).
+
+use super::{proxy_certificates, trust_checks, Check, CheckArgs, Section};
+use crate::api::ApiAddr;
+use conduit_identity::ca::TrustFiles;
+use conduit_k8s::inject::{
+    PROXY_CONTAINER, PROXY_VERSION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION,
+};
+use k8s_openapi::api::{
+    authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
+    core::v1::{ConfigMap, Namespace, Pod, Secret},
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    api::{ListParams, PostParams},
+    Api, Client,
+};
+
+/// The oldest Kubernetes the mesh supports: native sidecars are on by default from 1.29.
+const MIN_MINOR: u32 = 29;
+/// What `conduit install` creates, as (group, resource, namespaced).
+const INSTALLS: &[(&str, &str, bool)] = &[
+    ("", "namespaces", false),
+    ("apiextensions.k8s.io", "customresourcedefinitions", false),
+    ("rbac.authorization.k8s.io", "clusterroles", false),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", false),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        false,
+    ),
+    ("", "serviceaccounts", true),
+    ("", "configmaps", true),
+    ("", "secrets", true),
+    ("", "services", true),
+    ("apps", "deployments", true),
+];
+const CRDS: &[&str] = &[
+    "servers.policy.conduit.io",
+    "authorizationpolicies.policy.conduit.io",
+    "serviceprofiles.conduit.io",
+];
+const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=conduit-controller";
+
+pub(super) fn checks(args: &CheckArgs) -> Vec<Section> {
+    let config = match args.control_plane.kube_config() {
+        Ok(config) => config,
+        Err(e) => {
+            return vec![(
+                "kubernetes-api",
+                vec![Check::failed(
+                    "can initialize the client",
+                    format!("{e:#}"),
+                    "point --kubeconfig at a kubeconfig (or set KUBECONFIG), and --context at one of its contexts",
+                )],
+            )]
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![(
+                "kubernetes-api",
+                vec![Check::failed(
+                    "can initialize the client",
+                    e.to_string(),
+                    "",
+                )],
+            )]
+        }
+    };
+    let (mut sections, certificates) = runtime.block_on(cluster_checks(args, config));
+    // The control plane's API client runs its own runtime: ask it outside this one.
+    if let Some((api, namespaces)) = certificates {
+        if let Some((_, checks)) = sections.last_mut() {
+            checks.push(proxy_certificates(&api, &namespaces));
+        }
+    }
+    sections
+}
+
+/// The meshed pods' namespaces whose proxies' certificates are still to check, and where.
+type Certificates = Option<(ApiAddr, Vec<String>)>;
+
+async fn cluster_checks(args: &CheckArgs, config: kube::Config) -> (Vec<Section>, Certificates) {
+    let cluster = config.cluster_url.to_string();
+    let ns = args.control_plane.control_plane_namespace.clone();
+    let client = match Client::try_from(config.clone()) {
+        Ok(client) => client,
+        Err(e) => {
+            return (
+                vec![(
+                    "kubernetes-api",
+                    vec![Check::failed(
+                        "can initialize the client",
+                        e.to_string(),
+                        "check the kubeconfig's credentials",
+                    )],
+                )],
+                None,
+            )
+        }
+    };
+    let version = client.apiserver_version().await;
+    let mut api_checks = vec![
+        Check::ok("can initialize the client"),
+        Check::of(
+            "can query the Kubernetes API",
+            &version,
+            &format!("is {cluster} up and reachable from here? `kubectl version` should answer"),
+        ),
+    ];
+    let Ok(version) = version else {
+        return (vec![("kubernetes-api", api_checks)], None);
+    };
+    let minor: Option<u32> = version
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok();
+    let what = format!("is running the minimum Kubernetes version (1.{MIN_MINOR})");
+    api_checks.push(match (version.major.as_str(), minor) {
+        ("1", Some(m)) if m >= MIN_MINOR => Check::ok(what),
+        _ => Check::failed(
+            what,
+            format!("the API server is {}", version.git_version),
+            "upgrade the cluster: the proxy runs as a native sidecar, which needs 1.29 or newer",
+        ),
+    });
+    let mut sections = vec![("kubernetes-api", api_checks)];
+    if args.pre {
+        sections.push(("pre-kubernetes-setup", pre_checks(&client, &ns).await));
+        return (sections, None);
+    }
+    sections.push((
+        "conduit-control-plane",
+        control_plane_checks(&client, &ns).await,
+    ));
+    let api = ApiAddr::Cluster {
+        config: Box::new(config),
+        namespace: ns.clone(),
+    };
+    sections.push(("conduit-identity", identity_checks(&client, &ns).await));
+    if !args.proxy {
+        return (sections, None);
+    }
+    let (checks, namespaces) = data_plane_checks(&client, args.namespace.as_deref()).await;
+    sections.push(("conduit-data-plane", checks));
+    (sections, namespaces.map(|ns| (api, ns)))
+}
+
+/// The control plane's namespace is free and the user may create what install writes.
+async fn pre_checks(client: &Client, ns: &str) -> Vec<Check> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut checks = vec![match namespaces.get_opt(ns).await {
+        Ok(None) => Check::ok(format!(
+            "the control plane namespace {ns} does not exist yet"
+        )),
+        Ok(Some(_)) => Check::failed(
+            format!("the control plane namespace {ns} does not exist yet"),
+            "it exists",
+            "the control plane is installed already: run `conduit check` without --pre",
+        ),
+        Err(e) => Check::failed(
+            format!("the control plane namespace {ns} does not exist yet"),
+            e.to_string(),
+            "the kubeconfig's user may not read namespaces",
+        ),
+    }];
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    for (group, resource, namespaced) in INSTALLS {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(group.to_string()),
+                    resource: Some(resource.to_string()),
+                    verb: Some("create".into()),
+                    namespace: namespaced.then(|| ns.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let what = format!("can create {resource}");
+        checks.push(
+            match reviews.create(&PostParams::default(), &review).await {
+                Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => Check::ok(what),
+                Ok(r) => Check::failed(
+                    what,
+                    r.status
+                        .and_then(|s| s.reason)
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "RBAC does not allow it".into()),
+                    "install with a user who may (cluster-admin, usually)",
+                ),
+                Err(e) => Check::failed(what, e.to_string(), "the API refused the access review"),
+            },
+        );
+    }
+    checks
+}
+
+/// The control plane as installed: namespace, CRDs, ready pods, API, injector.
+async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
+    let install = "`conduit install | kubectl apply -f -`";
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut checks = vec![match namespaces.get_opt(ns).await {
+        Ok(Some(_)) => Check::ok(format!("the control plane namespace {ns} exists")),
+        Ok(None) => {
+            return vec![Check::failed(
+                format!("the control plane namespace {ns} exists"),
+                "it does not",
+                format!("install the control plane: {install} (or give --control-plane-namespace)"),
+            )]
+        }
+        Err(e) => Check::failed(
+            format!("the control plane namespace {ns} exists"),
+            e.to_string(),
+            "the kubeconfig's user may not read namespaces",
+        ),
+    }];
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for name in CRDS {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => missing.push(name.to_string()),
+            Err(e) => missing.push(format!("{name} ({e})")),
+        }
+    }
+    checks.push(if missing.is_empty() {
+        Check::ok("the CRDs are installed")
+    } else {
+        Check::failed(
+            "the CRDs are installed",
+            format!("missing: {}", missing.join(", ")),
+            format!("`conduit install --crds | kubectl apply -f -`, or {install}"),
+        )
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
+        .await;
+    let what = "the control plane pods are ready";
+    checks.push(match listed {
+        Err(e) => Check::failed(
+            what,
+            e.to_string(),
+            "the kubeconfig's user may not list pods",
+        ),
+        Ok(list) if list.items.is_empty() => Check::failed(
+            what,
+            format!("no pod in {ns} matches {CONTROLLER_SELECTOR}"),
+            format!("`kubectl -n {ns} describe deploy/conduit-controller` says why"),
+        ),
+        Ok(list) => {
+            let unready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| !pod_ready(p))
+                .map(|p| p.metadata.name.clone().unwrap_or_default())
+                .collect();
+            if unready.is_empty() {
+                Check::ok(format!("{what} ({})", list.items.len()))
+            } else {
+                Check::failed(
+                    what,
+                    format!("not ready: {}", unready.join(", ")),
+                    format!(
+                        "`kubectl -n {ns} describe pod {}` and its logs say why",
+                        unready[0]
+                    ),
+                )
+            }
+        }
+    });
+    // The API, through the API server's service proxy, as the other commands reach it.
+    let path = format!("/api/v1/namespaces/{ns}/services/http:conduit-api:8085/proxy/ready");
+    let what = "the control plane API answers";
+    checks.push(match service_get(client, &path).await {
+        Ok((200, body)) if body.trim() == "ready" => Check::ok(what),
+        Ok((200, body)) => Check::failed(
+            what,
+            body.trim().replace('\n', "; "),
+            "it serves what it last saw of the cluster; its log says why the Kubernetes API fails it",
+        ),
+        Ok((code, body)) => Check::failed(
+            what,
+            format!("{code}: {}", body.trim().replace('\n', "; ")),
+            format!("`kubectl -n {ns} logs deploy/conduit-controller` says why"),
+        ),
+        Err(e) => Check::failed(what, e.to_string(), "the kubeconfig's user needs get on services/proxy in the control plane namespace"),
+    });
+    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
+    let what = "the proxy injector is configured";
+    checks.push(match webhooks.get_opt("conduit-proxy-injector").await {
+        Ok(Some(w))
+            if w.webhooks
+                .iter()
+                .flatten()
+                .any(|h| h.client_config.ca_bundle.is_some()) =>
+        {
+            Check::ok(what)
+        }
+        Ok(Some(_)) => Check::failed(what, "it has no CA bundle", install),
+        Ok(None) => Check::failed(
+            what,
+            "no MutatingWebhookConfiguration conduit-proxy-injector",
+            install,
+        ),
+        Err(e) => Check::failed(
+            what,
+            e.to_string(),
+            "the kubeconfig's user may not read webhook configurations",
+        ),
+    });
+    checks
+}
+
+/// `GET path` on the API server: the status code and body.
+async fn service_get(client: &Client, path: &str) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(path).body(kube::client::Body::empty())?;
+    let rsp = client.send(req).await?;
+    let code = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    // The API server's own refusals are a Status; say its message.
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string));
+    Ok((code, message.unwrap_or(text)))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The trust anchor (the ConfigMap proxies read) and the issuer (the Secret the
+/// controller signs with).
+async fn identity_checks(client: &Client, ns: &str) -> Vec<Check> {
+    let rotate = "replace them: `conduit install` with new --identity-*-file flags, `kubectl apply`, then restart the control plane and the meshed pods";
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let anchors = match config_maps.get(TRUST_ROOTS_CONFIGMAP).await {
+        Ok(cm) => cm.data.and_then(|d| d.get(TRUST_ROOTS_KEY).cloned()),
+        Err(e) => {
+            return vec![Check::failed(
+                "the trust anchor can be read",
+                e.to_string(),
+                format!(
+                    "the ConfigMap {ns}/{TRUST_ROOTS_CONFIGMAP} is written by `conduit install`"
+                ),
+            )]
+        }
+    };
+    let issuer = match secrets.get("conduit-identity-issuer").await {
+        Ok(secret) => secret.data.map(|d| {
+            let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+            (text("tls.crt"), text("tls.key"))
+        }),
+        Err(e) => {
+            return vec![Check::failed(
+                "the issuer can be read",
+                e.to_string(),
+                "reading the issuer's Secret needs get on secrets in the control plane namespace",
+            )]
+        }
+    };
+    match (anchors, issuer) {
+        (Some(anchor_pem), Some((Some(issuer_cert_pem), Some(issuer_key_pem)))) => trust_checks(
+            &TrustFiles {
+                anchor_pem,
+                issuer_cert_pem,
+                issuer_key_pem,
+            },
+            rotate,
+        ),
+        _ => vec![Check::failed(
+            "the trust anchor and issuer can be read",
+            format!(
+                "{ns}/{TRUST_ROOTS_CONFIGMAP} or the Secret conduit-identity-issuer lacks its keys"
+            ),
+            rotate,
+        )],
+    }
+}
+
+/// Every meshed pod's proxy: ready and of the CLI's version; and the namespaces whose
+/// proxies' certificates to check.
+async fn data_plane_checks(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Vec<Check>, Option<Vec<String>>) {
+    let pods: Api<Pod> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let pods = match pods.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            let hint = "the kubeconfig's user may not list pods";
+            return (
+                vec![Check::failed("can list pods", e.to_string(), hint)],
+                None,
+            );
+        }
+    };
+    let meshed: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| {
+            let spec = p.spec.as_ref();
+            let containers = spec.map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+            });
+            containers
+                .into_iter()
+                .flatten()
+                .any(|c| c.name == PROXY_CONTAINER)
+        })
+        .collect();
+    let name = |p: &Pod| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    let unready: Vec<String> = meshed
+        .iter()
+        .filter(|p| {
+            let statuses = p.status.as_ref().map(|s| {
+                s.container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.init_container_statuses.iter().flatten())
+            });
+            !statuses
+                .into_iter()
+                .flatten()
+                .any(|c| c.name == PROXY_CONTAINER && c.ready)
+        })
+        .map(|p| name(p))
+        .collect();
+    let other_version: Vec<String> = meshed
+        .iter()
+        .filter_map(|p| {
+            let v = p.metadata.annotations.as_ref()?.get(VERSION_ANNOTATION)?;
+            (v != PROXY_VERSION).then(|| format!("{} ({v})", name(p)))
+        })
+        .collect();
+    let checks = vec![
+        if unready.is_empty() {
+            Check::ok(format!(
+                "the meshed pods' proxies are ready ({})",
+                meshed.len()
+            ))
+        } else {
+            Check::failed(
+                "the meshed pods' proxies are ready",
+                unready.join(", "),
+                "`kubectl logs POD -c conduit-proxy` says why",
+            )
+        },
+        if other_version.is_empty() {
+            Check::ok(format!("the proxies run this version ({PROXY_VERSION})"))
+        } else {
+            Check::failed(
+                format!("the proxies run this version ({PROXY_VERSION})"),
+                other_version.join(", "),
+                "restart their workloads (`kubectl rollout restart`) to get the current proxy",
+            )
+        },
+    ];
+    let mut namespaces: Vec<String> = meshed
+        .iter()
+        .filter_map(|p| p.metadata.namespace.clone())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    (checks, Some(namespaces))
+}

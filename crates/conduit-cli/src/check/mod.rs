@@ -1,0 +1,170 @@
+//! `conduit check`: is the mesh healthy? Sections of checks, each `√` or `×` with a hint
+//! saying what to do, and exit status 1 if any fails. Checks the local runtime when one is
+//! running here (`local.rs`), else the cluster of the kubeconfig (`cluster.rs`;
+//! `--kubeconfig`/`--context` choose it explicitly, `--pre` checks it can take an install).
+
+mod cluster;
+mod local;
+
+use crate::api::ControlPlaneArgs;
+use clap::Args;
+use conduit_identity::ca::{self, TrustFiles};
+use std::{
+    io::Write,
+    time::{Duration, SystemTime},
+};
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Check that the cluster can take `conduit install` (before installing).
+    #[arg(long)]
+    pre: bool,
+    /// Also check every meshed pod's proxy: ready, of this version, certified.
+    #[arg(long)]
+    proxy: bool,
+    /// With --proxy, only the proxies of this namespace.
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    #[command(flatten)]
+    control_plane: ControlPlaneArgs,
+}
+
+/// One check's outcome.
+struct Check {
+    what: String,
+    problem: Option<(String, String)>,
+}
+
+impl Check {
+    fn ok(what: impl Into<String>) -> Check {
+        Check {
+            what: what.into(),
+            problem: None,
+        }
+    }
+
+    fn failed(what: impl Into<String>, why: impl Into<String>, hint: impl Into<String>) -> Check {
+        Check {
+            what: what.into(),
+            problem: Some((why.into(), hint.into())),
+        }
+    }
+
+    /// `ok` if `result` is, else failed with its error and `hint`.
+    fn of<T, E: std::fmt::Display>(what: &str, result: &Result<T, E>, hint: &str) -> Check {
+        match result {
+            Ok(_) => Check::ok(what),
+            Err(e) => Check::failed(what, e.to_string(), hint),
+        }
+    }
+}
+
+/// A titled group of checks.
+type Section = (&'static str, Vec<Check>);
+
+/// Certificates closer than this to their end fail the check.
+const SOON: Duration = Duration::from_secs(30 * 86_400);
+
+pub fn run(args: CheckArgs) -> anyhow::Result<()> {
+    let sections = if args.control_plane.is_cluster() || args.pre {
+        cluster::checks(&args)
+    } else {
+        local::checks(&args)?
+    };
+    report(&sections)
+}
+
+/// Prints the sections; fails if any check did.
+fn report(sections: &[Section]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    for (i, (title, checks)) in sections.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "{title}\n{}", "-".repeat(title.chars().count()))?;
+        for c in checks {
+            match &c.problem {
+                None => writeln!(out, "√ {}", c.what)?,
+                Some((why, hint)) => {
+                    failed += 1;
+                    writeln!(out, "× {}\n    {why}\n    hint: {hint}", c.what)?
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    writeln!(out, "\nStatus check results are √")?;
+    Ok(())
+}
+
+/// The trust anchor and issuer: valid, chained, the issuer's key its own, and not close
+/// to expiry. `rotate` says how to replace them where they live.
+fn trust_checks(files: &TrustFiles, rotate: &str) -> Vec<Check> {
+    let mut checks = vec![match files.check() {
+        Ok(()) => Check::ok("the issuer is valid, signed by the trust anchor, and holds its key"),
+        Err(e) => Check::failed(
+            "the issuer is valid, signed by the trust anchor, and holds its key",
+            e.to_string(),
+            rotate,
+        ),
+    }];
+    for (what, pem) in [
+        ("the trust anchor", &files.anchor_pem),
+        ("the issuer certificate", &files.issuer_cert_pem),
+    ] {
+        let label = format!("{what} is valid for at least 30 days");
+        checks.push(match ca::not_after(pem) {
+            Ok(end) if end > SystemTime::now() + SOON => Check::ok(label),
+            Ok(end) => Check::failed(
+                label,
+                format!("it ends {}", humantime::format_rfc3339_seconds(end)),
+                rotate,
+            ),
+            Err(e) => Check::failed(label, e.to_string(), rotate),
+        });
+    }
+    checks
+}
+
+/// The proxies' certificates, from the control plane's identity API: each namespace's
+/// meshed pods certified and not expired.
+fn proxy_certificates(api: &crate::api::ApiAddr, namespaces: &[String]) -> Check {
+    use crate::api::{get_json, query_value as q};
+    let what = "every meshed proxy is certified";
+    let now = SystemTime::now();
+    let (mut good, mut bad) = (0, Vec::new());
+    for ns in namespaces {
+        let rows = match get_json(api, &format!("/api/identity?resource=ns&name={}", q(ns))) {
+            Ok(rows) => rows,
+            Err(e) => return Check::failed(what, e.to_string(), "see the control plane's log"),
+        };
+        for r in rows.as_array().into_iter().flatten() {
+            let pod = format!("{ns}/{}", r["pod"].as_str().unwrap_or("?"));
+            let until = r["valid_until_unix"]
+                .as_u64()
+                .map(|u| SystemTime::UNIX_EPOCH + Duration::from_secs(u));
+            match (r["certified"].as_bool(), until) {
+                (Some(true), Some(u)) if u > now => good += 1,
+                _ => bad.push(format!(
+                    "{pod}: {}",
+                    r["last_error"]
+                        .as_str()
+                        .or(r["error"].as_str())
+                        .unwrap_or("no valid certificate")
+                )),
+            }
+        }
+    }
+    if bad.is_empty() {
+        Check::ok(format!("{what} ({good})"))
+    } else {
+        Check::failed(
+            what,
+            bad.join("; "),
+            "`conduit identity ns/NAMESPACE` shows each proxy's certificate; see the proxy's log",
+        )
+    }
+}
