@@ -83,6 +83,16 @@ struct Args {
         default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
     )]
     cluster_networks: Vec<ipnet::IpNet>,
+    /// The injector: the proxy's image (default: this version's).
+    #[arg(long)]
+    proxy_image: Option<String>,
+    /// The injector: the proxy as a native sidecar (Kubernetes 1.29+), or (false) as the
+    /// first container, holding the others until it is ready.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    proxy_native_sidecar: bool,
+    /// The injector: the proxy's log filter.
+    #[arg(long, default_value = "info")]
+    proxy_log_level: String,
     /// Serve the proxy injector (HTTPS, POST /inject) on this address.
     #[arg(long, requires = "webhook_tls_dir")]
     webhook_addr: Option<SocketAddr>,
@@ -132,6 +142,25 @@ fn identity_service(
         args.identity_lifetime,
         counts,
     )))
+}
+
+/// What the injector gives pods: this control plane's addresses and the proxy flags.
+fn inject_options(args: &Args) -> conduit_k8s::inject::InjectOptions {
+    let defaults = conduit_k8s::inject::InjectOptions::default();
+    let service = |name: &str| {
+        format!(
+            "{name}.{}.svc.cluster.local:8086",
+            args.control_plane_namespace
+        )
+    };
+    conduit_k8s::inject::InjectOptions {
+        proxy_image: args.proxy_image.clone().unwrap_or(defaults.proxy_image),
+        destination_addr: service("conduit-destination"),
+        identity_addr: service("conduit-identity"),
+        native_sidecar: args.proxy_native_sidecar,
+        log: args.proxy_log_level.clone(),
+        ..defaults
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -238,8 +267,9 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("listening on {addr} for the proxy injector"))?;
         tracing::info!(%addr, "proxy injector listening");
         let workloads = discovery.watch();
+        let inject = inject_options(&args);
         servers.spawn(async move {
-            conduit_controller::webhook::serve(listener, tls, Default::default(), workloads).await;
+            conduit_controller::webhook::serve(listener, tls, inject, workloads).await;
             Ok(())
         });
     }

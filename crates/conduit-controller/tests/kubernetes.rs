@@ -314,7 +314,12 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     let trust =
         conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
             .expect("trust");
-    let values = Values::default();
+    // A proxy image of one's own, and the proxy as a regular container.
+    let sets = [
+        "proxy.image=registry.example/proxy:dev".to_string(),
+        "proxy.nativeSidecar=false".to_string(),
+    ];
+    let values = Values::build(&[], &sets).expect("values");
     let (ca_pem, cert_pem, key_pem) = conduit_identity::ca::serving_certificate(
         &[install::webhook_dns_name(&values.namespace)],
         Duration::from_secs(3600),
@@ -478,4 +483,21 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
+    use base64::Engine as _;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().expect("a patch"))
+        .expect("base64");
+    let patch: serde_json::Value = serde_json::from_slice(&patch).expect("JSON");
+    let spec = patch
+        .as_array()
+        .and_then(|ops| ops.iter().find(|op| op["path"] == "/spec"))
+        .map(|op| &op["value"])
+        .expect("the patch replaces the spec");
+    assert_eq!(spec["containers"][0]["name"], "conduit-proxy", "{spec}");
+    assert_eq!(spec["containers"][0]["image"], "registry.example/proxy:dev");
+    let env = spec["containers"][0]["env"].to_string();
+    assert!(
+        env.contains("conduit-destination.conduit.svc.cluster.local:8086"),
+        "{env}"
+    );
 }

@@ -21,6 +21,8 @@ pub struct Values {
     /// Three controller replicas spread over nodes, and a PodDisruptionBudget.
     pub ha: bool,
     pub controller: ControllerValues,
+    /// What the injector gives meshed pods.
+    pub proxy: ProxyValues,
     pub identity: IdentityValues,
     pub policy: PolicyValues,
 }
@@ -33,6 +35,29 @@ pub struct ControllerValues {
     /// Replicas; `ha` makes it at least 3.
     pub replicas: u32,
     pub resources: ResourceValues,
+}
+
+/// The proxy the injector adds to pods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProxyValues {
+    pub image: String,
+    /// A native sidecar (Kubernetes 1.29+); `false`: the first container, holding the
+    /// others until it is ready.
+    pub native_sidecar: bool,
+    /// The proxy's log filter.
+    pub log_level: String,
+}
+
+impl Default for ProxyValues {
+    fn default() -> Self {
+        let inject = crate::inject::InjectOptions::default();
+        ProxyValues {
+            image: inject.proxy_image,
+            native_sidecar: inject.native_sidecar,
+            log_level: inject.log,
+        }
+    }
 }
 
 /// A container's requests and limits, as Kubernetes quantities.
@@ -69,6 +94,7 @@ impl Default for Values {
             log_level: "info".into(),
             ha: false,
             controller: ControllerValues::default(),
+            proxy: ProxyValues::default(),
             identity: IdentityValues::default(),
             policy: PolicyValues::default(),
         }
@@ -486,6 +512,9 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 format!("--token-audience={IDENTITY_AUDIENCE}"),
                 format!("--publish-trust-anchors=/var/run/conduit/trust-roots/{TRUST_ROOTS_KEY}"),
                 format!("--control-plane-namespace={ns}"),
+                format!("--proxy-image={}", values.proxy.image),
+                format!("--proxy-native-sidecar={}", values.proxy.native_sidecar),
+                format!("--proxy-log-level={}", values.proxy.log_level),
                 format!("--default-inbound-policy={}", values.policy.default_inbound),
                 format!("--cluster-networks={}", values.policy.cluster_networks),
             ],
