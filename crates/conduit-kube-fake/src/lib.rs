@@ -1105,3 +1105,80 @@ fn access_review(shared: &Shared, review: Value) -> Response<Body> {
     };
     json_response(StatusCode::CREATED, &answer)
 }
+
+/// The fake's own promises, seen through kube-rs as the controller sees them.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+    use tokio_stream::StreamExt;
+
+    fn config_map(name: &str, app: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "a", "labels": {"app": app}}, "data": {"k": "v"}})
+    }
+
+    async fn client(api: &FakeApiServer) -> kube::Client {
+        let url = api.url().parse().expect("URL");
+        kube::Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    #[tokio::test]
+    async fn lists_in_pages_and_by_label() {
+        let api = FakeApiServer::start().await.expect("fake");
+        for i in 0..5 {
+            api.apply(config_map(
+                &format!("cm-{i}"),
+                if i % 2 == 0 { "even" } else { "odd" },
+            ));
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(client(&api).await, "a");
+        let first = maps
+            .list(&ListParams::default().limit(2))
+            .await
+            .expect("page 1");
+        assert_eq!(first.items.len(), 2);
+        let token = first.metadata.continue_.clone().expect("a continue token");
+        let rest = maps
+            .list(&ListParams::default().limit(10).continue_token(&token))
+            .await
+            .expect("page 2");
+        assert_eq!(rest.items.len(), 3);
+        assert!(rest.metadata.continue_.is_none());
+        let even = maps
+            .list(&ListParams::default().labels("app=even"))
+            .await
+            .expect("selected");
+        assert_eq!(even.items.len(), 3);
+        let missing = maps.get("nope").await.unwrap_err();
+        assert!(matches!(missing, kube::Error::Api(s) if s.code == 404));
+    }
+
+    #[tokio::test]
+    async fn watches_from_a_version_and_answers_410_for_an_expired_one() {
+        let api = FakeApiServer::start().await.expect("fake");
+        let rv = api.apply(config_map("one", "x"));
+        let maps: Api<ConfigMap> = Api::namespaced(client(&api).await, "a");
+        let events = maps
+            .watch(&WatchParams::default(), &rv.to_string())
+            .await
+            .expect("watch");
+        tokio::pin!(events);
+        api.apply(config_map("two", "x"));
+        match events.next().await {
+            Some(Ok(WatchEvent::Added(cm))) => assert_eq!(cm.metadata.name.as_deref(), Some("two")),
+            other => panic!("{other:?}"),
+        }
+        api.expire_watches();
+        let expired = maps
+            .watch(&WatchParams::default(), &rv.to_string())
+            .await
+            .expect("watch");
+        tokio::pin!(expired);
+        match expired.next().await {
+            Some(Ok(WatchEvent::Error(status))) => assert_eq!(status.code, 410),
+            other => panic!("{other:?}"),
+        }
+    }
+}
