@@ -588,6 +588,22 @@ fn workload_name(pod: &Pod) -> String {
     }
 }
 
+/// A TCP port's name (`""` when unnamed) and number, as Services and EndpointSlices list
+/// them (the protocol defaults to TCP); `None` for another protocol or no number.
+fn tcp_port(
+    protocol: Option<&str>,
+    name: Option<&String>,
+    port: Option<i32>,
+) -> Option<(String, u16)> {
+    if protocol.unwrap_or("TCP") != "TCP" {
+        return None;
+    }
+    Some((
+        name.cloned().unwrap_or_default(),
+        u16::try_from(port?).ok()?,
+    ))
+}
+
 /// What discovery keeps of a Service: nothing for one without a virtual IP (headless,
 /// ExternalName), which proxies reach by its pods' addresses instead.
 fn service_facts(svc: &Service) -> Option<ServiceFacts> {
@@ -597,13 +613,7 @@ fn service_facts(svc: &Service) -> Option<ServiceFacts> {
         .ports
         .iter()
         .flatten()
-        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-        .filter_map(|p| {
-            Some((
-                p.name.clone().unwrap_or_default(),
-                u16::try_from(p.port).ok()?,
-            ))
-        })
+        .filter_map(|p| tcp_port(p.protocol.as_deref(), p.name.as_ref(), Some(p.port)))
         .collect();
     Some(ServiceFacts { vip, ports })
 }
@@ -615,13 +625,7 @@ fn slice_facts(slice: &EndpointSlice) -> Option<SliceFacts> {
         .ports
         .iter()
         .flatten()
-        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-        .filter_map(|p| {
-            Some((
-                p.name.clone().unwrap_or_default(),
-                u16::try_from(p.port?).ok()?,
-            ))
-        })
+        .filter_map(|p| tcp_port(p.protocol.as_deref(), p.name.as_ref(), p.port))
         .collect();
     let endpoints = slice
         .endpoints
@@ -834,6 +838,20 @@ mod tests {
         api.apply(authorization());
     }
 
+    /// The fake holding emojivoto, and discovery from it with its first snapshot.
+    async fn synced() -> (
+        FakeApiServer,
+        KubernetesDiscovery,
+        watch::Receiver<Arc<Workloads>>,
+    ) {
+        let api = FakeApiServer::start().await.expect("fake API server");
+        emojivoto(&api);
+        let discovery = KubernetesDiscovery::spawn(client(&api));
+        let mut rx = discovery.watch();
+        until(&mut rx, "the first snapshot", |w| w.generation > 0).await;
+        (api, discovery, rx)
+    }
+
     fn endpoints_of(w: &Workloads) -> Vec<String> {
         w.services
             .iter()
@@ -845,11 +863,8 @@ mod tests {
 
     #[tokio::test]
     async fn discovers_what_the_api_holds_and_follows_its_changes() {
-        let api = FakeApiServer::start().await.expect("fake API server");
-        emojivoto(&api);
-        let discovery = KubernetesDiscovery::spawn(client(&api));
-        let mut rx = discovery.watch();
-        let w = until(&mut rx, "the first snapshot", |w| w.generation > 0).await;
+        let (api, discovery, mut rx) = synced().await;
+        let w = rx.borrow().clone();
 
         let pod = w.pod("emojivoto", "web-5d4f8b8c7-x2x7q").expect("the pod");
         assert_eq!(
@@ -947,11 +962,7 @@ mod tests {
 
     #[tokio::test]
     async fn lists_again_after_410_gone_unless_a_bookmark_kept_it_current() {
-        let api = FakeApiServer::start().await.expect("fake API server");
-        emojivoto(&api);
-        let discovery = KubernetesDiscovery::spawn(client(&api));
-        let mut rx = discovery.watch();
-        until(&mut rx, "the first snapshot", |w| w.generation > 0).await;
+        let (api, discovery, mut rx) = synced().await;
         assert_eq!(lists_of(&api, "/api/v1/pods"), 1);
 
         // Other kinds move the resourceVersion on; the pods' watch has seen none of it.

@@ -46,35 +46,26 @@ const CRDS: &[&str] = &[
 ];
 const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=conduit-controller";
 
+/// The only section when there is no client to check with.
+fn no_client(why: String, hint: &str) -> Vec<Section> {
+    let check = Check::failed("can initialize the client", why, hint);
+    vec![("kubernetes-api", vec![check])]
+}
+
 pub(super) fn checks(args: &CheckArgs) -> Vec<Section> {
     let config = match args.control_plane.kube_config() {
         Ok(config) => config,
-        Err(e) => {
-            return vec![(
-                "kubernetes-api",
-                vec![Check::failed(
-                    "can initialize the client",
-                    format!("{e:#}"),
-                    "point --kubeconfig at a kubeconfig (or set KUBECONFIG), and --context at one of its contexts",
-                )],
-            )]
-        }
+        Err(e) => return no_client(
+            format!("{e:#}"),
+            "point --kubeconfig at a kubeconfig (or set KUBECONFIG), and --context at one of its contexts",
+        ),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
-        Err(e) => {
-            return vec![(
-                "kubernetes-api",
-                vec![Check::failed(
-                    "can initialize the client",
-                    e.to_string(),
-                    "",
-                )],
-            )]
-        }
+        Err(e) => return no_client(e.to_string(), "the system refused a thread or timer"),
     };
     let (mut sections, certificates) = runtime.block_on(cluster_checks(args, config));
     // The control plane's API client runs its own runtime: ask it outside this one.
@@ -96,14 +87,7 @@ async fn cluster_checks(args: &CheckArgs, config: kube::Config) -> (Vec<Section>
         Ok(client) => client,
         Err(e) => {
             return (
-                vec![(
-                    "kubernetes-api",
-                    vec![Check::failed(
-                        "can initialize the client",
-                        e.to_string(),
-                        "check the kubeconfig's credentials",
-                    )],
-                )],
+                no_client(e.to_string(), "check the kubeconfig's credentials"),
                 None,
             )
         }
