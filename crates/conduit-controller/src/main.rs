@@ -273,9 +273,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
+    // The kubelet stops a pod with SIGTERM; a terminal with SIGINT.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     tokio::select! {
         Some(result) = servers.join_next() => result?.context("serving the API")?,
         _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
     }
     Ok(())
 }
