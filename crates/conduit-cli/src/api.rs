@@ -41,10 +41,8 @@ impl ControlPlaneArgs {
                 None => ApiAddr::Tcp(a.to_string()),
             });
         }
-        let socket = conduit_local::daemon::api_socket(&Layout::from_env());
-        let cluster_asked = self.kubeconfig.is_some() || self.context.is_some();
-        if !cluster_asked && (socket.exists() || !kubeconfig_exists()) {
-            return Ok(ApiAddr::Unix(socket));
+        if !self.is_cluster() {
+            return Ok(ApiAddr::local());
         }
         Ok(ApiAddr::Cluster {
             config: Box::new(self.kube_config()?),
@@ -52,7 +50,8 @@ impl ControlPlaneArgs {
         })
     }
 
-    /// Whether these flags (or the lack of a local runtime) point at a cluster.
+    /// Whether these flags point at a cluster: `--kubeconfig` or `--context`, or no
+    /// `--api-addr`, no local runtime here and a kubeconfig where kubectl looks.
     pub fn is_cluster(&self) -> bool {
         if self.api_addr.is_some() {
             return false;
