@@ -197,6 +197,56 @@ fn an_apps_init_container_reaches_the_mesh_through_the_native_sidecar() {
 }
 
 #[test]
+fn without_native_sidecars_the_post_start_hook_holds_the_app_until_the_proxy_is_ready() {
+    let rt = Runtime::new("poststart");
+    // A container that fails (and is restarted) unless the pod's proxy is already ready
+    // when it starts: the proxy needs its certificate from the control plane first, so
+    // only a hook that waits for it keeps this from failing.
+    let app = std::fs::read_to_string(manifest()).unwrap().replace(
+        "      serviceAccountName: vote-bot\n      containers:\n",
+        "      serviceAccountName: vote-bot\n      containers:\n        - name: after-proxy\n          image: curlimages/curl\n          command: [sh, -c, \"curl -sSf -m 2 -o /dev/null http://127.0.0.1:4191/ready && exec sleep 3600\"]\n",
+    );
+    assert!(app.contains("after-proxy"));
+    let plain = rt.dir.with_extension("app.yml");
+    std::fs::write(&plain, app).unwrap();
+    let out = std::process::Command::new(CONDUIT)
+        .args(["inject", "--native-sidecar=false"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let injected = String::from_utf8_lossy(&out.stdout);
+    assert!(injected.contains("postStart"), "{injected}");
+    let meshed = rt.dir.with_extension("app-meshed.yml");
+    std::fs::write(&meshed, &out.stdout).unwrap();
+
+    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    let status = rt.status();
+    let bot = Runtime::pod(&status, "vote-bot");
+    assert_eq!(bot["ready"], true, "{bot}");
+    let containers = bot["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["conduit-proxy", "after-proxy", "vote-bot"],
+        "the proxy first"
+    );
+    let after = &containers[1];
+    assert_eq!(after["running"], true, "{after}");
+    assert_eq!(
+        after["restarts"], 0,
+        "it started once, with the proxy ready: {after}"
+    );
+}
+
+#[test]
 fn bad_manifests_are_refused_before_anything_starts() {
     let rt = Runtime::new("bad");
     let good = std::fs::read_to_string(manifest()).unwrap();

@@ -283,6 +283,7 @@ impl Supervisor {
             run_as_user: None,
             sidecar: false,
             after_sidecars: false,
+            post_start: None,
         };
         let log = self.layout.logs().join("conduit_controller.log");
         let state = Arc::new(Mutex::new(PodState {
@@ -796,14 +797,62 @@ impl PodCtx {
             return None;
         }
         self.set_message("Running", "starting containers");
-        running.extend(
-            containers
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !c.sidecar)
-                .map(|(i, c)| spawn(i, c)),
-        );
+        for (i, c) in containers.iter().enumerate().filter(|(_, c)| !c.sidecar) {
+            running.push(spawn(i, c));
+            if let Some(hook) = &c.post_start {
+                if !self.run_post_start(ns, etc, c, hook, stop).await {
+                    for (tx, task) in running {
+                        let _ = tx.send(true);
+                        let _ = task.await;
+                    }
+                    return None;
+                }
+            }
+        }
         Some(running)
+    }
+
+    /// Runs a container's postStart hook in the pod (the container's user and
+    /// environment) to its end before the next container starts, as the kubelet does:
+    /// what `--native-sidecar=false` relies on to hold the app until the proxy is ready.
+    /// A failed hook is logged and named in the pod's message; the pod goes on (the
+    /// kubelet would restart the container). False if the pod was stopped first.
+    async fn run_post_start(
+        &self,
+        ns: &Arc<NetNs>,
+        etc: &std::path::Path,
+        c: &ContainerSpec,
+        hook: &[String],
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let spec = ContainerSpec {
+            argv: hook.to_vec(),
+            ..c.clone()
+        };
+        let log = self.log(&c.name);
+        let failed = |why: String| {
+            warn!(container = %c.name, %why, "postStart hook failed");
+            self.set_message(
+                "Running",
+                format!("postStart hook of {} failed: {why}", c.name),
+            );
+        };
+        let mut child = match launch(ns, etc, &spec, &self.state, &log) {
+            Ok(child) => child,
+            Err(e) => {
+                failed(e.to_string());
+                return true;
+            }
+        };
+        tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => failed(s.to_string()),
+                Err(e) => failed(e.to_string()),
+            },
+            _ = stop.changed() => return false,
+        }
+        true
     }
 
     /// The containers as they will run: a meshed pod's proxy gets the token the runtime

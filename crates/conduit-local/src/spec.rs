@@ -71,6 +71,10 @@ pub struct ContainerSpec {
     /// An init container listed after a sidecar: it runs once the sidecars are ready.
     #[serde(default)]
     pub after_sidecars: bool,
+    /// `lifecycle.postStart.exec.command`: run in the pod once the container has
+    /// started; the containers after it start when it has finished, as the kubelet does.
+    #[serde(default)]
+    pub post_start: Option<Vec<String>>,
 }
 
 /// An environment variable: a literal, a field of the pod, or the mesh's trust anchors.
@@ -446,6 +450,30 @@ fn container(
             })
         })
         .transpose()?;
+    let post_start = match c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        None => None,
+        Some(hook) => match hook.exec.as_ref().and_then(|e| e.command.clone()) {
+            Some(mut command) if !command.is_empty() => {
+                let path = resolve(&command[0]).ok_or_else(|| {
+                    doc.field_error(
+                        &format!("{field}.lifecycle.postStart.exec.command[0]"),
+                        format!(
+                            "{:?} was not found next to the conduit binary or on PATH",
+                            command[0]
+                        ),
+                    )
+                })?;
+                command[0] = path.display().to_string();
+                Some(command)
+            }
+            _ => {
+                return Err(doc.field_error(
+                    &format!("{field}.lifecycle.postStart"),
+                    "only exec hooks with a command are supported locally",
+                ))
+            }
+        },
+    };
     Ok(ContainerSpec {
         name: c.name.clone(),
         argv,
@@ -455,6 +483,7 @@ fn container(
         run_as_user,
         sidecar: false,
         after_sidecars: false,
+        post_start,
     })
 }
 
@@ -676,6 +705,51 @@ spec:
   allow:
   - serviceAccount: {name: bot}
 "#;
+
+    #[test]
+    fn reads_post_start_exec_hooks_and_refuses_others() {
+        let hooked = |hook: &str| {
+            APP.replace(
+                "        readinessProbe:\n",
+                &format!("        lifecycle: {{postStart: {hook}}}\n        readinessProbe:\n"),
+            )
+        };
+        let spec = AppSpec::from_manifest(
+            &hooked("{exec: {command: [conduit-proxy, await]}}"),
+            "app.yaml",
+            &anywhere,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.deployments[0].containers[0].post_start,
+            Some(vec![
+                "/opt/bin/conduit-proxy".to_string(),
+                "await".to_string()
+            ])
+        );
+        let err = AppSpec::from_manifest(
+            &hooked("{httpGet: {path: /, port: 80}}"),
+            "app.yaml",
+            &anywhere,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("spec.template.spec.containers[0].lifecycle.postStart: only exec hooks with a command are supported locally"),
+            "{err}"
+        );
+        let err = AppSpec::from_manifest(
+            &hooked("{exec: {command: [missing-program]}}"),
+            "app.yaml",
+            &anywhere,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("postStart.exec.command[0]: \"missing-program\" was not found"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn reads_policy_and_default_policy_annotations() {
