@@ -178,9 +178,9 @@ fn bad_values_are_named_and_nothing_is_printed() {
     }
 }
 
-/// Server and AuthorizationPolicy documents checked against the CRDs' own schemas (the
-/// API server would do this on apply), with `jsonschema`, which kubernetes-validate
-/// brings along.
+/// Server, AuthorizationPolicy and ServiceProfile documents checked against the CRDs' own
+/// schemas (the API server would do this on apply), with `jsonschema`, which
+/// kubernetes-validate brings along.
 #[test]
 fn policy_resources_fit_the_crd_schemas() {
     let crds = ok(&["install", "--crds"]);
@@ -229,6 +229,23 @@ metadata: {name: bad, namespace: emojivoto}
 spec:
   targetRef: {kind: Server, name: web-http}
   allow: [{identity: a, network: 10.0.0.0/8}]
+---
+apiVersion: conduit.io/v1alpha1
+kind: ServiceProfile
+metadata: {name: web-svc.emojivoto.svc.cluster.local, namespace: emojivoto}
+spec:
+  routes:
+  - name: GET /api/list
+    condition: {method: GET, pathRegex: /api/list}
+    isRetryable: true
+    timeout: 300ms
+  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 10, ttl: 10s}
+---
+apiVersion: conduit.io/v1alpha1
+kind: ServiceProfile
+metadata: {name: bad.emojivoto.svc.cluster.local, namespace: emojivoto}
+spec:
+  routes: [{name: no-condition}]
 "#;
     let dir = std::env::temp_dir();
     let (crd_file, doc_file) = (
@@ -263,4 +280,16 @@ spec:
         lines[4].starts_with("4 invalid:") && lines[4].contains("too many properties"),
         "{text}"
     );
+    assert_eq!(lines[5], "5 ok", "{text}");
+    assert!(
+        lines[6].starts_with("6 invalid: 'condition' is a required property"),
+        "{text}"
+    );
+    // What the schemas let through, the control plane reads with the same code as the
+    // local runtime; the good profile is one of those.
+    let profile = docs.split("---").nth(5).unwrap();
+    let doc = conduit_k8s::manifest::parse(profile, "profile")
+        .unwrap()
+        .remove(0);
+    conduit_k8s::profile::service_profile(&doc).unwrap();
 }

@@ -1,13 +1,16 @@
 //! The Destination API: proxies ask who serves a name (a Service in any of its forms, a
 //! Service's virtual IP, or a pod's IP) and get a stream of complete endpoint sets, a new
 //! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
-//! so the proxy uses the original destination.
+//! so the proxy uses the original destination. Profiles (a Service's routes with their
+//! timeouts and retries, from its ServiceProfile) stream the same way.
 
 use crate::discovery::{follow, split_authority, when_changed, Input, Workloads};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
-    update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Update,
+    update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
+    Update,
 };
+use conduit_k8s::profile::ServiceProfile;
 use std::{collections::HashMap, pin::Pin, sync::Arc};
 use tokio::sync::watch;
 use tokio_stream::Stream;
@@ -115,12 +118,7 @@ impl Destination for DestinationService {
         let GetDestination {
             path,
             context_namespace,
-        } = req.into_inner();
-        if split_authority(&path).is_none() {
-            return Err(Status::invalid_argument(format!(
-                "path {path:?}: expected a host:port authority or ip:port"
-            )));
-        }
+        } = checked(req.into_inner())?;
         let (p, ns) = (path.clone(), context_namespace.clone());
         let inputs = move |w: &Workloads| inputs_of(w, &p, &ns);
         let answer = move |w: &Workloads| Some(update_for(w, &path, &context_namespace));
@@ -128,6 +126,67 @@ impl Destination for DestinationService {
             self.workloads.clone(),
             when_changed(inputs, answer),
         )))
+    }
+
+    type GetProfileStream = Pin<Box<dyn Stream<Item = Result<Profile, Status>> + Send>>;
+
+    async fn get_profile(
+        &self,
+        req: Request<GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        let GetDestination {
+            path,
+            context_namespace,
+        } = checked(req.into_inner())?;
+        let profile_of = move |w: &Workloads| {
+            let (service, _) = w.resolve(&path, &context_namespace)?;
+            w.profile(&service.namespace, &service.name).cloned()
+        };
+        let inputs = {
+            let profile_of = profile_of.clone();
+            move |w: &Workloads| vec![Input::Profile(profile_of(w))]
+        };
+        let answer = move |w: &Workloads| Some(profile_to_proto(profile_of(w).as_deref()));
+        Ok(Response::new(follow(
+            self.workloads.clone(),
+            when_changed(inputs, answer),
+        )))
+    }
+}
+
+/// A request whose path is an authority.
+fn checked(req: GetDestination) -> Result<GetDestination, Status> {
+    if split_authority(&req.path).is_none() {
+        return Err(Status::invalid_argument(format!(
+            "path {:?}: expected a host:port authority or ip:port",
+            req.path
+        )));
+    }
+    Ok(req)
+}
+
+/// A profile as proxies get it; none is an empty one.
+fn profile_to_proto(profile: Option<&ServiceProfile>) -> Profile {
+    let Some(p) = profile else {
+        return Profile::default();
+    };
+    Profile {
+        routes: p
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone(),
+                method: r.method.clone().unwrap_or_default(),
+                path_regex: r.path_regex.clone(),
+                timeout_ms: r.timeout_ms.unwrap_or(0),
+                retryable: r.retryable,
+            })
+            .collect(),
+        retry_budget: p.retry_budget.as_ref().map(|b| RetryBudget {
+            retry_ratio_permille: b.retry_ratio_permille,
+            min_retries_per_second: b.min_retries_per_second,
+            ttl_ms: b.ttl_ms,
+        }),
     }
 }
 
@@ -190,10 +249,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn streams_a_new_set_when_endpoints_change() {
-        use conduit_api::destination::destination_client::DestinationClient;
-        let (tx, rx) = watch::channel(Arc::new(sample()));
+    /// The Destination API answering from `rx` on a loopback port, and a client of it.
+    async fn serve(
+        rx: watch::Receiver<Arc<Workloads>>,
+    ) -> conduit_api::destination::destination_client::DestinationClient<tonic::transport::Channel>
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
@@ -201,9 +261,17 @@ mod tests {
                 .add_service(DestinationService::server(rx))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        let mut client = DestinationClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        conduit_api::destination::destination_client::DestinationClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn streams_a_new_set_when_endpoints_change() {
+        let (tx, rx) = watch::channel(Arc::new(sample()));
+        let mut client = serve(rx).await;
         let mut stream = client
             .get(GetDestination {
                 path: "web-svc.emojivoto:80".into(),
@@ -235,5 +303,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("expected a host:port"));
+    }
+
+    #[tokio::test]
+    async fn streams_a_services_profile_and_its_changes_only() {
+        use conduit_k8s::profile::{Route as ProfileRoute, ServiceProfile};
+        let profile = |timeout_ms: u64| {
+            Arc::new(ServiceProfile {
+                namespace: "emojivoto".into(),
+                name: "web-svc.emojivoto.svc.cluster.local".into(),
+                routes: vec![ProfileRoute {
+                    name: "list".into(),
+                    method: Some("GET".into()),
+                    path_regex: "/api/list".into(),
+                    timeout_ms: Some(timeout_ms),
+                    retryable: true,
+                }],
+                retry_budget: None,
+            })
+        };
+        let mut w = sample();
+        w.profiles = vec![profile(300)];
+        let (tx, rx) = watch::channel(Arc::new(w.clone()));
+        let mut client = serve(rx).await;
+        let ask = |path: &str| GetDestination {
+            path: path.into(),
+            context_namespace: "emojivoto".into(),
+        };
+        let mut web = client
+            .get_profile(ask("web-svc:80"))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = web.message().await.unwrap().unwrap();
+        assert_eq!(
+            first.routes,
+            [Route {
+                name: "list".into(),
+                method: "GET".into(),
+                path_regex: "/api/list".into(),
+                timeout_ms: 300,
+                retryable: true,
+            }]
+        );
+        // A Service without a profile, and a name that is no Service: empty profiles.
+        let mut voting = client
+            .get_profile(ask("voting-svc:8080"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(voting.message().await.unwrap().unwrap(), Profile::default());
+        let mut other = client
+            .get_profile(ask("example.com:443"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(other.message().await.unwrap().unwrap(), Profile::default());
+
+        // Endpoints change (the profile does not): nothing new; the profile changes: sent.
+        Arc::make_mut(&mut w.services[0]).ports[0].endpoints.clear();
+        tx.send(Arc::new(w.clone())).unwrap();
+        w.profiles = vec![profile(500)];
+        tx.send(Arc::new(w.clone())).unwrap();
+        let second = web.message().await.unwrap().unwrap();
+        assert_eq!(
+            second.routes[0].timeout_ms, 500,
+            "the next message is the change"
+        );
     }
 }

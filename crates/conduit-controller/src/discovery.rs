@@ -4,7 +4,7 @@
 //! Also resolves the names a proxy asks about (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`,
 //! or a virtual IP) to Services.
 
-use conduit_k8s::policy::Resources;
+use conduit_k8s::{policy::Resources, profile::ServiceProfile};
 use conduit_policy::{DefaultPolicy, Probe};
 use serde::Serialize;
 use std::{
@@ -30,6 +30,8 @@ pub struct Workloads {
     pub services: Vec<Arc<ServiceInfo>>,
     /// Servers, AuthorizationPolicies and Namespaces' default policies.
     pub policy: Arc<Resources>,
+    /// ServiceProfiles.
+    pub profiles: Vec<Arc<ServiceProfile>>,
     /// Namespaces annotated `conduit.io/inject: enabled`, whose new pods the injector
     /// meshes.
     pub inject_namespaces: BTreeSet<String>,
@@ -108,6 +110,8 @@ pub struct Lookup {
     pods: OnceLock<HashMap<IpAddr, usize>>,
     /// Pods by (namespace, name).
     pod_names: OnceLock<HashMap<(String, String), usize>>,
+    /// ServiceProfiles by name (the Service's fully qualified name).
+    profiles: OnceLock<HashMap<String, usize>>,
 }
 
 /// Positions by key, the first of equal keys winning.
@@ -179,6 +183,14 @@ impl Workloads {
         let names = (self.lookup.services)
             .get_or_init(|| positions(&self.services, |s| (s.namespace.clone(), s.name.clone())));
         Some(&self.services[*names.get(&key)?])
+    }
+
+    /// The profile of Service `namespace/name`, if it has one.
+    pub fn profile(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceProfile>> {
+        let names =
+            (self.lookup.profiles).get_or_init(|| positions(&self.profiles, |p| p.name.clone()));
+        let fqdn = format!("{name}.{namespace}.svc.cluster.local");
+        Some(&self.profiles[*names.get(&fqdn)?])
     }
 
     /// The pod with this IP.
@@ -358,6 +370,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
             })
             .collect(),
         policy: Arc::new(state.policy),
+        profiles: state.profiles.into_iter().map(Arc::new).collect(),
         inject_namespaces: BTreeSet::new(),
         namespaces: BTreeSet::new(),
         lookup: Lookup::default(),
@@ -371,6 +384,7 @@ pub enum Input {
     Pod(Option<Arc<PodInfo>>),
     Service(Option<Arc<ServiceInfo>>),
     Policy(Arc<Resources>),
+    Profile(Option<Arc<ServiceProfile>>),
 }
 
 impl Input {
@@ -387,6 +401,7 @@ impl Input {
             (Input::Pod(a), Input::Pod(b)) => same(a, b),
             (Input::Service(a), Input::Service(b)) => same(a, b),
             (Input::Policy(a), Input::Policy(b)) => Arc::ptr_eq(a, b),
+            (Input::Profile(a), Input::Profile(b)) => same(a, b),
             _ => false,
         }
     }
@@ -493,6 +508,7 @@ pub(crate) mod tests {
                 }),
             ],
             policy: Arc::new(Resources::default()),
+            profiles: Vec::new(),
             inject_namespaces: BTreeSet::new(),
             namespaces: BTreeSet::new(),
             lookup: Lookup::default(),

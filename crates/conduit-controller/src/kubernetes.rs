@@ -1,5 +1,5 @@
 //! Discovery from the Kubernetes API: watches on Pods, Services, EndpointSlices,
-//! Namespaces, Servers and AuthorizationPolicies. Each object is reduced on arrival to
+//! Namespaces, Servers, AuthorizationPolicies and ServiceProfiles. Each object is reduced on arrival to
 //! what the control plane uses (memory holds no full objects), and one [`Workloads`]
 //! snapshot is rebuilt after each burst of changes. kube-runtime's watcher resumes from
 //! the last resourceVersion, lists again after 410 Gone and retries failures with
@@ -13,6 +13,7 @@ use conduit_k8s::{
     inject::{DEPLOYMENT_LABEL, INJECT_ANNOTATION, PROXY_CONTAINER},
     manifest::{Document, Origin},
     policy::{self, AuthorizationPolicy, Resources, Server},
+    profile::{self, ServiceProfile},
 };
 use conduit_policy::{DefaultPolicy, Probe, DEFAULT_POLICY_ANNOTATION};
 use futures_util::{stream::BoxStream, StreamExt};
@@ -72,16 +73,18 @@ enum Source {
     Namespaces,
     Servers,
     AuthorizationPolicies,
+    ServiceProfiles,
 }
 
 impl Source {
-    const ALL: [Source; 6] = [
+    const ALL: [Source; 7] = [
         Source::Pods,
         Source::Services,
         Source::EndpointSlices,
         Source::Namespaces,
         Source::Servers,
         Source::AuthorizationPolicies,
+        Source::ServiceProfiles,
     ];
 
     fn resource(self) -> ApiResource {
@@ -92,6 +95,7 @@ impl Source {
             Source::Namespaces => ApiResource::erase::<Namespace>(&()),
             Source::Servers => policy_resource("Server"),
             Source::AuthorizationPolicies => policy_resource("AuthorizationPolicy"),
+            Source::ServiceProfiles => profile_resource(),
         }
     }
 
@@ -103,6 +107,7 @@ impl Source {
             Source::Namespaces => "namespaces",
             Source::Servers => "servers.policy.conduit.io",
             Source::AuthorizationPolicies => "authorizationpolicies.policy.conduit.io",
+            Source::ServiceProfiles => "serviceprofiles.conduit.io",
         }
     }
 }
@@ -115,6 +120,7 @@ enum Update {
     Namespace(Box<watcher::Event<Namespace>>),
     Server(Box<watcher::Event<DynamicObject>>),
     Authorization(Box<watcher::Event<DynamicObject>>),
+    Profile(Box<watcher::Event<DynamicObject>>),
 }
 
 type Updates = BoxStream<'static, (Source, Result<Update, watcher::Error>)>;
@@ -138,6 +144,14 @@ fn policy_resource(kind: &str) -> ApiResource {
         "policy.conduit.io",
         "v1alpha1",
         kind,
+    ))
+}
+
+fn profile_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "conduit.io",
+        "v1alpha1",
+        "ServiceProfile",
     ))
 }
 
@@ -175,6 +189,11 @@ async fn run(
             policy_api(&client, "AuthorizationPolicy"),
             Source::AuthorizationPolicies,
             Update::Authorization,
+        ),
+        watch_all(
+            Api::all_with(client.clone(), &profile_resource()),
+            Source::ServiceProfiles,
+            Update::Profile,
         ),
     ]);
     let (answered_tx, answered) = tokio::sync::mpsc::unbounded_channel();
@@ -303,6 +322,7 @@ fn same_content(a: &Workloads, b: &Workloads) -> bool {
         && a.policy == b.policy
         && a.inject_namespaces == b.inject_namespaces
         && a.namespaces == b.namespaces
+        && a.profiles == b.profiles
 }
 
 /// One kind's objects, reduced, by namespace and name; kept in step with a watch.
@@ -394,6 +414,7 @@ struct Cluster {
     namespaces: Index<NamespaceFacts>,
     servers: Index<Server>,
     authorizations: Index<AuthorizationPolicy>,
+    profiles: Index<Arc<ServiceProfile>>,
     /// The watches that have completed a first list.
     listed: BTreeSet<Source>,
 }
@@ -411,6 +432,9 @@ impl Cluster {
                 .apply(*e, |o| from_api(o, "Server", policy::server)),
             Update::Authorization(e) => self.authorizations.apply(*e, |o| {
                 from_api(o, "AuthorizationPolicy", policy::authorization_policy)
+            }),
+            Update::Profile(e) => self.profiles.apply(*e, |o| {
+                from_api(o, "ServiceProfile", profile::service_profile).map(Arc::new)
             }),
         };
         if listed {
@@ -474,6 +498,7 @@ impl Cluster {
                 .map(|((_, name), _)| name.clone())
                 .collect(),
             namespaces: namespaces.keys().map(|(_, name)| name.clone()).collect(),
+            profiles: self.profiles.items.values().cloned().collect(),
             lookup: Default::default(),
             generation: previous.generation + 1,
         }
@@ -836,6 +861,12 @@ mod tests {
         ));
         api.apply(server());
         api.apply(authorization());
+        api.apply(json!({
+            "apiVersion": "conduit.io/v1alpha1", "kind": "ServiceProfile",
+            "metadata": {"name": "web-svc.emojivoto.svc.cluster.local", "namespace": "emojivoto"},
+            "spec": {"routes": [{"name": "list", "condition": {"method": "GET", "pathRegex": "/api/list"},
+                                 "isRetryable": true, "timeout": "300ms"}]},
+        }));
     }
 
     /// The fake holding emojivoto, and discovery from it with its first snapshot.
@@ -905,6 +936,11 @@ mod tests {
             w.inject_namespaces.contains("emojivoto")
                 && !w.inject_namespaces.contains("kube-system")
         );
+        let profile = w
+            .profile("emojivoto", "web-svc")
+            .expect("web-svc's profile");
+        let route = &profile.routes[0];
+        assert_eq!((route.timeout_ms, route.retryable), (Some(300), true));
         assert!(discovery.health().borrow().synced);
 
         // A second pod becomes ready in a second slice; an unready endpoint is left out.
@@ -945,12 +981,17 @@ mod tests {
         bad["metadata"]["name"] = json!("bad");
         bad["spec"]["allow"] = json!([{"identity": "not-an-identity"}]);
         api.apply(bad);
+        api.apply(
+            json!({"apiVersion": "conduit.io/v1alpha1", "kind": "ServiceProfile",
+            "metadata": {"name": "not-a-service-name", "namespace": "emojivoto"}, "spec": {}}),
+        );
         api.apply(namespace("other", json!({"conduit.io/inject": "enabled"})));
         let w = until(&mut rx, "the other namespace", |w| {
             w.inject_namespaces.contains("other")
         })
         .await;
         assert_eq!(w.policy.authorization_policies.len(), 1, "{:?}", w.policy);
+        assert_eq!(w.profiles.len(), 1, "{:?}", w.profiles);
     }
 
     fn lists_of(api: &FakeApiServer, path: &str) -> usize {

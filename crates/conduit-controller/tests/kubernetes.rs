@@ -421,6 +421,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     wait_until("ready on the readiness probe", || {
         Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{api_port}{path}")])
+            .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     })

@@ -450,6 +450,7 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 { "apiGroups": [""], "resources": ["pods", "services", "namespaces"], "verbs": watch },
                 { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch },
                 { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": watch },
+                { "apiGroups": ["conduit.io"], "resources": ["serviceprofiles"], "verbs": watch },
                 { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
                 { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"] },
             ],

@@ -1,7 +1,7 @@
 //! Conduit's Kubernetes model: reading manifests (multi-document YAML, typed with the
 //! official `k8s-openapi` types), the sidecar injection that meshes a workload, the
-//! control plane's own manifests (`install`), and the
-//! policy resources (Servers, AuthorizationPolicies) resolved into pods' policies.
+//! control plane's own manifests (`install`), the policy resources (Servers,
+//! AuthorizationPolicies) resolved into pods' policies, and ServiceProfiles.
 //! Knows nothing about how workloads are run: the local runtime and a real cluster both
 //! consume what this crate produces.
 
@@ -9,4 +9,5 @@ pub mod inject;
 pub mod install;
 pub mod manifest;
 pub mod policy;
+pub mod profile;
 pub mod webhook;

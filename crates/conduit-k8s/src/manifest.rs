@@ -96,6 +96,13 @@ impl Document {
         })
     }
 
+    /// Its `spec` as `T`, naming what is wrong.
+    pub fn spec<T: DeserializeOwned>(&self) -> Result<T, ManifestError> {
+        let spec = self.value.get("spec").filter(|s| !s.is_null());
+        let spec = spec.ok_or_else(|| self.field_error("spec", "missing"))?;
+        T::deserialize(spec).map_err(|e| self.field_error("spec", e.to_string()))
+    }
+
     /// An error about `field` of this document.
     pub fn field_error(&self, field: &str, problem: impl Into<String>) -> ManifestError {
         ManifestError::Field {

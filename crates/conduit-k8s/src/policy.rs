@@ -134,19 +134,6 @@ struct ServiceAccountDoc {
     namespace: Option<String>,
 }
 
-/// The `spec` of `doc` as `T`, naming what is wrong.
-fn spec<T: serde::de::DeserializeOwned>(doc: &Document) -> Result<T, ManifestError> {
-    #[derive(Deserialize)]
-    struct WithSpec {
-        spec: Option<serde_json::Value>,
-    }
-    let with: WithSpec = doc.to_typed()?;
-    let value = with
-        .spec
-        .ok_or_else(|| doc.field_error("spec", "missing"))?;
-    serde_json::from_value(value).map_err(|e| doc.field_error("spec", e.to_string()))
-}
-
 fn name_and_namespace(doc: &Document) -> Result<(String, String), ManifestError> {
     let name = doc
         .name()
@@ -161,7 +148,7 @@ fn name_and_namespace(doc: &Document) -> Result<(String, String), ManifestError>
 /// Reads a Server.
 pub fn server(doc: &Document) -> Result<Server, ManifestError> {
     let (name, namespace) = name_and_namespace(doc)?;
-    let s: ServerSpecDoc = spec(doc)?;
+    let s: ServerSpecDoc = doc.spec()?;
     if s.pod_selector.match_labels.is_empty() {
         return Err(doc.field_error(
             "spec.podSelector.matchLabels",
@@ -205,7 +192,7 @@ pub fn server(doc: &Document) -> Result<Server, ManifestError> {
 /// Reads an AuthorizationPolicy.
 pub fn authorization_policy(doc: &Document) -> Result<AuthorizationPolicy, ManifestError> {
     let (name, namespace) = name_and_namespace(doc)?;
-    let s: AuthzSpecDoc = spec(doc)?;
+    let s: AuthzSpecDoc = doc.spec()?;
     let group_ok = s
         .target_ref
         .group

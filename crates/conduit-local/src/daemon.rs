@@ -578,6 +578,7 @@ impl Supervisor {
                 .map(|(s, _, _)| lock(s).containers.clone())
                 .unwrap_or_default(),
             policy: self.desired.policy.clone(),
+            profiles: self.desired.profiles.clone(),
         };
         if self.written.as_ref() == Some(&state) {
             return;

@@ -5,7 +5,10 @@
 //! and the field named.
 
 use conduit_k8s::manifest::{self, Document, ManifestError};
-use conduit_k8s::policy::{self, Resources};
+use conduit_k8s::{
+    policy::{self, Resources},
+    profile::{self, ServiceProfile},
+};
 use conduit_policy::{DefaultPolicy, DEFAULT_POLICY_ANNOTATION};
 use k8s_openapi::{
     api::{
@@ -25,6 +28,9 @@ pub struct AppSpec {
     /// Authorization policy, served to the pods' proxies by the control plane.
     #[serde(default)]
     pub policy: Resources,
+    /// ServiceProfiles, served to the pods' proxies by the control plane.
+    #[serde(default)]
+    pub profiles: Vec<ServiceProfile>,
 }
 
 /// A Deployment, reduced to what the runtime runs.
@@ -176,14 +182,18 @@ impl AppSpec {
                     .policy
                     .authorization_policies
                     .push(policy::authorization_policy(&doc)?),
+                (Some(profile::API_VERSION), Some("ServiceProfile")) => {
+                    spec.profiles.push(profile::service_profile(&doc)?)
+                }
                 (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
                 (api, Some(kind)) => {
                     return Err(doc.field_error(
                         "kind",
                         format!(
-                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, and {} Servers and AuthorizationPolicies",
+                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, {} Servers and AuthorizationPolicies, and {} ServiceProfiles",
                             api.unwrap_or("(no apiVersion)"),
-                            policy::API_VERSION
+                            policy::API_VERSION,
+                            profile::API_VERSION
                         ),
                     ))
                 }
@@ -194,32 +204,34 @@ impl AppSpec {
 
     /// Adds `other`, replacing objects with the same namespace, kind and name.
     pub fn merge(&mut self, other: AppSpec) {
-        for d in other.deployments {
-            self.deployments
-                .retain(|x| !(x.namespace == d.namespace && x.name == d.name));
-            self.deployments.push(d);
+        /// Puts `new` into `list`, each replacing the one with its namespace and name.
+        fn replace<T>(list: &mut Vec<T>, new: Vec<T>, key: impl Fn(&T) -> (&str, &str)) {
+            for item in new {
+                list.retain(|x| key(x) != key(&item));
+                list.push(item);
+            }
         }
-        for s in other.services {
-            self.services
-                .retain(|x| !(x.namespace == s.namespace && x.name == s.name));
-            self.services.push(s);
-        }
+        replace(&mut self.deployments, other.deployments, |d| {
+            (&d.namespace, &d.name)
+        });
+        replace(&mut self.services, other.services, |s| {
+            (&s.namespace, &s.name)
+        });
         let policy = &mut self.policy;
-        for s in other.policy.servers {
-            policy
-                .servers
-                .retain(|x| !(x.namespace == s.namespace && x.name == s.name));
-            policy.servers.push(s);
-        }
-        for a in other.policy.authorization_policies {
-            policy
-                .authorization_policies
-                .retain(|x| !(x.namespace == a.namespace && x.name == a.name));
-            policy.authorization_policies.push(a);
-        }
+        replace(&mut policy.servers, other.policy.servers, |s| {
+            (&s.namespace, &s.name)
+        });
+        replace(
+            &mut policy.authorization_policies,
+            other.policy.authorization_policies,
+            |a| (&a.namespace, &a.name),
+        );
         policy
             .namespace_defaults
             .extend(other.policy.namespace_defaults);
+        replace(&mut self.profiles, other.profiles, |p| {
+            (&p.namespace, &p.name)
+        });
     }
 }
 
@@ -767,6 +779,10 @@ spec:
             DefaultPolicy::AllAuthenticated
         );
         assert_eq!(spec.policy.servers[0].name, "web-http");
+        let profile = "apiVersion: conduit.io/v1alpha1\nkind: ServiceProfile\nmetadata: {name: web-svc.demo.svc.cluster.local, namespace: demo}\nspec:\n  routes: [{name: all, condition: {pathRegex: /.*}, timeout: 1s}]\n";
+        let mut merged = spec.clone();
+        merged.merge(AppSpec::from_manifest(profile, "profile.yaml", &anywhere).unwrap());
+        assert_eq!(merged.profiles[0].routes[0].timeout_ms, Some(1000));
         assert_eq!(spec.policy.authorization_policies[0].server, "web-http");
 
         let bad = POLICY.replace("all-authenticated}", "everyone}");

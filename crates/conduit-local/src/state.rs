@@ -22,6 +22,9 @@ pub struct State {
     /// The authorization policy the control plane serves.
     #[serde(default)]
     pub policy: conduit_k8s::policy::Resources,
+    /// The ServiceProfiles the control plane serves.
+    #[serde(default)]
+    pub profiles: Vec<conduit_k8s::profile::ServiceProfile>,
 }
 
 /// One pod.

@@ -211,6 +211,18 @@ mod tests {
                 .ok_or_else(|| tonic::Status::unavailable("one stream only"))?;
             Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
         }
+
+        type GetProfileStream = Pin<
+            Box<dyn Stream<Item = Result<conduit_api::destination::Profile, tonic::Status>> + Send>,
+        >;
+        async fn get_profile(
+            &self,
+            _: tonic::Request<GetDestination>,
+        ) -> Result<tonic::Response<Self::GetProfileStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented(
+                "these tests script endpoints only",
+            ))
+        }
     }
 
     fn endpoints(addrs: &[&str]) -> Update {
