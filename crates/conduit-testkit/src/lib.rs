@@ -53,6 +53,16 @@ pub struct Lan {
     logs: PathBuf,
 }
 
+/// The proxies' logs stay for a test that failed (the panic message names them) and go
+/// with one that passed.
+impl Drop for Lan {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.logs);
+        }
+    }
+}
+
 impl Lan {
     /// A new, empty network.
     pub fn new() -> Lan {
