@@ -266,10 +266,10 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr} for the proxy injector"))?;
         tracing::info!(%addr, "proxy injector listening");
-        let workloads = discovery.watch();
+        let (workloads, health) = (discovery.watch(), discovery.health());
         let inject = inject_options(&args);
         servers.spawn(async move {
-            conduit_controller::webhook::serve(listener, tls, inject, workloads).await;
+            conduit_controller::webhook::serve(listener, tls, inject, workloads, health).await;
             Ok(())
         });
     }

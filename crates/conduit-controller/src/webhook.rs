@@ -3,7 +3,7 @@
 //! comes from `conduit_k8s::webhook`, the same injection as `conduit inject`. TLS with the
 //! serving certificate install made; whatever cannot be handled is allowed unchanged.
 
-use crate::discovery::Workloads;
+use crate::discovery::{SourceHealth, Workloads};
 use anyhow::Context as _;
 use axum::{body::Bytes, extract::State, routing::post, Json, Router};
 use conduit_k8s::inject::InjectOptions;
@@ -33,10 +33,15 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
         .context("the webhook's certificate and key do not fit together")
 }
 
+/// How long a review waits for discovery's first snapshot after a start (the API server
+/// gives the webhook 10 s).
+const FIRST_SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the injector reads: its options, and discovery for namespaces' annotations.
 struct Injector {
     opts: InjectOptions,
     workloads: watch::Receiver<Arc<Workloads>>,
+    health: watch::Receiver<SourceHealth>,
 }
 
 /// Serves `/inject` over TLS on `listener` until the process ends.
@@ -45,11 +50,17 @@ pub async fn serve(
     tls: rustls::ServerConfig,
     opts: InjectOptions,
     workloads: watch::Receiver<Arc<Workloads>>,
+    health: watch::Receiver<SourceHealth>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let injector = Injector {
+        opts,
+        workloads,
+        health,
+    };
     let router = Router::new()
         .route("/inject", post(inject))
-        .with_state(Arc::new(Injector { opts, workloads }));
+        .with_state(Arc::new(injector));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
@@ -72,6 +83,16 @@ pub async fn serve(
 }
 
 async fn inject(State(injector): State<Arc<Injector>>, body: Bytes) -> Json<serde_json::Value> {
+    // Right after a start, namespaces' annotations are unknown until discovery's first
+    // snapshot: wait for it rather than let a pod of an annotated namespace through bare.
+    let mut health = injector.health.clone();
+    let synced = health.wait_for(|h| h.synced);
+    if tokio::time::timeout(FIRST_SNAPSHOT_WAIT, synced)
+        .await
+        .is_err()
+    {
+        tracing::warn!("answering without namespaces' annotations: discovery has no snapshot yet");
+    }
     let workloads = injector.workloads.borrow().clone();
     let answer = conduit_k8s::webhook::review(&body, &injector.opts, |ns| {
         workloads.inject_namespaces.contains(ns)
@@ -103,17 +124,29 @@ mod tests {
         std::fs::write(dir.join("tls.key"), key).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        // The pod asks for nothing: its namespace is annotated for injection.
-        let workloads = Workloads {
-            inject_namespaces: ["emojivoto".to_string()].into(),
-            ..Workloads::default()
-        };
+        // The pod asks for nothing: its namespace is annotated for injection, which
+        // discovery learns just after the review arrives (a controller that just
+        // started): the review waits for it.
+        let (workloads_tx, workloads) = watch::channel(Arc::new(Workloads::default()));
+        let (health_tx, health) = watch::channel(SourceHealth::default());
         tokio::spawn(serve(
             listener,
             tls_config(&dir).unwrap(),
             InjectOptions::default(),
-            watch::channel(Arc::new(workloads)).1,
+            workloads,
+            health,
         ));
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            workloads_tx.send_replace(Arc::new(Workloads {
+                inject_namespaces: ["emojivoto".to_string()].into(),
+                ..Workloads::default()
+            }));
+            health_tx.send_replace(SourceHealth {
+                synced: true,
+                problems: Vec::new(),
+            });
+        });
 
         let pod = serde_json::json!({
             "metadata": { "generateName": "web-5d4f8b8c7-", "namespace": "emojivoto",
