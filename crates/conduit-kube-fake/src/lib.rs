@@ -291,9 +291,7 @@ impl FakeApiServer {
     /// On an object of a kind the server does not know: that is the test's mistake.
     pub fn apply(&self, object: Value) -> u64 {
         let key = key_of(&object, None).unwrap_or_else(|e| panic!("apply: {e}"));
-        let rv = store(&self.shared, key, object);
-        self.shared.wake();
-        rv
+        store(&self.shared, key, object).0
     }
 
     /// Deletes an object if it exists.
@@ -303,7 +301,6 @@ impl FakeApiServer {
         };
         let ns = if KINDS[k].namespaced { namespace } else { "" };
         remove(&self.shared, (k, ns.to_string(), name.to_string()));
-        self.shared.wake();
     }
 
     /// Forgets the change history and ends every open watch, as an API server does when
@@ -444,8 +441,9 @@ fn key_of(object: &Value, namespace: Option<&str>) -> Result<Key, String> {
 }
 
 /// Stores an object with a new resourceVersion (and a uid and creation time when new),
-/// recording the change for watches.
-fn store(shared: &Shared, key: Key, mut object: Value) -> u64 {
+/// recording the change for watches and waking them; returns the version and the object
+/// as stored.
+fn store(shared: &Shared, key: Key, mut object: Value) -> (u64, Value) {
     let mut state = shared.lock();
     state.rv += 1;
     let rv = state.rv;
@@ -478,9 +476,11 @@ fn store(shared: &Shared, key: Key, mut object: Value) -> u64 {
         rv,
         key,
         event,
-        object,
+        object: object.clone(),
     });
-    rv
+    drop(state);
+    shared.wake();
+    (rv, object)
 }
 
 /// A Secret's `stringData` is written into `data`, base64, as the API server does.
@@ -496,6 +496,7 @@ fn string_data_to_data(secret: &mut Value) {
     }
 }
 
+/// Deletes an object, recording the change for watches and waking them.
 fn remove(shared: &Shared, key: Key) -> Option<Value> {
     let mut state = shared.lock();
     let mut object = state.objects.remove(&key)?;
@@ -508,6 +509,8 @@ fn remove(shared: &Shared, key: Key) -> Option<Value> {
         event: "DELETED",
         object: object.clone(),
     });
+    drop(state);
+    shared.wake();
     Some(object)
 }
 
@@ -816,15 +819,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
                     (current, StatusCode::OK)
                 }
             };
-            store(shared, key.clone(), object);
-            shared.wake();
-            let stored = shared.lock().objects.get(&key).cloned().unwrap_or_default();
-            json_response(code, &stored)
+            json_response(code, &store(shared, key, object).1)
         }
         (Method::DELETE, Some(name)) => {
-            let removed = remove(shared, (t.kind, namespace_of(&t), name.clone()));
-            shared.wake();
-            match removed {
+            match remove(shared, (t.kind, namespace_of(&t), name.clone())) {
                 Some(o) => json_response(StatusCode::OK, &o),
                 None => not_found(kind, name),
             }
@@ -895,10 +893,7 @@ fn create(shared: &Shared, t: &Target, object: Value) -> Response<Body> {
             format!("{} \"{}\" already exists", kind.plural, key.2),
         );
     }
-    store(shared, key.clone(), object);
-    shared.wake();
-    let stored = shared.lock().objects.get(&key).cloned().unwrap_or_default();
-    json_response(StatusCode::CREATED, &stored)
+    json_response(StatusCode::CREATED, &store(shared, key, object).1)
 }
 
 fn list(shared: &Shared, t: &Target, params: &HashMap<String, String>) -> Response<Body> {
