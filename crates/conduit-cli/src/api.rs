@@ -11,8 +11,18 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 
-/// The port of the control plane's API Service (`conduit-api`) that `conduit install` writes.
-const API_SERVICE_PORT: u16 = 8085;
+/// `path` on the API of the control plane in `namespace`, through the Kubernetes API
+/// server's service proxy (the `conduit-api` Service `conduit install` writes).
+pub fn proxied_path(namespace: &str, path: &str) -> String {
+    let port = conduit_k8s::install::API_PORT;
+    format!("/api/v1/namespaces/{namespace}/services/http:conduit-api:{port}/proxy{path}")
+}
+
+/// The `message` of a Kubernetes API `Status` body, if that is what `body` is.
+pub fn status_message(body: &[u8]) -> Option<String> {
+    let status: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(status["message"].as_str()?.to_string())
+}
 
 /// Where the control plane is: the flags every command that talks to it takes.
 #[derive(Args, Clone, Debug, Default)]
@@ -209,10 +219,8 @@ async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<AnyBo
             let cluster = config.cluster_url.to_string();
             let client = kube::Client::try_from((**config).clone())
                 .with_context(|| format!("cannot make a client for {cluster}"))?;
-            let proxied = format!(
-                "/api/v1/namespaces/{namespace}/services/http:conduit-api:{API_SERVICE_PORT}/proxy{path}"
-            );
-            let req = http::Request::get(proxied).body(kube::client::Body::empty())?;
+            let req = http::Request::get(proxied_path(namespace, path))
+                .body(kube::client::Body::empty())?;
             let rsp = client
                 .send(req)
                 .await
@@ -222,8 +230,7 @@ async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<AnyBo
             {
                 let status = rsp.status();
                 let body = rsp.into_body().collect().await?.to_bytes();
-                let message: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                let message = message["message"].as_str().unwrap_or("").to_string();
+                let message = status_message(&body).unwrap_or_default();
                 // The control plane's own errors are JSON with "error"; these are the API
                 // server's.
                 if status == http::StatusCode::FORBIDDEN {

@@ -146,17 +146,13 @@ fn identity_service(
 
 /// What the injector gives pods: this control plane's addresses and the proxy flags.
 fn inject_options(args: &Args) -> conduit_k8s::inject::InjectOptions {
+    use conduit_k8s::install::grpc_addr;
     let defaults = conduit_k8s::inject::InjectOptions::default();
-    let service = |name: &str| {
-        format!(
-            "{name}.{}.svc.cluster.local:8086",
-            args.control_plane_namespace
-        )
-    };
+    let ns = &args.control_plane_namespace;
     conduit_k8s::inject::InjectOptions {
         proxy_image: args.proxy_image.clone().unwrap_or(defaults.proxy_image),
-        destination_addr: service("conduit-destination"),
-        identity_addr: service("conduit-identity"),
+        destination_addr: grpc_addr("conduit-destination", ns),
+        identity_addr: grpc_addr("conduit-identity", ns),
         native_sidecar: args.proxy_native_sidecar,
         log: args.proxy_log_level.clone(),
         ..defaults

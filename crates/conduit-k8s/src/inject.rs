@@ -96,8 +96,8 @@ impl Default for InjectOptions {
     fn default() -> Self {
         InjectOptions {
             proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
-            destination_addr: "conduit-destination.conduit.svc.cluster.local:8086".into(),
-            identity_addr: "conduit-identity.conduit.svc.cluster.local:8086".into(),
+            destination_addr: crate::install::grpc_addr("conduit-destination", "conduit"),
+            identity_addr: crate::install::grpc_addr("conduit-identity", "conduit"),
             proxy_uid: 2102,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),

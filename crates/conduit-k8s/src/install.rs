@@ -287,9 +287,18 @@ pub struct WebhookTls {
 }
 
 const CONTROLLER: &str = "conduit-controller";
-const GRPC_PORT: u16 = 8086;
-const API_PORT: u16 = 8085;
+/// The controller's gRPC port (Destination, Identity, InboundPolicy), behind the
+/// `conduit-destination` and `conduit-identity` Services.
+pub const GRPC_PORT: u16 = 8086;
+/// The controller's HTTP API port, behind the `conduit-api` Service.
+pub const API_PORT: u16 = 8085;
 const WEBHOOK_PORT: u16 = 8443;
+
+/// Where a proxy reaches the control plane's gRPC Service `service` installed in
+/// `namespace`.
+pub fn grpc_addr(service: &str, namespace: &str) -> String {
+    format!("{service}.{namespace}.svc.cluster.local:{GRPC_PORT}")
+}
 
 /// The webhook Service's DNS name in `namespace`, what its certificate must name.
 pub fn webhook_dns_name(namespace: &str) -> String {

@@ -267,7 +267,7 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         }
     });
     // The API, through the API server's service proxy, as the other commands reach it.
-    let path = format!("/api/v1/namespaces/{ns}/services/http:conduit-api:8085/proxy/ready");
+    let path = crate::api::proxied_path(ns, "/ready");
     let what = "the control plane API answers";
     checks.push(match service_get(client, &path).await {
         Ok((200, body)) if body.trim() == "ready" => Check::ok(what),
@@ -317,12 +317,12 @@ async fn service_get(client: &Client, path: &str) -> anyhow::Result<(u16, String
     let rsp = client.send(req).await?;
     let code = rsp.status().as_u16();
     let body = rsp.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body).into_owned();
     // The API server's own refusals are a Status; say its message.
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string));
-    Ok((code, message.unwrap_or(text)))
+    let text = crate::api::status_message(&body);
+    Ok((
+        code,
+        text.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+    ))
 }
 
 fn pod_ready(pod: &Pod) -> bool {
