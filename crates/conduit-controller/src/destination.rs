@@ -4,7 +4,9 @@
 //! so the proxy uses the original destination. Profiles (a Service's routes with their
 //! timeouts and retries, from its ServiceProfile) stream the same way.
 
-use crate::discovery::{follow, split_authority, when_changed, Input, Workloads};
+use crate::discovery::{
+    follow, split_authority, when_changed, Input, PodInfo, ServiceInfo, ServicePortInfo, Workloads,
+};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
     update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
@@ -30,61 +32,69 @@ impl DestinationService {
     }
 }
 
+/// What a name resolves to: a Service's port, or else a pod by its own address.
+enum Named<'a> {
+    Service(&'a Arc<ServiceInfo>, &'a ServicePortInfo),
+    Pod(Option<(&'a Arc<PodInfo>, u16)>),
+}
+
+fn named<'a>(w: &'a Workloads, path: &str, context_ns: &str) -> Named<'a> {
+    if let Some((service, port)) = w.resolve(path, context_ns) {
+        return Named::Service(service, port);
+    }
+    let pod = split_authority(path)
+        .and_then(|(host, port)| Some((w.pod_by_ip(host.parse().ok()?)?, port)));
+    Named::Pod(pod)
+}
+
 /// What a proxy asking for `path` from namespace `context_ns` should get now.
 pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
-    if let Some((service, port)) = w.resolve(path, context_ns) {
-        if port.endpoints.is_empty() {
-            return no_endpoints(true);
+    let (endpoints, labels) = match named(w, path, context_ns) {
+        Named::Service(_, port) if port.endpoints.is_empty() => return no_endpoints(true),
+        Named::Service(service, port) => {
+            let endpoints = port
+                .endpoints
+                .iter()
+                .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip()).map(|p| &**p)))
+                .collect();
+            let labels = HashMap::from([
+                ("namespace".to_string(), service.namespace.clone()),
+                ("service".to_string(), service.name.clone()),
+            ]);
+            (endpoints, labels)
         }
-        let endpoints = port
-            .endpoints
-            .iter()
-            .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip()).map(|p| &**p)))
-            .collect();
-        let labels = HashMap::from([
-            ("namespace".to_string(), service.namespace.clone()),
-            ("service".to_string(), service.name.clone()),
-        ]);
-        return Update {
-            update: Some(update::Update::Endpoints(EndpointSet { endpoints, labels })),
-        };
-    }
-    // A pod's own address: the pod is its only endpoint.
-    let pod = split_authority(path)
-        .and_then(|(host, port)| Some((host.parse().ok()?, port)))
-        .and_then(|(ip, port)| Some((w.pod_by_ip(ip)?, port)));
-    match pod {
-        Some((pod, port)) if pod.ready => Update {
-            update: Some(update::Update::Endpoints(EndpointSet {
-                endpoints: vec![endpoint(
-                    std::net::SocketAddr::new(pod.ip, port),
-                    Some(&**pod),
-                )],
-                labels: HashMap::new(),
-            })),
-        },
-        _ => no_endpoints(false),
+        // A pod's own address: the pod is its only endpoint.
+        Named::Pod(Some((pod, port))) if pod.ready => {
+            let addr = std::net::SocketAddr::new(pod.ip, port);
+            (vec![endpoint(addr, Some(&**pod))], HashMap::new())
+        }
+        Named::Pod(_) => return no_endpoints(false),
+    };
+    Update {
+        update: Some(update::Update::Endpoints(EndpointSet { endpoints, labels })),
     }
 }
 
 /// What [`update_for`] reads: the Service (or pod) the name resolves to and the pods
 /// behind its endpoints.
 fn inputs_of(w: &Workloads, path: &str, context_ns: &str) -> Vec<Input> {
-    if let Some((service, port)) = w.resolve(path, context_ns) {
-        let pods = port.endpoints.iter().map(|e| w.pod_by_ip(e.addr.ip()));
-        let mut inputs = vec![Input::Service(Some(service.clone()))];
-        inputs.extend(pods.map(|p| Input::Pod(p.cloned())));
-        return inputs;
+    match named(w, path, context_ns) {
+        Named::Service(service, port) => {
+            let pods = port.endpoints.iter().map(|e| w.pod_by_ip(e.addr.ip()));
+            let mut inputs = vec![Input::Service(Some(service.clone()))];
+            inputs.extend(pods.map(|p| Input::Pod(p.cloned())));
+            inputs
+        }
+        Named::Pod(pod) => vec![
+            Input::Service(None),
+            Input::Pod(pod.map(|(p, _)| p.clone())),
+        ],
     }
-    let pod = split_authority(path)
-        .and_then(|(host, _)| host.parse().ok())
-        .and_then(|ip| w.pod_by_ip(ip));
-    vec![Input::Service(None), Input::Pod(pod.cloned())]
 }
 
 /// An endpoint at `addr`, served by `pod` when discovery knows it. A meshed pod's proxy
 /// proves its ServiceAccount's identity; clients' proxies expect exactly that one.
-fn endpoint(addr: std::net::SocketAddr, pod: Option<&crate::discovery::PodInfo>) -> Endpoint {
+fn endpoint(addr: std::net::SocketAddr, pod: Option<&PodInfo>) -> Endpoint {
     let meshed = pod.filter(|p| p.meshed);
     Endpoint {
         addr: addr.to_string(),
@@ -96,7 +106,7 @@ fn endpoint(addr: std::net::SocketAddr, pod: Option<&crate::discovery::PodInfo>)
     }
 }
 
-fn pod_labels(p: &crate::discovery::PodInfo) -> HashMap<String, String> {
+fn pod_labels(p: &PodInfo) -> HashMap<String, String> {
     HashMap::from([
         ("namespace".to_string(), p.namespace.clone()),
         ("deployment".to_string(), p.deployment.clone()),

@@ -267,18 +267,16 @@ impl LocalRegistry {
         let (health_tx, health) = watch::channel(SourceHealth::default());
         tokio::spawn(async move {
             let mut seen: Option<SystemTime> = None;
+            let mut failing_since: Option<SystemTime> = None;
             loop {
                 let modified = std::fs::metadata(&state_file)
                     .and_then(|m| m.modified())
                     .ok();
                 if modified != seen {
                     seen = modified;
-                    match read_local_state(&state_file) {
+                    let problems = match read_local_state(&state_file) {
                         Ok(w) => {
-                            health_tx.send_replace(SourceHealth {
-                                synced: true,
-                                problems: Vec::new(),
-                            });
+                            failing_since = None;
                             tx.send_if_modified(|cur| {
                                 let changed = **cur != w;
                                 if changed {
@@ -286,19 +284,25 @@ impl LocalRegistry {
                                 }
                                 changed
                             });
+                            Vec::new()
                         }
                         Err(error) => {
                             tracing::debug!(%error, "local state not readable");
-                            health_tx.send_modify(|h| {
-                                let what = format!("the local state {}", state_file.display());
-                                h.problems = vec![SourceHealth::problem(
-                                    &what,
-                                    SystemTime::now(),
-                                    &error.to_string(),
-                                )];
-                            });
+                            let since = *failing_since.get_or_insert_with(SystemTime::now);
+                            let what = format!("the local state {}", state_file.display());
+                            vec![SourceHealth::problem(&what, since, &error.to_string())]
                         }
-                    }
+                    };
+                    health_tx.send_if_modified(|h| {
+                        // Synced once a state was read; the last one is served after.
+                        let next = SourceHealth {
+                            synced: h.synced || problems.is_empty(),
+                            problems,
+                        };
+                        let changed = *h != next;
+                        *h = next;
+                        changed
+                    });
                 }
                 if tx.is_closed() {
                     return;

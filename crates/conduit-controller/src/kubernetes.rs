@@ -93,9 +93,9 @@ impl Source {
             Source::Services => ApiResource::erase::<Service>(&()),
             Source::EndpointSlices => ApiResource::erase::<EndpointSlice>(&()),
             Source::Namespaces => ApiResource::erase::<Namespace>(&()),
-            Source::Servers => policy_resource("Server"),
-            Source::AuthorizationPolicies => policy_resource("AuthorizationPolicy"),
-            Source::ServiceProfiles => profile_resource(),
+            Source::Servers => custom("policy.conduit.io", "Server"),
+            Source::AuthorizationPolicies => custom("policy.conduit.io", "AuthorizationPolicy"),
+            Source::ServiceProfiles => custom("conduit.io", "ServiceProfile"),
         }
     }
 
@@ -135,24 +135,14 @@ where
         .boxed()
 }
 
-fn policy_api(client: &Client, kind: &str) -> Api<DynamicObject> {
-    Api::all_with(client.clone(), &policy_resource(kind))
+/// One of the mesh's own resources (all `v1alpha1`).
+fn custom(group: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1alpha1", kind))
 }
 
-fn policy_resource(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "policy.conduit.io",
-        "v1alpha1",
-        kind,
-    ))
-}
-
-fn profile_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "conduit.io",
-        "v1alpha1",
-        "ServiceProfile",
-    ))
+/// The cluster-wide API of what `source` watches, untyped.
+fn dynamic_api(client: &Client, source: Source) -> Api<DynamicObject> {
+    Api::all_with(client.clone(), &source.resource())
 }
 
 /// What the run loop reacts to: a watch's event or error, or a failing watch's resource
@@ -181,17 +171,17 @@ async fn run(
             Update::Namespace,
         ),
         watch_all(
-            policy_api(&client, "Server"),
+            dynamic_api(&client, Source::Servers),
             Source::Servers,
             Update::Server,
         ),
         watch_all(
-            policy_api(&client, "AuthorizationPolicy"),
+            dynamic_api(&client, Source::AuthorizationPolicies),
             Source::AuthorizationPolicies,
             Update::Authorization,
         ),
         watch_all(
-            Api::all_with(client.clone(), &profile_resource()),
+            dynamic_api(&client, Source::ServiceProfiles),
             Source::ServiceProfiles,
             Update::Profile,
         ),
@@ -279,7 +269,7 @@ impl Failures {
         }
         tracing::warn!(watch = source.name(), %error, "Kubernetes API watch failing; serving the last state meanwhile");
         self.failing.insert(source, (SystemTime::now(), error));
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &source.resource());
+        let api = dynamic_api(&self.client, source);
         let answered = self.answered.clone();
         tokio::spawn(async move {
             let one = kube::api::ListParams::default().limit(1);
@@ -317,12 +307,23 @@ impl Failures {
 
 /// Whether two snapshots hold the same workloads (generations aside).
 fn same_content(a: &Workloads, b: &Workloads) -> bool {
-    a.pods == b.pods
-        && a.services == b.services
-        && a.policy == b.policy
-        && a.inject_namespaces == b.inject_namespaces
-        && a.namespaces == b.namespaces
-        && a.profiles == b.profiles
+    // Every field named, so that a new one cannot be left out of the comparison.
+    let Workloads {
+        pods,
+        services,
+        policy,
+        profiles,
+        inject_namespaces,
+        namespaces,
+        lookup: _,
+        generation: _,
+    } = a;
+    *pods == b.pods
+        && *services == b.services
+        && *policy == b.policy
+        && *profiles == b.profiles
+        && *inject_namespaces == b.inject_namespaces
+        && *namespaces == b.namespaces
 }
 
 /// One kind's objects, reduced, by namespace and name; kept in step with a watch.
