@@ -1,5 +1,5 @@
-//! `conduit tap deploy/NAME`: live requests of a resource's pods, one line per event,
-//! until Ctrl-C or `--max` requests.
+//! `conduit tap deploy/NAME`: live requests of a resource's pods (and the connections
+//! their policy kept out), one line per event, until Ctrl-C or `--max` of them.
 
 use crate::api::{query_value as q, resource_kind, stream_lines, ControlPlaneArgs};
 use anyhow::bail;
@@ -79,6 +79,14 @@ pub fn format_line(e: &Value) -> String {
             }
             line
         }
+        "denied" => {
+            let mut line = format!("deny {head}");
+            if let Some(id) = e["client_id"].as_str() {
+                line.push_str(&format!(" client-id={id}"));
+            }
+            line.push_str(&format!(" proxy-error={:?}", s("proxy_error")));
+            line
+        }
         "error" => format!("error pod={} {}", s("pod"), s("error")),
         _ => e.to_string(),
     }
@@ -142,6 +150,14 @@ mod tests {
         assert_eq!(
             format_line(&end),
             "end id=web-1:3 proxy=out src=a dst=b duration=812µs response-length=40B grpc-status=2"
+        );
+        let denied: Value = serde_json::from_str(
+            r#"{"type":"denied","id":"web-1:4","direction":"inbound","src":"198.18.0.6:4000","src_resource":"deploy/vote-bot","dst":"198.18.0.4:7000","client_id":"vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local","proxy_error":"forbidden by policy: no"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_line(&denied),
+            "deny id=web-1:4 proxy=in  src=198.18.0.6:4000 (deploy/vote-bot) dst=198.18.0.4:7000 client-id=vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local proxy-error=\"forbidden by policy: no\""
         );
     }
 }

@@ -57,11 +57,11 @@ spec:
 ---
 apiVersion: policy.conduit.io/v1alpha1
 kind: AuthorizationPolicy
-metadata: {name: echo-from-web, namespace: emojivoto}
+metadata: {name: echo-from-emoji, namespace: emojivoto}
 spec:
   targetRef: {kind: Server, name: web-echo}
   allow:
-  - serviceAccount: {name: web}
+  - serviceAccount: {name: emoji}
 "#;
 
 /// Brings up the meshed sample app with `extra` applied alongside it.
@@ -228,8 +228,9 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
         "{voting_metrics}"
     );
 
-    // Opaque TCP: only the web itself may reach its echo port; the vote bot's connection
-    // is closed without an answer.
+    // Opaque TCP, on a port its Server declares opaque (so the inbound proxy reads no
+    // protocol): the emoji service's proxy gets through over mesh TLS and is echoed; the
+    // vote bot's connection is closed without an answer.
     let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
     let mut echo_server = Command::new(CONDUIT)
         .args([
@@ -252,9 +253,9 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
     let client = format!(
         "import socket\nc=socket.create_connection(('{web_ip}',7000),timeout=10)\nc.sendall(b'knock:knock')\nprint(repr(c.recv(100)))\n"
     );
+    let got = rt.exec("emoji", &["python3", "-c", &client]);
+    assert_eq!(got.trim(), "b'knock:knock'", "echoed to the allowed client");
     let got = rt.exec("vote-bot", &["python3", "-c", &client]);
-    let _ = echo_server.kill();
-    let _ = echo_server.wait();
     assert_eq!(got.trim(), "b''", "closed, with nothing echoed");
     let web_metrics = proxy_metrics(&node, &web_ip);
     assert!(
@@ -272,7 +273,8 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
         "{web_metrics}"
     );
 
-    // Tap shows a denied request with its 403 and the proxy's reason.
+    // Tap shows both kinds of denial: a request that ended in 403 with the proxy's
+    // reason, and a TCP connection kept out, with the client's identity.
     let mut tap = Command::new(CONDUIT)
         .args(["tap", "deploy/web", "-n", "emojivoto", "-o", "json"])
         .env("CONDUIT_LOCAL_DIR", &rt.dir)
@@ -281,28 +283,66 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
         .unwrap();
     let lines = std::io::BufRead::lines(std::io::BufReader::new(tap.stdout.take().unwrap()));
     let url = format!("http://{web_ip}:8080/api/denied-for-tap");
-    let node2 = node.clone();
-    let knocker = std::thread::spawn(move || {
-        for _ in 0..20 {
-            node_curl(&node2, &url);
-            std::thread::sleep(Duration::from_millis(300));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (denied_request, denied_connection) = std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..20 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                node_curl(&node, &url);
+                rt.exec("vote-bot", &["python3", "-c", &client]);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        let (mut request, mut connection) = (None, None);
+        for line in lines.take(5000) {
+            let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if e["type"] == "end"
+                && e["proxy_error"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("forbidden by policy"))
+            {
+                request = Some(e);
+            } else if e["type"] == "denied" {
+                connection = Some(e);
+            }
+            if request.is_some() && connection.is_some() {
+                break;
+            }
         }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tap.kill();
+        let _ = tap.wait();
+        (request, connection)
     });
-    let mut seen: Option<Value> = None;
-    for line in lines.take(5000) {
-        let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if e["type"] == "response" && e["status"] == 403 {
-            seen = Some(e);
-            break;
-        }
-    }
-    let _ = tap.kill();
-    let _ = tap.wait();
-    let _ = knocker.join();
-    let seen = seen.expect("tap showed a denied request");
+    let _ = echo_server.kill();
+    let _ = echo_server.wait();
+    let denied_request = denied_request.expect("tap showed a denied request");
+    assert_eq!(
+        denied_request["dst"],
+        format!("{web_ip}:8080"),
+        "{denied_request}"
+    );
+    let denied_connection = denied_connection.expect("tap showed a denied connection");
+    assert_eq!(
+        (
+            denied_connection["dst"].as_str(),
+            denied_connection["src_resource"].as_str(),
+            denied_connection["client_id"].as_str(),
+        ),
+        (
+            Some(format!("{web_ip}:7000").as_str()),
+            Some("deploy/vote-bot"),
+            Some("vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local")
+        ),
+        "{denied_connection}"
+    );
     assert!(
-        seen.to_string().contains("forbidden by policy") || seen["status"] == 403,
-        "{seen}"
+        denied_connection["proxy_error"]
+            .as_str()
+            .is_some_and(|r| r.contains("emojivoto/web-echo")),
+        "{denied_connection}"
     );
 }
 

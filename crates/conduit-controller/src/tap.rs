@@ -19,7 +19,8 @@ use tracing::debug;
 /// One tap event, as the API streams it.
 #[derive(Debug, Default, PartialEq, Serialize)]
 pub struct TapLine {
-    /// `request`, `response` or `end`.
+    /// `request`, `response`, `end`, `denied` (a connection kept out by policy) or
+    /// `error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Unique per request: the observed pod and the proxy's request number.
@@ -54,6 +55,9 @@ pub struct TapLine {
     pub response_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_error: Option<String>,
+    /// The client's mesh identity, for `denied` lines of clients that had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// For `error` lines: why a pod could not be observed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -103,6 +107,11 @@ pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
             l.response_bytes = Some(r.response_bytes);
             l.proxy_error = (!r.proxy_error.is_empty()).then_some(r.proxy_error);
         }
+        tap_event::Event::ConnectionDenied(d) => {
+            l.kind = "denied";
+            l.proxy_error = Some(d.reason);
+            l.client_id = (!d.client_id.is_empty()).then_some(d.client_id);
+        }
     }
     Some(l)
 }
@@ -116,7 +125,8 @@ pub struct TapRequest {
     pub path_prefix: String,
 }
 
-/// Observes `pods` and sends their events to `tx` until `max` requests have ended
+/// Observes `pods` and sends their events to `tx` until `max` requests have ended (or
+/// connections were denied)
 /// (across all pods) or the receiver goes away.
 pub fn spawn(
     workloads: Arc<Workloads>,
@@ -164,7 +174,8 @@ pub fn spawn(
                 let Some(l) = line(&w, &pod, event) else {
                     continue;
                 };
-                let is_end = l.kind == "end";
+                // A denied connection is over as soon as it is reported.
+                let is_end = matches!(l.kind, "end" | "denied");
                 if tx.send(l).await.is_err() {
                     return;
                 }
@@ -184,7 +195,7 @@ pub fn spawn(
 mod tests {
     use super::*;
     use crate::discovery::tests::sample;
-    use conduit_api::tap::{RequestInit, ResponseEnd};
+    use conduit_api::tap::{ConnectionDenied, RequestInit, ResponseEnd};
 
     #[test]
     fn lines_name_the_workloads_behind_addresses() {
@@ -230,5 +241,24 @@ mod tests {
             json.get("method").is_none() && json.get("proxy_error").is_none(),
             "{json}"
         );
+        let denied = TapEvent {
+            source: "198.18.0.5:40000".into(),
+            destination: "198.18.0.3:7000".into(),
+            event: Some(tap_event::Event::ConnectionDenied(ConnectionDenied {
+                reason: "forbidden by policy: no".into(),
+                client_id: "web.emojivoto.serviceaccount.identity.conduit.cluster.local".into(),
+            })),
+            ..TapEvent::default()
+        };
+        let l = line(&w, &web, denied).unwrap();
+        assert_eq!(
+            (l.kind, l.proxy_error.as_deref(), l.client_id.as_deref()),
+            (
+                "denied",
+                Some("forbidden by policy: no"),
+                Some("web.emojivoto.serviceaccount.identity.conduit.cluster.local")
+            )
+        );
+        assert_eq!(l.src_resource.as_deref(), Some("deploy/vote-bot"));
     }
 }

@@ -58,6 +58,11 @@ pub struct Role {
     pub policy: Option<Arc<InboundPolicy>>,
 }
 
+/// How long an inbound connection to an opaque or server-speaks-first port is watched
+/// for a meshed client's ClientHello, which its proxy sends as soon as it is connected.
+/// Only an unmeshed client of a server-speaks-first port waits this long for its server.
+const MESH_HELLO_WAIT: Duration = Duration::from_millis(100);
+
 /// An accepted, redirected connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Accepted {
@@ -190,6 +195,11 @@ impl Side {
         };
         let mut buf = BytesMut::new();
         let decided = match self.decide(&mut tcp, &mut buf, orig_dst.port()).await {
+            Ok(port @ (Decided::OpaquePort | Decided::ServerFirstPort))
+                if self.takes_mesh_tls() =>
+            {
+                self.mesh_tls_on_port(&mut tcp, &mut buf, port).await
+            }
             Ok(d) => d,
             Err(error) => return debug!(%error, "reading from the client failed"),
         };
@@ -244,6 +254,13 @@ impl Side {
             if let Decision::Deny { server, reason } = authz.decide() {
                 self.metrics.authz_denied(false, server.as_deref());
                 info!(%client, %orig_dst, %reason, "connection denied by policy; closing it");
+                self.taps.connection_denied(
+                    self.direction,
+                    client,
+                    orig_dst,
+                    &reason,
+                    peer.identity(),
+                );
                 return;
             }
         }
@@ -298,7 +315,10 @@ impl Side {
                 self.refuse(io, ProxyError::RequestHeadTimeout { timeout })
                     .await
             }
-            Decided::Silence | Decided::ServerFirstPort if io.get_ref().plain().is_some() => {
+            // A client that already sent bytes spoke first: those bytes must go along.
+            Decided::Silence | Decided::ServerFirstPort
+                if io.get_ref().plain().is_some() && buf.is_empty() =>
+            {
                 self.splice_and_learn(accepted, io, decided).await
             }
             Decided::Bytes(Protocol::Tls | Protocol::Opaque)
@@ -387,6 +407,28 @@ impl Side {
             }
         };
         Some((stream, decided, buf, PeerTls::Client(terminated.client_id)))
+    }
+
+    /// Whether meshed clients reach this side over mesh TLS: inbound, with an identity.
+    fn takes_mesh_tls(&self) -> bool {
+        self.direction == Direction::Inbound && self.tls.is_some()
+    }
+
+    /// On a port whose protocol is known without reading (opaque or server-speaks-first),
+    /// a meshed client's proxy still opens mesh TLS, and its ClientHello follows the
+    /// connection at once: waited for briefly, it is terminated like on any other port.
+    /// Anything else keeps the port's decision (with what was read kept in `buf`).
+    async fn mesh_tls_on_port(
+        &self,
+        tcp: &mut TcpStream,
+        buf: &mut BytesMut,
+        port: Decided,
+    ) -> Decided {
+        let limit = self.config.max_header_bytes;
+        match detect::detect(tcp, buf, MESH_HELLO_WAIT, limit).await {
+            Ok(Detection::Detected(Protocol::Tls)) => Decided::Bytes(Protocol::Tls),
+            _ => port,
+        }
     }
 
     async fn decide<I: AsyncRead + Unpin>(

@@ -5,7 +5,8 @@
 
 use crate::{config::PodIdentity, metrics::Direction};
 use conduit_api::tap::{
-    tap_event, tap_server::Tap, ObserveRequest, RequestInit, ResponseEnd, ResponseInit, TapEvent,
+    tap_event, tap_server::Tap, ConnectionDenied, ObserveRequest, RequestInit, ResponseEnd,
+    ResponseInit, TapEvent,
 };
 use http::Request;
 use std::{
@@ -98,6 +99,85 @@ impl Taps {
         self.active.load(Ordering::Relaxed) > 0
     }
 
+    /// The observers that want an event with `authority` and `path`, each counting it
+    /// against its limit.
+    fn claim(&self, authority: &str, path: &str) -> Vec<mpsc::Sender<TapEvent>> {
+        let mut exhausted = Vec::new();
+        let senders = self
+            .lock()
+            .iter()
+            .filter(|o| o.authority.is_empty() || authority.contains(&o.authority))
+            .filter(|o| path.starts_with(&o.path_prefix))
+            .filter(|o| match &o.remaining {
+                None => true,
+                Some(r) => {
+                    let left =
+                        r.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                    if left == Ok(1) {
+                        exhausted.push(o.id);
+                    }
+                    left.is_ok()
+                }
+            })
+            .map(|o| o.tx.clone())
+            .collect();
+        // An observer that has all its requests takes no new ones; its stream ends once
+        // the ones in flight have been reported.
+        for id in exhausted {
+            self.forget(id);
+        }
+        senders
+    }
+
+    /// Reports a connection that policy kept out, if anyone wants it. Such a connection
+    /// has no authority or path: observers filtering on a path don't see it, and one
+    /// filtering on an authority sees it when the destination address contains it.
+    pub fn connection_denied(
+        &self,
+        direction: Direction,
+        source: SocketAddr,
+        destination: SocketAddr,
+        reason: &str,
+        client_id: Option<&str>,
+    ) {
+        if !self.is_active() {
+            return;
+        }
+        let senders = self.claim(&destination.to_string(), "");
+        if senders.is_empty() {
+            return;
+        }
+        self.tapped(senders, direction, source, destination).send(
+            tap_event::Event::ConnectionDenied(ConnectionDenied {
+                reason: reason.to_string(),
+                client_id: client_id.unwrap_or_default().to_string(),
+            }),
+        );
+    }
+
+    /// A new event stream for `senders`, numbered on this proxy.
+    fn tapped(
+        &self,
+        senders: Vec<mpsc::Sender<TapEvent>>,
+        direction: Direction,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) -> TappedRequest {
+        TappedRequest {
+            senders,
+            template: TapEvent {
+                source: source.to_string(),
+                destination: destination.to_string(),
+                direction: direction.as_str().to_string(),
+                proxy_labels: self.labels.clone(),
+                peer_labels: HashMap::new(),
+                request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
+                event: None,
+            },
+            started: Instant::now(),
+        }
+    }
+
     /// The tap of one request, if anyone wants it; reports its start.
     pub fn start<B>(
         self: &Arc<Self>,
@@ -125,46 +205,11 @@ impl Taps {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let mut exhausted = Vec::new();
-        let senders: Vec<mpsc::Sender<TapEvent>> = self
-            .lock()
-            .iter()
-            .filter(|o| o.authority.is_empty() || authority.contains(&o.authority))
-            .filter(|o| path.starts_with(&o.path_prefix))
-            .filter(|o| match &o.remaining {
-                None => true,
-                Some(r) => {
-                    let left =
-                        r.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-                    if left == Ok(1) {
-                        exhausted.push(o.id);
-                    }
-                    left.is_ok()
-                }
-            })
-            .map(|o| o.tx.clone())
-            .collect();
-        // An observer that has all its requests takes no new ones; its stream ends once
-        // the ones in flight have been reported.
-        for id in exhausted {
-            self.forget(id);
-        }
+        let senders = self.claim(&authority, &path);
         if senders.is_empty() {
             return None;
         }
-        let tapped = TappedRequest {
-            senders,
-            template: TapEvent {
-                source: source.to_string(),
-                destination: destination.to_string(),
-                direction: direction.as_str().to_string(),
-                proxy_labels: self.labels.clone(),
-                peer_labels: HashMap::new(),
-                request_id: self.next_request.fetch_add(1, Ordering::Relaxed),
-                event: None,
-            },
-            started: Instant::now(),
-        };
+        let tapped = self.tapped(senders, direction, source, destination);
         tapped.send(tap_event::Event::RequestInit(RequestInit {
             method: req.method().to_string(),
             scheme: req.uri().scheme_str().unwrap_or("http").to_string(),
@@ -397,5 +442,52 @@ mod tests {
         }
         assert_eq!(inits, 3, "the unlimited observer saw every request");
         assert!(taps.is_active());
+    }
+
+    #[tokio::test]
+    async fn denied_connections_reach_observers_that_filter_by_nothing_but_address() {
+        let taps = Taps::new(&pod());
+        let (_, mut all) = taps.observe(&ObserveRequest {
+            limit: 1,
+            ..ObserveRequest::default()
+        });
+        let (_, mut echo_port) = taps.observe(&ObserveRequest {
+            authority: ":7000".into(),
+            ..ObserveRequest::default()
+        });
+        let (_, mut paths) = taps.observe(&ObserveRequest {
+            path_prefix: "/api".into(),
+            ..ObserveRequest::default()
+        });
+        let id = "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local";
+        for port in [7000, 7001] {
+            taps.connection_denied(
+                Direction::Inbound,
+                addr("198.18.0.6:5000"),
+                SocketAddr::new(addr("198.18.0.4:0").ip(), port),
+                "forbidden by policy: no",
+                Some(id),
+            );
+        }
+
+        let e = all.try_recv().unwrap();
+        assert_eq!(e.destination, "198.18.0.4:7000");
+        let Some(tap_event::Event::ConnectionDenied(d)) = &e.event else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (d.reason.as_str(), d.client_id.as_str()),
+            ("forbidden by policy: no", id)
+        );
+        assert!(
+            all.recv().await.is_none(),
+            "a denial counts against a limit"
+        );
+        assert_eq!(echo_port.try_recv().unwrap().destination, "198.18.0.4:7000");
+        assert!(
+            echo_port.try_recv().is_err(),
+            "port 7001 is not the observed address"
+        );
+        assert!(paths.try_recv().is_err(), "a connection has no path");
     }
 }
