@@ -34,6 +34,8 @@ pub struct ApiState {
     pub max_window: Duration,
     /// Certificates issued and refused.
     pub identity_counts: Arc<crate::identity::Counts>,
+    /// Mesh TLS to proxies' tap servers, when the mesh has identities.
+    pub tap_tls: Option<Arc<crate::tap_client::TapTls>>,
 }
 
 /// The API's routes.
@@ -241,7 +243,7 @@ async fn tap(State(s): State<ApiState>, Query(q): Query<TapQuery>) -> Result<Res
         authority: q.authority,
         path_prefix: q.path,
     };
-    crate::tap::spawn(workloads, pods, request, tx);
+    crate::tap::spawn(workloads, pods, request, s.tap_tls.clone(), tx);
     let lines =
         tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |l| {
             Ok::<_, std::convert::Infallible>(serde_json::to_string(&l).unwrap_or_default() + "\n")
@@ -281,7 +283,13 @@ async fn top(
     let (workloads, pods) =
         tap_targets(&s, &q.resource, q.name.as_deref(), q.namespace.as_deref())?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    crate::tap::spawn(workloads, pods, TapRequest::default(), tx);
+    crate::tap::spawn(
+        workloads,
+        pods,
+        TapRequest::default(),
+        s.tap_tls.clone(),
+        tx,
+    );
     let mut top = Top::default();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, rx.recv()).await {

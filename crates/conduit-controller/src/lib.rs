@@ -14,6 +14,7 @@ pub mod prom;
 pub mod scrape;
 pub mod store;
 pub mod tap;
+pub mod tap_client;
 pub mod top;
 pub mod trust_roots;
 pub mod webhook;

@@ -34,10 +34,10 @@ struct Args {
     /// the kubeconfig ($KUBECONFIG or ~/.kube/config).
     #[arg(long)]
     kubernetes: bool,
-    /// Kubernetes: publish these trust anchors (PEM) into every namespace, as the ConfigMap
+    /// Kubernetes: publish the trust anchors into every namespace, as the ConfigMap
     /// injected proxies read.
-    #[arg(long, requires = "kubernetes")]
-    publish_trust_anchors: Option<PathBuf>,
+    #[arg(long, requires_all = ["kubernetes", "identity_trust_anchors"])]
+    publish_trust_anchors: bool,
     /// Kubernetes: the control plane's namespace.
     #[arg(long, default_value = "conduit", env = "CONDUIT_NAMESPACE")]
     control_plane_namespace: String,
@@ -66,6 +66,10 @@ struct Args {
     /// The issuer's private key (PEM).
     #[arg(long, requires = "identity_issuer_cert")]
     identity_issuer_key: Option<PathBuf>,
+    /// The mesh's trust anchors (PEM), which the issuer chains to: proxies' tap servers
+    /// are reached over mesh TLS, as the controller's identity, and must chain to them.
+    #[arg(long)]
+    identity_trust_anchors: Option<PathBuf>,
     /// The local runtime's token secret, which proves pods' identities.
     #[arg(long)]
     local_token_secret: Option<PathBuf>,
@@ -118,9 +122,6 @@ fn identity_service(
     let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
         return Ok(None);
     };
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
     let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
     let auth: Box<dyn Authenticator> = match kubernetes {
         Some(client) => Box::new(TokenReviews {
@@ -144,15 +145,32 @@ fn identity_service(
     )))
 }
 
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Mesh TLS to proxies' tap servers, as the controller's own identity: needed whenever
+/// proxies have identities, which is when the issuer is configured.
+fn tap_tls(args: &Args) -> anyhow::Result<Option<Arc<conduit_controller::tap_client::TapTls>>> {
+    let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
+        return Ok(None);
+    };
+    let anchors = args.identity_trust_anchors.as_ref().context(
+        "proxies with identities let only the controller tap them, over mesh TLS: give --identity-trust-anchors FILE (the anchors the issuer chains to)",
+    )?;
+    let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
+    let name = conduit_identity::controller_identity(&args.control_plane_namespace);
+    let tls = conduit_controller::tap_client::TapTls::new(issuer, name, &read(anchors)?)
+        .with_context(|| format!("--identity-trust-anchors {}", anchors.display()))?;
+    Ok(Some(Arc::new(tls)))
+}
+
 /// What the injector gives pods: this control plane's addresses and the proxy flags.
 fn inject_options(args: &Args) -> conduit_k8s::inject::InjectOptions {
-    use conduit_k8s::install::grpc_addr;
-    let defaults = conduit_k8s::inject::InjectOptions::default();
-    let ns = &args.control_plane_namespace;
+    let defaults =
+        conduit_k8s::inject::InjectOptions::for_control_plane(&args.control_plane_namespace);
     conduit_k8s::inject::InjectOptions {
         proxy_image: args.proxy_image.clone().unwrap_or(defaults.proxy_image),
-        destination_addr: grpc_addr("conduit-destination", ns),
-        identity_addr: grpc_addr("conduit-identity", ns),
         native_sidecar: args.proxy_native_sidecar,
         log: args.proxy_log_level.clone(),
         ..defaults
@@ -192,9 +210,12 @@ async fn main() -> anyhow::Result<()> {
             "nowhere to discover workloads from: give --kubernetes or --local-state FILE"
         ),
     };
-    if let (Some(client), Some(file)) = (&kubernetes, &args.publish_trust_anchors) {
-        let anchors = std::fs::read_to_string(file)
-            .with_context(|| format!("reading the trust anchors {}", file.display()))?;
+    if let (Some(client), Some(file), true) = (
+        &kubernetes,
+        &args.identity_trust_anchors,
+        args.publish_trust_anchors,
+    ) {
+        let anchors = read(file)?;
         tokio::spawn(conduit_controller::trust_roots::publish(
             client.clone(),
             discovery.watch(),
@@ -211,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         health: discovery.health(),
         max_window: args.retention,
         identity_counts: identity_counts.clone(),
+        tap_tls: tap_tls(&args)?,
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {

@@ -4,7 +4,8 @@
 //! number of requests has been seen or the client goes away.
 
 use crate::discovery::{PodInfo, Workloads, TAP_PORT};
-use conduit_api::tap::{tap_client::TapClient, tap_event, ObserveRequest, TapEvent};
+use crate::tap_client::{self, TapTls};
+use conduit_api::tap::{tap_event, ObserveRequest, TapEvent};
 use serde::Serialize;
 use std::{
     net::{IpAddr, SocketAddr},
@@ -125,21 +126,24 @@ pub struct TapRequest {
     pub path_prefix: String,
 }
 
-/// Observes `pods` and sends their events to `tx` until `max` requests have ended (or
+/// Observes `pods` (over mesh TLS with `tls`) and sends their events to `tx` until `max` requests have ended (or
 /// connections were denied)
 /// (across all pods) or the receiver goes away.
 pub fn spawn(
     workloads: Arc<Workloads>,
     pods: Vec<Arc<PodInfo>>,
     req: TapRequest,
+    tls: Option<Arc<TapTls>>,
     tx: mpsc::Sender<TapLine>,
 ) {
     let ended = Arc::new(AtomicU32::new(0));
     for pod in pods {
         let (w, tx, req, ended) = (workloads.clone(), tx.clone(), req.clone(), ended.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let addr = SocketAddr::new(pod.ip, TAP_PORT);
-            let mut client = match TapClient::connect(format!("http://{addr}")).await {
+            let identity = conduit_identity::identity_name(&pod.service_account, &pod.namespace);
+            let mut client = match tap_client::connect(tls.as_deref(), addr, &identity).await {
                 Ok(c) => c,
                 Err(error) => {
                     debug!(%addr, %error, "cannot reach a proxy's tap server");

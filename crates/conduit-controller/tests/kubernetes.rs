@@ -155,9 +155,10 @@ fn start(api: &FakeApiServer, dir: &Path, api_port: u16, grpc_port: u16) -> Cont
             dir.join("issuer.key").display()
         ))
         .arg(format!(
-            "--publish-trust-anchors={}",
+            "--identity-trust-anchors={}",
             dir.join("anchors.pem").display()
         ))
+        .arg("--publish-trust-anchors")
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("RUST_LOG", "info")
         .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))

@@ -4,6 +4,7 @@
 //! as the only SAN of short-lived ECDSA P-256 certificates signed by an issuer that a
 //! trust anchor signed. Knows nothing about the network.
 
+pub mod anchors;
 pub mod ca;
 pub mod request;
 pub mod token;
@@ -14,6 +15,15 @@ pub const IDENTITY_SUFFIX: &str = "serviceaccount.identity.conduit.cluster.local
 /// The identity of ServiceAccount `sa` in `namespace`.
 pub fn identity_name(sa: &str, namespace: &str) -> String {
     format!("{sa}.{namespace}.{IDENTITY_SUFFIX}")
+}
+
+/// The ServiceAccount the controller runs as.
+pub const CONTROLLER_SERVICE_ACCOUNT: &str = "conduit-controller";
+
+/// The identity of the controller of the control plane in `namespace`: the only client a
+/// proxy's tap server lets in.
+pub fn controller_identity(namespace: &str) -> String {
+    identity_name(CONTROLLER_SERVICE_ACCOUNT, namespace)
 }
 
 /// The ServiceAccount and namespace an identity name stands for.

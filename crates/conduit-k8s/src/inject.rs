@@ -77,6 +77,8 @@ pub struct InjectOptions {
     pub destination_addr: String,
     /// The control plane's identity service, `host:port`.
     pub identity_addr: String,
+    /// The controller's identity: the only client proxies' tap servers let in.
+    pub tap_client_id: String,
     /// The UID the proxy runs as; the redirect leaves this UID's traffic alone.
     pub proxy_uid: u32,
     /// Inbound ports not redirected to the proxy, as given: `22`, `9000-9010`.
@@ -94,10 +96,18 @@ pub struct InjectOptions {
 
 impl Default for InjectOptions {
     fn default() -> Self {
+        InjectOptions::for_control_plane("conduit")
+    }
+}
+
+impl InjectOptions {
+    /// The defaults, for proxies of the control plane installed in `namespace`.
+    pub fn for_control_plane(namespace: &str) -> Self {
         InjectOptions {
             proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
-            destination_addr: crate::install::grpc_addr("conduit-destination", "conduit"),
-            identity_addr: crate::install::grpc_addr("conduit-identity", "conduit"),
+            destination_addr: crate::install::grpc_addr("conduit-destination", namespace),
+            identity_addr: crate::install::grpc_addr("conduit-identity", namespace),
+            tap_client_id: conduit_identity::controller_identity(namespace),
             proxy_uid: 2102,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
@@ -767,6 +777,10 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
         "name": "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
         "valueFrom": { "configMapKeyRef": { "name": TRUST_ROOTS_CONFIGMAP, "key": TRUST_ROOTS_KEY } },
     }));
+    env.push(value(
+        "CONDUIT_PROXY_TAP_CLIENT_IDENTITY",
+        &opts.tap_client_id,
+    ));
     env.push(value("CONDUIT_PROXY_LOG", &opts.log));
     if let Some(ports) = &overrides.opaque_ports {
         env.push(value("CONDUIT_PROXY_OPAQUE_PORTS", ports));
@@ -879,6 +893,7 @@ spec:
             proxy_image: "proxy:dev".into(),
             destination_addr: "dst:8086".into(),
             identity_addr: "id:8086".into(),
+            tap_client_id: "ctl.cp.serviceaccount.identity.conduit.cluster.local".into(),
             proxy_uid: 999,
             skip_inbound_ports: vec!["22".into(), "9000-9010".into()],
             skip_outbound_ports: vec!["25".into()],
@@ -914,6 +929,12 @@ spec:
             Some(&json!("dst:8086"))
         );
         assert_eq!(var("CONDUIT_PROXY_LOG"), Some(&json!("debug")));
+        assert_eq!(
+            var("CONDUIT_PROXY_TAP_CLIENT_IDENTITY"),
+            Some(&json!(
+                "ctl.cp.serviceaccount.identity.conduit.cluster.local"
+            ))
+        );
         assert!(is_injected(pod));
         assert_eq!(pod["containers"][1]["name"], "app");
         // Not a native sidecar: the first container, holding the app until it is ready.

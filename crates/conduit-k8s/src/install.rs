@@ -286,7 +286,7 @@ pub struct WebhookTls {
     pub key_pem: String,
 }
 
-const CONTROLLER: &str = "conduit-controller";
+const CONTROLLER: &str = conduit_identity::CONTROLLER_SERVICE_ACCOUNT;
 /// The controller's gRPC port (Destination, Identity, InboundPolicy), behind the
 /// `conduit-destination` and `conduit-identity` Services.
 pub const GRPC_PORT: u16 = 8086;
@@ -520,7 +520,8 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 "--identity-issuer-key=/var/run/conduit/identity/tls.key",
                 format!("--identity-lifetime={}", values.identity.certificate_lifetime),
                 format!("--token-audience={IDENTITY_AUDIENCE}"),
-                format!("--publish-trust-anchors=/var/run/conduit/trust-roots/{TRUST_ROOTS_KEY}"),
+                format!("--identity-trust-anchors=/var/run/conduit/trust-roots/{TRUST_ROOTS_KEY}"),
+                "--publish-trust-anchors",
                 format!("--control-plane-namespace={ns}"),
                 format!("--proxy-image={}", values.proxy.image),
                 format!("--proxy-native-sidecar={}", values.proxy.native_sidecar),

@@ -269,6 +269,8 @@ impl Supervisor {
                     .join("issuer-key.pem")
                     .display()
                     .to_string(),
+                "--identity-trust-anchors".into(),
+                self.identity.dir.join("anchor.pem").display().to_string(),
                 "--local-token-secret".into(),
                 self.identity.dir.join("token-secret").display().to_string(),
                 "--identity-lifetime".into(),

@@ -3,8 +3,14 @@
 
 use crate::config::Listen;
 use crate::{
-    admin::Admin, config::Config, drain, inbound, metrics::Metrics, outbound,
-    policy::InboundPolicy, tap::Taps, tls::MeshTls,
+    admin::Admin,
+    config::Config,
+    drain, inbound,
+    metrics::Metrics,
+    outbound,
+    policy::InboundPolicy,
+    tap::{TapAccess, Taps},
+    tls::MeshTls,
 };
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -118,10 +124,6 @@ impl Bound {
             cores = config.cores,
             "conduit-proxy serving"
         );
-        let taps = Taps::new(&config.pod);
-        for listener in self.tap {
-            tokio::spawn(crate::tap::serve(listener, taps.clone()));
-        }
         let identity = config
             .identity
             .clone()
@@ -134,6 +136,17 @@ impl Bound {
             )),
             _ => None,
         };
+        let taps = Taps::new(&config.pod);
+        let access = match (&tls, &config.identity) {
+            (Some(tls), Some(cfg)) => TapAccess::MeshTls {
+                tls: tls.clone(),
+                client: cfg.tap_client_id.as_str().into(),
+            },
+            _ => TapAccess::Open,
+        };
+        for listener in self.tap {
+            tokio::spawn(crate::tap::serve(listener, taps.clone(), access.clone()));
+        }
         let policy = match &config.destination_addr {
             Some(addr) if !config.pod.pod.is_empty() => InboundPolicy::follow(
                 addr,

@@ -2,7 +2,6 @@
 //! at start into [`Config`]. A bad value is refused with the variable's name and the form
 //! it accepts. Knows nothing about sockets or serving.
 
-use rustls::pki_types::pem::PemObject;
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Everything the proxy needs to start, parsed and validated.
@@ -210,6 +209,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "the pod's ServiceAccount; with the namespace it names the proxy's identity",
     ),
     (
+        "CONDUIT_PROXY_TAP_CLIENT_IDENTITY",
+        "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
+        "with an identity: the only client the tap server lets in, over mesh TLS (the controller's identity)",
+    ),
+    (
         "CONDUIT_PROXY_DISCOVERY_TIMEOUT",
         "500ms",
         "how long a first request to a new target waits for discovery before using its original destination",
@@ -378,23 +382,28 @@ fn identity_config<'a>(
         value: anchors.chars().take(40).collect::<String>() + "...",
         expected: format!("PEM certificates ({why})"),
     };
-    let mut certs = 0;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(anchors.as_bytes()) {
-        cert.map_err(|e| bad_anchors(e.to_string()))?;
-        certs += 1;
-    }
-    if certs == 0 {
-        return Err(bad_anchors("none found".into()));
-    }
+    conduit_identity::anchors::root_store(anchors).map_err(|e| bad_anchors(e.to_string()))?;
     let sa = get("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT")
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
         .unwrap_or("default");
+    let tap_client_id = parse_or(
+        get("CONDUIT_PROXY_TAP_CLIENT_IDENTITY"),
+        conduit_identity::controller_identity("conduit"),
+        |v| match conduit_identity::parse_identity(v) {
+            Some(_) => Ok(v.to_string()),
+            None => Err(format!(
+                "an identity name, like {}",
+                conduit_identity::controller_identity("conduit")
+            )),
+        },
+    )?;
     Ok(Some(crate::identity::IdentityConfig {
         addr,
         token_file: token_file.into(),
         name: conduit_identity::identity_name(sa, namespace),
         trust_anchors_pem: anchors.to_string(),
+        tap_client_id,
     }))
 }
 
@@ -628,6 +637,11 @@ mod tests {
             "web.emojivoto.serviceaccount.identity.conduit.cluster.local"
         );
         assert_eq!(identity.token_file.to_str(), Some("/var/run/conduit/token"));
+        assert_eq!(
+            identity.tap_client_id,
+            "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
+            "the default control plane's controller"
+        );
     }
 
     #[test]
@@ -705,7 +719,7 @@ mod tests {
         assert_eq!(err.var, "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS");
         assert!(err.to_string().contains("required with"), "{err}");
         let err = with("not a certificate").unwrap_err();
-        assert!(err.to_string().contains("none found"), "{err}");
+        assert!(err.to_string().contains("hold no certificate"), "{err}");
         let err =
             with("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n").unwrap_err();
         assert!(err.to_string().contains("PEM certificates"), "{err}");

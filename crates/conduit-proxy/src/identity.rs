@@ -28,6 +28,8 @@ pub struct IdentityConfig {
     pub name: String,
     /// The mesh's trust anchors (PEM): what peers' certificates must chain to.
     pub trust_anchors_pem: String,
+    /// The only identity the tap server lets in: the controller's.
+    pub tap_client_id: String,
 }
 
 /// A certificate the proxy holds.
@@ -301,6 +303,7 @@ mod tests {
             token_file: token.clone(),
             name: name.clone(),
             trust_anchors_pem: files.anchor_pem.clone(),
+            tap_client_id: conduit_identity::controller_identity("conduit"),
         })
         .unwrap();
         let wait_for = |n: u32| {

@@ -3,7 +3,7 @@
 //! atomic counter. Events go to observers through bounded channels and are dropped, never
 //! waited for, when an observer is slow, so a tap can never slow traffic down.
 
-use crate::{config::PodIdentity, metrics::Direction};
+use crate::{config::PodIdentity, metrics::Direction, tls::MeshTls};
 use conduit_api::tap::{
     tap_event, tap_server::Tap, ConnectionDenied, ObserveRequest, RequestInit, ResponseEnd,
     ResponseInit, TapEvent,
@@ -17,10 +17,11 @@ use std::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tracing::info;
 
 /// Events buffered per observer before new ones are dropped.
 const BUFFER: usize = 1024;
@@ -256,26 +257,90 @@ impl TappedRequest {
     }
 }
 
-/// Serves tap over HTTP/2 on `listener`, with the same hyper server the proxy's own
-/// traffic uses (rather than a second HTTP stack from tonic's transport).
-pub async fn serve(listener: tokio::net::TcpListener, taps: Arc<Taps>) {
+/// Who may observe.
+#[derive(Clone)]
+pub enum TapAccess {
+    /// Anyone who reaches the port: a proxy without an identity has no way to tell.
+    Open,
+    /// Only `client`, proving it over mesh TLS: with an identity, the controller alone.
+    MeshTls { tls: Arc<MeshTls>, client: Arc<str> },
+}
+
+/// How long a tap client has to finish its mesh TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves tap over HTTP/2 on `listener` to those `access` lets in, with the same hyper
+/// server the proxy's own traffic uses (rather than a second HTTP stack from tonic's
+/// transport).
+pub async fn serve(listener: tokio::net::TcpListener, taps: Arc<Taps>, access: TapAccess) {
     let service = TapService::server(taps);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(tcp),
-                hyper_util::service::TowerToHyperService::new(service.clone()),
-            );
+        let (service, access) = (service.clone(), access.clone());
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            let result = match access {
+                TapAccess::Open => serve_h2(tcp, service).await,
+                TapAccess::MeshTls { tls, client } => {
+                    let Some(stream) = admit(&tls, &client, tcp, peer).await else {
+                        return;
+                    };
+                    serve_h2(stream, service).await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "tap connection ended");
             }
         });
     }
+}
+
+/// Terminates mesh TLS from a tap client and lets it in only if it proves `client`.
+async fn admit(
+    tls: &MeshTls,
+    client: &str,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    if !tls
+        .wait_certified(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT)
+        .await
+    {
+        return None;
+    }
+    let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept_h2(tcp)).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            info!(%peer, error = %crate::connect::tls_reason(&error), "tap refused: the client did not prove a mesh identity over TLS");
+            return None;
+        }
+        Err(_) => {
+            info!(%peer, "tap refused: the client's TLS handshake timed out");
+            return None;
+        }
+    };
+    if &*accepted.client_id != client {
+        info!(%peer, client_id = %accepted.client_id, allowed = client, "tap refused: only the controller may observe this proxy");
+        return None;
+    }
+    Some(accepted.stream)
+}
+
+async fn serve_h2<I>(
+    io: I,
+    service: conduit_api::tap::tap_server::TapServer<TapService>,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(service),
+        )
+        .await
 }
 
 /// The gRPC side of tap.

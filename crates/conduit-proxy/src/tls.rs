@@ -10,10 +10,10 @@ use crate::{identity::Identity, io::PrefixedIo};
 use bytes::BytesMut;
 use rustls::{
     client::{danger::ServerCertVerifier, ResolvesClientCert, WebPkiServerVerifier},
-    pki_types::{pem::PemObject, CertificateDer, ServerName},
+    pki_types::ServerName,
     server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
-    ClientConfig, RootCertStore, ServerConfig, SignatureScheme,
+    ClientConfig, ServerConfig, SignatureScheme,
 };
 use std::{
     io,
@@ -36,10 +36,8 @@ const MAX_CLIENT_HELLO: usize = 16 * 1024;
 /// Why mesh TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("the trust anchors are not PEM certificates: {0}")]
-    BadAnchors(String),
-    #[error("the trust anchors hold no certificate")]
-    NoAnchors,
+    #[error(transparent)]
+    Anchors(#[from] conduit_identity::anchors::AnchorsError),
     #[error("building the TLS configuration: {0}")]
     Config(String),
 }
@@ -51,6 +49,8 @@ pub struct MeshTls {
     client: Arc<ClientConfig>,
     client_opaque: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
+    /// For HTTP/2 services of the proxy's own (tap): gRPC clients insist on ALPN `h2`.
+    server_h2: Arc<ServerConfig>,
 }
 
 /// The start of a client's TLS handshake, read before deciding what to do with it.
@@ -74,17 +74,7 @@ pub struct Accepted<I> {
 impl MeshTls {
     /// Mesh TLS for `identity`, trusting the certificates in `anchors_pem`.
     pub fn new(identity: Arc<Identity>, anchors_pem: &str) -> Result<MeshTls, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(anchors_pem.as_bytes()) {
-            let cert = cert.map_err(|e| TlsSetupError::BadAnchors(e.to_string()))?;
-            roots
-                .add(cert)
-                .map_err(|e| TlsSetupError::BadAnchors(e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(TlsSetupError::NoAnchors);
-        }
-        let roots = Arc::new(roots);
+        let roots = Arc::new(conduit_identity::anchors::root_store(anchors_pem)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = |e: rustls::Error| TlsSetupError::Config(e.to_string());
         let resolver = Arc::new(CurrentCertificate(identity.clone()));
@@ -118,12 +108,15 @@ impl MeshTls {
         // speaks first by peeking at the socket.
         server.send_tls13_tickets = 0;
         server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        let mut server_h2 = server.clone();
+        server_h2.alpn_protocols = vec![b"h2".to_vec()];
 
         Ok(MeshTls {
             identity,
             client: Arc::new(client),
             client_opaque: Arc::new(client_opaque),
             server: Arc::new(server),
+            server_h2: Arc::new(server_h2),
         })
     }
 
@@ -165,9 +158,22 @@ impl MeshTls {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = tokio_rustls::TlsAcceptor::from(self.server.clone())
-            .accept(io)
-            .await?;
+        self.accept_with(self.server.clone(), io).await
+    }
+
+    /// Terminates mesh TLS for one of the proxy's own HTTP/2 services (ALPN `h2`).
+    pub async fn accept_h2<I>(&self, io: I) -> io::Result<Accepted<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.accept_with(self.server_h2.clone(), io).await
+    }
+
+    async fn accept_with<I>(&self, config: Arc<ServerConfig>, io: I) -> io::Result<Accepted<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = tokio_rustls::TlsAcceptor::from(config).accept(io).await?;
         let (_, conn) = stream.get_ref();
         let client_id = conn
             .peer_certificates()
