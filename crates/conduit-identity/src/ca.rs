@@ -228,9 +228,7 @@ impl Issuer {
             });
         }
         let mut leaf = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity);
-        leaf.distinguished_name = dn;
+        leaf.distinguished_name = crate::identity_subject(identity);
         leaf.subject_alt_names = csr.params.subject_alt_names.clone();
         leaf.is_ca = IsCa::ExplicitNoCa;
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -347,6 +345,28 @@ mod tests {
             .unwrap();
         let lifetime = certified.not_after - OffsetDateTime::now_utc();
         assert!(lifetime <= time::Duration::hours(1) && lifetime > time::Duration::minutes(59));
+    }
+
+    #[test]
+    fn an_identity_too_long_for_a_common_name_is_the_critical_san_alone() {
+        let (_, issuer) = issuer();
+        let long = identity_name("payments-reconciliation-worker", "finance-production");
+        let short = identity_name("web", "emojivoto");
+        for (name, has_cn) in [(&long, false), (&short, true)] {
+            let key = LocalKey::generate(name).unwrap();
+            let certified = issuer
+                .certify(&key.csr_der().unwrap(), name, Duration::from_secs(3600))
+                .unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(&certified.leaf_der).unwrap();
+            let cn = cert.subject().iter_common_name().next().map(|c| c.as_str());
+            assert_eq!(cn.is_some(), has_cn, "{name}: {cn:?}");
+            let san = cert.subject_alternative_name().unwrap().unwrap();
+            assert_eq!(san.critical, !has_cn, "{name}");
+            assert_eq!(
+                crate::cert_identity(&certified.leaf_der).as_deref(),
+                Some(name.as_str())
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,20 @@ pub fn parse_identity(name: &str) -> Option<(&str, &str)> {
     (!sa.is_empty() && !ns.is_empty() && !ns.contains('.')).then_some((sa, ns))
 }
 
+/// RFC 5280's upper bound on a common name, in characters.
+const MAX_COMMON_NAME: usize = 64;
+
+/// The subject of a workload's CSR and certificate: the identity as its common name when
+/// it fits RFC 5280's bound, else empty (the SAN, which is what TLS checks, then becomes
+/// critical). Long ServiceAccount and namespace names make longer identities.
+pub fn identity_subject(identity: &str) -> rcgen::DistinguishedName {
+    let mut dn = rcgen::DistinguishedName::new();
+    if identity.chars().count() <= MAX_COMMON_NAME {
+        dn.push(rcgen::DnType::CommonName, identity);
+    }
+    dn
+}
+
 /// The identity a certificate (DER) was issued to: its one DNS SAN, when that is an
 /// identity name. The certificate's chain is not checked here; TLS does that.
 pub fn cert_identity(der: &[u8]) -> Option<String> {

@@ -1,9 +1,7 @@
 //! The proxy's side of identity: a private key made in memory, never written anywhere,
 //! and the certificate signing request for its identity name.
 
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, KeyPair, SanType, PKCS_ECDSA_P256_SHA256,
-};
+use rcgen::{CertificateParams, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 
 /// A key and the identity it is for.
 pub struct LocalKey {
@@ -28,9 +26,7 @@ impl LocalKey {
     /// A CSR for the identity, in DER.
     pub fn csr_der(&self) -> Result<Vec<u8>, rcgen::Error> {
         let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, self.name.as_str());
-        params.distinguished_name = dn;
+        params.distinguished_name = crate::identity_subject(&self.name);
         params.subject_alt_names = vec![SanType::DnsName(self.name.as_str().try_into()?)];
         Ok(params.serialize_request(&self.key)?.der().to_vec())
     }

@@ -458,6 +458,22 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn identities_too_long_for_a_common_name_still_prove_themselves() {
+        let m = mesh();
+        let hour = Duration::from_secs(3600);
+        let sa = "payments-reconciliation-worker";
+        let long = Arc::new(m.proxy(sa, hour));
+        assert!(long.name().len() > 64, "longer than RFC 5280 lets a CN be");
+        let web = Arc::new(m.proxy("web", hour));
+        let name = long.name().to_string();
+        let (client_id, _) = handshake(&web, long.clone(), &name, false).await.unwrap();
+        assert_eq!(client_id, identity_name("web", "emojivoto"));
+        let web_name = web.name().to_string();
+        let (client_id, _) = handshake(&long, web, &web_name, false).await.unwrap();
+        assert_eq!(client_id, identity_name(sa, "emojivoto"));
+    }
+
+    #[tokio::test]
     async fn a_peer_with_another_identity_is_refused() {
         let m = mesh();
         let hour = Duration::from_secs(3600);
