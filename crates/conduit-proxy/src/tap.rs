@@ -308,6 +308,7 @@ async fn admit(
         .wait_certified(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT)
         .await
     {
+        info!(%peer, "tap refused: this proxy has no certificate yet to prove itself with");
         return None;
     }
     let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept_h2(tcp)).await {
