@@ -35,6 +35,13 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     })
 }
 
+/// The connections of a gRPC server's `listener`, with Nagle's algorithm off: a response
+/// is several small writes (headers, data, trailers), and a later one must not wait for
+/// the client's delayed ACK of an earlier one (40 ms on Linux).
+pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Binds `0.0.0.0:port` (0 picks a free port) and logs the address actually bound.
 pub async fn listen(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
     use anyhow::Context as _;

@@ -199,6 +199,8 @@ pub async fn serve(listener: TcpListener, backends: Backends, shutdown: impl Fut
                 }
             },
         };
+        // As for the gRPC servers: no waiting on delayed ACKs between small writes.
+        let _ = stream.set_nodelay(true);
         let backends = backends.clone();
         let service = hyper::service::service_fn(move |request| {
             let backends = backends.clone();

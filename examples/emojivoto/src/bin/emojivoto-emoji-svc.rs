@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use emojivoto::{config::GrpcConfig, emoji::EmojiCatalog, process};
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::transport::Server;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         let listener = process::listen(config.port).await?;
         Server::builder()
             .add_service(EmojiCatalog.into_server())
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+            .serve_with_incoming_shutdown(process::grpc_incoming(listener), shutdown)
             .await?;
         Ok(())
     })
