@@ -315,11 +315,8 @@ impl Side {
                 self.refuse(io, ProxyError::RequestHeadTimeout { timeout })
                     .await
             }
-            // A client that already sent bytes spoke first: those bytes must go along.
-            Decided::Silence | Decided::ServerFirstPort
-                if io.get_ref().plain().is_some() && buf.is_empty() =>
-            {
-                self.splice_and_learn(accepted, io, decided).await
+            Decided::Silence | Decided::ServerFirstPort if io.get_ref().plain().is_some() => {
+                self.splice_and_learn(accepted, io, buf, decided).await
             }
             Decided::Bytes(Protocol::Tls | Protocol::Opaque)
             | Decided::OpaquePort
@@ -583,13 +580,16 @@ impl Side {
         }
     }
 
-    /// Splices a connection whose client has not spoken, watching who speaks first:
-    /// a server that does makes its port known as server-speaks-first; a client that
-    /// does on a port thought server-speaks-first makes the port forgotten.
+    /// Splices a connection whose protocol was not read from it, watching who speaks
+    /// first: a server that does makes its port known as server-speaks-first; a client
+    /// that does on a port thought server-speaks-first makes the port forgotten. `read`
+    /// is what the client already sent (on a server-speaks-first port, while mesh TLS
+    /// was waited for), which goes upstream first.
     async fn splice_and_learn(
         &self,
         accepted: Accepted,
-        mut client: CountingIo<ClientTransport>,
+        client: CountingIo<ClientTransport>,
+        read: BytesMut,
         decided: Decided,
     ) {
         let Some((mut upstream, _load)) = self.connect(accepted).await else {
@@ -601,6 +601,8 @@ impl Side {
             port,
         };
         let first = match client.get_ref().plain() {
+            // Bytes already read (while mesh TLS was waited for): the client spoke first.
+            _ if !read.is_empty() => FirstSpeaker::Client,
             Some(tcp) => tcp::first_speaker(tcp, upstream.get_ref().tcp()).await,
             None => FirstSpeaker::Neither,
         };
@@ -625,6 +627,7 @@ impl Side {
             }
             _ => {}
         }
+        let mut client = PrefixedIo::new(read.freeze(), client);
         if let Err(error) = tcp::splice(&mut client, &mut upstream).await {
             debug!(%error, "opaque connection ended with an error");
         }
