@@ -69,6 +69,11 @@ fn node_curl(node: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether a line of `text` contains every one of `parts`.
+fn has(text: &str, parts: &[&str]) -> bool {
+    text.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
 #[test]
 fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     let rt = Runtime::new("mtls");
@@ -178,8 +183,6 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
 
     // Both ends know who the other is.
     let web_metrics = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
-    let has =
-        |text: &str, parts: &[&str]| text.lines().any(|l| parts.iter().all(|p| l.contains(p)));
     assert!(
         has(
             &web_metrics,
@@ -271,4 +274,123 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     assert!(voting["tls_rate"].as_f64().unwrap() > 0.9, "{voting}");
     let table = rt.ok(&["stat", "deploy", "-n", "emojivoto"]);
     assert!(table.lines().next().unwrap().contains(" TLS "), "{table}");
+}
+
+/// A server-speaks-first port of a meshed pod (SMTP, aiosmtpd) learned by its inbound
+/// proxy from an unmeshed client (curl), which then gets in without a detection timeout;
+/// a meshed client still gets mesh TLS there; and a client that speaks first on the port
+/// (HTTP) makes the proxy forget it.
+#[test]
+fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
+    let rt = Runtime::new("mtls-smtp");
+    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
+    let status = rt.status();
+    let node = status["node_netns"].as_str().unwrap().to_string();
+    let web = Runtime::pod(&status, "web");
+    let web_ip = web["ip"].as_str().unwrap().to_string();
+    let in_web = |argv: &[&str]| {
+        Command::new(CONDUIT)
+            .args([
+                "local",
+                "exec",
+                "-n",
+                "emojivoto",
+                web["name"].as_str().unwrap(),
+                "--",
+            ])
+            .args(argv)
+            .env("CONDUIT_LOCAL_DIR", &rt.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut smtp = in_web(&["python3", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:2525"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let mail = rt.dir.with_extension("mail.txt");
+    std::fs::write(&mail, "Subject: hello\r\n\r\nthrough the mesh\r\n").unwrap();
+    let smtp_url = format!("smtp://{web_ip}:2525");
+    let send: Vec<&str> = vec![
+        "--max-time",
+        "30",
+        "-w",
+        "%{response_code}",
+        "--mail-from",
+        "a@example.com",
+        "--mail-rcpt",
+        "b@example.com",
+        "--upload-file",
+        mail.to_str().unwrap(),
+        &smtp_url,
+    ];
+    let metrics = || node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let learned = [
+        "server_speaks_first_port{",
+        "direction=\"inbound\"",
+        "port=\"2525\"} 1",
+    ];
+
+    // Unmeshed: the first mail waits out detection and teaches the port; the next ones
+    // are spliced at once (after the short wait for a mesh ClientHello that never comes).
+    assert_eq!(node_curl(&node, &send), "250");
+    assert!(has(&metrics(), &learned), "{}", metrics());
+    assert_eq!(node_curl(&node, &send), "250");
+    let m = metrics();
+    assert!(
+        has(
+            &m,
+            &[
+                "protocol_detect_total{",
+                "direction=\"inbound\"",
+                "decided_by=\"server_first_port\""
+            ]
+        ),
+        "{m}"
+    );
+
+    // Meshed: the vote bot's proxy opens mesh TLS, which the web's proxy terminates on
+    // this port too.
+    let mut bot_send = vec!["curl", "-sS"];
+    bot_send.extend_from_slice(&send);
+    assert_eq!(rt.exec("vote-bot", &bot_send), "250");
+    let vote_bot = "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local";
+    let m = metrics();
+    assert!(
+        has(
+            &m,
+            &[
+                "tcp_open_total{",
+                "direction=\"inbound\"",
+                ":2525\"",
+                &format!("client_id=\"{vote_bot}\"")
+            ]
+        ),
+        "{m}"
+    );
+
+    // The port now serves HTTP, whose client speaks first: the proxy forgets the port.
+    // (Killing `conduit local exec` ends aiosmtpd too, or the HTTP server could not
+    // take its port.)
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    let mut http = in_web(&["python3", "-m", "http.server", "2525"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let code = node_curl(
+        &node,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{web_ip}:2525/"),
+        ],
+    );
+    let _ = http.kill();
+    let _ = http.wait();
+    assert_eq!(code, "200");
+    assert!(
+        wait_until(Duration::from_secs(5), || !has(&metrics(), &learned)),
+        "{}",
+        metrics()
+    );
 }

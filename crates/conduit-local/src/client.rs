@@ -355,6 +355,8 @@ pub fn exec(
     let ns = conduit_netns::NetNs::open(&p.netns)?;
     let exec = conduit_netns::Exec {
         etc: Some(layout.etc().join(&p.netns)),
+        // Killing `conduit local exec` ends what it runs, as with a foreground command.
+        die_with_parent: true,
         ..conduit_netns::Exec::default()
     };
     let status = ns

@@ -1090,6 +1090,8 @@ fn launch(
         uid: c.run_as_user.filter(|u| *u != 0),
         etc: Some(etc.to_path_buf()),
         new_session: true,
+        // Pods outlive a crashed supervisor; `down` finds and stops them.
+        die_with_parent: false,
     };
     let mut cmd = ns.command_with(&c.argv[0], &exec)?;
     let out = std::fs::OpenOptions::new()

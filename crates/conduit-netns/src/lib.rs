@@ -54,6 +54,9 @@ pub struct Exec {
     /// Start a new session (and process group), so the process and its children can be
     /// signalled together.
     pub new_session: bool,
+    /// Kill the process when the one that started it dies (`PR_SET_PDEATHSIG`): for a
+    /// command run on a user's behalf, which must not outlive the command that ran it.
+    pub die_with_parent: bool,
 }
 
 /// A named network namespace (`/var/run/netns/NAME`), removed when dropped.
@@ -148,7 +151,9 @@ impl NetNs {
             ]),
             None => None,
         };
-        let (uid, new_session) = (exec.uid, exec.new_session);
+        let (uid, new_session, die_with_parent) =
+            (exec.uid, exec.new_session, exec.die_with_parent);
+        let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         // SAFETY: the closure runs in the forked child before exec and only makes raw
         // syscalls (setns, unshare, mount, setsid, setgroups, setgid, setuid), which are
         // async-signal-safe; the C strings were made before the fork. The namespace file
@@ -190,6 +195,14 @@ impl NetNs {
                     {
                         return Err(io::Error::last_os_error());
                     }
+                }
+                // After the credentials change, which clears the parent-death signal; and
+                // if the parent died before it was set, nothing would send it.
+                if die_with_parent
+                    && (libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                        || libc::getppid() != parent)
+                {
+                    return Err(io::Error::other("the parent process is gone"));
                 }
                 Ok(())
             });
