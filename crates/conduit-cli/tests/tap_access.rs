@@ -2,8 +2,8 @@
 //! node calls a web proxy's tap port in plaintext, then over TLS with certificates that
 //! openssl signs with the runtime's own issuer, one for another workload's identity and
 //! one for the controller's. Only the last one sees the web's requests; `conduit tap`
-//! (the controller's way in) keeps working. Root only; the workspace's binaries must be
-//! built.
+//! (the controller's way in) keeps working, and says why when a proxy lets in another
+//! identity. Root only; the workspace's binaries must be built.
 
 mod common;
 use common::*;
@@ -133,4 +133,31 @@ fn only_the_controller_may_tap_a_meshed_proxy() {
     // Which is what `conduit tap` goes through.
     let tapped = rt.ok(&["tap", "deploy/web", "-n", "emojivoto", "--max", "1"]);
     assert!(tapped.contains("req id="), "{tapped}");
+}
+
+#[test]
+fn a_proxy_that_lets_in_another_identity_makes_tap_say_so() {
+    let rt = Runtime::new("tap-other");
+    let meshed = std::fs::read_to_string(rt.meshed_manifest()).unwrap();
+    let controller = id("conduit-controller", "conduit");
+    let other = meshed.replace(&controller, &id("someone-else", "conduit"));
+    assert_ne!(
+        other, meshed,
+        "inject names the controller as the tap client"
+    );
+    let manifest = rt.dir.with_extension("other-tap-client.yml");
+    std::fs::write(&manifest, other).unwrap();
+    rt.ok(&["local", "up", "-f", manifest.to_str().unwrap()]);
+
+    let out = rt.conduit(&["tap", "deploy/web", "-n", "emojivoto", "--max", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("error pod=web-")
+            && text.contains(&format!(
+                "did not let the controller ({controller}) observe"
+            ))
+            && text.contains("CONDUIT_PROXY_TAP_CLIENT_IDENTITY"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

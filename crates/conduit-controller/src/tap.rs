@@ -143,20 +143,21 @@ pub fn spawn(
         tokio::spawn(async move {
             let addr = SocketAddr::new(pod.ip, TAP_PORT);
             let identity = conduit_identity::identity_name(&pod.service_account, &pod.namespace);
+            let failed = |error: String| {
+                debug!(%addr, %error, "cannot observe a proxy");
+                TapLine {
+                    kind: "error",
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    error: Some(error),
+                    ..TapLine::default()
+                }
+            };
             let mut client = match tap_client::connect(tls.as_deref(), addr, &identity).await {
                 Ok(c) => c,
                 Err(error) => {
-                    debug!(%addr, %error, "cannot reach a proxy's tap server");
-                    let line = TapLine {
-                        kind: "error",
-                        namespace: pod.namespace.clone(),
-                        pod: pod.name.clone(),
-                        error: Some(format!(
-                            "cannot reach the proxy's tap server at {addr}: {error}"
-                        )),
-                        ..TapLine::default()
-                    };
-                    let _ = tx.send(line).await;
+                    let error = format!("cannot reach the proxy's tap server at {addr}: {error}");
+                    let _ = tx.send(failed(error)).await;
                     return;
                 }
             };
@@ -165,8 +166,25 @@ pub fn spawn(
                 authority: req.authority.clone(),
                 path_prefix: req.path_prefix.clone(),
             };
-            let Ok(rsp) = client.observe(observe).await else {
-                return;
+            let rsp = match client.observe(observe).await {
+                Ok(rsp) => rsp,
+                Err(status) => {
+                    // A proxy that lets in another identity than this controller's closes
+                    // the connection right after the handshake: say so, not just nothing.
+                    let error = match tls.as_deref() {
+                        Some(tls) => format!(
+                            "the proxy's tap server at {addr} did not let the controller ({}) observe: {}; its CONDUIT_PROXY_TAP_CLIENT_IDENTITY must name this controller",
+                            tls.name(),
+                            status.message()
+                        ),
+                        None => format!(
+                            "the proxy's tap server at {addr} did not answer: {}",
+                            status.message()
+                        ),
+                    };
+                    let _ = tx.send(failed(error)).await;
+                    return;
+                }
             };
             let mut stream = rsp.into_inner();
             loop {
