@@ -119,10 +119,9 @@ fn identity_service(
     >,
 > {
     use conduit_controller::identity::IdentityService;
-    let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
+    let Some(issuer) = issuer(args)? else {
         return Ok(None);
     };
-    let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
     let auth: Box<dyn Authenticator> = match kubernetes {
         Some(client) => Box::new(TokenReviews {
             client: client.clone(),
@@ -149,16 +148,26 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The issuer of `--identity-issuer-cert` and `--identity-issuer-key`, when given.
+fn issuer(args: &Args) -> anyhow::Result<Option<conduit_identity::ca::Issuer>> {
+    let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
+        return Ok(None);
+    };
+    Ok(Some(conduit_identity::ca::Issuer::from_pem(
+        &read(cert)?,
+        &read(key)?,
+    )?))
+}
+
 /// Mesh TLS to proxies' tap servers, as the controller's own identity: needed whenever
 /// proxies have identities, which is when the issuer is configured.
 fn tap_tls(args: &Args) -> anyhow::Result<Option<Arc<conduit_controller::tap_client::TapTls>>> {
-    let (Some(cert), Some(key)) = (&args.identity_issuer_cert, &args.identity_issuer_key) else {
+    let Some(issuer) = issuer(args)? else {
         return Ok(None);
     };
     let anchors = args.identity_trust_anchors.as_ref().context(
         "proxies with identities let only the controller tap them, over mesh TLS: give --identity-trust-anchors FILE (the anchors the issuer chains to)",
     )?;
-    let issuer = conduit_identity::ca::Issuer::from_pem(&read(cert)?, &read(key)?)?;
     let name = conduit_identity::controller_identity(&args.control_plane_namespace);
     let tls = conduit_controller::tap_client::TapTls::new(issuer, name, &read(anchors)?)
         .with_context(|| format!("--identity-trust-anchors {}", anchors.display()))?;
