@@ -209,20 +209,9 @@ fn without_native_sidecars_the_post_start_hook_holds_the_app_until_the_proxy_is_
     assert!(app.contains("after-proxy"));
     let plain = rt.dir.with_extension("app.yml");
     std::fs::write(&plain, app).unwrap();
-    let out = std::process::Command::new(CONDUIT)
-        .args(["inject", "--native-sidecar=false"])
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let injected = String::from_utf8_lossy(&out.stdout);
+    let meshed = rt.injected(&plain, &["--native-sidecar=false"], "app-meshed.yml");
+    let injected = std::fs::read_to_string(&meshed).unwrap();
     assert!(injected.contains("postStart"), "{injected}");
-    let meshed = rt.dir.with_extension("app-meshed.yml");
-    std::fs::write(&meshed, &out.stdout).unwrap();
 
     rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
     let status = rt.status();

@@ -80,25 +80,14 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
     let status = rt.status();
     let node = status["node_netns"].as_str().unwrap().to_string();
-    let web = Runtime::pod(&status, "web");
-    let web_ip = web["ip"].as_str().unwrap().to_string();
-    let (web_ns, web_pod) = (
-        web["namespace"].as_str().unwrap().to_string(),
-        web["name"].as_str().unwrap().to_string(),
-    );
+    let web_ip = Runtime::pod(&status, "web")["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let id = |sa: &str| format!("{sa}.emojivoto.serviceaccount.identity.conduit.cluster.local");
 
     // An opaque TCP echo server inside the web pod, next to the app.
-    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
-    let mut echo_server = Command::new(CONDUIT)
-        .args([
-            "local", "exec", "-n", &web_ns, &web_pod, "--", "python3", "-c", echo,
-        ])
-        .env("CONDUIT_LOCAL_DIR", &rt.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut echo_server = rt.spawn_in("web", &["python3", "-c", ECHO_SERVER_7000]);
 
     let capture = Capture::start(&node, rt.dir.with_extension("pcap"));
     let secret_http = "zz-http-secret-b1f3c9";
@@ -288,24 +277,10 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
     let node = status["node_netns"].as_str().unwrap().to_string();
     let web = Runtime::pod(&status, "web");
     let web_ip = web["ip"].as_str().unwrap().to_string();
-    let in_web = |argv: &[&str]| {
-        Command::new(CONDUIT)
-            .args([
-                "local",
-                "exec",
-                "-n",
-                "emojivoto",
-                web["name"].as_str().unwrap(),
-                "--",
-            ])
-            .args(argv)
-            .env("CONDUIT_LOCAL_DIR", &rt.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let mut smtp = in_web(&["python3", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:2525"]);
+    let mut smtp = rt.spawn_in(
+        "web",
+        &["python3", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:2525"],
+    );
     std::thread::sleep(Duration::from_secs(1));
     let mail = rt.dir.with_extension("mail.txt");
     std::fs::write(&mail, "Subject: hello\r\n\r\nthrough the mesh\r\n").unwrap();
@@ -373,7 +348,7 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
     // take its port.)
     let _ = smtp.kill();
     let _ = smtp.wait();
-    let mut http = in_web(&["python3", "-m", "http.server", "2525"]);
+    let mut http = rt.spawn_in("web", &["python3", "-m", "http.server", "2525"]);
     std::thread::sleep(Duration::from_secs(1));
     let code = node_curl(
         &node,

@@ -158,7 +158,6 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
     let status = rt.status();
     let ip = |d: &str| Runtime::pod(&status, d)["ip"].as_str().unwrap().to_string();
     let (web_ip, voting_ip) = (ip("web"), ip("voting"));
-    let web = Runtime::pod(&status, "web");
 
     // All pods became ready: the runtime's probes pass policy.
     assert!(
@@ -231,24 +230,7 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
     // Opaque TCP, on a port its Server declares opaque (so the inbound proxy reads no
     // protocol): the emoji service's proxy gets through over mesh TLS and is echoed; the
     // vote bot's connection is closed without an answer.
-    let echo = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
-    let mut echo_server = Command::new(CONDUIT)
-        .args([
-            "local",
-            "exec",
-            "-n",
-            "emojivoto",
-            web["name"].as_str().unwrap(),
-            "--",
-            "python3",
-            "-c",
-            echo,
-        ])
-        .env("CONDUIT_LOCAL_DIR", &rt.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut echo_server = rt.spawn_in("web", &["python3", "-c", ECHO_SERVER_7000]);
     std::thread::sleep(Duration::from_millis(500));
     let client = format!(
         "import socket\nc=socket.create_connection(('{web_ip}',7000),timeout=10)\nc.sendall(b'knock:knock')\nprint(repr(c.recv(100)))\n"

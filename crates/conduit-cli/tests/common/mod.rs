@@ -6,10 +6,14 @@ use conduit_testkit::require_root;
 use serde_json::Value;
 use std::{
     path::PathBuf,
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
 };
 
 pub const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
+
+/// A TCP echo server on port 7000, to run in a pod with [`Runtime::spawn_in`]: it sends
+/// back a connection's first bytes and closes it.
+pub const ECHO_SERVER_7000: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
 
 pub fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
@@ -45,9 +49,16 @@ impl Runtime {
 
     /// The sample app, meshed by `conduit inject`, written next to the run directory.
     pub fn meshed_manifest(&self) -> PathBuf {
+        self.injected(&manifest(), &[], "meshed.yml")
+    }
+
+    /// `manifest` after `conduit inject ARGS`, written next to the run directory with
+    /// extension `name`.
+    pub fn injected(&self, manifest: &std::path::Path, args: &[&str], name: &str) -> PathBuf {
         let out = Command::new(CONDUIT)
             .arg("inject")
-            .arg(manifest())
+            .args(args)
+            .arg(manifest)
             .output()
             .unwrap();
         assert!(
@@ -55,12 +66,12 @@ impl Runtime {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let path = self.dir.with_extension("meshed.yml");
+        let path = self.dir.with_extension(name);
         std::fs::write(&path, &out.stdout).unwrap();
         path
     }
 
-    pub fn conduit(&self, args: &[&str]) -> Output {
+    pub fn conduit<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
         Command::new(CONDUIT)
             .args(args)
             .env("CONDUIT_LOCAL_DIR", &self.dir)
@@ -112,15 +123,32 @@ impl Runtime {
 
     /// Runs `argv` inside the pod of `deployment` with `conduit local exec`.
     pub fn exec(&self, deployment: &str, argv: &[&str]) -> String {
+        let args = self.exec_args(deployment, argv);
+        String::from_utf8_lossy(&self.conduit(&args).stdout).into_owned()
+    }
+
+    /// Starts `argv` in the background inside the pod of `deployment`; killing the
+    /// returned child ends the command too.
+    pub fn spawn_in(&self, deployment: &str, argv: &[&str]) -> Child {
+        Command::new(CONDUIT)
+            .args(self.exec_args(deployment, argv))
+            .env("CONDUIT_LOCAL_DIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running conduit local exec")
+    }
+
+    /// `conduit local exec` arguments that run `argv` in the pod of `deployment`.
+    fn exec_args(&self, deployment: &str, argv: &[&str]) -> Vec<String> {
         let status = self.status();
         let pod = Self::pod(&status, deployment);
-        let (ns, name) = (
-            pod["namespace"].as_str().unwrap(),
-            pod["name"].as_str().unwrap(),
-        );
-        let mut args = vec!["local", "exec", "-n", ns, name, "--"];
-        args.extend_from_slice(argv);
-        String::from_utf8_lossy(&self.conduit(&args).stdout).into_owned()
+        let mut args: Vec<String> = ["local", "exec", "-n"].map(String::from).to_vec();
+        args.push(pod["namespace"].as_str().unwrap().to_string());
+        args.push(pod["name"].as_str().unwrap().to_string());
+        args.push("--".into());
+        args.extend(argv.iter().map(|a| a.to_string()));
+        args
     }
 }
 
