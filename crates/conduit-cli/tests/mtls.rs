@@ -78,12 +78,7 @@ fn has(text: &str, parts: &[&str]) -> bool {
 fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     let rt = Runtime::new("mtls");
     rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
-    let status = rt.status();
-    let node = status["node_netns"].as_str().unwrap().to_string();
-    let web_ip = Runtime::pod(&status, "web")["ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let id = |sa: &str| format!("{sa}.emojivoto.serviceaccount.identity.conduit.cluster.local");
 
     // An opaque TCP echo server inside the web pod, next to the app.
@@ -273,10 +268,7 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
 fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
     let rt = Runtime::new("mtls-smtp");
     rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
-    let status = rt.status();
-    let node = status["node_netns"].as_str().unwrap().to_string();
-    let web = Runtime::pod(&status, "web");
-    let web_ip = web["ip"].as_str().unwrap().to_string();
+    let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let mut smtp = rt.spawn_in(
         "web",
         &["python3", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:2525"],

@@ -79,10 +79,6 @@ fn up_with(rt: &Runtime, extra: &str) -> PathBuf {
     policy
 }
 
-fn node(rt: &Runtime) -> String {
-    rt.status()["node_netns"].as_str().unwrap().to_string()
-}
-
 /// `curl` from the node (an unmeshed client): status code and the proxy's error header.
 fn node_curl(node: &str, url: &str) -> String {
     let out = Command::new("ip")
@@ -154,10 +150,9 @@ except grpc.RpcError as e:
 fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
     let rt = Runtime::new("policy");
     up_with(&rt, POLICY);
-    let node = node(&rt);
+    let node = rt.node();
     let status = rt.status();
-    let ip = |d: &str| Runtime::pod(&status, d)["ip"].as_str().unwrap().to_string();
-    let (web_ip, voting_ip) = (ip("web"), ip("voting"));
+    let (web_ip, voting_ip) = (rt.pod_ip("web"), rt.pod_ip("voting"));
 
     // All pods became ready: the runtime's probes pass policy.
     assert!(
@@ -336,11 +331,7 @@ fn all_authenticated_keeps_unmeshed_clients_out_and_the_default_lets_them_in() {
         &rt,
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n",
     );
-    let node = node(&rt);
-    let web_ip = Runtime::pod(&rt.status(), "web")["ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let open = node_curl(&node, &format!("http://{web_ip}:8080/api/list"));
     assert!(open.starts_with("HTTP/1.1 200"), "{open}");
 

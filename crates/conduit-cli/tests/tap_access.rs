@@ -95,12 +95,7 @@ fn mint(identity_dir: &Path, out: &Path, identity: &str) -> (String, String) {
 fn only_the_controller_may_tap_a_meshed_proxy() {
     let rt = Runtime::new("tap-access");
     rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
-    let status = rt.status();
-    let node = status["node_netns"].as_str().unwrap().to_string();
-    let web_ip = Runtime::pod(&status, "web")["ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let target = format!("{web_ip}:4190");
     let identity_dir = rt.dir.join("identity");
     let anchor = identity_dir.join("anchor.pem").display().to_string();

@@ -112,6 +112,19 @@ impl Runtime {
             .collect()
     }
 
+    /// The node's network namespace, where unmeshed clients run.
+    pub fn node(&self) -> String {
+        self.status()["node_netns"].as_str().unwrap().to_string()
+    }
+
+    /// The address of the pod of `deployment`.
+    pub fn pod_ip(&self, deployment: &str) -> String {
+        Self::pod(&self.status(), deployment)["ip"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn pod<'a>(status: &'a Value, deployment: &str) -> &'a Value {
         status["pods"]
             .as_array()
