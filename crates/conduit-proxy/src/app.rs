@@ -1,16 +1,19 @@
 //! The running proxy: binds its three listeners, serves the inbound and outbound sides and
 //! the admin server, and on shutdown stops accepting and drains within the grace period.
 
-use crate::config::Listen;
 use crate::{
-    admin::Admin,
-    config::Config,
-    drain, inbound,
-    metrics::Metrics,
-    outbound,
-    policy::InboundPolicy,
-    tap::{TapAccess, Taps},
-    tls::MeshTls,
+    config::{Config, Listen},
+    connection::{accept, Shared},
+    control::policy::InboundPolicy,
+    drain,
+    inbound::Inbound,
+    outbound::Outbound,
+    telemetry::{
+        admin::Admin,
+        metrics::Metrics,
+        tap::{TapAccess, Taps},
+    },
+    transport::tls::MeshTls,
 };
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -127,7 +130,7 @@ impl Bound {
         let identity = config
             .identity
             .clone()
-            .map(crate::identity::spawn)
+            .map(crate::control::identity::spawn)
             .transpose()?;
         let tls = match (&identity, &config.identity) {
             (Some(identity), Some(cfg)) => Some(Arc::new(
@@ -145,7 +148,11 @@ impl Bound {
             _ => TapAccess::Open,
         };
         for listener in self.tap {
-            tokio::spawn(crate::tap::serve(listener, taps.clone(), access.clone()));
+            tokio::spawn(crate::telemetry::tap::serve(
+                listener,
+                taps.clone(),
+                access.clone(),
+            ));
         }
         let policy = match &config.destination_addr {
             Some(addr) if !config.pod.pod.is_empty() => InboundPolicy::follow(
@@ -157,19 +164,23 @@ impl Bound {
             ),
             _ => InboundPolicy::fixed(config.default_inbound_policy),
         };
-        let inbound = inbound::side(
-            config.clone(),
-            metrics.clone(),
-            taps.clone(),
-            tls.clone(),
-            policy,
-        );
+        let shared = Shared {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            taps,
+            tls,
+        };
+        let inbound = Inbound::new(&shared, policy);
         for listener in self.inbound {
-            tokio::spawn(inbound.clone().serve(listener, watch.clone()));
+            let accepting =
+                accept::serve(inbound.clone(), listener, metrics.clone(), watch.clone());
+            tokio::spawn(accepting);
         }
-        let outbound = outbound::side(config.clone(), metrics.clone(), taps, tls);
+        let outbound = Outbound::new(&shared);
         for listener in self.outbound {
-            tokio::spawn(outbound.clone().serve(listener, watch.clone()));
+            let accepting =
+                accept::serve(outbound.clone(), listener, metrics.clone(), watch.clone());
+            tokio::spawn(accepting);
         }
         drop(watch);
         let admin = Arc::new(Admin {

@@ -47,7 +47,7 @@ pub struct Config {
     pub discovery_timeout: Duration,
     /// Where and how to get a certificate (`CONDUIT_PROXY_IDENTITY_*`); without it the
     /// proxy has no identity.
-    pub identity: Option<crate::identity::IdentityConfig>,
+    pub identity: Option<crate::control::identity::IdentityConfig>,
     /// Who may connect inbound until the control plane says otherwise, or without one
     /// (`CONDUIT_PROXY_DEFAULT_INBOUND_POLICY`).
     pub default_inbound_policy: conduit_policy::DefaultPolicy,
@@ -338,7 +338,7 @@ impl Config {
 
 fn identity_config<'a>(
     get: &impl Fn(&'static str) -> Option<(&'static str, &'a str)>,
-) -> Result<Option<crate::identity::IdentityConfig>, ConfigError> {
+) -> Result<Option<crate::control::identity::IdentityConfig>, ConfigError> {
     let Some(addr) = parse_or(get("CONDUIT_PROXY_IDENTITY_ADDR"), None, |v| {
         match v.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
@@ -398,7 +398,7 @@ fn identity_config<'a>(
             )),
         },
     )?;
-    Ok(Some(crate::identity::IdentityConfig {
+    Ok(Some(crate::control::identity::IdentityConfig {
         addr,
         token_file: token_file.into(),
         name: conduit_identity::identity_name(sa, namespace),

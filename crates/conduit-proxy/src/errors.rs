@@ -4,7 +4,7 @@
 //! `conduit-proxy-error` header saying in plain words what went wrong; the same words are
 //! logged, and the short [`ProxyError::code`] labels the `proxy_errors_total` counter.
 
-use crate::metrics::{Direction, Metrics};
+use crate::{peer::Direction, telemetry::metrics::Metrics};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;

@@ -91,5 +91,5 @@ async fn forward_upgrade(
             }
         });
     }
-    Ok(rsp.map(PooledBody::unpooled))
+    Ok(rsp.map(PooledBody::unwatched))
 }

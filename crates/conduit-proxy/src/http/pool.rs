@@ -3,26 +3,23 @@
 //! A connection that went stale while idle is retried on a fresh one, because the request
 //! was never written. Knows nothing about how the endpoint was chosen.
 
+use super::body::{BodyEnd, OnBodyEnd, WatchEnd};
 use crate::{
-    connect::{Connector, Endpoint},
     errors::ProxyError,
-    metrics::PeerTls,
+    peer::PeerTls,
+    transport::connect::{Connector, Endpoint},
 };
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pin_project_lite::pin_project;
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    pin::Pin,
-    sync::{Arc, Mutex, Weak},
-    task::{Context, Poll},
+    sync::{Arc, Weak},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -56,7 +53,7 @@ impl EndpointPools {
 
     /// The pool of `endpoint` for `version`, created on first use.
     pub fn get(&self, endpoint: &Endpoint, version: HttpVersion) -> Arc<EndpointPool> {
-        let mut pools = lock(&self.pools);
+        let mut pools = self.pools.lock();
         pools
             .entry((endpoint.clone(), version))
             .or_insert_with(|| {
@@ -91,30 +88,24 @@ impl EndpointPools {
     }
 
     fn sweep(&self, now: Instant) {
-        let mut pools = lock(&self.pools);
+        let mut pools = self.pools.lock();
         pools.retain(|_, pool| {
             pool.close_idle(now, self.idle_timeout);
             let in_use = Arc::strong_count(pool) > 1;
-            let recent = now.duration_since(*lock(&pool.last_used)) < self.idle_timeout;
-            in_use || recent || !lock(&pool.idle).is_empty()
+            let recent = now.duration_since(*pool.last_used.lock()) < self.idle_timeout;
+            in_use || recent || !pool.idle.lock().is_empty()
         });
     }
 
     /// How many endpoints currently have a pool.
     pub fn len(&self) -> usize {
-        lock(&self.pools).len()
+        self.pools.lock().len()
     }
 
     /// Whether no endpoint has a pool.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// A mutex guard, even if a panic elsewhere poisoned the lock: the data is still sound,
-/// because every critical section here is a single push, pop or insert.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The connections to one endpoint.
@@ -144,7 +135,7 @@ impl EndpointPool {
     /// one, or the shared HTTP/2 one), rather than pay for connecting.
     pub fn is_warm(&self) -> bool {
         match self.version {
-            HttpVersion::Http1 => lock(&self.idle).iter().any(|(s, _)| !s.is_closed()),
+            HttpVersion::Http1 => self.idle.lock().iter().any(|(s, _)| !s.is_closed()),
             HttpVersion::Http2 => self
                 .h2
                 .try_lock()
@@ -157,13 +148,13 @@ impl EndpointPool {
         self: &Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<PooledBody>, ProxyError> {
-        *lock(&self.last_used) = Instant::now();
+        *self.last_used.lock() = Instant::now();
         match self.version {
             HttpVersion::Http1 => self.send_http1(req).await,
             HttpVersion::Http2 => {
                 let mut sender = self.http2_sender().await?;
                 let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
-                Ok(rsp.map(|body| PooledBody::new(body, None)))
+                Ok(rsp.map(PooledBody::unwatched))
             }
         }
     }
@@ -199,7 +190,7 @@ impl EndpointPool {
             sender,
             pool: Arc::downgrade(self),
         };
-        rsp.map(|body| PooledBody::new(body, Some(release)))
+        rsp.map(|body| PooledBody::new(body, release))
     }
 
     /// Sends a protocol-switching request (`Upgrade`, `CONNECT`) on a connection of its own,
@@ -213,7 +204,7 @@ impl EndpointPool {
     }
 
     fn checkout(&self) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = lock(&self.idle);
+        let mut idle = self.idle.lock();
         while let Some((sender, _)) = idle.pop() {
             if !sender.is_closed() {
                 return Some(sender);
@@ -223,14 +214,14 @@ impl EndpointPool {
     }
 
     fn checkin(&self, sender: http1::SendRequest<Incoming>) {
-        let mut idle = lock(&self.idle);
+        let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE_PER_ENDPOINT && !sender.is_closed() {
             idle.push((sender, Instant::now()));
         }
     }
 
     fn close_idle(&self, now: Instant, idle_timeout: Duration) {
-        lock(&self.idle).retain(|(sender, since)| {
+        self.idle.lock().retain(|(sender, since)| {
             !sender.is_closed() && now.duration_since(*since) < idle_timeout
         });
     }
@@ -310,80 +301,20 @@ pub fn describe(e: &hyper::Error) -> String {
     text
 }
 
-/// Returns an HTTP/1 connection to its pool.
-struct Release {
+/// Hands an HTTP/1 connection back to its pool once its response body has been read to
+/// the end. A body that fails or is dropped early takes its connection with it.
+pub struct Release {
     sender: http1::SendRequest<Incoming>,
     pool: Weak<EndpointPool>,
 }
 
-impl Release {
-    fn release(self) {
-        if let Some(pool) = self.pool.upgrade() {
+impl OnBodyEnd for Release {
+    fn end(self, end: BodyEnd) {
+        if let (BodyEnd::Complete, Some(pool)) = (end, self.pool.upgrade()) {
             pool.checkin(self.sender);
         }
     }
 }
 
-pin_project! {
-    /// An upstream response body that hands its HTTP/1 connection back to the pool once it
-    /// has been read to the end. A body dropped early takes its connection with it.
-    pub struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        release: Option<Release>,
-    }
-}
-
-impl PooledBody {
-    fn new(inner: Incoming, release: Option<Release>) -> Self {
-        let mut body = PooledBody { inner, release };
-        if body.inner.is_end_stream() {
-            if let Some(r) = body.release.take() {
-                r.release();
-            }
-        }
-        body
-    }
-
-    /// A body that belongs to no pool.
-    pub fn unpooled(inner: Incoming) -> Self {
-        PooledBody {
-            inner,
-            release: None,
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let res = this.inner.as_mut().poll_frame(cx);
-        match &res {
-            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => {}
-            Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
-                if let Some(r) = this.release.take() {
-                    r.release();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                this.release.take();
-            }
-            Poll::Pending => {}
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// An upstream response body, watched for its end when its connection goes back to a pool.
+pub type PooledBody = WatchEnd<Incoming, Release>;

@@ -4,23 +4,23 @@
 //! other responses fail on 5xx. The same points feed tap, when someone taps: one wrapper
 //! around the response body serves both.
 
+use super::body::{BodyEnd, OnBodyEnd, WatchEnd};
 use crate::{
     errors::PROXY_ERROR_HEADER,
-    metrics::{
-        Classification, Direction, HttpMetrics, LatencyLabels, PeerTls, RequestLabels,
-        ResponseLabels,
+    peer::{Direction, PeerTls},
+    telemetry::{
+        metrics::{Classification, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels},
+        tap::{TappedRequest, Taps},
     },
-    tap::{TappedRequest, Taps},
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body::{Body, Frame};
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use std::{
-    pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -99,8 +99,8 @@ struct SeriesCache {
 }
 
 impl ConnSeries {
-    fn cache(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn cache(&self) -> MutexGuard<'_, SeriesCache> {
+        self.cache.lock()
     }
 
     /// Counts a request for `named` (or the fallback), returning the authority label.
@@ -270,13 +270,13 @@ where
                 grpc_status,
                 tap,
             };
-            Ok(rsp.map(|inner| RecordBody::new(inner, outcome)))
+            Ok(rsp.map(|inner| WatchEnd::new(inner, outcome)))
         })
     }
 }
 
 /// What is known of a response until its body ends.
-struct Outcome {
+pub struct Outcome {
     series: Arc<ConnSeries>,
     authority: Arc<str>,
     tls: PeerTls,
@@ -312,94 +312,29 @@ impl Outcome {
     }
 }
 
-pin_project! {
-    /// A response body that counts its response when it ends, fails, or is dropped.
-    pub struct RecordBody<B> {
-        #[pin]
-        inner: B,
-        outcome: Option<Outcome>,
+/// The response is counted when its body ends, fails, or is dropped.
+impl OnBodyEnd for Outcome {
+    fn frame(&mut self, frame: &Frame<Bytes>) {
+        if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+            self.grpc_status = Some(code);
+        }
+        if let (Some(data), Some((_, _, bytes))) = (frame.data_ref(), self.tap.as_mut()) {
+            *bytes += data.len() as u64;
+        }
     }
 
-    impl<B> PinnedDrop for RecordBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(outcome) = this.project().outcome.take() {
-                outcome.record(false);
-            }
-        }
+    fn end(self, end: BodyEnd) {
+        self.record(end == BodyEnd::Failed);
     }
 }
 
-impl<B: Body> RecordBody<B> {
-    fn new(inner: B, outcome: Outcome) -> Self {
-        let mut body = RecordBody {
-            inner,
-            outcome: Some(outcome),
-        };
-        if body.inner.is_end_stream() {
-            if let Some(outcome) = body.outcome.take() {
-                outcome.record(false);
-            }
-        }
-        body
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for RecordBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let res = this.inner.as_mut().poll_frame(cx);
-        match &res {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(outcome) = this.outcome.as_mut() {
-                    if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
-                        outcome.grpc_status = Some(code);
-                    }
-                    if let (Some(data), Some((_, _, bytes))) =
-                        (frame.data_ref(), outcome.tap.as_mut())
-                    {
-                        *bytes += data.len() as u64;
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    if let Some(outcome) = this.outcome.take() {
-                        outcome.record(false);
-                    }
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(outcome) = this.outcome.take() {
-                    outcome.record(true);
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(outcome) = this.outcome.take() {
-                    outcome.record(false);
-                }
-            }
-            Poll::Pending => {}
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that counts its response when it ends.
+pub type RecordBody<B> = WatchEnd<B, Outcome>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::PodIdentity, metrics::Metrics};
+    use crate::{config::PodIdentity, telemetry::metrics::Metrics};
     use http_body_util::{BodyExt, Full, StreamBody};
     use std::convert::Infallible;
     use tower::{service_fn, Service, ServiceExt};

@@ -2,18 +2,21 @@
 //! the one place that builds them; gRPC requests get a gRPC status instead), and reports
 //! each one in logs and metrics.
 
-use super::{pool::PooledBody, ResponseBody};
-use crate::{
-    errors::ProxyError,
-    metrics::{Direction, Metrics},
-};
+use super::pool::PooledBody;
+use crate::{errors::ProxyError, peer::Direction, telemetry::metrics::Metrics};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
+use http_body_util::{Either, Full};
 use std::{
     convert::Infallible,
     sync::Arc,
     task::{Context, Poll},
 };
+
+/// A response body as the client receives it: the upstream's (`Left`) or one the proxy
+/// wrote itself (`Right`).
+pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
 /// Answers for the inner service when it fails.
 #[derive(Clone)]
@@ -60,7 +63,7 @@ where
         let (direction, metrics) = (self.direction, self.metrics.clone());
         Box::pin(async move {
             match fut.await {
-                Ok(rsp) => Ok(rsp.map(ResponseBody::upstream)),
+                Ok(rsp) => Ok(rsp.map(Either::Left)),
                 Err(err) => {
                     err.report(&metrics, direction);
                     tracing::debug!(%method, %uri, "request failed in the proxy");
@@ -69,7 +72,7 @@ where
                     } else {
                         err.to_response()
                     };
-                    Ok(rsp.map(ResponseBody::proxy))
+                    Ok(rsp.map(Either::Right))
                 }
             }
         })

@@ -4,7 +4,10 @@
 //! cannot answer for yet) goes to the connection's original destination.
 
 use super::pool::{EndpointPool, EndpointPools, HttpVersion};
-use crate::{balance::InFlight, connect::Endpoint, discovery::Discovery};
+use crate::{
+    balance::{endpoints::EndpointSets, InFlight},
+    transport::connect::Endpoint,
+};
 use http::{header, Request};
 use std::{net::SocketAddr, sync::Arc};
 
@@ -19,7 +22,7 @@ pub enum Route {
 
 /// What a discovered route needs.
 pub struct DiscoveredRoute {
-    pub discovery: Arc<Discovery>,
+    pub endpoints: Arc<EndpointSets>,
     pub pools: Arc<EndpointPools>,
     pub version: HttpVersion,
     pub orig_dst: SocketAddr,
@@ -58,7 +61,7 @@ impl Route {
             },
             Route::Discovered(route) => {
                 let endpoint = match target {
-                    Some(t) => route.discovery.pick(&t).await,
+                    Some(t) => route.endpoints.pick(&t).await,
                     None => None,
                 };
                 match endpoint {

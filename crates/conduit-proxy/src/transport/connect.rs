@@ -5,9 +5,12 @@
 
 use crate::{
     errors::ProxyError,
-    io::CountingIo,
-    metrics::{Direction, Peer, PeerTls, TcpMetrics},
-    tls::{MeshTls, Transport, UpstreamTransport},
+    peer::{Direction, PeerTls},
+    telemetry::metrics::{Peer, TcpMetrics},
+    transport::{
+        io::CountingIo,
+        tls::{MeshTls, Transport, UpstreamTransport},
+    },
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpStream;
@@ -159,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_meshed_endpoint_that_cannot_prove_its_identity_gets_no_bytes() {
-        let m = crate::tls::tests::mesh();
+        let m = crate::transport::tls::tests::mesh();
         let hour = Duration::from_secs(3600);
         let web = Arc::new(m.proxy("web", hour));
         let emoji = Arc::new(m.proxy("emoji", hour));
@@ -199,9 +202,9 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_certificate_meshed_endpoints_are_not_spoken_to() {
-        let m = crate::tls::tests::mesh();
+        let m = crate::transport::tls::tests::mesh();
         let identity = Arc::new(
-            crate::identity::Identity::new(
+            crate::control::identity::Identity::new(
                 "web.emojivoto.serviceaccount.identity.conduit.cluster.local",
             )
             .unwrap(),

@@ -1,6 +1,12 @@
-//! The proxy's connection to the control plane: one HTTP/2 connection, opened on first
-//! use and reopened after it fails, carrying the gRPC calls of the generated clients. It
-//! is hyper's client, which the proxy already has, rather than a second HTTP stack.
+//! The proxy's clients of the control plane: endpoint [`discovery`], the pod's inbound
+//! [`policy`] and its [`identity`] (certificates). This module owns the connection they
+//! share: one HTTP/2 connection, opened on first use and reopened after it fails, carrying
+//! the gRPC calls of the generated clients (hyper's client, which the proxy already has,
+//! rather than a second HTTP stack), and [`follow`], which keeps a server stream open.
+
+pub mod discovery;
+pub mod identity;
+pub mod policy;
 
 use futures_util::future::BoxFuture;
 use http::{uri::PathAndQuery, Request, Response, Uri};

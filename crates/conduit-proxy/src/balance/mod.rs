@@ -3,14 +3,18 @@
 //! latency estimate times its requests in flight, plus one) is lower. The estimate jumps
 //! up to any slower observation at once (peak) and decays back toward faster ones over
 //! about ten seconds, so a slowing endpoint is avoided quickly and forgiven slowly; it
-//! also decays while idle, so an endpoint is tried again. Knows nothing about HTTP.
+//! also decays while idle, so an endpoint is tried again. [`endpoints`] keeps each
+//! target's endpoint set, from discovery, with its balancer. Knows nothing about HTTP.
 
-use crate::connect::Endpoint;
+pub mod endpoints;
+
+use crate::transport::connect::Endpoint;
+use parking_lot::Mutex;
 use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -38,8 +42,8 @@ impl EndpointLoad {
         })
     }
 
-    fn estimate(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
-        self.estimate.lock().unwrap_or_else(|p| p.into_inner())
+    fn estimate(&self) -> parking_lot::MutexGuard<'_, (f64, Instant)> {
+        self.estimate.lock()
     }
 
     /// The latency estimate now, in seconds, decayed for the time since the last sample.
@@ -122,7 +126,7 @@ impl Balancer {
     /// Replaces the endpoint set, keeping what is known of endpoints that stay. Removed
     /// endpoints are no longer picked; requests in flight to them finish.
     pub fn update(&self, endpoints: &[Endpoint]) {
-        let mut eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut eps = self.endpoints.lock();
         let kept: Vec<Arc<EndpointLoad>> = endpoints
             .iter()
             .map(|a| {
@@ -137,7 +141,7 @@ impl Balancer {
 
     /// The endpoint for the next request, or `None` without endpoints.
     pub fn pick(&self) -> Option<Arc<EndpointLoad>> {
-        let eps = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let eps = self.endpoints.lock();
         match eps.len() {
             0 => None,
             1 => Some(eps[0].clone()),
@@ -163,7 +167,6 @@ impl Balancer {
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.endpoints
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|e| e.endpoint.addr)
             .collect()
@@ -221,7 +224,7 @@ mod tests {
     fn prefers_the_fast_and_the_idle() {
         let b = Balancer::default();
         b.update(&[ep(1), ep(2)]);
-        let eps = b.endpoints.lock().unwrap().clone();
+        let eps = b.endpoints.lock().clone();
         eps[0].observe(Duration::from_millis(50), Instant::now());
         eps[1].observe(Duration::from_millis(1), Instant::now());
         // With two endpoints both are always sampled: the faster one always wins.
@@ -243,7 +246,7 @@ mod tests {
         }
         assert_eq!(seen.len(), 3);
         assert!(seen.values().all(|n| *n > 600), "{seen:?}");
-        let survivor = b.endpoints.lock().unwrap()[1].clone();
+        let survivor = b.endpoints.lock()[1].clone();
         survivor.observe(Duration::from_millis(7), Instant::now());
         b.update(&[ep(2)]);
         assert_eq!(b.addrs(), [addr(2)]);

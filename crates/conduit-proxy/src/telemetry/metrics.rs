@@ -3,38 +3,17 @@
 //! `tcp_open_total`, ...) so existing dashboards and queries carry over. The pod's own
 //! identity (namespace, deployment, pod) is stamped on every series.
 
-use crate::{config::PodIdentity, detect::Protocol, io::ByteCounters};
+use crate::{
+    config::PodIdentity,
+    peer::{Direction, PeerTls},
+    transport::detect::Protocol,
+};
 use prometheus_client::{
-    encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use std::{borrow::Cow, fmt::Write as _, net::SocketAddr, sync::Arc};
-
-/// Which side of the pod a connection belongs to.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Direction {
-    /// Arriving at the pod's application.
-    Inbound,
-    /// Leaving the pod's application.
-    Outbound,
-}
-
-impl Direction {
-    /// `inbound` or `outbound`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
-
-impl EncodeLabelValue for Direction {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
-    }
-}
 
 impl EncodeLabelValue for Protocol {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
@@ -71,44 +50,6 @@ impl EncodeLabelValue for Peer {
             Peer::Src => "src",
             Peer::Dst => "dst",
         })
-    }
-}
-
-/// How the other end of a connection was authenticated: mesh TLS with the peer's
-/// identity (`tls="true"` and `client_id` inbound, `server_id` outbound), or not at all
-/// (`tls="false"`).
-#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
-pub enum PeerTls {
-    #[default]
-    None,
-    /// Inbound mesh TLS: the client's identity.
-    Client(Arc<str>),
-    /// Outbound mesh TLS: the server's identity, verified.
-    Server(Arc<str>),
-}
-
-impl PeerTls {
-    /// The peer's identity, if it proved one.
-    pub fn identity(&self) -> Option<&str> {
-        match self {
-            PeerTls::None => None,
-            PeerTls::Client(id) | PeerTls::Server(id) => Some(id),
-        }
-    }
-}
-
-impl EncodeLabelSet for PeerTls {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        let (tls, id) = match self {
-            PeerTls::None => ("false", None),
-            PeerTls::Client(id) => ("true", Some(("client_id", id))),
-            PeerTls::Server(id) => ("true", Some(("server_id", id))),
-        };
-        EncodeLabel::encode(&("tls", tls), encoder.encode_label())?;
-        if let Some((key, id)) = id {
-            EncodeLabel::encode(&(key, &**id), encoder.encode_label())?;
-        }
-        Ok(())
     }
 }
 
@@ -208,6 +149,15 @@ pub struct TcpMetrics {
     close: Family<TcpLabels, Counter>,
     read_bytes: Family<TcpLabels, Counter>,
     write_bytes: Family<TcpLabels, Counter>,
+}
+
+/// Where a connection's bytes are counted.
+#[derive(Clone, Debug, Default)]
+pub struct ByteCounters {
+    /// Bytes read from the socket.
+    pub read: Counter,
+    /// Bytes written to the socket.
+    pub write: Counter,
 }
 
 /// A counted TCP connection: counted open on creation, closed on drop.

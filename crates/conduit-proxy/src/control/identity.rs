@@ -6,13 +6,14 @@
 use crate::control::ControlPlane;
 use conduit_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use conduit_identity::request::LocalKey;
+use parking_lot::RwLock;
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
     sign::{CertifiedKey, SigningKey},
 };
 use std::{
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tracing::{info, warn};
@@ -57,18 +58,12 @@ pub struct Identity {
 impl Identity {
     /// The certificate, if one was issued.
     pub fn certificate(&self) -> Option<Certificate> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.read().clone()
     }
 
     /// The current certificate chain and key, for TLS handshakes.
     pub fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
-        self.certified_key
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.certified_key.read().clone()
     }
 
     /// Makes `cert` the one TLS handshakes present from now on.
@@ -78,11 +73,8 @@ impl Identity {
             .map(|der| CertificateDer::from(der.clone()))
             .collect();
         let certified = Arc::new(CertifiedKey::new(chain, self.signing_key.clone()));
-        *self
-            .certified_key
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(certified);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(cert);
+        *self.certified_key.write() = Some(certified);
+        *self.current.write() = Some(cert);
         self.certified.send_replace(true);
     }
 
@@ -96,10 +88,7 @@ impl Identity {
 
     /// Why the last request failed, if it did.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.last_error.read().clone()
     }
 
     /// A fresh key for `name`, not yet certified.
@@ -177,19 +166,13 @@ pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
                         .unwrap_or_default();
                     info!(identity = %cfg.name, valid_for = %humantime::format_duration(Duration::from_secs(life.as_secs())), "certified");
                     identity.install(cert);
-                    *identity
-                        .last_error
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner()) = None;
+                    *identity.last_error.write() = None;
                     backoff = Duration::from_millis(500);
                     life.mul_f64(0.7)
                 }
                 Err(error) => {
                     warn!(identity = %cfg.name, %error, retry_in = ?backoff, "certificate request failed; keeping the current certificate");
-                    *identity
-                        .last_error
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(error);
+                    *identity.last_error.write() = Some(error);
                     let wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                     wait

@@ -1,10 +1,9 @@
 //! Transport wrappers: [`PrefixedIo`] replays the bytes detection already read, and
 //! [`CountingIo`] counts the bytes that cross a socket. Both are transparent otherwise.
 
-use crate::metrics::TcpConnection;
+use crate::telemetry::metrics::TcpConnection;
 use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
-use prometheus_client::metrics::counter::Counter;
 use std::{
     io,
     pin::Pin,
@@ -78,15 +77,6 @@ impl<I: AsyncWrite> AsyncWrite for PrefixedIo<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
-}
-
-/// Where [`CountingIo`] adds the bytes it sees.
-#[derive(Clone, Debug, Default)]
-pub struct ByteCounters {
-    /// Bytes read from the socket.
-    pub read: Counter,
-    /// Bytes written to the socket.
-    pub write: Counter,
 }
 
 pin_project! {
@@ -176,7 +166,7 @@ impl<I: AsyncWrite> AsyncWrite for CountingIo<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Direction, Peer};
+    use crate::{peer::Direction, telemetry::metrics::Peer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -193,12 +183,12 @@ mod tests {
     #[tokio::test]
     async fn counts_both_ways() {
         let (mut a, b) = tokio::io::duplex(64);
-        let metrics = crate::metrics::TcpMetrics::default();
+        let metrics = crate::telemetry::metrics::TcpMetrics::default();
         let conn = metrics.open(
             Direction::Inbound,
             Peer::Src,
             "198.18.0.1:80".parse().unwrap(),
-            crate::metrics::PeerTls::None,
+            crate::peer::PeerTls::None,
         );
         let counters = conn.bytes.clone();
         let mut io = CountingIo::new(b, conn);

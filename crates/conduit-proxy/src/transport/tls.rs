@@ -6,7 +6,7 @@
 //! says so with ALPN, so the inbound proxy does not detect it again. Certificates come
 //! from [`Identity`] at each handshake, so renewals apply to new connections at once.
 
-use crate::{identity::Identity, io::PrefixedIo};
+use crate::{control::identity::Identity, transport::io::PrefixedIo};
 use bytes::BytesMut;
 use rustls::{
     client::{danger::ServerCertVerifier, ResolvesClientCert, WebPkiServerVerifier},
@@ -267,23 +267,27 @@ where
         .unwrap_or(Ok(None))
 }
 
-/// A connection, in plaintext or under mesh TLS.
-pub enum Transport<T> {
-    Plain(TcpStream),
+/// A connection, in plaintext (`P`) or under mesh TLS (`T`).
+pub enum Transport<P, T> {
+    Plain(P),
     Tls(Box<T>),
 }
 
-/// The client side of a connection the inbound proxy accepted.
-pub type ClientTransport = Transport<tokio_rustls::server::TlsStream<PrefixedIo<TcpStream>>>;
+/// The client side of a connection that the inbound proxy accepted over `I`, whose mesh
+/// TLS (if any) it terminated.
+pub type ServerTransport<I> = Transport<I, tokio_rustls::server::TlsStream<PrefixedIo<I>>>;
+
+/// The client side of an accepted connection.
+pub type ClientTransport = ServerTransport<TcpStream>;
 
 /// A connection to an upstream endpoint.
-pub type UpstreamTransport = Transport<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type UpstreamTransport = Transport<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
-impl<T> Transport<T> {
-    /// The socket, when the connection is plaintext.
-    pub fn plain(&self) -> Option<&TcpStream> {
+impl<P, T> Transport<P, T> {
+    /// The plaintext I/O, when the connection is plaintext.
+    pub fn plain(&self) -> Option<&P> {
         match self {
-            Transport::Plain(tcp) => Some(tcp),
+            Transport::Plain(io) => Some(io),
             Transport::Tls(_) => None,
         }
     }
@@ -299,7 +303,7 @@ impl UpstreamTransport {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Transport<T> {
+impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for Transport<P, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -312,7 +316,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Transport<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Transport<T> {
+impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for Transport<P, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -389,7 +393,7 @@ pub(crate) mod tests {
                 .issuer
                 .certify(&identity.csr_der().unwrap(), &identity.name, life)
                 .unwrap();
-            identity.install(crate::identity::Certificate {
+            identity.install(crate::control::identity::Certificate {
                 leaf_der: c.leaf_der,
                 intermediates_der: vec![c.issuer_der],
                 valid_until: std::time::SystemTime::now() + life,

@@ -1,7 +1,7 @@
 //! The admin server: `/metrics` (Prometheus/OpenMetrics text), `/ready` (503 while
 //! draining), `/live`, and `POST /shutdown`, which only a client on loopback may call.
 
-use crate::{drain, metrics::Metrics};
+use crate::{drain, telemetry::metrics::Metrics};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -16,7 +16,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub drain: Arc<drain::Signal>,
     /// The proxy's identity, when it has one to get: not ready without a certificate.
-    pub identity: Option<Arc<crate::identity::Identity>>,
+    pub identity: Option<Arc<crate::control::identity::Identity>>,
 }
 
 impl Admin {

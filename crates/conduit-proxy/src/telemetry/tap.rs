@@ -3,19 +3,20 @@
 //! atomic counter. Events go to observers through bounded channels and are dropped, never
 //! waited for, when an observer is slow, so a tap can never slow traffic down.
 
-use crate::{config::PodIdentity, metrics::Direction, tls::MeshTls};
+use crate::{config::PodIdentity, peer::Direction, transport::tls::MeshTls};
 use conduit_api::tap::{
     tap_event, tap_server::Tap, ConnectionDenied, ObserveRequest, RequestInit, ResponseEnd,
     ResponseInit, TapEvent,
 };
 use http::Request;
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -65,8 +66,8 @@ impl Taps {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Observer>>> {
-        self.observers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Observer>>> {
+        self.observers.lock()
     }
 
     /// Starts observing: events for matching requests arrive on the receiver.
@@ -314,7 +315,7 @@ async fn admit(
     let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept_h2(tcp)).await {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(error)) => {
-            info!(%peer, error = %crate::connect::tls_reason(&error), "tap refused: the client did not prove a mesh identity over TLS");
+            info!(%peer, error = %crate::transport::connect::tls_reason(&error), "tap refused: the client did not prove a mesh identity over TLS");
             return None;
         }
         Err(_) => {

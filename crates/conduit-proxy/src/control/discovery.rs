@@ -1,0 +1,112 @@
+//! Service discovery from the control plane: for a target (`host:port` authority, or a
+//! virtual IP) the proxy follows a Destination stream, and the latest [`Resolution`] is
+//! published on a watch channel for as long as anyone holds its receiver. A lost stream
+//! keeps its last answer and is re-established with backoff. Knows nothing about how an
+//! endpoint is chosen, nor about HTTP or sockets beyond addresses.
+
+use crate::control::{self, ControlPlane, Followed};
+use crate::transport::connect::Endpoint;
+use conduit_api::destination::{
+    destination_client::DestinationClient, update, GetDestination, Update,
+};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+/// What is known of a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Asked, no answer yet.
+    Pending,
+    /// The control plane could not be reached, and nothing was ever known.
+    Unavailable,
+    /// The control plane does not know the name: use the original destination.
+    Unknown,
+    /// The endpoints to balance over (empty: the service exists but nothing is ready).
+    Endpoints(Vec<Endpoint>),
+}
+
+/// The Destination API, as seen from one pod.
+pub struct Discovery {
+    client: DestinationClient<ControlPlane>,
+    context_namespace: String,
+}
+
+impl Discovery {
+    /// Discovery from the Destination API at `addr` (`host:port`), for a pod in
+    /// `context_namespace`.
+    pub fn new(addr: &str, context_namespace: String) -> Discovery {
+        Discovery {
+            client: DestinationClient::new(ControlPlane::new(addr)),
+            context_namespace,
+        }
+    }
+
+    /// Starts following `target`: its resolution, kept current until the receiver and
+    /// all its clones are dropped.
+    pub fn resolve(&self, target: &str) -> watch::Receiver<Resolution> {
+        let (tx, rx) = watch::channel(Resolution::Pending);
+        let request = GetDestination {
+            path: target.to_string(),
+            context_namespace: self.context_namespace.clone(),
+        };
+        tokio::spawn(follow(self.client.clone(), request, tx));
+        rx
+    }
+}
+
+fn resolution(update: Update) -> Option<Resolution> {
+    match update.update? {
+        update::Update::Endpoints(set) => Some(Resolution::Endpoints(
+            set.endpoints
+                .iter()
+                .filter_map(|e| {
+                    Some(Endpoint {
+                        addr: e.addr.parse().ok()?,
+                        // Only meshed endpoints have a proxy to speak mesh TLS with.
+                        identity: (e.meshed && !e.identity.is_empty())
+                            .then(|| Arc::from(e.identity.as_str())),
+                    })
+                })
+                .collect(),
+        )),
+        update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints(Vec::new())),
+        update::Update::NoEndpoints(_) => Some(Resolution::Unknown),
+    }
+}
+
+/// Keeps one target's resolution current until nobody asks about it any more. A lost
+/// stream keeps the last answer and is re-established with backoff.
+async fn follow(
+    client: DestinationClient<ControlPlane>,
+    request: GetDestination,
+    tx: watch::Sender<Resolution>,
+) {
+    let path = request.path.clone();
+    let open = || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.get(request).await }
+    };
+    let on = |event| match event {
+        Followed::Message(update) => {
+            if let Some(r) = resolution(update) {
+                debug!(target = %path, resolution = ?r, "destination update");
+                tx.send_replace(r);
+            }
+        }
+        Followed::Failed(status) => {
+            debug!(target = %path, error = %status, "destination lookup failed");
+            tx.send_if_modified(|r| {
+                let first = *r == Resolution::Pending;
+                if first {
+                    *r = Resolution::Unavailable;
+                }
+                first
+            });
+        }
+        Followed::Lost => {
+            info!(target = %path, "lost the destination stream; keeping the last known endpoints")
+        }
+    };
+    control::follow(open, on, tx.closed()).await
+}

@@ -1,0 +1,99 @@
+//! The outbound side: connections the application makes to anywhere else.
+//! [`Outbound::serve`] is their path, top to bottom: decide the protocol, then route by
+//! discovery and forward. With a control plane (`CONDUIT_PROXY_DESTINATION_ADDR`), HTTP
+//! requests are balanced over the endpoints of their authority and opaque connections
+//! over the endpoints of their original destination (a service's virtual IP); what
+//! discovery does not know, and everything without a control plane, goes to the original
+//! destination. Endpoints with an identity are spoken to over mesh TLS (the connector's).
+
+use crate::{
+    balance::{endpoints::EndpointSets, EndpointLoad},
+    connection::{Accepted, DetectProtocol, Forwarder, Forwarding, ServerFirstPorts, Shared, Side},
+    control::discovery::Discovery,
+    drain,
+    http::{
+        pool::HttpVersion,
+        route::{DiscoveredRoute, Route},
+    },
+    peer::Direction,
+    transport::{connect::Endpoint, tls::Transport},
+};
+use std::{net::SocketAddr, sync::Arc};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// The outbound side's stages.
+pub struct Outbound {
+    detect: DetectProtocol,
+    /// With a control plane: every target's discovered endpoints.
+    endpoints: Option<Arc<EndpointSets>>,
+    forward: Forwarder,
+}
+
+impl Outbound {
+    /// The outbound side.
+    pub fn new(shared: &Shared) -> Arc<Outbound> {
+        let config = &shared.config;
+        let server_first = Arc::new(ServerFirstPorts::default());
+        let endpoints = config.destination_addr.as_ref().map(|addr| {
+            let discovery = Discovery::new(addr, config.pod.namespace.clone());
+            EndpointSets::new(discovery, config.discovery_timeout)
+        });
+        Arc::new(Outbound {
+            detect: DetectProtocol::new(Direction::Outbound, shared, server_first.clone()),
+            endpoints,
+            forward: Forwarder::new(Direction::Outbound, shared, server_first),
+        })
+    }
+
+    /// How the requests of an HTTP connection to `orig_dst` find their endpoints.
+    fn route(&self, version: HttpVersion, orig_dst: SocketAddr) -> Route {
+        match &self.endpoints {
+            Some(endpoints) => Route::Discovered(Arc::new(DiscoveredRoute {
+                endpoints: endpoints.clone(),
+                pools: self.forward.pools().clone(),
+                version,
+                orig_dst,
+            })),
+            None => Route::Fixed(self.forward.pool(&Endpoint::plain(orig_dst), version)),
+        }
+    }
+
+    /// Where an opaque connection to `orig_dst` goes: a discovered endpoint of it (a
+    /// service's virtual IP, say) when there is one, else the original destination.
+    async fn pick(&self, orig_dst: SocketAddr) -> (Endpoint, Option<Arc<EndpointLoad>>) {
+        let picked = match &self.endpoints {
+            Some(endpoints) => endpoints.pick(&orig_dst.to_string()).await,
+            None => None,
+        };
+        let endpoint = picked
+            .as_ref()
+            .map_or_else(|| Endpoint::plain(orig_dst), |e| e.endpoint.clone());
+        (endpoint, picked)
+    }
+}
+
+impl Side for Outbound {
+    fn direction(&self) -> Direction {
+        Direction::Outbound
+    }
+
+    async fn serve(self: Arc<Self>, tcp: TcpStream, accepted: Accepted, drain: drain::Watch) {
+        let detected = match self.detect.detect(accepted, tcp, false).await {
+            Ok(detected) => detected.map_io(Transport::Plain),
+            Err(error) => return debug!(%error, "reading from the client failed"),
+        };
+        self.detect.report(&detected);
+        match self.forward.admit(detected).await {
+            Some(Forwarding::Http(http)) => {
+                let route = self.route(http.version, accepted.orig_dst);
+                self.forward.serve_http(http, route, None, drain).await
+            }
+            Some(Forwarding::Opaque(opaque)) => {
+                let (endpoint, load) = self.pick(accepted.orig_dst).await;
+                self.forward.splice(opaque, &endpoint, load).await
+            }
+            None => {}
+        }
+    }
+}

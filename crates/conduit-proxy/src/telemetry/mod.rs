@@ -1,0 +1,7 @@
+//! What the proxy tells about the traffic it carries: Prometheus metrics ([`metrics`]),
+//! live request events for the controller ([`tap`]), and the admin server that serves
+//! metrics, readiness and shutdown ([`admin`]).
+
+pub mod admin;
+pub mod metrics;
+pub mod tap;
