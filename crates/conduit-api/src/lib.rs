@@ -1,24 +1,43 @@
-//! The gRPC contracts between Conduit's proxies and its control plane, generated from
-//! `proto/`: Destination (endpoint discovery), Identity (certificates), InboundPolicy (who may connect) and Tap (live request
-//! events). Only
-//! generated code lives here; behaviour belongs to the proxy and the controller.
+//! What Conduit's parts agree on, in one place: the ports a meshed pod's proxy and the
+//! controller listen on ([`ports`]), the proxy's UID ([`uid`]), the Kubernetes names of
+//! injected pods ([`names`]), the control plane's names and addresses ([`control_plane`]),
+//! the default inbound policies and probe paths ([`inbound`]), the controller's
+//! command-line flags ([`flags`]), its HTTP JSON API ([`http`]), the proxy's admin server
+//! ([`admin`]), and (feature `grpc`, on by default) the gRPC
+//! contracts between proxies and the control plane, generated from `proto/`: Destination
+//! (endpoint discovery), Identity (certificates), InboundPolicy (who may connect) and Tap
+//! (live request events). Behaviour belongs to the proxy, the controller, the injector
+//! and the CLI; this crate only says what they share.
+
+pub mod admin;
+pub mod control_plane;
+pub mod flags;
+pub mod http;
+pub mod inbound;
+pub mod names;
+pub mod ports;
+pub mod uid;
 
 /// Endpoint discovery: `conduit.destination.v1`.
+#[cfg(feature = "grpc")]
 pub mod destination {
     tonic::include_proto!("conduit.destination.v1");
 }
 
 /// Workload certificates: `conduit.identity.v1`.
+#[cfg(feature = "grpc")]
 pub mod identity {
     tonic::include_proto!("conduit.identity.v1");
 }
 
 /// Who may connect to a pod: `conduit.policy.v1`.
+#[cfg(feature = "grpc")]
 pub mod policy {
     tonic::include_proto!("conduit.policy.v1");
 }
 
 /// Live request events: `conduit.tap.v1`.
+#[cfg(feature = "grpc")]
 pub mod tap {
     tonic::include_proto!("conduit.tap.v1");
 }
