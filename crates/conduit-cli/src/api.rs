@@ -6,16 +6,20 @@
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use conduit_api::{
+    control_plane::{self, API_SERVICE},
+    ports,
+};
 use conduit_local::layout::Layout;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 
 /// `path` on the API of the control plane in `namespace`, through the Kubernetes API
-/// server's service proxy (the `conduit-api` Service `conduit install` writes).
+/// server's service proxy (the API's Service, which `conduit install` writes).
 pub fn proxied_path(namespace: &str, path: &str) -> String {
-    let port = conduit_k8s::install::API_PORT;
-    format!("/api/v1/namespaces/{namespace}/services/http:conduit-api:{port}/proxy{path}")
+    let port = ports::CONTROLLER_API;
+    format!("/api/v1/namespaces/{namespace}/services/http:{API_SERVICE}:{port}/proxy{path}")
 }
 
 /// The `message` of a Kubernetes API `Status` body, if that is what `body` is.
@@ -38,7 +42,7 @@ pub struct ControlPlaneArgs {
     #[arg(long)]
     pub context: Option<String>,
     /// The control plane's namespace on the cluster.
-    #[arg(long, default_value = "conduit")]
+    #[arg(long, default_value = control_plane::NAMESPACE)]
     pub control_plane_namespace: String,
 }
 
@@ -252,7 +256,7 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(conn);
     let req = http::Request::get(path)
-        .header(http::header::HOST, "conduit-api")
+        .header(http::header::HOST, API_SERVICE)
         .body(Empty::<bytes::Bytes>::new())?;
     let rsp = sender.send_request(req).await?;
     Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))

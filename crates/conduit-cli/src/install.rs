@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Args;
+use conduit_api::control_plane;
 use conduit_identity::ca::{self, TrustFiles};
 use conduit_k8s::{
     install::{self, IdentityMaterial, Values, WebhookTls},
@@ -69,7 +70,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
         issuer_key_pem,
     } = trust;
     let (ca_pem, cert_pem, key_pem) = ca::serving_certificate(
-        &[install::webhook_dns_name(&values.namespace)],
+        &[control_plane::webhook_dns_name(&values.namespace)],
         Duration::from_secs(10 * 365 * 86_400),
     )
     .context("generating the injector webhook's certificate")?;
@@ -92,7 +93,7 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct UninstallArgs {
     /// The control plane's namespace.
-    #[arg(long, default_value = "conduit")]
+    #[arg(long, default_value = control_plane::NAMESPACE)]
     namespace: String,
 }
 
@@ -103,17 +104,17 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
         named(
             "admissionregistration.k8s.io/v1",
             "MutatingWebhookConfiguration",
-            "conduit-proxy-injector",
+            control_plane::INJECTOR_WEBHOOK,
         ),
         named(
             "rbac.authorization.k8s.io/v1",
             "ClusterRoleBinding",
-            "conduit-controller",
+            control_plane::CONTROLLER,
         ),
         named(
             "rbac.authorization.k8s.io/v1",
             "ClusterRole",
-            "conduit-controller",
+            control_plane::CONTROLLER,
         ),
     ];
     for crd in install::crds() {

@@ -9,13 +9,15 @@
 use crate::discovery::{
     Discovery, EndpointInfo, PodInfo, ServiceInfo, ServicePortInfo, SourceHealth, Workloads,
 };
+use conduit_api::names::{
+    DEFAULT_POLICY_ANNOTATION, DEPLOYMENT_LABEL, INJECT_ANNOTATION, INJECT_ENABLED, PROXY_CONTAINER,
+};
 use conduit_k8s::{
-    inject::{DEPLOYMENT_LABEL, INJECT_ANNOTATION, PROXY_CONTAINER},
     manifest::{Document, Origin},
     policy::{self, AuthorizationPolicy, Resources, Server},
     profile::{self, ServiceProfile},
 };
-use conduit_policy::{DefaultPolicy, Probe, DEFAULT_POLICY_ANNOTATION};
+use conduit_policy::{DefaultPolicy, Probe};
 use futures_util::{stream::BoxStream, StreamExt};
 use k8s_openapi::api::{
     core::v1::{Container, Namespace, Pod, Service},
@@ -691,7 +693,7 @@ fn namespace_facts(ns: &Namespace) -> Option<NamespaceFacts> {
     };
     Some(NamespaceFacts {
         default_policy,
-        inject: annotations.get(INJECT_ANNOTATION).map(String::as_str) == Some("enabled"),
+        inject: annotations.get(INJECT_ANNOTATION).map(String::as_str) == Some(INJECT_ENABLED),
     })
 }
 

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value = "conduit", env = "CONDUIT_NAMESPACE")]
     control_plane_namespace: String,
     /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
-    #[arg(long, default_value = conduit_k8s::inject::IDENTITY_AUDIENCE)]
+    #[arg(long, default_value = conduit_api::names::IDENTITY_AUDIENCE)]
     token_audience: String,
     /// Serve the API on this unix socket.
     #[arg(long)]

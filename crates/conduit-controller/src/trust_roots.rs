@@ -5,7 +5,10 @@
 //! right; every copy is applied again every [`RESYNC`], and failures are retried.
 
 use crate::discovery::Workloads;
-use conduit_k8s::inject::{CONTROL_PLANE_NS_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+use conduit_api::{
+    control_plane::CONTROLLER,
+    names::{CONTROL_PLANE_NS_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY},
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     api::{Patch, PatchParams},
@@ -80,7 +83,7 @@ async fn apply(
         "data": { TRUST_ROOTS_KEY: anchors_pem },
     });
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let params = PatchParams::apply("conduit-controller").force();
+    let params = PatchParams::apply(CONTROLLER).force();
     api.patch(TRUST_ROOTS_CONFIGMAP, &params, &Patch::Apply(&config_map))
         .await
         .map(drop)

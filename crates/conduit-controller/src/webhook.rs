@@ -6,6 +6,7 @@
 use crate::discovery::{SourceHealth, Workloads};
 use anyhow::Context as _;
 use axum::{body::Bytes, extract::State, routing::post, Json, Router};
+use conduit_api::control_plane::INJECTOR_PATH;
 use conduit_k8s::inject::InjectOptions;
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use std::{path::Path, sync::Arc};
@@ -59,7 +60,7 @@ pub async fn serve(
         health,
     };
     let router = Router::new()
-        .route("/inject", post(inject))
+        .route(INJECTOR_PATH, post(inject))
         .with_state(Arc::new(injector));
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {

@@ -311,6 +311,7 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
 /// has (least privilege).
 #[tokio::test]
 async fn the_installed_deployment_runs_with_exactly_its_rbac() {
+    use conduit_api::control_plane::webhook_dns_name;
     use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
     let trust =
         conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
@@ -322,7 +323,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     ];
     let values = Values::build(&[], &sets).expect("values");
     let (ca_pem, cert_pem, key_pem) = conduit_identity::ca::serving_certificate(
-        &[install::webhook_dns_name(&values.namespace)],
+        &[webhook_dns_name(&values.namespace)],
         Duration::from_secs(3600),
     )
     .expect("webhook certificate");
@@ -461,7 +462,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         "rules the controller never needed: {:?}",
         api.unused_rules()
     );
-    let (webhook_port, dns) = (ports["8443"], install::webhook_dns_name(&values.namespace));
+    let (webhook_port, dns) = (ports["8443"], webhook_dns_name(&values.namespace));
     std::fs::write(dir.join("ca.pem"), &ca_pem).expect("ca");
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "0b1c2d3e-0000-4000-8000-000000000002", "kind": {"group": "", "version": "v1", "kind": "Pod"},

@@ -17,13 +17,10 @@ pub fn identity_name(sa: &str, namespace: &str) -> String {
     format!("{sa}.{namespace}.{IDENTITY_SUFFIX}")
 }
 
-/// The ServiceAccount the controller runs as.
-pub const CONTROLLER_SERVICE_ACCOUNT: &str = "conduit-controller";
-
-/// The identity of the controller of the control plane in `namespace`: the only client a
-/// proxy's tap server lets in.
+/// The identity of the controller of the control plane in `namespace` (it runs as the
+/// ServiceAccount named after it): the only client a proxy's tap server lets in.
 pub fn controller_identity(namespace: &str) -> String {
-    identity_name(CONTROLLER_SERVICE_ACCOUNT, namespace)
+    identity_name(conduit_api::control_plane::CONTROLLER, namespace)
 }
 
 /// The ServiceAccount and namespace an identity name stands for.

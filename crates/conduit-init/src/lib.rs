@@ -4,8 +4,11 @@
 //!
 //! Rules live in two chains of their own, written with one `iptables-restore --noflush`
 //! so that applying them is atomic and idempotent: the chains are rewritten whole, and the
-//! jumps into them are added only where missing. Knows nothing about the proxy itself.
+//! jumps into them are added only where missing. The proxy's ports and UID come from
+//! `conduit-api`, which the injector and the proxy read too. Knows nothing about the proxy
+//! itself.
 
+use conduit_api::{ports, uid};
 use std::{
     fmt,
     io::Write,
@@ -36,9 +39,9 @@ pub struct Redirect {
 impl Default for Redirect {
     fn default() -> Self {
         Redirect {
-            proxy_uid: 2102,
-            inbound_port: 4143,
-            outbound_port: 4140,
+            proxy_uid: uid::PROXY,
+            inbound_port: ports::PROXY_INBOUND,
+            outbound_port: ports::PROXY_OUTBOUND,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
         }
@@ -46,7 +49,10 @@ impl Default for Redirect {
 }
 
 /// Ports the proxy serves itself, never redirected inbound: tap and admin.
-pub const PROXY_OWN_PORTS: [PortRange; 2] = [PortRange(4190, 4190), PortRange(4191, 4191)];
+pub const PROXY_OWN_PORTS: [PortRange; 2] = [
+    PortRange(ports::PROXY_TAP, ports::PROXY_TAP),
+    PortRange(ports::PROXY_ADMIN, ports::PROXY_ADMIN),
+];
 
 /// A port or an inclusive range of ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

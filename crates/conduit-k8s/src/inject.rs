@@ -10,15 +10,23 @@
 //! from `uninject(inject(x))`, which Kubernetes reads the same way.
 
 use crate::manifest::{self, Document, ManifestError};
+use conduit_api::{
+    admin, control_plane,
+    names::{
+        CONFIG_PREFIX, CONTROL_PLANE_NS_LABEL, DEPLOYMENT_LABEL, IDENTITY_AUDIENCE, INIT_CONTAINER,
+        INJECT_ANNOTATION, INJECT_DISABLED, VERSION_ANNOTATION,
+    },
+    ports, uid,
+};
 use serde_json::{json, Map, Value};
 use std::fmt;
 
+/// Re-exported for the local runtime, which reads these names from here until it imports
+/// them from `conduit-api`.
+pub use conduit_api::names::{PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+
 /// The version of the proxy that `inject` adds: this crate's.
 pub const PROXY_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The proxy container's name; a pod that has it is meshed.
-pub const PROXY_CONTAINER: &str = "conduit-proxy";
-/// The init container's name; it writes the pod's iptables redirect.
-pub const INIT_CONTAINER: &str = "conduit-init";
 /// An `emptyDir` mounted at the init container's `/run`, where iptables keeps its lock
 /// file: the init container's root filesystem is read-only.
 pub const INIT_LOCK_VOLUME: &str = "conduit-init-xtables-lock";
@@ -27,29 +35,7 @@ pub const INIT_LOCK_VOLUME: &str = "conduit-init-xtables-lock";
 pub const IDENTITY_TOKEN_VOLUME: &str = "conduit-identity-token";
 /// Where the proxy finds its identity token.
 pub const IDENTITY_TOKEN_DIR: &str = "/var/run/secrets/conduit.io/identity";
-/// The audience of identity tokens.
-pub const IDENTITY_AUDIENCE: &str = "identity.conduit.io";
-/// The ConfigMap (in the workload's namespace) that holds the mesh's trust anchors.
-pub const TRUST_ROOTS_CONFIGMAP: &str = "conduit-identity-trust-roots";
-/// Its key: the anchors as PEM.
-pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
-/// Annotation: the proxy version a pod was injected with.
-pub const VERSION_ANNOTATION: &str = "conduit.io/proxy-version";
-/// Annotation: `disabled` on a workload or its pod template opts out of injection.
-pub const INJECT_ANNOTATION: &str = "conduit.io/inject";
-/// Label: the namespace of the control plane that the pod's proxy reports to.
-pub const CONTROL_PLANE_NS_LABEL: &str = "conduit.io/control-plane-ns";
-/// Label: the Deployment a pod belongs to.
-pub const DEPLOYMENT_LABEL: &str = "conduit.io/proxy-deployment";
 
-/// The prefix of the annotations that change one workload's proxy.
-pub const CONFIG_PREFIX: &str = "config.conduit.io/";
-
-const CONTROL_PLANE_NS: &str = "conduit";
-const INBOUND_PORT: u16 = 4143;
-const OUTBOUND_PORT: u16 = 4140;
-const ADMIN_PORT: u16 = 4191;
-const TAP_PORT: u16 = 4190;
 const HOST_NETWORK: &str = "a pod on the host network cannot be meshed: its traffic is the node's";
 
 /// The kinds whose pods get a proxy, and the path to their pod template (empty: the
@@ -96,7 +82,7 @@ pub struct InjectOptions {
 
 impl Default for InjectOptions {
     fn default() -> Self {
-        InjectOptions::for_control_plane("conduit")
+        InjectOptions::for_control_plane(control_plane::NAMESPACE)
     }
 }
 
@@ -105,10 +91,10 @@ impl InjectOptions {
     pub fn for_control_plane(namespace: &str) -> Self {
         InjectOptions {
             proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
-            destination_addr: crate::install::grpc_addr("conduit-destination", namespace),
-            identity_addr: crate::install::grpc_addr("conduit-identity", namespace),
+            destination_addr: control_plane::destination_addr(namespace),
+            identity_addr: control_plane::identity_addr(namespace),
             tap_client_id: conduit_identity::controller_identity(namespace),
-            proxy_uid: 2102,
+            proxy_uid: uid::PROXY,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
             log: "info".into(),
@@ -294,7 +280,7 @@ fn transform_object(
     match mode {
         Mode::Inject(opts) => {
             if workload_disabled || opted_out(template) {
-                let reason = format!("annotation {INJECT_ANNOTATION}: disabled");
+                let reason = format!("annotation {INJECT_ANNOTATION}: {INJECT_DISABLED}");
                 return Ok((None, outcome(Action::Skipped(reason))));
             }
             let spec = template.get("spec").unwrap_or(&Value::Null);
@@ -346,7 +332,7 @@ fn opted_out(object: &Map<String, Value>) -> bool {
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get(INJECT_ANNOTATION))
         .and_then(Value::as_str)
-        == Some("disabled")
+        == Some(INJECT_DISABLED)
 }
 
 /// `a.b` under the prefix `at` (a `List` item's position), for messages.
@@ -593,7 +579,10 @@ fn add_proxy(
     let metadata = map_at(template, "metadata");
     map_at(metadata, "annotations").insert(VERSION_ANNOTATION.into(), PROXY_VERSION.into());
     let labels = map_at(metadata, "labels");
-    labels.insert(CONTROL_PLANE_NS_LABEL.into(), CONTROL_PLANE_NS.into());
+    labels.insert(
+        CONTROL_PLANE_NS_LABEL.into(),
+        control_plane::NAMESPACE.into(),
+    );
     if let Some(deployment) = deployment {
         labels.insert(DEPLOYMENT_LABEL.into(), deployment.into());
     }
@@ -605,7 +594,7 @@ fn add_proxy(
         proxy["restartPolicy"] = json!("Always");
         // The kubelet starts nothing after a native sidecar until it has started.
         proxy["startupProbe"] = json!({
-            "httpGet": { "path": "/ready", "port": ADMIN_PORT },
+            "httpGet": { "path": admin::READY_PATH, "port": ports::PROXY_ADMIN },
             "periodSeconds": 1, "failureThreshold": 120,
         });
         init.insert(1, proxy);
@@ -708,9 +697,9 @@ fn init_container(opts: &InjectOptions, overrides: &Overrides) -> Value {
         "--proxy-uid".to_string(),
         opts.proxy_uid.to_string(),
         "--inbound-port".into(),
-        INBOUND_PORT.to_string(),
+        ports::PROXY_INBOUND.to_string(),
         "--outbound-port".into(),
-        OUTBOUND_PORT.to_string(),
+        ports::PROXY_OUTBOUND.to_string(),
     ];
     for (flag, ports, more) in [
         (
@@ -790,7 +779,7 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
     }
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
-    let probe = |path: &str, delay: u32| json!({ "httpGet": { "path": path, "port": ADMIN_PORT }, "initialDelaySeconds": delay });
+    let probe = |path: &str, delay: u32| json!({ "httpGet": { "path": path, "port": ports::PROXY_ADMIN }, "initialDelaySeconds": delay });
     let mut resources = Map::new();
     for (section, resource, quantity) in &overrides.resources {
         map_at(&mut resources, section).insert(resource.to_string(), json!(quantity));
@@ -801,13 +790,13 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
         "command": ["conduit-proxy"],
         "env": env,
         "ports": [
-            port("conduit-proxy", INBOUND_PORT),
-            port("conduit-admin", ADMIN_PORT),
-            port("conduit-tap", TAP_PORT),
+            port("conduit-proxy", ports::PROXY_INBOUND),
+            port("conduit-admin", ports::PROXY_ADMIN),
+            port("conduit-tap", ports::PROXY_TAP),
         ],
         "volumeMounts": [{ "name": IDENTITY_TOKEN_VOLUME, "mountPath": IDENTITY_TOKEN_DIR, "readOnly": true }],
-        "readinessProbe": probe("/ready", 1),
-        "livenessProbe": probe("/live", 10),
+        "readinessProbe": probe(admin::READY_PATH, 1),
+        "livenessProbe": probe(admin::LIVE_PATH, 10),
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,

@@ -6,7 +6,19 @@
 //! down security context) and its Services, and with `ha` more replicas, anti-affinity
 //! and a PodDisruptionBudget.
 
-use crate::inject::{IDENTITY_AUDIENCE, PROXY_VERSION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+use crate::inject::{InjectOptions, PROXY_VERSION};
+use conduit_api::{
+    control_plane::{
+        self, API_SERVICE, CONTROLLER, DESTINATION_SERVICE, IDENTITY_SERVICE, INJECTOR_PATH,
+        INJECTOR_WEBHOOK, ISSUER_SECRET, WEBHOOK_SERVICE, WEBHOOK_TLS_SECRET,
+    },
+    flags, http,
+    names::{
+        CONTROL_PLANE_NS_LABEL, IDENTITY_AUDIENCE, INJECT_ANNOTATION, INJECT_DISABLED,
+        IS_CONTROL_PLANE_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
+    },
+    ports,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -51,7 +63,7 @@ pub struct ProxyValues {
 
 impl Default for ProxyValues {
     fn default() -> Self {
-        let inject = crate::inject::InjectOptions::default();
+        let inject = InjectOptions::default();
         ProxyValues {
             image: inject.proxy_image,
             native_sidecar: inject.native_sidecar,
@@ -90,7 +102,7 @@ pub struct PolicyValues {
 impl Default for Values {
     fn default() -> Self {
         Values {
-            namespace: "conduit".into(),
+            namespace: control_plane::NAMESPACE.into(),
             log_level: "info".into(),
             ha: false,
             controller: ControllerValues::default(),
@@ -286,24 +298,14 @@ pub struct WebhookTls {
     pub key_pem: String,
 }
 
-const CONTROLLER: &str = conduit_identity::CONTROLLER_SERVICE_ACCOUNT;
-/// The controller's gRPC port (Destination, Identity, InboundPolicy), behind the
-/// `conduit-destination` and `conduit-identity` Services.
-pub const GRPC_PORT: u16 = 8086;
-/// The controller's HTTP API port, behind the `conduit-api` Service.
-pub const API_PORT: u16 = 8085;
-const WEBHOOK_PORT: u16 = 8443;
-
-/// Where a proxy reaches the control plane's gRPC Service `service` installed in
-/// `namespace`.
-pub fn grpc_addr(service: &str, namespace: &str) -> String {
-    format!("{service}.{namespace}.svc.cluster.local:{GRPC_PORT}")
-}
-
-/// The webhook Service's DNS name in `namespace`, what its certificate must name.
-pub fn webhook_dns_name(namespace: &str) -> String {
-    format!("conduit-webhook.{namespace}.svc")
-}
+/// Where the controller's container mounts the issuer Secret.
+const ISSUER_MOUNT: &str = "/var/run/conduit/identity";
+/// Where it mounts the injector's serving certificate.
+const WEBHOOK_TLS_MOUNT: &str = "/var/run/conduit/webhook-tls";
+/// Where it mounts the trust roots ConfigMap.
+const TRUST_ROOTS_MOUNT: &str = "/var/run/conduit/trust-roots";
+/// The port of the injector's Service, which the API server calls.
+const WEBHOOK_SERVICE_PORT: u16 = 443;
 
 /// The CustomResourceDefinitions: Server, AuthorizationPolicy, ServiceProfile.
 pub fn crds() -> Vec<Value> {
@@ -316,7 +318,7 @@ pub fn crds() -> Vec<Value> {
         json!({
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
-            "metadata": { "name": format!("{plural}.{group}"), "labels": { "conduit.io/control-plane-ns": "conduit" } },
+            "metadata": { "name": format!("{plural}.{group}"), "labels": { CONTROL_PLANE_NS_LABEL: control_plane::NAMESPACE } },
             "spec": {
                 "group": group,
                 "scope": "Namespaced",
@@ -437,13 +439,13 @@ pub fn crds() -> Vec<Value> {
 /// Every manifest of the control plane, in the order `kubectl apply` needs them.
 pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls) -> Vec<Value> {
     let ns = values.namespace.as_str();
-    let labels = json!({ "app.kubernetes.io/name": CONTROLLER, "app.kubernetes.io/part-of": "conduit", "conduit.io/control-plane-ns": ns });
+    let labels = json!({ "app.kubernetes.io/name": CONTROLLER, "app.kubernetes.io/part-of": "conduit", CONTROL_PLANE_NS_LABEL: ns });
     let selector = json!({ "app.kubernetes.io/name": CONTROLLER });
     let meta = |name: &str| json!({ "name": name, "namespace": ns, "labels": labels });
     let mut docs = vec![json!({
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": { "name": ns, "labels": { "conduit.io/is-control-plane": "true" }, "annotations": { "conduit.io/inject": "disabled" } },
+        "metadata": { "name": ns, "labels": { IS_CONTROL_PLANE_LABEL: "true" }, "annotations": { INJECT_ANNOTATION: INJECT_DISABLED } },
     })];
     docs.extend(crds());
     // Exactly what the controller does: watch what discovery reads, review tokens, and
@@ -487,21 +489,20 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "kubernetes.io/tls",
-            "metadata": meta("conduit-identity-issuer"),
+            "metadata": meta(ISSUER_SECRET),
             "stringData": { "tls.crt": identity.issuer_cert_pem, "tls.key": identity.issuer_key_pem },
         }),
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "kubernetes.io/tls",
-            "metadata": meta("conduit-webhook-tls"),
+            "metadata": meta(WEBHOOK_TLS_SECRET),
             "stringData": { "tls.crt": webhook.cert_pem, "tls.key": webhook.key_pem },
         }),
     ]);
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
-    let probe =
-        |path: &str| json!({ "httpGet": { "path": path, "port": API_PORT }, "periodSeconds": 10 });
+    let probe = |path: &str| json!({ "httpGet": { "path": path, "port": ports::CONTROLLER_API }, "periodSeconds": 10 });
     let mut pod_spec = json!({
         "serviceAccountName": CONTROLLER,
         "automountServiceAccountToken": true,
@@ -511,28 +512,32 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "image": values.controller.image,
             "command": [CONTROLLER],
             "args": [
-                "--kubernetes",
-                format!("--api-addr=0.0.0.0:{API_PORT}"),
-                format!("--destination-addr=0.0.0.0:{GRPC_PORT}"),
-                format!("--webhook-addr=0.0.0.0:{WEBHOOK_PORT}"),
-                "--webhook-tls-dir=/var/run/conduit/webhook-tls",
-                "--identity-issuer-cert=/var/run/conduit/identity/tls.crt",
-                "--identity-issuer-key=/var/run/conduit/identity/tls.key",
-                format!("--identity-lifetime={}", values.identity.certificate_lifetime),
-                format!("--token-audience={IDENTITY_AUDIENCE}"),
-                format!("--identity-trust-anchors=/var/run/conduit/trust-roots/{TRUST_ROOTS_KEY}"),
-                "--publish-trust-anchors",
-                format!("--control-plane-namespace={ns}"),
-                format!("--proxy-image={}", values.proxy.image),
-                format!("--proxy-native-sidecar={}", values.proxy.native_sidecar),
-                format!("--proxy-log-level={}", values.proxy.log_level),
-                format!("--default-inbound-policy={}", values.policy.default_inbound),
-                format!("--cluster-networks={}", values.policy.cluster_networks),
+                flags::KUBERNETES.arg(),
+                flags::API_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_API)),
+                flags::DESTINATION_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_GRPC)),
+                flags::WEBHOOK_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_WEBHOOK)),
+                flags::WEBHOOK_TLS_DIR.arg(WEBHOOK_TLS_MOUNT),
+                flags::IDENTITY_ISSUER_CERT.arg(format!("{ISSUER_MOUNT}/tls.crt")),
+                flags::IDENTITY_ISSUER_KEY.arg(format!("{ISSUER_MOUNT}/tls.key")),
+                flags::IDENTITY_LIFETIME.arg(&values.identity.certificate_lifetime),
+                flags::TOKEN_AUDIENCE.arg(IDENTITY_AUDIENCE),
+                flags::IDENTITY_TRUST_ANCHORS.arg(format!("{TRUST_ROOTS_MOUNT}/{TRUST_ROOTS_KEY}")),
+                flags::PUBLISH_TRUST_ANCHORS.arg(),
+                flags::CONTROL_PLANE_NAMESPACE.arg(ns),
+                flags::PROXY_IMAGE.arg(&values.proxy.image),
+                flags::PROXY_NATIVE_SIDECAR.arg(values.proxy.native_sidecar),
+                flags::PROXY_LOG_LEVEL.arg(&values.proxy.log_level),
+                flags::DEFAULT_INBOUND_POLICY.arg(&values.policy.default_inbound),
+                flags::CLUSTER_NETWORKS.arg(&values.policy.cluster_networks),
             ],
             "env": [{ "name": "RUST_LOG", "value": values.log_level }],
-            "ports": [port("grpc", GRPC_PORT), port("api", API_PORT), port("webhook", WEBHOOK_PORT)],
-            "readinessProbe": probe("/ready"),
-            "livenessProbe": probe("/healthz"),
+            "ports": [
+                port("grpc", ports::CONTROLLER_GRPC),
+                port("api", ports::CONTROLLER_API),
+                port("webhook", ports::CONTROLLER_WEBHOOK),
+            ],
+            "readinessProbe": probe(http::READY_PATH),
+            "livenessProbe": probe(http::HEALTHZ_PATH),
             "resources": {
                 "requests": { "cpu": values.controller.resources.cpu_request, "memory": values.controller.resources.memory_request },
                 "limits": { "memory": values.controller.resources.memory_limit },
@@ -543,14 +548,14 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 "capabilities": { "drop": ["ALL"] },
             },
             "volumeMounts": [
-                { "name": "identity-issuer", "mountPath": "/var/run/conduit/identity", "readOnly": true },
-                { "name": "webhook-tls", "mountPath": "/var/run/conduit/webhook-tls", "readOnly": true },
-                { "name": "trust-roots", "mountPath": "/var/run/conduit/trust-roots", "readOnly": true },
+                { "name": "identity-issuer", "mountPath": ISSUER_MOUNT, "readOnly": true },
+                { "name": "webhook-tls", "mountPath": WEBHOOK_TLS_MOUNT, "readOnly": true },
+                { "name": "trust-roots", "mountPath": TRUST_ROOTS_MOUNT, "readOnly": true },
             ],
         }],
         "volumes": [
-            { "name": "identity-issuer", "secret": { "secretName": "conduit-identity-issuer" } },
-            { "name": "webhook-tls", "secret": { "secretName": "conduit-webhook-tls" } },
+            { "name": "identity-issuer", "secret": { "secretName": ISSUER_SECRET } },
+            { "name": "webhook-tls", "secret": { "secretName": WEBHOOK_TLS_SECRET } },
             { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
         ],
     });
@@ -579,13 +584,12 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
         })
     };
     // The names `conduit inject` points proxies at, and the webhook's.
-    docs.push(service("conduit-destination", GRPC_PORT));
-    docs.push(service("conduit-identity", GRPC_PORT));
-    let mut webhook_svc = service("conduit-webhook", 443);
-    webhook_svc["spec"]["ports"][0] =
-        json!({ "name": "webhook", "port": 443, "targetPort": WEBHOOK_PORT, "protocol": "TCP" });
+    docs.push(service(DESTINATION_SERVICE, ports::CONTROLLER_GRPC));
+    docs.push(service(IDENTITY_SERVICE, ports::CONTROLLER_GRPC));
+    let mut webhook_svc = service(WEBHOOK_SERVICE, WEBHOOK_SERVICE_PORT);
+    webhook_svc["spec"]["ports"][0] = json!({ "name": "webhook", "port": WEBHOOK_SERVICE_PORT, "targetPort": ports::CONTROLLER_WEBHOOK, "protocol": "TCP" });
     docs.push(webhook_svc);
-    docs.push(service("conduit-api", API_PORT));
+    docs.push(service(API_SERVICE, ports::CONTROLLER_API));
     if values.ha {
         docs.push(json!({
             "apiVersion": "policy/v1",
@@ -597,7 +601,7 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
     docs.push(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": { "name": "conduit-proxy-injector", "labels": labels },
+        "metadata": { "name": INJECTOR_WEBHOOK, "labels": labels },
         "webhooks": [{
             "name": "proxy-injector.conduit.io",
             "admissionReviewVersions": ["v1"],
@@ -605,11 +609,11 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "failurePolicy": "Ignore",
             "timeoutSeconds": 10,
             "clientConfig": {
-                "service": { "name": "conduit-webhook", "namespace": ns, "path": "/inject", "port": 443 },
+                "service": { "name": WEBHOOK_SERVICE, "namespace": ns, "path": INJECTOR_PATH, "port": WEBHOOK_SERVICE_PORT },
                 "caBundle": base64(webhook.ca_pem.as_bytes()),
             },
             "rules": [{ "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced" }],
-            "namespaceSelector": { "matchExpressions": [{ "key": "conduit.io/is-control-plane", "operator": "DoesNotExist" }] },
+            "namespaceSelector": { "matchExpressions": [{ "key": IS_CONTROL_PLANE_LABEL, "operator": "DoesNotExist" }] },
         }],
     }));
     docs

@@ -4,7 +4,8 @@
 //! injector cannot or should not handle is allowed unchanged, with a warning saying why:
 //! the webhook never stands between a user and their pod.
 
-use crate::inject::{self, InjectOptions, INJECT_ANNOTATION};
+use crate::inject::{self, InjectOptions};
+use conduit_api::names::{INJECT_ANNOTATION, INJECT_DISABLED, INJECT_ENABLED};
 use serde_json::{json, Value};
 
 /// What the injector decided for one request.
@@ -62,8 +63,8 @@ pub fn decide(
         .or(pod["metadata"]["namespace"].as_str())
         .unwrap_or("default");
     let wanted = match annotation {
-        Some("enabled") => true,
-        Some("disabled") => false,
+        Some(INJECT_ENABLED) => true,
+        Some(INJECT_DISABLED) => false,
         _ => namespace_enabled(namespace),
     };
     if !wanted {

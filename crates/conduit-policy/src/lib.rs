@@ -10,65 +10,14 @@ pub mod wire;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::net::IpAddr;
 
-/// The annotation (on a pod template or a Namespace) that sets the default policy.
-pub const DEFAULT_POLICY_ANNOTATION: &str = "config.conduit.io/default-inbound-policy";
-
-/// What happens on ports no Server selects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DefaultPolicy {
-    /// Anyone may connect, with or without mesh TLS.
-    #[default]
-    AllUnauthenticated,
-    /// Only clients with a mesh identity (over mutual TLS).
-    AllAuthenticated,
-    /// Clients with a mesh identity, and anyone from the cluster's networks.
-    ClusterAuthenticated,
-    /// Nobody (but probes).
-    Deny,
-}
-
-impl DefaultPolicy {
-    /// Every policy's name, for messages.
-    pub const NAMES: &'static str =
-        "all-unauthenticated, all-authenticated, cluster-authenticated or deny";
-
-    /// The name, as in annotations.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DefaultPolicy::AllUnauthenticated => "all-unauthenticated",
-            DefaultPolicy::AllAuthenticated => "all-authenticated",
-            DefaultPolicy::ClusterAuthenticated => "cluster-authenticated",
-            DefaultPolicy::Deny => "deny",
-        }
-    }
-}
-
-impl fmt::Display for DefaultPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A default policy name that is not one.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown default inbound policy {0:?}: expected {names}", names = DefaultPolicy::NAMES)]
-pub struct UnknownPolicy(pub String);
-
-impl FromStr for DefaultPolicy {
-    type Err = UnknownPolicy;
-    fn from_str(s: &str) -> Result<Self, UnknownPolicy> {
-        Ok(match s.trim() {
-            "all-unauthenticated" => DefaultPolicy::AllUnauthenticated,
-            "all-authenticated" => DefaultPolicy::AllAuthenticated,
-            "cluster-authenticated" => DefaultPolicy::ClusterAuthenticated,
-            "deny" => DefaultPolicy::Deny,
-            other => return Err(UnknownPolicy(other.to_string())),
-        })
-    }
-}
+/// The default policies and probe paths are `conduit-api`'s: their names are what the
+/// annotation, the controller's flag, the proxy's variable and install's value say.
+pub use conduit_api::inbound::{DefaultPolicy, Probe, UnknownPolicy};
+/// The annotation (on a pod template or a Namespace) that sets the default policy. Its
+/// name is `conduit-api`'s; kept here until the local runtime imports it from there.
+pub use conduit_api::names::DEFAULT_POLICY_ANNOTATION;
 
 /// How a Server says its port's traffic should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,14 +83,6 @@ pub struct ServerPolicy {
     pub port: u16,
     pub protocol: Option<ServerProtocol>,
     pub authorizations: Vec<Authorization>,
-}
-
-/// An HTTP path a prober GETs on a port: always allowed, so that policy never makes a pod
-/// unready.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Probe {
-    pub port: u16,
-    pub path: String,
 }
 
 /// Everything a pod's inbound proxy needs to decide who may connect.
@@ -371,20 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn policy_names_parse_and_say_what_is_expected() {
-        for p in [
-            DefaultPolicy::AllUnauthenticated,
-            DefaultPolicy::AllAuthenticated,
-            DefaultPolicy::ClusterAuthenticated,
-            DefaultPolicy::Deny,
-        ] {
-            assert_eq!(p.as_str().parse::<DefaultPolicy>().unwrap(), p);
-        }
-        let err = "allow-all".parse::<DefaultPolicy>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown default inbound policy \"allow-all\": expected all-unauthenticated, all-authenticated, cluster-authenticated or deny"
-        );
+    fn protocol_names_parse() {
         assert_eq!(ServerProtocol::parse("gRPC"), Some(ServerProtocol::Grpc));
         assert_eq!(ServerProtocol::parse("grpc"), None);
     }

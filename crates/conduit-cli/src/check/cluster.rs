@@ -6,10 +6,12 @@
 
 use super::{proxy_certificates, trust_checks, Check, CheckArgs, Section};
 use crate::api::ApiAddr;
-use conduit_identity::ca::TrustFiles;
-use conduit_k8s::inject::{
-    PROXY_CONTAINER, PROXY_VERSION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION,
+use conduit_api::{
+    control_plane::{CONTROLLER, INJECTOR_WEBHOOK, ISSUER_SECRET},
+    names::{PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION},
 };
+use conduit_identity::ca::TrustFiles;
+use conduit_k8s::inject::PROXY_VERSION;
 use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
     core::v1::{ConfigMap, Namespace, Pod, Secret},
@@ -44,7 +46,11 @@ const CRDS: &[&str] = &[
     "authorizationpolicies.policy.conduit.io",
     "serviceprofiles.conduit.io",
 ];
-const CONTROLLER_SELECTOR: &str = "app.kubernetes.io/name=conduit-controller";
+
+/// The label selector of the controller's pods, as `conduit install` labels them.
+fn controller_selector() -> String {
+    format!("app.kubernetes.io/name={CONTROLLER}")
+}
 
 /// The only section when there is no client to check with.
 fn no_client(why: String, hint: &str) -> Vec<Section> {
@@ -230,9 +236,8 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         )
     });
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(CONTROLLER_SELECTOR))
-        .await;
+    let selector = controller_selector();
+    let listed = pods.list(&ListParams::default().labels(&selector)).await;
     let what = "the control plane pods are ready";
     checks.push(match listed {
         Err(e) => Check::failed(
@@ -242,8 +247,8 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         ),
         Ok(list) if list.items.is_empty() => Check::failed(
             what,
-            format!("no pod in {ns} matches {CONTROLLER_SELECTOR}"),
-            format!("`kubectl -n {ns} describe deploy/conduit-controller` says why"),
+            format!("no pod in {ns} matches {selector}"),
+            format!("`kubectl -n {ns} describe deploy/{CONTROLLER}` says why"),
         ),
         Ok(list) => {
             let unready: Vec<String> = list
@@ -267,7 +272,7 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         }
     });
     // The API, through the API server's service proxy, as the other commands reach it.
-    let path = crate::api::proxied_path(ns, "/ready");
+    let path = crate::api::proxied_path(ns, conduit_api::http::READY_PATH);
     let what = "the control plane API answers";
     checks.push(match service_get(client, &path).await {
         Ok((200, body)) if body.trim() == "ready" => Check::ok(what),
@@ -279,14 +284,14 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         Ok((code, body)) => Check::failed(
             what,
             format!("{code}: {}", body.trim().replace('\n', "; ")),
-            format!("`kubectl -n {ns} logs deploy/conduit-controller` says why"),
+            format!("`kubectl -n {ns} logs deploy/{CONTROLLER}` says why"),
         ),
         Err(e) => Check::failed(what, e.to_string(), "the kubeconfig's user needs get on services/proxy in the control plane namespace"),
     });
     let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
         Api::all(client.clone());
     let what = "the proxy injector is configured";
-    checks.push(match webhooks.get_opt("conduit-proxy-injector").await {
+    checks.push(match webhooks.get_opt(INJECTOR_WEBHOOK).await {
         Ok(Some(w))
             if w.webhooks
                 .iter()
@@ -298,7 +303,7 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
         Ok(Some(_)) => Check::failed(what, "it has no CA bundle", install),
         Ok(None) => Check::failed(
             what,
-            "no MutatingWebhookConfiguration conduit-proxy-injector",
+            format!("no MutatingWebhookConfiguration {INJECTOR_WEBHOOK}"),
             install,
         ),
         Err(e) => Check::failed(
@@ -351,7 +356,7 @@ async fn identity_checks(client: &Client, ns: &str) -> Vec<Check> {
             )]
         }
     };
-    let issuer = match secrets.get("conduit-identity-issuer").await {
+    let issuer = match secrets.get(ISSUER_SECRET).await {
         Ok(secret) => secret.data.map(|d| {
             let text = |k: &str| d.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
             (text("tls.crt"), text("tls.key"))
@@ -375,9 +380,7 @@ async fn identity_checks(client: &Client, ns: &str) -> Vec<Check> {
         ),
         _ => vec![Check::failed(
             "the trust anchor and issuer can be read",
-            format!(
-                "{ns}/{TRUST_ROOTS_CONFIGMAP} or the Secret conduit-identity-issuer lacks its keys"
-            ),
+            format!("{ns}/{TRUST_ROOTS_CONFIGMAP} or the Secret {ISSUER_SECRET} lacks its keys"),
             rotate,
         )],
     }
@@ -458,7 +461,7 @@ async fn data_plane_checks(
             Check::failed(
                 "the meshed pods' proxies are ready",
                 unready.join(", "),
-                "`kubectl logs POD -c conduit-proxy` says why",
+                format!("`kubectl logs POD -c {PROXY_CONTAINER}` says why"),
             )
         },
         if other_version.is_empty() {
