@@ -16,11 +16,9 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use parking_lot::Mutex;
 use serde::Deserialize;
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 /// What the handlers read.
@@ -139,7 +137,7 @@ async fn stat(
     })?;
     let window = window(q.window.as_deref(), s.max_window)?;
     let workloads = s.workloads.borrow().clone();
-    let rows = s.store.lock().unwrap_or_else(|p| p.into_inner()).stat(
+    let rows = s.store.lock().stat(
         &workloads,
         resource,
         q.namespace.as_deref(),
@@ -161,11 +159,10 @@ async fn edges(
 ) -> Result<Json<serde_json::Value>, BadRequest> {
     let window = window(q.window.as_deref(), s.max_window)?;
     let workloads = s.workloads.borrow().clone();
-    let rows = s.store.lock().unwrap_or_else(|p| p.into_inner()).edges(
-        &workloads,
-        q.namespace.as_deref(),
-        window,
-    );
+    let rows = s
+        .store
+        .lock()
+        .edges(&workloads, q.namespace.as_deref(), window);
     Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
 }
 

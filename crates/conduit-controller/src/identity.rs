@@ -10,12 +10,8 @@ use conduit_api::identity::{
     CertifyRequest, CertifyResponse,
 };
 use conduit_identity::{ca::Issuer, identity_name, token::Tokens};
-use std::{
-    collections::BTreeMap,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
 
 /// Why a token proved nothing.
@@ -118,17 +114,12 @@ pub struct Counts(Mutex<BTreeMap<&'static str, u64>>);
 
 impl Counts {
     fn add(&self, outcome: &'static str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome)
-            .or_default() += 1;
+        *self.0.lock().entry(outcome).or_default() += 1;
     }
 
     /// Every outcome and how often it happened.
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.lock().clone()
     }
 }
 

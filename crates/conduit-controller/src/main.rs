@@ -12,12 +12,8 @@ use conduit_controller::{
     scrape,
     store::Store,
 };
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use parking_lot::Mutex;
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 #[derive(Parser)]
 #[command(

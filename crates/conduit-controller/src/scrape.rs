@@ -9,8 +9,9 @@ use crate::{
 };
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::sync::watch;
@@ -45,19 +46,17 @@ pub fn spawn(
                             Instant::now(),
                             &prom::parse(&text, store::wanted),
                         );
-                        lock(&store).record(&pod.namespace, &pod.name, scrape);
+                        store.lock().record(&pod.namespace, &pod.name, scrape);
                     }
                     Ok(Err(error)) => debug!(pod = %pod.name, %error, "scrape failed"),
                     Err(_) => debug!(pod = %pod.name, "scrape timed out"),
                 }
             }
-            lock(&store).retain_pods(|ns, name| current.pod(ns, name).is_some());
+            store
+                .lock()
+                .retain_pods(|ns, name| current.pod(ns, name).is_some());
         }
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// GET `path` from a pod's proxy admin server.

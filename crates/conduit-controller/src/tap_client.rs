@@ -7,9 +7,10 @@
 use conduit_api::tap::tap_client::TapClient;
 use conduit_identity::{ca::Issuer, request::LocalKey};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio_rustls::rustls::{
@@ -59,7 +60,7 @@ impl TapTls {
 
     /// A client configuration with a certificate that has most of its life left.
     fn config(&self) -> Result<Arc<ClientConfig>, String> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         if let Some((config, issued)) = &*current {
             if issued.elapsed() < REISSUE_AFTER {
                 return Ok(config.clone());

@@ -15,12 +15,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 use tokio::sync::{mpsc, watch};
@@ -200,10 +201,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn wake(&self) {
         self.wake.send_modify(|n| *n += 1);
     }
@@ -246,7 +243,7 @@ impl FakeApiServer {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                if serving.lock().unreachable {
+                if serving.state.lock().unreachable {
                     drop(tcp); // as a server that is gone: the connection closes at once
                     continue;
                 }
@@ -255,7 +252,7 @@ impl FakeApiServer {
                     let service = hyper::service::service_fn(move |req| {
                         let shared = shared.clone();
                         async move {
-                            if shared.lock().unreachable {
+                            if shared.state.lock().unreachable {
                                 // Kept-alive connections break too.
                                 return Err(std::io::Error::other("unreachable"));
                             }
@@ -307,7 +304,7 @@ impl FakeApiServer {
     /// its watch cache moves on: a client that resumes from a version before now gets
     /// 410 Gone and must list again (unless a bookmark brought it up to date).
     pub fn expire_watches(&self) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock();
         state.log.clear();
         state.oldest = state.rv + 1;
         state.epoch += 1;
@@ -318,6 +315,7 @@ impl FakeApiServer {
     /// The next `n` requests get `code` (a Status body) instead of an answer.
     pub fn fail_next(&self, n: usize, code: u16) {
         self.shared
+            .state
             .lock()
             .failures
             .extend(std::iter::repeat_n(code, n));
@@ -325,7 +323,7 @@ impl FakeApiServer {
 
     /// While unreachable, connections close as soon as they open and open watches end.
     pub fn set_unreachable(&self, unreachable: bool) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.state.lock();
         state.unreachable = unreachable;
         state.epoch += 1;
         drop(state);
@@ -334,7 +332,7 @@ impl FakeApiServer {
 
     /// Sends a BOOKMARK this often on watches that allow them (none by default).
     pub fn set_bookmark_interval(&self, every: Option<Duration>) {
-        self.shared.lock().bookmark_every = every;
+        self.shared.state.lock().bookmark_every = every;
         self.shared.wake();
     }
 
@@ -347,7 +345,7 @@ impl FakeApiServer {
         service_account: &str,
         audiences: &[&str],
     ) {
-        self.shared.lock().tokens.insert(
+        self.shared.state.lock().tokens.insert(
             token.to_string(),
             Token {
                 namespace: namespace.to_string(),
@@ -359,22 +357,23 @@ impl FakeApiServer {
 
     /// SelfSubjectAccessReviews of `verb` on `group`/`resource` say not allowed.
     pub fn deny(&self, verb: &str, group: &str, resource: &str) {
-        self.shared
-            .lock()
-            .denied
-            .push((verb.to_string(), group.to_string(), resource.to_string()));
+        self.shared.state.lock().denied.push((
+            verb.to_string(),
+            group.to_string(),
+            resource.to_string(),
+        ));
     }
 
     /// From now on, only what these RBAC rules (a ClusterRole's `rules`) allow: anything
     /// else gets 403 Forbidden, as for a ServiceAccount bound to that role.
     pub fn restrict_to(&self, rules: &Value) {
         let rules = rules.as_array().cloned().unwrap_or_default();
-        self.shared.lock().rules = Some(rules.into_iter().map(|r| (r, false)).collect());
+        self.shared.state.lock().rules = Some(rules.into_iter().map(|r| (r, false)).collect());
     }
 
     /// The rules given to [`FakeApiServer::restrict_to`] that no request has needed.
     pub fn unused_rules(&self) -> Vec<Value> {
-        let state = self.shared.lock();
+        let state = self.shared.state.lock();
         let rules = state.rules.iter().flatten();
         rules
             .filter(|(_, used)| !used)
@@ -384,13 +383,14 @@ impl FakeApiServer {
 
     /// `/version` reports this Kubernetes version (1.33 by default).
     pub fn set_version(&self, major: u32, minor: u32) {
-        self.shared.lock().version = (major, minor);
+        self.shared.state.lock().version = (major, minor);
     }
 
     /// The API server's service proxy (`/api/v1/namespaces/NS/services/NAME/proxy/...`)
     /// sends requests for Service `namespace/name` to `addr`, as it would to its endpoints.
     pub fn proxy_service(&self, namespace: &str, name: &str, addr: SocketAddr) {
         self.shared
+            .state
             .lock()
             .proxied
             .insert((namespace.to_string(), name.to_string()), addr);
@@ -398,12 +398,12 @@ impl FakeApiServer {
 
     /// The requests the rules forbade, as `verb resource`.
     pub fn forbidden(&self) -> Vec<String> {
-        self.shared.lock().forbidden.clone()
+        self.shared.state.lock().forbidden.clone()
     }
 
     /// Every request so far, as `METHOD /path?query`.
     pub fn requests(&self) -> Vec<String> {
-        self.shared.lock().requests.clone()
+        self.shared.state.lock().requests.clone()
     }
 
     /// The objects of a kind, as stored.
@@ -411,7 +411,7 @@ impl FakeApiServer {
         let Some(k) = kind_of(api_version, kind) else {
             return Vec::new();
         };
-        let state = self.shared.lock();
+        let state = self.shared.state.lock();
         state
             .objects
             .iter()
@@ -444,7 +444,7 @@ fn key_of(object: &Value, namespace: Option<&str>) -> Result<Key, String> {
 /// recording the change for watches and waking them; returns the version and the object
 /// as stored.
 fn store(shared: &Shared, key: Key, mut object: Value) -> (u64, Value) {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     state.rv += 1;
     let rv = state.rv;
     let existed = state.objects.get(&key);
@@ -498,7 +498,7 @@ fn string_data_to_data(secret: &mut Value) {
 
 /// Deletes an object, recording the change for watches and waking them.
 fn remove(shared: &Shared, key: Key) -> Option<Value> {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let mut object = state.objects.remove(&key)?;
     state.rv += 1;
     let rv = state.rv;
@@ -522,7 +522,7 @@ fn authorize(
     verb: &str,
     namespace: Option<&str>,
 ) -> Option<Response<Body>> {
-    let mut state = shared.lock();
+    let mut state = shared.state.lock();
     let rules = state.rules.as_mut()?;
     let has = |list: &Value, item: &str| {
         list.as_array()
@@ -709,7 +709,7 @@ fn percent_decode(s: &str) -> String {
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let line = format!("{} {}", req.method(), req.uri());
     let failure = {
-        let mut state = shared.lock();
+        let mut state = shared.state.lock();
         state.requests.push(line);
         state.failures.pop_front()
     };
@@ -722,7 +722,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         return status(code, reason, format!("injected failure ({code})"));
     }
     if req.uri().path() == "/version" {
-        let (major, minor) = shared.lock().version;
+        let (major, minor) = shared.state.lock().version;
         return json_response(
             StatusCode::OK,
             &json!({"major": major.to_string(), "minor": minor.to_string(),
@@ -734,6 +734,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             return forbidden;
         }
         let backend = shared
+            .state
             .lock()
             .proxied
             .get(&(namespace, service.clone()))
@@ -787,7 +788,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
         (Method::GET, None) => list(shared, &t, &params),
         (Method::GET, Some(name)) => {
             let key = (t.kind, namespace_of(&t), name.clone());
-            match shared.lock().objects.get(&key) {
+            match shared.state.lock().objects.get(&key) {
                 Some(o) => json_response(StatusCode::OK, o),
                 None => not_found(kind, name),
             }
@@ -807,7 +808,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
                 return status(400, "BadRequest", "the request body is not JSON");
             };
             let key = (t.kind, namespace_of(&t), name.clone());
-            let current = shared.lock().objects.get(&key).cloned();
+            let current = shared.state.lock().objects.get(&key).cloned();
             // PUT replaces an object that exists; PATCH merges into it (an apply patch
             // also creates it).
             let (object, code) = match (method == Method::PUT, current) {
@@ -885,7 +886,7 @@ fn create(shared: &Shared, t: &Target, object: Value) -> Response<Body> {
         }
         Err(e) => return status(422, "Invalid", e),
     };
-    if shared.lock().objects.contains_key(&key) {
+    if shared.state.lock().objects.contains_key(&key) {
         let kind = &KINDS[t.kind];
         return status(
             409,
@@ -898,7 +899,7 @@ fn create(shared: &Shared, t: &Target, object: Value) -> Response<Body> {
 
 fn list(shared: &Shared, t: &Target, params: &HashMap<String, String>) -> Response<Body> {
     let kind = &KINDS[t.kind];
-    let state = shared.lock();
+    let state = shared.state.lock();
     let matching: Vec<&Value> = state
         .objects
         .iter()
@@ -970,13 +971,13 @@ fn watch_collection(
     let mut wake = shared.wake.subscribe();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
-        let epoch = shared.lock().epoch;
+        let epoch = shared.state.lock().epoch;
         if from == 0 {
-            from = shared.lock().rv;
+            from = shared.state.lock().rv;
         }
         loop {
             let (lines, gone, bookmark_every, current) = {
-                let state = shared.lock();
+                let state = shared.state.lock();
                 if state.epoch != epoch || state.unreachable {
                     return; // the watch ends, as when the server drops it
                 }
@@ -1057,7 +1058,7 @@ fn token_review(shared: &Shared, review: Value) -> Response<Body> {
                 .collect()
         })
         .unwrap_or_default();
-    let state = shared.lock();
+    let state = shared.state.lock();
     let status = match state.tokens.get(token) {
         None => json!({
             "authenticated": false,
@@ -1090,7 +1091,7 @@ fn access_review(shared: &Shared, review: Value) -> Response<Body> {
     let attrs = &review["spec"]["resourceAttributes"];
     let get = |f: &str| attrs[f].as_str().unwrap_or_default().to_string();
     let asked = (get("verb"), get("group"), get("resource"));
-    let denied = shared.lock().denied.contains(&asked);
+    let denied = shared.state.lock().denied.contains(&asked);
     let mut answer = review;
     answer["metadata"] = json!({"creationTimestamp": null});
     answer["status"] = if denied {
