@@ -1,9 +1,11 @@
 //! The controller binary: discovery from the local runtime or the Kubernetes API,
 //! scraping, the API on a unix socket (for the CLI on this host) and/or TCP, the gRPC
-//! APIs proxies use, and the proxy injector.
+//! APIs proxies use, and the proxy injector. Its flags are named by `conduit_api::flags`,
+//! which every launcher renders its arguments from.
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Parser};
+use conduit_api::{control_plane, flags, names};
 use conduit_controller::{
     api::{self, ApiState},
     discovery::{Discovery, LocalRegistry},
@@ -17,87 +19,87 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 #[derive(Parser)]
 #[command(
-    name = "conduit-controller",
+    name = control_plane::CONTROLLER,
     version,
     about = "Conduit's control plane"
 )]
 #[command(group(ArgGroup::new("source").required(true).args(["local_state", "kubernetes"])))]
 struct Args {
     /// Discover workloads from the local runtime's state file.
-    #[arg(long)]
+    #[arg(long = flags::LOCAL_STATE.name())]
     local_state: Option<PathBuf>,
     /// Discover workloads from the Kubernetes API: in a pod, its ServiceAccount; elsewhere
     /// the kubeconfig ($KUBECONFIG or ~/.kube/config).
-    #[arg(long)]
+    #[arg(long = flags::KUBERNETES.name())]
     kubernetes: bool,
     /// Kubernetes: publish the trust anchors into every namespace, as the ConfigMap
     /// injected proxies read.
-    #[arg(long, requires_all = ["kubernetes", "identity_trust_anchors"])]
+    #[arg(long = flags::PUBLISH_TRUST_ANCHORS.name(), requires_all = ["kubernetes", "identity_trust_anchors"])]
     publish_trust_anchors: bool,
     /// Kubernetes: the control plane's namespace.
-    #[arg(long, default_value = "conduit", env = "CONDUIT_NAMESPACE")]
+    #[arg(long = flags::CONTROL_PLANE_NAMESPACE.name(), default_value = control_plane::NAMESPACE, env = flags::CONTROL_PLANE_NAMESPACE_ENV)]
     control_plane_namespace: String,
     /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
-    #[arg(long, default_value = conduit_api::names::IDENTITY_AUDIENCE)]
+    #[arg(long = flags::TOKEN_AUDIENCE.name(), default_value = names::IDENTITY_AUDIENCE)]
     token_audience: String,
     /// Serve the API on this unix socket.
-    #[arg(long)]
+    #[arg(long = flags::API_SOCKET.name())]
     api_socket: Option<PathBuf>,
     /// Serve the API on this TCP address.
-    #[arg(long)]
+    #[arg(long = flags::API_ADDR.name())]
     api_addr: Option<SocketAddr>,
     /// Serve the Destination and InboundPolicy APIs (gRPC) to proxies on this address.
-    #[arg(long)]
+    #[arg(long = flags::DESTINATION_ADDR.name())]
     destination_addr: Option<SocketAddr>,
     /// How often to scrape every proxy's metrics.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long = flags::SCRAPE_INTERVAL.name(), default_value = "10s", value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
     /// How much history to keep in memory.
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long = flags::RETENTION.name(), default_value = "15m", value_parser = humantime::parse_duration)]
     retention: Duration,
     /// The issuer certificate (PEM) that signs proxies' certificates; with its key, this
     /// turns the Identity API on (served with Destination).
-    #[arg(long, requires = "identity_issuer_key")]
+    #[arg(long = flags::IDENTITY_ISSUER_CERT.name(), requires = "identity_issuer_key")]
     identity_issuer_cert: Option<PathBuf>,
     /// The issuer's private key (PEM).
-    #[arg(long, requires = "identity_issuer_cert")]
+    #[arg(long = flags::IDENTITY_ISSUER_KEY.name(), requires = "identity_issuer_cert")]
     identity_issuer_key: Option<PathBuf>,
     /// The mesh's trust anchors (PEM), which the issuer chains to: proxies' tap servers
     /// are reached over mesh TLS, as the controller's identity, and must chain to them.
-    #[arg(long)]
+    #[arg(long = flags::IDENTITY_TRUST_ANCHORS.name())]
     identity_trust_anchors: Option<PathBuf>,
     /// The local runtime's token secret, which proves pods' identities.
-    #[arg(long)]
+    #[arg(long = flags::LOCAL_TOKEN_SECRET.name())]
     local_token_secret: Option<PathBuf>,
     /// How long a proxy's certificate is valid.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long = flags::IDENTITY_LIFETIME.name(), default_value = "24h", value_parser = humantime::parse_duration)]
     identity_lifetime: Duration,
     /// Who may connect to ports of pods and namespaces that set no default:
     /// all-unauthenticated, all-authenticated, cluster-authenticated or deny.
-    #[arg(long, default_value = "all-unauthenticated")]
+    #[arg(long = flags::DEFAULT_INBOUND_POLICY.name(), default_value_t = conduit_policy::DefaultPolicy::default())]
     default_inbound_policy: conduit_policy::DefaultPolicy,
     /// The cluster's networks (comma-separated CIDRs), trusted by cluster-authenticated.
     #[arg(
-        long,
+        long = flags::CLUSTER_NETWORKS.name(),
         value_delimiter = ',',
         default_value = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
     )]
     cluster_networks: Vec<ipnet::IpNet>,
     /// The injector: the proxy's image (default: this version's).
-    #[arg(long)]
+    #[arg(long = flags::PROXY_IMAGE.name())]
     proxy_image: Option<String>,
     /// The injector: the proxy as a native sidecar (Kubernetes 1.29+), or (false) as the
     /// first container, holding the others until it is ready.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long = flags::PROXY_NATIVE_SIDECAR.name(), default_value_t = true, action = clap::ArgAction::Set)]
     proxy_native_sidecar: bool,
     /// The injector: the proxy's log filter.
-    #[arg(long, default_value = "info")]
+    #[arg(long = flags::PROXY_LOG_LEVEL.name(), default_value = "info")]
     proxy_log_level: String,
     /// Serve the proxy injector (HTTPS, POST /inject) on this address.
-    #[arg(long, requires = "webhook_tls_dir")]
+    #[arg(long = flags::WEBHOOK_ADDR.name(), requires = "webhook_tls_dir")]
     webhook_addr: Option<SocketAddr>,
     /// The injector's certificate: a directory with tls.crt and tls.key.
-    #[arg(long, requires = "webhook_addr")]
+    #[arg(long = flags::WEBHOOK_TLS_DIR.name(), requires = "webhook_addr")]
     webhook_tls_dir: Option<PathBuf>,
 }
 
@@ -124,9 +126,12 @@ fn identity_service(
             audience: args.token_audience.clone(),
         }),
         None => {
-            let secret_file = args.local_token_secret.as_ref().context(
-                "the Identity API needs a way to check proxies' tokens: give --local-token-secret FILE",
-            )?;
+            let secret_file = args.local_token_secret.as_ref().with_context(|| {
+                format!(
+                    "the Identity API needs a way to check proxies' tokens: give {} FILE",
+                    flags::LOCAL_TOKEN_SECRET
+                )
+            })?;
             let secret = std::fs::read(secret_file)
                 .with_context(|| format!("reading {}", secret_file.display()))?;
             Box::new(LocalTokens(conduit_identity::token::Tokens::new(&secret)))
@@ -161,12 +166,15 @@ fn tap_tls(args: &Args) -> anyhow::Result<Option<Arc<conduit_controller::tap_cli
     let Some(issuer) = issuer(args)? else {
         return Ok(None);
     };
-    let anchors = args.identity_trust_anchors.as_ref().context(
-        "proxies with identities let only the controller tap them, over mesh TLS: give --identity-trust-anchors FILE (the anchors the issuer chains to)",
-    )?;
+    let anchors = args.identity_trust_anchors.as_ref().with_context(|| {
+        format!(
+            "proxies with identities let only the controller tap them, over mesh TLS: give {} FILE (the anchors the issuer chains to)",
+            flags::IDENTITY_TRUST_ANCHORS
+        )
+    })?;
     let name = conduit_identity::controller_identity(&args.control_plane_namespace);
     let tls = conduit_controller::tap_client::TapTls::new(issuer, name, &read(anchors)?)
-        .with_context(|| format!("--identity-trust-anchors {}", anchors.display()))?;
+        .with_context(|| format!("{} {}", flags::IDENTITY_TRUST_ANCHORS, anchors.display()))?;
     Ok(Some(Arc::new(tls)))
 }
 
@@ -191,7 +199,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.api_socket.is_none() && args.api_addr.is_none() {
         anyhow::bail!(
-            "nowhere to serve the API: give --api-socket PATH and/or --api-addr HOST:PORT"
+            "nowhere to serve the API: give {} PATH and/or {} HOST:PORT",
+            flags::API_SOCKET,
+            flags::API_ADDR
         );
     }
     let kubernetes = if args.kubernetes {
@@ -212,7 +222,9 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_millis(100),
         )),
         (None, None) => anyhow::bail!(
-            "nowhere to discover workloads from: give --kubernetes or --local-state FILE"
+            "nowhere to discover workloads from: give {} or {} FILE",
+            flags::KUBERNETES,
+            flags::LOCAL_STATE
         ),
     };
     if let (Some(client), Some(file), true) = (
@@ -309,4 +321,92 @@ async fn main() -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    /// The parser declares exactly the contract's flags, each as the contract says (a
+    /// switch takes no value, a flag does): a launcher that renders its arguments from
+    /// `conduit_api::flags` gives the controller nothing it does not know.
+    #[test]
+    fn the_parser_declares_exactly_the_contracts_flags() {
+        let command = Args::command();
+        let declared: BTreeSet<&str> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|long| !matches!(*long, "help" | "version"))
+            .collect();
+        let contract: BTreeSet<&str> = flags::all().collect();
+        assert_eq!(declared, contract);
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let is_switch = flags::SWITCHES.iter().any(|s| s.name() == long);
+            let is_flag = flags::FLAGS.iter().any(|f| f.name() == long);
+            if is_switch {
+                assert!(!arg.get_action().takes_values(), "--{long} is a switch");
+            }
+            if is_flag {
+                assert!(arg.get_action().takes_values(), "--{long} takes a value");
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_arguments_parse() {
+        let args = Args::try_parse_from([
+            control_plane::CONTROLLER.to_string(),
+            flags::KUBERNETES.arg(),
+            flags::API_ADDR.arg("127.0.0.1:8085"),
+            flags::PROXY_NATIVE_SIDECAR.arg(false),
+            flags::CLUSTER_NETWORKS.arg("10.0.0.0/8,fd00::/8"),
+            flags::SCRAPE_INTERVAL.arg("5s"),
+        ])
+        .expect("the rendered arguments parse");
+        assert!(args.kubernetes);
+        assert_eq!(
+            args.api_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8085)))
+        );
+        assert!(!args.proxy_native_sidecar);
+        assert_eq!(args.cluster_networks.len(), 2);
+        assert_eq!(args.scrape_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_installed_deployments_arguments_parse() {
+        use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
+        let pem = || "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_string();
+        let docs = install::render(
+            &Values::default(),
+            &IdentityMaterial {
+                anchors_pem: pem(),
+                issuer_cert_pem: pem(),
+                issuer_key_pem: pem(),
+            },
+            &WebhookTls {
+                ca_pem: pem(),
+                cert_pem: pem(),
+                key_pem: pem(),
+            },
+        );
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let argv = container["command"]
+            .as_array()
+            .into_iter()
+            .chain(container["args"].as_array())
+            .flatten()
+            .map(|a| a.as_str().expect("arguments are strings").to_string());
+        let args = Args::try_parse_from(argv).expect("the Deployment's arguments parse");
+        assert!(args.kubernetes && args.publish_trust_anchors);
+        assert_eq!(args.control_plane_namespace, control_plane::NAMESPACE);
+        assert_eq!(args.token_audience, names::IDENTITY_AUDIENCE);
+    }
 }
