@@ -2,12 +2,14 @@
 //! `host:port`); a cluster's, through the Kubernetes API server's service proxy with the
 //! user's kubeconfig (`--kubeconfig`, `--context`), as `kubectl` reaches it; or, by
 //! default, the local runtime's socket when one runs here and the kubeconfig's cluster
-//! otherwise.
+//! otherwise. Queries and answers are `conduit_api::http`'s types, as the controller
+//! serves them; an answer that does not read as one is an error saying so.
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use conduit_api::{
     control_plane::{self, API_SERVICE},
+    http::{ApiError, Endpoint},
     ports,
 };
 use conduit_local::layout::Layout;
@@ -138,50 +140,73 @@ impl ApiAddr {
 /// A response body from any of the places the API can be.
 type AnyBody = UnsyncBoxBody<bytes::Bytes, anyhow::Error>;
 
-/// `GET path` on the API; the JSON body, or an error saying what to do.
-pub fn get_json(addr: &ApiAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let rsp = send(addr, path).await?;
-        let status = rsp.status();
-        let body = rsp.into_body().collect().await?.to_bytes();
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .context("the control plane answered something that is not JSON")?;
-        if !status.is_success() {
-            bail!(
-                "{}",
-                value["error"]
-                    .as_str()
-                    .unwrap_or("the control plane refused the request")
-            );
-        }
-        Ok(value)
+/// The path and query string of `query`.
+fn uri<E: Endpoint>(query: &E) -> anyhow::Result<String> {
+    let query = serde_urlencoded::to_string(query)
+        .with_context(|| format!("writing the query for {}", E::PATH))?;
+    Ok(if query.is_empty() {
+        E::PATH.to_string()
+    } else {
+        format!("{}?{query}", E::PATH)
     })
 }
 
-/// `GET path` on the API, handing each line of the streamed body to `line` until it
-/// returns false or the stream ends.
-pub fn stream_lines(
-    addr: &ApiAddr,
-    path: &str,
-    mut line: impl FnMut(&str) -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
+/// Reads `text` as what `E` answers, or says what is wrong with it.
+pub fn read_answer<E: Endpoint>(text: &[u8]) -> anyhow::Result<E::Answer> {
+    serde_json::from_slice(text).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => {
+                "JSON this conduit cannot read (are the CLI and the control plane of one version?)"
+            }
+            _ => "something that is not JSON",
+        };
+        anyhow::anyhow!("the control plane answered {} with {what}: {e}", E::PATH)
+    })
+}
+
+/// The error of a refused request: the control plane's own words when it gave them.
+async fn refused(rsp: http::Response<AnyBody>) -> anyhow::Error {
+    let body = match rsp.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return e.context("reading the control plane's refusal"),
+    };
+    match serde_json::from_slice::<ApiError>(&body) {
+        Ok(refusal) => anyhow::anyhow!("{}", refusal.error),
+        Err(_) => anyhow::anyhow!("the control plane refused the request"),
+    }
+}
+
+/// Asks the API `query`; its answer, or an error saying what to do.
+pub fn get<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<E::Answer> {
+    let path = uri(query)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let rsp = send(addr, path).await?;
+        let rsp = send(addr, &path).await?;
         if !rsp.status().is_success() {
-            let body = rsp.into_body().collect().await?.to_bytes();
-            let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            bail!(
-                "{}",
-                value["error"]
-                    .as_str()
-                    .unwrap_or("the control plane refused the request")
-            );
+            return Err(refused(rsp).await);
+        }
+        let body = rsp.into_body().collect().await?.to_bytes();
+        read_answer::<E>(&body)
+    })
+}
+
+/// Asks the API `query`, whose answer is a stream of JSON lines, handing each line (as
+/// read and as sent) to `line` until it returns false or the stream ends.
+pub fn stream<E: Endpoint>(
+    addr: &ApiAddr,
+    query: &E,
+    mut line: impl FnMut(E::Answer, &str) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let path = uri(query)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let rsp = send(addr, &path).await?;
+        if !rsp.status().is_success() {
+            return Err(refused(rsp).await);
         }
         let mut body = rsp.into_body();
         let mut pending = Vec::new();
@@ -193,7 +218,7 @@ pub fn stream_lines(
             while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                 let text = String::from_utf8_lossy(&pending[..i]).into_owned();
                 pending.drain(..=i);
-                if !line(&text)? {
+                if !line(read_answer::<E>(text.as_bytes())?, &text)? {
                     return Ok(());
                 }
             }
@@ -260,26 +285,4 @@ where
         .body(Empty::<bytes::Bytes>::new())?;
     let rsp = sender.send_request(req).await?;
     Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
-}
-
-/// The canonical short name of a resource kind (`deploy`, `pod`, `ns`), if known.
-pub fn resource_kind(raw: &str) -> Option<&'static str> {
-    match raw {
-        "ns" | "namespace" | "namespaces" => Some("ns"),
-        "deploy" | "deployment" | "deployments" => Some("deploy"),
-        "po" | "pod" | "pods" => Some("pod"),
-        _ => None,
-    }
-}
-
-/// Percent-encodes a query parameter's value.
-pub fn query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

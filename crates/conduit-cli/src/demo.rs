@@ -4,6 +4,7 @@
 use crate::{api::ApiAddr, stat};
 use anyhow::Context as _;
 use clap::Args;
+use conduit_api::{control_plane, http::StatRow};
 use conduit_k8s::inject::{self, InjectOptions};
 use conduit_local::{client, layout::Layout};
 use std::{
@@ -39,7 +40,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     )?;
     let spec = client::load(&[("emojivoto.yml (injected)".to_string(), injected.output)])
         .context("the sample app's binaries must be built next to conduit: run `cargo build --release --workspace` first")?;
-    if client::resolve_program("conduit-controller").is_none() {
+    if client::resolve_program(control_plane::CONTROLLER).is_none() {
         anyhow::bail!(
             "conduit-controller was not found next to conduit or on PATH: the demo needs the control plane; run `cargo build --release --workspace` first"
         );
@@ -63,10 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let rows = fetch();
         let seen = rows
             .iter()
-            .filter(|r| {
-                serving.contains(&r["name"].as_str().unwrap_or(""))
-                    && r["request_rate"].as_f64().unwrap_or(0.0) > 0.0
-            })
+            .filter(|r| serving.contains(&r.name.as_str()) && r.request_rate > 0.0)
             .count();
         if seen == serving.len() {
             break rows;
@@ -78,9 +76,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     // The bot votes for :doughnut: about once in 40 votes: give it a little while, so
     // that the table shows what the text below says.
-    let voting_fails = |rows: &[serde_json::Value]| {
+    let voting_fails = |rows: &[StatRow]| {
         rows.iter()
-            .any(|r| r["name"] == "voting" && r["success_rate"].as_f64().is_some_and(|s| s < 1.0))
+            .any(|r| r.name == "voting" && r.success_rate.is_some_and(|s| s < 1.0))
     };
     let patience = Instant::now();
     while !voting_fails(&rows) && patience.elapsed() < DOUGHNUT_PATIENCE {

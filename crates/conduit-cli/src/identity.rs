@@ -2,11 +2,12 @@
 //! when it expires, as the proxies themselves report it.
 
 use crate::{
-    api::{get_json, query_value as q, ControlPlaneArgs},
+    api::{get, ControlPlaneArgs},
     stat::print_table,
-    tap::parse_target,
+    tap::{parse_target, target_namespace},
 };
 use clap::{Args, ValueEnum};
+use conduit_api::http::{IdentityQuery, IdentityReport};
 use std::{
     io::Write,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -47,14 +48,12 @@ fn expiry(unix: u64, now: SystemTime) -> String {
 
 pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
     let (kind, name) = parse_target(&args.target)?;
-    let mut path = format!("/api/identity?resource={kind}&name={}", q(name));
-    if kind != "ns" {
-        path.push_str(&format!("&namespace={}", q(&args.namespace)));
-    }
-    let rows = get_json(&args.control_plane.api()?, &path)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let query = IdentityQuery {
+        resource: kind.short_name().to_string(),
+        name: Some(name.to_string()),
+        namespace: target_namespace(kind, &args.namespace),
+    };
+    let rows = get(&args.control_plane.api()?, &query)?;
     let mut out = std::io::stdout().lock();
     if let Output::Json = args.output {
         serde_json::to_writer_pretty(&mut out, &rows)?;
@@ -65,23 +64,26 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let status = match (r["certified"].as_bool(), r["error"].as_str()) {
-                (_, Some(e)) => format!("unknown: {e}"),
-                (Some(true), _) => r["valid_until_unix"]
-                    .as_u64()
-                    .map_or("certified".into(), |u| expiry(u, now)),
-                _ => format!(
-                    "no certificate: {}",
-                    r["last_error"]
-                        .as_str()
-                        .unwrap_or("waiting for the identity service")
-                ),
+            let (identity, status) = match &r.report {
+                IdentityReport::Unknown { error } => ("-".to_string(), format!("unknown: {error}")),
+                IdentityReport::Reported(proxy) => {
+                    let status = if proxy.certified {
+                        proxy
+                            .valid_until_unix
+                            .map_or("certified".into(), |u| expiry(u, now))
+                    } else {
+                        format!(
+                            "no certificate: {}",
+                            proxy
+                                .last_error
+                                .as_deref()
+                                .unwrap_or("waiting for the identity service")
+                        )
+                    };
+                    (proxy.identity.clone(), status)
+                }
             };
-            vec![
-                r["pod"].as_str().unwrap_or("").to_string(),
-                r["identity"].as_str().unwrap_or("-").to_string(),
-                status,
-            ]
+            vec![r.pod.clone(), identity, status]
         })
         .collect();
     print_table(

@@ -1,9 +1,9 @@
 //! `conduit stat` and `conduit edges`: golden metrics per resource, and who calls whom,
 //! as tables (or JSON with `-o json`), kubectl-style.
 
-use crate::api::{get_json, query_value as q, ApiAddr, ControlPlaneArgs};
+use crate::api::{get, ApiAddr, ControlPlaneArgs};
 use clap::{Args, ValueEnum};
-use serde_json::Value;
+use conduit_api::http::{EdgeRow, EdgesQuery, Resource, StatQuery, StatRow};
 use std::io::Write;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,18 +66,14 @@ pub fn fetch_stat(
     namespace: Option<&str>,
     name: Option<&str>,
     window: &str,
-) -> anyhow::Result<Vec<Value>> {
-    let mut path = format!("/api/stat?resource={}&window={}", q(resource), q(window));
-    if let Some(ns) = namespace {
-        path.push_str(&format!("&namespace={}", q(ns)));
-    }
-    if let Some(n) = name {
-        path.push_str(&format!("&name={}", q(n)));
-    }
-    Ok(get_json(api, &path)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
+) -> anyhow::Result<Vec<StatRow>> {
+    let query = StatQuery {
+        resource: resource.to_string(),
+        window: Some(window.to_string()),
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+    };
+    get(api, &query)
 }
 
 pub fn stat(args: StatArgs) -> anyhow::Result<()> {
@@ -115,17 +111,22 @@ pub fn stat(args: StatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ms(v: &Value) -> String {
-    match v.as_f64() {
+fn ms(v: Option<f64>) -> String {
+    match v {
         None => "-".into(),
         Some(x) if x < 10.0 => format!("{x:.1}ms"),
         Some(x) => format!("{x:.0}ms"),
     }
 }
 
+/// A rate of 0..1 as a percentage with `decimals`, `-` when there is none.
+pub fn percent(rate: Option<f64>, decimals: usize) -> String {
+    rate.map_or("-".into(), |s| format!("{:.decimals$}%", s * 100.0))
+}
+
 /// Prints stat rows as the table of `conduit stat`.
 pub fn print_stat(
-    rows: &[Value],
+    rows: &[StatRow],
     with_namespace: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
@@ -134,30 +135,21 @@ pub fn print_stat(
         .map(|r| {
             let mut row = Vec::new();
             if with_namespace {
-                row.push(r["namespace"].as_str().unwrap_or("").to_string());
+                row.push(r.namespace.clone());
             }
-            row.push(r["name"].as_str().unwrap_or("").to_string());
-            row.push(r["meshed"].as_str().unwrap_or("").to_string());
-            row.push(
-                r["success_rate"]
-                    .as_f64()
-                    .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
-            );
-            let rps = r["request_rate"].as_f64().unwrap_or(0.0);
-            row.push(if r["success_rate"].is_null() {
+            row.push(r.name.clone());
+            row.push(r.meshed.clone());
+            row.push(percent(r.success_rate, 2));
+            row.push(if r.success_rate.is_none() {
                 "-".into()
             } else {
-                format!("{rps:.1}rps")
+                format!("{:.1}rps", r.request_rate)
             });
-            row.push(ms(&r["latency_ms_p50"]));
-            row.push(ms(&r["latency_ms_p95"]));
-            row.push(ms(&r["latency_ms_p99"]));
-            row.push(
-                r["tls_rate"]
-                    .as_f64()
-                    .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
-            );
-            row.push(r["tcp_connections"].as_u64().unwrap_or(0).to_string());
+            row.push(ms(r.latency_ms_p50));
+            row.push(ms(r.latency_ms_p95));
+            row.push(ms(r.latency_ms_p99));
+            row.push(percent(r.tls_rate, 0));
+            row.push(r.tcp_connections.to_string());
             row
         })
         .collect();
@@ -208,18 +200,15 @@ pub fn print_table(
 }
 
 pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
-    if crate::api::resource_kind(&args.resource) != Some("deploy") {
+    if Resource::parse(&args.resource) != Some(Resource::Deployment) {
         anyhow::bail!("edges are between deployments: use `conduit edges deploy`");
     }
     let query = &args.query;
-    let mut path = format!("/api/edges?window={}", q(&query.window));
-    if let Some(ns) = query.namespace() {
-        path.push_str(&format!("&namespace={}", q(ns)));
-    }
-    let rows = get_json(&query.api()?, &path)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let edges = EdgesQuery {
+        window: Some(query.window.clone()),
+        namespace: query.namespace().map(str::to_string),
+    };
+    let rows = get(&query.api()?, &edges)?;
     let mut out = std::io::stdout().lock();
     if let Output::Json = query.output {
         serde_json::to_writer_pretty(&mut out, &rows)?;
@@ -235,36 +224,30 @@ pub fn edges(args: EdgesArgs) -> anyhow::Result<()> {
 }
 
 /// Prints edge rows as the table of `conduit edges`; `wide` adds both ends' identities.
-pub fn print_edges(rows: &[Value], wide: bool, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_edges(rows: &[EdgeRow], wide: bool, out: &mut dyn Write) -> std::io::Result<()> {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let mut row = vec![
-                r["src"].as_str().unwrap_or("").to_string(),
-                r["dst"].as_str().unwrap_or("").to_string(),
-                r["src_namespace"].as_str().unwrap_or("").to_string(),
-                r["dst_namespace"].as_str().unwrap_or("").to_string(),
-                format!("{:.1}rps", r["request_rate"].as_f64().unwrap_or(0.0)),
-                r["success_rate"]
-                    .as_f64()
-                    .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
+                r.src.clone(),
+                r.dst.clone(),
+                r.src_namespace.clone(),
+                r.dst_namespace.clone(),
+                format!("{:.1}rps", r.request_rate),
+                percent(r.success_rate, 2),
                 // Secured: all of it over mutual TLS, none of it, or the share that was.
-                match r["tls_rate"].as_f64().unwrap_or(0.0) {
+                match r.tls_rate {
                     t if t >= 1.0 => "√".to_string(),
                     t if t <= 0.0 => "×".to_string(),
                     t => format!("{:.0}%", t * 100.0),
                 },
             ];
             if wide {
-                row.push(r["client_id"].as_str().unwrap_or("-").to_string());
-                let servers: Vec<&str> = r["server_ids"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                row.push(if servers.is_empty() {
+                row.push(r.client_id.clone().unwrap_or_else(|| "-".into()));
+                row.push(if r.server_ids.is_empty() {
                     "-".to_string()
                 } else {
-                    servers.join(",")
+                    r.server_ids.join(",")
                 });
             }
             row
@@ -285,7 +268,7 @@ mod tests {
 
     #[test]
     fn stat_tables_show_percentages_rates_and_dashes() {
-        let rows: Vec<Value> = serde_json::from_str(
+        let rows: Vec<StatRow> = serde_json::from_str(
             r#"[{"namespace":"emojivoto","name":"voting","meshed":"1/1","success_rate":0.9667,"request_rate":2.04,
                  "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tls_rate":0.996,"tcp_connections":2},
                 {"namespace":"emojivoto","name":"vote-bot","meshed":"0/1","success_rate":null,"request_rate":0.0,
@@ -312,7 +295,7 @@ mod tests {
 
     #[test]
     fn edges_say_whether_traffic_was_secured_and_wide_names_both_ends() {
-        let rows: Vec<Value> = serde_json::from_str(
+        let rows: Vec<EdgeRow> = serde_json::from_str(
             r#"[{"src":"web","dst":"voting","src_namespace":"emojivoto","dst_namespace":"emojivoto",
                  "request_rate":2.0,"success_rate":1.0,"tls_rate":1.0,
                  "client_id":"web.emojivoto.serviceaccount.identity.conduit.cluster.local",

@@ -1,10 +1,10 @@
 //! `conduit tap deploy/NAME`: live requests of a resource's pods (and the connections
 //! their policy kept out), one line per event, until Ctrl-C or `--max` of them.
 
-use crate::api::{query_value as q, resource_kind, stream_lines, ControlPlaneArgs};
+use crate::api::{stream, ControlPlaneArgs};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
-use serde_json::Value;
+use conduit_api::http::{Resource, TapLine, TapLineKind, TapQuery};
 use std::io::Write;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,94 +35,96 @@ pub struct TapArgs {
 }
 
 /// One event as a line, like `linkerd tap` prints it.
-pub fn format_line(e: &Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
-    let who = |addr: &str, res: &str| {
-        let r = e[res]
-            .as_str()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        format!("{}{r}", e[addr].as_str().unwrap_or(""))
+pub fn format_line(e: &TapLine) -> String {
+    let who = |addr: &str, resource: &Option<String>| match resource {
+        Some(r) => format!("{addr} ({r})"),
+        None => addr.to_string(),
     };
     let head = format!(
         "id={} proxy={} src={} dst={}",
-        s("id"),
-        if s("direction") == "inbound" {
+        e.id,
+        if e.direction == "inbound" {
             "in "
         } else {
             "out"
         },
-        who("src", "src_resource"),
-        who("dst", "dst_resource")
+        who(&e.src, &e.src_resource),
+        who(&e.dst, &e.dst_resource)
     );
-    match e["type"].as_str().unwrap_or("") {
-        "request" => format!(
+    // A number the line lacks shows as JSON shows a missing value.
+    let number = |n: Option<u64>| n.map_or("null".to_string(), |n| n.to_string());
+    let text = |t: &Option<String>| t.clone().unwrap_or_default();
+    match e.kind {
+        TapLineKind::Request => format!(
             "req {head} :method={} :authority={} :path={}",
-            s("method"),
-            s("authority"),
-            s("path")
+            text(&e.method),
+            text(&e.authority),
+            text(&e.path)
         ),
-        "response" => format!(
+        TapLineKind::Response => format!(
             "rsp {head} :status={} latency={}µs",
-            e["status"], e["latency_us"]
+            number(e.status.map(u64::from)),
+            number(e.latency_us)
         ),
-        "end" => {
+        TapLineKind::End => {
             let mut line = format!(
                 "end {head} duration={}µs response-length={}B",
-                e["duration_us"], e["response_bytes"]
+                number(e.duration_us),
+                number(e.response_bytes)
             );
-            if let Some(g) = e["grpc_status"].as_u64() {
+            if let Some(g) = e.grpc_status {
                 line.push_str(&format!(" grpc-status={g}"));
             }
-            if let Some(err) = e["proxy_error"].as_str() {
+            if let Some(err) = &e.proxy_error {
                 line.push_str(&format!(" proxy-error={err:?}"));
             }
             line
         }
-        "denied" => {
+        TapLineKind::Denied => {
             let mut line = format!("deny {head}");
-            if let Some(id) = e["client_id"].as_str() {
+            if let Some(id) = &e.client_id {
                 line.push_str(&format!(" client-id={id}"));
             }
-            line.push_str(&format!(" proxy-error={:?}", s("proxy_error")));
+            line.push_str(&format!(" proxy-error={:?}", text(&e.proxy_error)));
             line
         }
-        "error" => format!("error pod={} {}", s("pod"), s("error")),
-        _ => e.to_string(),
+        TapLineKind::Error => format!("error pod={} {}", e.pod, text(&e.error)),
     }
 }
 
-/// Splits `deploy/web` into the canonical kind and the name.
-pub fn parse_target(target: &str) -> anyhow::Result<(&'static str, &str)> {
+/// Splits `deploy/web` into its kind and name.
+pub fn parse_target(target: &str) -> anyhow::Result<(Resource, &str)> {
     let Some((kind, name)) = target.split_once('/') else {
         bail!("{target:?}: expected KIND/NAME, like deploy/web");
     };
-    let Some(kind) = resource_kind(kind) else {
-        bail!("{kind:?}: expected deploy, pod or ns");
+    let Some(kind) = Resource::parse(kind) else {
+        bail!("{kind:?}: expected {}", Resource::EXPECTED);
     };
     Ok((kind, name))
 }
 
+/// The namespace a query about `kind` is asked in: none for a namespace itself.
+pub fn target_namespace(kind: Resource, namespace: &str) -> Option<String> {
+    (kind != Resource::Namespace).then(|| namespace.to_string())
+}
+
 pub fn run(args: TapArgs) -> anyhow::Result<()> {
     let (kind, name) = parse_target(&args.target)?;
-    let mut path = format!(
-        "/api/tap?resource={kind}&name={}&path={}&authority={}&max={}",
-        q(name),
-        q(&args.path),
-        q(&args.authority),
-        args.max.unwrap_or(0)
-    );
-    if kind != "ns" {
-        path.push_str(&format!("&namespace={}", q(&args.namespace)));
-    }
+    let query = TapQuery {
+        resource: kind.short_name().to_string(),
+        name: Some(name.to_string()),
+        path: args.path.clone(),
+        authority: args.authority.clone(),
+        max: args.max.unwrap_or(0),
+        namespace: target_namespace(kind, &args.namespace),
+    };
     let mut out = std::io::stdout().lock();
     let json = matches!(args.output, Output::Json);
-    stream_lines(&args.control_plane.api()?, &path, |line| {
+    stream(&args.control_plane.api()?, &query, |event, line| {
         if json {
             writeln!(out, "{line}")?;
         } else {
-            let e: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-            writeln!(out, "{}", format_line(&e))?;
+            writeln!(out, "{}", format_line(&event))?;
         }
         out.flush()?;
         Ok(true)
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn lines_read_like_linkerd_tap() {
-        let req: Value = serde_json::from_str(
+        let req: TapLine = serde_json::from_str(
             r#"{"type":"request","id":"web-1:3","direction":"inbound","src":"198.18.0.6:4000","src_resource":"deploy/vote-bot","dst":"198.18.0.4:8080","method":"GET","authority":"web-svc.emojivoto","path":"/api/list"}"#,
         )
         .unwrap();
@@ -143,7 +145,7 @@ mod tests {
             format_line(&req),
             "req id=web-1:3 proxy=in  src=198.18.0.6:4000 (deploy/vote-bot) dst=198.18.0.4:8080 :method=GET :authority=web-svc.emojivoto :path=/api/list"
         );
-        let end: Value = serde_json::from_str(
+        let end: TapLine = serde_json::from_str(
             r#"{"type":"end","id":"web-1:3","direction":"outbound","src":"a","dst":"b","duration_us":812,"response_bytes":40,"grpc_status":2}"#,
         )
         .unwrap();
@@ -151,7 +153,7 @@ mod tests {
             format_line(&end),
             "end id=web-1:3 proxy=out src=a dst=b duration=812µs response-length=40B grpc-status=2"
         );
-        let denied: Value = serde_json::from_str(
+        let denied: TapLine = serde_json::from_str(
             r#"{"type":"denied","id":"web-1:4","direction":"inbound","src":"198.18.0.6:4000","src_resource":"deploy/vote-bot","dst":"198.18.0.4:7000","client_id":"vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local","proxy_error":"forbidden by policy: no"}"#,
         )
         .unwrap();

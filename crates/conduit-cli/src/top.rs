@@ -2,11 +2,12 @@
 //! a window (tap, aggregated by the control plane).
 
 use crate::{
-    api::{get_json, query_value as q, ControlPlaneArgs},
-    stat::print_table,
-    tap::parse_target,
+    api::{get, ControlPlaneArgs},
+    stat::{percent, print_table},
+    tap::{parse_target, target_namespace},
 };
 use clap::{Args, ValueEnum};
+use conduit_api::http::TopQuery;
 use std::io::Write;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,14 +33,12 @@ pub struct TopArgs {
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let (kind, name) = parse_target(&args.target)?;
-    let mut path = format!(
-        "/api/top?resource={kind}&name={}&window={}",
-        q(name),
-        q(&args.window)
-    );
-    if kind != "ns" {
-        path.push_str(&format!("&namespace={}", q(&args.namespace)));
-    }
+    let query = TopQuery {
+        resource: kind.short_name().to_string(),
+        name: Some(name.to_string()),
+        window: Some(args.window.clone()),
+        namespace: target_namespace(kind, &args.namespace),
+    };
     let mut out = std::io::stdout().lock();
     if let Output::Table = args.output {
         writeln!(
@@ -49,10 +48,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
-    let rows = get_json(&args.control_plane.api()?, &path)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let rows = get(&args.control_plane.api()?, &query)?;
     if let Output::Json = args.output {
         serde_json::to_writer_pretty(&mut out, &rows)?;
         writeln!(out)?;
@@ -62,25 +58,23 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         writeln!(out, "no requests in the window")?;
         return Ok(());
     }
-    let ms = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}ms"));
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.1}ms"));
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
-                if r["direction"] == "inbound" {
+                if r.direction == "inbound" {
                     "in".into()
                 } else {
                     "out".into()
                 },
-                r["peer"].as_str().unwrap_or("").to_string(),
-                r["authority"].as_str().unwrap_or("").to_string(),
-                r["path"].as_str().unwrap_or("").to_string(),
-                r["requests"].to_string(),
-                r["success_rate"]
-                    .as_f64()
-                    .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
-                ms(&r["latency_ms_p50"]),
-                ms(&r["latency_ms_max"]),
+                r.peer.clone(),
+                r.authority.clone(),
+                r.path.clone(),
+                r.requests.to_string(),
+                percent(r.success_rate, 2),
+                ms(r.latency_ms_p50),
+                ms(r.latency_ms_max),
             ]
         })
         .collect();

@@ -1,11 +1,14 @@
 //! The controller's HTTP JSON API, the one the CLI and the dashboard use: `GET
-//! /api/stat`, `/api/edges`, `/api/workloads`, and its probes `/healthz` (alive) and
-//! `/ready` (discovery has a complete snapshot; says so when it is serving a stale one).
-//! Bad parameters get a 400 that names the parameter and the accepted values.
+//! /api/stat`, `/api/edges`, `/api/workloads`, `/api/tap` (a stream of JSON lines),
+//! `/api/top` and `/api/identity`, its own counters at `/metrics`, and its probes
+//! `/healthz` (alive) and `/ready` (discovery has a complete snapshot; says so when it is
+//! serving a stale one). Queries and answers are `conduit_api::http`'s types, which the
+//! CLI reads back. Bad parameters get a 400 that names the parameter and the accepted
+//! values.
 
 use crate::{
     discovery::{PodInfo, Workloads},
-    store::{Resource, Store},
+    store::Store,
     tap::TapRequest,
     top::Top,
 };
@@ -16,8 +19,14 @@ use axum::{
     routing::get,
     Json, Router,
 };
+use conduit_api::{
+    admin::{self, ProxyIdentity},
+    http::{
+        self, ApiError, EdgeRow, EdgesQuery, Endpoint, IdentityQuery, IdentityReport, IdentityRow,
+        Resource, StatQuery, StatRow, TapQuery, TopQuery, TopRow, WorkloadsQuery,
+    },
+};
 use parking_lot::Mutex;
-use serde::Deserialize;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
@@ -39,15 +48,15 @@ pub struct ApiState {
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/stat", get(stat))
-        .route("/api/edges", get(edges))
-        .route("/api/workloads", get(workloads))
-        .route("/api/tap", get(tap))
-        .route("/api/top", get(top))
-        .route("/api/identity", get(identity))
+        .route(http::HEALTHZ_PATH, get(|| async { "ok\n" }))
+        .route(http::READY_PATH, get(ready))
+        .route(http::METRICS_PATH, get(metrics))
+        .route(StatQuery::PATH, get(stat))
+        .route(EdgesQuery::PATH, get(edges))
+        .route(WorkloadsQuery::PATH, get(workloads))
+        .route(TapQuery::PATH, get(tap))
+        .route(TopQuery::PATH, get(top))
+        .route(IdentityQuery::PATH, get(identity))
         .with_state(state)
 }
 
@@ -56,11 +65,7 @@ struct BadRequest(String);
 
 impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": self.0 })),
-        )
-            .into_response()
+        (StatusCode::BAD_REQUEST, Json(ApiError { error: self.0 })).into_response()
     }
 }
 
@@ -89,14 +94,6 @@ async fn ready(State(s): State<ApiState>) -> (StatusCode, String) {
     (code, body)
 }
 
-#[derive(Deserialize)]
-struct StatQuery {
-    resource: String,
-    namespace: Option<String>,
-    name: Option<String>,
-    window: Option<String>,
-}
-
 fn window(raw: Option<&str>, max: Duration) -> Result<Duration, BadRequest> {
     let Some(raw) = raw else {
         return Ok(Duration::from_secs(60));
@@ -115,26 +112,17 @@ fn window(raw: Option<&str>, max: Duration) -> Result<Duration, BadRequest> {
     Ok(w)
 }
 
-/// Parses kubectl's resource names and their short forms.
-pub fn resource(raw: &str) -> Option<Resource> {
-    match raw {
-        "ns" | "namespace" | "namespaces" => Some(Resource::Namespace),
-        "deploy" | "deployment" | "deployments" => Some(Resource::Deployment),
-        "po" | "pod" | "pods" => Some(Resource::Pod),
-        _ => None,
-    }
+/// The kind a query's `resource` names, or a 400 saying what it accepts.
+fn resource(raw: &str) -> Result<Resource, BadRequest> {
+    Resource::parse(raw)
+        .ok_or_else(|| BadRequest(format!("resource={raw:?}: expected {}", Resource::EXPECTED)))
 }
 
 async fn stat(
     State(s): State<ApiState>,
     Query(q): Query<StatQuery>,
-) -> Result<Json<serde_json::Value>, BadRequest> {
-    let resource = resource(&q.resource).ok_or_else(|| {
-        BadRequest(format!(
-            "resource={:?}: expected deploy, pod or ns",
-            q.resource
-        ))
-    })?;
+) -> Result<Json<Vec<StatRow>>, BadRequest> {
+    let resource = resource(&q.resource)?;
     let window = window(q.window.as_deref(), s.max_window)?;
     let workloads = s.workloads.borrow().clone();
     let rows = s.store.lock().stat(
@@ -144,44 +132,35 @@ async fn stat(
         q.name.as_deref(),
         window,
     );
-    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
-}
-
-#[derive(Deserialize)]
-struct EdgesQuery {
-    namespace: Option<String>,
-    window: Option<String>,
+    Ok(Json(rows))
 }
 
 async fn edges(
     State(s): State<ApiState>,
     Query(q): Query<EdgesQuery>,
-) -> Result<Json<serde_json::Value>, BadRequest> {
+) -> Result<Json<Vec<EdgeRow>>, BadRequest> {
     let window = window(q.window.as_deref(), s.max_window)?;
     let workloads = s.workloads.borrow().clone();
     let rows = s
         .store
         .lock()
         .edges(&workloads, q.namespace.as_deref(), window);
-    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
+    Ok(Json(rows))
 }
 
-async fn workloads(State(s): State<ApiState>) -> Json<serde_json::Value> {
-    let w = s.workloads.borrow().clone();
-    Json(serde_json::to_value(&*w).unwrap_or_default())
+async fn workloads(State(s): State<ApiState>) -> Json<http::Workloads> {
+    Json(listing(&s.workloads.borrow()))
 }
 
-#[derive(Deserialize)]
-struct TapQuery {
-    resource: String,
-    name: Option<String>,
-    namespace: Option<String>,
-    #[serde(default)]
-    max: u32,
-    #[serde(default)]
-    path: String,
-    #[serde(default)]
-    authority: String,
+/// What `/api/workloads` shows of a discovery snapshot.
+fn listing(w: &Workloads) -> http::Workloads {
+    http::Workloads {
+        pods: w.pods.iter().map(|p| (**p).clone()).collect(),
+        services: w.services.iter().map(|s| (**s).clone()).collect(),
+        inject_namespaces: w.inject_namespaces.clone(),
+        namespaces: w.namespaces.clone(),
+        generation: w.generation,
+    }
 }
 
 /// The meshed pods a tap of `resource[/name]` in `namespace` observes, or why there are none.
@@ -191,11 +170,7 @@ fn tap_targets(
     name: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<(Arc<Workloads>, Vec<Arc<PodInfo>>), BadRequest> {
-    let kind = resource(resource_name).ok_or_else(|| {
-        BadRequest(format!(
-            "resource={resource_name:?}: expected deploy, pod or ns"
-        ))
-    })?;
+    let kind = resource(resource_name)?;
     let workloads = s.workloads.borrow().clone();
     let pods: Vec<Arc<PodInfo>> = workloads
         .pods
@@ -253,19 +228,11 @@ async fn tap(State(s): State<ApiState>, Query(q): Query<TapQuery>) -> Result<Res
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct TopQuery {
-    resource: String,
-    name: Option<String>,
-    namespace: Option<String>,
-    window: Option<String>,
-}
-
 /// Taps a resource for a window and answers its busiest paths.
 async fn top(
     State(s): State<ApiState>,
     Query(q): Query<TopQuery>,
-) -> Result<Json<serde_json::Value>, BadRequest> {
+) -> Result<Json<Vec<TopRow>>, BadRequest> {
     let window = match q.window.as_deref() {
         None => Duration::from_secs(10),
         Some(raw) => match humantime::parse_duration(raw) {
@@ -292,7 +259,7 @@ async fn top(
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         top.add(&line);
     }
-    Ok(Json(serde_json::to_value(top.rows()).unwrap_or_default()))
+    Ok(Json(top.rows()))
 }
 
 /// The control plane's own counters, in the Prometheus text format.
@@ -306,34 +273,38 @@ async fn metrics(State(s): State<ApiState>) -> String {
     out
 }
 
-#[derive(Deserialize)]
-struct IdentityQuery {
-    resource: String,
-    name: Option<String>,
-    namespace: Option<String>,
-}
-
 /// The certificates of a resource's proxies, as each proxy reports it.
 async fn identity(
     State(s): State<ApiState>,
     Query(q): Query<IdentityQuery>,
-) -> Result<Json<serde_json::Value>, BadRequest> {
+) -> Result<Json<Vec<IdentityRow>>, BadRequest> {
     let (_, pods) = tap_targets(&s, &q.resource, q.name.as_deref(), q.namespace.as_deref())?;
     let mut rows = Vec::new();
     for pod in pods {
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            crate::scrape::fetch(&pod, "/identity"),
+            crate::scrape::fetch(&pod, admin::IDENTITY_PATH),
         )
         .await;
-        let mut row = match answer {
-            Ok(Ok(text)) => serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| serde_json::json!({ "error": format!("the proxy answered something that is not JSON: {e}") })),
-            Ok(Err(e)) => serde_json::json!({ "error": e }),
-            Err(_) => serde_json::json!({ "error": "the proxy did not answer within 5s" }),
+        let report = match answer {
+            Ok(Ok(text)) => match serde_json::from_str::<ProxyIdentity>(&text) {
+                Ok(reported) => IdentityReport::Reported(reported),
+                Err(e) => IdentityReport::Unknown {
+                    error: format!(
+                        "the proxy answered something that is not its identity as JSON: {e}"
+                    ),
+                },
+            },
+            Ok(Err(error)) => IdentityReport::Unknown { error },
+            Err(_) => IdentityReport::Unknown {
+                error: "the proxy did not answer within 5s".into(),
+            },
         };
-        row["namespace"] = pod.namespace.clone().into();
-        row["pod"] = pod.name.clone().into();
-        rows.push(row);
+        rows.push(IdentityRow {
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            report,
+        });
     }
-    Ok(Json(serde_json::Value::Array(rows)))
+    Ok(Json(rows))
 }

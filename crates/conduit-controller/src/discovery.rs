@@ -5,10 +5,8 @@
 //! or a virtual IP) to Services.
 
 use conduit_k8s::{policy::Resources, profile::ServiceProfile};
-use conduit_policy::{DefaultPolicy, Probe};
-use serde::Serialize;
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, OnceLock},
@@ -16,15 +14,10 @@ use std::{
 };
 use tokio::sync::watch;
 
-/// The proxy's admin port, where metrics are scraped.
-pub const ADMIN_PORT: u16 = 4191;
-/// The proxy's tap port.
-pub const TAP_PORT: u16 = 4190;
-
 /// A snapshot of every workload. Its parts are shared (`Arc`) with the snapshot before
 /// it where they did not change, so that what depends on them can tell by identity
 /// ([`Input`]) instead of recomputing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Workloads {
     pub pods: Vec<Arc<PodInfo>>,
     pub services: Vec<Arc<ServiceInfo>>,
@@ -38,62 +31,21 @@ pub struct Workloads {
     /// Every Namespace (Kubernetes; the local runtime has no Namespace objects).
     pub namespaces: BTreeSet<String>,
     /// Lookups by name and address, built on first use.
-    #[serde(skip)]
     pub lookup: Lookup,
     /// The source's version of this snapshot (the local state's generation), so that a
     /// client can tell the control plane has caught up with a change.
     pub generation: u64,
 }
 
-/// A pod, as discovery sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub deployment: String,
-    pub ip: IpAddr,
-    pub meshed: bool,
-    pub ready: bool,
-    /// Its ServiceAccount: with the namespace, the identity its proxy proves.
-    pub service_account: String,
-    pub labels: BTreeMap<String, String>,
-    /// Its containers' named ports.
-    pub named_ports: BTreeMap<String, u16>,
-    /// The HTTP paths its probes GET.
-    pub probes: Vec<Probe>,
-    /// Its own default inbound policy (annotation), if any.
-    pub default_policy: Option<DefaultPolicy>,
-}
+/// A pod as discovery sees it is what the HTTP API lists of it, so discovery keeps it as
+/// the API's type.
+pub use conduit_api::http::Pod as PodInfo;
 
-impl PodInfo {
-    /// Where the pod's proxy serves metrics.
-    pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip, ADMIN_PORT)
-    }
-}
-
-/// A Service with its ready endpoints per port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ServiceInfo {
-    pub namespace: String,
-    pub name: String,
-    pub vip: IpAddr,
-    pub ports: Vec<ServicePortInfo>,
-}
-
-/// One port of a Service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ServicePortInfo {
-    pub port: u16,
-    pub endpoints: Vec<EndpointInfo>,
-}
-
-/// A ready pod behind a Service port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EndpointInfo {
-    pub addr: SocketAddr,
-    pub pod: String,
-}
+/// Services, their ports and their ready endpoints are what the HTTP API lists of them,
+/// so discovery keeps them as the API's types.
+pub use conduit_api::http::{
+    Service as ServiceInfo, ServiceEndpoint as EndpointInfo, ServicePort as ServicePortInfo,
+};
 
 /// Where each Service and pod is in a snapshot, by name and address: every proxy's
 /// stream asks again after every change, and a scan of thousands would cost each of them.
@@ -238,7 +190,7 @@ pub trait Discovery: Send + Sync + 'static {
 }
 
 /// How current a discovery source's snapshots are: the controller's readiness.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceHealth {
     /// A first complete snapshot has been published.
     pub synced: bool,
@@ -464,6 +416,7 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     pub fn sample() -> Workloads {
         let pod = |ns: &str, name: &str, dep: &str, ip: [u8; 4]| PodInfo {

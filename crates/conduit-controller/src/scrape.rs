@@ -7,6 +7,7 @@ use crate::{
     prom,
     store::{self, PodScrape, Store},
 };
+use conduit_api::admin;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -35,7 +36,8 @@ pub fn spawn(
             for pod in current.pods.iter().filter(|p| p.meshed).cloned() {
                 let timeout = interval.min(Duration::from_secs(5));
                 scrapes.spawn(async move {
-                    let result = tokio::time::timeout(timeout, fetch(&pod, "/metrics")).await;
+                    let result =
+                        tokio::time::timeout(timeout, fetch(&pod, admin::METRICS_PATH)).await;
                     (pod, result)
                 });
             }

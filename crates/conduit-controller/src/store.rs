@@ -9,7 +9,7 @@ use crate::{
     discovery::{split_authority, Workloads},
     prom::Sample,
 };
-use serde::Serialize;
+use conduit_api::http::{EdgeRow, Resource, StatRow};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
@@ -123,52 +123,6 @@ pub fn wanted(name: &str) -> bool {
         name,
         "response_total" | "response_latency_ms_bucket" | "tcp_open_total" | "tcp_close_total"
     )
-}
-
-/// What to group stat rows by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resource {
-    Namespace,
-    Deployment,
-    Pod,
-}
-
-/// One row of `conduit stat`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StatRow {
-    pub namespace: String,
-    pub name: String,
-    /// Meshed pods out of all pods, like `1/1`.
-    pub meshed: String,
-    /// 0..1; absent without traffic.
-    pub success_rate: Option<f64>,
-    /// Requests per second.
-    pub request_rate: f64,
-    pub latency_ms_p50: Option<f64>,
-    pub latency_ms_p95: Option<f64>,
-    pub latency_ms_p99: Option<f64>,
-    /// 0..1: the share of responses whose requests came over mutual TLS; absent without
-    /// traffic.
-    pub tls_rate: Option<f64>,
-    /// Open TCP connections into the resource.
-    pub tcp_connections: u64,
-}
-
-/// One row of `conduit edges`: a source calling a destination.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct EdgeRow {
-    pub src_namespace: String,
-    pub src: String,
-    pub dst_namespace: String,
-    pub dst: String,
-    pub request_rate: f64,
-    pub success_rate: Option<f64>,
-    /// 0..1: the share of responses whose requests went over mutual TLS.
-    pub tls_rate: f64,
-    /// The identity the source's proxy presented, when the traffic was mutual TLS.
-    pub client_id: Option<String>,
-    /// The identities the destination's proxies proved.
-    pub server_ids: Vec<String>,
 }
 
 /// An edge: source namespace and deployment, destination namespace and deployment.

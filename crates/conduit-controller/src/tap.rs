@@ -3,10 +3,13 @@
 //! addresses in each event, and streams the merged events as JSON lines, until the asked
 //! number of requests has been seen or the client goes away.
 
-use crate::discovery::{PodInfo, Workloads, TAP_PORT};
+use crate::discovery::{PodInfo, Workloads};
 use crate::tap_client::{self, TapTls};
-use conduit_api::tap::{tap_event, ObserveRequest, TapEvent};
-use serde::Serialize;
+use conduit_api::{
+    http::{TapLine, TapLineKind},
+    ports,
+    tap::{tap_event, ObserveRequest, TapEvent},
+};
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
@@ -16,53 +19,6 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tracing::debug;
-
-/// One tap event, as the API streams it.
-#[derive(Debug, Default, PartialEq, Serialize)]
-pub struct TapLine {
-    /// `request`, `response`, `end`, `denied` (a connection kept out by policy) or
-    /// `error`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// Unique per request: the observed pod and the proxy's request number.
-    pub id: String,
-    /// `inbound` or `outbound`, as the observed pod's proxy saw it.
-    pub direction: String,
-    pub namespace: String,
-    /// The observed pod.
-    pub pod: String,
-    pub src: String,
-    /// The workload behind the source address, when known (`deploy/name` or `svc/name`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_resource: Option<String>,
-    pub dst: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dst_resource: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub authority: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_status: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_error: Option<String>,
-    /// The client's mesh identity, for `denied` lines of clients that had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// For `error` lines: why a pod could not be observed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// What an address is, in workload terms.
 fn resource_of(w: &Workloads, addr: &str) -> Option<String> {
@@ -78,6 +34,13 @@ fn resource_of(w: &Workloads, addr: &str) -> Option<String> {
 
 /// Turns a proxy's event into a line, naming what the addresses are.
 pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
+    let event = e.event?;
+    let kind = match &event {
+        tap_event::Event::RequestInit(_) => TapLineKind::Request,
+        tap_event::Event::ResponseInit(_) => TapLineKind::Response,
+        tap_event::Event::ResponseEnd(_) => TapLineKind::End,
+        tap_event::Event::ConnectionDenied(_) => TapLineKind::Denied,
+    };
     let mut l = TapLine {
         id: format!("{}:{}", pod.name, e.request_id),
         direction: e.direction.clone(),
@@ -87,29 +50,25 @@ pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
         dst_resource: resource_of(w, &e.destination),
         src: e.source,
         dst: e.destination,
-        ..TapLine::default()
+        ..TapLine::new(kind)
     };
-    match e.event? {
+    match event {
         tap_event::Event::RequestInit(r) => {
-            l.kind = "request";
             l.method = Some(r.method);
             l.authority = Some(r.authority);
             l.path = Some(r.path);
         }
         tap_event::Event::ResponseInit(r) => {
-            l.kind = "response";
             l.status = Some(r.status);
             l.latency_us = Some(r.latency_us);
         }
         tap_event::Event::ResponseEnd(r) => {
-            l.kind = "end";
             l.grpc_status = r.grpc_status;
             l.duration_us = Some(r.duration_us);
             l.response_bytes = Some(r.response_bytes);
             l.proxy_error = (!r.proxy_error.is_empty()).then_some(r.proxy_error);
         }
         tap_event::Event::ConnectionDenied(d) => {
-            l.kind = "denied";
             l.proxy_error = Some(d.reason);
             l.client_id = (!d.client_id.is_empty()).then_some(d.client_id);
         }
@@ -141,16 +100,15 @@ pub fn spawn(
         let (w, tx, req, ended) = (workloads.clone(), tx.clone(), req.clone(), ended.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
-            let addr = SocketAddr::new(pod.ip, TAP_PORT);
+            let addr = SocketAddr::new(pod.ip, ports::PROXY_TAP);
             let identity = conduit_identity::identity_name(&pod.service_account, &pod.namespace);
             let failed = |error: String| {
                 debug!(%addr, %error, "cannot observe a proxy");
                 TapLine {
-                    kind: "error",
                     namespace: pod.namespace.clone(),
                     pod: pod.name.clone(),
                     error: Some(error),
-                    ..TapLine::default()
+                    ..TapLine::new(TapLineKind::Error)
                 }
             };
             let mut client = match tap_client::connect(tls.as_deref(), addr, &identity).await {
@@ -197,7 +155,7 @@ pub fn spawn(
                     continue;
                 };
                 // A denied connection is over as soon as it is reported.
-                let is_end = matches!(l.kind, "end" | "denied");
+                let is_end = matches!(l.kind, TapLineKind::End | TapLineKind::Denied);
                 if tx.send(l).await.is_err() {
                     return;
                 }
@@ -237,7 +195,7 @@ mod tests {
             ..TapEvent::default()
         };
         let l = line(&w, &web, e).unwrap();
-        assert_eq!(l.kind, "request");
+        assert_eq!(l.kind, TapLineKind::Request);
         assert_eq!(l.id, "web-1:7");
         assert_eq!(l.src_resource.as_deref(), Some("deploy/vote-bot"));
         assert_eq!(l.dst_resource.as_deref(), Some("svc/voting-svc"));
@@ -255,7 +213,7 @@ mod tests {
         let l = line(&w, &web, end).unwrap();
         assert_eq!(
             (l.kind, l.grpc_status, l.src_resource.clone()),
-            ("end", Some(2), None)
+            (TapLineKind::End, Some(2), None)
         );
         assert_eq!(l.dst_resource.as_deref(), Some("deploy/voting"));
         let json = serde_json::to_value(&l).unwrap();
@@ -276,7 +234,7 @@ mod tests {
         assert_eq!(
             (l.kind, l.proxy_error.as_deref(), l.client_id.as_deref()),
             (
-                "denied",
+                TapLineKind::Denied,
                 Some("forbidden by policy: no"),
                 Some("web.emojivoto.serviceaccount.identity.conduit.cluster.local")
             )

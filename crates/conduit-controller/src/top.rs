@@ -2,25 +2,9 @@
 //! `linkerd top` does): requests per path and direction, their success rate, and their
 //! latency to the response head.
 
-use crate::{store::histogram_quantile, tap::TapLine};
-use serde::Serialize;
+use crate::store::histogram_quantile;
+use conduit_api::http::{TapLine, TapLineKind, TopRow};
 use std::collections::HashMap;
-
-/// One row of `conduit top`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TopRow {
-    pub direction: String,
-    /// The source workload (or address) for inbound rows, the destination for outbound.
-    pub peer: String,
-    pub authority: String,
-    /// The path without its query string.
-    pub path: String,
-    pub requests: u64,
-    /// 0..1, over the requests that ended in the window.
-    pub success_rate: Option<f64>,
-    pub latency_ms_p50: Option<f64>,
-    pub latency_ms_max: Option<f64>,
-}
 
 /// Builds top rows from events as they arrive.
 #[derive(Default)]
@@ -44,7 +28,7 @@ impl Top {
     /// Adds one event.
     pub fn add(&mut self, l: &TapLine) {
         match l.kind {
-            "request" => {
+            TapLineKind::Request => {
                 // An unknown peer is its address without the (ephemeral) port.
                 let ip = |addr: &str| addr.rsplit_once(':').map_or(addr, |(ip, _)| ip).to_string();
                 let peer = if l.direction == "inbound" {
@@ -63,7 +47,7 @@ impl Top {
                 self.rows.entry(key.clone()).or_default().requests += 1;
                 self.open.insert(l.id.clone(), (key, None));
             }
-            "response" => {
+            TapLineKind::Response => {
                 if let Some((key, status)) = self.open.get_mut(&l.id) {
                     *status = l.status;
                     if let (Some(us), Some(agg)) = (l.latency_us, self.rows.get_mut(key)) {
@@ -71,7 +55,7 @@ impl Top {
                     }
                 }
             }
-            "end" => {
+            TapLineKind::End => {
                 if let Some((key, status)) = self.open.remove(&l.id) {
                     let ok = match (l.grpc_status, status) {
                         (Some(g), _) => g == 0,
@@ -84,7 +68,7 @@ impl Top {
                     }
                 }
             }
-            _ => {}
+            TapLineKind::Denied | TapLineKind::Error => {}
         }
     }
 
@@ -127,16 +111,16 @@ impl Top {
 mod tests {
     use super::*;
 
-    fn event(kind: &'static str, id: &str, path: &str) -> TapLine {
+    fn event(kind: TapLineKind, id: &str, path: &str) -> TapLine {
+        let request = kind == TapLineKind::Request;
         TapLine {
-            kind,
             id: id.into(),
             direction: "inbound".into(),
             src: "198.18.0.5:1".into(),
             src_resource: Some("deploy/vote-bot".into()),
-            path: (kind == "request").then(|| path.to_string()),
-            authority: (kind == "request").then(|| "web-svc".to_string()),
-            ..TapLine::default()
+            path: request.then(|| path.to_string()),
+            authority: request.then(|| "web-svc".to_string()),
+            ..TapLine::new(kind)
         }
     }
 
@@ -153,12 +137,12 @@ mod tests {
         .enumerate()
         {
             let id = i.to_string();
-            top.add(&event("request", &id, path));
-            let mut rsp = event("response", &id, path);
+            top.add(&event(TapLineKind::Request, &id, path));
+            let mut rsp = event(TapLineKind::Response, &id, path);
             rsp.status = Some(status);
             rsp.latency_us = Some(1000 * (i as u64 + 1));
             top.add(&rsp);
-            top.add(&event("end", &id, path));
+            top.add(&event(TapLineKind::End, &id, path));
         }
         let rows = top.rows();
         assert_eq!(rows.len(), 2);

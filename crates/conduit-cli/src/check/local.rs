@@ -2,7 +2,8 @@
 //! anchor and issuer, pods, and (`--proxy`) proxies' certificates.
 
 use super::{proxy_certificates, trust_checks, Check, CheckArgs, Section};
-use crate::api::{get_json, ApiAddr};
+use crate::api::{get, ApiAddr};
+use conduit_api::http::WorkloadsQuery;
 use conduit_identity::ca::TrustFiles;
 use conduit_local::{client, layout::Layout};
 use std::collections::BTreeSet;
@@ -26,7 +27,7 @@ pub(super) fn checks(args: &CheckArgs) -> anyhow::Result<Vec<Section>> {
         )
     }];
     let api = ApiAddr::local();
-    let workloads = get_json(&api, "/api/workloads");
+    let workloads = get(&api, &WorkloadsQuery {});
     checks.push(match &workloads {
         Ok(_) => Check::ok("the control plane answers"),
         Err(e) => Check::failed(
@@ -36,11 +37,10 @@ pub(super) fn checks(args: &CheckArgs) -> anyhow::Result<Vec<Section>> {
         ),
     });
     if let Ok(w) = &workloads {
-        let known: BTreeSet<(&str, &str)> = w["pods"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p["namespace"].as_str()?, p["name"].as_str()?)))
+        let known: BTreeSet<(&str, &str)> = w
+            .pods
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str()))
             .collect();
         let missing: Vec<String> = state
             .pods

@@ -8,6 +8,7 @@ mod local;
 
 use crate::api::ControlPlaneArgs;
 use clap::Args;
+use conduit_api::http::{IdentityQuery, IdentityReport, Resource};
 use conduit_identity::ca::{self, TrustFiles};
 use std::{
     io::Write,
@@ -132,29 +133,41 @@ fn trust_checks(files: &TrustFiles, rotate: &str) -> Vec<Check> {
 /// The proxies' certificates, from the control plane's identity API: each namespace's
 /// meshed pods certified and not expired.
 fn proxy_certificates(api: &crate::api::ApiAddr, namespaces: &[String]) -> Check {
-    use crate::api::{get_json, query_value as q};
     let what = "every meshed proxy is certified";
     let now = SystemTime::now();
     let (mut good, mut bad) = (0, Vec::new());
     for ns in namespaces {
-        let rows = match get_json(api, &format!("/api/identity?resource=ns&name={}", q(ns))) {
+        let query = IdentityQuery {
+            resource: Resource::Namespace.short_name().to_string(),
+            name: Some(ns.clone()),
+            namespace: None,
+        };
+        let rows = match crate::api::get(api, &query) {
             Ok(rows) => rows,
             Err(e) => return Check::failed(what, e.to_string(), "see the control plane's log"),
         };
-        for r in rows.as_array().into_iter().flatten() {
-            let pod = format!("{ns}/{}", r["pod"].as_str().unwrap_or("?"));
-            let until = r["valid_until_unix"]
-                .as_u64()
-                .map(|u| SystemTime::UNIX_EPOCH + Duration::from_secs(u));
-            match (r["certified"].as_bool(), until) {
-                (Some(true), Some(u)) if u > now => good += 1,
-                _ => bad.push(format!(
-                    "{pod}: {}",
-                    r["last_error"]
-                        .as_str()
-                        .or(r["error"].as_str())
-                        .unwrap_or("no valid certificate")
-                )),
+        for r in rows {
+            let pod = format!("{ns}/{}", r.pod);
+            let problem = match &r.report {
+                IdentityReport::Unknown { error } => Some(error.as_str()),
+                IdentityReport::Reported(proxy) => {
+                    let until = proxy
+                        .valid_until_unix
+                        .map(|u| SystemTime::UNIX_EPOCH + Duration::from_secs(u));
+                    match (proxy.certified, until) {
+                        (true, Some(u)) if u > now => None,
+                        _ => Some(
+                            proxy
+                                .last_error
+                                .as_deref()
+                                .unwrap_or("no valid certificate"),
+                        ),
+                    }
+                }
+            };
+            match problem {
+                None => good += 1,
+                Some(problem) => bad.push(format!("{pod}: {problem}")),
             }
         }
     }
