@@ -1,8 +1,12 @@
-//! `conduit-controller`: Conduit's control plane in one binary. Discovery (what runs,
-//! behind a trait with the local runtime as its first backend), the Destination API
-//! proxies stream endpoint sets from, the metrics API (scrapes every meshed proxy, keeps
-//! a window in memory, answers stat and edges queries), and its HTTP JSON API. Knows
-//! nothing about how pods are run.
+//! `conduit-controller`: Conduit's control plane in one binary. It owns discovery (a
+//! `Discovery` trait with two backends: the local runtime's state file and the Kubernetes
+//! API's watchers), the gRPC APIs proxies use (Destination: endpoint sets and
+//! ServiceProfiles; Identity: certificates for CSRs, with local tokens or TokenReviews;
+//! InboundPolicy: each pod's resolved policy), tap through the control plane and top on
+//! top of it, scraping every meshed proxy into the in-memory metrics store and its stat
+//! and edges queries, the proxy injector's admission webhook, publishing the trust
+//! anchors into every namespace, and the HTTP JSON API the CLI reads (its types are
+//! `conduit-api`'s). Knows nothing about how pods are run.
 
 pub mod api;
 pub mod destination;
