@@ -135,6 +135,52 @@ pub fn all() -> impl Iterator<Item = &'static str> {
         .chain(SWITCHES.iter().map(|s| s.name()))
 }
 
+/// The proxy's own command line: `conduit-proxy init`, which the injector's init
+/// container and the test kit run, and `conduit-proxy await`, the postStart hook the
+/// injector adds. The proxy's parser declares exactly these.
+pub mod proxy {
+    use super::{Flag, Switch};
+
+    /// The proxy's binary, as injected pods run it.
+    pub const BINARY: &str = "conduit-proxy";
+    /// The subcommand that writes the pod's redirect rules.
+    pub const INIT: &str = "init";
+    /// The subcommand that waits until the pod's proxy is ready.
+    pub const AWAIT: &str = "await";
+
+    /// init: the UID the proxy runs as; its own traffic is not redirected.
+    pub const PROXY_UID: Flag = Flag("proxy-uid");
+    /// init: the proxy's inbound port.
+    pub const INBOUND_PORT: Flag = Flag("inbound-port");
+    /// init: the proxy's outbound port.
+    pub const OUTBOUND_PORT: Flag = Flag("outbound-port");
+    /// init: inbound ports not to redirect (ports and ranges).
+    pub const SKIP_INBOUND_PORTS: Flag = Flag("skip-inbound-ports");
+    /// init: outbound ports not to redirect (ports and ranges).
+    pub const SKIP_OUTBOUND_PORTS: Flag = Flag("skip-outbound-ports");
+    /// init: leave IPv6 alone.
+    pub const NO_IPV6: Switch = Switch("no-ipv6");
+    /// init: print the rules instead of writing them.
+    pub const DRY_RUN: Switch = Switch("dry-run");
+    /// Every flag and switch of `init`.
+    pub const INIT_ARGS: &[&str] = &[
+        PROXY_UID.name(),
+        INBOUND_PORT.name(),
+        OUTBOUND_PORT.name(),
+        SKIP_INBOUND_PORTS.name(),
+        SKIP_OUTBOUND_PORTS.name(),
+        NO_IPV6.name(),
+        DRY_RUN.name(),
+    ];
+
+    /// await: the proxy's admin address, whose readiness is polled.
+    pub const ADMIN_ADDR: Flag = Flag("admin-addr");
+    /// await: how long to wait (a duration).
+    pub const TIMEOUT: Flag = Flag("timeout");
+    /// Every flag of `await`.
+    pub const AWAIT_ARGS: &[&str] = &[ADMIN_ADDR.name(), TIMEOUT.name()];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,9 +131,10 @@ pub fn spawn(
                     // the connection right after the handshake: say so, not just nothing.
                     let error = match tls.as_deref() {
                         Some(tls) => format!(
-                            "the proxy's tap server at {addr} did not let the controller ({}) observe: {}; its CONDUIT_PROXY_TAP_CLIENT_IDENTITY must name this controller",
+                            "the proxy's tap server at {addr} did not let the controller ({}) observe: {}; its {} must name this controller",
                             tls.name(),
-                            status.message()
+                            status.message(),
+                            conduit_api::proxy_env::TAP_CLIENT_IDENTITY,
                         ),
                         None => format!(
                             "the proxy's tap server at {addr} did not answer: {}",

@@ -12,11 +12,12 @@
 use crate::manifest::{self, Document, ManifestError};
 use conduit_api::{
     admin, control_plane,
+    flags::proxy as cli,
     names::{
         CONFIG_PREFIX, CONTROL_PLANE_NS_LABEL, DEPLOYMENT_LABEL, IDENTITY_AUDIENCE, INIT_CONTAINER,
         INJECT_ANNOTATION, INJECT_DISABLED, VERSION_ANNOTATION,
     },
-    ports, uid,
+    ports, proxy_env, uid,
 };
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -601,7 +602,7 @@ fn add_proxy(
     } else {
         // The kubelet starts the next container only once this hook returns.
         proxy["lifecycle"] =
-            json!({ "postStart": { "exec": { "command": ["conduit-proxy", "await"] } } });
+            json!({ "postStart": { "exec": { "command": [cli::BINARY, cli::AWAIT] } } });
         list_at(spec, "containers").insert(0, proxy);
     }
     let volume = json!({ "name": INIT_LOCK_VOLUME, "emptyDir": {} });
@@ -694,21 +695,21 @@ fn list_at<'m>(map: &'m mut Map<String, Value>, key: &str) -> &'m mut Vec<Value>
 
 fn init_container(opts: &InjectOptions, overrides: &Overrides) -> Value {
     let mut args = vec![
-        "--proxy-uid".to_string(),
+        cli::PROXY_UID.to_string(),
         opts.proxy_uid.to_string(),
-        "--inbound-port".into(),
+        cli::INBOUND_PORT.to_string(),
         ports::PROXY_INBOUND.to_string(),
-        "--outbound-port".into(),
+        cli::OUTBOUND_PORT.to_string(),
         ports::PROXY_OUTBOUND.to_string(),
     ];
     for (flag, ports, more) in [
         (
-            "--skip-inbound-ports",
+            cli::SKIP_INBOUND_PORTS,
             &opts.skip_inbound_ports,
             &overrides.skip_inbound_ports,
         ),
         (
-            "--skip-outbound-ports",
+            cli::SKIP_OUTBOUND_PORTS,
             &opts.skip_outbound_ports,
             &overrides.skip_outbound_ports,
         ),
@@ -725,7 +726,7 @@ fn init_container(opts: &InjectOptions, overrides: &Overrides) -> Value {
     json!({
         "name": INIT_CONTAINER,
         "image": opts.proxy_image,
-        "command": ["conduit-proxy", "init"],
+        "command": [cli::BINARY, cli::INIT],
         "args": args,
         "securityContext": {
             "allowPrivilegeEscalation": false,
@@ -743,39 +744,33 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
     let from_field = |name: &str, path: &str| json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } });
     let value = |name: &str, value: &str| json!({ "name": name, "value": value });
     let mut env = vec![
-        from_field("CONDUIT_PROXY_POD_NAMESPACE", "metadata.namespace"),
-        from_field("CONDUIT_PROXY_POD_NAME", "metadata.name"),
+        from_field(proxy_env::POD_NAMESPACE, "metadata.namespace"),
+        from_field(proxy_env::POD_NAME, "metadata.name"),
     ];
     if let Some(deployment) = deployment {
-        env.push(value("CONDUIT_PROXY_POD_DEPLOYMENT", deployment));
+        env.push(value(proxy_env::POD_DEPLOYMENT, deployment));
     }
+    env.push(value(proxy_env::DESTINATION_ADDR, &opts.destination_addr));
+    env.push(value(proxy_env::IDENTITY_ADDR, &opts.identity_addr));
     env.push(value(
-        "CONDUIT_PROXY_DESTINATION_ADDR",
-        &opts.destination_addr,
-    ));
-    env.push(value("CONDUIT_PROXY_IDENTITY_ADDR", &opts.identity_addr));
-    env.push(value(
-        "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+        proxy_env::IDENTITY_TOKEN_FILE,
         &format!("{IDENTITY_TOKEN_DIR}/token"),
     ));
     env.push(from_field(
-        "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
+        proxy_env::IDENTITY_SERVICE_ACCOUNT,
         "spec.serviceAccountName",
     ));
     env.push(json!({
-        "name": "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        "name": proxy_env::IDENTITY_TRUST_ANCHORS,
         "valueFrom": { "configMapKeyRef": { "name": TRUST_ROOTS_CONFIGMAP, "key": TRUST_ROOTS_KEY } },
     }));
-    env.push(value(
-        "CONDUIT_PROXY_TAP_CLIENT_IDENTITY",
-        &opts.tap_client_id,
-    ));
-    env.push(value("CONDUIT_PROXY_LOG", &opts.log));
+    env.push(value(proxy_env::TAP_CLIENT_IDENTITY, &opts.tap_client_id));
+    env.push(value(proxy_env::LOG, &opts.log));
     if let Some(ports) = &overrides.opaque_ports {
-        env.push(value("CONDUIT_PROXY_OPAQUE_PORTS", ports));
+        env.push(value(proxy_env::OPAQUE_PORTS, ports));
     }
     if let Some(policy) = &overrides.default_inbound_policy {
-        env.push(value("CONDUIT_PROXY_DEFAULT_INBOUND_POLICY", policy));
+        env.push(value(proxy_env::DEFAULT_INBOUND_POLICY, policy));
     }
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
@@ -787,7 +782,7 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
     let mut container = json!({
         "name": PROXY_CONTAINER,
         "image": opts.proxy_image,
-        "command": ["conduit-proxy"],
+        "command": [cli::BINARY],
         "env": env,
         "ports": [
             port("conduit-proxy", ports::PROXY_INBOUND),

@@ -2,6 +2,7 @@
 //! at start into [`Config`]. A bad value is refused with the variable's name and the form
 //! it accepts. Knows nothing about sockets or serving.
 
+use conduit_api::{control_plane, ports, proxy_env as env};
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Everything the proxy needs to start, parsed and validated.
@@ -76,10 +77,16 @@ pub struct ConfigError {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            inbound_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4143))),
-            outbound_addr: Listen::dual_stack(SocketAddr::from(([127, 0, 0, 1], 4140))),
-            admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4191))),
-            tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], 4190))),
+            inbound_addr: Listen::dual_stack(SocketAddr::from((
+                [0, 0, 0, 0],
+                ports::PROXY_INBOUND,
+            ))),
+            outbound_addr: Listen::dual_stack(SocketAddr::from((
+                [127, 0, 0, 1],
+                ports::PROXY_OUTBOUND,
+            ))),
+            admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_ADMIN))),
+            tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP))),
             opaque_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -101,125 +108,144 @@ impl Default for Config {
 }
 
 /// Every variable the proxy reads, with its default and meaning, for `--help`-style docs.
-pub const VARIABLES: &[(&str, &str, &str)] = &[
+pub fn variables() -> impl Iterator<Item = (&'static str, String, &'static str)> {
+    let d = Config::default();
+    [
+        (
+            env::INBOUND_ADDR,
+            d.inbound_addr,
+            "listeners for redirected inbound TCP (comma list)",
+        ),
+        (
+            env::OUTBOUND_ADDR,
+            d.outbound_addr,
+            "listeners for redirected outbound TCP (comma list)",
+        ),
+        (
+            env::ADMIN_ADDR,
+            d.admin_addr,
+            "admin server: /metrics /ready /live /shutdown (comma list)",
+        ),
+        (
+            env::TAP_ADDR,
+            d.tap_addr,
+            "tap server: live request events over gRPC (comma list)",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, default, what)| (name, default.to_string(), what))
+    .chain(
+        VARIABLES
+            .iter()
+            .map(|&(name, default, what)| (name, default.to_string(), what)),
+    )
+}
+
+/// The variables whose defaults are written out.
+const VARIABLES: &[(&str, &str, &str)] = &[
     (
-        "CONDUIT_PROXY_INBOUND_ADDR",
-        "0.0.0.0:4143,[::]:4143",
-        "listeners for redirected inbound TCP (comma list)",
-    ),
-    (
-        "CONDUIT_PROXY_OUTBOUND_ADDR",
-        "127.0.0.1:4140,[::1]:4140",
-        "listeners for redirected outbound TCP (comma list)",
-    ),
-    (
-        "CONDUIT_PROXY_ADMIN_ADDR",
-        "0.0.0.0:4191,[::]:4191",
-        "admin server: /metrics /ready /live /shutdown (comma list)",
-    ),
-    (
-        "CONDUIT_PROXY_TAP_ADDR",
-        "0.0.0.0:4190,[::]:4190",
-        "tap server: live request events over gRPC (comma list)",
-    ),
-    (
-        "CONDUIT_PROXY_OPAQUE_PORTS",
+        env::OPAQUE_PORTS,
         "(none)",
         "comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010",
     ),
     (
-        "CONDUIT_PROXY_DETECT_TIMEOUT",
+        env::DETECT_TIMEOUT,
         "10s",
         "wait for a client's first bytes before treating the connection as opaque TCP",
     ),
     (
-        "CONDUIT_PROXY_HEADER_READ_TIMEOUT",
+        env::HEADER_READ_TIMEOUT,
         "10s",
         "time a client has to send a complete request head",
     ),
     (
-        "CONDUIT_PROXY_MAX_HEADER_BYTES",
+        env::KEEPALIVE_TIMEOUT,
+        "60s",
+        "idle time allowed between HTTP/1 requests on a client connection",
+    ),
+    (
+        env::MAX_HEADER_BYTES,
         "65536",
         "largest request head accepted; larger gets 431",
     ),
     (
-        "CONDUIT_PROXY_CONNECT_TIMEOUT",
+        env::CONNECT_TIMEOUT,
         "3s",
         "time to establish an upstream TCP connection",
     ),
     (
-        "CONDUIT_PROXY_POOL_IDLE_TIMEOUT",
+        env::POOL_IDLE_TIMEOUT,
         "20s",
         "how long idle upstream HTTP connections are kept",
     ),
     (
-        "CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS",
+        env::HTTP2_MAX_CONCURRENT_STREAMS,
         "256",
         "concurrent streams per HTTP/2 client connection",
     ),
     (
-        "CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD",
+        env::SHUTDOWN_GRACE_PERIOD,
         "30s",
         "time in-flight work gets to finish after SIGTERM",
     ),
-    ("CONDUIT_PROXY_CORES", "1", "worker threads"),
+    (env::CORES, "1", "worker threads"),
     (
-        "CONDUIT_PROXY_LOG",
+        env::LOG,
         "info",
         "log filter: a level, or target=level pairs",
     ),
     (
-        "CONDUIT_PROXY_POD_NAMESPACE",
+        env::POD_NAMESPACE,
         "(empty)",
         "the pod's namespace, a label on every metric",
     ),
     (
-        "CONDUIT_PROXY_POD_DEPLOYMENT",
+        env::POD_DEPLOYMENT,
         "(empty)",
         "the pod's deployment, a label on every metric",
     ),
     (
-        "CONDUIT_PROXY_POD_NAME",
+        env::POD_NAME,
         "(empty)",
         "the pod's name, a label on every metric",
     ),
     (
-        "CONDUIT_PROXY_DESTINATION_ADDR",
+        env::DESTINATION_ADDR,
         "(none)",
         "the control plane's Destination API, host:port; outbound traffic is balanced over discovered endpoints",
     ),
     (
-        "CONDUIT_PROXY_IDENTITY_ADDR",
+        env::IDENTITY_ADDR,
         "(none)",
         "the control plane's Identity API, host:port; the proxy is not ready until it has a certificate",
     ),
     (
-        "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+        env::IDENTITY_TOKEN_FILE,
         "(none)",
         "the token that proves the pod's ServiceAccount (required with CONDUIT_PROXY_IDENTITY_ADDR)",
     ),
     (
-        "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        env::IDENTITY_TRUST_ANCHORS,
         "(none)",
         "the mesh's trust anchors, PEM certificates; peers' certificates must chain to one (required with CONDUIT_PROXY_IDENTITY_ADDR)",
     ),
     (
-        "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT",
+        env::IDENTITY_SERVICE_ACCOUNT,
         "default",
         "the pod's ServiceAccount; with the namespace it names the proxy's identity",
     ),
     (
-        "CONDUIT_PROXY_TAP_CLIENT_IDENTITY",
+        env::TAP_CLIENT_IDENTITY,
         "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
         "with an identity: the only client the tap server lets in, over mesh TLS (the controller's identity)",
     ),
     (
-        "CONDUIT_PROXY_DISCOVERY_TIMEOUT",
+        env::DISCOVERY_TIMEOUT,
         "500ms",
         "how long a first request to a new target waits for discovery before using its original destination",
     ),
     (
-        "CONDUIT_PROXY_DEFAULT_INBOUND_POLICY",
+        env::DEFAULT_INBOUND_POLICY,
         "all-unauthenticated",
         "who may connect inbound until the control plane's policy arrives (or without a control plane): all-unauthenticated, all-authenticated, cluster-authenticated or deny",
     ),
@@ -237,95 +263,79 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars
             .into_iter()
-            .filter(|(k, _)| k.starts_with("CONDUIT_PROXY_"))
+            .filter(|(k, _)| k.starts_with(env::PREFIX))
             .collect();
         let d = Config::default();
         let get = |name: &'static str| vars.get(name).map(|v| (name, v.trim()));
         Ok(Config {
-            inbound_addr: parse_or(
-                get("CONDUIT_PROXY_INBOUND_ADDR"),
-                d.inbound_addr,
-                parse_addr,
-            )?,
-            outbound_addr: parse_or(
-                get("CONDUIT_PROXY_OUTBOUND_ADDR"),
-                d.outbound_addr,
-                parse_addr,
-            )?,
-            admin_addr: parse_or(get("CONDUIT_PROXY_ADMIN_ADDR"), d.admin_addr, parse_addr)?,
-            tap_addr: parse_or(get("CONDUIT_PROXY_TAP_ADDR"), d.tap_addr, parse_addr)?,
-            opaque_ports: parse_or(get("CONDUIT_PROXY_OPAQUE_PORTS"), d.opaque_ports, |v| {
+            inbound_addr: parse_or(get(env::INBOUND_ADDR), d.inbound_addr, parse_addr)?,
+            outbound_addr: parse_or(get(env::OUTBOUND_ADDR), d.outbound_addr, parse_addr)?,
+            admin_addr: parse_or(get(env::ADMIN_ADDR), d.admin_addr, parse_addr)?,
+            tap_addr: parse_or(get(env::TAP_ADDR), d.tap_addr, parse_addr)?,
+            opaque_ports: parse_or(get(env::OPAQUE_PORTS), d.opaque_ports, |v| {
                 v.parse::<PortSet>()
                     .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())
             })?,
-            detect_timeout: parse_or(
-                get("CONDUIT_PROXY_DETECT_TIMEOUT"),
-                d.detect_timeout,
-                parse_duration,
-            )?,
+            detect_timeout: parse_or(get(env::DETECT_TIMEOUT), d.detect_timeout, parse_duration)?,
             header_read_timeout: parse_or(
-                get("CONDUIT_PROXY_HEADER_READ_TIMEOUT"),
+                get(env::HEADER_READ_TIMEOUT),
                 d.header_read_timeout,
                 parse_duration,
             )?,
             keepalive_timeout: parse_or(
-                get("CONDUIT_PROXY_KEEPALIVE_TIMEOUT"),
+                get(env::KEEPALIVE_TIMEOUT),
                 d.keepalive_timeout,
                 parse_duration,
             )?,
-            max_header_bytes: parse_or(
-                get("CONDUIT_PROXY_MAX_HEADER_BYTES"),
-                d.max_header_bytes,
-                |v| parse_in_range(v, 1024, 16 * 1024 * 1024),
-            )?,
+            max_header_bytes: parse_or(get(env::MAX_HEADER_BYTES), d.max_header_bytes, |v| {
+                parse_in_range(v, 1024, 16 * 1024 * 1024)
+            })?,
             connect_timeout: parse_or(
-                get("CONDUIT_PROXY_CONNECT_TIMEOUT"),
+                get(env::CONNECT_TIMEOUT),
                 d.connect_timeout,
                 parse_duration,
             )?,
             pool_idle_timeout: parse_or(
-                get("CONDUIT_PROXY_POOL_IDLE_TIMEOUT"),
+                get(env::POOL_IDLE_TIMEOUT),
                 d.pool_idle_timeout,
                 parse_duration,
             )?,
             http2_max_concurrent_streams: parse_or(
-                get("CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS"),
+                get(env::HTTP2_MAX_CONCURRENT_STREAMS),
                 d.http2_max_concurrent_streams,
                 |v| parse_in_range(v, 1, 100_000),
             )?,
             shutdown_grace_period: parse_or(
-                get("CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD"),
+                get(env::SHUTDOWN_GRACE_PERIOD),
                 d.shutdown_grace_period,
                 parse_duration,
             )?,
-            cores: parse_or(get("CONDUIT_PROXY_CORES"), d.cores, |v| {
-                parse_in_range(v, 1, 1024)
-            })?,
-            log: get("CONDUIT_PROXY_LOG").map_or(d.log, |(_, v)| v.to_string()),
+            cores: parse_or(get(env::CORES), d.cores, |v| parse_in_range(v, 1, 1024))?,
+            log: get(env::LOG).map_or(d.log, |(_, v)| v.to_string()),
             pod: PodIdentity {
-                namespace: text(get("CONDUIT_PROXY_POD_NAMESPACE")),
-                deployment: text(get("CONDUIT_PROXY_POD_DEPLOYMENT")),
-                pod: text(get("CONDUIT_PROXY_POD_NAME")),
+                namespace: text(get(env::POD_NAMESPACE)),
+                deployment: text(get(env::POD_DEPLOYMENT)),
+                pod: text(get(env::POD_NAME)),
             },
-            destination_addr: parse_or(get("CONDUIT_PROXY_DESTINATION_ADDR"), None, |v| {
+            destination_addr: parse_or(get(env::DESTINATION_ADDR), None, |v| {
                 match v.rsplit_once(':') {
                     Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                         Ok(Some(v.to_string()))
                     }
-                    _ => Err(
-                        "a host:port, like conduit-destination.conduit.svc.cluster.local:8086"
-                            .into(),
-                    ),
+                    _ => Err(format!(
+                        "a host:port, like {}",
+                        control_plane::destination_addr(control_plane::NAMESPACE)
+                    )),
                 }
             })?,
             discovery_timeout: parse_or(
-                get("CONDUIT_PROXY_DISCOVERY_TIMEOUT"),
+                get(env::DISCOVERY_TIMEOUT),
                 d.discovery_timeout,
                 parse_duration,
             )?,
             identity: identity_config(&get)?,
             default_inbound_policy: parse_or(
-                get("CONDUIT_PROXY_DEFAULT_INBOUND_POLICY"),
+                get(env::DEFAULT_INBOUND_POLICY),
                 d.default_inbound_policy,
                 |v| {
                     v.parse()
@@ -339,12 +349,15 @@ impl Config {
 fn identity_config<'a>(
     get: &impl Fn(&'static str) -> Option<(&'static str, &'a str)>,
 ) -> Result<Option<crate::control::identity::IdentityConfig>, ConfigError> {
-    let Some(addr) = parse_or(get("CONDUIT_PROXY_IDENTITY_ADDR"), None, |v| {
+    let Some(addr) = parse_or(get(env::IDENTITY_ADDR), None, |v| {
         match v.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 Ok(Some(v.to_string()))
             }
-            _ => Err("a host:port, like conduit-identity.conduit.svc.cluster.local:8086".into()),
+            _ => Err(format!(
+                "a host:port, like {}",
+                control_plane::identity_addr(control_plane::NAMESPACE)
+            )),
         }
     })?
     else {
@@ -353,48 +366,48 @@ fn identity_config<'a>(
     let required = |var: &'static str, what: &str| ConfigError {
         var,
         value: String::new(),
-        expected: format!("{what} (required with CONDUIT_PROXY_IDENTITY_ADDR)"),
+        expected: format!("{what} (required with {})", env::IDENTITY_ADDR),
     };
-    let token_file = get("CONDUIT_PROXY_IDENTITY_TOKEN_FILE")
+    let token_file = get(env::IDENTITY_TOKEN_FILE)
         .filter(|(_, v)| !v.is_empty())
         .ok_or_else(|| {
             required(
-                "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
+                env::IDENTITY_TOKEN_FILE,
                 "the path of the pod's identity token",
             )
         })?
         .1;
-    let namespace = get("CONDUIT_PROXY_POD_NAMESPACE")
+    let namespace = get(env::POD_NAMESPACE)
         .filter(|(_, v)| !v.is_empty())
-        .ok_or_else(|| required("CONDUIT_PROXY_POD_NAMESPACE", "the pod's namespace"))?
+        .ok_or_else(|| required(env::POD_NAMESPACE, "the pod's namespace"))?
         .1;
-    let anchors = get("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS")
+    let anchors = get(env::IDENTITY_TRUST_ANCHORS)
         .filter(|(_, v)| !v.trim().is_empty())
         .ok_or_else(|| {
             required(
-                "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+                env::IDENTITY_TRUST_ANCHORS,
                 "the mesh's trust anchors as PEM certificates",
             )
         })?
         .1;
     let bad_anchors = |why: String| ConfigError {
-        var: "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS",
+        var: env::IDENTITY_TRUST_ANCHORS,
         value: anchors.chars().take(40).collect::<String>() + "...",
         expected: format!("PEM certificates ({why})"),
     };
     conduit_identity::anchors::root_store(anchors).map_err(|e| bad_anchors(e.to_string()))?;
-    let sa = get("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT")
+    let sa = get(env::IDENTITY_SERVICE_ACCOUNT)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
         .unwrap_or("default");
     let tap_client_id = parse_or(
-        get("CONDUIT_PROXY_TAP_CLIENT_IDENTITY"),
-        conduit_identity::controller_identity("conduit"),
+        get(env::TAP_CLIENT_IDENTITY),
+        conduit_identity::controller_identity(control_plane::NAMESPACE),
         |v| match conduit_identity::parse_identity(v) {
             Some(_) => Ok(v.to_string()),
             None => Err(format!(
                 "an identity name, like {}",
-                conduit_identity::controller_identity("conduit")
+                conduit_identity::controller_identity(control_plane::NAMESPACE)
             )),
         },
     )?;
@@ -572,38 +585,29 @@ mod tests {
     #[test]
     fn reads_every_documented_variable() {
         let c = Config::from_vars(vars(&[
-            ("CONDUIT_PROXY_INBOUND_ADDR", "[::]:5143"),
-            ("CONDUIT_PROXY_OUTBOUND_ADDR", "127.0.0.1:5140, [::1]:5140"),
-            ("CONDUIT_PROXY_ADMIN_ADDR", "127.0.0.1:5191"),
-            ("CONDUIT_PROXY_OPAQUE_PORTS", "25, 3306,9000-9002"),
-            ("CONDUIT_PROXY_DETECT_TIMEOUT", "250ms"),
-            ("CONDUIT_PROXY_HEADER_READ_TIMEOUT", "2s"),
-            ("CONDUIT_PROXY_KEEPALIVE_TIMEOUT", "90s"),
-            ("CONDUIT_PROXY_MAX_HEADER_BYTES", "4096"),
-            ("CONDUIT_PROXY_CONNECT_TIMEOUT", "1s"),
-            ("CONDUIT_PROXY_POOL_IDLE_TIMEOUT", "1m"),
-            ("CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS", "10"),
-            ("CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s"),
-            ("CONDUIT_PROXY_CORES", "2"),
-            ("CONDUIT_PROXY_LOG", "debug"),
-            ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
-            ("CONDUIT_PROXY_POD_DEPLOYMENT", "web"),
-            ("CONDUIT_PROXY_POD_NAME", "web-1"),
-            (
-                "CONDUIT_PROXY_DESTINATION_ADDR",
-                "conduit-destination.conduit:8086",
-            ),
-            ("CONDUIT_PROXY_DISCOVERY_TIMEOUT", "1s"),
-            (
-                "CONDUIT_PROXY_IDENTITY_ADDR",
-                "conduit-identity.conduit:8086",
-            ),
-            (
-                "CONDUIT_PROXY_IDENTITY_TOKEN_FILE",
-                "/var/run/conduit/token",
-            ),
-            ("CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT", "web"),
-            ("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS", anchor_pem()),
+            (env::INBOUND_ADDR, "[::]:5143"),
+            (env::OUTBOUND_ADDR, "127.0.0.1:5140, [::1]:5140"),
+            (env::ADMIN_ADDR, "127.0.0.1:5191"),
+            (env::OPAQUE_PORTS, "25, 3306,9000-9002"),
+            (env::DETECT_TIMEOUT, "250ms"),
+            (env::HEADER_READ_TIMEOUT, "2s"),
+            (env::KEEPALIVE_TIMEOUT, "90s"),
+            (env::MAX_HEADER_BYTES, "4096"),
+            (env::CONNECT_TIMEOUT, "1s"),
+            (env::POOL_IDLE_TIMEOUT, "1m"),
+            (env::HTTP2_MAX_CONCURRENT_STREAMS, "10"),
+            (env::SHUTDOWN_GRACE_PERIOD, "5s"),
+            (env::CORES, "2"),
+            (env::LOG, "debug"),
+            (env::POD_NAMESPACE, "emojivoto"),
+            (env::POD_DEPLOYMENT, "web"),
+            (env::POD_NAME, "web-1"),
+            (env::DESTINATION_ADDR, "conduit-destination.conduit:8086"),
+            (env::DISCOVERY_TIMEOUT, "1s"),
+            (env::IDENTITY_ADDR, "conduit-identity.conduit:8086"),
+            (env::IDENTITY_TOKEN_FILE, "/var/run/conduit/token"),
+            (env::IDENTITY_SERVICE_ACCOUNT, "web"),
+            (env::IDENTITY_TRUST_ANCHORS, anchor_pem()),
             ("UNRELATED", "x"),
         ]))
         .unwrap();
@@ -647,40 +651,16 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_accepted_form() {
         let cases = [
-            ("CONDUIT_PROXY_DETECT_TIMEOUT", "10", "a duration like 10s"),
-            (
-                "CONDUIT_PROXY_DETECT_TIMEOUT",
-                "soon",
-                "a duration like 10s",
-            ),
-            (
-                "CONDUIT_PROXY_OPAQUE_PORTS",
-                "25,http",
-                "a comma list of ports",
-            ),
-            (
-                "CONDUIT_PROXY_OPAQUE_PORTS",
-                "90-80",
-                "a comma list of ports",
-            ),
-            ("CONDUIT_PROXY_OPAQUE_PORTS", "0", "a comma list of ports"),
-            (
-                "CONDUIT_PROXY_INBOUND_ADDR",
-                "4143",
-                "an IP address and port",
-            ),
-            ("CONDUIT_PROXY_CORES", "0", "a whole number from 1 to 1024"),
-            (
-                "CONDUIT_PROXY_MAX_HEADER_BYTES",
-                "12",
-                "a whole number from 1024",
-            ),
-            (
-                "CONDUIT_PROXY_DESTINATION_ADDR",
-                "controller",
-                "a host:port",
-            ),
-            ("CONDUIT_PROXY_IDENTITY_ADDR", "identity", "a host:port"),
+            (env::DETECT_TIMEOUT, "10", "a duration like 10s"),
+            (env::DETECT_TIMEOUT, "soon", "a duration like 10s"),
+            (env::OPAQUE_PORTS, "25,http", "a comma list of ports"),
+            (env::OPAQUE_PORTS, "90-80", "a comma list of ports"),
+            (env::OPAQUE_PORTS, "0", "a comma list of ports"),
+            (env::INBOUND_ADDR, "4143", "an IP address and port"),
+            (env::CORES, "0", "a whole number from 1 to 1024"),
+            (env::MAX_HEADER_BYTES, "12", "a whole number from 1024"),
+            (env::DESTINATION_ADDR, "controller", "a host:port"),
+            (env::IDENTITY_ADDR, "identity", "a host:port"),
         ];
         for (var, value, expected) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
@@ -693,30 +673,29 @@ mod tests {
 
     #[test]
     fn identity_needs_a_token_and_a_namespace() {
-        let err =
-            Config::from_vars(vars(&[("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086")])).unwrap_err();
-        assert_eq!(err.var, "CONDUIT_PROXY_IDENTITY_TOKEN_FILE");
+        let err = Config::from_vars(vars(&[(env::IDENTITY_ADDR, "id:8086")])).unwrap_err();
+        assert_eq!(err.var, env::IDENTITY_TOKEN_FILE);
         assert!(
             err.to_string()
                 .contains("required with CONDUIT_PROXY_IDENTITY_ADDR"),
             "{err}"
         );
         let err = Config::from_vars(vars(&[
-            ("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086"),
-            ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", "/t"),
+            (env::IDENTITY_ADDR, "id:8086"),
+            (env::IDENTITY_TOKEN_FILE, "/t"),
         ]))
         .unwrap_err();
-        assert_eq!(err.var, "CONDUIT_PROXY_POD_NAMESPACE");
+        assert_eq!(err.var, env::POD_NAMESPACE);
         let with = |anchors: &'static str| {
             Config::from_vars(vars(&[
-                ("CONDUIT_PROXY_IDENTITY_ADDR", "id:8086"),
-                ("CONDUIT_PROXY_IDENTITY_TOKEN_FILE", "/t"),
-                ("CONDUIT_PROXY_POD_NAMESPACE", "emojivoto"),
-                ("CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS", anchors),
+                (env::IDENTITY_ADDR, "id:8086"),
+                (env::IDENTITY_TOKEN_FILE, "/t"),
+                (env::POD_NAMESPACE, "emojivoto"),
+                (env::IDENTITY_TRUST_ANCHORS, anchors),
             ]))
         };
         let err = with("").unwrap_err();
-        assert_eq!(err.var, "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS");
+        assert_eq!(err.var, env::IDENTITY_TRUST_ANCHORS);
         assert!(err.to_string().contains("required with"), "{err}");
         let err = with("not a certificate").unwrap_err();
         assert!(err.to_string().contains("hold no certificate"), "{err}");
@@ -738,7 +717,7 @@ mod tests {
 
     #[test]
     fn empty_values_mean_default() {
-        let c = Config::from_vars(vars(&[("CONDUIT_PROXY_DETECT_TIMEOUT", "")])).unwrap();
+        let c = Config::from_vars(vars(&[(env::DETECT_TIMEOUT, "")])).unwrap();
         assert_eq!(c.detect_timeout, Duration::from_secs(10));
     }
 

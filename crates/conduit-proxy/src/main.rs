@@ -3,13 +3,14 @@
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use conduit_api::{admin, flags::proxy as cli, ports, proxy_env, uid};
 use conduit_init::{Family, PortList, Redirect};
 use conduit_proxy::{app::Bound, config::Config};
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
-    name = "conduit-proxy",
+    name = cli::BINARY,
     version,
     about = "Conduit's sidecar proxy: transparent, protocol-aware, with golden metrics",
     after_help = variables_help()
@@ -24,50 +25,52 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Write the iptables rules that redirect this network namespace's TCP through the proxy.
+    #[command(name = cli::INIT)]
     Init(InitArgs),
     /// Wait until the pod's proxy is ready: the postStart hook that holds an application
     /// back when the proxy runs as a regular container rather than a native sidecar.
+    #[command(name = cli::AWAIT)]
     Await(AwaitArgs),
 }
 
 #[derive(Args)]
 struct AwaitArgs {
     /// The proxy's admin address, whose /ready is polled.
-    #[arg(long, default_value = "127.0.0.1:4191")]
+    #[arg(long = cli::ADMIN_ADDR.name(), default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], ports::PROXY_ADMIN)))]
     admin_addr: std::net::SocketAddr,
     /// Give up (and fail) after this long.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long = cli::TIMEOUT.name(), default_value = "120s", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
 }
 
 #[derive(Args)]
 struct InitArgs {
     /// The UID the proxy runs as; its own traffic is not redirected.
-    #[arg(long, default_value_t = 2102)]
+    #[arg(long = cli::PROXY_UID.name(), default_value_t = uid::PROXY)]
     proxy_uid: u32,
     /// The proxy's inbound port.
-    #[arg(long, default_value_t = 4143)]
+    #[arg(long = cli::INBOUND_PORT.name(), default_value_t = ports::PROXY_INBOUND)]
     inbound_port: u16,
     /// The proxy's outbound port.
-    #[arg(long, default_value_t = 4140)]
+    #[arg(long = cli::OUTBOUND_PORT.name(), default_value_t = ports::PROXY_OUTBOUND)]
     outbound_port: u16,
     /// Inbound ports not to redirect, like 22,9000-9010 (4190 and 4191 never are).
-    #[arg(long, default_value = "")]
+    #[arg(long = cli::SKIP_INBOUND_PORTS.name(), default_value = "")]
     skip_inbound_ports: PortList,
     /// Outbound ports not to redirect, like 25,3306.
-    #[arg(long, default_value = "")]
+    #[arg(long = cli::SKIP_OUTBOUND_PORTS.name(), default_value = "")]
     skip_outbound_ports: PortList,
     /// Leave IPv6 alone.
-    #[arg(long)]
+    #[arg(long = cli::NO_IPV6.name())]
     no_ipv6: bool,
     /// Print the rules instead of writing them.
-    #[arg(long)]
+    #[arg(long = cli::DRY_RUN.name())]
     dry_run: bool,
 }
 
 fn variables_help() -> String {
     let mut out = String::from("Environment (proxy):\n");
-    for (name, default, what) in conduit_proxy::config::VARIABLES {
+    for (name, default, what) in conduit_proxy::config::variables() {
         out.push_str(&format!("  {name:<44} {what} [default: {default}]\n"));
     }
     out
@@ -146,7 +149,7 @@ fn init_tracing(filter: &str) -> anyhow::Result<()> {
     use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
     let targets: Targets = filter
         .parse()
-        .map_err(|e| anyhow::anyhow!("CONDUIT_PROXY_LOG={filter:?} is not valid: {e}; expected a level like info, or pairs like warn,conduit_proxy=debug"))?;
+        .map_err(|e| anyhow::anyhow!("{}={filter:?} is not valid: {e}; expected a level like info, or pairs like warn,conduit_proxy=debug", proxy_env::LOG))?;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -183,7 +186,7 @@ fn await_ready(args: AwaitArgs) -> anyhow::Result<()> {
         let answer = std::net::TcpStream::connect_timeout(&args.admin_addr, step * 5).and_then(
             |mut conn| {
                 conn.set_read_timeout(Some(step * 5))?;
-                conn.write_all(b"GET /ready HTTP/1.0\r\n\r\n")?;
+                conn.write_all(format!("GET {} HTTP/1.0\r\n\r\n", admin::READY_PATH).as_bytes())?;
                 let mut response = Vec::new();
                 conn.read_to_end(&mut response)?;
                 Ok(String::from_utf8_lossy(&response).into_owned())
@@ -203,4 +206,39 @@ fn await_ready(args: AwaitArgs) -> anyhow::Result<()> {
         args.admin_addr,
         humantime::format_duration(args.timeout)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    fn longs(cmd: &clap::Command, sub: &str) -> BTreeSet<String> {
+        let sub = cmd
+            .find_subcommand(sub)
+            .unwrap_or_else(|| panic!("no subcommand {sub}"));
+        sub.get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_is_the_contracts() {
+        let cmd = Cli::command();
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(longs(&cmd, cli::INIT), names(cli::INIT_ARGS));
+        assert_eq!(longs(&cmd, cli::AWAIT), names(cli::AWAIT_ARGS));
+        // What the injector writes parses.
+        let parsed = Cli::try_parse_from([
+            cli::BINARY,
+            cli::INIT,
+            &cli::PROXY_UID.to_string(),
+            "2102",
+            &cli::SKIP_INBOUND_PORTS.to_string(),
+            "22,9000-9010",
+            &cli::DRY_RUN.arg(),
+        ]);
+        assert!(parsed.is_ok(), "{:?}", parsed.err());
+    }
 }

@@ -4,7 +4,10 @@
 //! certificate keeps serving meanwhile. The proxy is not ready until it has one.
 
 use crate::control::ControlPlane;
-use conduit_api::identity::{identity_client::IdentityClient, CertifyRequest};
+use conduit_api::{
+    admin::ProxyIdentity,
+    identity::{identity_client::IdentityClient, CertifyRequest},
+};
 use conduit_identity::request::LocalKey;
 use parking_lot::RwLock;
 use rustls::{
@@ -118,33 +121,20 @@ impl Identity {
     /// JSON for the admin server's `/identity`.
     pub fn describe(&self) -> String {
         let cert = self.certificate();
-        let until = cert
-            .as_ref()
-            .and_then(|c| c.valid_until.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs());
-        let error = self.last_error();
-        format!(
-            "{{\"identity\":{},\"certified\":{},\"valid_until_unix\":{},\"last_error\":{}}}\n",
-            json_string(&self.name),
-            cert.is_some(),
-            until.map_or("null".to_string(), |u| u.to_string()),
-            error.as_deref().map_or("null".to_string(), json_string)
-        )
+        let report = ProxyIdentity {
+            identity: self.name.clone(),
+            certified: cert.is_some(),
+            valid_until_unix: cert
+                .as_ref()
+                .and_then(|c| c.valid_until.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            last_error: self.last_error(),
+        };
+        // Serializing strings, numbers and booleans cannot fail.
+        let mut json = serde_json::to_string(&report).unwrap_or_default();
+        json.push('\n');
+        json
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Makes the key and starts certifying it in the background.

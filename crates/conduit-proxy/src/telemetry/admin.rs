@@ -3,6 +3,10 @@
 
 use crate::{drain, telemetry::metrics::Metrics};
 use bytes::Bytes;
+use conduit_api::{
+    admin::{IDENTITY_PATH, LIVE_PATH, METRICS_PATH, READY_PATH, SHUTDOWN_PATH},
+    proxy_env,
+};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
@@ -48,7 +52,7 @@ impl Admin {
 
     fn respond(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => {
+            (&Method::GET, METRICS_PATH) => {
                 let mut rsp = text(StatusCode::OK, self.metrics.encode());
                 rsp.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -58,11 +62,11 @@ impl Admin {
                 );
                 rsp
             }
-            (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-            (&Method::GET, "/ready") if self.drain.is_draining() => {
+            (&Method::GET, LIVE_PATH) => text(StatusCode::OK, "live\n"),
+            (&Method::GET, READY_PATH) if self.drain.is_draining() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
             }
-            (&Method::GET, "/ready") => match &self.identity {
+            (&Method::GET, READY_PATH) => match &self.identity {
                 Some(id) if id.certificate().is_none() => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -74,7 +78,7 @@ impl Admin {
                 ),
                 _ => text(StatusCode::OK, "ready\n"),
             },
-            (&Method::GET, "/identity") => match &self.identity {
+            (&Method::GET, IDENTITY_PATH) => match &self.identity {
                 Some(id) => {
                     let mut rsp = text(StatusCode::OK, id.describe());
                     rsp.headers_mut().insert(
@@ -85,24 +89,27 @@ impl Admin {
                 }
                 None => text(
                     StatusCode::NOT_FOUND,
-                    "this proxy has no identity (CONDUIT_PROXY_IDENTITY_ADDR is not set)\n",
+                    format!(
+                        "this proxy has no identity ({} is not set)\n",
+                        proxy_env::IDENTITY_ADDR
+                    ),
                 ),
             },
-            (&Method::POST, "/shutdown") if peer.ip().is_loopback() => {
+            (&Method::POST, SHUTDOWN_PATH) if peer.ip().is_loopback() => {
                 info!(%peer, "shutdown requested through the admin server");
                 self.drain.start();
                 text(StatusCode::OK, "shutting down\n")
             }
-            (&Method::POST, "/shutdown") => text(
+            (&Method::POST, SHUTDOWN_PATH) => text(
                 StatusCode::FORBIDDEN,
                 "shutdown is only allowed from loopback\n",
             ),
-            (_, "/metrics" | "/live" | "/ready" | "/identity" | "/shutdown") => {
+            (_, METRICS_PATH | LIVE_PATH | READY_PATH | IDENTITY_PATH | SHUTDOWN_PATH) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /metrics, /ready, /live, /identity or POST /shutdown\n",
+                format!("not found: try {METRICS_PATH}, {READY_PATH}, {LIVE_PATH}, {IDENTITY_PATH} or POST {SHUTDOWN_PATH}\n"),
             ),
         }
     }

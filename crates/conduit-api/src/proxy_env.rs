@@ -1,0 +1,59 @@
+//! The proxy's environment, as the injector, the local runtime and the test kit write it
+//! and the proxy reads it (once, into its `Config`): the name of every `CONDUIT_PROXY_*`
+//! variable. What each accepts and its default are the proxy's (`conduit-proxy --help`).
+
+/// What every variable's name starts with.
+pub const PREFIX: &str = "CONDUIT_PROXY_";
+
+/// Listeners for redirected inbound TCP.
+pub const INBOUND_ADDR: &str = "CONDUIT_PROXY_INBOUND_ADDR";
+/// Listeners for redirected outbound TCP.
+pub const OUTBOUND_ADDR: &str = "CONDUIT_PROXY_OUTBOUND_ADDR";
+/// Admin server: /metrics /ready /live /shutdown.
+pub const ADMIN_ADDR: &str = "CONDUIT_PROXY_ADMIN_ADDR";
+/// Tap server: live request events over gRPC.
+pub const TAP_ADDR: &str = "CONDUIT_PROXY_TAP_ADDR";
+/// Comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010.
+pub const OPAQUE_PORTS: &str = "CONDUIT_PROXY_OPAQUE_PORTS";
+/// Wait for a client's first bytes before treating the connection as opaque TCP.
+pub const DETECT_TIMEOUT: &str = "CONDUIT_PROXY_DETECT_TIMEOUT";
+/// Time a client has to send a complete request head.
+pub const HEADER_READ_TIMEOUT: &str = "CONDUIT_PROXY_HEADER_READ_TIMEOUT";
+/// How long an HTTP/1 client connection may sit between requests.
+pub const KEEPALIVE_TIMEOUT: &str = "CONDUIT_PROXY_KEEPALIVE_TIMEOUT";
+/// Largest request head accepted; larger gets 431.
+pub const MAX_HEADER_BYTES: &str = "CONDUIT_PROXY_MAX_HEADER_BYTES";
+/// Time to establish an upstream TCP connection.
+pub const CONNECT_TIMEOUT: &str = "CONDUIT_PROXY_CONNECT_TIMEOUT";
+/// How long idle upstream HTTP connections are kept.
+pub const POOL_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_POOL_IDLE_TIMEOUT";
+/// Concurrent streams per HTTP/2 client connection.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: &str = "CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS";
+/// Time in-flight work gets to finish after SIGTERM.
+pub const SHUTDOWN_GRACE_PERIOD: &str = "CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD";
+/// Worker threads.
+pub const CORES: &str = "CONDUIT_PROXY_CORES";
+/// Log filter: a level, or target=level pairs.
+pub const LOG: &str = "CONDUIT_PROXY_LOG";
+/// The pod's namespace, a label on every metric.
+pub const POD_NAMESPACE: &str = "CONDUIT_PROXY_POD_NAMESPACE";
+/// The pod's deployment, a label on every metric.
+pub const POD_DEPLOYMENT: &str = "CONDUIT_PROXY_POD_DEPLOYMENT";
+/// The pod's name, a label on every metric.
+pub const POD_NAME: &str = "CONDUIT_PROXY_POD_NAME";
+/// The control plane's Destination API, host:port; outbound traffic is balanced over discovered endpoints.
+pub const DESTINATION_ADDR: &str = "CONDUIT_PROXY_DESTINATION_ADDR";
+/// The control plane's Identity API, host:port; the proxy is not ready until it has a certificate.
+pub const IDENTITY_ADDR: &str = "CONDUIT_PROXY_IDENTITY_ADDR";
+/// The token that proves the pod's ServiceAccount (required with CONDUIT_PROXY_IDENTITY_ADDR).
+pub const IDENTITY_TOKEN_FILE: &str = "CONDUIT_PROXY_IDENTITY_TOKEN_FILE";
+/// The mesh's trust anchors, PEM certificates; peers' certificates must chain to one (required with CONDUIT_PROXY_IDENTITY_ADDR).
+pub const IDENTITY_TRUST_ANCHORS: &str = "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS";
+/// The pod's ServiceAccount; with the namespace it names the proxy's identity.
+pub const IDENTITY_SERVICE_ACCOUNT: &str = "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT";
+/// With an identity: the only client the tap server lets in, over mesh TLS (the controller's identity).
+pub const TAP_CLIENT_IDENTITY: &str = "CONDUIT_PROXY_TAP_CLIENT_IDENTITY";
+/// How long a first request to a new target waits for discovery before using its original destination.
+pub const DISCOVERY_TIMEOUT: &str = "CONDUIT_PROXY_DISCOVERY_TIMEOUT";
+/// Who may connect inbound until the control plane's policy arrives (or without a control plane): all-unauthenticated, all-authenticated, cluster-authenticated or deny.
+pub const DEFAULT_INBOUND_POLICY: &str = "CONDUIT_PROXY_DEFAULT_INBOUND_POLICY";
