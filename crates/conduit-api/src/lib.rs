@@ -3,7 +3,9 @@
 //! injected pods ([`names`]), the control plane's names and addresses ([`control_plane`]),
 //! the default inbound policies and probe paths ([`inbound`]), the controller's
 //! command-line flags ([`flags`]), its HTTP JSON API ([`http`]), the proxy's admin server
-//! ([`admin`]) and its environment ([`proxy_env`]), and (feature `grpc`, on by default) the gRPC
+//! ([`admin`]) and its environment ([`proxy_env`]), the local runtime's state file, which
+//! its supervisor writes and the controller's local discovery reads ([`local_state`]), and
+//! (feature `grpc`, on by default) the gRPC
 //! contracts between proxies and the control plane, generated from `proto/`: Destination
 //! (endpoint discovery), Identity (certificates), InboundPolicy (who may connect) and Tap
 //! (live request events). Behaviour belongs to the proxy, the controller, the injector
@@ -14,6 +16,7 @@ pub mod control_plane;
 pub mod flags;
 pub mod http;
 pub mod inbound;
+pub mod local_state;
 pub mod names;
 pub mod ports;
 pub mod proxy_env;

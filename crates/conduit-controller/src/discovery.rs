@@ -4,6 +4,7 @@
 //! Also resolves the names a proxy asks about (`svc`, `svc.ns`, `svc.ns.svc.cluster.local`,
 //! or a virtual IP) to Services.
 
+use conduit_api::local_state;
 use conduit_k8s::{policy::Resources, profile::ServiceProfile};
 use std::{
     collections::{BTreeSet, HashMap},
@@ -276,9 +277,12 @@ impl Discovery for LocalRegistry {
     }
 }
 
+/// The local runtime's state file, with the policy resources and profiles its supervisor
+/// writes into it.
+type LocalState = local_state::State<Resources, ServiceProfile>;
+
 fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
-    let state =
-        conduit_local::state::read_json::<conduit_local::state::State>(path)?.unwrap_or_default();
+    let state = local_state::read_json::<LocalState>(path)?.unwrap_or_default();
     Ok(Workloads {
         pods: state
             .pods
