@@ -15,10 +15,11 @@ use crate::{
 };
 use anyhow::Context as _;
 use conduit_netns::{Exec, NetNs};
+use parking_lot::Mutex;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::{
@@ -51,10 +52,6 @@ pub fn run(layout: Layout) -> anyhow::Result<()> {
 }
 
 type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The current Service rules and hosts entries, applied to each pod once its init
 /// containers have run. One lock orders "a pod applies the rules" against "the rules
@@ -379,11 +376,11 @@ impl Supervisor {
                     .pods
                     .iter()
                     .filter(|p| same(p))
-                    .map(|p| lock(&p.state).index)
+                    .map(|p| p.state.lock().index)
                     .collect();
                 extra.sort_unstable();
                 let extra: Vec<u32> = extra.split_off(d.replicas as usize);
-                self.remove_pods(|p| extra.contains(&lock(&p.state).index));
+                self.remove_pods(|p| extra.contains(&p.state.lock().index));
             }
         }
         for s in &self.desired.services {
@@ -410,7 +407,7 @@ impl Supervisor {
             // Out of every Service's endpoints from now on; its processes are stopped only
             // once proxies have heard, as Kubernetes lets endpoint removal propagate, so
             // that requests in flight and the ones already routed to it still complete.
-            lock(&pod.state).phase = "Terminating".into();
+            pod.state.lock().phase = "Terminating".into();
             tokio::spawn(async move {
                 tokio::time::sleep(TERMINATION_DELAY).await;
                 let _ = pod.stop.send(true);
@@ -496,7 +493,7 @@ impl Supervisor {
     /// computed from it, so that the state written never shows a ready pod missing from
     /// its Services' endpoints.
     async fn update_services(&mut self) -> (Vec<PodState>, Vec<ServiceState>) {
-        let pods: Vec<PodState> = self.pods.iter().map(|p| lock(&p.state).clone()).collect();
+        let pods: Vec<PodState> = self.pods.iter().map(|p| p.state.lock().clone()).collect();
         let specs: BTreeMap<(String, String), &DeploymentSpec> = self
             .pods
             .iter()
@@ -554,7 +551,7 @@ impl Supervisor {
             let services = services.clone();
             let result = tokio::task::spawn_blocking(move || {
                 if names_changed {
-                    let text = net::hosts_file(&lock(&pod).clone(), &services);
+                    let text = net::hosts_file(&pod.lock().clone(), &services);
                     net::write_in_place(&etc.join("hosts"), &text)?;
                 }
                 net::apply_service_rules(&ns, &rules)
@@ -577,7 +574,7 @@ impl Supervisor {
             control_plane: self
                 .control_plane
                 .as_ref()
-                .map(|(s, _, _)| lock(s).containers.clone())
+                .map(|(s, _, _)| s.lock().containers.clone())
                 .unwrap_or_default(),
             policy: self.desired.policy.clone(),
             profiles: self.desired.profiles.clone(),
@@ -656,14 +653,14 @@ struct PodCtx {
 
 impl PodCtx {
     fn set_message(&self, phase: &str, message: impl Into<String>) {
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.phase = phase.into();
         s.message = message.into();
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let (index, ip, netns) = {
-            let s = lock(&self.state);
+            let s = self.state.lock();
             (s.index, s.ip, s.netns.clone())
         };
         let (layout, node) = (self.layout.clone(), self.node.clone());
@@ -716,7 +713,7 @@ impl PodCtx {
         if let Ok(ns) = Arc::try_unwrap(ns) {
             let _ = tokio::task::spawn_blocking(move || ns.delete()).await;
         }
-        info!(pod = %lock(&self.state).name, "pod removed");
+        info!(pod = %self.state.lock().name, "pod removed");
     }
 
     /// Runs the init containers, applies the Service rules, starts the containers.
@@ -729,7 +726,7 @@ impl PodCtx {
     ) -> Option<Vec<(watch::Sender<bool>, JoinHandle<()>)>> {
         {
             let view = self.view.lock().await;
-            let pod = lock(&self.state).clone();
+            let pod = self.state.lock().clone();
             let text = net::hosts_file(&pod, &view.services);
             if let Err(e) = net::write_etc(etc, &text, &pod.namespace) {
                 self.set_message(
@@ -863,7 +860,7 @@ impl PodCtx {
     fn prepare_containers(&self) -> Vec<ContainerSpec> {
         let mut containers = self.spec.containers.clone();
         if self.spec.meshed {
-            let pod = lock(&self.state).clone();
+            let pod = self.state.lock().clone();
             match self.identity.token_for(&pod, &containers) {
                 Ok(file) => {
                     // The injected path is the Kubernetes one; here the runtime hands out the token.
@@ -946,7 +943,7 @@ impl PodCtx {
         containers: &[ContainerSpec],
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        let ip = lock(&self.state).ip;
+        let ip = self.state.lock().ip;
         for c in containers.iter().filter(|c| c.sidecar) {
             let Some(probe) = &c.readiness else { continue };
             loop {
@@ -967,7 +964,7 @@ impl PodCtx {
     }
 
     fn log(&self, container: &str) -> PathBuf {
-        let s = lock(&self.state);
+        let s = self.state.lock();
         self.layout
             .logs()
             .join(format!("{}_{}_{container}.log", s.namespace, s.name))
@@ -977,7 +974,7 @@ impl PodCtx {
     async fn probe(&self, ip: std::net::Ipv4Addr, probes: &mut [ProbeTrack], started: Instant) {
         let mut reasons = Vec::new();
         for (i, c) in self.spec.containers.iter().enumerate() {
-            let running = lock(&self.state).containers[i].running;
+            let running = self.state.lock().containers[i].running;
             let ready = match (&c.readiness, running) {
                 (_, false) => {
                     reasons.push(format!("container {} is not running", c.name));
@@ -1026,9 +1023,9 @@ impl PodCtx {
                     t.ready
                 }
             };
-            lock(&self.state).containers[i].ready = ready;
+            self.state.lock().containers[i].ready = ready;
         }
-        let mut s = lock(&self.state);
+        let mut s = self.state.lock();
         s.ready = reasons.is_empty();
         s.message = reasons.join("; ");
     }
@@ -1099,7 +1096,7 @@ fn launch(
         .append(true)
         .open(log)?;
     let err = out.try_clone()?;
-    let pod = lock(pod).clone();
+    let pod = pod.lock().clone();
     cmd.args(&c.argv[1..])
         .envs(environment(c, &pod))
         .stdin(std::process::Stdio::null())
@@ -1128,7 +1125,7 @@ async fn supervise(
             Ok(mut child) => {
                 let pid = child.id();
                 {
-                    let mut s = lock(&pod);
+                    let mut s = pod.lock();
                     s.containers[i].pid = pid;
                     s.containers[i].running = true;
                 }
@@ -1139,12 +1136,12 @@ async fn supervise(
                 match ended {
                     Some(status) => {
                         let how = status.map_or_else(|e| e.to_string(), describe);
-                        warn!(container = %c.name, pod = %lock(&pod).name, "container {how}");
-                        lock(&pod).containers[i].last_exit = Some(how);
+                        warn!(container = %c.name, pod = %pod.lock().name, "container {how}");
+                        pod.lock().containers[i].last_exit = Some(how);
                     }
                     None => {
                         terminate(pid, &mut child).await;
-                        let mut s = lock(&pod);
+                        let mut s = pod.lock();
                         s.containers[i].running = false;
                         s.containers[i].pid = None;
                         return;
@@ -1152,12 +1149,12 @@ async fn supervise(
                 }
             }
             Err(e) => {
-                lock(&pod).containers[i].last_exit =
+                pod.lock().containers[i].last_exit =
                     Some(format!("could not start {:?}: {e}", c.argv[0]))
             }
         }
         {
-            let mut s = lock(&pod);
+            let mut s = pod.lock();
             s.containers[i].running = false;
             s.containers[i].ready = false;
             s.containers[i].pid = None;
