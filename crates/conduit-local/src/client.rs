@@ -2,8 +2,11 @@
 //! hand the merged spec to the supervisor (starting it when needed), wait with progress
 //! until pods are ready, and tear everything down, also after a crash. A lock on the run
 //! directory serialises concurrent `up`s and `down`s, so they cannot corrupt its state.
+//! `exec` runs a command in a pod. Meets the supervisor only through the run directory
+//! ([`crate::layout`]).
 
 use crate::{
+    identity,
     layout::Layout,
     spec::AppSpec,
     state::{self, State},
@@ -13,10 +16,12 @@ use std::{
     fs::File,
     io::Write,
     os::{fd::AsRawFd, unix::process::CommandExt},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+pub use crate::process::{is_running, resolve_program};
 
 /// Refuses to go on without root, saying why root is needed.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
@@ -25,25 +30,6 @@ pub fn require_root(what: &str) -> anyhow::Result<()> {
         bail!("conduit local {what} needs root: pods are network namespaces with their own addresses and iptables rules. Run it with sudo.");
     }
     Ok(())
-}
-
-/// Finds a container's program the way the runtime will run it: a path as given, else
-/// next to the running binary (so a build directory works without installing), else
-/// on `PATH`.
-pub fn resolve_program(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        return Path::new(name).is_file().then(|| PathBuf::from(name));
-    }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)));
-    beside
-        .into_iter()
-        .chain(
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join(name)),
-        )
-        .find(|p| p.is_file())
 }
 
 /// An exclusive lock on the run directory, released when dropped.
@@ -82,14 +68,6 @@ pub fn daemon_alive(layout: &Layout) -> Option<u32> {
     is_running(pid).then_some(pid)
 }
 
-/// Whether `pid` runs: it exists and is not a zombie waiting to be reaped.
-pub fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
-}
-
 /// Reads and checks every manifest, resolving container programs; nothing starts if
 /// any document is refused.
 pub fn load(files: &[(String, String)]) -> anyhow::Result<AppSpec> {
@@ -112,8 +90,7 @@ pub fn up(
     require_root("up")?;
     let _lock = DirLock::take(layout, out)?;
     if let (Some(t), Some(_)) = (trust, daemon_alive(layout)) {
-        let running =
-            std::fs::read_to_string(layout.dir().join("identity/anchor.pem")).unwrap_or_default();
+        let running = std::fs::read_to_string(identity::anchor_file(layout)).unwrap_or_default();
         if running.trim() != t.anchor_pem.trim() {
             bail!("the local runtime is already running with another trust anchor; run `conduit local down` first, then `up` with these identity files");
         }
@@ -145,7 +122,7 @@ pub fn up(
                     "cleaned up {swept} namespace(s) left by a previous run that did not shut down"
                 )?;
             }
-            crate::daemon::write_user_trust(&layout.user_trust(), trust)
+            identity::write_user_trust(&layout.user_trust(), trust)
                 .context("writing the identity files for the supervisor")?;
             start_daemon(layout)?;
         }
@@ -158,7 +135,7 @@ pub fn up(
 /// Waits until the control plane has read the state that made every pod ready, so that
 /// proxies asking it right after `up` find every endpoint (and its identity and policy).
 fn wait_control_plane(layout: &Layout, generation: u64, out: &mut dyn Write) -> anyhow::Result<()> {
-    let socket = crate::daemon::api_socket(layout);
+    let socket = layout.api_socket();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) {
         if control_plane_generation(&socket).is_some_and(|g| g >= generation) {

@@ -1,7 +1,9 @@
 //! Where one local runtime keeps its things: the run directory (desired spec, observed
-//! state, lock, logs, hosts files) and the names of the namespaces and links it makes.
-//! Everything the runtime creates is named from here, so that `down` can find it all,
-//! also after a crash.
+//! state, lock, logs, hosts files, the control plane's API socket), the names of the
+//! namespaces and links it makes, and the addresses of its networks and of the control
+//! plane on them. Everything the runtime creates is named from here, so that `down` can
+//! find it all, also after a crash; and both `up` and the supervisor read it, so neither
+//! needs the other for these facts.
 
 use std::{
     hash::{Hash, Hasher},
@@ -14,6 +16,8 @@ pub const DEFAULT_DIR: &str = "/var/run/conduit-local";
 
 /// The node's address on the pod network: the gateway, and where the control plane listens.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// Where the control plane serves the Destination API to proxies, on the node's address.
+pub const DESTINATION_PORT: u16 = 8086;
 /// Pods get addresses in this /16 (the benchmarking range, never a real network).
 pub const POD_NETWORK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 /// Services get virtual IPs in this /16.
@@ -87,6 +91,17 @@ impl Layout {
     /// Process logs: `<namespace>_<pod>_<container>.log`, and the supervisor's own.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")
+    }
+
+    /// The log of container `container` of pod `namespace/pod`.
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.logs()
+            .join(format!("{namespace}_{pod}_{container}.log"))
+    }
+
+    /// The control plane's API socket, which `conduit` commands talk to.
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
     }
 
     /// Per-pod directories of `hosts` and `resolv.conf`, bound over those in `/etc` in

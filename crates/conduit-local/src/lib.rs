@@ -6,12 +6,22 @@
 //!
 //! `up` ([`client`]) checks manifests and hands them to the supervisor ([`daemon`]), a
 //! detached process that owns the pods; both meet in the run directory ([`layout`]),
-//! where the supervisor writes what it observes ([`state`]).
+//! where the supervisor writes what it observes ([`state`], whose contract is
+//! `conduit_api::local_state`). In the supervisor, one module per job: the reconcile
+//! loop (`supervisor`), Services' endpoints and rules (`services`), one pod's life
+//! (`pod`), a container's processes (`process`), the runtime's identity material
+//! (`identity`) and the control plane (`control_plane`).
 
 pub mod client;
+mod control_plane;
 pub mod daemon;
+mod identity;
 pub mod layout;
 pub mod net;
+mod pod;
 pub mod probe;
+mod process;
+mod services;
 pub mod spec;
 pub mod state;
+mod supervisor;
