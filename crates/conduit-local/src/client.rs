@@ -286,22 +286,16 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kills every process in this runtime's namespaces and deletes the namespaces.
+/// Deletes this runtime's namespaces, killing every process in them.
 fn sweep(layout: &Layout) -> anyhow::Result<usize> {
     let mine: Vec<String> = conduit_netns::list()?
         .into_iter()
         .filter(|n| layout.owns_netns(n))
         .collect();
     for name in &mine {
-        for pid in conduit_netns::pids(name).unwrap_or_default() {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+        if let Ok(ns) = conduit_netns::NetNs::open(name) {
+            let _ = ns.delete();
         }
-    }
-    for name in &mine {
-        let _ = conduit_netns::run("ip", &["netns", "delete", name]);
     }
     Ok(mine.len())
 }

@@ -2,9 +2,9 @@
 //! in order (a native sidecar started in its turn, ready before the next one runs), the
 //! Service rules, its containers in order (one with a postStart hook held until the hook
 //! has run), readiness probes from the node, and on stop its processes (the application's,
-//! then the sidecars that serve it), then its rules' bookkeeping, then its namespace.
-//! Knows nothing of other pods, of how Services are computed, or of how a process is
-//! launched and ended ([`crate::process`]).
+//! then the sidecars that serve it), then its rules' bookkeeping, then its namespace with
+//! whatever still runs inside. Knows nothing of other pods, of how Services are computed,
+//! or of how a process is launched and ended ([`crate::process`]).
 
 use crate::{
     identity::LocalIdentity,
@@ -90,6 +90,8 @@ impl PodCtx {
         }
         self.view.lock().await.forget(ns.name());
         let _ = std::fs::remove_dir_all(&etc);
+        // Deleting the namespace also ends what escaped its container's process group
+        // (a process that made a session of its own, a command `exec` left).
         if let Ok(ns) = Arc::try_unwrap(ns) {
             let _ = tokio::task::spawn_blocking(move || ns.delete()).await;
         }

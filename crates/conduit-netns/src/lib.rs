@@ -1,7 +1,9 @@
 //! Network namespaces as pods on one host: create one, wire it to a bridge with a veth
-//! pair, give it addresses, run processes inside it (optionally as another UID), and
-//! remove it. The host side is driven through iproute2's `ip`, the one tool every Linux
-//! host has for this. Knows nothing about the mesh; used by the local runtime and tests.
+//! pair, give it addresses, run processes inside it (optionally as another UID, in a
+//! session of their own that can be signalled as a group), and remove it, ending every
+//! process still inside, as removing a pod does. The host side is driven through
+//! iproute2's `ip`, the one tool every Linux host has for this. Knows nothing about the
+//! mesh; used by the local runtime and tests.
 
 use std::{
     fs::File,
@@ -52,7 +54,7 @@ pub struct Exec {
     /// does with `/etc/netns/NAME/`.
     pub etc: Option<PathBuf>,
     /// Start a new session (and process group), so the process and its children can be
-    /// signalled together.
+    /// signalled together ([`signal_group`]).
     pub new_session: bool,
     /// Kill the process when the one that started it dies (`PR_SET_PDEATHSIG`): for a
     /// command run on a user's behalf, which must not outlive the command that ran it.
@@ -275,27 +277,93 @@ impl NetNs {
         Ok(())
     }
 
-    /// Deletes the namespace now.
+    /// Deletes the namespace now, first ending every process still inside it.
     pub fn delete(mut self) -> Result<(), NetnsError> {
         self.keep = true;
+        end_processes(&self.file);
         run("ip", &["netns", "delete", &self.name]).map(|_| ())
     }
 }
 
+/// A namespace this handle created is deleted, with every process still inside it.
 impl Drop for NetNs {
     fn drop(&mut self) {
         if !self.keep {
+            end_processes(&self.file);
             let _ = run("ip", &["netns", "delete", &self.name]);
         }
     }
 }
 
+/// Kills (SIGKILL) every process inside the namespace `ns` but the caller, and waits up
+/// to two seconds for them to go. Deleting the name alone would leave them running in a
+/// namespace nobody can find any more; this also reaches processes that left their
+/// session or process group, which no signal to a group would. It finds them without
+/// starting a process, which the caller's namespace (the one it deletes, perhaps) would
+/// hold.
+fn end_processes(ns: &File) {
+    let me = std::process::id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left: Vec<u32> = pids_in(ns).into_iter().filter(|p| *p != me).collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        for pid in left {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Sends `signal` to the process group that `leader` (started with
+/// [`Exec::new_session`]) leads: the process and whatever it started that stayed in its
+/// group. The group's id stays taken while its leader is unreaped or any member lives:
+/// signalled after the leader ended, the group is what the leader left behind.
+pub fn signal_group(leader: u32, signal: i32) -> io::Result<()> {
+    // Group 0 would be the caller's own, and 1 is init's.
+    let pgid = libc::pid_t::try_from(leader)
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a process group"))?;
+    // SAFETY: kill has no memory-safety preconditions; a negative pid names a group.
+    if unsafe { libc::kill(-pgid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The processes inside the namespace `name`.
 pub fn pids(name: &str) -> Result<Vec<u32>, NetnsError> {
-    Ok(run("ip", &["netns", "pids", name])?
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect())
+    let file = File::open(NetNs::path_of(name)).map_err(|source| NetnsError::Open {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(pids_in(&file))
+}
+
+/// The processes whose network namespace is the one `ns` names, as `ip netns pids` finds
+/// them: the same device and inode behind `/proc/PID/ns/net`.
+fn pids_in(ns: &File) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = ns.metadata() else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino())
+        })
+        .collect()
 }
 
 /// The names of every network namespace on the host.

@@ -2,14 +2,15 @@
 //! of its own), a [`Pod`] is a namespace wired to it with an address from the benchmarking
 //! ranges (198.18.0.0/15, 2001:2::/48), and [`Pod::mesh`] runs the real `conduit-proxy init`
 //! and the real proxy in it, exactly as a meshed pod would. Everything is torn down when
-//! dropped, also when a test fails; processes die with the test that started them.
+//! dropped, also when a test fails: a [`Process`] ends with its whole process group (a
+//! server's workers too), a [`Pod`] with every process still inside it, and a started
+//! process dies with the test that started it.
 
-use conduit_netns::NetNs;
+use conduit_netns::{Exec, NetNs};
 use std::{
     fs::File,
     io::{Read, Write},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
-    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
@@ -31,7 +32,8 @@ pub fn require_root() {
     );
 }
 
-/// Removes namespaces left by test processes that no longer exist (a killed test run).
+/// Removes namespaces left by test processes that no longer exist (a killed test run),
+/// with whatever still runs in them.
 fn remove_stale_namespaces() {
     for name in conduit_netns::list().unwrap_or_default() {
         let Some(pid) = name.strip_prefix("ct").and_then(|r| r.split('-').next()) else {
@@ -121,7 +123,8 @@ impl Default for Lan {
     }
 }
 
-/// A network namespace standing in for a Kubernetes pod.
+/// A network namespace standing in for a Kubernetes pod. Dropping it ends every process
+/// still inside, also those that left their process group.
 pub struct Pod {
     // Dropped first: the proxy dies before its namespace is removed.
     proxy: Option<Process>,
@@ -176,13 +179,20 @@ impl Pod {
         let log = self.logs.join(format!("{}-{program}-{n}.log", self.name));
         let out = File::create(&log).expect("creating a process log");
         let err = out.try_clone().expect("cloning a log handle");
-        let mut cmd = self.ns.command_as(argv[0], uid);
+        // A group of its own, so that dropping the process ends what it started.
+        let mut cmd = self.command(
+            argv[0],
+            &Exec {
+                uid,
+                new_session: true,
+                ..Exec::default()
+            },
+        );
         cmd.args(&argv[1..])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {argv:?} in pod {}: {e}", self.name));
@@ -195,9 +205,8 @@ impl Pod {
 
     /// Runs `argv` in the pod to completion.
     pub fn run(&self, argv: &[&str]) -> Output {
-        let mut cmd = self.ns.command(argv[0]);
+        let mut cmd = self.command(argv[0], &Exec::default());
         cmd.args(&argv[1..]).stdin(Stdio::null());
-        die_with_parent(&mut cmd);
         let out = cmd
             .output()
             .unwrap_or_else(|e| panic!("running {argv:?} in pod {}: {e}", self.name));
@@ -220,6 +229,17 @@ impl Pod {
             out.stderr
         );
         out.stdout
+    }
+
+    /// A command for `program` in the pod, as `exec` says, that dies with the test.
+    fn command(&self, program: &str, exec: &Exec) -> Command {
+        let exec = Exec {
+            die_with_parent: true,
+            ..exec.clone()
+        };
+        self.ns
+            .command_with(program, &exec)
+            .expect("no etc directory, so nothing can fail before spawn")
     }
 
     /// Runs `f` on a thread inside the pod's network namespace, as root (so outbound
@@ -322,17 +342,6 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, 
     Some((status, body))
 }
 
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe. It runs after any UID change made by earlier
-    // pre_exec hooks, because a credential change clears the parent-death signal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
 /// What a finished command printed.
 #[derive(Debug)]
 pub struct Output {
@@ -341,7 +350,8 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// A process started in a pod: killed when dropped, its output in a log file.
+/// A process started in a pod, leading a process group of its own: killed with its
+/// group when dropped, its output in a log file.
 pub struct Process {
     child: Child,
     log: PathBuf,
@@ -392,9 +402,50 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // The group before reaping the leader, whose unreaped pid keeps the group's id
+        // from being taken by anyone else.
+        let _ = conduit_netns::signal_group(self.child.id(), libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+/// The pid a command under test wrote to `file` (like `sleep 1000 & echo $! > FILE`),
+/// waiting up to 10 s for it to appear.
+pub fn read_pid(file: &std::path::Path) -> u32 {
+    let mut pid = None;
+    wait_until(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap_or_else(|| panic!("no pid was written to {}", file.display()))
+}
+
+/// Asserts that process `pid` (`what` it is, for the message) ends within 5 s. If it
+/// does not, it is killed before the panic, so that the failing test leaves nothing.
+pub fn assert_ends(pid: u32, what: &str) {
+    if wait_until(Duration::from_secs(5), || !is_running(pid)) {
+        return;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // SAFETY: kill has no memory-safety preconditions; the process was just seen running.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    panic!(
+        "{what} (pid {pid}: {}) is still running",
+        String::from_utf8_lossy(&cmdline).replace('\0', " ").trim()
+    );
 }
 
 /// Polls `check` until it is true or `timeout` passes; returns whether it became true.
