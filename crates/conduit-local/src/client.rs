@@ -2,12 +2,13 @@
 //! hand the merged spec to the supervisor (starting it when needed), wait with progress
 //! until pods are ready, and tear everything down, also after a crash. A lock on the run
 //! directory serialises concurrent `up`s and `down`s, so they cannot corrupt its state.
-//! `exec` runs a command in a pod. Meets the supervisor only through the run directory
-//! ([`crate::layout`]).
+//! `exec` runs a command in a pod and ends whatever the command leaves running there.
+//! Meets the supervisor only through the run directory ([`crate::layout`]).
 
 use crate::{
     identity,
     layout::Layout,
+    process,
     spec::AppSpec,
     state::{self, State},
 };
@@ -302,6 +303,9 @@ fn sweep(layout: &Layout) -> anyhow::Result<usize> {
 
 /// Runs `command` in pod `namespace/pod` as its containers run (its network namespace
 /// and hosts file), with this terminal's input and output; returns its exit status.
+/// What the command leaves running ends when it does; SIGINT, SIGTERM and SIGHUP sent to
+/// this process go to the command, so the same holds when it is stopped. (Killed
+/// outright, this process takes only the command with it; the rest ends with the pod.)
 pub fn exec(
     layout: &Layout,
     namespace: &str,
@@ -330,15 +334,22 @@ pub fn exec(
         die_with_parent: true,
         ..conduit_netns::Exec::default()
     };
-    let status = ns
+    process::adopt_orphans().context("becoming the parent of what the command leaves")?;
+    process::forward_signals().context("passing signals on to the command")?;
+    let mut child = ns
         .command_with(&command[0], &exec)?
         .args(&command[1..])
         .envs([
             ("POD_NAME", p.name.as_str()),
             ("POD_NAMESPACE", p.namespace.as_str()),
         ])
-        .status()
+        .spawn()
         .with_context(|| format!("running {:?} in {namespace}/{pod}", command[0]))?;
+    process::forward_to(child.id());
+    let status = child.wait();
+    process::stop_forwarding();
+    process::end_descendants();
+    let status = status.with_context(|| format!("waiting for {:?}", command[0]))?;
     Ok(status.code().unwrap_or(1))
 }
 

@@ -10,7 +10,9 @@
 //! `conduit_api::local_state`). In the supervisor, one module per job: the reconcile
 //! loop (`supervisor`), Services' endpoints and rules (`services`), one pod's life
 //! (`pod`), a container's processes (`process`), the runtime's identity material
-//! (`identity`) and the control plane (`control_plane`).
+//! (`identity`) and the control plane (`control_plane`). Pods end their whole process
+//! tree when they stop, as on a kubelet: each container's run is a process group, and a
+//! removed pod's namespace goes with whatever still runs inside.
 
 pub mod client;
 mod control_plane;

@@ -9,7 +9,8 @@
 use crate::{
     identity::LocalIdentity,
     layout::Layout,
-    net, probe, process,
+    net, probe,
+    process::{self, Ended},
     services::SharedView,
     spec::{ContainerSpec, DeploymentSpec, EnvSpec},
     state::PodState,
@@ -164,10 +165,7 @@ impl PodCtx {
             ready = ready && self.run_init(ns, etc, c, stop).await;
         }
         if !ready {
-            for (tx, task) in running {
-                let _ = tx.send(true);
-                let _ = task.await;
-            }
+            stop_all(running).await;
             return None;
         }
         self.set_message("Running", "starting containers");
@@ -175,10 +173,7 @@ impl PodCtx {
             running.push(spawn(i, c));
             if let Some(hook) = &c.post_start {
                 if !self.run_post_start(ns, etc, c, hook, stop).await {
-                    for (tx, task) in running {
-                        let _ = tx.send(true);
-                        let _ = task.await;
-                    }
+                    stop_all(running).await;
                     return None;
                 }
             }
@@ -218,13 +213,11 @@ impl PodCtx {
                 return true;
             }
         };
-        tokio::select! {
-            status = child.wait() => match status {
-                Ok(s) if s.success() => {}
-                Ok(s) => failed(s.to_string()),
-                Err(e) => failed(e.to_string()),
-            },
-            _ = stop.changed() => return false,
+        match process::wait_or_stop(&mut child, stop).await {
+            Ended::Exited(Ok(s)) if s.success() => {}
+            Ended::Exited(Ok(s)) => failed(s.to_string()),
+            Ended::Exited(Err(e)) => failed(e.to_string()),
+            Ended::Stopped => return false,
         }
         true
     }
@@ -268,7 +261,7 @@ impl PodCtx {
     }
 
     /// Runs one init container to success, retrying with backoff; false if the pod was
-    /// stopped first.
+    /// stopped first (which ends the init container too).
     async fn run_init(
         &self,
         ns: &Arc<NetNs>,
@@ -281,9 +274,9 @@ impl PodCtx {
             self.set_message("Pending", format!("running init container {}", c.name));
             let log = self.log(&c.name);
             match process::launch(ns, etc, c, &self.state, &log) {
-                Ok(mut child) => match child.wait().await {
-                    Ok(status) if status.success() => return true,
-                    Ok(status) => self.set_message(
+                Ok(mut child) => match process::wait_or_stop(&mut child, stop).await {
+                    Ended::Exited(Ok(status)) if status.success() => return true,
+                    Ended::Exited(Ok(status)) => self.set_message(
                         "Pending",
                         format!(
                             "init container {} {}; retrying in {}s (log: {})",
@@ -293,9 +286,10 @@ impl PodCtx {
                             log.display()
                         ),
                     ),
-                    Err(e) => {
+                    Ended::Exited(Err(e)) => {
                         self.set_message("Pending", format!("init container {}: {e}", c.name))
                     }
+                    Ended::Stopped => return false,
                 },
                 Err(e) => self.set_message(
                     "Pending",
@@ -403,7 +397,7 @@ impl PodCtx {
     }
 }
 
-/// Stops a pod's running containers, last started first, each to its end.
+/// Stops running containers, last started first, each to its end.
 async fn stop_all(running: Vec<Running>) {
     for (tx, task) in running.into_iter().rev() {
         let _ = tx.send(true);
