@@ -72,7 +72,7 @@ impl ControlPlaneArgs {
         if self.api_addr.is_some() {
             return false;
         }
-        let socket = conduit_local::daemon::api_socket(&Layout::from_env());
+        let socket = Layout::from_env().api_socket();
         self.kubeconfig.is_some()
             || self.context.is_some()
             || (!socket.exists() && kubeconfig_exists())
@@ -133,7 +133,7 @@ pub enum ApiAddr {
 impl ApiAddr {
     /// The local runtime's control plane.
     pub fn local() -> ApiAddr {
-        ApiAddr::Unix(conduit_local::daemon::api_socket(&Layout::from_env()))
+        ApiAddr::Unix(Layout::from_env().api_socket())
     }
 }
 

@@ -15,16 +15,13 @@ use conduit_api::{
     flags::proxy as cli,
     names::{
         CONFIG_PREFIX, CONTROL_PLANE_NS_LABEL, DEPLOYMENT_LABEL, IDENTITY_AUDIENCE, INIT_CONTAINER,
-        INJECT_ANNOTATION, INJECT_DISABLED, VERSION_ANNOTATION,
+        INJECT_ANNOTATION, INJECT_DISABLED, PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP,
+        TRUST_ROOTS_KEY, VERSION_ANNOTATION,
     },
     ports, proxy_env, uid,
 };
 use serde_json::{json, Map, Value};
 use std::fmt;
-
-/// Re-exported for the local runtime, which reads these names from here until it imports
-/// them from `conduit-api`.
-pub use conduit_api::names::{PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
 /// The version of the proxy that `inject` adds: this crate's.
 pub const PROXY_VERSION: &str = env!("CARGO_PKG_VERSION");

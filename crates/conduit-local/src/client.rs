@@ -13,6 +13,7 @@ use crate::{
     state::{self, State},
 };
 use anyhow::{bail, Context as _};
+use conduit_api::http::{Endpoint as _, Workloads, WorkloadsQuery};
 use std::{
     fs::File,
     io::Write,
@@ -157,16 +158,17 @@ fn control_plane_generation(socket: &Path) -> Option<u64> {
     use std::io::Read;
     let mut conn = std::os::unix::net::UnixStream::connect(socket).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    conn.write_all(b"GET /api/workloads HTTP/1.0\r\nHost: conduit\r\n\r\n")
-        .ok()?;
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: conduit\r\n\r\n",
+        WorkloadsQuery::PATH
+    );
+    conn.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     conn.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response);
     let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str::<serde_json::Value>(body)
-        .ok()?
-        .get("generation")?
-        .as_u64()
+    let workloads: Workloads = serde_json::from_str(body).ok()?;
+    Some(workloads.generation)
 }
 
 fn start_daemon(layout: &Layout) -> anyhow::Result<()> {

@@ -6,10 +6,14 @@
 
 use crate::{
     identity::LocalIdentity,
-    layout::{Layout, DESTINATION_PORT, NODE_IP},
+    layout::{Layout, NODE_IP},
     net, process,
     spec::ContainerSpec,
     state::{ContainerState, PodState},
+};
+use conduit_api::{
+    control_plane::{CONTROLLER, NAMESPACE},
+    flags, ports,
 };
 use conduit_netns::NetNs;
 use parking_lot::Mutex;
@@ -32,12 +36,12 @@ impl ControlPlane {
         node: Arc<NetNs>,
         identity: &LocalIdentity,
     ) -> Option<ControlPlane> {
-        let Some(controller) = process::resolve_program("conduit-controller") else {
-            warn!("conduit-controller was not found next to conduit or on PATH: running without a control plane");
+        let Some(controller) = process::resolve_program(CONTROLLER) else {
+            warn!("{CONTROLLER} was not found next to conduit or on PATH: running without a control plane");
             return None;
         };
         let etc = layout.etc().join("node");
-        if let Err(error) = net::write_etc(&etc, "127.0.0.1\tlocalhost\n", "conduit") {
+        if let Err(error) = net::write_etc(&etc, "127.0.0.1\tlocalhost\n", NAMESPACE) {
             warn!(%error, "writing the node's /etc files failed");
             return None;
         }
@@ -46,27 +50,17 @@ impl ControlPlane {
             name: "controller".into(),
             argv: vec![
                 path(controller),
-                "--local-state".into(),
-                path(layout.state()),
-                "--api-socket".into(),
-                path(layout.api_socket()),
-                "--scrape-interval".into(),
-                "5s".into(),
-                "--destination-addr".into(),
-                format!("{NODE_IP}:{DESTINATION_PORT}"),
-                "--identity-issuer-cert".into(),
-                path(identity.issuer_cert_file()),
-                "--identity-issuer-key".into(),
-                path(identity.issuer_key_file()),
-                "--identity-trust-anchors".into(),
-                path(identity.anchor_file()),
-                "--local-token-secret".into(),
-                path(identity.token_secret_file()),
-                "--identity-lifetime".into(),
-                identity.lifetime().to_string(),
+                flags::LOCAL_STATE.arg(path(layout.state())),
+                flags::API_SOCKET.arg(path(layout.api_socket())),
+                flags::SCRAPE_INTERVAL.arg("5s"),
+                flags::DESTINATION_ADDR.arg(format!("{NODE_IP}:{}", ports::CONTROLLER_GRPC)),
+                flags::IDENTITY_ISSUER_CERT.arg(path(identity.issuer_cert_file())),
+                flags::IDENTITY_ISSUER_KEY.arg(path(identity.issuer_key_file())),
+                flags::IDENTITY_TRUST_ANCHORS.arg(path(identity.anchor_file())),
+                flags::LOCAL_TOKEN_SECRET.arg(path(identity.token_secret_file())),
+                flags::IDENTITY_LIFETIME.arg(identity.lifetime()),
                 // The pod network: what cluster-authenticated trusts here.
-                "--cluster-networks".into(),
-                format!("{NODE_IP}/16"),
+                flags::CLUSTER_NETWORKS.arg(format!("{NODE_IP}/16")),
             ],
             env: Vec::new(),
             ports: BTreeMap::new(),
@@ -78,7 +72,7 @@ impl ControlPlane {
         };
         let log = layout.logs().join("conduit_controller.log");
         let state = Arc::new(Mutex::new(PodState {
-            namespace: "conduit".into(),
+            namespace: NAMESPACE.into(),
             name: "controller".into(),
             deployment: "controller".into(),
             index: 0,

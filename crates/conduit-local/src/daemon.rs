@@ -6,7 +6,6 @@
 
 use crate::{identity::LocalIdentity, layout::Layout, net, supervisor::Supervisor};
 use anyhow::Context as _;
-use std::path::PathBuf;
 
 /// Runs the supervisor until `SIGTERM`; called in the detached daemon process.
 pub fn run(layout: Layout) -> anyhow::Result<()> {
@@ -28,9 +27,4 @@ pub fn run(layout: Layout) -> anyhow::Result<()> {
     // Last, so that whoever waits for the pid file to go knows everything is gone.
     let _ = std::fs::remove_file(layout.daemon_pid());
     result
-}
-
-/// The control plane's API socket in a run directory (see [`Layout::api_socket`]).
-pub fn api_socket(layout: &Layout) -> PathBuf {
-    layout.api_socket()
 }

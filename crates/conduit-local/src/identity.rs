@@ -118,9 +118,9 @@ impl LocalIdentity {
         std::fs::write(&path, token)?;
         let uid = containers
             .iter()
-            .find(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER)
+            .find(|c| c.name == conduit_api::names::PROXY_CONTAINER)
             .and_then(|c| c.run_as_user)
-            .unwrap_or(2102);
+            .unwrap_or(conduit_api::uid::PROXY);
         std::os::unix::fs::chown(&path, Some(uid), Some(uid))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
         Ok(path)

@@ -16,8 +16,6 @@ pub const DEFAULT_DIR: &str = "/var/run/conduit-local";
 
 /// The node's address on the pod network: the gateway, and where the control plane listens.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// Where the control plane serves the Destination API to proxies, on the node's address.
-pub const DESTINATION_PORT: u16 = 8086;
 /// Pods get addresses in this /16 (the benchmarking range, never a real network).
 pub const POD_NETWORK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 /// Services get virtual IPs in this /16.

@@ -9,6 +9,9 @@ use crate::{
     layout::{Layout, NODE_IP},
     state::{PodState, ServiceState},
 };
+use conduit_api::control_plane::{
+    service_fqdn, API_SERVICE, DESTINATION_SERVICE, IDENTITY_SERVICE, NAMESPACE,
+};
 use conduit_netns::{NetNs, NetnsError};
 use std::{
     fmt::Write as _,
@@ -23,15 +26,19 @@ const BRIDGE: &str = "br0";
 pub const SERVICES_CHAIN: &str = "CONDUIT_LOCAL_SERVICES";
 /// The chain that refuses virtual IPs without endpoints, in each pod's `filter` table.
 pub const REJECT_CHAIN: &str = "CONDUIT_LOCAL_REJECT";
-/// Names of the control plane, resolved to the node in every pod.
-pub const CONTROL_PLANE_NAMES: &[&str] = &[
-    "conduit-destination.conduit.svc.cluster.local",
-    "conduit-destination.conduit",
-    "conduit-identity.conduit.svc.cluster.local",
-    "conduit-identity.conduit",
-    "conduit-api.conduit.svc.cluster.local",
-    "conduit-api.conduit",
-];
+/// Names of the control plane, resolved to the node in every pod: each of its Services
+/// as `name.namespace.svc.cluster.local` and `name.namespace`.
+pub fn control_plane_names() -> Vec<String> {
+    [DESTINATION_SERVICE, IDENTITY_SERVICE, API_SERVICE]
+        .into_iter()
+        .flat_map(|service| {
+            [
+                service_fqdn(service, NAMESPACE),
+                format!("{service}.{NAMESPACE}"),
+            ]
+        })
+        .collect()
+}
 
 /// Creates the node namespace with its bridge.
 pub fn create_node(layout: &Layout) -> Result<NetNs, NetnsError> {
@@ -62,7 +69,7 @@ pub fn create_pod(
 pub fn hosts_file(pod: &PodState, services: &[ServiceState]) -> String {
     let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     let _ = writeln!(out, "{}\t{}", pod.ip, pod.name);
-    let _ = writeln!(out, "{NODE_IP}\t{}", CONTROL_PLANE_NAMES.join(" "));
+    let _ = writeln!(out, "{NODE_IP}\t{}", control_plane_names().join(" "));
     for s in services {
         let mut names = vec![
             format!("{}.{}.svc.cluster.local", s.name, s.namespace),

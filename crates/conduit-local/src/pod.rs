@@ -15,6 +15,7 @@ use crate::{
     spec::{ContainerSpec, DeploymentSpec, EnvSpec},
     state::PodState,
 };
+use conduit_api::proxy_env;
 use conduit_netns::NetNs;
 use parking_lot::Mutex;
 use std::{
@@ -233,11 +234,11 @@ impl PodCtx {
                     // The injected path is the Kubernetes one; here the runtime hands out the token.
                     for c in containers
                         .iter_mut()
-                        .filter(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER)
+                        .filter(|c| c.name == conduit_api::names::PROXY_CONTAINER)
                     {
-                        c.env.retain(|e| !matches!(e, EnvSpec::Value { name, .. } | EnvSpec::PodField { name, .. } if name == "CONDUIT_PROXY_IDENTITY_TOKEN_FILE"));
+                        c.env.retain(|e| !matches!(e, EnvSpec::Value { name, .. } | EnvSpec::PodField { name, .. } if name == proxy_env::IDENTITY_TOKEN_FILE));
                         c.env.push(EnvSpec::Value {
-                            name: "CONDUIT_PROXY_IDENTITY_TOKEN_FILE".into(),
+                            name: proxy_env::IDENTITY_TOKEN_FILE.into(),
                             value: file.display().to_string(),
                         });
                     }

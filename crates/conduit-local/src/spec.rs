@@ -4,12 +4,15 @@
 //! policy annotations). Anything the runtime cannot honour is refused with the document
 //! and the field named.
 
+use conduit_api::{
+    inbound::DefaultPolicy,
+    names::{DEFAULT_POLICY_ANNOTATION, PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY},
+};
 use conduit_k8s::manifest::{self, Document, ManifestError};
 use conduit_k8s::{
     policy::{self, Resources},
     profile::{self, ServiceProfile},
 };
-use conduit_policy::{DefaultPolicy, DEFAULT_POLICY_ANNOTATION};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -308,9 +311,7 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
             )
         }))
         .collect::<Result<Vec<_>, _>>()?;
-    let meshed = containers
-        .iter()
-        .any(|c| c.name == conduit_k8s::inject::PROXY_CONTAINER);
+    let meshed = containers.iter().any(|c| c.name == PROXY_CONTAINER);
     let service_account = pod
         .service_account_name
         .clone()
@@ -411,8 +412,7 @@ fn container(
         match (&e.value, &e.value_from) {
             (_, Some(from))
                 if from.config_map_key_ref.as_ref().is_some_and(|r| {
-                    r.name == conduit_k8s::inject::TRUST_ROOTS_CONFIGMAP
-                        && r.key == conduit_k8s::inject::TRUST_ROOTS_KEY
+                    r.name == TRUST_ROOTS_CONFIGMAP && r.key == TRUST_ROOTS_KEY
                 }) =>
             {
                 env.push(EnvSpec::MeshTrustRoots {
@@ -429,7 +429,7 @@ fn container(
                     _ => {
                         return Err(doc.field_error(
                             &format!("{f}.valueFrom"),
-                            "only fieldRef to metadata.name, metadata.namespace, status.podIP or spec.serviceAccountName, and configMapKeyRef to the mesh's trust roots (conduit-identity-trust-roots), are supported locally",
+                            format!("only fieldRef to metadata.name, metadata.namespace, status.podIP or spec.serviceAccountName, and configMapKeyRef to the mesh's trust roots ({TRUST_ROOTS_CONFIGMAP}), are supported locally"),
                         ))
                     }
                 };

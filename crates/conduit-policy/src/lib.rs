@@ -15,9 +15,6 @@ use std::net::IpAddr;
 /// The default policies and probe paths are `conduit-api`'s: their names are what the
 /// annotation, the controller's flag, the proxy's variable and install's value say.
 pub use conduit_api::inbound::{DefaultPolicy, Probe, UnknownPolicy};
-/// The annotation (on a pod template or a Namespace) that sets the default policy. Its
-/// name is `conduit-api`'s; kept here until the local runtime imports it from there.
-pub use conduit_api::names::DEFAULT_POLICY_ANNOTATION;
 
 /// How a Server says its port's traffic should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

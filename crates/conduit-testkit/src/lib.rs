@@ -6,6 +6,7 @@
 //! server's workers too), a [`Pod`] with every process still inside it, and a started
 //! process dies with the test that started it.
 
+use conduit_api::{admin, flags::proxy as cli, ports, proxy_env, uid};
 use conduit_netns::{Exec, NetNs};
 use std::{
     fs::File,
@@ -18,7 +19,7 @@ use std::{
 };
 
 /// The UID the proxy runs as in tests, as in production.
-pub const PROXY_UID: u32 = 2102;
+pub const PROXY_UID: u32 = uid::PROXY;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -272,21 +273,21 @@ impl Pod {
     /// Meshes the pod: writes the redirect rules with `conduit-proxy init`, starts the
     /// proxy as its own UID, and waits until it is ready.
     pub fn mesh(&mut self, proxy_bin: &str, mesh: Mesh) {
-        let mut init = vec![proxy_bin, "init"];
+        let mut init = vec![proxy_bin, cli::INIT];
         init.extend(mesh.init_args.iter().map(String::as_str));
         self.run_ok(&init);
         let mut env = vec![
             (
-                "CONDUIT_PROXY_LOG".to_string(),
+                proxy_env::LOG.to_string(),
                 "info,conduit_proxy=debug".to_string(),
             ),
-            ("CONDUIT_PROXY_POD_NAME".to_string(), self.name.clone()),
+            (proxy_env::POD_NAME.to_string(), self.name.clone()),
         ];
         env.extend(mesh.env);
         let proxy = self.spawn_with(&[proxy_bin], Some(PROXY_UID), &env);
         self.proxy = Some(proxy);
         let ok = wait_until(Duration::from_secs(20), || {
-            self.admin_get("/ready")
+            self.admin_get(admin::READY_PATH)
                 .is_some_and(|(status, _)| status == 200)
         });
         assert!(
@@ -314,13 +315,19 @@ impl Pod {
 
     /// A request to the proxy's admin server over loopback: status and body.
     pub fn admin_request(&self, method: &str, path: &str) -> Option<(u16, String)> {
-        self.within(|| http_request(SocketAddr::from((Ipv4Addr::LOCALHOST, 4191)), method, path))
+        self.within(|| {
+            http_request(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, ports::PROXY_ADMIN)),
+                method,
+                path,
+            )
+        })
     }
 
     /// The proxy's metrics.
     pub fn metrics(&self) -> Metrics {
         let (status, text) = self
-            .admin_get("/metrics")
+            .admin_get(admin::METRICS_PATH)
             .expect("the proxy's admin server answers");
         assert_eq!(status, 200, "{text}");
         Metrics(text)
