@@ -2,10 +2,10 @@
 //! controller listen on ([`ports`]), the proxy's UID ([`uid`]), the Kubernetes names of
 //! injected pods ([`names`]), the control plane's names and addresses ([`control_plane`]),
 //! the default inbound policies and probe paths ([`inbound`]), the controller's
-//! command-line flags ([`flags`]), its HTTP JSON API ([`http`]), the proxy's admin server
-//! ([`admin`]) and its environment ([`proxy_env`]), the local runtime's state file, which
-//! its supervisor writes and the controller's local discovery reads ([`local_state`]), and
-//! (feature `grpc`, on by default) the gRPC
+//! command-line flags and the proxy's own ([`flags`]), the controller's HTTP JSON API
+//! ([`http`]), the proxy's admin server ([`admin`]) and environment ([`proxy_env`]), the
+//! local runtime's state file, which its supervisor writes and the controller's local
+//! discovery reads ([`local_state`]), and (feature `grpc`, on by default) the gRPC
 //! contracts between proxies and the control plane, generated from `proto/`: Destination
 //! (endpoint discovery), Identity (certificates), InboundPolicy (who may connect) and Tap
 //! (live request events). Behaviour belongs to the proxy, the controller, the injector
