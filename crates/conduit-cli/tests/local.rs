@@ -96,7 +96,7 @@ fn the_sample_app_runs_unmeshed_and_down_leaves_nothing() {
     );
     let alive: Vec<i32> = pids
         .into_iter()
-        .filter(|p| conduit_local::client::is_running(*p as u32))
+        .filter(|p| conduit_netns::is_running(*p as u32))
         .collect();
     assert!(alive.is_empty(), "processes left: {alive:?}");
 }

@@ -6,7 +6,8 @@
 
 mod common;
 use common::*;
-use conduit_testkit::{assert_ends, is_running, read_pid, wait_until};
+use conduit_netns::is_running;
+use conduit_testkit::{assert_ends, read_pid, wait_until};
 use std::{path::PathBuf, time::Duration};
 
 /// A Deployment in namespace `trees` whose processes leave children, writing their pids

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use crate::process::{is_running, resolve_program};
+pub use crate::process::resolve_program;
 
 /// Refuses to go on without root, saying why root is needed.
 pub fn require_root(what: &str) -> anyhow::Result<()> {
@@ -67,7 +67,7 @@ pub fn daemon_alive(layout: &Layout) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    is_running(pid).then_some(pid)
+    conduit_netns::is_running(pid).then_some(pid)
 }
 
 /// Reads and checks every manifest, resolving container programs; nothing starts if

@@ -223,22 +223,6 @@ fn environment(c: &ContainerSpec, pod: &PodState) -> Vec<(String, String)> {
     env
 }
 
-/// Whether `pid` runs: it exists and is not a zombie waiting to be reaped.
-pub fn is_running(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
-}
-
-/// The state letter and the parent of `pid`, from `/proc/PID/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name, in parentheses, may hold spaces and parentheses itself.
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let parent = fields.next()?.parse().ok()?;
-    Some((state, parent))
-}
-
 /// Makes this process the parent of its descendants that lose theirs
 /// (`PR_SET_CHILD_SUBREAPER`), so that what a command started still descends from this
 /// process after the command has exited, for [`end_descendants`] to find.
@@ -284,8 +268,8 @@ fn descendants(root: u32) -> Vec<u32> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
             continue;
         };
-        if let Some((_, parent)) = proc_stat(pid) {
-            children.entry(parent).or_default().push(pid);
+        if let Some(stat) = conduit_netns::process_stat(pid) {
+            children.entry(stat.parent).or_default().push(pid);
         }
     }
     let mut found = Vec::new();

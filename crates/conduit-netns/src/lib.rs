@@ -366,6 +366,30 @@ fn pids_in(ns: &File) -> Vec<u32> {
         .collect()
 }
 
+/// What `/proc/PID/stat` says of a process: its state letter (`R`, `S`, `Z`...) and its
+/// parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessStat {
+    pub state: char,
+    pub parent: u32,
+}
+
+/// What `/proc` says of process `pid`, if it exists.
+pub fn process_stat(pid: u32) -> Option<ProcessStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces and parentheses itself.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some(ProcessStat { state, parent })
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn is_running(pid: u32) -> bool {
+    process_stat(pid).is_some_and(|p| p.state != 'Z')
+}
+
 /// The names of every network namespace on the host.
 pub fn list() -> Result<Vec<String>, NetnsError> {
     Ok(run("ip", &["netns", "list"])?
@@ -382,6 +406,24 @@ mod tests {
     fn is_root() -> bool {
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn a_zombie_is_not_running_and_a_reaped_process_is_gone() {
+        let me = process_stat(std::process::id()).expect("this process");
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(me.parent, unsafe { libc::getppid() } as u32);
+        assert!(is_running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie.
+        let zombie = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            process_stat(pid).is_some_and(|p| p.state == 'Z')
+        });
+        assert!(zombie && !is_running(pid));
+        child.wait().unwrap();
+        assert_eq!(process_stat(pid), None);
     }
 
     #[test]

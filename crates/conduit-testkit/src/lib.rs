@@ -417,14 +417,6 @@ impl Drop for Process {
     }
 }
 
-/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
-pub fn is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
-}
-
 /// The pid a command under test wrote to `file` (like `sleep 1000 & echo $! > FILE`),
 /// waiting up to 10 s for it to appear.
 pub fn read_pid(file: &std::path::Path) -> u32 {
@@ -441,7 +433,7 @@ pub fn read_pid(file: &std::path::Path) -> u32 {
 /// Asserts that process `pid` (`what` it is, for the message) ends within 5 s. If it
 /// does not, it is killed before the panic, so that the failing test leaves nothing.
 pub fn assert_ends(pid: u32, what: &str) {
-    if wait_until(Duration::from_secs(5), || !is_running(pid)) {
+    if wait_until(Duration::from_secs(5), || !conduit_netns::is_running(pid)) {
         return;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

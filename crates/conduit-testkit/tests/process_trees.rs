@@ -2,7 +2,8 @@
 //! process ends what it started (a server's multiprocessing workers), and dropping a pod
 //! ends whatever still runs inside it, even a process that left its session. Root only.
 
-use conduit_testkit::{assert_ends, is_running, read_pid, Lan};
+use conduit_netns::is_running;
+use conduit_testkit::{assert_ends, read_pid, Lan};
 use std::path::PathBuf;
 
 /// A file for a command to write a pid to, removed when the test ends.
