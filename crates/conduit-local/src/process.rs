@@ -238,27 +238,13 @@ pub fn adopt_orphans() -> io::Result<()> {
 /// children, until none is left (or two seconds have passed).
 pub fn end_descendants() {
     let me = std::process::id();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let tree = descendants(me);
-        if tree.is_empty() || Instant::now() >= deadline {
-            return;
-        }
-        for pid in &tree {
-            if let Ok(pid) = libc::pid_t::try_from(*pid) {
-                // SAFETY: kill has no memory-safety preconditions. Each pid was a
-                // descendant a moment ago; only its exit and the pid's reuse in between
-                // could make it another process's.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    conduit_netns::kill_until_gone(|| {
+        // Killed children stay in the tree as zombies until reaped.
         // SAFETY: waitpid on any child, without blocking; this process runs no other
         // child that something else waits for.
         while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
-    }
+        descendants(me)
+    });
 }
 
 /// Every process descended from `root`, found through the parents `/proc` names.

@@ -303,15 +303,23 @@ impl Drop for NetNs {
 /// hold.
 fn end_processes(ns: &File) {
     let me = std::process::id();
+    kill_until_gone(|| pids_in(ns).into_iter().filter(|p| *p != me).collect());
+}
+
+/// Sends SIGKILL to every process `find` names, again every 10 ms while it names any, for
+/// at most two seconds.
+pub fn kill_until_gone(mut find: impl FnMut() -> Vec<u32>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        let left: Vec<u32> = pids_in(ns).into_iter().filter(|p| *p != me).collect();
+        let left = find();
         if left.is_empty() || std::time::Instant::now() >= deadline {
             return;
         }
         for pid in left {
             if let Ok(pid) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill has no memory-safety preconditions.
+                // SAFETY: kill has no memory-safety preconditions. Each pid was found a
+                // moment ago; only its exit and the pid's reuse in between could make it
+                // another process's.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
                 }
