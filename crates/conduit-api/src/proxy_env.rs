@@ -15,6 +15,8 @@ pub const ADMIN_ADDR: &str = "CONDUIT_PROXY_ADMIN_ADDR";
 pub const TAP_ADDR: &str = "CONDUIT_PROXY_TAP_ADDR";
 /// Comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010.
 pub const OPAQUE_PORTS: &str = "CONDUIT_PROXY_OPAQUE_PORTS";
+/// Comma list of ports or ranges whose inbound traffic goes to the app on loopback (for apps that bind only there); others go to the pod's own address.
+pub const INBOUND_LOOPBACK_PORTS: &str = "CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS";
 /// Wait for a client's first bytes before treating the connection as opaque TCP.
 pub const DETECT_TIMEOUT: &str = "CONDUIT_PROXY_DETECT_TIMEOUT";
 /// Time a client has to send a complete request head.

@@ -439,6 +439,7 @@ struct Overrides {
     opaque_ports: Option<String>,
     skip_inbound_ports: Option<String>,
     skip_outbound_ports: Option<String>,
+    inbound_loopback_ports: Option<String>,
     /// `(requests|limits, cpu|memory, quantity)`.
     resources: Vec<(&'static str, &'static str, String)>,
     default_inbound_policy: Option<String>,
@@ -449,6 +450,7 @@ const OVERRIDES: &[(&str, Expect)] = &[
     ("opaque-ports", Expect::Ports),
     ("skip-inbound-ports", Expect::Ports),
     ("skip-outbound-ports", Expect::Ports),
+    ("inbound-loopback-ports", Expect::Ports),
     ("proxy-cpu-request", Expect::Quantity("requests", "cpu")),
     ("proxy-cpu-limit", Expect::Quantity("limits", "cpu")),
     (
@@ -526,6 +528,7 @@ impl Overrides {
                 ("opaque-ports", _) => o.opaque_ports = Some(text),
                 ("skip-inbound-ports", _) => o.skip_inbound_ports = Some(text),
                 ("skip-outbound-ports", _) => o.skip_outbound_ports = Some(text),
+                ("inbound-loopback-ports", _) => o.inbound_loopback_ports = Some(text),
                 (_, Expect::Quantity(section, resource)) => {
                     o.resources.push((section, resource, text))
                 }
@@ -765,6 +768,9 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
     env.push(value(proxy_env::LOG, &opts.log));
     if let Some(ports) = &overrides.opaque_ports {
         env.push(value(proxy_env::OPAQUE_PORTS, ports));
+    }
+    if let Some(ports) = &overrides.inbound_loopback_ports {
+        env.push(value(proxy_env::INBOUND_LOOPBACK_PORTS, ports));
     }
     if let Some(policy) = &overrides.default_inbound_policy {
         env.push(value(proxy_env::DEFAULT_INBOUND_POLICY, policy));

@@ -18,6 +18,9 @@ pub struct Config {
     pub tap_addr: Listen,
     /// Destination ports whose traffic is never inspected (`CONDUIT_PROXY_OPAQUE_PORTS`).
     pub opaque_ports: PortSet,
+    /// Inbound ports forwarded to the app on loopback rather than to the pod's own address
+    /// (`CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS`).
+    pub inbound_loopback_ports: PortSet,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
     pub detect_timeout: Duration,
     /// How long a client may take to send a connection's first request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
@@ -88,6 +91,7 @@ impl Default for Config {
             admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_ADMIN))),
             tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP))),
             opaque_ports: PortSet::default(),
+            inbound_loopback_ports: PortSet::default(),
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
@@ -147,6 +151,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         env::OPAQUE_PORTS,
         "(none)",
         "comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010",
+    ),
+    (
+        env::INBOUND_LOOPBACK_PORTS,
+        "(none)",
+        "comma list of ports or ranges whose inbound traffic goes to the app on loopback, for apps that listen only there (others go to the pod's own address, so that loopback-only services stay private)",
     ),
     (
         env::DETECT_TIMEOUT,
@@ -272,10 +281,12 @@ impl Config {
             outbound_addr: parse_or(get(env::OUTBOUND_ADDR), d.outbound_addr, parse_addr)?,
             admin_addr: parse_or(get(env::ADMIN_ADDR), d.admin_addr, parse_addr)?,
             tap_addr: parse_or(get(env::TAP_ADDR), d.tap_addr, parse_addr)?,
-            opaque_ports: parse_or(get(env::OPAQUE_PORTS), d.opaque_ports, |v| {
-                v.parse::<PortSet>()
-                    .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())
-            })?,
+            opaque_ports: parse_or(get(env::OPAQUE_PORTS), d.opaque_ports, parse_ports)?,
+            inbound_loopback_ports: parse_or(
+                get(env::INBOUND_LOOPBACK_PORTS),
+                d.inbound_loopback_ports,
+                parse_ports,
+            )?,
             detect_timeout: parse_or(get(env::DETECT_TIMEOUT), d.detect_timeout, parse_duration)?,
             header_read_timeout: parse_or(
                 get(env::HEADER_READ_TIMEOUT),
@@ -438,6 +449,11 @@ fn parse_or<T>(
             expected,
         }),
     }
+}
+
+fn parse_ports(v: &str) -> Result<PortSet, String> {
+    v.parse::<PortSet>()
+        .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())
 }
 
 fn parse_addr(v: &str) -> Result<Listen, String> {

@@ -236,7 +236,10 @@ fn the_inbound_proxy_reports_a_dead_local_app_with_502() {
     let (out, _) = curl(&client, &["-i", &format!("http://{}:7000/", server.ip)]);
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     assert!(
-        out.contains("conduit-proxy-error: upstream 127.0.0.1:7000 refused the connection"),
+        out.contains(&format!(
+            "conduit-proxy-error: upstream {}:7000 refused the connection",
+            server.ip
+        )),
         "{out}"
     );
     assert_eq!(

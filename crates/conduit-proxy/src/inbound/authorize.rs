@@ -3,8 +3,9 @@
 //! Opaque TCP is let in or not when it arrives: a denied connection is counted, tapped
 //! and closed. HTTP is let in and then authorized request by request ([`ConnAuthz`] is
 //! its [`RequestGuard`]), so that a policy change applies to connections already open;
-//! the pod's probe paths always pass (GET only), and a denied request gets the proxy's
-//! 403 (gRPC: PERMISSION_DENIED).
+//! the pod's probe paths always pass (a plain `GET` or `HEAD` only: an upgrade or a
+//! `CONNECT` would turn the probe exemption into a tunnel), and a denied request gets the
+//! proxy's 403 (gRPC: PERMISSION_DENIED).
 
 use crate::{
     connection::Detected,
@@ -49,7 +50,7 @@ impl RequestGuard for ConnAuthz {
         match self.decide_under(&policy) {
             Decision::Allow { .. } => Ok(()),
             Decision::Deny { .. }
-                if req.method == Method::GET && policy.is_probe(self.port, req.uri.path()) =>
+                if is_probe(req) && policy.is_probe(self.port, req.uri.path()) =>
             {
                 Ok(())
             }
@@ -60,6 +61,14 @@ impl RequestGuard for ConnAuthz {
             }
         }
     }
+}
+
+/// Whether `req` may be a kubelet probe: a `GET` or `HEAD` that asks for nothing but a
+/// response. A request with `Upgrade` (HTTP/1 websocket, h2c) or a `CONNECT` (HTTP/2
+/// extended CONNECT included) would get a raw tunnel to the app past the policy.
+fn is_probe(req: &RequestHead<'_>) -> bool {
+    (req.method == Method::GET || req.method == Method::HEAD)
+        && !req.headers.contains_key(http::header::UPGRADE)
 }
 
 /// Policy closed the connection.
@@ -231,7 +240,25 @@ mod tests {
         }));
         let probe = Request::get("/ready").body(()).unwrap();
         assert_eq!(svc.clone().oneshot(probe).await.unwrap(), "passed");
+        let head = Request::head("/ready").body(()).unwrap();
+        assert_eq!(svc.clone().oneshot(head).await.unwrap(), "passed");
         let post = Request::post("/ready").body(()).unwrap();
-        assert!(svc.oneshot(post).await.is_err(), "only GETs are probes");
+        assert!(
+            svc.clone().oneshot(post).await.is_err(),
+            "only GETs are probes"
+        );
+        // An upgrade on the probe path would be a tunnel to the app: it is a request like
+        // any other, and the policy denies it.
+        for upgrade in ["websocket", "h2c"] {
+            let upgraded = Request::get("/ready")
+                .header(http::header::CONNECTION, "upgrade")
+                .header(http::header::UPGRADE, upgrade)
+                .body(())
+                .unwrap();
+            let err = svc.clone().oneshot(upgraded).await.unwrap_err();
+            assert_eq!(err.status().as_u16(), 403, "{upgrade}");
+        }
+        let connect = Request::connect("/ready").body(()).unwrap();
+        assert!(svc.oneshot(connect).await.is_err(), "CONNECT is no probe");
     }
 }

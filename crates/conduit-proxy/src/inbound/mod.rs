@@ -1,12 +1,16 @@
 //! The inbound side: connections arriving at the pod from elsewhere. [`Inbound::serve`]
 //! is their path, top to bottom: decide the protocol, terminate mesh TLS meant for this
 //! proxy and decide again inside ([`mesh_tls`]), authorize ([`authorize`]), then forward
-//! to the application on the pod's loopback, at the port the client asked for.
+//! to the application at the address and port the client asked for: the pod's own
+//! address, not its loopback, so that what the app binds to loopback only (an admin or
+//! debug port) stays unreachable from outside the pod, as it would be without a mesh.
+//! Ports in `CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS` go to loopback, for apps that need it.
 
 pub mod authorize;
 pub mod mesh_tls;
 
 use crate::{
+    config::PortSet,
     connection::{Accepted, DetectProtocol, Forwarder, Forwarding, ServerFirstPorts, Shared, Side},
     control::policy::InboundPolicy,
     drain,
@@ -31,6 +35,8 @@ pub struct Inbound {
     mesh_tls: Option<TerminateMeshTls>,
     authorize: AuthorizeConnection,
     forward: Forwarder,
+    /// Ports forwarded to loopback rather than to the pod's own address.
+    loopback_ports: PortSet,
 }
 
 impl Inbound {
@@ -48,6 +54,7 @@ impl Inbound {
                 shared.taps.clone(),
             ),
             forward: Forwarder::new(Direction::Inbound, shared, server_first),
+            loopback_ports: shared.config.inbound_loopback_ports.clone(),
         })
     }
 
@@ -86,7 +93,7 @@ impl Side for Inbound {
         let Ok(authz) = self.authorize.authorize(&detected).await else {
             return;
         };
-        let app = Endpoint::plain(to_local_app(accepted.orig_dst));
+        let app = Endpoint::plain(app_addr(accepted.orig_dst, &self.loopback_ports));
         match self.forward.admit(detected).await {
             Some(Forwarding::Http(http)) => {
                 let route = Route::Fixed(self.forward.pool(&app, http.version));
@@ -100,8 +107,12 @@ impl Side for Inbound {
     }
 }
 
-/// The application listens on the pod's loopback (or on all addresses, which includes it).
-fn to_local_app(orig_dst: SocketAddr) -> SocketAddr {
+/// Where the application is reached: where the client was going (the proxy's own
+/// connections are not redirected), or for `loopback` ports the loopback of that family.
+fn app_addr(orig_dst: SocketAddr, loopback: &PortSet) -> SocketAddr {
+    if !loopback.contains(orig_dst.port()) {
+        return orig_dst;
+    }
     match orig_dst {
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, orig_dst.port())),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, orig_dst.port())),
@@ -113,14 +124,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwards_to_loopback_of_the_same_family() {
-        assert_eq!(
-            to_local_app("198.18.0.2:8080".parse().unwrap()).to_string(),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(
-            to_local_app("[2001:2::2]:80".parse().unwrap()).to_string(),
-            "[::1]:80"
-        );
+    fn forwards_to_the_pods_address_or_for_loopback_ports_to_loopback_of_the_same_family() {
+        let loopback: PortSet = "80,9000-9010".parse().unwrap();
+        let app = |dst: &str| app_addr(dst.parse().unwrap(), &loopback).to_string();
+        assert_eq!(app("198.18.0.2:8080"), "198.18.0.2:8080");
+        assert_eq!(app("198.18.0.2:9005"), "127.0.0.1:9005");
+        assert_eq!(app("[2001:2::2]:80"), "[::1]:80");
+        assert_eq!(app("[2001:2::2]:81"), "[2001:2::2]:81");
     }
 }
