@@ -3,13 +3,13 @@
 //! pod discovery does not know yet gets nothing until it does; its proxy uses its own
 //! default meanwhile.
 
-use crate::discovery::{follow, when_changed, Input, Workloads};
+use crate::discovery::{follow, when_changed, Input, ServiceInfo, Workloads};
 use conduit_api::policy::{
     inbound_policy_server::{InboundPolicy, InboundPolicyServer},
     PodPolicy, WatchPod,
 };
 use conduit_k8s::policy::{pod_policy, PodFacts};
-use conduit_policy::{wire, DefaultPolicy};
+use conduit_policy::{wire, DefaultPolicy, PodService};
 use ipnet::IpNet;
 use std::{pin::Pin, sync::Arc};
 use tokio::sync::watch;
@@ -58,8 +58,37 @@ pub fn policy_for(
         probes: &pod.probes,
         default: pod.default_policy,
     };
-    let policy = pod_policy(&facts, &w.policy, cluster.default, &cluster.networks);
+    let mut policy = pod_policy(&facts, &w.policy, cluster.default, &cluster.networks);
+    policy.services = services_of(w, &pod.namespace, &pod.name)
+        .flat_map(|s| {
+            s.ports.iter().flat_map(move |p| {
+                p.endpoints
+                    .iter()
+                    .filter(|e| e.pod == pod.name)
+                    .map(move |e| PodService {
+                        name: s.name.clone(),
+                        namespace: s.namespace.clone(),
+                        port: p.port,
+                        target_port: e.addr.port(),
+                    })
+            })
+        })
+        .collect();
     Some(wire::to_proto(&policy))
+}
+
+/// The Services with pod `namespace/name` among their endpoints.
+fn services_of<'w>(
+    w: &'w Workloads,
+    namespace: &'w str,
+    name: &'w str,
+) -> impl Iterator<Item = &'w Arc<ServiceInfo>> + 'w {
+    w.services.iter().filter(move |s| {
+        s.namespace == namespace
+            && s.ports
+                .iter()
+                .any(|p| p.endpoints.iter().any(|e| e.pod == name))
+    })
 }
 
 #[tonic::async_trait]
@@ -75,12 +104,15 @@ impl InboundPolicy for PolicyService {
         }
         let cluster = self.cluster.clone();
         let (ns, name) = (namespace.clone(), pod.clone());
-        // A pod's policy depends on the pod and the policy resources only.
+        // A pod's policy depends on the pod, the policy resources and its Services.
         let inputs = move |w: &Workloads| {
-            vec![
+            [
                 Input::Pod(w.pod(&ns, &name).cloned()),
                 Input::Policy(w.policy.clone()),
             ]
+            .into_iter()
+            .chain(services_of(w, &ns, &name).map(|s| Input::Service(Some(s.clone()))))
+            .collect()
         };
         let answer = move |w: &Workloads| policy_for(w, &cluster, &namespace, &pod);
         Ok(Response::new(follow(
@@ -132,6 +164,16 @@ mod tests {
             first.cluster_networks,
             ["10.0.0.0/8".parse::<IpNet>().unwrap()]
         );
+        // The Services that send to the pod, and no other: what its proxy may label with.
+        assert_eq!(
+            first.services,
+            [PodService {
+                name: "voting-svc".into(),
+                namespace: "emojivoto".into(),
+                port: 8080,
+                target_port: 8080,
+            }]
+        );
 
         // A Server for voting's port, a policy for web, and a stricter namespace default.
         let mut w = sample();
@@ -156,8 +198,14 @@ mod tests {
         Arc::make_mut(&mut w.policy)
             .namespace_defaults
             .insert("emojivoto".into(), DefaultPolicy::Deny);
+        // The web's Service now sends to voting too, on another port.
+        let mut web_svc = (*w.services[0]).clone();
+        web_svc.ports[0].endpoints[0].pod = "voting-1".into();
+        w.services[0] = Arc::new(web_svc);
         tx.send(Arc::new(w)).unwrap();
         let next = wire::from_proto(stream.next().await.unwrap().unwrap()).unwrap();
+        assert_eq!(next.services.len(), 2, "{:?}", next.services);
+        assert!(next.names_own_service("web-svc.emojivoto", 8080));
         assert_eq!(next.default, DefaultPolicy::Deny);
         assert_eq!(next.servers[0].name, "emojivoto/voting-grpc");
         assert_eq!(

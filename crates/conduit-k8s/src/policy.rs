@@ -339,6 +339,8 @@ pub fn pod_policy(
         servers: selected,
         probes: pod.probes.to_vec(),
         cluster_networks: cluster_networks.to_vec(),
+        // Discovery's to add: Services are not policy resources.
+        services: Vec::new(),
     }
 }
 

@@ -90,6 +90,60 @@ pub struct PodPolicy {
     pub probes: Vec<Probe>,
     /// The cluster's networks, for `cluster-authenticated`.
     pub cluster_networks: Vec<IpNet>,
+    /// The Services that send to the pod.
+    #[serde(default)]
+    pub services: Vec<PodService>,
+}
+
+/// A Service port that sends to the pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodService {
+    pub name: String,
+    pub namespace: String,
+    /// The port clients name.
+    pub port: u16,
+    /// The pod's port the Service sends to.
+    pub target_port: u16,
+}
+
+impl PodService {
+    /// Whether `authority` (`host[:port]`, any case) names this Service, as a client in
+    /// the cluster may: `name`, `name.ns`, `name.ns.svc` or `name.ns.svc.<cluster domain>`,
+    /// with the Service's port or none.
+    pub fn is_named_by(&self, authority: &str) -> bool {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) => (host, Some(p)),
+                Err(_) => return false,
+            },
+            None => (authority, None),
+        };
+        if port.is_some_and(|p| p != self.port) {
+            return false;
+        }
+        let mut labels = host.split('.');
+        if !labels
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&self.name))
+        {
+            return false;
+        }
+        match labels.next() {
+            None => return true,
+            Some(ns) if ns.eq_ignore_ascii_case(&self.namespace) => {}
+            Some(_) => return false,
+        }
+        match labels.next() {
+            None => true,
+            Some(svc) if svc.eq_ignore_ascii_case("svc") => {
+                // The cluster domain, if named, is one or more non-empty DNS labels.
+                labels.all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            }
+            Some(_) => false,
+        }
+    }
 }
 
 /// A client, as the inbound proxy knows it.
@@ -151,6 +205,14 @@ impl PodPolicy {
     /// The Server that selects `port`, if any.
     pub fn server(&self, port: u16) -> Option<&ServerPolicy> {
         self.servers.iter().find(|s| s.port == port)
+    }
+
+    /// Whether `authority`, arriving at the pod's `port`, names one of the Services that
+    /// send to that port.
+    pub fn names_own_service(&self, authority: &str, port: u16) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.target_port == port && s.is_named_by(authority))
     }
 
     /// Whether `path` on `port` is one of the pod's probes.
@@ -222,6 +284,45 @@ mod tests {
         Client {
             ip: ip.parse().unwrap(),
             identity,
+        }
+    }
+
+    #[test]
+    fn a_pods_own_services_are_named_in_every_form_a_client_may_use_and_nothing_else() {
+        let p = PodPolicy {
+            services: vec![PodService {
+                name: "web-svc".into(),
+                namespace: "emojivoto".into(),
+                port: 80,
+                target_port: 8080,
+            }],
+            ..PodPolicy::default()
+        };
+        for named in [
+            "web-svc",
+            "web-svc:80",
+            "WEB-svc.emojivoto",
+            "web-svc.emojivoto:80",
+            "web-svc.emojivoto.svc",
+            "web-svc.emojivoto.svc.cluster.local",
+            "web-svc.emojivoto.svc.cluster.local:80",
+        ] {
+            assert!(p.names_own_service(named, 8080), "{named}");
+            assert!(!p.names_own_service(named, 9090), "{named} on another port");
+        }
+        for other in [
+            "web-svc:81",
+            "web-svc:",
+            "web-svc:http",
+            "web-svc.other",
+            "web-svc.emojivoto.cluster",
+            "web-svc.emojivoto.svc.cluster.local.",
+            "web-svc.emojivoto.svc..local",
+            "web-svcx.emojivoto",
+            "198.18.0.4:8080",
+            "",
+        ] {
+            assert!(!p.names_own_service(other, 8080), "{other}");
         }
     }
 

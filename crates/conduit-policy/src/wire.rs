@@ -1,7 +1,9 @@
 //! A [`PodPolicy`] on the wire (`conduit.policy.v1`) and back. Reading checks what the
 //! types cannot: ports in range, networks in CIDR form, protocols by name.
 
-use crate::{Authorization, DefaultPolicy, PodPolicy, Probe, ServerPolicy, ServerProtocol};
+use crate::{
+    Authorization, DefaultPolicy, PodPolicy, PodService, Probe, ServerPolicy, ServerProtocol,
+};
 use conduit_api::policy as pb;
 use ipnet::IpNet;
 
@@ -69,6 +71,16 @@ pub fn to_proto(p: &PodPolicy) -> pb::PodPolicy {
             })
             .collect(),
         cluster_networks: p.cluster_networks.iter().map(ToString::to_string).collect(),
+        services: p
+            .services
+            .iter()
+            .map(|s| pb::PodService {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                port: u32::from(s.port),
+                target_port: u32::from(s.target_port),
+            })
+            .collect(),
     }
 }
 
@@ -120,11 +132,24 @@ pub fn from_proto(p: pb::PodPolicy) -> Result<PodPolicy, WireError> {
             })
         })
         .collect::<Result<_, WireError>>()?;
+    let services = p
+        .services
+        .into_iter()
+        .map(|s| {
+            Ok(PodService {
+                port: port(s.port)?,
+                target_port: port(s.target_port)?,
+                name: s.name,
+                namespace: s.namespace,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
     Ok(PodPolicy {
         default,
         servers,
         probes,
         cluster_networks: networks(&p.cluster_networks)?,
+        services,
     })
 }
 
@@ -154,8 +179,17 @@ mod tests {
                 path: "/ready".into(),
             }],
             cluster_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            services: vec![PodService {
+                name: "voting-svc".into(),
+                namespace: "emojivoto".into(),
+                port: 80,
+                target_port: 8080,
+            }],
         };
         assert_eq!(from_proto(to_proto(&p)).unwrap(), p);
+        let mut bad = to_proto(&p);
+        bad.services[0].target_port = 0;
+        assert!(matches!(from_proto(bad), Err(WireError::Port(0))));
         let mut bad = to_proto(&p);
         bad.servers[0].port = 70000;
         assert_eq!(

@@ -55,6 +55,13 @@ impl EndpointSets {
         self.targets.lock()
     }
 
+    /// Whether discovery knows `target` (it resolved to endpoints, maybe none ready).
+    pub fn knows(&self, target: &str) -> bool {
+        self.lock()
+            .get(target)
+            .is_some_and(|t| matches!(&*t.rx.borrow(), Resolution::Endpoints(_)))
+    }
+
     /// The endpoint for the next request or connection to `target`, or `None` when the
     /// original destination should be used.
     pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {

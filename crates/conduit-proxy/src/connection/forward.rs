@@ -26,6 +26,7 @@ use crate::{
     },
     peer::{Direction, PeerTls},
     telemetry::{
+        labels::{AuthorityLabels, KnownAuthorities},
         metrics::{Metrics, Peer, PortLabels},
         tap::Taps,
     },
@@ -202,11 +203,13 @@ impl Forwarder {
     }
 
     /// Serves an HTTP connection until it ends (or drains): every request through the
-    /// request stack along `route`, guarded by the header-list limit and `authorize`.
+    /// request stack along `route`, guarded by the header-list limit and `authorize`, its
+    /// metrics labelled with the authorities in `names`.
     pub async fn serve_http(
         &self,
         conn: HttpConn,
         route: Route,
+        names: Arc<dyn KnownAuthorities>,
         authorize: Option<Arc<dyn RequestGuard>>,
         drain: drain::Watch,
     ) {
@@ -221,21 +224,16 @@ impl Forwarder {
             None => self.guards.clone(),
         };
         let (direction, metrics) = (self.direction, self.metrics.clone());
-        let fallback_authority: Arc<str> = accepted.orig_dst.to_string().into();
+        let labels = AuthorityLabels::new(accepted.orig_dst, names);
         let stack = ServiceBuilder::new()
             .layer_fn(|s| {
-                RecordHttp::new(
-                    s,
-                    direction,
-                    metrics.http.clone(),
-                    fallback_authority.clone(),
-                )
-                .with_peer(peer.clone())
-                .with_tap(ConnTap {
-                    taps: self.taps.clone(),
-                    source: accepted.client,
-                    destination: accepted.orig_dst,
-                })
+                RecordHttp::new(s, direction, metrics.http.clone(), labels.clone())
+                    .with_peer(peer.clone())
+                    .with_tap(ConnTap {
+                        taps: self.taps.clone(),
+                        source: accepted.client,
+                        destination: accepted.orig_dst,
+                    })
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))

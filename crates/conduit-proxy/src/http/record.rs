@@ -3,19 +3,27 @@
 //! classified by `grpc-status` (from trailers, or headers for trailers-only responses);
 //! other responses fail on 5xx. The same points feed tap, when someone taps: one wrapper
 //! around the response body serves both.
+//!
+//! A request is counted when its response head is known, which is after authorization and
+//! routing: a request that policy denied is tapped but counted only as a denial, and the
+//! `authority` label is decided ([`AuthorityLabels`]) once its side knows the name.
 
-use super::body::{BodyEnd, OnBodyEnd, WatchEnd};
+use super::{
+    body::{BodyEnd, OnBodyEnd, WatchEnd},
+    respond::DeniedByPolicy,
+};
 use crate::{
     errors::PROXY_ERROR_HEADER,
     peer::{Direction, PeerTls},
     telemetry::{
+        labels::{AuthorityLabels, UNKNOWN},
         metrics::{Classification, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels},
         tap::{TappedRequest, Taps},
     },
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{header, HeaderMap, Request, Response};
+use http::{header, uri::Authority, HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
@@ -43,14 +51,19 @@ pub struct ConnTap {
 }
 
 impl<S> RecordHttp<S> {
-    /// Wraps `inner`; `fallback` labels requests that name no authority.
-    pub fn new(inner: S, direction: Direction, metrics: HttpMetrics, fallback: Arc<str>) -> Self {
+    /// Wraps `inner`; `labels` decides requests' `authority` labels.
+    pub fn new(
+        inner: S,
+        direction: Direction,
+        metrics: HttpMetrics,
+        labels: AuthorityLabels,
+    ) -> Self {
         RecordHttp {
             inner,
             series: Arc::new(ConnSeries {
                 direction,
                 families: metrics,
-                fallback,
+                labels,
                 tls: PeerTls::None,
                 cache: Mutex::new(SeriesCache::default()),
             }),
@@ -80,8 +93,7 @@ impl<S> RecordHttp<S> {
 struct ConnSeries {
     direction: Direction,
     families: HttpMetrics,
-    /// The authority when a request names none (HTTP/1.0 without `Host`).
-    fallback: Arc<str>,
+    labels: AuthorityLabels,
     /// How the connection's client was authenticated.
     tls: PeerTls,
     cache: Mutex<SeriesCache>,
@@ -93,9 +105,16 @@ type ResponseKey = (u16, Classification, Option<u32>, PeerTls);
 /// The series of the connection's current authority.
 #[derive(Default)]
 struct SeriesCache {
-    authority: Option<(Arc<str>, Counter)>,
+    authority: Option<CurrentAuthority>,
     latency: Vec<((u16, PeerTls), Histogram)>,
     responses: Vec<(ResponseKey, Counter)>,
+}
+
+/// The authority the connection's last request named, and its label.
+struct CurrentAuthority {
+    named: Option<Box<str>>,
+    label: Arc<str>,
+    requests: Counter,
 }
 
 impl ConnSeries {
@@ -103,36 +122,43 @@ impl ConnSeries {
         self.cache.lock()
     }
 
-    /// Counts a request for `named` (or the fallback), returning the authority label.
+    /// Counts a request that named `named`, returning its authority label. A name that
+    /// was unknown is asked about again: discovery may have answered since.
     fn request(&self, named: Option<&str>) -> Arc<str> {
         let mut cache = self.cache();
-        match &cache.authority {
-            Some((authority, requests))
-                if Some(&**authority) == named.or(Some(&*self.fallback)) =>
-            {
-                requests.inc();
-                return authority.clone();
+        if let Some(current) = &cache.authority {
+            if current.named.as_deref() == named && &*current.label != UNKNOWN {
+                current.requests.inc();
+                return current.label.clone();
             }
-            _ => {}
         }
-        let authority: Arc<str> = named.map_or_else(|| self.fallback.clone(), Arc::from);
-        let requests = self.families.requests.get_or_create_owned(&RequestLabels {
+        let label = self.labels.label(named);
+        if let Some(current) = cache.authority.as_mut().filter(|c| c.label == label) {
+            current.named = named.map(Box::from);
+            current.requests.inc();
+            return current.label.clone();
+        }
+        let requests = self.families.requests.get(&RequestLabels {
             direction: self.direction,
-            authority: authority.clone(),
+            authority: label.clone(),
         });
         requests.inc();
         *cache = SeriesCache {
-            authority: Some((authority.clone(), requests)),
+            authority: Some(CurrentAuthority {
+                named: named.map(Box::from),
+                label: label.clone(),
+                requests,
+            }),
             ..SeriesCache::default()
         };
-        authority
+        label
     }
 
     fn is_current(cache: &SeriesCache, authority: &Arc<str>) -> bool {
         cache
             .authority
             .as_ref()
-            .is_some_and(|(a, _)| Arc::ptr_eq(a, authority))
+            .is_some_and(|c| Arc::ptr_eq(&c.label, authority))
     }
 
     fn latency(&self, authority: &Arc<str>, status_code: u16, tls: &PeerTls, ms: f64) {
@@ -146,7 +172,7 @@ impl ConnSeries {
                 return h.observe(ms);
             }
         }
-        let histogram = self.families.latency.get_or_create_owned(&LatencyLabels {
+        let histogram = self.families.latency.get(&LatencyLabels {
             direction: self.direction,
             authority: authority.clone(),
             status_code,
@@ -174,20 +200,40 @@ impl ConnSeries {
                 return;
             }
         }
-        let counter = self
-            .families
-            .responses
-            .get_or_create_owned(&ResponseLabels {
-                direction: self.direction,
-                authority: authority.clone(),
-                status_code,
-                classification: class,
-                grpc_status,
-                tls: key.3.clone(),
-            });
+        let counter = self.families.responses.get(&ResponseLabels {
+            direction: self.direction,
+            authority: authority.clone(),
+            status_code,
+            classification: class,
+            grpc_status,
+            tls: key.3.clone(),
+        });
         counter.inc();
         if Self::is_current(&cache, authority) {
             cache.responses.push((key, counter));
+        }
+    }
+}
+
+/// The authority a request named, held until its response: the URI's (HTTP/2, or an
+/// absolute-form HTTP/1 target) or the `Host` header's. Both are cheap to clone.
+enum Named {
+    Uri(Authority),
+    Host(HeaderValue),
+}
+
+impl Named {
+    fn of<B>(req: &Request<B>) -> Option<Named> {
+        match req.uri().authority() {
+            Some(a) => Some(Named::Uri(a.clone())),
+            None => req.headers().get(header::HOST).cloned().map(Named::Host),
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Named::Uri(a) => Some(a.as_str()),
+            Named::Host(h) => h.to_str().ok(),
         }
     }
 }
@@ -224,12 +270,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let named = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let authority = self.series.request(named);
+        let named = Named::of(&req);
         let grpc = is_grpc(req.headers());
         let tapped = self.tap.as_ref().and_then(|t| {
             t.taps
@@ -244,12 +285,12 @@ where
                 Some(t) if *t != PeerTls::None => t.clone(),
                 _ => series.tls.clone(),
             };
-            series.latency(
-                &authority,
-                status_code,
-                &tls,
-                start.elapsed().as_secs_f64() * 1000.0,
-            );
+            let counted = rsp.extensions().get::<DeniedByPolicy>().is_none().then(|| {
+                let authority = series.request(named.as_ref().and_then(Named::as_str));
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                series.latency(&authority, status_code, &tls, ms);
+                (series, authority)
+            });
             let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
             let tap = tapped.map(|t| {
                 t.response_init(status_code);
@@ -262,8 +303,7 @@ where
                 (t, proxy_error, 0)
             });
             let outcome = Outcome {
-                series,
-                authority,
+                counted,
                 tls,
                 status_code,
                 grpc,
@@ -277,8 +317,9 @@ where
 
 /// What is known of a response until its body ends.
 pub struct Outcome {
-    series: Arc<ConnSeries>,
-    authority: Arc<str>,
+    /// The connection's series and the request's authority label; `None` for a request
+    /// policy denied.
+    counted: Option<(Arc<ConnSeries>, Arc<str>)>,
     tls: PeerTls,
     status_code: u16,
     grpc: bool,
@@ -299,13 +340,15 @@ impl Outcome {
         } else {
             Classification::Success
         };
-        self.series.response(
-            &self.authority,
-            self.status_code,
-            class,
-            self.grpc_status,
-            self.tls,
-        );
+        if let Some((series, authority)) = &self.counted {
+            series.response(
+                authority,
+                self.status_code,
+                class,
+                self.grpc_status,
+                self.tls,
+            );
+        }
         if let Some((tap, proxy_error, bytes)) = self.tap {
             tap.response_end(self.grpc_status, bytes, proxy_error);
         }
@@ -334,10 +377,30 @@ pub type RecordBody<B> = WatchEnd<B, Outcome>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::PodIdentity, telemetry::metrics::Metrics};
+    use crate::{
+        config::PodIdentity,
+        telemetry::{
+            labels::{KnownAuthorities, NoNames},
+            metrics::Metrics,
+        },
+    };
     use http_body_util::{BodyExt, Full, StreamBody};
     use std::convert::Infallible;
+    use std::net::SocketAddr;
     use tower::{service_fn, Service, ServiceExt};
+
+    /// Vouches for every name: these tests are about counting, not naming.
+    struct AnyName;
+
+    impl KnownAuthorities for AnyName {
+        fn knows(&self, _: &str, _: SocketAddr) -> bool {
+            true
+        }
+    }
+
+    fn any_name(orig_dst: &str) -> AuthorityLabels {
+        AuthorityLabels::new(orig_dst.parse().unwrap(), Arc::new(AnyName))
+    }
 
     type TestBody = StreamBody<
         futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
@@ -374,7 +437,7 @@ mod tests {
             inner,
             Direction::Inbound,
             metrics.http.clone(),
-            "198.18.0.2:80".into(),
+            any_name("198.18.0.2:80"),
         );
         let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
         rsp.into_body().collect().await.unwrap();
@@ -476,7 +539,7 @@ mod tests {
             inner,
             Direction::Outbound,
             metrics.http.clone(),
-            "x:1".into(),
+            any_name("198.18.0.9:1"),
         );
         for (host, path) in [
             ("a:80", "/"),
@@ -522,6 +585,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn names_nobody_vouches_for_share_one_series_and_denied_requests_are_not_traffic() {
+        let metrics = Metrics::new(&PodIdentity::default());
+        let inner = service_fn(|req: Request<()>| async move {
+            let mut rsp = Response::new(Full::new(Bytes::new()));
+            if req.uri().path() == "/denied" {
+                *rsp.status_mut() = http::StatusCode::FORBIDDEN;
+                rsp.extensions_mut().insert(DeniedByPolicy);
+            }
+            Ok::<_, Infallible>(rsp)
+        });
+        let labels = AuthorityLabels::new("198.18.0.2:8080".parse().unwrap(), Arc::new(NoNames));
+        let mut svc = RecordHttp::new(inner, Direction::Inbound, metrics.http.clone(), labels);
+        // A client flooding distinct Host headers, each as long as a header may be.
+        for i in 0..2000 {
+            let host = format!("{i}-{}.example", "x".repeat(200));
+            let req = Request::get("/").header("host", host).body(()).unwrap();
+            let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+            rsp.into_body().collect().await.unwrap();
+        }
+        let req = Request::get("/denied")
+            .header("host", "a.example")
+            .body(())
+            .unwrap();
+        let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+        assert_eq!(rsp.status(), 403);
+        rsp.into_body().collect().await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "request_total{{direction=\"inbound\",authority=\"{UNKNOWN}\"}} 2000\n"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(".example"), "{text}");
+        assert!(!text.contains("status_code=\"403\""), "{text}");
+        assert!(text.len() < 8 * 1024, "{} bytes:\n{text}", text.len());
+    }
+
+    #[tokio::test]
     async fn a_body_dropped_early_is_still_counted() {
         let metrics = Metrics::new(&PodIdentity::default());
         let inner = service_fn(|_req: Request<()>| async {
@@ -531,7 +633,7 @@ mod tests {
             inner,
             Direction::Outbound,
             metrics.http.clone(),
-            "x:1".into(),
+            any_name("198.18.0.9:1"),
         );
         let rsp = svc
             .ready()
@@ -541,6 +643,6 @@ mod tests {
             .await
             .unwrap();
         drop(rsp);
-        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="x:1",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
+        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="198.18.0.9:1",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
     }
 }

@@ -18,6 +18,12 @@ use std::{
 /// wrote itself (`Right`).
 pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
 
+/// Marks a response the proxy wrote because policy denied the request: such requests are
+/// counted as denials (`inbound_http_authz_deny_total`), not as traffic, so that a client
+/// kept out cannot grow or skew the traffic metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct DeniedByPolicy;
+
 /// Answers for the inner service when it fails.
 #[derive(Clone)]
 pub struct RespondToErrors<S> {
@@ -67,11 +73,14 @@ where
                 Err(err) => {
                     err.report(&metrics, direction);
                     tracing::debug!(%method, %uri, "request failed in the proxy");
-                    let rsp = if grpc {
+                    let mut rsp = if grpc {
                         err.to_grpc_response()
                     } else {
                         err.to_response()
                     };
+                    if matches!(err, ProxyError::Unauthorized { .. }) {
+                        rsp.extensions_mut().insert(DeniedByPolicy);
+                    }
                     Ok(rsp.map(Either::Right))
                 }
             }

@@ -46,10 +46,7 @@ impl Route {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         })?;
-        Some(with_port(
-            &authority.to_ascii_lowercase(),
-            route.orig_dst.port(),
-        ))
+        Some(target_of(authority, route.orig_dst.port()))
     }
 
     /// Picks the endpoint for a request with `target`.
@@ -79,6 +76,11 @@ impl Route {
             }
         }
     }
+}
+
+/// The target discovery is asked about for `authority` on a connection to `port`.
+pub fn target_of(authority: &str, port: u16) -> String {
+    with_port(&authority.to_ascii_lowercase(), port)
 }
 
 /// `authority` with `port` added when it has none (`[v6]` and `host` forms alike).

@@ -16,6 +16,7 @@ use crate::{
     drain,
     http::route::Route,
     peer::Direction,
+    telemetry::labels::KnownAuthorities,
     transport::{connect::Endpoint, tls::Transport},
 };
 use authorize::AuthorizeConnection;
@@ -37,6 +38,20 @@ pub struct Inbound {
     forward: Forwarder,
     /// Ports forwarded to loopback rather than to the pod's own address.
     loopback_ports: PortSet,
+    /// What request metrics may be labelled with: the pod's own Services.
+    names: Arc<dyn KnownAuthorities>,
+}
+
+/// Inbound, a name is known when it is one of the pod's own Services, for the port the
+/// request arrived at (the policy lists them).
+struct OwnServices(Arc<InboundPolicy>);
+
+impl KnownAuthorities for OwnServices {
+    fn knows(&self, authority: &str, orig_dst: SocketAddr) -> bool {
+        self.0
+            .latest()
+            .names_own_service(authority, orig_dst.port())
+    }
 }
 
 impl Inbound {
@@ -48,6 +63,7 @@ impl Inbound {
             mesh_tls: shared.tls.clone().map(|tls| {
                 TerminateMeshTls::new(tls, shared.config.clone(), shared.metrics.clone())
             }),
+            names: Arc::new(OwnServices(policy.clone())),
             authorize: AuthorizeConnection::new(
                 policy,
                 shared.metrics.clone(),
@@ -97,8 +113,9 @@ impl Side for Inbound {
         match self.forward.admit(detected).await {
             Some(Forwarding::Http(http)) => {
                 let route = Route::Fixed(self.forward.pool(&app, http.version));
+                let names = self.names.clone();
                 self.forward
-                    .serve_http(http, route, Some(authz), drain)
+                    .serve_http(http, route, names, Some(authz), drain)
                     .await
             }
             Some(Forwarding::Opaque(opaque)) => self.forward.splice(opaque, &app, None).await,

@@ -13,9 +13,10 @@ use crate::{
     drain,
     http::{
         pool::HttpVersion,
-        route::{DiscoveredRoute, Route},
+        route::{target_of, DiscoveredRoute, Route},
     },
     peer::Direction,
+    telemetry::labels::{KnownAuthorities, NoNames},
     transport::{connect::Endpoint, tls::Transport},
 };
 use std::{net::SocketAddr, sync::Arc};
@@ -27,7 +28,18 @@ pub struct Outbound {
     detect: DetectProtocol,
     /// With a control plane: every target's discovered endpoints.
     endpoints: Option<Arc<EndpointSets>>,
+    /// What request metrics may be labelled with: what discovery resolved.
+    names: Arc<dyn KnownAuthorities>,
     forward: Forwarder,
+}
+
+/// Outbound, a name is known when discovery resolved it.
+struct DiscoveredNames(Arc<EndpointSets>);
+
+impl KnownAuthorities for DiscoveredNames {
+    fn knows(&self, authority: &str, orig_dst: SocketAddr) -> bool {
+        self.0.knows(&target_of(authority, orig_dst.port()))
+    }
 }
 
 impl Outbound {
@@ -39,9 +51,14 @@ impl Outbound {
             let discovery = Discovery::new(addr, config.pod.namespace.clone());
             EndpointSets::new(discovery, config.discovery_timeout)
         });
+        let names: Arc<dyn KnownAuthorities> = match &endpoints {
+            Some(e) => Arc::new(DiscoveredNames(e.clone())),
+            None => Arc::new(NoNames),
+        };
         Arc::new(Outbound {
             detect: DetectProtocol::new(Direction::Outbound, shared, server_first.clone()),
             endpoints,
+            names,
             forward: Forwarder::new(Direction::Outbound, shared, server_first),
         })
     }
@@ -87,7 +104,10 @@ impl Side for Outbound {
         match self.forward.admit(detected).await {
             Some(Forwarding::Http(http)) => {
                 let route = self.route(http.version, accepted.orig_dst);
-                self.forward.serve_http(http, route, None, drain).await
+                let names = self.names.clone();
+                self.forward
+                    .serve_http(http, route, names, None, drain)
+                    .await
             }
             Some(Forwarding::Opaque(opaque)) => {
                 let (endpoint, load) = self.pick(accepted.orig_dst).await;

@@ -2,6 +2,11 @@
 //! Names follow Linkerd's (`request_total`, `response_total`, `response_latency_ms`,
 //! `tcp_open_total`, ...) so existing dashboards and queries carry over. The pod's own
 //! identity (namespace, deployment, pod) is stamped on every series.
+//!
+//! Label values come from bounded sets (the `authority` label: `telemetry::labels`), and
+//! as a last line every family whose labels come from traffic is [`Capped`]: past
+//! [`MAX_SERIES`] label sets, new ones are counted in one overflow series, so that no
+//! client can grow the proxy's memory or its `/metrics` without bound.
 
 use crate::{
     config::PodIdentity,
@@ -10,10 +15,82 @@ use crate::{
 };
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::Histogram,
+    },
     registry::Registry,
 };
-use std::{borrow::Cow, fmt::Write as _, net::SocketAddr, sync::Arc};
+use std::{
+    borrow::Cow,
+    fmt::Write as _,
+    hash::Hash,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+/// The most label sets one family holds; the rest share its overflow series.
+pub const MAX_SERIES: usize = 1000;
+
+/// What a label set becomes once its family is full: the same set with the value that
+/// varies (an authority, an address) replaced by `overflow`.
+pub trait Overflow {
+    fn overflow(&self) -> Self;
+}
+
+/// The label value of series that did not fit.
+pub const OVERFLOW: &str = "overflow";
+
+/// A peer's identity in an overflow series: whether it had one, not which (identities
+/// would make the overflow series many again).
+fn overflow_tls(tls: &PeerTls) -> PeerTls {
+    match tls {
+        PeerTls::None => PeerTls::None,
+        PeerTls::Client(_) => PeerTls::Client(OVERFLOW.into()),
+        PeerTls::Server(_) => PeerTls::Server(OVERFLOW.into()),
+    }
+}
+
+/// Labels of `metric_series_overflow_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    pub family: &'static str,
+}
+
+/// A family that holds at most [`MAX_SERIES`] label sets, counting the label sets it
+/// turned away in `metric_series_overflow_total{family}`.
+#[derive(Clone)]
+pub struct Capped<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    /// Label sets created (the family never forgets one).
+    created: Arc<AtomicUsize>,
+    overflowed: Counter,
+}
+
+impl<L, M, C> Capped<L, M, C>
+where
+    L: Clone + Hash + Eq + Overflow,
+    M: Clone,
+    C: MetricConstructor<M>,
+{
+    /// The series of `labels`, or the overflow series when the family is full.
+    pub fn get(&self, labels: &L) -> M {
+        if let Some(series) = self.family.get(labels) {
+            return M::clone(&series);
+        }
+        if self.created.load(Ordering::Relaxed) >= MAX_SERIES {
+            self.overflowed.inc();
+            return self.family.get_or_create_owned(&labels.overflow());
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        self.family.get_or_create_owned(labels)
+    }
+}
 
 impl EncodeLabelValue for Protocol {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
@@ -60,6 +137,15 @@ pub struct RequestLabels {
     pub authority: Arc<str>,
 }
 
+impl Overflow for RequestLabels {
+    fn overflow(&self) -> Self {
+        RequestLabels {
+            authority: OVERFLOW.into(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Labels of `response_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
@@ -72,6 +158,16 @@ pub struct ResponseLabels {
     pub tls: PeerTls,
 }
 
+impl Overflow for ResponseLabels {
+    fn overflow(&self) -> Self {
+        ResponseLabels {
+            authority: OVERFLOW.into(),
+            tls: overflow_tls(&self.tls),
+            ..self.clone()
+        }
+    }
+}
+
 /// Labels of `response_latency_ms`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
@@ -82,6 +178,16 @@ pub struct LatencyLabels {
     pub tls: PeerTls,
 }
 
+impl Overflow for LatencyLabels {
+    fn overflow(&self) -> Self {
+        LatencyLabels {
+            authority: OVERFLOW.into(),
+            tls: overflow_tls(&self.tls),
+            ..self.clone()
+        }
+    }
+}
+
 /// Labels of the `tcp_*` families.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
@@ -90,6 +196,16 @@ pub struct TcpLabels {
     pub target_addr: String,
     #[prometheus(flatten)]
     pub tls: PeerTls,
+}
+
+impl Overflow for TcpLabels {
+    fn overflow(&self) -> Self {
+        TcpLabels {
+            target_addr: OVERFLOW.into(),
+            tls: overflow_tls(&self.tls),
+            ..self.clone()
+        }
+    }
 }
 
 /// Labels of `proxy_errors_total`: `error` is a short stable code, such as `upstream_refused`.
@@ -137,18 +253,35 @@ fn latency_histogram() -> Histogram {
 /// The HTTP families.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub responses: Family<ResponseLabels, Counter>,
-    pub latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    pub requests: Capped<RequestLabels, Counter, fn() -> Counter>,
+    pub responses: Capped<ResponseLabels, Counter, fn() -> Counter>,
+    pub latency: Capped<LatencyLabels, Histogram, fn() -> Histogram>,
 }
 
 /// The TCP families.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TcpMetrics {
-    open: Family<TcpLabels, Counter>,
-    close: Family<TcpLabels, Counter>,
-    read_bytes: Family<TcpLabels, Counter>,
-    write_bytes: Family<TcpLabels, Counter>,
+    open: Capped<TcpLabels, Counter, fn() -> Counter>,
+    close: Capped<TcpLabels, Counter, fn() -> Counter>,
+    read_bytes: Capped<TcpLabels, Counter, fn() -> Counter>,
+    write_bytes: Capped<TcpLabels, Counter, fn() -> Counter>,
+}
+
+/// Families no registry exports, for tests of what counts connections.
+impl Default for TcpMetrics {
+    fn default() -> Self {
+        let family = || Capped {
+            family: Family::new_with_constructor(Counter::default as fn() -> Counter),
+            created: Arc::default(),
+            overflowed: Counter::default(),
+        };
+        TcpMetrics {
+            open: family(),
+            close: family(),
+            read_bytes: family(),
+            write_bytes: family(),
+        }
+    }
 }
 
 /// Where a connection's bytes are counted.
@@ -188,15 +321,49 @@ impl TcpMetrics {
             target_addr: target.to_string(),
             tls,
         };
-        self.open.get_or_create(&labels).inc();
+        self.open.get(&labels).inc();
         TcpConnection {
             bytes: ByteCounters {
-                read: self.read_bytes.get_or_create_owned(&labels),
-                write: self.write_bytes.get_or_create_owned(&labels),
+                read: self.read_bytes.get(&labels),
+                write: self.write_bytes.get(&labels),
             },
-            close: self.close.get_or_create_owned(&labels),
+            close: self.close.get(&labels),
         }
     }
+}
+
+/// Registers `family` as `name`, capped, its overflow counted in `overflowed`.
+fn register_capped<L, M, C>(
+    registry: &mut Registry,
+    overflowed: &Family<OverflowLabels, Counter>,
+    family: Family<L, M, C>,
+    name: &'static str,
+    help: &str,
+) -> Capped<L, M, C>
+where
+    Family<L, M, C>: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, family.clone());
+    Capped {
+        family,
+        created: Arc::default(),
+        overflowed: overflowed.get_or_create_owned(&OverflowLabels { family: name }),
+    }
+}
+
+/// A capped counter family, registered as `name`.
+fn capped<L>(
+    registry: &mut Registry,
+    overflowed: &Family<OverflowLabels, Counter>,
+    name: &'static str,
+    help: &str,
+) -> Capped<L, Counter, fn() -> Counter>
+where
+    L: Clone + Hash + Eq,
+    Family<L, Counter, fn() -> Counter>: prometheus_client::registry::Metric + Clone,
+{
+    let family = Family::new_with_constructor(Counter::default as fn() -> Counter);
+    register_capped(registry, overflowed, family, name, help)
 }
 
 /// All of the proxy's metrics and the registry that exports them.
@@ -223,38 +390,62 @@ impl Metrics {
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.clone())));
         let mut registry = Registry::with_labels(identity);
-        let http = HttpMetrics {
-            requests: Family::default(),
-            responses: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+        let overflowed = Family::<OverflowLabels, Counter>::default();
+        let tcp = TcpMetrics {
+            open: capped(
+                &mut registry,
+                &overflowed,
+                "tcp_open",
+                "TCP connections opened",
+            ),
+            close: capped(
+                &mut registry,
+                &overflowed,
+                "tcp_close",
+                "TCP connections closed",
+            ),
+            read_bytes: capped(
+                &mut registry,
+                &overflowed,
+                "tcp_read_bytes",
+                "Bytes read from TCP connections",
+            ),
+            write_bytes: capped(
+                &mut registry,
+                &overflowed,
+                "tcp_write_bytes",
+                "Bytes written to TCP connections",
+            ),
         };
-        let tcp = TcpMetrics::default();
+        let http = HttpMetrics {
+            requests: capped(
+                &mut registry,
+                &overflowed,
+                "request",
+                "HTTP requests received (and let in by policy)",
+            ),
+            responses: capped(
+                &mut registry,
+                &overflowed,
+                "response",
+                "HTTP responses sent, by status and success; gRPC status from trailers",
+            ),
+            latency: register_capped(
+                &mut registry,
+                &overflowed,
+                Family::new_with_constructor(latency_histogram),
+                "response_latency_ms",
+                "Time from receiving a request to sending the response head, in milliseconds",
+            ),
+        };
+        registry.register(
+            "metric_series_overflow",
+            "Label sets a full metric family turned away (counted in its series labelled overflow)",
+            overflowed,
+        );
         let errors = Family::default();
         let detect = Family::default();
         let server_first_ports = Family::default();
-        registry.register("request", "HTTP requests received", http.requests.clone());
-        registry.register(
-            "response",
-            "HTTP responses sent, by status and success; gRPC status from trailers",
-            http.responses.clone(),
-        );
-        registry.register(
-            "response_latency_ms",
-            "Time from receiving a request to sending the response head, in milliseconds",
-            http.latency.clone(),
-        );
-        registry.register("tcp_open", "TCP connections opened", tcp.open.clone());
-        registry.register("tcp_close", "TCP connections closed", tcp.close.clone());
-        registry.register(
-            "tcp_read_bytes",
-            "Bytes read from TCP connections",
-            tcp.read_bytes.clone(),
-        );
-        registry.register(
-            "tcp_write_bytes",
-            "Bytes written to TCP connections",
-            tcp.write_bytes.clone(),
-        );
         registry.register(
             "proxy_errors",
             "Failures the proxy met itself, by reason (see the conduit-proxy-error header)",
@@ -341,10 +532,10 @@ mod tests {
             direction: Direction::Inbound,
             authority: "web.emojivoto:80".into(),
         };
-        m.http.requests.get_or_create(&labels).inc();
+        m.http.requests.get(&labels).inc();
         m.http
             .latency
-            .get_or_create(&LatencyLabels {
+            .get(&LatencyLabels {
                 direction: Direction::Inbound,
                 authority: "web.emojivoto:80".into(),
                 status_code: 200,
@@ -381,5 +572,41 @@ mod tests {
             !text.contains("pod=\""),
             "empty identity labels are left out: {text}"
         );
+    }
+
+    #[test]
+    fn a_full_family_sends_new_label_sets_to_its_overflow_series_and_counts_them() {
+        let m = Metrics::new(&PodIdentity::default());
+        let client = PeerTls::Client("a.b.serviceaccount.identity.conduit.cluster.local".into());
+        for port in 1..=(MAX_SERIES as u16 + 50) {
+            let dst = SocketAddr::from(([198, 18, 0, 2], port));
+            drop(
+                m.tcp
+                    .open(Direction::Inbound, Peer::Src, dst, client.clone()),
+            );
+        }
+        let text = m.encode();
+        let open: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tcp_open_total{"))
+            .collect();
+        assert_eq!(
+            open.len(),
+            MAX_SERIES + 1,
+            "the cap and one overflow series"
+        );
+        assert!(text.contains(r#"tcp_open_total{direction="inbound",peer="src",target_addr="overflow",tls="true",client_id="overflow"} 50"#), "{text}");
+        assert!(
+            text.contains(r#"metric_series_overflow_total{family="tcp_open"} 50"#),
+            "{text}"
+        );
+        // A label set the family already holds is still its own.
+        drop(m.tcp.open(
+            Direction::Inbound,
+            Peer::Src,
+            SocketAddr::from(([198, 18, 0, 2], 7)),
+            client,
+        ));
+        assert!(m.encode().contains(r#"target_addr="198.18.0.2:7",tls="true",client_id="a.b.serviceaccount.identity.conduit.cluster.local"} 2"#));
     }
 }
