@@ -17,6 +17,10 @@ pub const TAP_ADDR: &str = "CONDUIT_PROXY_TAP_ADDR";
 pub const OPAQUE_PORTS: &str = "CONDUIT_PROXY_OPAQUE_PORTS";
 /// Comma list of ports or ranges whose inbound traffic goes to the app on loopback (for apps that bind only there); others go to the pod's own address.
 pub const INBOUND_LOOPBACK_PORTS: &str = "CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS";
+/// How long an opaque TCP connection (or an upgraded HTTP one) may move no bytes either way before it is closed.
+pub const TCP_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_TCP_IDLE_TIMEOUT";
+/// Most connections one listener holds at once; more are refused (closed at once) and counted.
+pub const MAX_CONNECTIONS: &str = "CONDUIT_PROXY_MAX_CONNECTIONS";
 /// Wait for a client's first bytes before treating the connection as opaque TCP.
 pub const DETECT_TIMEOUT: &str = "CONDUIT_PROXY_DETECT_TIMEOUT";
 /// Time a client has to send a complete request head.

@@ -172,14 +172,24 @@ impl Bound {
         };
         let inbound = Inbound::new(&shared, policy);
         for listener in self.inbound {
-            let accepting =
-                accept::serve(inbound.clone(), listener, metrics.clone(), watch.clone());
+            let accepting = accept::serve(
+                inbound.clone(),
+                listener,
+                metrics.clone(),
+                watch.clone(),
+                config.max_connections,
+            );
             tokio::spawn(accepting);
         }
         let outbound = Outbound::new(&shared);
         for listener in self.outbound {
-            let accepting =
-                accept::serve(outbound.clone(), listener, metrics.clone(), watch.clone());
+            let accepting = accept::serve(
+                outbound.clone(),
+                listener,
+                metrics.clone(),
+                watch.clone(),
+                config.max_connections,
+            );
             tokio::spawn(accepting);
         }
         drop(watch);

@@ -21,6 +21,10 @@ pub struct Config {
     /// Inbound ports forwarded to the app on loopback rather than to the pod's own address
     /// (`CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS`).
     pub inbound_loopback_ports: PortSet,
+    /// How long opaque TCP may be silent both ways before it is closed (`CONDUIT_PROXY_TCP_IDLE_TIMEOUT`).
+    pub tcp_idle_timeout: Duration,
+    /// Most connections one listener holds at once (`CONDUIT_PROXY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
     pub detect_timeout: Duration,
     /// How long a client may take to send a connection's first request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
@@ -92,6 +96,8 @@ impl Default for Config {
             tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP))),
             opaque_ports: PortSet::default(),
             inbound_loopback_ports: PortSet::default(),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            max_connections: 10_000,
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
@@ -156,6 +162,16 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         env::INBOUND_LOOPBACK_PORTS,
         "(none)",
         "comma list of ports or ranges whose inbound traffic goes to the app on loopback, for apps that listen only there (others go to the pod's own address, so that loopback-only services stay private)",
+    ),
+    (
+        env::TCP_IDLE_TIMEOUT,
+        "1h",
+        "how long an opaque TCP connection (or an upgraded HTTP one) may move no bytes either way before it is closed",
+    ),
+    (
+        env::MAX_CONNECTIONS,
+        "10000",
+        "most connections each listener holds at once; more are closed at once and counted (proxy_errors_total{error=\"connection_limit\"})",
     ),
     (
         env::DETECT_TIMEOUT,
@@ -287,6 +303,14 @@ impl Config {
                 d.inbound_loopback_ports,
                 parse_ports,
             )?,
+            tcp_idle_timeout: parse_or(
+                get(env::TCP_IDLE_TIMEOUT),
+                d.tcp_idle_timeout,
+                parse_duration,
+            )?,
+            max_connections: parse_or(get(env::MAX_CONNECTIONS), d.max_connections, |v| {
+                parse_in_range(v, 1, 1_000_000)
+            })?,
             detect_timeout: parse_or(get(env::DETECT_TIMEOUT), d.detect_timeout, parse_duration)?,
             header_read_timeout: parse_or(
                 get(env::HEADER_READ_TIMEOUT),

@@ -4,7 +4,10 @@
 //! `conduit-proxy-error` header saying in plain words what went wrong; the same words are
 //! logged, and the short [`ProxyError::code`] labels the `proxy_errors_total` counter.
 
-use crate::{peer::Direction, telemetry::metrics::Metrics};
+use crate::{
+    peer::Direction,
+    telemetry::{log_limit::LogLimit, metrics::Metrics},
+};
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -139,14 +142,19 @@ impl ProxyError {
         rsp
     }
 
-    /// Logs the error and counts it in `proxy_errors_total`.
+    /// Counts the error in `proxy_errors_total` and logs it, at most once a second per
+    /// kind (a client can make the proxy answer with errors as fast as it likes).
     pub fn report(&self, metrics: &Metrics, direction: Direction) {
+        static LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
         metrics.error(direction, self.code());
-        tracing::info!(
-            direction = direction.as_str(),
-            error = self.code(),
-            "{self}"
-        );
+        if let Some(suppressed) = LOG.admit(self.code()) {
+            tracing::info!(
+                direction = direction.as_str(),
+                error = self.code(),
+                suppressed,
+                "{self}"
+            );
+        }
     }
 
     /// Whether the client's connection is unusable after this error.

@@ -455,3 +455,60 @@ fn a_proxy_with_an_identity_to_get_is_not_ready_without_a_certificate() {
     );
     let _ = std::fs::remove_file(token);
 }
+
+/// Opens three idle connections, then a fourth (which the proxy at its limit closes at
+/// once), closes one of the three and makes a request on a fresh connection.
+const CONNECTION_LIMIT_CLIENT: &str = r#"
+import socket, sys, time
+ip = sys.argv[1]
+held = [socket.create_connection((ip, 8080), timeout=10) for _ in range(3)]
+time.sleep(0.5)
+extra = socket.create_connection((ip, 8080), timeout=10)
+try:
+    print("fourth:", "closed" if extra.recv(1) == b"" else "open")
+except ConnectionResetError:
+    print("fourth: closed")
+except socket.timeout:
+    print("fourth: open")
+held.pop().close()
+# The slot frees once the proxy has seen the close through to the app.
+for _ in range(50):
+    time.sleep(0.2)
+    try:
+        c = socket.create_connection((ip, 8080), timeout=10)
+        c.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        head = c.recv(12)
+    except ConnectionResetError:
+        continue
+    if head:
+        print("after:", head.decode())
+        break
+"#;
+
+#[test]
+fn a_listener_at_its_connection_limit_closes_more_at_once_and_counts_them() {
+    let limited = Mesh::default().env(conduit_api::proxy_env::MAX_CONNECTIONS, "3");
+    let (_lan, client, server) = pods(None, Some(limited));
+    let _app = http_app(&server, 8080);
+    let out = client.run_ok(&[
+        "python3",
+        "-c",
+        CONNECTION_LIMIT_CLIENT,
+        &server.ip.to_string(),
+    ]);
+    assert!(out.contains("fourth: closed"), "{out}");
+    assert!(
+        out.contains("after: HTTP/1.1 200"),
+        "a freed slot serves: {out}"
+    );
+    let m = wait_metric(
+        &server,
+        "proxy_errors_total",
+        &[("direction", "inbound"), ("error", "connection_limit")],
+        1.0,
+    );
+    assert!(
+        m.sum("proxy_errors_total", &[("error", "connection_limit")]) >= 1.0,
+        "{m}"
+    );
+}

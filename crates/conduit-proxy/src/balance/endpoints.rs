@@ -4,7 +4,9 @@
 //! control plane's first answer; when the control plane is unreachable the last known
 //! endpoints keep serving; with none known (or a name the control plane does not know)
 //! the caller uses the original destination. Targets unused for a while are forgotten,
-//! which closes their streams.
+//! which closes their streams. At most [`MAX_TARGETS`] are followed at once: the names
+//! an application asks for (its `Host` headers, say) are not the proxy's to trust, and
+//! each followed one holds a stream open on the control plane.
 
 use super::{Balancer, EndpointLoad};
 use crate::control::discovery::{Discovery, Resolution};
@@ -18,6 +20,9 @@ use tokio::sync::watch;
 
 /// Targets unused for this long are forgotten, and their streams closed.
 const IDLE: Duration = Duration::from_secs(300);
+
+/// The most targets followed at once; a new one past it goes to its original destination.
+pub const MAX_TARGETS: usize = 1000;
 
 struct Target {
     rx: watch::Receiver<Resolution>,
@@ -67,6 +72,10 @@ impl EndpointSets {
     pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {
         let mut rx = {
             let mut targets = self.lock();
+            if targets.len() >= MAX_TARGETS && !targets.contains_key(target) {
+                tracing::debug!(target, "following as many targets as allowed; using the original destination");
+                return None;
+            }
             let t = targets.entry(target.to_string()).or_insert_with(|| Target {
                 rx: self.discovery.resolve(target),
                 balancer: Arc::new(Balancer::default()),
@@ -229,6 +238,21 @@ mod tests {
                 "198.18.0.5:8080"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn only_so_many_targets_are_followed_at_once() {
+        let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let d = sets(&nothing.to_string(), Duration::from_millis(1));
+        for i in 0..MAX_TARGETS + 50 {
+            assert!(d.pick(&format!("name-{i}.example:80")).await.is_none());
+        }
+        assert_eq!(d.lock().len(), MAX_TARGETS);
+        assert!(d.lock().contains_key("name-0.example:80"));
+        assert!(!d.lock().contains_key(&format!("name-{MAX_TARGETS}.example:80")));
     }
 
     #[tokio::test]

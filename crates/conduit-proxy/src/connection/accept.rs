@@ -1,18 +1,21 @@
 //! The first stage: accepting redirected connections. Each connection's original
 //! destination is read; one that was not redirected (someone connected to the proxy's own
-//! port) is refused, since forwarding it would loop back here. What happens next is the
-//! [`Side`]'s. Knows nothing of protocols.
+//! port) is refused, since forwarding it would loop back here. A listener holds at most
+//! `CONDUIT_PROXY_MAX_CONNECTIONS` connections: one more is closed at once and counted, so
+//! that a flood of connections costs the proxy a bounded amount of memory and descriptors.
+//! What happens next is the [`Side`]'s. Knows nothing of protocols.
 
 use super::Accepted;
 use crate::{
     drain,
     peer::Direction,
-    telemetry::metrics::Metrics,
+    telemetry::{log_limit::LogLimit, metrics::Metrics},
     transport::orig_dst::{canonical, original_dst},
 };
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     net::{TcpListener, TcpStream},
+    sync::Semaphore,
     time::Instant,
 };
 use tracing::{info, warn, Instrument};
@@ -31,14 +34,20 @@ pub trait Side: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
 }
 
-/// Accepts connections for `side` until the drain starts; each keeps a drain watch.
+/// Refusals at the connection limit are logged at most this often.
+static LIMIT_LOG: LogLimit = LogLimit::new(Duration::from_secs(10));
+
+/// Accepts connections for `side` until the drain starts, holding at most
+/// `max_connections` at once; each keeps a drain watch.
 pub async fn serve<S: Side>(
     side: Arc<S>,
     listener: TcpListener,
     metrics: Arc<Metrics>,
     mut drain: drain::Watch,
+    max_connections: usize,
 ) {
     let direction = side.direction();
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -46,10 +55,20 @@ pub async fn serve<S: Side>(
         };
         match accepted {
             Ok((tcp, client)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Closed at once: the kernel's backlog must not fill with what waits.
+                    drop(tcp);
+                    metrics.error(direction, "connection_limit");
+                    if let Some(suppressed) = LIMIT_LOG.admit("connection_limit") {
+                        warn!(direction = direction.as_str(), %client, max_connections, suppressed, "at the connection limit: refusing connections");
+                    }
+                    continue;
+                };
                 let span = tracing::debug_span!("conn", direction = direction.as_str(), %client);
                 let (side, metrics, drain) = (side.clone(), metrics.clone(), drain.clone());
                 tokio::spawn(
                     async move {
+                        let _slot = slot;
                         let at = Instant::now();
                         let Some(accepted) = redirected(&tcp, client, at) else {
                             metrics.error(direction, "not_redirected");
@@ -113,7 +132,7 @@ mod tests {
         let side = Arc::new(CountingSide::default());
         let metrics = Arc::new(Metrics::new(&PodIdentity::default()));
         let (_signal, watch) = drain::channel();
-        tokio::spawn(serve(side.clone(), listener, metrics.clone(), watch));
+        tokio::spawn(serve(side.clone(), listener, metrics.clone(), watch, 100));
         // No iptables rule sent this here: its original destination is the listener.
         let mut client = TcpStream::connect(addr).await.unwrap();
         let mut buf = [0u8; 1];

@@ -237,7 +237,7 @@ impl Forwarder {
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))
-            .service(Forward::new(route));
+            .service(Forward::new(route, self.config.tcp_idle_timeout));
         if let Err(error) = self.http.serve(version, io, stack, drain).await {
             self.report_http_error(&error);
         }
@@ -295,7 +295,8 @@ impl Forwarder {
                 .await;
         }
         let mut client = PrefixedIo::new(read.freeze(), io);
-        if let Err(error) = splice::splice(&mut client, &mut upstream).await {
+        let idle = self.config.tcp_idle_timeout;
+        if let Err(error) = splice::splice(&mut client, &mut upstream, idle).await {
             debug!(%error, "opaque connection ended with an error");
         }
     }

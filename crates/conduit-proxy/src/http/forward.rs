@@ -7,24 +7,29 @@ use super::{
     pool::{EndpointPool, PooledBody},
     route::Route,
 };
-use crate::errors::ProxyError;
+use crate::{errors::ProxyError, transport::splice::splice};
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::task::{Context, Poll};
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
 use tracing::debug;
 
 /// Sends each request where its route says.
 #[derive(Clone)]
 pub struct Forward {
     route: Route,
+    /// How long an upgraded connection may be silent both ways.
+    tunnel_idle: Duration,
 }
 
 impl Forward {
-    /// Forwards along `route`.
-    pub fn new(route: Route) -> Self {
-        Forward { route }
+    /// Forwards along `route`; tunnels silent for `tunnel_idle` are closed.
+    pub fn new(route: Route, tunnel_idle: Duration) -> Self {
+        Forward { route, tunnel_idle }
     }
 }
 
@@ -38,12 +43,12 @@ impl tower::Service<Request<Incoming>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let route = self.route.clone();
+        let (route, idle) = (self.route.clone(), self.tunnel_idle);
         let target = route.target(&req);
         Box::pin(async move {
             let picked = route.pick(target).await;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
-                return forward_upgrade(&picked.pool, req).await;
+                return forward_upgrade(&picked.pool, req, idle).await;
             }
             headers::strip_hop_by_hop(req.headers_mut(), false);
             // A request that must open a connection first says more about connecting than
@@ -66,6 +71,7 @@ impl tower::Service<Request<Incoming>> for Forward {
 async fn forward_upgrade(
     endpoint: &EndpointPool,
     mut req: Request<Incoming>,
+    idle: Duration,
 ) -> Result<Response<PooledBody>, ProxyError> {
     let is_connect = req.method() == Method::CONNECT;
     let client_side = hyper::upgrade::on(&mut req);
@@ -81,9 +87,7 @@ async fn forward_upgrade(
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((client, upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                    if let Err(error) =
-                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
+                    if let Err(error) = splice(&mut client, &mut upstream, idle).await {
                         debug!(%addr, %error, "upgraded connection ended with an error");
                     }
                 }

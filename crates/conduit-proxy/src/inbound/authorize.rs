@@ -13,11 +13,11 @@ use crate::{
     errors::ProxyError,
     http::guard::{RequestGuard, RequestHead},
     peer::Direction,
-    telemetry::{metrics::Metrics, tap::Taps},
+    telemetry::{log_limit::LogLimit, metrics::Metrics, tap::Taps},
 };
 use conduit_policy::{Client, Decision, PodPolicy};
 use http::Method;
-use std::{net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 use tracing::{debug, info};
 
 /// Who is asking, and where: what a decision needs of the connection.
@@ -119,7 +119,10 @@ impl AuthorizeConnection {
             Decision::Allow { .. } => Ok(authz),
             Decision::Deny { server, reason } => {
                 self.metrics.authz_denied(false, server.as_deref());
-                info!(client = %accepted.client, orig_dst = %accepted.orig_dst, %reason, "connection denied by policy; closing it");
+                static LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+                if let Some(suppressed) = LOG.admit("connection_denied") {
+                    info!(client = %accepted.client, orig_dst = %accepted.orig_dst, %reason, suppressed, "connection denied by policy; closing it");
+                }
                 self.taps.connection_denied(
                     Direction::Inbound,
                     accepted.client,
@@ -172,7 +175,7 @@ mod tests {
     #[tokio::test]
     async fn opaque_connections_are_decided_when_they_arrive() {
         let (deny, metrics, taps) = stage(InboundPolicy::fixed(DefaultPolicy::Deny));
-        let (_, mut events) = taps.observe(&ObserveRequest::default());
+        let (_, mut events) = taps.observe(&ObserveRequest::default()).unwrap();
         let web =
             PeerTls::Client("web.emojivoto.serviceaccount.identity.conduit.cluster.local".into());
         let denied = deny

@@ -1,7 +1,8 @@
 //! Tap: live request/response events for whoever observes, served over gRPC on the tap
 //! port (4190). Nothing is recorded while no one observes: the data path checks one
 //! atomic counter. Events go to observers through bounded channels and are dropped, never
-//! waited for, when an observer is slow, so a tap can never slow traffic down.
+//! waited for, when an observer is slow, so a tap can never slow traffic down. At most
+//! [`MAX_OBSERVERS`] observe at once, so that what a tap costs the proxy is bounded.
 
 use crate::{config::PodIdentity, peer::Direction, transport::tls::MeshTls};
 use conduit_api::tap::{
@@ -26,6 +27,14 @@ use tracing::info;
 
 /// Events buffered per observer before new ones are dropped.
 const BUFFER: usize = 1024;
+
+/// The most observers at once; one more is refused (RESOURCE_EXHAUSTED).
+pub const MAX_OBSERVERS: usize = 16;
+
+/// Why an observer was not let in.
+#[derive(Debug, thiserror::Error)]
+#[error("{MAX_OBSERVERS} observers already tap this proxy; stop one of them first")]
+pub struct TooManyObservers;
 
 struct Observer {
     id: u64,
@@ -71,7 +80,14 @@ impl Taps {
     }
 
     /// Starts observing: events for matching requests arrive on the receiver.
-    pub fn observe(&self, req: &ObserveRequest) -> (u64, mpsc::Receiver<TapEvent>) {
+    pub fn observe(
+        &self,
+        req: &ObserveRequest,
+    ) -> Result<(u64, mpsc::Receiver<TapEvent>), TooManyObservers> {
+        let mut observers = self.lock();
+        if observers.len() >= MAX_OBSERVERS {
+            return Err(TooManyObservers);
+        }
         let (tx, rx) = mpsc::channel(BUFFER);
         let id = self.next_observer.fetch_add(1, Ordering::Relaxed);
         let observer = Arc::new(Observer {
@@ -81,9 +97,9 @@ impl Taps {
             remaining: (req.limit > 0).then(|| AtomicU32::new(req.limit)),
             tx,
         });
-        self.lock().push(observer);
+        observers.push(observer);
         self.active.fetch_add(1, Ordering::Relaxed);
-        (id, rx)
+        Ok((id, rx))
     }
 
     /// Stops observer `id`.
@@ -390,7 +406,10 @@ impl Tap for TapService {
         &self,
         req: tonic::Request<ObserveRequest>,
     ) -> Result<tonic::Response<Self::ObserveStream>, tonic::Status> {
-        let (id, rx) = self.taps.observe(req.get_ref());
+        let (id, rx) = self
+            .taps
+            .observe(req.get_ref())
+            .map_err(|e| tonic::Status::resource_exhausted(e.to_string()))?;
         Ok(tonic::Response::new(Box::pin(ObserverStream {
             inner: ReceiverStream::new(rx),
             taps: self.taps.clone(),
@@ -434,14 +453,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn observers_are_capped_and_a_freed_place_is_taken_again() {
+        let taps = Taps::new(&pod());
+        let mut held: Vec<_> = (0..MAX_OBSERVERS)
+            .map(|_| taps.observe(&ObserveRequest::default()).unwrap())
+            .collect();
+        assert!(taps.observe(&ObserveRequest::default()).is_err());
+        let (id, _rx) = held.pop().unwrap();
+        taps.forget(id);
+        assert!(taps.observe(&ObserveRequest::default()).is_ok());
+        assert!(taps.observe(&ObserveRequest::default()).is_err());
+    }
+
+    #[tokio::test]
     async fn observers_get_matching_requests_up_to_their_limit() {
         let taps = Taps::new(&pod());
-        let (_, mut all) = taps.observe(&ObserveRequest::default());
-        let (_, mut votes) = taps.observe(&ObserveRequest {
-            limit: 1,
-            path_prefix: "/api/vote".into(),
-            ..ObserveRequest::default()
-        });
+        let (_, mut all) = taps.observe(&ObserveRequest::default()).unwrap();
+        let (_, mut votes) = taps
+            .observe(&ObserveRequest {
+                limit: 1,
+                path_prefix: "/api/vote".into(),
+                ..ObserveRequest::default()
+            })
+            .unwrap();
         let vote = Request::get("/api/vote?choice=:joy:")
             .header("host", "web-svc")
             .body(())
@@ -514,18 +548,24 @@ mod tests {
     #[tokio::test]
     async fn denied_connections_reach_observers_that_filter_by_nothing_but_address() {
         let taps = Taps::new(&pod());
-        let (_, mut all) = taps.observe(&ObserveRequest {
-            limit: 1,
-            ..ObserveRequest::default()
-        });
-        let (_, mut echo_port) = taps.observe(&ObserveRequest {
-            authority: ":7000".into(),
-            ..ObserveRequest::default()
-        });
-        let (_, mut paths) = taps.observe(&ObserveRequest {
-            path_prefix: "/api".into(),
-            ..ObserveRequest::default()
-        });
+        let (_, mut all) = taps
+            .observe(&ObserveRequest {
+                limit: 1,
+                ..ObserveRequest::default()
+            })
+            .unwrap();
+        let (_, mut echo_port) = taps
+            .observe(&ObserveRequest {
+                authority: ":7000".into(),
+                ..ObserveRequest::default()
+            })
+            .unwrap();
+        let (_, mut paths) = taps
+            .observe(&ObserveRequest {
+                path_prefix: "/api".into(),
+                ..ObserveRequest::default()
+            })
+            .unwrap();
         let id = "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local";
         for port in [7000, 7001] {
             taps.connection_denied(

@@ -1,9 +1,17 @@
 //! Opaque TCP: copies bytes both ways between a client and its upstream, half-closes
-//! included, and can tell which side spoke first (for learning server-speaks-first ports).
+//! included, until both ends close or nothing moves either way for the idle timeout (a
+//! silent connection must not hold its sockets, and its slot, forever); and can tell
+//! which side spoke first (for learning server-speaks-first ports).
 
-use std::io;
+use std::{
+    io,
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+    task::{Context, Poll},
+    time::Duration,
+};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
 
@@ -26,13 +34,84 @@ pub async fn first_speaker(client: &TcpStream, server: &TcpStream) -> FirstSpeak
     }
 }
 
-/// Copies until both directions are closed; returns bytes sent (client to server, server to client).
-pub async fn splice<C, S>(client: &mut C, server: &mut S) -> io::Result<(u64, u64)>
+/// Copies until both directions are closed, or until no byte moved either way for
+/// `idle` (an error of kind `TimedOut`); returns bytes sent (client to server, server to
+/// client). The connection is checked once per `idle`, so a silent one ends between one
+/// and two idle periods after its last byte.
+pub async fn splice<C, S>(client: &mut C, server: &mut S, idle: Duration) -> io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional(client, server).await
+    let moved = AtomicU64::new(0);
+    let mut client = Active {
+        io: client,
+        moved: &moved,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, server);
+    tokio::pin!(copy);
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            done = &mut copy => return done,
+            () = tokio::time::sleep(idle) => {
+                let now = moved.load(Ordering::Relaxed);
+                if now == last {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no bytes either way for {}", humantime::format_duration(idle)),
+                    ));
+                }
+                last = now;
+            }
+        }
+    }
+}
+
+/// The client's end, counting what moves through it: every byte either way does.
+struct Active<'a, I: ?Sized> {
+    io: &'a mut I,
+    moved: &'a AtomicU64,
+}
+
+impl<I: AsyncRead + Unpin + ?Sized> AsyncRead for Active<'_, I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *this.io).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.moved.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin + ?Sized> AsyncWrite for Active<'_, I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut *this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.moved.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -84,7 +163,14 @@ mod tests {
     async fn splices_with_half_close() {
         let (mut app_client, mut proxy_client) = pair().await;
         let (mut proxy_server, mut app_server) = pair().await;
-        let task = tokio::spawn(async move { splice(&mut proxy_client, &mut proxy_server).await });
+        let task = tokio::spawn(async move {
+            splice(
+                &mut proxy_client,
+                &mut proxy_server,
+                Duration::from_secs(3600),
+            )
+            .await
+        });
         app_client.write_all(b"request").await.unwrap();
         app_client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -99,5 +185,41 @@ mod tests {
         app_client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"response after half-close");
         assert_eq!(task.await.unwrap().unwrap(), (7, 25));
+    }
+
+    #[tokio::test]
+    async fn a_connection_silent_for_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
+        let idle = Duration::from_millis(300);
+        let (mut app_client, mut proxy_client) = pair().await;
+        let (mut proxy_server, mut app_server) = pair().await;
+        let task = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let ended = splice(&mut proxy_client, &mut proxy_server, idle).await;
+            (ended, started.elapsed())
+        });
+        // Bytes keep it open well past the idle timeout, in either direction.
+        for i in 0..8 {
+            if i % 2 == 0 {
+                app_client.write_all(b"ping").await.unwrap();
+                let mut got = [0u8; 4];
+                app_server.read_exact(&mut got).await.unwrap();
+            } else {
+                app_server.write_all(b"pong").await.unwrap();
+                let mut got = [0u8; 4];
+                app_client.read_exact(&mut got).await.unwrap();
+            }
+            tokio::time::sleep(idle / 3).await;
+        }
+        assert!(!task.is_finished(), "a busy connection stays open");
+        // Then silence: the splice ends, and both ends see the connection close.
+        let (ended, lasted) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("an idle connection is closed")
+            .unwrap();
+        assert_eq!(ended.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(lasted >= idle * 8 / 3, "{lasted:?}");
+        let mut rest = Vec::new();
+        assert_eq!(app_client.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(app_server.read_to_end(&mut rest).await.unwrap(), 0);
     }
 }
