@@ -73,7 +73,10 @@ impl EndpointSets {
         let mut rx = {
             let mut targets = self.lock();
             if targets.len() >= MAX_TARGETS && !targets.contains_key(target) {
-                tracing::debug!(target, "following as many targets as allowed; using the original destination");
+                tracing::debug!(
+                    target,
+                    "following as many targets as allowed; using the original destination"
+                );
                 return None;
             }
             let t = targets.entry(target.to_string()).or_insert_with(|| Target {
@@ -252,7 +255,9 @@ mod tests {
         }
         assert_eq!(d.lock().len(), MAX_TARGETS);
         assert!(d.lock().contains_key("name-0.example:80"));
-        assert!(!d.lock().contains_key(&format!("name-{MAX_TARGETS}.example:80")));
+        assert!(!d
+            .lock()
+            .contains_key(&format!("name-{MAX_TARGETS}.example:80")));
     }
 
     #[tokio::test]
