@@ -19,6 +19,8 @@ pub const OPAQUE_PORTS: &str = "CONDUIT_PROXY_OPAQUE_PORTS";
 pub const INBOUND_LOOPBACK_PORTS: &str = "CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS";
 /// How long an opaque TCP connection (or an upgraded HTTP one) may move no bytes either way before it is closed.
 pub const TCP_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_TCP_IDLE_TIMEOUT";
+/// How long an HTTP/1 client may send no part of a request body it is sending; then it gets 408.
+pub const HTTP1_BODY_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_HTTP1_BODY_IDLE_TIMEOUT";
 /// Most connections one listener holds at once; more are refused (closed at once) and counted.
 pub const MAX_CONNECTIONS: &str = "CONDUIT_PROXY_MAX_CONNECTIONS";
 /// Wait for a client's first bytes before treating the connection as opaque TCP.

@@ -23,6 +23,8 @@ pub struct Config {
     pub inbound_loopback_ports: PortSet,
     /// How long opaque TCP may be silent both ways before it is closed (`CONDUIT_PROXY_TCP_IDLE_TIMEOUT`).
     pub tcp_idle_timeout: Duration,
+    /// How long an HTTP/1 request body may stall (`CONDUIT_PROXY_HTTP1_BODY_IDLE_TIMEOUT`).
+    pub http1_body_idle_timeout: Duration,
     /// Most connections one listener holds at once (`CONDUIT_PROXY_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
@@ -97,6 +99,7 @@ impl Default for Config {
             opaque_ports: PortSet::default(),
             inbound_loopback_ports: PortSet::default(),
             tcp_idle_timeout: Duration::from_secs(3600),
+            http1_body_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
@@ -167,6 +170,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         env::TCP_IDLE_TIMEOUT,
         "1h",
         "how long an opaque TCP connection (or an upgraded HTTP one) may move no bytes either way before it is closed",
+    ),
+    (
+        env::HTTP1_BODY_IDLE_TIMEOUT,
+        "60s",
+        "how long an HTTP/1 client may send no part of a request body; then it gets 408 and the connection is closed",
     ),
     (
         env::MAX_CONNECTIONS,
@@ -306,6 +314,11 @@ impl Config {
             tcp_idle_timeout: parse_or(
                 get(env::TCP_IDLE_TIMEOUT),
                 d.tcp_idle_timeout,
+                parse_duration,
+            )?,
+            http1_body_idle_timeout: parse_or(
+                get(env::HTTP1_BODY_IDLE_TIMEOUT),
+                d.http1_body_idle_timeout,
                 parse_duration,
             )?,
             max_connections: parse_or(get(env::MAX_CONNECTIONS), d.max_connections, |v| {

@@ -21,6 +21,8 @@ pub const PROXY_ERROR_HEADER: &str = "conduit-proxy-error";
 pub enum ProxyError {
     #[error("the client sent part of an HTTP request head and then nothing for {}", humantime::format_duration(*.timeout))]
     RequestHeadTimeout { timeout: Duration },
+    #[error("the client sent part of an HTTP/1 request body and then nothing for {} (CONDUIT_PROXY_HTTP1_BODY_IDLE_TIMEOUT)", humantime::format_duration(*.idle))]
+    RequestBodyTimeout { idle: Duration },
     #[error("malformed HTTP request: {reason}")]
     MalformedRequest { reason: String },
     #[error("the request head is larger than the proxy's limit of {limit} bytes (CONDUIT_PROXY_MAX_HEADER_BYTES)")]
@@ -53,7 +55,9 @@ impl ProxyError {
     /// The status code of the response that reports this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::RequestHeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RequestHeadTimeout { .. } | ProxyError::RequestBodyTimeout { .. } => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ProxyError::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -71,6 +75,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             ProxyError::RequestHeadTimeout { .. } => "request_head_timeout",
+            ProxyError::RequestBodyTimeout { .. } => "request_body_timeout",
             ProxyError::MalformedRequest { .. } => "malformed_request",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::UriTooLong { .. } => "uri_too_long",
@@ -113,7 +118,9 @@ impl ProxyError {
     pub fn grpc_status(&self) -> u32 {
         match self {
             ProxyError::Unauthorized { .. } => 7, // PERMISSION_DENIED
-            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::RequestHeadTimeout { .. } => {
+            ProxyError::UpstreamConnectTimeout { .. }
+            | ProxyError::RequestHeadTimeout { .. }
+            | ProxyError::RequestBodyTimeout { .. } => {
                 4 // DEADLINE_EXCEEDED
             }
             ProxyError::HeadersTooLarge { .. } | ProxyError::UriTooLong { .. } => 8, // RESOURCE_EXHAUSTED
@@ -162,6 +169,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::RequestHeadTimeout { .. }
+                | ProxyError::RequestBodyTimeout { .. }
                 | ProxyError::MalformedRequest { .. }
                 | ProxyError::HeadersTooLarge { .. }
                 | ProxyError::UriTooLong { .. }

@@ -320,7 +320,14 @@ fn sigterm_drains_in_flight_requests_then_exits() {
         "20",
         &format!("http://{}:8080/slow?ms=2000", server.ip),
     ]);
-    wait_metric(&server, "request_total", &[], 1.0);
+    // The request is in flight once the proxy has opened its connection to the app (it is
+    // counted in request_total only when its response head is known).
+    wait_metric(
+        &server,
+        "tcp_open_total",
+        &[("direction", "inbound"), ("peer", "dst")],
+        1.0,
+    );
     server.proxy().signal(libc::SIGTERM);
     assert!(
         wait_until(Duration::from_secs(5), || server
@@ -509,6 +516,61 @@ fn a_listener_at_its_connection_limit_closes_more_at_once_and_counts_them() {
     );
     assert!(
         m.sum("proxy_errors_total", &[("error", "connection_limit")]) >= 1.0,
+        "{m}"
+    );
+}
+
+/// Sends a POST whose body stalls after its first bytes, and one whose body trickles
+/// steadily: prints each response's status line.
+const SLOW_BODY_CLIENT: &str = r#"
+import socket, sys, time
+ip = sys.argv[1]
+def post(pause, parts):
+    c = socket.create_connection((ip, 8080), timeout=30)
+    c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % parts)
+    for _ in range(parts):
+        c.sendall(b"x")
+        time.sleep(pause)
+    got = b""
+    while b"\r\n" not in got:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got.split(b"\r\n")[0].decode()
+# Stalls: one byte of three, then 5 s of nothing (the proxy allows 1 s).
+c = socket.create_connection((ip, 8080), timeout=30)
+c.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nx")
+head = c.recv(4096).decode(errors="replace")
+print("stalled:", head.split("\r\n")[0])
+print("reason:", [l for l in head.split("\r\n") if l.startswith("conduit-proxy-error")])
+print("closed:", c.recv(100) == b"")
+# Trickles: a byte every 0.3 s for 3 s, never idle for 1 s.
+print("steady:", post(0.3, 10))
+"#;
+
+#[test]
+fn an_http1_request_body_that_stalls_gets_408_and_a_steady_slow_one_passes() {
+    let strict = Mesh::default().env(conduit_api::proxy_env::HTTP1_BODY_IDLE_TIMEOUT, "1s");
+    let (_lan, client, server) = pods(None, Some(strict));
+    let _app = http_app(&server, 8080);
+    let out = client.run_ok(&["python3", "-c", SLOW_BODY_CLIENT, &server.ip.to_string()]);
+    assert!(out.contains("stalled: HTTP/1.1 408"), "{out}");
+    assert!(
+        out.contains("sent part of an HTTP/1 request body and then nothing for 1s"),
+        "{out}"
+    );
+    assert!(out.contains("closed: True"), "{out}");
+    assert!(out.contains("steady: HTTP/1.1 200"), "{out}");
+    let m = wait_metric(
+        &server,
+        "proxy_errors_total",
+        &[("error", "request_body_timeout")],
+        1.0,
+    );
+    assert_eq!(
+        m.sum("proxy_errors_total", &[("error", "request_body_timeout")]),
+        1.0,
         "{m}"
     );
 }

@@ -237,7 +237,11 @@ impl Forwarder {
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))
-            .service(Forward::new(route, self.config.tcp_idle_timeout));
+            .service(Forward::new(
+                route,
+                self.config.tcp_idle_timeout,
+                self.config.http1_body_idle_timeout,
+            ));
         if let Err(error) = self.http.serve(version, io, stack, drain).await {
             self.report_http_error(&error);
         }

@@ -1,14 +1,96 @@
-//! The end of a body: [`WatchEnd`] is the one wrapper that notices how a body ends (read
-//! to its end, failed, or dropped before its end). The pools use it to take an HTTP/1
-//! connection back, the metrics and tap to count a response once it is over.
+//! Bodies as the proxy wraps them. The end of a body: [`WatchEnd`] is the one wrapper
+//! that notices how a body ends (read to its end, failed, or dropped before its end). The
+//! pools use it to take an HTTP/1 connection back, the metrics and tap to count a
+//! response once it is over. A client's request body: [`RequestBody`], which an HTTP/1
+//! client may not leave stalled (a slow-body client would hold its connection, and the
+//! upstream's, as long as it liked).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use std::{
+    future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
+use tokio::time::Sleep;
+
+/// A client's request body on its way upstream: fails when an HTTP/1 client sends no
+/// frame for the idle timeout while the body is being read. (Unpin, as hyper's HTTP/2
+/// client wants: the timer is boxed, once per body that ever waits, and then reset.)
+pub struct RequestBody {
+    inner: Incoming,
+    idle: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer counts down from the last frame.
+    armed: bool,
+}
+
+/// Why a request body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("reading the request body: {0}")]
+    Client(#[from] hyper::Error),
+    #[error("the client sent no part of the request body for {}", humantime::format_duration(*.0))]
+    Idle(Duration),
+}
+
+impl RequestBody {
+    /// `inner`, failing after `idle` without a frame (`None`: never, as for HTTP/2, whose
+    /// streams a client may hold open on purpose and which its connection bounds).
+    pub fn new(inner: Incoming, idle: Option<Duration>) -> RequestBody {
+        RequestBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.armed = false;
+            return Poll::Ready(frame.map(|f| f.map_err(RequestBodyError::Client)));
+        }
+        let Some(idle) = this.idle else {
+            return Poll::Pending;
+        };
+        if !this.armed {
+            let deadline = tokio::time::Instant::now() + idle;
+            match &mut this.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            this.armed = true;
+        }
+        let Some(timer) = this.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyError::Idle(idle)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// How a body ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

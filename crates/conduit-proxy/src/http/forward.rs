@@ -3,6 +3,7 @@
 //! agree. The response head's arrival is the latency the balancer learns from.
 
 use super::{
+    body::RequestBody,
     headers,
     pool::{EndpointPool, PooledBody},
     route::Route,
@@ -24,12 +25,19 @@ pub struct Forward {
     route: Route,
     /// How long an upgraded connection may be silent both ways.
     tunnel_idle: Duration,
+    /// How long an HTTP/1 request body may stall.
+    body_idle: Duration,
 }
 
 impl Forward {
-    /// Forwards along `route`; tunnels silent for `tunnel_idle` are closed.
-    pub fn new(route: Route, tunnel_idle: Duration) -> Self {
-        Forward { route, tunnel_idle }
+    /// Forwards along `route`; tunnels silent for `tunnel_idle` are closed, and HTTP/1
+    /// request bodies stalled for `body_idle` fail.
+    pub fn new(route: Route, tunnel_idle: Duration, body_idle: Duration) -> Self {
+        Forward {
+            route,
+            tunnel_idle,
+            body_idle,
+        }
     }
 }
 
@@ -42,8 +50,10 @@ impl tower::Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let (route, idle) = (self.route.clone(), self.tunnel_idle);
+        let body_idle = (req.version() <= http::Version::HTTP_11).then_some(self.body_idle);
+        let mut req = req.map(|body| RequestBody::new(body, body_idle));
         let target = route.target(&req);
         Box::pin(async move {
             let picked = route.pick(target).await;
@@ -70,7 +80,7 @@ impl tower::Service<Request<Incoming>> for Forward {
 /// the client's and the upstream's upgraded connections until either side closes.
 async fn forward_upgrade(
     endpoint: &EndpointPool,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     idle: Duration,
 ) -> Result<Response<PooledBody>, ProxyError> {
     let is_connect = req.method() == Method::CONNECT;
