@@ -124,6 +124,7 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
 fn run() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     init_tracing(&config.log)?;
+    raise_open_files_limit(&config);
     let runtime = if config.cores == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -143,6 +144,32 @@ fn run() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard one: each proxied connection takes two
+/// descriptors, and a container's default soft limit (often 1024) would let a few hundred
+/// idle connections stop every other client, far below `CONDUIT_PROXY_MAX_CONNECTIONS`.
+fn raise_open_files_limit(config: &Config) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    let open_files = limit.rlim_cur;
+    let needed = 2 * config.max_connections as u64;
+    if !raised {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not raise the open files limit");
+    } else if open_files < needed {
+        tracing::warn!(open_files, max_connections = config.max_connections, "the open files limit is below what the connection limit needs (two per connection, both sides)");
+    } else {
+        tracing::debug!(open_files, "open files limit");
+    }
 }
 
 fn init_tracing(filter: &str) -> anyhow::Result<()> {
