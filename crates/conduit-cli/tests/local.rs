@@ -256,6 +256,11 @@ fn bad_manifests_are_refused_before_anything_starts() {
             good.replacen("[\"emojivoto-web\"]", "[\"no-such-program\"]", 1),
             "\"no-such-program\" was not found",
         ),
+        // The runtime makes log files and namespaces from names: none may climb out.
+        (
+            good.replace("namespace: emojivoto", "namespace: ../../../tmp/x"),
+            "metadata.namespace: \"../../../tmp/x\" is not a valid namespace",
+        ),
     ];
     for (text, expected) in cases {
         let file = rt.dir.with_extension("bad.yml");
@@ -272,6 +277,10 @@ fn bad_manifests_are_refused_before_anything_starts() {
             "the file is named: {err}"
         );
         assert!(!rt.dir.join("state.json").exists(), "nothing started");
+        assert!(
+            !std::path::Path::new("/tmp/x_web-0_web-svc.log").exists(),
+            "nothing written outside the run directory"
+        );
         let _ = std::fs::remove_file(file);
     }
 }

@@ -8,7 +8,7 @@ use conduit_api::{
     inbound::DefaultPolicy,
     names::{DEFAULT_POLICY_ANNOTATION, PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY},
 };
-use conduit_k8s::manifest::{self, Document, ManifestError};
+use conduit_k8s::manifest::{self, is_dns_label, is_dns_subdomain, Document, ManifestError};
 use conduit_k8s::{
     policy::{self, Resources},
     profile::{self, ServiceProfile},
@@ -238,13 +238,27 @@ impl AppSpec {
     }
 }
 
-fn namespace_of(doc: &Document) -> String {
-    doc.namespace().unwrap_or("default").to_string()
+/// The object's namespace, checked as Kubernetes checks it: the runtime makes file and
+/// namespace names from it, so `../x` must never get that far.
+fn namespace_of(doc: &Document) -> Result<String, ManifestError> {
+    let namespace = doc.namespace().unwrap_or("default");
+    if !is_dns_label(namespace) {
+        return Err(doc.field_error(
+            "metadata.namespace",
+            format!("{namespace:?} is not a valid namespace: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"),
+        ));
+    }
+    Ok(namespace.to_string())
 }
 
+/// The object's name, checked as Kubernetes checks it (a DNS-1123 subdomain).
 fn require_name(doc: &Document) -> Result<String, ManifestError> {
     match doc.name() {
-        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        Some(n) if is_dns_subdomain(n) => Ok(n.to_string()),
+        Some(n) if !n.is_empty() => Err(doc.field_error(
+            "metadata.name",
+            format!("{n:?} is not a valid name: at most 253 lowercase letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit"),
+        )),
         _ => Err(doc.field_error("metadata.name", "missing")),
     }
 }
@@ -327,7 +341,7 @@ fn deployment(doc: &Document, resolve: &Resolve) -> Result<DeploymentSpec, Manif
             .map(String::as_str),
     )?;
     Ok(DeploymentSpec {
-        namespace: namespace_of(doc),
+        namespace: namespace_of(doc)?,
         name,
         replicas,
         labels,
@@ -372,6 +386,12 @@ fn container(
     c: &Container,
     resolve: &Resolve,
 ) -> Result<ContainerSpec, ManifestError> {
+    if !is_dns_label(&c.name) {
+        return Err(doc.field_error(
+            &format!("{field}.name"),
+            format!("{:?} is not a valid container name: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit", c.name),
+        ));
+    }
     let mut argv = c.command.clone().unwrap_or_default();
     if argv.is_empty() {
         return Err(doc.field_error(
@@ -583,7 +603,7 @@ fn service(doc: &Document) -> Result<ServiceSpec, ManifestError> {
         return Err(doc.field_error("spec.ports", "missing: a Service needs at least one port"));
     }
     Ok(ServiceSpec {
-        namespace: namespace_of(doc),
+        namespace: namespace_of(doc)?,
         name,
         selector,
         ports,
@@ -683,6 +703,12 @@ spec:
             (APP.replace("  selector: {app: web}\n  ports", "  ports"), "spec.selector: missing"),
             ("a: [1\n".to_string(), "not valid YAML"),
             (APP.replace("[\"web-server\"]", "[\"missing-program\"]"), "containers[0].command[0]: \"missing-program\" was not found"),
+            // Names become file and namespace names: nothing a path could be made of.
+            (APP.replace("  name: web\n  namespace: demo", "  name: web\n  namespace: ../../x"), "metadata.namespace: \"../../x\" is not a valid namespace"),
+            (APP.replace("  name: web\n  namespace: demo", "  name: ../web\n  namespace: demo"), "metadata.name: \"../web\" is not a valid name"),
+            (APP.replace("  name: web\n  namespace: demo", "  name: a..b\n  namespace: demo"), "metadata.name: \"a..b\" is not a valid name"),
+            (APP.replace("      - name: web\n", "      - name: web/../../etc\n"), "containers[0].name: \"web/../../etc\" is not a valid container name"),
+            (APP.replace("  name: web-svc\n  namespace: demo", "  name: web-svc\n  namespace: Demo"), "document 3 (Service web-svc): metadata.namespace: \"Demo\" is not a valid namespace"),
         ];
         for (text, expected) in cases {
             let err = AppSpec::from_manifest(&text, "app.yaml", &anywhere)
