@@ -7,7 +7,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 /// An app on 8080 that answers `101 Switching Protocols` to any request asking for an
 /// upgrade (as a websocket server on that path would) and `200` to others, with a second
@@ -38,32 +37,17 @@ serve(("0.0.0.0", 8080), b"public\n")
 "#;
 
 fn manifest() -> String {
-    let script = APP
-        .lines()
-        .map(|l| format!("          {l}\n"))
-        .collect::<String>();
     let deployment = |name: &str, annotations: &str| {
-        format!(
-            r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: hard}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
-    spec:
-      containers:
-      - name: app
-        image: python:3
-        ports: [{{name: http, containerPort: 8080}}]
-        readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
-        command:
-        - python3
-        - -c
-        - |
-{script}---
-"#
+        python_deployment(
+            "hard",
+            name,
+            annotations,
+            "app",
+            &[
+                "ports: [{name: http, containerPort: 8080}]",
+                "readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}",
+            ],
+            APP,
         )
     };
     format!(
@@ -95,27 +79,10 @@ spec:
     )
 }
 
-/// `curl ARGS` from the node (an unmeshed client): the response head and body.
-fn node_curl(node: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            node,
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "-i",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// `curl -i ARGS` from the node (an unmeshed client): the response head and body.
+fn node_curl_i(node: &str, args: &[&str]) -> String {
+    let argv: Vec<&str> = ["-i"].into_iter().chain(args.iter().copied()).collect();
+    node_curl(node, &argv)
 }
 
 #[test]
@@ -136,17 +103,17 @@ fn probes_get_through_a_closed_port_but_upgrades_on_the_probe_path_do_not_and_lo
 
     // The port is closed to this client, but its probe path is not.
     let url = format!("http://{app_ip}:8080/healthz");
-    let probe = node_curl(&node, &[&url]);
+    let probe = node_curl_i(&node, &[&url]);
     assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
     assert!(probe.ends_with("public\n"), "{probe}");
-    let head = node_curl(&node, &["-I", &url]);
+    let head = node_curl_i(&node, &["-I", &url]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let other = node_curl(&node, &[&format!("http://{app_ip}:8080/admin")]);
+    let other = node_curl_i(&node, &[&format!("http://{app_ip}:8080/admin")]);
     assert!(other.starts_with("HTTP/1.1 403"), "{other}");
 
     // Asking for an upgrade on the probe path is not a probe: it is refused like any
     // other request, and the app never opens its tunnel.
-    let upgrade = node_curl(
+    let upgrade = node_curl_i(
         &node,
         &[
             "-H",

@@ -63,33 +63,21 @@ while True:
     threading.Thread(target=answer, args=(c,), daemon=True).start()
 "#;
 
-fn indented(script: &str) -> String {
-    script.lines().map(|l| format!("          {l}\n")).collect()
-}
-
 /// The app, its Service and a client, to be meshed.
 fn app_manifest() -> String {
+    let app = python_deployment(
+        "flood",
+        "app",
+        "",
+        "app",
+        &[
+            "ports: [{name: http, containerPort: 8080}]",
+            "readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}",
+        ],
+        APP,
+    );
     format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: app, namespace: flood}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: app}}}}
-  template:
-    metadata: {{labels: {{app: app}}}}
-    spec:
-      containers:
-      - name: app
-        image: python:3
-        ports: [{{name: http, containerPort: 8080}}]
-        readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
-        command:
-        - python3
-        - -c
-        - |
-{}---
-apiVersion: v1
+        r#"{app}apiVersion: v1
 kind: Service
 metadata: {{name: app-svc, namespace: flood}}
 spec:
@@ -107,34 +95,20 @@ spec:
     spec:
       containers:
       - {{name: client, image: busybox, command: ["sleep", "3600"]}}
-"#,
-        indented(APP)
+"#
     )
 }
 
 /// Not `conduit inject`ed: a container that calls itself the proxy, which the controller
 /// scrapes like any meshed pod's.
 fn bloat_manifest() -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: bloat, namespace: flood}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: bloat}}}}
-  template:
-    metadata: {{labels: {{app: bloat}}}}
-    spec:
-      containers:
-      - name: conduit-proxy
-        image: python:3
-        readinessProbe: {{httpGet: {{path: /ready, port: 4191}}, periodSeconds: 1}}
-        command:
-        - python3
-        - -c
-        - |
-{}"#,
-        indented(BLOAT)
+    python_deployment(
+        "flood",
+        "bloat",
+        "",
+        "conduit-proxy",
+        &["readinessProbe: {httpGet: {path: /ready, port: 4191}, periodSeconds: 1}"],
+        BLOAT,
     )
 }
 
@@ -189,11 +163,11 @@ fn pid_of(status: &Value, deployment: &str, name: &str) -> u64 {
 
 /// Runs a python script in the node's namespace (an unmeshed client), returning stdout.
 fn node_python(node: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", node, "python3", "-c", script])
-        .args(args)
-        .output()
-        .unwrap();
+    let argv: Vec<&str> = ["python3", "-c", script]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let out = in_node(node, &argv);
     assert!(
         out.status.success(),
         "{}",

@@ -60,15 +60,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-fn node_curl(node: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", node, "curl", "-sS", "--max-time", "10"])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Whether a line of `text` contains every one of `parts`.
 fn has(text: &str, parts: &[&str]) -> bool {
     text.lines().any(|l| parts.iter().all(|p| l.contains(p)))

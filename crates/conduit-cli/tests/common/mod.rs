@@ -15,6 +15,62 @@ pub const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
 /// back a connection's first bytes and closes it.
 pub const ECHO_SERVER_7000: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen()\nwhile True:\n    c,_=s.accept(); c.sendall(c.recv(100)); c.close()\n";
 
+/// Runs `argv` in the node's network namespace (where unmeshed clients run).
+pub fn in_node(node: &str, argv: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", node])
+        .args(argv)
+        .output()
+        .expect("ip netns exec")
+}
+
+/// `curl -sS --max-time 10 ARGS` from the node (an unmeshed client): its stdout.
+pub fn node_curl(node: &str, args: &[&str]) -> String {
+    let argv: Vec<&str> = ["curl", "-sS", "--max-time", "10"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    String::from_utf8_lossy(&in_node(node, &argv).stdout).into_owned()
+}
+
+/// A one-replica Deployment whose container `container` runs a Python `script`, with
+/// `container_fields` (YAML mapping entries at the container's indentation, like
+/// `ports: [...]`) and the pod template's `annotations` (a flow mapping's entries).
+pub fn python_deployment(
+    namespace: &str,
+    name: &str,
+    annotations: &str,
+    container: &str,
+    container_fields: &[&str],
+    script: &str,
+) -> String {
+    let fields: String = container_fields
+        .iter()
+        .map(|f| format!("        {f}\n"))
+        .collect();
+    let script: String = script.lines().map(|l| format!("          {l}\n")).collect();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
+    spec:
+      containers:
+      - name: {container}
+        image: python:3
+{fields}        command:
+        - python3
+        - -c
+        - |
+{script}---
+"#
+    )
+}
+
 pub fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
 }
