@@ -42,7 +42,7 @@ pub struct ApiState {
     /// Certificates issued and refused.
     pub identity_counts: Arc<crate::identity::Counts>,
     /// Mesh TLS to proxies' tap servers, when the mesh has identities.
-    pub tap_tls: Option<Arc<crate::tap_client::TapTls>>,
+    pub tap_tls: Option<Arc<crate::tls::ControllerTls>>,
 }
 
 /// The API's routes.

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod destination;
 pub mod discovery;
+pub mod grpc;
 pub mod identity;
 pub mod kubernetes;
 pub mod policy;
@@ -19,6 +20,7 @@ pub mod scrape;
 pub mod store;
 pub mod tap;
 pub mod tap_client;
+pub mod tls;
 pub mod top;
 pub mod trust_roots;
 pub mod webhook;

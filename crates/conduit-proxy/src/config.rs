@@ -237,7 +237,7 @@ const VARIABLES: &[(&str, &str, &str)] = &[
     (
         env::TAP_CLIENT_IDENTITY,
         "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
-        "with an identity: the only client the tap server lets in, over mesh TLS (the controller's identity)",
+        "with an identity: the controller's identity, which the control plane must prove over TLS before the proxy sends it anything, and the only client the tap server lets in",
     ),
     (
         env::DISCOVERY_TIMEOUT,
@@ -400,7 +400,7 @@ fn identity_config<'a>(
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
         .unwrap_or("default");
-    let tap_client_id = parse_or(
+    let controller_id = parse_or(
         get(env::TAP_CLIENT_IDENTITY),
         conduit_identity::controller_identity(control_plane::NAMESPACE),
         |v| match conduit_identity::parse_identity(v) {
@@ -416,7 +416,7 @@ fn identity_config<'a>(
         token_file: token_file.into(),
         name: conduit_identity::identity_name(sa, namespace),
         trust_anchors_pem: anchors.to_string(),
-        tap_client_id,
+        controller_id,
     }))
 }
 
@@ -642,7 +642,7 @@ mod tests {
         );
         assert_eq!(identity.token_file.to_str(), Some("/var/run/conduit/token"));
         assert_eq!(
-            identity.tap_client_id,
+            identity.controller_id,
             "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
             "the default control plane's controller"
         );
