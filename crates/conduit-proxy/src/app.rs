@@ -145,7 +145,7 @@ impl Bound {
         let access = match (&tls, &config.identity) {
             (Some(tls), Some(cfg)) => TapAccess::MeshTls {
                 tls: tls.clone(),
-                client: cfg.controller_id.as_str().into(),
+                client: cfg.tap_client_id.as_str().into(),
             },
             _ => TapAccess::Open,
         };

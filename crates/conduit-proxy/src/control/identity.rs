@@ -32,8 +32,9 @@ pub struct IdentityConfig {
     pub name: String,
     /// The mesh's trust anchors (PEM): what peers' certificates must chain to.
     pub trust_anchors_pem: String,
-    /// The controller's identity: what the control plane must prove, and the only client
-    /// the tap server lets in.
+    /// The only identity the tap server lets in: the controller's.
+    pub tap_client_id: String,
+    /// What the control plane must prove: the controller's identity.
     pub controller_id: String,
 }
 
@@ -293,6 +294,7 @@ mod tests {
             token_file: token.clone(),
             name: name.clone(),
             trust_anchors_pem: files.anchor_pem.clone(),
+            tap_client_id: controller.clone(),
             controller_id: controller,
         })
         .unwrap();
