@@ -492,22 +492,6 @@ impl std::fmt::Display for Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sums_match_labels_exactly_by_name() {
-        let m = Metrics(
-            "# HELP request x\nrequest_total{direction=\"inbound\",authority=\"a:1\"} 2\nrequest_total{direction=\"outbound\",authority=\"a:1\"} 3\nrequest_total_other{direction=\"inbound\"} 7\n"
-                .into(),
-        );
-        assert_eq!(m.sum("request_total", &[]), 5.0);
-        assert_eq!(m.sum("request_total", &[("direction", "inbound")]), 2.0);
-        assert_eq!(m.sum("request_total", &[("direction", "none")]), 0.0);
-    }
-}
-
 /// Makes, with openssl as a user would, a P-256 key and a certificate for identity `name`
 /// (its DNS name) signed by the issuer in `issuer_cert` and `issuer_key` (PEM files), in
 /// `dir`: `<file>.key`, and `<file>.pem` with the issuer's certificate after the leaf.
@@ -581,4 +565,20 @@ pub fn openssl_identity(
     let pem = dir.join(format!("{file}.pem"));
     std::fs::write(&pem, chain).expect("the chain");
     (pem, dir.join(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_match_labels_exactly_by_name() {
+        let m = Metrics(
+            "# HELP request x\nrequest_total{direction=\"inbound\",authority=\"a:1\"} 2\nrequest_total{direction=\"outbound\",authority=\"a:1\"} 3\nrequest_total_other{direction=\"inbound\"} 7\n"
+                .into(),
+        );
+        assert_eq!(m.sum("request_total", &[]), 5.0);
+        assert_eq!(m.sum("request_total", &[("direction", "inbound")]), 2.0);
+        assert_eq!(m.sum("request_total", &[("direction", "none")]), 0.0);
+    }
 }
