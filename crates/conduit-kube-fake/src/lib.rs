@@ -3,7 +3,8 @@
 //! kube-apiserver does: lists (pages with `limit`/`continue`, items without their kind, a
 //! collection resourceVersion), watches (JSON lines after a resourceVersion, `BOOKMARK`s
 //! when asked, an `ERROR` 410 Gone for a version older than its history), get, create,
-//! replace, merge/apply patch, delete, TokenReview and SelfSubjectAccessReview. Tests
+//! replace, merge/apply patch, delete, TokenReview (a bound token's review names its pod
+//! in `user.extra`) and SelfSubjectAccessReview. Tests
 //! change objects directly ([`FakeApiServer::apply`], [`FakeApiServer::delete`]) and inject
 //! faults: expired watches, failing requests, an unreachable server.
 //!
