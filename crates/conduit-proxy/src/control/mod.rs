@@ -197,6 +197,17 @@ impl ControlPlane {
             )),
         };
         result.map_err(|source| {
+            let certificate = source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+            if !certificate {
+                // Not a question of identity: the handshake broke or stalled.
+                return ControlError::Connect {
+                    addr: self.addr.to_string(),
+                    source,
+                };
+            }
             warn!(addr = %self.addr, %expected, error = %source, "refusing the control plane: it did not prove the controller's identity");
             ControlError::Refused {
                 addr: self.addr.to_string(),
@@ -407,18 +418,13 @@ pub(crate) mod tests {
                     let Ok(start) = start.await else { return };
                     let sni = start.client_hello().server_name().map(str::to_string);
                     snis.lock().unwrap().push(sni);
-                    let _ = acceptor;
-                    if let Ok(tls) = start.into_stream(acceptor_config(&acceptor)).await {
+                    if let Ok(tls) = start.into_stream(acceptor.config().clone()).await {
                         let _ = tx.send(Ok(Accepted(tls))).await;
                     }
                 });
             }
         });
         (addr, tokio_stream::wrappers::ReceiverStream::new(rx))
-    }
-
-    fn acceptor_config(acceptor: &tokio_rustls::TlsAcceptor) -> Arc<ServerConfig> {
-        acceptor.config().clone()
     }
 
     /// Signs every CSR and says which client identity asked.
