@@ -260,6 +260,10 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     let own_tls = controller_tls(&args)?;
+    let grpc_limits = Limits::new(
+        args.grpc_max_streams_per_connection,
+        args.grpc_max_watches_per_client,
+    );
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
     let router = api::router(ApiState {
         store,
@@ -268,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
         max_window: args.retention,
         identity_counts: identity_counts.clone(),
         tap_tls: own_tls.clone(),
+        grpc_limits: grpc_limits.clone(),
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {
@@ -290,10 +295,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {addr} for the Destination API"))?;
         let access = Access {
-            limits: Limits::new(
-                args.grpc_max_streams_per_connection,
-                args.grpc_max_watches_per_client,
-            ),
+            limits: grpc_limits,
             identities: own_tls.is_some(),
         };
         let service = conduit_controller::destination::DestinationService::server(

@@ -227,6 +227,8 @@ fn start(
         .arg("--kubernetes")
         .arg(format!("--api-addr=127.0.0.1:{api_port}"))
         .arg(format!("--destination-addr=127.0.0.1:{grpc_port}"))
+        // A client may hold two watches: the test's third is one too many.
+        .arg(conduit_api::flags::GRPC_MAX_WATCHES_PER_CLIENT.arg(2))
         .arg(format!(
             "--identity-issuer-cert={}",
             dir.join("issuer.crt").display()
@@ -403,6 +405,29 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         .into_inner();
     let last = again.message().await.expect("an update").expect("a set");
     assert_eq!(endpoints(&last), endpoints(&second));
+    // web's proxy holds two watches now, the most one client may: a third is refused,
+    // and counted.
+    let refused = destination
+        .get(GetDestination {
+            path: "web-svc.emojivoto:80".into(),
+            context_namespace: "default".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{api_port}/metrics")])
+        .output()
+        .expect("curl runs");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("grpc_refused_total{limit=\"watches_per_client\"} 1"),
+        "{metrics}"
+    );
     let unavailable = identity
         .certify(certify(&web, "web-token"))
         .await
