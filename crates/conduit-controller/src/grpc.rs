@@ -148,6 +148,9 @@ pub fn incoming(
             // Answers are streams of small messages: none may wait for a proxy's delayed
             // ACK of the one before (40 ms on Linux).
             let _ = tcp.set_nodelay(true);
+            // On a dual-stack listener an IPv4 client shows as ::ffff:a.b.c.d; pods are
+            // known by their plain addresses.
+            let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
             let caller = Caller {
                 addr,
                 identity: None,
