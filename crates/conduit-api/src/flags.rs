@@ -85,6 +85,10 @@ pub const IDENTITY_TRUST_ANCHORS: Flag = Flag("identity-trust-anchors");
 pub const LOCAL_TOKEN_SECRET: Flag = Flag("local-token-secret");
 /// How long a proxy's certificate is valid (a duration).
 pub const IDENTITY_LIFETIME: Flag = Flag("identity-lifetime");
+/// The gRPC port: calls in flight on one connection; more are refused (RESOURCE_EXHAUSTED).
+pub const GRPC_MAX_STREAMS_PER_CONNECTION: Flag = Flag("grpc-max-streams-per-connection");
+/// The gRPC port: watches one client (identity, else address) may hold open.
+pub const GRPC_MAX_WATCHES_PER_CLIENT: Flag = Flag("grpc-max-watches-per-client");
 /// The cluster's default inbound policy.
 pub const DEFAULT_INBOUND_POLICY: Flag = Flag("default-inbound-policy");
 /// The cluster's networks (comma-separated CIDRs).
@@ -115,6 +119,8 @@ pub const FLAGS: &[Flag] = &[
     IDENTITY_TRUST_ANCHORS,
     LOCAL_TOKEN_SECRET,
     IDENTITY_LIFETIME,
+    GRPC_MAX_STREAMS_PER_CONNECTION,
+    GRPC_MAX_WATCHES_PER_CLIENT,
     DEFAULT_INBOUND_POLICY,
     CLUSTER_NETWORKS,
     PROXY_IMAGE,

@@ -31,6 +31,11 @@ pub const IS_CONTROL_PLANE_LABEL: &str = "conduit.io/is-control-plane";
 /// The audience of the ServiceAccount tokens proxies prove their identity with; only the
 /// controller's Identity API accepts them.
 pub const IDENTITY_AUDIENCE: &str = "identity.conduit.io";
+/// The TokenReview's `user.extra` key naming the pod a bound ServiceAccount token was
+/// issued for (kube-apiserver sets it for projected tokens).
+pub const TOKEN_POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+/// The TokenReview's `user.extra` key with that pod's UID.
+pub const TOKEN_POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
 /// The ConfigMap (in every meshed namespace) that holds the mesh's trust anchors.
 pub const TRUST_ROOTS_CONFIGMAP: &str = "conduit-identity-trust-roots";
 /// Its key: the anchors as PEM.

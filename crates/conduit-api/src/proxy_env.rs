@@ -61,6 +61,8 @@ pub const IDENTITY_TRUST_ANCHORS: &str = "CONDUIT_PROXY_IDENTITY_TRUST_ANCHORS";
 pub const IDENTITY_SERVICE_ACCOUNT: &str = "CONDUIT_PROXY_IDENTITY_SERVICE_ACCOUNT";
 /// With an identity: the only client the tap server lets in, over mesh TLS (the controller's identity).
 pub const TAP_CLIENT_IDENTITY: &str = "CONDUIT_PROXY_TAP_CLIENT_IDENTITY";
+/// With an identity: the identity the control plane must prove over TLS before the proxy sends it anything (the controller's).
+pub const CONTROLLER_IDENTITY: &str = "CONDUIT_PROXY_CONTROLLER_IDENTITY";
 /// How long a first request to a new target waits for discovery before using its original destination.
 pub const DISCOVERY_TIMEOUT: &str = "CONDUIT_PROXY_DISCOVERY_TIMEOUT";
 /// Who may connect inbound until the control plane's policy arrives (or without a control plane): all-unauthenticated, all-authenticated, cluster-authenticated or deny.

@@ -122,33 +122,16 @@ fn another_pods_token_cannot_claim_its_identity() {
     )
     .unwrap();
     // From the vote bot's pod, through its proxy, a real gRPC client (grpcio) asks for the
-    // web's identity with the web's token.
-    let script = r#"
-import grpc, sys
-def varint(n):
-    out = b""
-    while n >= 0x80:
-        out += bytes([n & 0x7F | 0x80])
-        n >>= 7
-    return out + bytes([n])
-def field(n, b): return varint(n << 3 | 2) + varint(len(b)) + b
-req = field(1, sys.argv[2].encode()) + field(2, sys.argv[3].encode()) + field(3, b"not a csr")
-ch = grpc.insecure_channel(sys.argv[1])
-try:
-    ch.unary_unary("/conduit.identity.v1.Identity/Certify", request_serializer=lambda x: x, response_deserializer=lambda x: x)(req, timeout=10)
-    print("ISSUED")
-except grpc.RpcError as e:
-    print(e.code().name, e.details())
-"#;
-    let answer = rt.exec(
+    // web's identity with the web's token, over TLS to the controller, as a proxy would.
+    let answer = rt.control_plane_call(
         "vote-bot",
+        "/conduit.identity.v1.Identity/Certify",
+        false,
+        None,
         &[
-            "python3",
-            "-c",
-            script,
-            "conduit-identity.conduit.svc.cluster.local:8086",
             "web.emojivoto.serviceaccount.identity.conduit.cluster.local",
             stolen.trim(),
+            "not a csr",
         ],
     );
     let web_ip = web["ip"].as_str().unwrap();

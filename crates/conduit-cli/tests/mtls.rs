@@ -7,58 +7,7 @@
 mod common;
 use common::*;
 use conduit_testkit::wait_until;
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
-/// A packet capture on the node's bridge, stopped when dropped.
-struct Capture {
-    child: Child,
-    file: std::path::PathBuf,
-}
-
-impl Capture {
-    fn start(node: &str, file: std::path::PathBuf) -> Capture {
-        let child = Command::new("ip")
-            .args([
-                "netns", "exec", node, "tcpdump", "-i", "br0", "-U", "-s0", "-w",
-            ])
-            .arg(&file)
-            .arg("tcp")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tcpdump (scripts/install-test-deps installs it)");
-        assert!(
-            wait_until(Duration::from_secs(10), || file.is_file()),
-            "tcpdump started writing"
-        );
-        // tcpdump creates the file before the capture is live.
-        std::thread::sleep(Duration::from_millis(500));
-        Capture { child, file }
-    }
-
-    /// Stops the capture and returns the raw packets.
-    fn stop(mut self) -> Vec<u8> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        std::fs::read(&self.file).expect("the capture file")
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
+use std::time::Duration;
 
 /// Whether a line of `text` contains every one of `parts`.
 fn has(text: &str, parts: &[&str]) -> bool {

@@ -42,7 +42,9 @@ pub struct ApiState {
     /// Certificates issued and refused.
     pub identity_counts: Arc<crate::identity::Counts>,
     /// Mesh TLS to proxies' tap servers, when the mesh has identities.
-    pub tap_tls: Option<Arc<crate::tap_client::TapTls>>,
+    pub tap_tls: Option<Arc<crate::tls::ControllerTls>>,
+    /// The gRPC port's limits, and what they refused.
+    pub grpc_limits: Arc<crate::grpc::Limits>,
 }
 
 /// The API's routes.
@@ -269,6 +271,10 @@ async fn metrics(State(s): State<ApiState>) -> String {
         out.push_str(&format!(
             "identity_certify_total{{outcome=\"{outcome}\"}} {n}\n"
         ));
+    }
+    out.push_str("# HELP grpc_refused_total gRPC calls refused with RESOURCE_EXHAUSTED, by limit.\n# TYPE grpc_refused_total counter\n");
+    for (limit, n) in s.grpc_limits.refused() {
+        out.push_str(&format!("grpc_refused_total{{limit=\"{limit}\"}} {n}\n"));
     }
     out
 }

@@ -7,6 +7,7 @@
 use crate::discovery::{
     follow, split_authority, when_changed, Input, PodInfo, ServiceInfo, ServicePortInfo, Workloads,
 };
+use crate::grpc::{holding, Access};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
     update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
@@ -21,14 +22,16 @@ use tonic::{Request, Response, Status};
 /// Serves endpoint sets from discovery's snapshots.
 pub struct DestinationService {
     workloads: watch::Receiver<Arc<Workloads>>,
+    access: Access,
 }
 
 impl DestinationService {
-    /// A tonic service answering from `workloads`.
+    /// A tonic service answering from `workloads` the callers `access` admits.
     pub fn server(
         workloads: watch::Receiver<Arc<Workloads>>,
+        access: Access,
     ) -> DestinationServer<DestinationService> {
-        DestinationServer::new(DestinationService { workloads })
+        DestinationServer::new(DestinationService { workloads, access })
     }
 }
 
@@ -125,6 +128,7 @@ impl Destination for DestinationService {
     type GetStream = Pin<Box<dyn Stream<Item = Result<Update, Status>> + Send>>;
 
     async fn get(&self, req: Request<GetDestination>) -> Result<Response<Self::GetStream>, Status> {
+        let (_, admitted) = self.access.watch(&req, "Destination")?;
         let GetDestination {
             path,
             context_namespace,
@@ -132,9 +136,9 @@ impl Destination for DestinationService {
         let (p, ns) = (path.clone(), context_namespace.clone());
         let inputs = move |w: &Workloads| inputs_of(w, &p, &ns);
         let answer = move |w: &Workloads| Some(update_for(w, &path, &context_namespace));
-        Ok(Response::new(follow(
-            self.workloads.clone(),
-            when_changed(inputs, answer),
+        Ok(Response::new(holding(
+            follow(self.workloads.clone(), when_changed(inputs, answer)),
+            admitted,
         )))
     }
 
@@ -144,6 +148,7 @@ impl Destination for DestinationService {
         &self,
         req: Request<GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
+        let (_, admitted) = self.access.watch(&req, "Destination")?;
         let GetDestination {
             path,
             context_namespace,
@@ -157,9 +162,9 @@ impl Destination for DestinationService {
             move |w: &Workloads| vec![Input::Profile(profile_of(w))]
         };
         let answer = move |w: &Workloads| Some(profile_to_proto(profile_of(w).as_deref()));
-        Ok(Response::new(follow(
-            self.workloads.clone(),
-            when_changed(inputs, answer),
+        Ok(Response::new(holding(
+            follow(self.workloads.clone(), when_changed(inputs, answer)),
+            admitted,
         )))
     }
 }
@@ -268,8 +273,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(DestinationService::server(rx))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .add_service(DestinationService::server(rx, crate::grpc::tests::open()))
+                .serve_with_incoming(crate::grpc::incoming(listener, None).unwrap()),
         );
         conduit_api::destination::destination_client::DestinationClient::connect(format!(
             "http://{addr}"

@@ -3,15 +3,20 @@
 //! refusal says why and is counted by reason. Locally the token is the runtime's (bound
 //! to the pod's address, checked against the caller's); on Kubernetes it is a projected
 //! ServiceAccount token with the mesh's audience, checked with a TokenReview
-//! ([`TokenReviews`]).
+//! ([`TokenReviews`]), whose pod claims must name the pod at the caller's address: a
+//! token copied out of a pod proves nothing from anywhere else.
 
+use crate::discovery::Workloads;
+use crate::grpc::Access;
 use conduit_api::identity::{
     identity_server::{Identity, IdentityServer},
     CertifyRequest, CertifyResponse,
 };
+use conduit_api::names;
 use conduit_identity::{ca::Issuer, identity_name, token::Tokens};
 use parking_lot::Mutex;
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 /// Why a token proved nothing.
@@ -49,20 +54,46 @@ impl Authenticator for LocalTokens {
 }
 
 /// Kubernetes: a projected ServiceAccount token, checked by the API server's TokenReview
-/// for the mesh's audience; the ServiceAccount it names is the identity.
+/// for the mesh's audience; the ServiceAccount it names is the identity, and the pod it
+/// was bound to must be the one at the caller's address.
 pub struct TokenReviews {
     pub client: kube::Client,
     /// The audience tokens must be for (`identity.conduit.io`).
     pub audience: String,
+    /// Discovery's pods, to find the address of the pod a token names.
+    pub workloads: watch::Receiver<Arc<Workloads>>,
+}
+
+impl TokenReviews {
+    /// Refuses a token of pod `namespace/pod` presented from anywhere but that pod's
+    /// address. (Discovery keeps no pod UIDs: the address is what tells pods apart.)
+    fn check_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        caller: Option<IpAddr>,
+    ) -> Result<(), AuthError> {
+        let caller =
+            caller.ok_or_else(|| AuthError::Refused("the caller's address is unknown".into()))?;
+        let known = self.workloads.borrow().pod(namespace, pod).cloned();
+        let Some(known) = known else {
+            return Err(AuthError::Unavailable(format!(
+                "it was issued for pod {namespace}/{pod}, which discovery does not know (yet)"
+            )));
+        };
+        if known.ip != caller {
+            return Err(AuthError::Refused(format!(
+                "it belongs to pod {namespace}/{pod} at {}, not to the caller at {caller}",
+                known.ip
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
 impl Authenticator for TokenReviews {
-    async fn authenticate(
-        &self,
-        token: &str,
-        _caller: Option<IpAddr>,
-    ) -> Result<String, AuthError> {
+    async fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, AuthError> {
         use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -97,13 +128,25 @@ impl Authenticator for TokenReviews {
                 self.audience
             )));
         }
-        let user = status.user.and_then(|u| u.username).unwrap_or_default();
-        let (namespace, service_account) = user
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
+        let (namespace, service_account) = username
             .strip_prefix("system:serviceaccount:")
             .and_then(|r| r.split_once(':'))
             .ok_or_else(|| {
-                AuthError::Refused(format!("it belongs to {user:?}, not to a ServiceAccount"))
+                AuthError::Refused(format!(
+                    "it belongs to {username:?}, not to a ServiceAccount"
+                ))
             })?;
+        let extra = user.extra.unwrap_or_default();
+        let claim = |key: &str| extra.get(key).and_then(|v| v.first()).map(String::as_str);
+        let pod = claim(names::TOKEN_POD_NAME_EXTRA).ok_or_else(|| {
+            AuthError::Refused(format!(
+                "it is not bound to a pod (the review has no {}): give proxies a projected ServiceAccount token",
+                names::TOKEN_POD_NAME_EXTRA
+            ))
+        })?;
+        self.check_pod(namespace, pod, caller)?;
         Ok(identity_name(service_account, namespace))
     }
 }
@@ -129,6 +172,7 @@ pub struct IdentityService {
     auth: Box<dyn Authenticator>,
     lifetime: Duration,
     counts: Arc<Counts>,
+    access: Access,
 }
 
 impl IdentityService {
@@ -138,12 +182,14 @@ impl IdentityService {
         auth: Box<dyn Authenticator>,
         lifetime: Duration,
         counts: Arc<Counts>,
+        access: Access,
     ) -> IdentityServer<IdentityService> {
         IdentityServer::new(IdentityService {
             issuer,
             auth,
             lifetime,
             counts,
+            access,
         })
     }
 
@@ -160,7 +206,8 @@ impl Identity for IdentityService {
         &self,
         req: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
-        let caller = req.remote_addr().map(|a| a.ip());
+        let (caller, _admitted) = self.access.call(&req)?;
+        let caller = Some(caller.addr.ip());
         let r = req.into_inner();
         let proven = self
             .auth
@@ -211,13 +258,14 @@ mod tests {
             Box::new(LocalTokens(tokens)),
             Duration::from_secs(60),
             counts.clone(),
+            crate::grpc::tests::open(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .serve_with_incoming(crate::grpc::incoming(listener, None).unwrap()),
         );
         (addr, counts)
     }
@@ -335,23 +383,50 @@ mod tests {
     }
 
     /// TokenReviews against the in-memory API server (over real HTTP, answering as
-    /// kube-apiserver does; no cluster can run here).
+    /// kube-apiserver does, pod claims of bound tokens included; no cluster can run here).
     #[tokio::test]
-    async fn token_reviews_prove_service_accounts_for_the_mesh_audience_only() {
+    async fn token_reviews_prove_service_accounts_for_the_mesh_audience_from_their_pod_only() {
         let api = conduit_kube_fake::FakeApiServer::start().await.unwrap();
-        api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
-        api.add_token(
+        api.add_pod_token(
+            "web-token",
+            "emojivoto",
+            "web",
+            "web-1",
+            &["identity.conduit.io"],
+        );
+        api.add_pod_token(
             "api-token",
             "emojivoto",
             "web",
+            "web-1",
             &["https://kubernetes.default.svc"],
         );
+        api.add_token(
+            "unbound-token",
+            "emojivoto",
+            "web",
+            &["identity.conduit.io"],
+        );
+        api.add_pod_token(
+            "ghost-token",
+            "emojivoto",
+            "web",
+            "web-9",
+            &["identity.conduit.io"],
+        );
         let url = api.url().parse().unwrap();
+        // Discovery knows web-1 at 198.18.0.4.
+        let (_tx, workloads) = watch::channel(Arc::new(crate::discovery::tests::sample()));
         let reviews = TokenReviews {
             client: kube::Client::try_from(kube::Config::new(url)).unwrap(),
             audience: "identity.conduit.io".into(),
+            workloads,
         };
-        let proven = reviews.authenticate("web-token", None).await.unwrap();
+        let web_ip: IpAddr = "198.18.0.4".parse().unwrap();
+        let proven = reviews
+            .authenticate("web-token", Some(web_ip))
+            .await
+            .unwrap();
         assert_eq!(proven, identity_name("web", "emojivoto"));
         assert!(
             api.requests()
@@ -360,20 +435,45 @@ mod tests {
             api.requests()
         );
 
+        // The pod's token presented from another pod's address (voting-1's).
+        match reviews
+            .authenticate("web-token", "198.18.0.3".parse().ok())
+            .await
+        {
+            Err(AuthError::Refused(why)) => assert!(
+                why.contains(
+                    "belongs to pod emojivoto/web-1 at 198.18.0.4, not to the caller at 198.18.0.3"
+                ),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A token bound to no pod, and one bound to a pod discovery does not know.
+        match reviews.authenticate("unbound-token", Some(web_ip)).await {
+            Err(AuthError::Refused(why)) => assert!(
+                why.contains("not bound to a pod") && why.contains(names::TOKEN_POD_NAME_EXTRA),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match reviews.authenticate("ghost-token", Some(web_ip)).await {
+            Err(AuthError::Unavailable(why)) => assert!(why.contains("emojivoto/web-9"), "{why}"),
+            other => panic!("{other:?}"),
+        }
         // A token of the same ServiceAccount for the API server's audience is no good.
-        match reviews.authenticate("api-token", None).await {
+        match reviews.authenticate("api-token", Some(web_ip)).await {
             Err(AuthError::Refused(why)) => {
                 assert!(why.contains("invalid for the target audiences"), "{why}")
             }
             other => panic!("{other:?}"),
         }
-        match reviews.authenticate("forged", None).await {
+        match reviews.authenticate("forged", Some(web_ip)).await {
             Err(AuthError::Refused(why)) => assert!(why.contains("invalid bearer token"), "{why}"),
             other => panic!("{other:?}"),
         }
         // The API down: not a refusal, the proxy should try again.
         api.set_unreachable(true);
-        match reviews.authenticate("web-token", None).await {
+        match reviews.authenticate("web-token", Some(web_ip)).await {
             Err(AuthError::Unavailable(why)) => assert!(why.contains("could not review"), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -1,7 +1,8 @@
 //! `conduit-controller`: Conduit's control plane in one binary. It owns discovery (a
 //! `Discovery` trait with two backends: the local runtime's state file and the Kubernetes
-//! API's watchers), the gRPC APIs proxies use (Destination: endpoint sets and
-//! ServiceProfiles; Identity: certificates for CSRs, with local tokens or TokenReviews;
+//! API's watchers), the gRPC port proxies call (TLS with the controller's own identity,
+//! callers known by their certificates, limits per client) and its APIs (Destination:
+//! endpoint sets and ServiceProfiles; Identity: certificates for CSRs, with local tokens or TokenReviews;
 //! InboundPolicy: each pod's resolved policy), tap through the control plane and top on
 //! top of it, scraping every meshed proxy into the in-memory metrics store and its stat
 //! and edges queries, the proxy injector's admission webhook, publishing the trust
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod destination;
 pub mod discovery;
+pub mod grpc;
 pub mod identity;
 pub mod kubernetes;
 pub mod policy;
@@ -19,6 +21,7 @@ pub mod scrape;
 pub mod store;
 pub mod tap;
 pub mod tap_client;
+pub mod tls;
 pub mod top;
 pub mod trust_roots;
 pub mod webhook;

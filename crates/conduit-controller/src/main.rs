@@ -9,10 +9,12 @@ use conduit_api::{control_plane, flags, names};
 use conduit_controller::{
     api::{self, ApiState},
     discovery::{Discovery, LocalRegistry},
+    grpc::{self, Access, Limits},
     identity::{Authenticator, LocalTokens, TokenReviews},
     kubernetes::KubernetesDiscovery,
     scrape,
     store::Store,
+    tls::ControllerTls,
 };
 use parking_lot::Mutex;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -71,6 +73,14 @@ struct Args {
     /// The local runtime's token secret, which proves pods' identities.
     #[arg(long = flags::LOCAL_TOKEN_SECRET.name())]
     local_token_secret: Option<PathBuf>,
+    /// The gRPC port: calls in flight on one connection; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long = flags::GRPC_MAX_STREAMS_PER_CONNECTION.name(), default_value_t = 1000)]
+    grpc_max_streams_per_connection: usize,
+    /// The gRPC port: Destination and InboundPolicy watches one client (its identity, else
+    /// its address) may hold open; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long = flags::GRPC_MAX_WATCHES_PER_CLIENT.name(), default_value_t = 2000)]
+    grpc_max_watches_per_client: usize,
     /// How long a proxy's certificate is valid.
     #[arg(long = flags::IDENTITY_LIFETIME.name(), default_value = "24h", value_parser = humantime::parse_duration)]
     identity_lifetime: Duration,
@@ -108,7 +118,9 @@ struct Args {
 fn identity_service(
     args: &Args,
     kubernetes: Option<&kube::Client>,
+    workloads: &tokio::sync::watch::Receiver<Arc<conduit_controller::discovery::Workloads>>,
     counts: Arc<conduit_controller::identity::Counts>,
+    access: Access,
 ) -> anyhow::Result<
     Option<
         conduit_api::identity::identity_server::IdentityServer<
@@ -124,6 +136,7 @@ fn identity_service(
         Some(client) => Box::new(TokenReviews {
             client: client.clone(),
             audience: args.token_audience.clone(),
+            workloads: workloads.clone(),
         }),
         None => {
             let secret_file = args.local_token_secret.as_ref().with_context(|| {
@@ -142,6 +155,7 @@ fn identity_service(
         auth,
         args.identity_lifetime,
         counts,
+        access,
     )))
 }
 
@@ -160,20 +174,21 @@ fn issuer(args: &Args) -> anyhow::Result<Option<conduit_identity::ca::Issuer>> {
     )?))
 }
 
-/// Mesh TLS to proxies' tap servers, as the controller's own identity: needed whenever
-/// proxies have identities, which is when the issuer is configured.
-fn tap_tls(args: &Args) -> anyhow::Result<Option<Arc<conduit_controller::tap_client::TapTls>>> {
+/// The controller's own identity, presented on the gRPC port and to proxies' tap
+/// servers: needed whenever proxies have identities, which is when the issuer is
+/// configured.
+fn controller_tls(args: &Args) -> anyhow::Result<Option<Arc<ControllerTls>>> {
     let Some(issuer) = issuer(args)? else {
         return Ok(None);
     };
     let anchors = args.identity_trust_anchors.as_ref().with_context(|| {
         format!(
-            "proxies with identities let only the controller tap them, over mesh TLS: give {} FILE (the anchors the issuer chains to)",
+            "with identities the controller serves proxies over TLS and taps them over mesh TLS, as its own identity: give {} FILE (the anchors the issuer chains to)",
             flags::IDENTITY_TRUST_ANCHORS
         )
     })?;
     let name = conduit_identity::controller_identity(&args.control_plane_namespace);
-    let tls = conduit_controller::tap_client::TapTls::new(issuer, name, &read(anchors)?)
+    let tls = ControllerTls::new(issuer, name, &read(anchors)?)
         .with_context(|| format!("{} {}", flags::IDENTITY_TRUST_ANCHORS, anchors.display()))?;
     Ok(Some(Arc::new(tls)))
 }
@@ -190,7 +205,9 @@ fn inject_options(args: &Args) -> conduit_k8s::inject::InjectOptions {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+// Many threads: one slow task (a TokenReview, a big snapshot) must not stall identity,
+// discovery and the injector behind it.
+#[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(false)
@@ -242,6 +259,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
+    let own_tls = controller_tls(&args)?;
+    let grpc_limits = Limits::new(
+        args.grpc_max_streams_per_connection,
+        args.grpc_max_watches_per_client,
+    );
     scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
     let router = api::router(ApiState {
         store,
@@ -249,7 +271,8 @@ async fn main() -> anyhow::Result<()> {
         health: discovery.health(),
         max_window: args.retention,
         identity_counts: identity_counts.clone(),
-        tap_tls: tap_tls(&args)?,
+        tap_tls: own_tls.clone(),
+        grpc_limits: grpc_limits.clone(),
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {
@@ -271,30 +294,47 @@ async fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} for the Destination API"))?;
-        tracing::info!(%addr, "Destination API listening");
-        let service =
-            conduit_controller::destination::DestinationService::server(discovery.watch());
-        let identity = identity_service(&args, kubernetes.as_ref(), identity_counts.clone())?;
+        let access = Access {
+            limits: grpc_limits,
+            identities: own_tls.is_some(),
+        };
+        let service = conduit_controller::destination::DestinationService::server(
+            discovery.watch(),
+            access.clone(),
+        );
+        let identity = identity_service(
+            &args,
+            kubernetes.as_ref(),
+            &discovery.watch(),
+            identity_counts.clone(),
+            access.clone(),
+        )?;
         let policy = conduit_controller::policy::PolicyService::server(
             discovery.watch(),
             conduit_controller::policy::ClusterPolicy {
                 default: args.default_inbound_policy,
                 networks: args.cluster_networks.clone(),
             },
+            access.clone(),
         );
-        if identity.is_some() {
-            tracing::info!(%addr, "Identity API listening");
-        }
+        let tls = if own_tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        tracing::info!(%addr, tls, identity = identity.is_some(), "gRPC APIs (Destination, InboundPolicy, Identity) listening");
+        let incoming = grpc::incoming(listener, own_tls.clone())?;
+        // HTTP/2's own bound sits above the per-connection limit, so that a proxy hears
+        // RESOURCE_EXHAUSTED (and the refusal is counted) rather than a refused stream.
+        let max_streams = u32::try_from(args.grpc_max_streams_per_connection.saturating_add(16))
+            .unwrap_or(u32::MAX);
         servers.spawn(async move {
             tonic::transport::Server::builder()
+                .max_concurrent_streams(max_streams)
                 .add_service(service)
                 .add_service(policy)
                 .add_optional_service(identity)
-                .serve_with_incoming(
-                    // Answers are streams of small messages: none may wait for a
-                    // proxy's delayed ACK of the one before (40 ms on Linux).
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                )
+                .serve_with_incoming(incoming)
                 .await
                 .map_err(std::io::Error::other)
         });

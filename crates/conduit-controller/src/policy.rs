@@ -1,9 +1,11 @@
 //! The InboundPolicy API: each meshed pod's proxy asks for its pod's policy and gets it
 //! again whenever Servers, AuthorizationPolicies, default policies or the pod change. A
 //! pod discovery does not know yet gets nothing until it does; its proxy uses its own
-//! default meanwhile.
+//! default meanwhile. With identities, a proxy gets its own pod's policy only: the pod at
+//! the caller's address, whose ServiceAccount's identity the caller's certificate proves.
 
 use crate::discovery::{follow, when_changed, Input, ServiceInfo, Workloads};
+use crate::grpc::{holding, Access, Caller};
 use conduit_api::policy::{
     inbound_policy_server::{InboundPolicy, InboundPolicyServer},
     PodPolicy, WatchPod,
@@ -11,7 +13,7 @@ use conduit_api::policy::{
 use conduit_k8s::policy::{pod_policy, PodFacts};
 use conduit_policy::{wire, DefaultPolicy, PodService};
 use ipnet::IpNet;
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -24,22 +26,75 @@ pub struct ClusterPolicy {
     pub networks: Vec<IpNet>,
 }
 
+/// How long a caller's pod may be unknown to discovery (a proxy starting before the
+/// watch has seen its pod) before its call is refused as unavailable, to be retried.
+const CALLER_POD_WAIT: Duration = Duration::from_secs(5);
+
 /// Serves pods' policies from discovery's snapshots.
 pub struct PolicyService {
     workloads: watch::Receiver<Arc<Workloads>>,
     cluster: Arc<ClusterPolicy>,
+    access: Access,
 }
 
 impl PolicyService {
-    /// A tonic service answering from `workloads`.
+    /// A tonic service answering from `workloads` the callers `access` admits.
     pub fn server(
         workloads: watch::Receiver<Arc<Workloads>>,
         cluster: ClusterPolicy,
+        access: Access,
     ) -> InboundPolicyServer<PolicyService> {
         InboundPolicyServer::new(PolicyService {
             workloads,
             cluster: Arc::new(cluster),
+            access,
         })
+    }
+
+    /// Refuses `caller` unless it is the proxy of pod `namespace/name`: the pod at its
+    /// address, with the identity its certificate proved.
+    async fn check_caller(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let ip = caller.addr.ip();
+        let mut workloads = self.workloads.clone();
+        let known = tokio::time::timeout(
+            CALLER_POD_WAIT,
+            workloads.wait_for(|w| w.pod_by_ip(ip).is_some()),
+        )
+        .await;
+        let pod = match known {
+            Ok(Ok(w)) => w.pod_by_ip(ip).cloned(),
+            _ => None,
+        };
+        let Some(pod) = pod else {
+            return Err(Status::unavailable(format!(
+                "no pod is known at {ip} (the caller's address) yet: try again"
+            )));
+        };
+        let refuse = |why: String| {
+            tracing::info!(client = %caller.addr, identity = caller.identity.as_deref().unwrap_or(""), asked = %format!("{namespace}/{name}"), "policy refused: {why}");
+            Err(Status::permission_denied(format!(
+                "{why}: a proxy gets its own pod's policy only"
+            )))
+        };
+        if pod.namespace != namespace || pod.name != name {
+            return refuse(format!(
+                "the caller at {ip} is pod {}/{}, not {namespace}/{name}",
+                pod.namespace, pod.name
+            ));
+        }
+        let expected = conduit_identity::identity_name(&pod.service_account, &pod.namespace);
+        if caller.identity.as_deref() != Some(expected.as_str()) {
+            return refuse(format!(
+                "pod {namespace}/{name} runs as {expected}, but the caller proved {}",
+                caller.identity.as_deref().unwrap_or("no identity")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -96,11 +151,15 @@ impl InboundPolicy for PolicyService {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<PodPolicy, Status>> + Send>>;
 
     async fn watch(&self, req: Request<WatchPod>) -> Result<Response<Self::WatchStream>, Status> {
+        let (caller, admitted) = self.access.watch(&req, "InboundPolicy")?;
         let WatchPod { namespace, pod } = req.into_inner();
         if namespace.is_empty() || pod.is_empty() {
             return Err(Status::invalid_argument(
                 "name the pod: namespace and pod are required",
             ));
+        }
+        if self.access.identities {
+            self.check_caller(&caller, &namespace, &pod).await?;
         }
         let cluster = self.cluster.clone();
         let (ns, name) = (namespace.clone(), pod.clone());
@@ -115,9 +174,9 @@ impl InboundPolicy for PolicyService {
             .collect()
         };
         let answer = move |w: &Workloads| policy_for(w, &cluster, &namespace, &pod);
-        Ok(Response::new(follow(
-            self.workloads.clone(),
-            when_changed(inputs, answer),
+        Ok(Response::new(holding(
+            follow(self.workloads.clone(), when_changed(inputs, answer)),
+            admitted,
         )))
     }
 }
@@ -141,8 +200,12 @@ mod tests {
         };
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(PolicyService::server(rx, cluster))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .add_service(PolicyService::server(
+                    rx,
+                    cluster,
+                    crate::grpc::tests::open(),
+                ))
+                .serve_with_incoming(crate::grpc::incoming(listener, None).unwrap()),
         );
         let mut client = conduit_api::policy::inbound_policy_client::InboundPolicyClient::connect(
             format!("http://{addr}"),

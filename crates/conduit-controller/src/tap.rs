@@ -4,7 +4,7 @@
 //! number of requests has been seen or the client goes away.
 
 use crate::discovery::{PodInfo, Workloads};
-use crate::tap_client::{self, TapTls};
+use crate::{tap_client, tls::ControllerTls};
 use conduit_api::{
     http::{TapLine, TapLineKind},
     ports,
@@ -92,7 +92,7 @@ pub fn spawn(
     workloads: Arc<Workloads>,
     pods: Vec<Arc<PodInfo>>,
     req: TapRequest,
-    tls: Option<Arc<TapTls>>,
+    tls: Option<Arc<ControllerTls>>,
     tx: mpsc::Sender<TapLine>,
 ) {
     let ended = Arc::new(AtomicU32::new(0));
@@ -111,7 +111,7 @@ pub fn spawn(
                     ..TapLine::new(TapLineKind::Error)
                 }
             };
-            let mut client = match tap_client::connect(tls.as_deref(), addr, &identity).await {
+            let mut client = match tap_client::connect(tls.as_ref(), addr, &identity).await {
                 Ok(c) => c,
                 Err(error) => {
                     let error = format!("cannot reach the proxy's tap server at {addr}: {error}");

@@ -13,6 +13,7 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -90,6 +91,81 @@ fn endpoints(u: &Update) -> Vec<(String, String)> {
     }
 }
 
+/// A gRPC channel to the controller's port over TLS, as a proxy opens it: the controller
+/// must prove its identity (chained to `trust`'s anchor); the client presents a
+/// certificate for `client` (from `trust`'s issuer) when given, and connects from `from`
+/// (a pod's loopback address, so the controller sees the pod as the caller).
+async fn grpc(
+    port: u16,
+    trust: &conduit_identity::ca::TrustFiles,
+    client: Option<&str>,
+    from: &str,
+) -> tonic::transport::Channel {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName},
+    };
+    let roots = conduit_identity::anchors::root_store(&trust.anchor_pem).expect("anchors");
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let issuer = conduit_identity::ca::Issuer::from_pem(
+                &trust.issuer_cert_pem,
+                &trust.issuer_key_pem,
+            )
+            .expect("issuer");
+            let key = conduit_identity::request::LocalKey::generate(name).expect("a key");
+            let c = issuer
+                .certify(
+                    &key.csr_der().expect("a CSR"),
+                    name,
+                    Duration::from_secs(600),
+                )
+                .expect("certified");
+            builder
+                .with_client_auth_cert(
+                    vec![
+                        CertificateDer::from(c.leaf_der),
+                        CertificateDer::from(c.issuer_der),
+                    ],
+                    PrivateKeyDer::try_from(key.key_der()).expect("a key"),
+                )
+                .expect("a client certificate")
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let controller = ServerName::try_from(conduit_identity::controller_identity(
+        conduit_api::control_plane::NAMESPACE,
+    ))
+    .expect("a name");
+    let local: std::net::SocketAddr = format!("{from}:0").parse().expect("an address");
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("an endpoint")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let (connector, controller) = (connector.clone(), controller.clone());
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(local)?;
+                let tcp = socket.connect(([127, 0, 0, 1], port).into()).await?;
+                let tls = connector.connect(controller, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .expect("a TLS connection to the controller")
+}
+
+/// web's pod: its address, and the name its bound token is for.
+const WEB_POD_IP: &str = "127.0.1.7";
+const WEB_POD: &str = "web-5d4f8b8c7-x2x7q";
+
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
@@ -134,7 +210,12 @@ fn emojivoto(api: &FakeApiServer) {
 }
 
 /// Runs the controller against `api` with its files in `dir`.
-fn start(api: &FakeApiServer, dir: &Path, api_port: u16, grpc_port: u16) -> Controller {
+fn start(
+    api: &FakeApiServer,
+    dir: &Path,
+    api_port: u16,
+    grpc_port: u16,
+) -> (Controller, conduit_identity::ca::TrustFiles) {
     std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).expect("kubeconfig");
     let trust =
         conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
@@ -146,6 +227,8 @@ fn start(api: &FakeApiServer, dir: &Path, api_port: u16, grpc_port: u16) -> Cont
         .arg("--kubernetes")
         .arg(format!("--api-addr=127.0.0.1:{api_port}"))
         .arg(format!("--destination-addr=127.0.0.1:{grpc_port}"))
+        // A client may hold two watches: the test's third is one too many.
+        .arg(conduit_api::flags::GRPC_MAX_WATCHES_PER_CLIENT.arg(2))
         .arg(format!(
             "--identity-issuer-cert={}",
             dir.join("issuer.crt").display()
@@ -164,17 +247,23 @@ fn start(api: &FakeApiServer, dir: &Path, api_port: u16, grpc_port: u16) -> Cont
         .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))
         .spawn()
         .expect("the controller starts");
-    Controller(child)
+    (Controller(child), trust)
 }
 
 #[tokio::test]
 async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it_is_gone() {
     let api = FakeApiServer::start().await.expect("fake API server");
     emojivoto(&api);
-    api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
+    api.add_pod_token(
+        "web-token",
+        "emojivoto",
+        "web",
+        WEB_POD,
+        &["identity.conduit.io"],
+    );
     let (api_port, grpc_port) = (free_port(), free_port());
     let temp = TempDir::new("controller-k8s");
-    let _controller = start(&api, &temp.0, api_port, grpc_port);
+    let (_controller, trust) = start(&api, &temp.0, api_port, grpc_port);
     let log = || std::fs::read_to_string(temp.0.join("controller.log")).unwrap_or_default();
     wait_until("the controller ready", || {
         let ok = ready(api_port).0 == "200";
@@ -186,10 +275,20 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
     .await;
     assert_eq!(ready(api_port).1, "ready\n");
 
-    // Destination: the Service's endpoints, with the identity the pod's proxy proves.
-    let mut destination = DestinationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+    // Destination over TLS: not without a client certificate; with one, the Service's
+    // endpoints, with the identity the pod's proxy proves.
+    let web = conduit_identity::identity_name("web", "emojivoto");
+    let anonymous = grpc(grpc_port, &trust, None, WEB_POD_IP).await;
+    let refused = DestinationClient::new(anonymous)
+        .get(GetDestination {
+            path: "web-svc.emojivoto.svc.cluster.local:80".into(),
+            context_namespace: "default".into(),
+        })
         .await
-        .expect("Destination API");
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut destination =
+        DestinationClient::new(grpc(grpc_port, &trust, Some(&web), WEB_POD_IP).await);
     let mut updates = destination
         .get(GetDestination {
             path: "web-svc.emojivoto.svc.cluster.local:80".into(),
@@ -199,7 +298,6 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         .expect("a destination stream")
         .into_inner();
     let first = updates.message().await.expect("an update").expect("a set");
-    let web = conduit_identity::identity_name("web", "emojivoto");
     assert_eq!(
         endpoints(&first),
         [("127.0.1.7:8080".to_string(), web.clone())]
@@ -218,10 +316,10 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
     let addrs: Vec<String> = endpoints(&second).into_iter().map(|(a, _)| a).collect();
     assert_eq!(addrs, ["127.0.1.7:8080", "127.0.2.9:8080"]);
 
-    // Identity through TokenReview: the projected token proves web's identity only.
-    let mut identity = IdentityClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .expect("Identity API");
+    // Identity through TokenReview, over server-authenticated TLS (a proxy has no
+    // certificate yet): the projected token proves web's identity only, and only from
+    // web's pod.
+    let mut identity = IdentityClient::new(grpc(grpc_port, &trust, None, WEB_POD_IP).await);
     let key = conduit_identity::request::LocalKey::generate(&web).expect("a key");
     let certify = |identity: &str, token: &str| CertifyRequest {
         identity: identity.to_string(),
@@ -239,6 +337,23 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let mut elsewhere = IdentityClient::new(grpc(grpc_port, &trust, None, "127.0.0.1").await);
+    let replayed = elsewhere
+        .certify(certify(&web, "web-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        replayed.code(),
+        tonic::Code::Unauthenticated,
+        "{replayed:?}"
+    );
+    assert!(
+        replayed.message().contains(&format!(
+            "belongs to pod emojivoto/{WEB_POD} at {WEB_POD_IP}, not to the caller at 127.0.0.1"
+        )),
+        "{}",
+        replayed.message()
+    );
 
     // The trust anchors are published into every namespace but the control plane's,
     // new ones included.
@@ -290,6 +405,29 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         .into_inner();
     let last = again.message().await.expect("an update").expect("a set");
     assert_eq!(endpoints(&last), endpoints(&second));
+    // web's proxy holds two watches now, the most one client may: a third is refused,
+    // and counted.
+    let refused = destination
+        .get(GetDestination {
+            path: "web-svc.emojivoto:80".into(),
+            context_namespace: "default".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{api_port}/metrics")])
+        .output()
+        .expect("curl runs");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("grpc_refused_total{limit=\"watches_per_client\"} 1"),
+        "{metrics}"
+    );
     let unavailable = identity
         .certify(certify(&web, "web-token"))
         .await
@@ -331,8 +469,8 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         &values,
         &IdentityMaterial {
             anchors_pem: trust.anchor_pem.clone(),
-            issuer_cert_pem: trust.issuer_cert_pem,
-            issuer_key_pem: trust.issuer_key_pem,
+            issuer_cert_pem: trust.issuer_cert_pem.clone(),
+            issuer_key_pem: trust.issuer_key_pem.clone(),
         },
         &WebhookTls {
             ca_pem: ca_pem.clone(),
@@ -402,7 +540,13 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "emojivoto",
         "annotations": {"conduit.io/inject": "enabled"}}}),
     );
-    api.add_token("web-token", "emojivoto", "web", &["identity.conduit.io"]);
+    api.add_pod_token(
+        "web-token",
+        "emojivoto",
+        "web",
+        WEB_POD,
+        &["identity.conduit.io"],
+    );
     api.restrict_to(&find("ClusterRole", "conduit-controller")["rules"]);
     std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).expect("kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_conduit-controller"));
@@ -432,9 +576,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     // A proxy certifies (TokenReview); the anchors reach the namespace; the injector
     // answers for a pod of an annotated namespace.
     let grpc_port = ports["8086"];
-    let mut identity = IdentityClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-        .await
-        .expect("Identity API");
+    let mut identity = IdentityClient::new(grpc(grpc_port, &trust, None, WEB_POD_IP).await);
     let web = conduit_identity::identity_name("web", "emojivoto");
     let key = conduit_identity::request::LocalKey::generate(&web).expect("a key");
     identity

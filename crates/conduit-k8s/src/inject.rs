@@ -61,8 +61,9 @@ pub struct InjectOptions {
     pub destination_addr: String,
     /// The control plane's identity service, `host:port`.
     pub identity_addr: String,
-    /// The controller's identity: the only client proxies' tap servers let in.
-    pub tap_client_id: String,
+    /// The controller's identity: what proxies require the control plane to prove, and
+    /// the only client their tap servers let in.
+    pub controller_id: String,
     /// The UID the proxy runs as; the redirect leaves this UID's traffic alone.
     pub proxy_uid: u32,
     /// Inbound ports not redirected to the proxy, as given: `22`, `9000-9010`.
@@ -91,7 +92,7 @@ impl InjectOptions {
             proxy_image: format!("ghcr.io/conduit-mesh/proxy:{PROXY_VERSION}"),
             destination_addr: control_plane::destination_addr(namespace),
             identity_addr: control_plane::identity_addr(namespace),
-            tap_client_id: conduit_identity::controller_identity(namespace),
+            controller_id: conduit_identity::controller_identity(namespace),
             proxy_uid: uid::PROXY,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
@@ -764,7 +765,8 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
         "name": proxy_env::IDENTITY_TRUST_ANCHORS,
         "valueFrom": { "configMapKeyRef": { "name": TRUST_ROOTS_CONFIGMAP, "key": TRUST_ROOTS_KEY } },
     }));
-    env.push(value(proxy_env::TAP_CLIENT_IDENTITY, &opts.tap_client_id));
+    env.push(value(proxy_env::TAP_CLIENT_IDENTITY, &opts.controller_id));
+    env.push(value(proxy_env::CONTROLLER_IDENTITY, &opts.controller_id));
     env.push(value(proxy_env::LOG, &opts.log));
     if let Some(ports) = &overrides.opaque_ports {
         env.push(value(proxy_env::OPAQUE_PORTS, ports));
@@ -880,7 +882,7 @@ spec:
             proxy_image: "proxy:dev".into(),
             destination_addr: "dst:8086".into(),
             identity_addr: "id:8086".into(),
-            tap_client_id: "ctl.cp.serviceaccount.identity.conduit.cluster.local".into(),
+            controller_id: "ctl.cp.serviceaccount.identity.conduit.cluster.local".into(),
             proxy_uid: 999,
             skip_inbound_ports: vec!["22".into(), "9000-9010".into()],
             skip_outbound_ports: vec!["25".into()],
@@ -916,12 +918,18 @@ spec:
             Some(&json!("dst:8086"))
         );
         assert_eq!(var("CONDUIT_PROXY_LOG"), Some(&json!("debug")));
-        assert_eq!(
-            var("CONDUIT_PROXY_TAP_CLIENT_IDENTITY"),
-            Some(&json!(
-                "ctl.cp.serviceaccount.identity.conduit.cluster.local"
-            ))
-        );
+        for name in [
+            proxy_env::TAP_CLIENT_IDENTITY,
+            proxy_env::CONTROLLER_IDENTITY,
+        ] {
+            assert_eq!(
+                var(name),
+                Some(&json!(
+                    "ctl.cp.serviceaccount.identity.conduit.cluster.local"
+                )),
+                "{name}"
+            );
+        }
         assert!(is_injected(pod));
         assert_eq!(pod["containers"][1]["name"], "app");
         // Not a native sidecar: the first container, holding the app until it is ready.

@@ -3,7 +3,8 @@
 //! kube-apiserver does: lists (pages with `limit`/`continue`, items without their kind, a
 //! collection resourceVersion), watches (JSON lines after a resourceVersion, `BOOKMARK`s
 //! when asked, an `ERROR` 410 Gone for a version older than its history), get, create,
-//! replace, merge/apply patch, delete, TokenReview and SelfSubjectAccessReview. Tests
+//! replace, merge/apply patch, delete, TokenReview (a bound token's review names its pod
+//! in `user.extra`) and SelfSubjectAccessReview. Tests
 //! change objects directly ([`FakeApiServer::apply`], [`FakeApiServer::delete`]) and inject
 //! faults: expired watches, failing requests, an unreachable server.
 //!
@@ -164,6 +165,8 @@ struct Token {
     namespace: String,
     service_account: String,
     audiences: Vec<String>,
+    /// The pod a bound token was issued for: its name and UID.
+    pod: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -351,6 +354,42 @@ impl FakeApiServer {
                 namespace: namespace.to_string(),
                 service_account: service_account.to_string(),
                 audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                pod: None,
+            },
+        );
+    }
+
+    /// Makes `token` a projected token of ServiceAccount `namespace/service_account` bound
+    /// to pod `namespace/pod`, as the kubelet mounts one: its TokenReview names the pod
+    /// (and the pod's UID, when the pod is stored) in `user.extra`, as kube-apiserver's
+    /// does.
+    pub fn add_pod_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+        audiences: &[&str],
+    ) {
+        let mut state = self.shared.state.lock();
+        let uid = state
+            .objects
+            .values()
+            .find(|o| {
+                o["kind"] == "Pod"
+                    && o["metadata"]["namespace"] == namespace
+                    && o["metadata"]["name"] == pod
+            })
+            .and_then(|o| o["metadata"]["uid"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        state.tokens.insert(
+            token.to_string(),
+            Token {
+                namespace: namespace.to_string(),
+                service_account: service_account.to_string(),
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
+                pod: Some((pod.to_string(), uid)),
             },
         );
     }
@@ -1071,15 +1110,24 @@ fn token_review(shared: &Shared, review: Value) -> Response<Body> {
                 t.audiences, wanted
             ),
         }),
-        Some(t) => json!({
-            "authenticated": true,
-            "user": {
+        Some(t) => {
+            let mut user = json!({
                 "username": format!("system:serviceaccount:{}:{}", t.namespace, t.service_account),
                 "uid": format!("uid-{}-{}", t.namespace, t.service_account),
                 "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", t.namespace), "system:authenticated"],
-            },
-            "audiences": if wanted.is_empty() { t.audiences.clone() } else { wanted },
-        }),
+            });
+            if let Some((pod, uid)) = &t.pod {
+                user["extra"] = json!({
+                    "authentication.kubernetes.io/pod-name": [pod],
+                    "authentication.kubernetes.io/pod-uid": [uid],
+                });
+            }
+            json!({
+                "authenticated": true,
+                "user": user,
+                "audiences": if wanted.is_empty() { t.audiences.clone() } else { wanted },
+            })
+        }
     };
     let mut answer = review;
     answer["metadata"] = json!({"creationTimestamp": null});

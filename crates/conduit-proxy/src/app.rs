@@ -127,11 +127,13 @@ impl Bound {
             cores = config.cores,
             "conduit-proxy serving"
         );
-        let identity = config
-            .identity
-            .clone()
-            .map(crate::control::identity::spawn)
-            .transpose()?;
+        let (identity, control) = match config.identity.clone() {
+            Some(cfg) => {
+                let (identity, control) = crate::control::identity::spawn(cfg)?;
+                (Some(identity), Some(control))
+            }
+            None => (None, None),
+        };
         let tls = match (&identity, &config.identity) {
             (Some(identity), Some(cfg)) => Some(Arc::new(
                 MeshTls::new(identity.clone(), &cfg.trust_anchors_pem)
@@ -157,6 +159,7 @@ impl Bound {
         let policy = match &config.destination_addr {
             Some(addr) if !config.pod.pod.is_empty() => InboundPolicy::follow(
                 addr,
+                control.clone(),
                 &config.pod.namespace,
                 &config.pod.pod,
                 config.default_inbound_policy,
@@ -169,6 +172,7 @@ impl Bound {
             metrics: metrics.clone(),
             taps,
             tls,
+            control,
         };
         let inbound = Inbound::new(&shared, policy);
         for listener in self.inbound {

@@ -273,6 +273,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         "with an identity: the only client the tap server lets in, over mesh TLS (the controller's identity)",
     ),
     (
+        env::CONTROLLER_IDENTITY,
+        "conduit-controller.conduit.serviceaccount.identity.conduit.cluster.local",
+        "with an identity: the identity the control plane must prove over TLS before the proxy sends it anything (the controller's)",
+    ),
+    (
         env::DISCOVERY_TIMEOUT,
         "500ms",
         "how long a first request to a new target waits for discovery before using its original destination",
@@ -448,23 +453,28 @@ fn identity_config<'a>(
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
         .unwrap_or("default");
-    let tap_client_id = parse_or(
-        get(env::TAP_CLIENT_IDENTITY),
-        conduit_identity::controller_identity(control_plane::NAMESPACE),
-        |v| match conduit_identity::parse_identity(v) {
-            Some(_) => Ok(v.to_string()),
-            None => Err(format!(
-                "an identity name, like {}",
-                conduit_identity::controller_identity(control_plane::NAMESPACE)
-            )),
-        },
-    )?;
+    let identity_var = |var: &'static str| {
+        parse_or(
+            get(var),
+            conduit_identity::controller_identity(control_plane::NAMESPACE),
+            |v| match conduit_identity::parse_identity(v) {
+                Some(_) => Ok(v.to_string()),
+                None => Err(format!(
+                    "an identity name, like {}",
+                    conduit_identity::controller_identity(control_plane::NAMESPACE)
+                )),
+            },
+        )
+    };
+    let tap_client_id = identity_var(env::TAP_CLIENT_IDENTITY)?;
+    let controller_id = identity_var(env::CONTROLLER_IDENTITY)?;
     Ok(Some(crate::control::identity::IdentityConfig {
         addr,
         token_file: token_file.into(),
         name: conduit_identity::identity_name(sa, namespace),
         trust_anchors_pem: anchors.to_string(),
         tap_client_id,
+        controller_id,
     }))
 }
 

@@ -492,6 +492,81 @@ impl std::fmt::Display for Metrics {
     }
 }
 
+/// Makes, with openssl as a user would, a P-256 key and a certificate for identity `name`
+/// (its DNS name) signed by the issuer in `issuer_cert` and `issuer_key` (PEM files), in
+/// `dir`: `<file>.key`, and `<file>.pem` with the issuer's certificate after the leaf.
+/// For clients and servers that present a mesh identity they did not get from the mesh.
+pub fn openssl_identity(
+    dir: &std::path::Path,
+    issuer_cert: &std::path::Path,
+    issuer_key: &std::path::Path,
+    name: &str,
+    file: &str,
+) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("a directory for the certificate");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (key, csr, leaf, ext) = (
+        format!("{file}.key"),
+        format!("{file}.csr"),
+        format!("{file}.leaf"),
+        format!("{file}.ext"),
+    );
+    // An identity is longer than a CN may be: the name is the SAN only.
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/O=conduit-test",
+    ]);
+    std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{name}\n")).expect("ext file");
+    let (ca, ca_key) = (
+        issuer_cert.display().to_string(),
+        issuer_key.display().to_string(),
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &leaf,
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+    ]);
+    let chain = std::fs::read_to_string(dir.join(&leaf)).expect("the leaf")
+        + &std::fs::read_to_string(issuer_cert).expect("the issuer");
+    let pem = dir.join(format!("{file}.pem"));
+    std::fs::write(&pem, chain).expect("the chain");
+    (pem, dir.join(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,9 @@ async fn main() -> anyhow::Result<()> {
         .arg(format!("--destination-addr=127.0.0.1:{grpc_port}"))
         // Discovery alone: the metrics scrape of 10,000 pods is another benchmark's.
         .arg("--scrape-interval=1h")
+        // One client stands in for every proxy: the per-client limits must not cut it.
+        .arg(conduit_api::flags::GRPC_MAX_WATCHES_PER_CLIENT.arg(o.subscribers + 1))
+        .arg(conduit_api::flags::GRPC_MAX_STREAMS_PER_CONNECTION.arg(o.subscribers + 1))
         .env("KUBECONFIG", dir.join("kubeconfig"))
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())

@@ -2,11 +2,12 @@
 //! driven through the real `conduit` binary and brought down when dropped.
 #![allow(dead_code)] // each test file uses its own subset
 
-use conduit_testkit::require_root;
+use conduit_testkit::{require_root, wait_until};
 use serde_json::Value;
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    time::Duration,
 };
 
 pub const CONDUIT: &str = env!("CARGO_BIN_EXE_conduit");
@@ -239,7 +240,79 @@ impl Drop for Runtime {
     }
 }
 
+/// grpcio calling one method of the control plane's gRPC port, for
+/// [`Runtime::control_plane_call`]: argv is the address, the method, `1` for a server
+/// stream (its first message is read), the anchors, the name the server must prove, the
+/// client's certificate chain and key (empty: none), then the request's fields (1, 2, ...)
+/// as strings.
+const GRPC_CALL: &str = r#"
+import grpc, sys
+def varint(n):
+    out = b""
+    while n >= 0x80:
+        out += bytes([n & 0x7F | 0x80])
+        n >>= 7
+    return out + bytes([n])
+def field(n, b): return varint(n << 3 | 2) + varint(len(b)) + b
+addr, method, streaming, anchors, name, cert, key = sys.argv[1:8]
+req = b"".join(field(i + 1, f.encode()) for i, f in enumerate(sys.argv[8:]))
+read = lambda f: open(f, "rb").read() if f else None
+creds = grpc.ssl_channel_credentials(read(anchors), read(key), read(cert))
+ch = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", name)])
+raw = dict(request_serializer=lambda x: x, response_deserializer=lambda x: x)
+try:
+    if streaming == "1":
+        next(ch.unary_stream(method, **raw)(req, timeout=10))
+    else:
+        ch.unary_unary(method, **raw)(req, timeout=10)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"#;
+
 impl Runtime {
+    /// The runtime's identity material: `anchor.pem`, `issuer.pem`, `issuer-key.pem`,
+    /// `tokens/<pod netns>`.
+    pub fn identity_file(&self, name: &str) -> PathBuf {
+        self.dir.join("identity").join(name)
+    }
+
+    /// A gRPC call (grpcio, a client written by others) from inside the pod of
+    /// `deployment` to the control plane's gRPC port, over TLS that checks the
+    /// controller's identity against the runtime's anchor, presenting `client`
+    /// (certificate chain, key) when given: `OK`, or the status code and its details.
+    pub fn control_plane_call(
+        &self,
+        deployment: &str,
+        method: &str,
+        streaming: bool,
+        client: Option<(&Path, &Path)>,
+        fields: &[&str],
+    ) -> String {
+        let anchors = self.identity_file("anchor.pem").display().to_string();
+        let controller =
+            conduit_identity::controller_identity(conduit_api::control_plane::NAMESPACE);
+        let addr =
+            conduit_api::control_plane::destination_addr(conduit_api::control_plane::NAMESPACE);
+        let (cert, key) = client
+            .map(|(c, k)| (c.display().to_string(), k.display().to_string()))
+            .unwrap_or_default();
+        let mut argv = vec![
+            "python3",
+            "-c",
+            GRPC_CALL,
+            &addr,
+            method,
+            if streaming { "1" } else { "0" },
+            &anchors,
+            &controller,
+            &cert,
+            &key,
+        ];
+        argv.extend(fields);
+        self.exec(deployment, &argv)
+    }
+
     /// Runs a command that prints a JSON array, and parses it.
     pub fn json(&self, args: &[&str]) -> Vec<Value> {
         serde_json::from_str::<Vec<Value>>(&self.ok(args)).expect("-o json is a JSON array")
@@ -324,4 +397,58 @@ pub fn openssl_ca(dir: &std::path::Path, name: &str) {
         "-extfile",
         "ext",
     ]);
+}
+
+/// A packet capture on the node's bridge, stopped when dropped.
+pub struct Capture {
+    child: Child,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Captures all TCP.
+    pub fn start(node: &str, file: std::path::PathBuf) -> Capture {
+        Capture::start_with(node, file, "tcp")
+    }
+
+    /// Captures what the pcap `filter` lets through.
+    pub fn start_with(node: &str, file: std::path::PathBuf, filter: &str) -> Capture {
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", node, "tcpdump", "-i", "br0", "-U", "-s0", "-w",
+            ])
+            .arg(&file)
+            .args(filter.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (scripts/install-test-deps installs it)");
+        assert!(
+            wait_until(Duration::from_secs(10), || file.is_file()),
+            "tcpdump started writing"
+        );
+        // tcpdump creates the file before the capture is live.
+        std::thread::sleep(Duration::from_millis(500));
+        Capture { child, file }
+    }
+
+    /// Stops the capture and returns the raw packets.
+    pub fn stop(mut self) -> Vec<u8> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        std::fs::read(&self.file).expect("the capture file")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }

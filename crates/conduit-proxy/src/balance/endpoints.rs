@@ -124,7 +124,7 @@ mod tests {
     type Updates = mpsc::Receiver<Result<Update, tonic::Status>>;
 
     fn sets(addr: &str, first_answer: Duration) -> Arc<EndpointSets> {
-        EndpointSets::new(Discovery::new(addr, "emojivoto".into()), first_answer)
+        EndpointSets::new(Discovery::new(addr, "emojivoto".into(), None), first_answer)
     }
 
     /// A Destination server whose answers the test writes by hand.

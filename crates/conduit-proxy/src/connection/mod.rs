@@ -33,13 +33,14 @@ use std::{net::SocketAddr, sync::Arc};
 use tokio::time::Instant;
 
 /// What both sides share: the proxy's configuration, metrics, tap observers, and mesh
-/// TLS when the proxy has an identity.
+/// TLS and TLS to the control plane when the proxy has an identity.
 #[derive(Clone)]
 pub struct Shared {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub taps: Arc<Taps>,
     pub tls: Option<Arc<MeshTls>>,
+    pub control: Option<crate::control::ControlTls>,
 }
 
 /// An accepted, redirected connection.

@@ -152,6 +152,7 @@ pub(crate) mod tests {
             metrics: Arc::new(Metrics::new(&PodIdentity::default())),
             taps: Taps::new(&PodIdentity::default()),
             tls: None,
+            control: None,
         }
     }
 

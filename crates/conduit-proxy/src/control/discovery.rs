@@ -4,7 +4,7 @@
 //! keeps its last answer and is re-established with backoff. Knows nothing about how an
 //! endpoint is chosen, nor about HTTP or sockets beyond addresses.
 
-use crate::control::{self, ControlPlane, Followed};
+use crate::control::{self, ControlPlane, ControlTls, Followed};
 use crate::transport::connect::Endpoint;
 use conduit_api::destination::{
     destination_client::DestinationClient, update, GetDestination, Update,
@@ -34,10 +34,10 @@ pub struct Discovery {
 
 impl Discovery {
     /// Discovery from the Destination API at `addr` (`host:port`), for a pod in
-    /// `context_namespace`.
-    pub fn new(addr: &str, context_namespace: String) -> Discovery {
+    /// `context_namespace`; with `tls`, over mutual TLS once the proxy is certified.
+    pub fn new(addr: &str, context_namespace: String, tls: Option<ControlTls>) -> Discovery {
         Discovery {
-            client: DestinationClient::new(ControlPlane::new(addr)),
+            client: DestinationClient::new(ControlPlane::new(addr, tls.map(|t| t.mutual()))),
             context_namespace,
         }
     }

@@ -3,7 +3,7 @@
 //! renewed at 70% of each certificate's life, with backoff while that fails; the current
 //! certificate keeps serving meanwhile. The proxy is not ready until it has one.
 
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, ControlTls};
 use conduit_api::{
     admin::ProxyIdentity,
     identity::{identity_client::IdentityClient, CertifyRequest},
@@ -34,6 +34,8 @@ pub struct IdentityConfig {
     pub trust_anchors_pem: String,
     /// The only identity the tap server lets in: the controller's.
     pub tap_client_id: String,
+    /// What the control plane must prove: the controller's identity.
+    pub controller_id: String,
 }
 
 /// A certificate the proxy holds.
@@ -89,6 +91,13 @@ impl Identity {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Waits until the identity has its first certificate.
+    pub async fn certified(&self) {
+        let mut rx = self.certified.subscribe();
+        // The sender lives in `self`: the wait ends only with a certificate.
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
     /// Why the last request failed, if it did.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.read().clone()
@@ -137,17 +146,20 @@ impl Identity {
     }
 }
 
-/// Makes the key and starts certifying it in the background.
-pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
+/// Makes the key and starts certifying it in the background, over TLS to a control plane
+/// that proves the controller's identity; also returns that TLS, for the proxy's other
+/// calls to the control plane.
+pub fn spawn(cfg: IdentityConfig) -> Result<(Arc<Identity>, ControlTls), String> {
     let identity = Arc::new(Identity::new(&cfg.name)?);
-    let weak = Arc::downgrade(&identity);
+    let tls = ControlTls::new(identity.clone(), &cfg.trust_anchors_pem, &cfg.controller_id)
+        .map_err(|e| format!("{}: {e}", conduit_api::proxy_env::IDENTITY_TRUST_ANCHORS))?;
+    let certify_tls = tls.clone();
+    let renewing = identity.clone();
     tokio::spawn(async move {
-        let mut client = IdentityClient::new(ControlPlane::new(&cfg.addr));
+        let identity = renewing;
+        let mut client = IdentityClient::new(ControlPlane::new(&cfg.addr, Some(certify_tls)));
         let mut backoff = Duration::from_millis(500);
         loop {
-            let Some(identity) = weak.upgrade() else {
-                return;
-            };
             let wait = match certify(&mut client, &cfg, &identity).await {
                 Ok(cert) => {
                     let life = cert
@@ -168,11 +180,10 @@ pub fn spawn(cfg: IdentityConfig) -> Result<Arc<Identity>, String> {
                     wait
                 }
             };
-            drop(identity);
             tokio::time::sleep(wait).await;
         }
     });
-    Ok(identity)
+    Ok((identity, tls))
 }
 
 async fn certify(
@@ -194,7 +205,12 @@ async fn certify(
             certificate_signing_request: csr,
         })
         .await
-        .map_err(|s| format!("the identity service refused: {}", s.message()))?
+        .map_err(|s| match std::error::Error::source(&s) {
+            // The call never left the proxy: the transport says why (the control plane
+            // was unreachable, or could not prove its identity).
+            Some(_) => format!("no answer from the identity service: {}", s.message()),
+            None => format!("the identity service refused: {}", s.message()),
+        })?
         .into_inner();
     let valid_until =
         UNIX_EPOCH + Duration::from_secs(u64::try_from(rsp.valid_until_unix).unwrap_or(0));
@@ -261,22 +277,25 @@ mod tests {
             issued: issued.clone(),
             failing: failing.clone(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let controller = conduit_identity::controller_identity("conduit");
+        let snis = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr, incoming) = crate::control::tests::tls_incoming(&files, &controller, snis).await;
+        let addr = addr.to_string();
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(IdentityServer::new(signer))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .serve_with_incoming(incoming),
         );
         let token = std::env::temp_dir().join(format!("conduit-token-{}", std::process::id()));
         std::fs::write(&token, "a token\n").unwrap();
         let name = identity_name("web", "emojivoto");
-        let identity = spawn(IdentityConfig {
+        let (identity, _) = spawn(IdentityConfig {
             addr,
             token_file: token.clone(),
             name: name.clone(),
             trust_anchors_pem: files.anchor_pem.clone(),
-            tap_client_id: conduit_identity::controller_identity("conduit"),
+            tap_client_id: controller.clone(),
+            controller_id: controller,
         })
         .unwrap();
         let wait_for = |n: u32| {

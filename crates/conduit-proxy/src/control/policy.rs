@@ -4,7 +4,7 @@
 //! authorized when they arrive; HTTP requests again each, so that a policy change applies
 //! to connections already open.
 
-use crate::control::{self, ControlPlane, Followed};
+use crate::control::{self, ControlPlane, ControlTls, Followed};
 use conduit_api::policy::{inbound_policy_client::InboundPolicyClient, WatchPod};
 use conduit_policy::{wire, DefaultPolicy, PodPolicy};
 use std::{
@@ -51,17 +51,19 @@ impl InboundPolicy {
         })
     }
 
-    /// Follows pod `namespace/pod`'s policy from the InboundPolicy API at `addr`;
-    /// `default` applies until it answers (waited for at most `first_answer`).
+    /// Follows pod `namespace/pod`'s policy from the InboundPolicy API at `addr` (with
+    /// `tls`, over mutual TLS once the proxy is certified); `default` applies until it
+    /// answers (waited for at most `first_answer`).
     pub fn follow(
         addr: &str,
+        tls: Option<ControlTls>,
         namespace: &str,
         pod: &str,
         default: DefaultPolicy,
         first_answer: Duration,
     ) -> Arc<InboundPolicy> {
         let (tx, rx) = watch::channel(None);
-        let client = InboundPolicyClient::new(ControlPlane::new(addr));
+        let client = InboundPolicyClient::new(ControlPlane::new(addr, tls.map(|t| t.mutual())));
         let request = WatchPod {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
@@ -169,6 +171,7 @@ mod tests {
         );
         let p = InboundPolicy::follow(
             &addr,
+            None,
             "emojivoto",
             "voting-1",
             DefaultPolicy::AllUnauthenticated,
@@ -196,6 +199,7 @@ mod tests {
             .to_string();
         let p = InboundPolicy::follow(
             &nothing,
+            None,
             "emojivoto",
             "voting-1",
             DefaultPolicy::AllAuthenticated,

@@ -48,7 +48,8 @@ impl Outbound {
         let config = &shared.config;
         let server_first = Arc::new(ServerFirstPorts::default());
         let endpoints = config.destination_addr.as_ref().map(|addr| {
-            let discovery = Discovery::new(addr, config.pod.namespace.clone());
+            let discovery =
+                Discovery::new(addr, config.pod.namespace.clone(), shared.control.clone());
             EndpointSets::new(discovery, config.discovery_timeout)
         });
         let names: Arc<dyn KnownAuthorities> = match &endpoints {

@@ -194,6 +194,28 @@ impl MeshTls {
     }
 }
 
+/// TLS 1.3 to the control plane: the server must chain to `anchors_pem` and prove the name
+/// the caller connects with (the controller's identity); no SNI is sent, so that no
+/// identity name crosses the network in clear; the proxy presents its certificate once it
+/// has one. No resumption: a session resumed from before the certificate arrived would
+/// keep the connection unauthenticated.
+pub fn control_plane_config(
+    identity: Arc<Identity>,
+    anchors_pem: &str,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let roots = Arc::new(conduit_identity::anchors::root_store(anchors_pem)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(CurrentCertificate(identity)));
+    config.enable_sni = false;
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Hands TLS the identity's current certificate, as client and as server.
 struct CurrentCertificate(Arc<Identity>);
 
