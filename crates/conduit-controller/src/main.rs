@@ -8,6 +8,7 @@ use clap::{ArgGroup, Parser};
 use conduit_api::{control_plane, flags, names};
 use conduit_controller::{
     api::{self, ApiState},
+    api_auth,
     discovery::{Discovery, LocalRegistry},
     identity::{Authenticator, LocalTokens, TokenReviews},
     kubernetes::KubernetesDiscovery,
@@ -42,12 +43,17 @@ struct Args {
     /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
     #[arg(long = flags::TOKEN_AUDIENCE.name(), default_value = names::IDENTITY_AUDIENCE)]
     token_audience: String,
-    /// Serve the API on this unix socket.
+    /// Serve the API on this unix socket: only its owner may connect (mode 0600, in a
+    /// directory only its owner may write).
     #[arg(long = flags::API_SOCKET.name())]
     api_socket: Option<PathBuf>,
-    /// Serve the API on this TCP address.
+    /// Kubernetes: serve the API on this TCP address, over TLS, every request
+    /// authenticated and authorized through the Kubernetes API (an aggregated API).
     #[arg(long = flags::API_ADDR.name())]
     api_addr: Option<SocketAddr>,
+    /// The API's serving certificate on TCP: a directory with tls.crt and tls.key.
+    #[arg(long = flags::API_TLS_DIR.name())]
+    api_tls_dir: Option<PathBuf>,
     /// Serve the Destination and InboundPolicy APIs (gRPC) to proxies on this address.
     #[arg(long = flags::DESTINATION_ADDR.name())]
     destination_addr: Option<SocketAddr>,
@@ -253,19 +259,30 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)
-            .with_context(|| format!("listening on {}", path.display()))?;
+        let listener = api_auth::bind_private_socket(path)?;
         tracing::info!(socket = %path.display(), "API listening");
         let router = router.clone();
         servers.spawn(async move { axum::serve(listener, router).await });
     }
     if let Some(addr) = args.api_addr {
+        let (client, dir) = kubernetes.as_ref().zip(args.api_tls_dir.as_ref()).with_context(|| {
+            format!(
+                "{} serves the API on TCP, which needs TLS and Kubernetes authentication: give {} DIR (tls.crt, tls.key) and {}, or serve it on {} PATH",
+                flags::API_ADDR, flags::API_TLS_DIR, flags::KUBERNETES, flags::API_SOCKET
+            )
+        })?;
+        let requestheader = api_auth::RequestHeader::load(client).await?;
+        let tls = api_auth::tls_config(dir, requestheader.as_ref())
+            .with_context(|| format!("{} {}", flags::API_TLS_DIR, dir.display()))?;
+        let gate = Arc::new(api_auth::Gate::new(client.clone(), requestheader));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "API listening");
-        servers.spawn(async move { axum::serve(listener, router).await });
+        tracing::info!(%addr, "API listening (TLS, Kubernetes authentication and RBAC)");
+        servers.spawn(async move {
+            api_auth::serve(listener, tls, gate, router).await;
+            Ok(())
+        });
     }
     if let Some(addr) = args.destination_addr {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -17,8 +17,11 @@ use tokio_rustls::rustls::{
 };
 use tracing::{debug, info};
 
-/// The TLS configuration from `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS Secret).
-pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
+/// The certificate chain and key of `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS
+/// Secret): what the injector and the API serve with.
+pub fn serving_certificate(
+    dir: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let certs = CertificateDer::pem_file_iter(&cert)
@@ -27,6 +30,12 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
         .with_context(|| format!("{} holds no PEM certificate", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key)
         .with_context(|| format!("reading the private key {}", key.display()))?;
+    Ok((certs, key))
+}
+
+/// The TLS configuration from `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS Secret).
+pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let (certs, key) = serving_certificate(dir)?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
