@@ -12,6 +12,12 @@ pub const NAMESPACE: &str = "conduit";
 /// RBAC objects.
 pub const CONTROLLER: &str = "conduit-controller";
 
+/// The ClusterRoleBinding of the controller to `system:auth-delegator` (it reviews its
+/// API's callers' tokens and access).
+pub const AUTH_DELEGATOR_BINDING: &str = "conduit-controller:auth-delegator";
+/// The RoleBinding (in `kube-system`) that lets the controller read the front proxy's CA.
+pub const AUTHENTICATION_READER_BINDING: &str = "conduit-controller:authentication-reader";
+
 /// The Service in front of the Destination and InboundPolicy APIs.
 pub const DESTINATION_SERVICE: &str = "conduit-destination";
 /// The Service in front of the Identity API.

@@ -67,28 +67,34 @@ impl Access {
         }
     }
 
-    /// What to tell a caller it does not grant, and how to be granted it.
+    /// What to tell `user`, whom RBAC does not grant this in `namespace`.
     pub fn refusal(&self, user: &str, namespace: Option<&str>) -> String {
-        let (scope, binding) = match namespace {
-            Some(ns) => (
-                format!("in namespace {ns}"),
-                format!(
-                    "kubectl create rolebinding NAME -n {ns} --clusterrole={} --user={user}",
-                    self.role
-                ),
-            ),
-            None => (
-                "in every namespace".to_string(),
-                format!(
-                    "kubectl create clusterrolebinding NAME --clusterrole={} --user={user}",
-                    self.role
-                ),
-            ),
+        let scope = match namespace {
+            Some(ns) => format!("in namespace {ns}"),
+            None => "in every namespace".to_string(),
         };
         format!(
-            "{user} may not {} {}.{GROUP} {scope}: bind the ClusterRole {} ({binding})",
-            self.verb, self.resource, self.role
+            "{user} may not {} {}.{GROUP} {scope}: {}",
+            self.verb,
+            self.resource,
+            self.grant(user, namespace)
         )
+    }
+
+    /// How `user` is granted this in `namespace` (every namespace when `None`).
+    pub fn grant(&self, user: &str, namespace: Option<&str>) -> String {
+        let role = self.role;
+        let binding = match namespace {
+            Some(ns) => {
+                format!(
+                    "kubectl create rolebinding NAME -n {ns} --clusterrole={role} --user={user}"
+                )
+            }
+            None => {
+                format!("kubectl create clusterrolebinding NAME --clusterrole={role} --user={user}")
+            }
+        };
+        format!("bind the ClusterRole {role} ({binding})")
     }
 }
 

@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn the_installed_deployments_arguments_parse() {
-        use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
+        use conduit_k8s::install::{self, IdentityMaterial, ServingTls, Values};
         let pem = || "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_string();
         let docs = install::render(
             &Values::default(),
@@ -404,7 +404,12 @@ mod tests {
                 issuer_cert_pem: pem(),
                 issuer_key_pem: pem(),
             },
-            &WebhookTls {
+            &ServingTls {
+                ca_pem: pem(),
+                cert_pem: pem(),
+                key_pem: pem(),
+            },
+            &ServingTls {
                 ca_pem: pem(),
                 cert_pem: pem(),
                 key_pem: pem(),
@@ -425,5 +430,6 @@ mod tests {
         assert!(args.kubernetes && args.publish_trust_anchors);
         assert_eq!(args.control_plane_namespace, control_plane::NAMESPACE);
         assert_eq!(args.token_audience, names::IDENTITY_AUDIENCE);
+        assert!(args.api_addr.is_some() && args.api_tls_dir.is_some());
     }
 }
