@@ -596,6 +596,7 @@ pub fn bind_private_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conduit_api::http::Endpoint as _;
 
     #[test]
     fn aggregated_paths_name_the_endpoint_and_the_namespace() {

@@ -210,6 +210,18 @@ async fn main() -> anyhow::Result<()> {
             flags::API_ADDR
         );
     }
+    // The API on TCP is for callers the Kubernetes API authenticates and authorizes.
+    let tcp_api = match (args.api_addr, &args.api_tls_dir, args.kubernetes) {
+        (None, _, _) => None,
+        (Some(addr), Some(dir), true) => Some((addr, dir.clone())),
+        (Some(_), _, _) => anyhow::bail!(
+            "{} serves the API on TCP, which needs TLS and Kubernetes authentication: give {} DIR (tls.crt, tls.key) and {}, or serve it on {} PATH",
+            flags::API_ADDR,
+            flags::API_TLS_DIR,
+            flags::KUBERNETES,
+            flags::API_SOCKET
+        ),
+    };
     let kubernetes = if args.kubernetes {
         let mut config = kube::Config::infer().await.context(
             "no Kubernetes API to talk to: run in a pod with a ServiceAccount, or set KUBECONFIG",
@@ -264,13 +276,8 @@ async fn main() -> anyhow::Result<()> {
         let router = router.clone();
         servers.spawn(async move { axum::serve(listener, router).await });
     }
-    if let Some(addr) = args.api_addr {
-        let (client, dir) = kubernetes.as_ref().zip(args.api_tls_dir.as_ref()).with_context(|| {
-            format!(
-                "{} serves the API on TCP, which needs TLS and Kubernetes authentication: give {} DIR (tls.crt, tls.key) and {}, or serve it on {} PATH",
-                flags::API_ADDR, flags::API_TLS_DIR, flags::KUBERNETES, flags::API_SOCKET
-            )
-        })?;
+    if let (Some((addr, dir)), Some(client)) = (&tcp_api, &kubernetes) {
+        let addr = *addr;
         let requestheader = api_auth::RequestHeader::load(client).await?;
         let tls = api_auth::tls_config(dir, requestheader.as_ref())
             .with_context(|| format!("{} {}", flags::API_TLS_DIR, dir.display()))?;
