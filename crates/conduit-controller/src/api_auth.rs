@@ -25,7 +25,6 @@ use conduit_api::{
     http::{self as api_http, ApiError, NAMESPACE_PARAM},
     public_api::{self, Access},
 };
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use parking_lot::Mutex;
 use std::{
     collections::{BTreeMap, HashMap},
@@ -511,39 +510,19 @@ pub async fn serve(
     if gate.requestheader.is_none() {
         warn!("the API server publishes no front-proxy CA: only bearer tokens are accepted");
     }
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let (acceptor, router, gate) = (acceptor.clone(), router.clone(), gate.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(error) => return debug!(%peer, %error, "API TLS handshake failed"),
-            };
-            let cert = PeerCertificate(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first().cloned()),
-            );
-            let service = tower::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (router, gate, cert) = (router.clone(), gate.clone(), cert.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        gate.handle(router, cert, req.map(Body::new)).await,
-                    )
-                }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                .await
-            {
-                debug!(%peer, %error, "API connection ended with an error");
+    crate::https::serve(listener, tls, "API", move |certificate| {
+        let (router, gate) = (router.clone(), gate.clone());
+        let certificate = PeerCertificate(certificate);
+        tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (router, gate, certificate) = (router.clone(), gate.clone(), certificate.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    gate.handle(router, certificate, req.map(Body::new)).await,
+                )
             }
-        });
-    }
+        })
+    })
+    .await;
 }
 
 /// Listens on `path`, which only this process's user may connect to: the directory must
@@ -588,8 +567,10 @@ pub fn bind_private_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListen
         .with_context(|| format!("listening on {}", staging.display()))?;
     std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making {} 0600", staging.display()))?;
-    std::fs::rename(&staging, path)
-        .with_context(|| format!("moving the API socket to {}", path.display()))?;
+    if let Err(e) = std::fs::rename(&staging, path) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e).with_context(|| format!("moving the API socket to {}", path.display()));
+    }
     Ok(listener)
 }
 

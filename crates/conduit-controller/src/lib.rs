@@ -12,6 +12,7 @@ pub mod api;
 pub mod api_auth;
 pub mod destination;
 pub mod discovery;
+pub mod https;
 pub mod identity;
 pub mod kubernetes;
 pub mod policy;

@@ -4,39 +4,20 @@
 //! authentication no longer exists. The client refused is Python's socket module run as
 //! `nobody` (setpriv), the one allowed curl as root.
 
+mod common;
+use common::{Controller, TempDir};
 use std::{
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    path::Path,
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-/// The controller process, killed when dropped.
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory of this test's (mode 0755, so `nobody` may enter it), removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("conduit-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("0755");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of this test's, mode 0755 so that `nobody` may enter it.
+fn temp_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).expect("0755");
+    dir
 }
 
 /// The controller with `args`, started with umask 000 so that only its own care keeps
@@ -113,7 +94,7 @@ fn connect_as_nobody(socket: &Path) -> String {
 
 #[test]
 fn the_api_socket_is_for_its_owner_only() {
-    let temp = TempDir::new("api-socket");
+    let temp = temp_dir("api-socket");
     let socket = temp.0.join("api.sock");
     let _controller = Controller(
         controller(&[
@@ -150,7 +131,7 @@ fn the_api_socket_is_for_its_owner_only() {
 
 #[test]
 fn a_socket_others_could_replace_and_plain_tcp_are_refused_at_start() {
-    let temp = TempDir::new("api-socket-refused");
+    let temp = temp_dir("api-socket-refused");
     std::fs::set_permissions(&temp.0, std::fs::Permissions::from_mode(0o1777)).expect("1777");
     let state = format!("--local-state={}", temp.0.join("state.json").display());
     let out = controller(&[

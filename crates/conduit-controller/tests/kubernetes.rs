@@ -10,41 +10,16 @@ use conduit_api::{
     destination::{destination_client::DestinationClient, update, GetDestination, Update},
     identity::{identity_client::IdentityClient, CertifyRequest},
 };
+mod common;
+use common::{Controller, TempDir};
 use conduit_kube_fake::FakeApiServer;
 use serde_json::json;
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
-
-/// The controller process, killed when dropped.
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory of this test's, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("conduit-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A port free now and never handed out before in this process: the tests run at once,
 /// and the kernel may give a port just released to the next `bind(0)`.
