@@ -696,6 +696,9 @@ async fn the_public_api_admits_only_authenticated_and_authorized_callers() {
         api.url()
     )]);
     assert_eq!(code, "401", "{body}");
+    // Her token works directly too (the controller reviews it), with her groups.
+    let (code, body) = direct(stats, &["Authorization: Bearer alice-token"]);
+    assert_eq!(code, "200", "{body}");
     assert!(
         api.requests()
             .iter()

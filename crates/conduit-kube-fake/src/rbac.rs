@@ -116,3 +116,52 @@ pub(crate) fn forbidden_message(user: &str, attrs: &Attributes<'_>) -> String {
         attrs.verb, attrs.resource, attrs.group
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bindings_grant_their_roles_rules_where_they_apply() {
+        let viewer = json!({"metadata": {"name": "viewer"},
+            "rules": [{"apiGroups": ["g"], "resources": ["stats"], "verbs": ["list"]}]});
+        let in_a = json!({"metadata": {"name": "b", "namespace": "a"},
+            "roleRef": {"kind": "ClusterRole", "name": "viewer"},
+            "subjects": [{"kind": "Group", "name": "readers"},
+                         {"kind": "ServiceAccount", "name": "ci", "namespace": "tools"}]});
+        let objects = Objects {
+            cluster_roles: vec![&viewer],
+            cluster_role_bindings: vec![],
+            roles: vec![],
+            role_bindings: vec![&in_a],
+        };
+        let user = |name: &str, groups: &[&str]| UserInfo {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let asks = |verb, namespace| Attributes {
+            verb,
+            group: "g",
+            resource: "stats",
+            namespace,
+        };
+        let reader = user("alice", &["readers"]);
+        assert!(allows(&objects, &reader, &asks("list", Some("a"))));
+        assert!(!allows(&objects, &reader, &asks("list", Some("b"))));
+        assert!(!allows(&objects, &reader, &asks("list", None)));
+        assert!(!allows(&objects, &reader, &asks("watch", Some("a"))));
+        let ci = user("system:serviceaccount:tools:ci", &[]);
+        assert!(allows(&objects, &ci, &asks("list", Some("a"))));
+        assert!(!allows(
+            &objects,
+            &user("bob", &[]),
+            &asks("list", Some("a"))
+        ));
+        assert!(allows(
+            &objects,
+            &user("root", &["system:masters"]),
+            &asks("delete", None)
+        ));
+    }
+}
