@@ -269,6 +269,15 @@ async fn check_pre_passes_on_an_empty_cluster_and_a_bad_kubeconfig_is_named() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// Asserts that `out` failed saying each of `said`.
+fn refused(out: &Output, said: &[&str]) {
+    let text = text(out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for s in said {
+        assert!(text.contains(s), "{s:?} missing: {text}");
+    }
+}
+
 /// A user's kubeconfig for the fake: `name`'s bearer token, in `groups`.
 fn user(api: &FakeApiServer, dir: &Path, name: &str, groups: &[&str]) -> PathBuf {
     let token = format!("{name}-token");
@@ -301,17 +310,12 @@ async fn the_public_api_is_for_users_rbac_allows() {
 
     // No binding: refused, with the role to bind.
     let nobody = user(&api, &dir, "mallory", &[]);
-    let out = conduit(&nobody, &stat).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("User \"mallory\" cannot list resource \"stats\" in API group \"api.conduit.io\" in the namespace \"emojivoto\""),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        text(&out).contains("bind the ClusterRole conduit-viewer (kubectl create rolebinding NAME -n emojivoto --clusterrole=conduit-viewer"),
-        "{}",
-        text(&out)
+    refused(
+        &conduit(&nobody, &stat).await,
+        &[
+            "User \"mallory\" cannot list resource \"stats\" in API group \"api.conduit.io\" in the namespace \"emojivoto\"",
+            "bind the ClusterRole conduit-viewer (kubectl create rolebinding NAME -n emojivoto --clusterrole=conduit-viewer",
+        ],
     );
 
     // The viewer: stat, but neither tap nor top.
@@ -321,22 +325,15 @@ async fn the_public_api_is_for_users_rbac_allows() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("web"), "{}", text(&out));
     for args in [&tap[..], &top[..]] {
-        let out = conduit(&viewer, args).await;
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
-        assert!(
-            text(&out).contains("cannot watch resource")
-                && text(&out).contains("bind the ClusterRole conduit-tap"),
-            "{args:?}: {}",
-            text(&out)
+        refused(
+            &conduit(&viewer, args).await,
+            &["cannot watch resource", "bind the ClusterRole conduit-tap"],
         );
     }
-    // Outside its namespace, or in every namespace, the viewer is refused too.
-    let out = conduit(&viewer, &["stat", "deploy", "-A"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("at the cluster scope"),
-        "{}",
-        text(&out)
+    // In every namespace, the viewer is refused too.
+    refused(
+        &conduit(&viewer, &["stat", "deploy", "-A"]).await,
+        &["at the cluster scope"],
     );
 
     // The tap role: top answers (nothing taps here: no requests in its window).
@@ -344,17 +341,13 @@ async fn the_public_api_is_for_users_rbac_allows() {
     bind(&api, "conduit-tap", "tom");
     let out = conduit(&tapper, &top).await;
     assert!(out.status.success(), "{}", text(&out));
-    let out = conduit(&tapper, &stat).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    refused(&conduit(&tapper, &stat).await, &["cannot list resource"]);
 
     // An unknown token: the API server does not authenticate it.
     let stranger = dir.join("kubeconfig-stranger");
     std::fs::write(&stranger, api.kubeconfig_with("made-up")).expect("kubeconfig");
-    let out = conduit(&stranger, &stat).await;
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("did not authenticate you"),
-        "{}",
-        text(&out)
+    refused(
+        &conduit(&stranger, &stat).await,
+        &["did not authenticate you"],
     );
 }

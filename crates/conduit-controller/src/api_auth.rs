@@ -261,6 +261,23 @@ impl Gate {
         user.map(Some).ok_or_else(unauthenticated)
     }
 
+    /// Creates a review (cluster-scoped) and reads the API server's answer; `what` says
+    /// what failed if it cannot.
+    async fn create<K>(&self, review: &K, what: &str) -> Result<K, Refusal>
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::Serialize
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        kube::Api::<K>::all(self.client.clone())
+            .create(&kube::api::PostParams::default(), review)
+            .await
+            .map_err(|e| unavailable(what, e))
+    }
+
     async fn review_token(&self, token: &str) -> Result<Option<User>, Refusal> {
         use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
         let review = TokenReview {
@@ -270,11 +287,7 @@ impl Gate {
             },
             ..Default::default()
         };
-        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-        let reviewed = api
-            .create(&kube::api::PostParams::default(), &review)
-            .await
-            .map_err(|e| unavailable("review the bearer token", e))?;
+        let reviewed = self.create(&review, "review the bearer token").await?;
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             debug!(error = ?status.error, "a bearer token the API server does not accept");
@@ -321,11 +334,7 @@ impl Gate {
             },
             ..Default::default()
         };
-        let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client.clone());
-        let reviewed = api
-            .create(&kube::api::PostParams::default(), &review)
-            .await
-            .map_err(|e| unavailable("authorize the request", e))?;
+        let reviewed = self.create(&review, "authorize the request").await?;
         let allowed = reviewed.status.is_some_and(|s| s.allowed);
         self.decisions.put(key, allowed);
         Ok(allowed)

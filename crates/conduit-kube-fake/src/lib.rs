@@ -1345,12 +1345,21 @@ fn access_review(shared: &Shared, review: Value) -> Response<Body> {
     let get = |f: &str| attrs[f].as_str().unwrap_or_default().to_string();
     let asked = (get("verb"), get("group"), get("resource"));
     let denied = shared.state.lock().denied.contains(&asked);
+    access_answer(
+        review,
+        !denied,
+        "RBAC: allowed by ClusterRoleBinding \"cluster-admin\"",
+    )
+}
+
+/// An access review with its decision, as the API server answers it.
+fn access_answer(review: Value, allowed: bool, reason: &str) -> Response<Body> {
     let mut answer = review;
     answer["metadata"] = json!({"creationTimestamp": null});
-    answer["status"] = if denied {
-        json!({"allowed": false, "reason": ""})
+    answer["status"] = if allowed {
+        json!({"allowed": true, "reason": reason})
     } else {
-        json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"cluster-admin\""})
+        json!({"allowed": false, "reason": ""})
     };
     json_response(StatusCode::CREATED, &answer)
 }
@@ -1378,14 +1387,7 @@ fn subject_access_review(shared: &Shared, review: Value) -> Response<Body> {
         namespace: Some(namespace.as_str()).filter(|n| !n.is_empty()),
     };
     let allowed = rbac_allows(&shared.state.lock(), &user, &asked);
-    let mut answer = review;
-    answer["metadata"] = json!({"creationTimestamp": null});
-    answer["status"] = if allowed {
-        json!({"allowed": true, "reason": "RBAC: allowed by a binding"})
-    } else {
-        json!({"allowed": false, "reason": ""})
-    };
-    json_response(StatusCode::CREATED, &answer)
+    access_answer(review, allowed, "RBAC: allowed by a binding")
 }
 
 /// The fake's own promises, seen through kube-rs as the controller sees them.
