@@ -12,12 +12,18 @@ pub const NAMESPACE: &str = "conduit";
 /// RBAC objects.
 pub const CONTROLLER: &str = "conduit-controller";
 
+/// The ClusterRoleBinding of the controller to `system:auth-delegator` (it reviews its
+/// API's callers' tokens and access).
+pub const AUTH_DELEGATOR_BINDING: &str = "conduit-controller:auth-delegator";
+/// The RoleBinding (in `kube-system`) that lets the controller read the front proxy's CA.
+pub const AUTHENTICATION_READER_BINDING: &str = "conduit-controller:authentication-reader";
+
 /// The Service in front of the Destination and InboundPolicy APIs.
 pub const DESTINATION_SERVICE: &str = "conduit-destination";
 /// The Service in front of the Identity API.
 pub const IDENTITY_SERVICE: &str = "conduit-identity";
-/// The Service in front of the HTTP JSON API, which the CLI reaches through the API
-/// server's service proxy.
+/// The Service in front of the HTTP JSON API, which the API server's aggregator calls
+/// (see `public_api`).
 pub const API_SERVICE: &str = "conduit-api";
 /// The Service in front of the proxy injector.
 pub const WEBHOOK_SERVICE: &str = "conduit-webhook";
@@ -26,6 +32,8 @@ pub const WEBHOOK_SERVICE: &str = "conduit-webhook";
 pub const ISSUER_SECRET: &str = "conduit-identity-issuer";
 /// The Secret with the injector's serving certificate.
 pub const WEBHOOK_TLS_SECRET: &str = "conduit-webhook-tls";
+/// The Secret with the API's serving certificate, which the aggregator checks.
+pub const API_TLS_SECRET: &str = "conduit-api-tls";
 /// The MutatingWebhookConfiguration that sends new pods to the injector.
 pub const INJECTOR_WEBHOOK: &str = "conduit-proxy-injector";
 /// The injector's path: AdmissionReviews are POSTed here.
@@ -58,6 +66,12 @@ fn grpc_addr(service: &str, namespace: &str) -> String {
 /// The injector Service's DNS name in `namespace`: what its certificate must name.
 pub fn webhook_dns_name(namespace: &str) -> String {
     format!("{WEBHOOK_SERVICE}.{namespace}.svc")
+}
+
+/// The API Service's DNS name in `namespace`: what its certificate must name, and what
+/// the aggregator checks it for.
+pub fn api_dns_name(namespace: &str) -> String {
+    format!("{API_SERVICE}.{namespace}.svc")
 }
 
 #[cfg(test)]

@@ -67,8 +67,11 @@ pub const CONTROL_PLANE_NAMESPACE_ENV: &str = "CONDUIT_NAMESPACE";
 pub const TOKEN_AUDIENCE: Flag = Flag("token-audience");
 /// Serve the HTTP API on this unix socket.
 pub const API_SOCKET: Flag = Flag("api-socket");
-/// Serve the HTTP API on this TCP address.
+/// Serve the HTTP API on this TCP address: TLS, every request authenticated and
+/// authorized through the Kubernetes API (needs [`KUBERNETES`] and [`API_TLS_DIR`]).
 pub const API_ADDR: Flag = Flag("api-addr");
+/// The API's serving certificate on TCP: a directory with tls.crt and tls.key.
+pub const API_TLS_DIR: Flag = Flag("api-tls-dir");
 /// Serve the gRPC APIs (Destination, InboundPolicy, Identity) on this address.
 pub const DESTINATION_ADDR: Flag = Flag("destination-addr");
 /// How often to scrape every proxy's metrics (a duration).
@@ -111,6 +114,7 @@ pub const FLAGS: &[Flag] = &[
     TOKEN_AUDIENCE,
     API_SOCKET,
     API_ADDR,
+    API_TLS_DIR,
     DESTINATION_ADDR,
     SCRAPE_INTERVAL,
     RETENTION,

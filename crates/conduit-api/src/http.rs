@@ -8,6 +8,7 @@ use crate::{
     admin::ProxyIdentity,
     inbound::{DefaultPolicy, Probe},
     ports,
+    public_api::Access,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::{
@@ -23,13 +24,30 @@ pub const READY_PATH: &str = "/ready";
 /// The controller's own counters, in the Prometheus text format.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// The query parameter of the namespace a query is limited to; on Kubernetes the path's
+/// namespace replaces it (see `public_api`).
+pub const NAMESPACE_PARAM: &str = "namespace";
+
 /// An endpoint of the API: its query, the path it is sent to and what it answers.
 pub trait Endpoint: Serialize + DeserializeOwned {
     /// The endpoint's path.
     const PATH: &'static str;
+    /// What RBAC must grant to call it on Kubernetes, where its path is
+    /// [`Access::path`].
+    const ACCESS: Access;
     /// What it answers: the JSON body, or, for a stream (`/api/tap`), each of its lines.
     type Answer: Serialize + DeserializeOwned;
 }
+
+/// Every endpoint's path and access: what the controller serves behind authorization.
+pub const ENDPOINTS: &[(&str, Access)] = &[
+    (StatQuery::PATH, StatQuery::ACCESS),
+    (EdgesQuery::PATH, EdgesQuery::ACCESS),
+    (WorkloadsQuery::PATH, WorkloadsQuery::ACCESS),
+    (TapQuery::PATH, TapQuery::ACCESS),
+    (TopQuery::PATH, TopQuery::ACCESS),
+    (IdentityQuery::PATH, IdentityQuery::ACCESS),
+];
 
 /// The body of a refused request (a 400): what was wrong, naming the parameter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +111,7 @@ pub struct StatQuery {
 
 impl Endpoint for StatQuery {
     const PATH: &'static str = "/api/stat";
+    const ACCESS: Access = Access::viewer("stats");
     type Answer = Vec<StatRow>;
 }
 
@@ -136,6 +155,7 @@ pub struct EdgesQuery {
 
 impl Endpoint for EdgesQuery {
     const PATH: &'static str = "/api/edges";
+    const ACCESS: Access = Access::viewer("edges");
     type Answer = Vec<EdgeRow>;
 }
 
@@ -168,6 +188,7 @@ pub struct WorkloadsQuery {}
 
 impl Endpoint for WorkloadsQuery {
     const PATH: &'static str = "/api/workloads";
+    const ACCESS: Access = Access::viewer("workloads");
     type Answer = Workloads;
 }
 
@@ -278,6 +299,7 @@ pub struct TapQuery {
 
 impl Endpoint for TapQuery {
     const PATH: &'static str = "/api/tap";
+    const ACCESS: Access = Access::tap("taps");
     type Answer = TapLine;
 }
 
@@ -408,6 +430,7 @@ pub struct TopQuery {
 
 impl Endpoint for TopQuery {
     const PATH: &'static str = "/api/top";
+    const ACCESS: Access = Access::tap("tops");
     type Answer = Vec<TopRow>;
 }
 
@@ -447,6 +470,7 @@ pub struct IdentityQuery {
 
 impl Endpoint for IdentityQuery {
     const PATH: &'static str = "/api/identity";
+    const ACCESS: Access = Access::viewer("identities");
     type Answer = Vec<IdentityRow>;
 }
 

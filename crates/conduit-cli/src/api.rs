@@ -1,28 +1,23 @@
-//! Talking to the control plane's API, wherever it runs: `--api-addr` (`unix:/path` or
-//! `host:port`); a cluster's, through the Kubernetes API server's service proxy with the
-//! user's kubeconfig (`--kubeconfig`, `--context`), as `kubectl` reaches it; or, by
+//! Talking to the control plane's API, wherever it runs: `--api-addr unix:/path`; a
+//! cluster's, as an aggregated API of the Kubernetes API server with the user's
+//! kubeconfig (`--kubeconfig`, `--context`), so the API server authenticates the user and
+//! RBAC decides (`conduit_api::public_api`: each endpoint's path, verb and role); or, by
 //! default, the local runtime's socket when one runs here and the kubeconfig's cluster
 //! otherwise. Queries and answers are `conduit_api::http`'s types, as the controller
-//! serves them; an answer that does not read as one is an error saying so.
+//! serves them; an answer that does not read as one is an error saying so, and a refusal
+//! names the ClusterRole to bind.
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 use conduit_api::{
     control_plane::{self, API_SERVICE},
-    http::{ApiError, Endpoint},
-    ports,
+    http::{ApiError, Endpoint, NAMESPACE_PARAM},
+    public_api::{self, Access},
 };
 use conduit_local::layout::Layout;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
-
-/// `path` on the API of the control plane in `namespace`, through the Kubernetes API
-/// server's service proxy (the API's Service, which `conduit install` writes).
-pub fn proxied_path(namespace: &str, path: &str) -> String {
-    let port = ports::CONTROLLER_API;
-    format!("/api/v1/namespaces/{namespace}/services/http:{API_SERVICE}:{port}/proxy{path}")
-}
 
 /// The `message` of a Kubernetes API `Status` body, if that is what `body` is.
 pub fn status_message(body: &[u8]) -> Option<String> {
@@ -33,8 +28,8 @@ pub fn status_message(body: &[u8]) -> Option<String> {
 /// Where the control plane is: the flags every command that talks to it takes.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ControlPlaneArgs {
-    /// The control plane's API: unix:/path or host:port (default: the local runtime's when
-    /// one runs here, else the kubeconfig's cluster).
+    /// The control plane's API: unix:/path (default: the local runtime's when one runs
+    /// here, else the kubeconfig's cluster's, through its API server).
     #[arg(long)]
     pub api_addr: Option<String>,
     /// The kubeconfig to reach a cluster with (default: $KUBECONFIG, ~/.kube/config).
@@ -52,10 +47,12 @@ impl ControlPlaneArgs {
     /// Where the API is, by the flags, else the local runtime if it runs, else the cluster.
     pub fn api(&self) -> anyhow::Result<ApiAddr> {
         if let Some(a) = &self.api_addr {
-            return Ok(match a.strip_prefix("unix:") {
-                Some(path) => ApiAddr::Unix(PathBuf::from(path)),
-                None => ApiAddr::Tcp(a.to_string()),
-            });
+            return match a.strip_prefix("unix:") {
+                Some(path) => Ok(ApiAddr::Unix(PathBuf::from(path))),
+                None => bail!(
+                    "--api-addr {a}: expected unix:/path; on a cluster the API is reached through the Kubernetes API server, which authenticates you (give --kubeconfig or --context)"
+                ),
+            };
         }
         if !self.is_cluster() {
             return Ok(ApiAddr::local());
@@ -122,8 +119,7 @@ fn kubeconfig_exists() -> bool {
 #[derive(Clone)]
 pub enum ApiAddr {
     Unix(PathBuf),
-    Tcp(String),
-    /// A cluster's, through its API server's service proxy.
+    /// A cluster's, through its API server, as an aggregated API.
     Cluster {
         config: Box<kube::Config>,
         namespace: String,
@@ -149,6 +145,30 @@ fn uri<E: Endpoint>(query: &E) -> anyhow::Result<String> {
     } else {
         format!("{}?{query}", E::PATH)
     })
+}
+
+/// The path and query string of `query` through the API server: its resource's path in
+/// the query's namespace, the rest as the query, and `watch=true` for a watch.
+fn cluster_uri<E: Endpoint>(query: &E) -> anyhow::Result<(String, Option<String>)> {
+    let text = serde_urlencoded::to_string(query)
+        .with_context(|| format!("writing the query for {}", E::PATH))?;
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(&text)?;
+    let namespace = pairs
+        .iter()
+        .position(|(k, _)| k == NAMESPACE_PARAM)
+        .map(|i| pairs.remove(i).1);
+    if E::ACCESS.verb == public_api::WATCH {
+        let (k, v) = public_api::WATCH_PARAM;
+        pairs.push((k.to_string(), v.to_string()));
+    }
+    let path = E::ACCESS.path(namespace.as_deref());
+    let query = serde_urlencoded::to_string(&pairs)?;
+    let uri = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    Ok((uri, namespace))
 }
 
 /// Reads `text` as what `E` answers, or says what is wrong with it.
@@ -178,12 +198,11 @@ async fn refused(rsp: http::Response<AnyBody>) -> anyhow::Error {
 
 /// Asks the API `query`; its answer, or an error saying what to do.
 pub fn get<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<E::Answer> {
-    let path = uri(query)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let rsp = send(addr, &path).await?;
+        let rsp = send(addr, query).await?;
         if !rsp.status().is_success() {
             return Err(refused(rsp).await);
         }
@@ -199,12 +218,11 @@ pub fn stream<E: Endpoint>(
     query: &E,
     mut line: impl FnMut(E::Answer, &str) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let path = uri(query)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let rsp = send(addr, &path).await?;
+        let rsp = send(addr, query).await?;
         if !rsp.status().is_success() {
             return Err(refused(rsp).await);
         }
@@ -227,50 +245,82 @@ pub fn stream<E: Endpoint>(
     })
 }
 
-async fn send(addr: &ApiAddr, path: &str) -> anyhow::Result<http::Response<AnyBody>> {
+async fn send<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<http::Response<AnyBody>> {
     match addr {
         ApiAddr::Unix(p) => {
             let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
                 format!(
-                    "cannot reach the control plane at {} (is the local runtime up? start it with `conduit local up` or `conduit demo`, or point --api-addr at a control plane)",
+                    "cannot reach the control plane at {} (is the local runtime up? start it with `conduit local up` or `conduit demo`, or point --api-addr at a control plane; only its owner, root, may use it)",
                     p.display()
                 )
             })?;
-            request(TokioIo::new(s), path).await
-        }
-        ApiAddr::Tcp(a) => {
-            let s = tokio::net::TcpStream::connect(a.as_str())
-                .await
-                .with_context(|| format!("cannot reach the control plane at {a}"))?;
-            request(TokioIo::new(s), path).await
+            request(TokioIo::new(s), &uri(query)?).await
         }
         ApiAddr::Cluster { config, namespace } => {
-            let cluster = config.cluster_url.to_string();
-            let client = kube::Client::try_from((**config).clone())
-                .with_context(|| format!("cannot make a client for {cluster}"))?;
-            let req = http::Request::get(proxied_path(namespace, path))
-                .body(kube::client::Body::empty())?;
-            let rsp = client
-                .send(req)
-                .await
-                .with_context(|| format!("cannot reach the Kubernetes API at {cluster}"))?;
-            if rsp.status() == http::StatusCode::SERVICE_UNAVAILABLE
-                || rsp.status() == http::StatusCode::FORBIDDEN
-            {
-                let status = rsp.status();
-                let body = rsp.into_body().collect().await?.to_bytes();
-                let message = status_message(&body).unwrap_or_default();
-                // The control plane's own errors are JSON with "error"; these are the API
-                // server's.
-                if status == http::StatusCode::FORBIDDEN {
-                    bail!("the Kubernetes API refused the request: {message}");
-                }
-                bail!(
-                    "the control plane in namespace {namespace} is not reachable ({message}): is it installed and ready? `conduit check` tells"
-                );
+            let (path, query_namespace) = cluster_uri(query)?;
+            let rsp = cluster_get(config, &path).await?;
+            let status = rsp.status();
+            if !matches!(status.as_u16(), 401 | 403 | 404 | 503) {
+                return Ok(rsp);
             }
-            Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
+            let body = rsp.into_body().collect().await?.to_bytes();
+            // The control plane's own refusals are JSON with "error"; the others are
+            // the API server's Status.
+            if let Ok(refusal) = serde_json::from_slice::<ApiError>(&body) {
+                bail!("{}", refusal.error);
+            }
+            let message = status_message(&body).unwrap_or_default();
+            cluster_refusal(
+                status,
+                &message,
+                E::ACCESS,
+                query_namespace.as_deref(),
+                namespace,
+            )
         }
+    }
+}
+
+/// `GET path` on the cluster's API server, with the kubeconfig's credentials.
+pub async fn cluster_get(
+    config: &kube::Config,
+    path: &str,
+) -> anyhow::Result<http::Response<AnyBody>> {
+    let cluster = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config.clone())
+        .with_context(|| format!("cannot make a client for {cluster}"))?;
+    let req = http::Request::get(path).body(kube::client::Body::empty())?;
+    let rsp = client
+        .send(req)
+        .await
+        .with_context(|| format!("cannot reach the Kubernetes API at {cluster}"))?;
+    Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
+}
+
+/// What the API server's refusal of an API request means, and what to do.
+fn cluster_refusal(
+    status: http::StatusCode,
+    message: &str,
+    access: Access,
+    namespace: Option<&str>,
+    control_plane: &str,
+) -> anyhow::Result<http::Response<AnyBody>> {
+    match status.as_u16() {
+        401 => bail!(
+            "the Kubernetes API did not authenticate you ({message}): check the kubeconfig's credentials"
+        ),
+        403 => bail!(
+            "the Kubernetes API refused the request: {message}: {}",
+            access.grant("YOUR-USER", namespace)
+        ),
+        404 => bail!(
+            "the Kubernetes API does not serve {}/{} ({message}): is the control plane installed? `conduit check` tells",
+            public_api::GROUP,
+            public_api::VERSION
+        ),
+        _ => bail!(
+            "the control plane in namespace {control_plane} is not reachable ({message}): is it installed and ready? `conduit check` tells"
+        ),
     }
 }
 

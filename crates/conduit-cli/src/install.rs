@@ -4,10 +4,10 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use conduit_api::control_plane;
+use conduit_api::{control_plane, public_api};
 use conduit_identity::ca::{self, TrustFiles};
 use conduit_k8s::{
-    install::{self, IdentityMaterial, Values, WebhookTls},
+    install::{self, IdentityMaterial, ServingTls, Values},
     manifest,
 };
 use serde_json::{json, Value};
@@ -69,11 +69,16 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
         issuer_cert_pem,
         issuer_key_pem,
     } = trust;
-    let (ca_pem, cert_pem, key_pem) = ca::serving_certificate(
-        &[control_plane::webhook_dns_name(&values.namespace)],
-        Duration::from_secs(10 * 365 * 86_400),
-    )
-    .context("generating the injector webhook's certificate")?;
+    let serving = |dns_name: String, what: &str| -> anyhow::Result<ServingTls> {
+        let (ca_pem, cert_pem, key_pem) =
+            ca::serving_certificate(&[dns_name], Duration::from_secs(10 * 365 * 86_400))
+                .with_context(|| format!("generating the {what}'s certificate"))?;
+        Ok(ServingTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        })
+    };
     let docs = install::render(
         &values,
         &IdentityMaterial {
@@ -81,11 +86,11 @@ pub fn install(args: InstallArgs) -> anyhow::Result<()> {
             issuer_cert_pem,
             issuer_key_pem,
         },
-        &WebhookTls {
-            ca_pem,
-            cert_pem,
-            key_pem,
-        },
+        &serving(
+            control_plane::webhook_dns_name(&values.namespace),
+            "injector webhook",
+        )?,
+        &serving(control_plane::api_dns_name(&values.namespace), "API")?,
     );
     print(&yaml(&docs))
 }
@@ -100,7 +105,24 @@ pub struct UninstallArgs {
 /// What to delete: the cluster-wide objects and the namespace (which holds the rest).
 pub fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     let named = |api: &str, kind: &str, name: &str| json!({ "apiVersion": api, "kind": kind, "metadata": { "name": name } });
+    let rbac = "rbac.authorization.k8s.io/v1";
     let mut docs = vec![
+        named(
+            "apiregistration.k8s.io/v1",
+            "APIService",
+            public_api::API_SERVICE,
+        ),
+        named(rbac, "ClusterRole", public_api::VIEWER_ROLE),
+        named(rbac, "ClusterRole", public_api::TAP_ROLE),
+        named(
+            rbac,
+            "ClusterRoleBinding",
+            control_plane::AUTH_DELEGATOR_BINDING,
+        ),
+        json!({ "apiVersion": rbac, "kind": "RoleBinding", "metadata": {
+            "name": control_plane::AUTHENTICATION_READER_BINDING,
+            "namespace": public_api::AUTHENTICATION_NAMESPACE,
+        } }),
         named(
             "admissionregistration.k8s.io/v1",
             "MutatingWebhookConfiguration",

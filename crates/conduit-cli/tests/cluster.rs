@@ -1,9 +1,12 @@
 //! The CLI against a Kubernetes cluster, where none can run: an in-memory API server
 //! (`conduit-kube-fake`, real HTTP, payloads shaped like kube-apiserver's) holding what
 //! `conduit install | kubectl apply -f -` leaves, the real controller running against it
-//! as its Deployment runs, and the CLI reaching both with a kubeconfig, through the API
-//! server's service proxy as it would on a cluster. `conduit check` (installed, `--pre`,
-//! `--proxy`) and `stat` are checked for what they say when all is well and when not.
+//! as its Deployment runs (its API over TLS with the install's certificate), and the CLI
+//! reaching both with a kubeconfig, through the API server's aggregator as it would on a
+//! cluster (the fake authenticates the kubeconfig's token, applies RBAC and calls the
+//! controller with its front-proxy certificate). `conduit check` (installed, `--pre`,
+//! `--proxy`) and `stat` are checked for what they say when all is well and when not, and
+//! `stat`, `tap` and `top` for users bound to the install's roles or to none.
 
 mod common;
 use common::*;
@@ -33,6 +36,8 @@ impl Drop for TempDir {
 }
 
 /// `conduit ARGS --kubeconfig FILE`, run off the test's runtime (which serves the fake).
+/// Commands that reach the controller have the API server check their user's RBAC, then
+/// the controller check it again.
 async fn conduit(kubeconfig: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(CONDUIT);
     cmd.args(args).arg("--kubeconfig").arg(kubeconfig).env(
@@ -61,10 +66,20 @@ async fn installed(api: &FakeApiServer, dir: &Path) -> (PathBuf, Killed) {
         .expect("install");
     assert!(out.status.success(), "{}", text(&out));
     let manifest = String::from_utf8_lossy(&out.stdout);
+    let api_tls = dir.join("api-tls");
+    std::fs::create_dir_all(&api_tls).expect("api-tls dir");
     for doc in conduit_k8s::manifest::parse(&manifest, "install").expect("install's YAML") {
-        if !doc.is_empty() {
-            api.apply(doc.value);
+        if doc.is_empty() {
+            continue;
         }
+        // The API's serving certificate, where the Deployment mounts it.
+        if doc.value["kind"] == "Secret" && doc.value["metadata"]["name"] == "conduit-api-tls" {
+            for file in ["tls.crt", "tls.key"] {
+                let pem = doc.value["stringData"][file].as_str().expect("PEM");
+                std::fs::write(api_tls.join(file), pem).expect("certificate");
+            }
+        }
+        api.apply(doc.value);
     }
     // What the Deployment's ReplicaSet would have made, ready.
     api.apply(json!({
@@ -103,6 +118,7 @@ async fn installed(api: &FakeApiServer, dir: &Path) -> (PathBuf, Killed) {
     let controller = Path::new(CONDUIT).with_file_name("conduit-controller");
     let child = Command::new(controller)
         .args(["--kubernetes", &format!("--api-addr=127.0.0.1:{port}")])
+        .arg(format!("--api-tls-dir={}", api_tls.display()))
         .env("KUBECONFIG", &kubeconfig)
         .stderr(Stdio::null())
         .spawn()
@@ -144,12 +160,12 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
         assert!(said.contains(line), "{line:?} missing:\n{said}");
     }
 
-    // stat through the service proxy: the meshed deployment the controller discovered.
+    // stat through the aggregator: the meshed deployment the controller discovered.
     let out = conduit(&kubeconfig, &["stat", "deploy", "-n", "emojivoto"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("web"), "{}", text(&out));
     assert!(api.requests().iter().any(|r| r.starts_with(
-        "GET /api/v1/namespaces/conduit/services/http:conduit-api:8085/proxy/api/stat?"
+        "GET /apis/api.conduit.io/v1alpha1/namespaces/emojivoto/stats?resource=deploy"
     )));
 
     // --proxy: the proxy is ready and of this version, but its certificate cannot be read
@@ -251,4 +267,87 @@ async fn check_pre_passes_on_an_empty_cluster_and_a_bad_kubeconfig_is_named() {
     );
     let out = conduit(&kubeconfig, &["check", "--context", "nope"]).await;
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Asserts that `out` failed saying each of `said`.
+fn refused(out: &Output, said: &[&str]) {
+    let text = text(out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for s in said {
+        assert!(text.contains(s), "{s:?} missing: {text}");
+    }
+}
+
+/// A user's kubeconfig for the fake: `name`'s bearer token, in `groups`.
+fn user(api: &FakeApiServer, dir: &Path, name: &str, groups: &[&str]) -> PathBuf {
+    let token = format!("{name}-token");
+    api.add_user(&token, name, groups);
+    let kubeconfig = dir.join(format!("kubeconfig-{name}"));
+    std::fs::write(&kubeconfig, api.kubeconfig_with(&token)).expect("kubeconfig");
+    kubeconfig
+}
+
+/// Binds ClusterRole `role` in emojivoto to `name`, a user.
+fn bind(api: &FakeApiServer, role: &str, name: &str) {
+    api.apply(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{name}-{role}"), "namespace": "emojivoto"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}],
+    }));
+}
+
+#[tokio::test]
+async fn the_public_api_is_for_users_rbac_allows() {
+    let dir = std::env::temp_dir().join(format!("conduit-cluster-rbac-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _dir = TempDir(dir.clone());
+    let api = FakeApiServer::start().await.expect("fake API server");
+    let (_admin, _controller) = installed(&api, &dir).await;
+    let stat = ["stat", "deploy", "-n", "emojivoto"];
+    let tap = ["tap", "deploy/web", "-n", "emojivoto", "--max", "1"];
+    let top = ["top", "deploy/web", "-n", "emojivoto", "--window", "1s"];
+
+    // No binding: refused, with the role to bind.
+    let nobody = user(&api, &dir, "mallory", &[]);
+    refused(
+        &conduit(&nobody, &stat).await,
+        &[
+            "User \"mallory\" cannot list resource \"stats\" in API group \"api.conduit.io\" in the namespace \"emojivoto\"",
+            "bind the ClusterRole conduit-viewer (kubectl create rolebinding NAME -n emojivoto --clusterrole=conduit-viewer",
+        ],
+    );
+
+    // The viewer: stat, but neither tap nor top.
+    let viewer = user(&api, &dir, "vera", &[]);
+    bind(&api, "conduit-viewer", "vera");
+    let out = conduit(&viewer, &stat).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("web"), "{}", text(&out));
+    for args in [&tap[..], &top[..]] {
+        refused(
+            &conduit(&viewer, args).await,
+            &["cannot watch resource", "bind the ClusterRole conduit-tap"],
+        );
+    }
+    // In every namespace, the viewer is refused too.
+    refused(
+        &conduit(&viewer, &["stat", "deploy", "-A"]).await,
+        &["at the cluster scope"],
+    );
+
+    // The tap role: top answers (nothing taps here: no requests in its window).
+    let tapper = user(&api, &dir, "tom", &[]);
+    bind(&api, "conduit-tap", "tom");
+    let out = conduit(&tapper, &top).await;
+    assert!(out.status.success(), "{}", text(&out));
+    refused(&conduit(&tapper, &stat).await, &["cannot list resource"]);
+
+    // An unknown token: the API server does not authenticate it.
+    let stranger = dir.join("kubeconfig-stranger");
+    std::fs::write(&stranger, api.kubeconfig_with("made-up")).expect("kubeconfig");
+    refused(
+        &conduit(&stranger, &stat).await,
+        &["did not authenticate you"],
+    );
 }

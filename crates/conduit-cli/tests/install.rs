@@ -63,9 +63,20 @@ fn every_install_passes_the_official_schemas() {
         "kind: Deployment",
         "kind: Service",
         "kind: MutatingWebhookConfiguration",
+        "kind: APIService",
+        "kind: RoleBinding",
+        "name: conduit-viewer",
+        "name: conduit-tap",
+        "name: conduit-api-tls",
+        "name: system:auth-delegator",
+        "name: extension-apiserver-authentication-reader",
     ] {
         assert!(default.contains(kind), "{kind} missing");
     }
+    // The public API: an aggregated API whose ClusterRoles grant its verbs, served over
+    // TLS only.
+    assert!(default.contains("--api-tls-dir=/var/run/conduit/api-tls"));
+    assert!(default.contains("scheme: HTTPS"));
     assert!(!default.contains("PodDisruptionBudget"));
     assert!(default.contains("failurePolicy: Ignore"));
     validate("default", &default);
@@ -145,8 +156,13 @@ fn every_install_passes_the_official_schemas() {
         "ClusterRole",
         "CustomResourceDefinition",
         "Namespace",
+        "APIService",
+        "RoleBinding",
     ] {
         assert!(gone.contains(&format!("kind: {kind}")), "{gone}");
+    }
+    for name in ["conduit-viewer", "conduit-tap", "v1alpha1.api.conduit.io"] {
+        assert!(gone.contains(&format!("name: {name}")), "{gone}");
     }
 }
 

@@ -4,7 +4,7 @@
 //! `/healthz` (alive) and `/ready` (discovery has a complete snapshot; says so when it is
 //! serving a stale one). Queries and answers are `conduit_api::http`'s types, which the
 //! CLI reads back. Bad parameters get a 400 that names the parameter and the accepted
-//! values.
+//! values. Who may call it, and under which paths on Kubernetes, is `api_auth`'s.
 
 use crate::{
     discovery::{PodInfo, Workloads},

@@ -7,12 +7,14 @@
 //! top of it, scraping every meshed proxy into the in-memory metrics store and its stat
 //! and edges queries, the proxy injector's admission webhook, publishing the trust
 //! anchors into every namespace, and the HTTP JSON API the CLI reads (its types are
-//! `conduit-api`'s). Knows nothing about how pods are run.
+//! `conduit-api`'s), on TCP only behind Kubernetes authentication and RBAC. Knows nothing about how pods are run.
 
 pub mod api;
+pub mod api_auth;
 pub mod destination;
 pub mod discovery;
 pub mod grpc;
+pub mod https;
 pub mod identity;
 pub mod kubernetes;
 pub mod policy;

@@ -8,6 +8,7 @@ use clap::{ArgGroup, Parser};
 use conduit_api::{control_plane, flags, names};
 use conduit_controller::{
     api::{self, ApiState},
+    api_auth,
     discovery::{Discovery, LocalRegistry},
     grpc::{self, Access, Limits},
     identity::{Authenticator, LocalTokens, TokenReviews},
@@ -44,12 +45,17 @@ struct Args {
     /// Kubernetes: the audience of the ServiceAccount tokens proxies prove themselves with.
     #[arg(long = flags::TOKEN_AUDIENCE.name(), default_value = names::IDENTITY_AUDIENCE)]
     token_audience: String,
-    /// Serve the API on this unix socket.
+    /// Serve the API on this unix socket: only its owner may connect (mode 0600, in a
+    /// directory only its owner may write).
     #[arg(long = flags::API_SOCKET.name())]
     api_socket: Option<PathBuf>,
-    /// Serve the API on this TCP address.
+    /// Kubernetes: serve the API on this TCP address, over TLS, every request
+    /// authenticated and authorized through the Kubernetes API (an aggregated API).
     #[arg(long = flags::API_ADDR.name())]
     api_addr: Option<SocketAddr>,
+    /// The API's serving certificate on TCP: a directory with tls.crt and tls.key.
+    #[arg(long = flags::API_TLS_DIR.name())]
+    api_tls_dir: Option<PathBuf>,
     /// Serve the Destination and InboundPolicy APIs (gRPC) to proxies on this address.
     #[arg(long = flags::DESTINATION_ADDR.name())]
     destination_addr: Option<SocketAddr>,
@@ -221,6 +227,18 @@ async fn main() -> anyhow::Result<()> {
             flags::API_ADDR
         );
     }
+    // The API on TCP is for callers the Kubernetes API authenticates and authorizes.
+    let tcp_api = match (args.api_addr, &args.api_tls_dir, args.kubernetes) {
+        (None, _, _) => None,
+        (Some(addr), Some(dir), true) => Some((addr, dir.clone())),
+        (Some(_), _, _) => anyhow::bail!(
+            "{} serves the API on TCP, which needs TLS and Kubernetes authentication: give {} DIR (tls.crt, tls.key) and {}, or serve it on {} PATH",
+            flags::API_ADDR,
+            flags::API_TLS_DIR,
+            flags::KUBERNETES,
+            flags::API_SOCKET
+        ),
+    };
     let kubernetes = if args.kubernetes {
         let mut config = kube::Config::infer().await.context(
             "no Kubernetes API to talk to: run in a pod with a ServiceAccount, or set KUBECONFIG",
@@ -276,19 +294,25 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut servers = tokio::task::JoinSet::new();
     if let Some(path) = &args.api_socket {
-        let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)
-            .with_context(|| format!("listening on {}", path.display()))?;
+        let listener = api_auth::bind_private_socket(path)?;
         tracing::info!(socket = %path.display(), "API listening");
         let router = router.clone();
         servers.spawn(async move { axum::serve(listener, router).await });
     }
-    if let Some(addr) = args.api_addr {
+    if let (Some((addr, dir)), Some(client)) = (&tcp_api, &kubernetes) {
+        let addr = *addr;
+        let requestheader = api_auth::RequestHeader::load(client).await?;
+        let tls = api_auth::tls_config(dir, requestheader.as_ref())
+            .with_context(|| format!("{} {}", flags::API_TLS_DIR, dir.display()))?;
+        let gate = Arc::new(api_auth::Gate::new(client.clone(), requestheader));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
-        tracing::info!(%addr, "API listening");
-        servers.spawn(async move { axum::serve(listener, router).await });
+        tracing::info!(%addr, "API listening (TLS, Kubernetes authentication and RBAC)");
+        servers.spawn(async move {
+            api_auth::serve(listener, tls, gate, router).await;
+            Ok(())
+        });
     }
     if let Some(addr) = args.destination_addr {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -418,7 +442,7 @@ mod tests {
 
     #[test]
     fn the_installed_deployments_arguments_parse() {
-        use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
+        use conduit_k8s::install::{self, IdentityMaterial, ServingTls, Values};
         let pem = || "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_string();
         let docs = install::render(
             &Values::default(),
@@ -427,7 +451,12 @@ mod tests {
                 issuer_cert_pem: pem(),
                 issuer_key_pem: pem(),
             },
-            &WebhookTls {
+            &ServingTls {
+                ca_pem: pem(),
+                cert_pem: pem(),
+                key_pem: pem(),
+            },
+            &ServingTls {
                 ca_pem: pem(),
                 cert_pem: pem(),
                 key_pem: pem(),
@@ -448,5 +477,6 @@ mod tests {
         assert!(args.kubernetes && args.publish_trust_anchors);
         assert_eq!(args.control_plane_namespace, control_plane::NAMESPACE);
         assert_eq!(args.token_audience, names::IDENTITY_AUDIENCE);
+        assert!(args.api_addr.is_some() && args.api_tls_dir.is_some());
     }
 }

@@ -8,17 +8,19 @@ use anyhow::Context as _;
 use axum::{body::Bytes, extract::State, routing::post, Json, Router};
 use conduit_api::control_plane::INJECTOR_PATH;
 use conduit_k8s::inject::InjectOptions;
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use std::{path::Path, sync::Arc};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::rustls::{
     self,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
 };
-use tracing::{debug, info};
+use tracing::info;
 
-/// The TLS configuration from `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS Secret).
-pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
+/// The certificate chain and key of `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS
+/// Secret): what the injector and the API serve with.
+pub fn serving_certificate(
+    dir: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let cert = dir.join("tls.crt");
     let key = dir.join("tls.key");
     let certs = CertificateDer::pem_file_iter(&cert)
@@ -27,6 +29,12 @@ pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
         .with_context(|| format!("{} holds no PEM certificate", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(&key)
         .with_context(|| format!("reading the private key {}", key.display()))?;
+    Ok((certs, key))
+}
+
+/// The TLS configuration from `dir/tls.crt` and `dir/tls.key` (a Kubernetes TLS Secret).
+pub fn tls_config(dir: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let (certs, key) = serving_certificate(dir)?;
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -53,7 +61,6 @@ pub async fn serve(
     workloads: watch::Receiver<Arc<Workloads>>,
     health: watch::Receiver<SourceHealth>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let injector = Injector {
         opts,
         workloads,
@@ -62,25 +69,7 @@ pub async fn serve(
     let router = Router::new()
         .route(INJECTOR_PATH, post(inject))
         .with_state(Arc::new(injector));
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(error) => return debug!(%peer, %error, "webhook TLS handshake failed"),
-            };
-            let service = TowerToHyperService::new(router);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                debug!(%peer, %error, "webhook connection ended with an error");
-            }
-        });
-    }
+    crate::https::serve(listener, tls, "proxy injector", move |_| router.clone()).await;
 }
 
 async fn inject(State(injector): State<Arc<Injector>>, body: Bytes) -> Json<serde_json::Value> {

@@ -1,48 +1,26 @@
 //! The controller binary in Kubernetes mode (`--kubernetes`), against the in-memory API
 //! server of `conduit-kube-fake` through a kubeconfig, as it would run beside a real API
 //! server (none can run here): readiness, Destination answers from the API's objects,
-//! identity through TokenReview, and the last state kept while the API is unreachable.
+//! identity through TokenReview, the last state kept while the API is unreachable, the
+//! installed Deployment with exactly its RBAC, and its public API open only to callers
+//! the Kubernetes API authenticates and RBAC allows (directly with a bearer token, or
+//! through the fake's aggregator with its front-proxy certificate).
 
 use conduit_api::{
     destination::{destination_client::DestinationClient, update, GetDestination, Update},
     identity::{identity_client::IdentityClient, CertifyRequest},
 };
+mod common;
+use common::{Controller, TempDir};
 use conduit_kube_fake::FakeApiServer;
 use serde_json::json;
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
-
-/// The controller process, killed when dropped.
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory of this test's, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("conduit-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A port free now and never handed out before in this process: the tests run at once,
 /// and the kernel may give a port just released to the next `bind(0)`.
@@ -63,20 +41,39 @@ fn free_port() -> u16 {
     }
 }
 
-/// `GET /ready` with curl: the status code and body.
+/// `GET /ready` with curl over TLS, as the kubelet probes (not checking the certificate):
+/// the status code and body.
 fn ready(port: u16) -> (String, String) {
+    curl(&["-k", &format!("https://127.0.0.1:{port}/ready")])
+}
+
+/// curl with `args`: the status code and body.
+fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://127.0.0.1:{port}/ready"),
-        ])
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .args(args)
         .output()
         .expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_string(), body.to_string())
+}
+
+/// A serving certificate for `dns_name` in `dir` (tls.crt, tls.key); its CA.
+fn serving_certificate(dir: &Path, dns_name: &str) -> conduit_k8s::install::ServingTls {
+    let (ca_pem, cert_pem, key_pem) = conduit_identity::ca::serving_certificate(
+        &[dns_name.to_string()],
+        Duration::from_secs(3600),
+    )
+    .expect("a serving certificate");
+    std::fs::create_dir_all(dir).expect("certificate dir");
+    std::fs::write(dir.join("tls.crt"), &cert_pem).expect("tls.crt");
+    std::fs::write(dir.join("tls.key"), &key_pem).expect("tls.key");
+    conduit_k8s::install::ServingTls {
+        ca_pem,
+        cert_pem,
+        key_pem,
+    }
 }
 
 /// The endpoints of an update: (address, identity).
@@ -223,9 +220,13 @@ fn start(
     std::fs::write(dir.join("issuer.crt"), &trust.issuer_cert_pem).expect("issuer");
     std::fs::write(dir.join("issuer.key"), &trust.issuer_key_pem).expect("issuer key");
     std::fs::write(dir.join("anchors.pem"), &trust.anchor_pem).expect("anchors");
+    serving_certificate(&dir.join("api-tls"), "localhost");
     let child = Command::new(env!("CARGO_BIN_EXE_conduit-controller"))
         .arg("--kubernetes")
         .arg(format!("--api-addr=127.0.0.1:{api_port}"))
+        .arg(format!("--api-tls-dir={}", dir.join("api-tls").display()))
+        // The socket, root's only, serves what TCP keeps behind RBAC: the metrics.
+        .arg(format!("--api-socket={}", dir.join("api.sock").display()))
         .arg(format!("--destination-addr=127.0.0.1:{grpc_port}"))
         // A client may hold two watches: the test's third is one too many.
         .arg(conduit_api::flags::GRPC_MAX_WATCHES_PER_CLIENT.arg(2))
@@ -419,11 +420,12 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
         tonic::Code::ResourceExhausted,
         "{refused:?}"
     );
-    let metrics = Command::new("curl")
-        .args(["-sS", &format!("http://127.0.0.1:{api_port}/metrics")])
-        .output()
-        .expect("curl runs");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let socket = temp.0.join("api.sock");
+    let (_, metrics) = curl(&[
+        "--unix-socket",
+        socket.to_str().expect("a UTF-8 path"),
+        "http://localhost/metrics",
+    ]);
     assert!(
         metrics.contains("grpc_refused_total{limit=\"watches_per_client\"} 1"),
         "{metrics}"
@@ -442,29 +444,44 @@ async fn serves_proxies_from_the_kubernetes_api_and_keeps_the_last_state_when_it
     wait_until("readiness clear again", || ready(api_port).1 == "ready\n").await;
 }
 
-/// The Deployment `conduit install` writes, run as the kubelet would run it: its
+/// The Deployment `conduit install` writes, running as the kubelet would run it.
+struct Installed {
+    api: FakeApiServer,
+    docs: Vec<serde_json::Value>,
+    /// The container's ports, by the port it declares, moved to free loopback ports.
+    ports: std::collections::HashMap<String, u16>,
+    /// The controller's ClusterRole's rules.
+    own_rules: serde_json::Value,
+    values: conduit_k8s::install::Values,
+    trust: conduit_identity::ca::TrustFiles,
+    webhook_ca: String,
+    api_ca: String,
+    temp: TempDir,
+    _controller: Controller,
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && (name.is_empty() || d["metadata"]["name"] == name))
+        .unwrap_or_else(|| panic!("install writes no {kind} {name}"))
+}
+
+/// Runs the Deployment `conduit install` writes as the kubelet would run it: its
 /// container's arguments and environment, its volumes' Secrets and ConfigMaps written
-/// where it mounts them, and the API server allowing exactly its ClusterRole. It must
-/// become ready on its readiness probe, need no permission it lacks, and use every one it
-/// has (least privilege).
-#[tokio::test]
-async fn the_installed_deployment_runs_with_exactly_its_rbac() {
-    use conduit_api::control_plane::webhook_dns_name;
-    use conduit_k8s::install::{self, IdentityMaterial, Values, WebhookTls};
+/// where it mounts them, and the API server allowing exactly what its bindings grant
+/// (its ClusterRole, and the built-in roles of delegation). Returns once it is ready on
+/// its readiness probe.
+async fn run_installed(name: &str, sets: &[String]) -> Installed {
+    use conduit_api::control_plane::{api_dns_name, webhook_dns_name};
+    use conduit_k8s::install::{self, IdentityMaterial, Values};
     let trust =
         conduit_identity::ca::generate(Duration::from_secs(3600), Duration::from_secs(3600))
             .expect("trust");
-    // A proxy image of one's own, and the proxy as a regular container.
-    let sets = [
-        "proxy.image=registry.example/proxy:dev".to_string(),
-        "proxy.nativeSidecar=false".to_string(),
-    ];
-    let values = Values::build(&[], &sets).expect("values");
-    let (ca_pem, cert_pem, key_pem) = conduit_identity::ca::serving_certificate(
-        &[webhook_dns_name(&values.namespace)],
-        Duration::from_secs(3600),
-    )
-    .expect("webhook certificate");
+    let values = Values::build(&[], sets).expect("values");
+    let temp = TempDir::new(name);
+    let dir = temp.0.clone();
+    let webhook = serving_certificate(&dir.join("made"), &webhook_dns_name(&values.namespace));
+    let api_tls = serving_certificate(&dir.join("made"), &api_dns_name(&values.namespace));
     let docs = install::render(
         &values,
         &IdentityMaterial {
@@ -472,22 +489,12 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
             issuer_cert_pem: trust.issuer_cert_pem.clone(),
             issuer_key_pem: trust.issuer_key_pem.clone(),
         },
-        &WebhookTls {
-            ca_pem: ca_pem.clone(),
-            cert_pem,
-            key_pem,
-        },
+        &webhook,
+        &api_tls,
     );
-    let find = |kind: &str, name: &str| {
-        docs.iter()
-            .find(|d| d["kind"] == kind && (name.is_empty() || d["metadata"]["name"] == name))
-            .unwrap_or_else(|| panic!("install writes no {kind} {name}"))
-    };
-    let pod = &find("Deployment", "conduit-controller")["spec"]["template"]["spec"];
+    let pod = &find(&docs, "Deployment", "conduit-controller")["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
 
-    let temp = TempDir::new("installed");
-    let dir = temp.0.clone();
     // Volumes, as the kubelet projects them.
     let root = |path: &str| dir.join(path.trim_start_matches('/'));
     for mount in container["volumeMounts"].as_array().expect("mounts") {
@@ -496,12 +503,12 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
             .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
             .expect("the mount's volume");
         let data = if let Some(secret) = volume["secret"]["secretName"].as_str() {
-            find("Secret", secret)["stringData"].clone()
+            find(&docs, "Secret", secret)["stringData"].clone()
         } else {
             let name = volume["configMap"]["name"]
                 .as_str()
                 .expect("a ConfigMap volume");
-            find("ConfigMap", name)["data"].clone()
+            find(&docs, "ConfigMap", name)["data"].clone()
         };
         let at = root(mount["mountPath"].as_str().expect("mountPath"));
         std::fs::create_dir_all(&at).expect("mount dir");
@@ -532,6 +539,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         })
         .collect();
     let probe = &container["readinessProbe"]["httpGet"];
+    assert_eq!(probe["scheme"], "HTTPS", "the API port speaks only TLS");
     let api_port = ports[&probe["port"].to_string()];
 
     let api = FakeApiServer::start().await.expect("fake API server");
@@ -547,7 +555,28 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         WEB_POD,
         &["identity.conduit.io"],
     );
-    api.restrict_to(&find("ClusterRole", "conduit-controller")["rules"]);
+    // What the controller's bindings grant it: its ClusterRole, and the roles of the
+    // cluster (the fake has them, as a cluster does) its other bindings name.
+    let own_rules = find(&docs, "ClusterRole", "conduit-controller")["rules"].clone();
+    let mut granted = own_rules.as_array().cloned().unwrap_or_default();
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+        .filter(|d| d["subjects"][0]["name"] == "conduit-controller")
+    {
+        let role = &binding["roleRef"];
+        if role["name"] == "conduit-controller" {
+            continue;
+        }
+        let kind = role["kind"].as_str().expect("a role kind");
+        let held = api.objects("rbac.authorization.k8s.io/v1", kind);
+        let held = held
+            .iter()
+            .find(|r| r["metadata"]["name"] == role["name"])
+            .unwrap_or_else(|| panic!("the cluster has no {kind} {}", role["name"]));
+        granted.extend(held["rules"].as_array().cloned().unwrap_or_default());
+    }
+    api.restrict_to(&serde_json::Value::Array(granted));
     std::fs::write(dir.join("kubeconfig"), api.kubeconfig()).expect("kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_conduit-controller"));
     child.args(&args).env("KUBECONFIG", dir.join("kubeconfig"));
@@ -557,21 +586,49 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
             env["value"].as_str().unwrap_or(""),
         );
     }
-    let _controller = Controller(
+    let controller = Controller(
         child
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))
             .spawn()
             .expect("the controller starts"),
     );
     let path = probe["path"].as_str().expect("probe path");
     wait_until("ready on the readiness probe", || {
-        Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{api_port}{path}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        curl(&["-k", &format!("https://127.0.0.1:{api_port}{path}")]).0 == "200"
     })
     .await;
+    Installed {
+        api,
+        docs,
+        ports,
+        own_rules,
+        values,
+        trust,
+        webhook_ca: webhook.ca_pem,
+        api_ca: api_tls.ca_pem,
+        temp,
+        _controller: controller,
+    }
+}
+
+/// The installed Deployment must become ready on its readiness probe, need no
+/// permission it lacks, and use every one of its own ClusterRole (least privilege).
+#[tokio::test]
+async fn the_installed_deployment_runs_with_exactly_its_rbac() {
+    // A proxy image of one's own, and the proxy as a regular container.
+    let sets = [
+        "proxy.image=registry.example/proxy:dev".to_string(),
+        "proxy.nativeSidecar=false".to_string(),
+    ];
+    let installed = run_installed("installed", &sets).await;
+    let (api, ports, trust, dir) = (
+        &installed.api,
+        &installed.ports,
+        &installed.trust,
+        installed.temp.0.clone(),
+    );
+    let ca_pem = installed.webhook_ca.clone();
+    let values = &installed.values;
 
     // A proxy certifies (TokenReview); the anchors reach the namespace; the injector
     // answers for a pod of an annotated namespace.
@@ -599,12 +656,22 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
         Vec::<String>::new(),
         "requests its role does not allow"
     );
+    let unused: Vec<serde_json::Value> = api
+        .unused_rules()
+        .into_iter()
+        .filter(|r| {
+            installed
+                .own_rules
+                .as_array()
+                .is_some_and(|own| own.contains(r))
+        })
+        .collect();
     assert!(
-        api.unused_rules().is_empty(),
-        "rules the controller never needed: {:?}",
-        api.unused_rules()
+        unused.is_empty(),
+        "rules the controller never needed: {unused:?}"
     );
-    let (webhook_port, dns) = (ports["8443"], webhook_dns_name(&values.namespace));
+    let dns = conduit_api::control_plane::webhook_dns_name(&values.namespace);
+    let webhook_port = ports["8443"];
     std::fs::write(dir.join("ca.pem"), &ca_pem).expect("ca");
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "0b1c2d3e-0000-4000-8000-000000000002", "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -644,5 +711,148 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     assert!(
         env.contains("conduit-destination.conduit.svc.cluster.local:8086"),
         "{env}"
+    );
+}
+
+/// The public API of the installed Deployment, on its TLS port: nobody reaches an
+/// endpoint without proving who they are and being allowed by RBAC. Callers with a
+/// bearer token (as a CI job, or a pod, calls it directly) are reviewed with a
+/// TokenReview, then a SubjectAccessReview; the API server's front proxy (the fake's
+/// aggregator, with its client certificate and `X-Remote-*` headers) passes its user on;
+/// a forged header without that certificate proves nothing. Kubernetes-only: against
+/// `conduit-kube-fake`, whose RBAC evaluates the install's ClusterRoles. (curl blocks a
+/// thread; the fake serves on another.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_admits_only_authenticated_and_authorized_callers() {
+    let installed = run_installed("public-api", &[]).await;
+    let (api, dir) = (&installed.api, installed.temp.0.clone());
+    // The roles users bind and the APIService, as `kubectl apply` leaves them.
+    for doc in &installed.docs {
+        if doc["kind"] == "APIService"
+            || (doc["kind"] == "ClusterRole" && doc["metadata"]["name"] != "conduit-controller")
+        {
+            api.apply(doc.clone());
+        }
+    }
+    std::fs::write(dir.join("api-ca.pem"), &installed.api_ca).expect("CA");
+    let dns = conduit_api::control_plane::api_dns_name(&installed.values.namespace);
+    let port = installed.ports["8085"];
+    let ca = dir.join("api-ca.pem").display().to_string();
+    let resolve = format!("{dns}:{port}:127.0.0.1");
+    let at = |path: &str| format!("https://{dns}:{port}/apis/api.conduit.io/v1alpha1{path}");
+    let direct = |path: &str, headers: &[&str]| {
+        let mut args = vec!["-m", "10", "--cacert", &ca, "--resolve", &resolve];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let url = at(path);
+        args.push(&url);
+        curl(&args)
+    };
+    let stats = "/namespaces/emojivoto/stats?resource=deploy";
+
+    // Nobody known: no credentials, or a forged front-proxy header without its certificate.
+    let (code, body) = direct(stats, &[]);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("not authenticated"), "{body}");
+    let forged = [
+        "X-Remote-User: kubernetes-admin",
+        "X-Remote-Group: system:masters",
+    ];
+    assert_eq!(direct(stats, &forged).0, "401");
+    assert_eq!(direct(stats, &["Authorization: Bearer made-up"]).0, "401");
+
+    // A pod's ServiceAccount token: authenticated, but with no RBAC, forbidden (naming the
+    // role to bind); a forged header changes nothing.
+    api.add_token("pod-token", "ci", "deployer", &[]);
+    let pod = "Authorization: Bearer pod-token";
+    let (code, body) = direct(stats, &[pod, forged[0], forged[1]]);
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains("system:serviceaccount:ci:deployer may not list stats.api.conduit.io in namespace emojivoto: bind the ClusterRole conduit-viewer"),
+        "{body}"
+    );
+
+    // The viewer role, bound in emojivoto: stat there, not elsewhere, and no tap or top.
+    let bind = |name: &str, role: &str, subject: serde_json::Value| {
+        api.apply(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": "emojivoto"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [subject],
+        }));
+    };
+    let sa = |name: &str| json!({"kind": "ServiceAccount", "name": name, "namespace": "ci"});
+    bind("ci-viewer", "conduit-viewer", sa("viewer"));
+    bind("ci-tapper", "conduit-tap", sa("tapper"));
+    api.add_token("viewer-token", "ci", "viewer", &[]);
+    api.add_token("tapper-token", "ci", "tapper", &[]);
+    let viewer = "Authorization: Bearer viewer-token";
+    let tapper = "Authorization: Bearer tapper-token";
+    let (code, body) = direct(stats, &[viewer]);
+    assert_eq!(code, "200", "{body}");
+    let rows: Vec<conduit_api::http::StatRow> = serde_json::from_str(&body).expect("stat rows");
+    assert!(rows.iter().all(|r| r.namespace == "emojivoto"), "{body}");
+    // Its query cannot widen what the path's namespace was authorized for.
+    let (code, body) = direct("/stats?resource=deploy&namespace=emojivoto", &[viewer]);
+    assert_eq!(code, "403", "{body}");
+    let taps = "/namespaces/emojivoto/taps?resource=deploy&name=web&watch=true";
+    let tops = "/namespaces/emojivoto/tops?resource=deploy&name=web&window=1s&watch=true";
+    for path in [taps, tops] {
+        let (code, body) = direct(path, &[viewer]);
+        assert_eq!(code, "403", "{path}: {body}");
+        assert!(body.contains("bind the ClusterRole conduit-tap"), "{body}");
+    }
+    // The tap role: tap (a stream, cut here by curl) and top, not stat.
+    let (code, body) = direct(tops, &[tapper]);
+    assert_eq!(code, "200", "{body}");
+    let (code, _) = curl(&[
+        "-m",
+        "2",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-H",
+        tapper,
+        &at(taps),
+    ]);
+    assert_eq!(code, "200");
+    assert_eq!(direct(stats, &[tapper]).0, "403");
+
+    // Through the API server: the aggregator authenticates alice, RBAC lets her group
+    // list stats, and the controller reads her and her groups from the front proxy.
+    api.proxy_service("conduit", "conduit-api", ([127, 0, 0, 1], port).into());
+    api.add_user("alice-token", "alice", &["metrics-readers"]);
+    bind(
+        "readers",
+        "conduit-viewer",
+        json!({"kind": "Group", "name": "metrics-readers", "apiGroup": "rbac.authorization.k8s.io"}),
+    );
+    let (code, body) = curl(&[
+        "-H",
+        "Authorization: Bearer alice-token",
+        &format!("{}/apis/api.conduit.io/v1alpha1{stats}", api.url()),
+    ]);
+    assert_eq!(code, "200", "{body}");
+    serde_json::from_str::<Vec<conduit_api::http::StatRow>>(&body).expect("stat rows");
+    let (code, body) = curl(&[&format!(
+        "{}/apis/api.conduit.io/v1alpha1{stats}",
+        api.url()
+    )]);
+    assert_eq!(code, "401", "{body}");
+    // Her token works directly too (the controller reviews it), with her groups.
+    let (code, body) = direct(stats, &["Authorization: Bearer alice-token"]);
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("POST /apis/authorization.k8s.io/v1/subjectaccessreviews")),
+        "the controller asked the API server"
+    );
+    assert_eq!(
+        api.forbidden(),
+        Vec::<String>::new(),
+        "requests its role does not allow"
     );
 }

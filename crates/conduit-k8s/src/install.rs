@@ -1,23 +1,25 @@
 //! `conduit install`: every manifest of the control plane, from typed values (defaults,
 //! then `-f values.yaml` files, then `--set key=value`, each checked and named when wrong):
 //! the namespace, the CRDs with their schemas, the controller's ServiceAccount and
-//! least-privilege RBAC, its configuration, the identity trust roots and issuer, the
-//! injector webhook's certificate, the controller Deployment (probes, resources, a locked
-//! down security context) and its Services, and with `ha` more replicas, anti-affinity
-//! and a PodDisruptionBudget.
+//! least-privilege RBAC (with the delegation of authentication and authorization an
+//! aggregated API needs), its configuration, the identity trust roots and issuer, the
+//! injector webhook's and the API's serving certificates, the controller Deployment
+//! (probes, resources, a locked down security context) and its Services, the public API
+//! as an APIService with the ClusterRoles users bind to use it (`conduit-viewer`,
+//! `conduit-tap`), and with `ha` more replicas, anti-affinity and a PodDisruptionBudget.
 
 use crate::inject::{InjectOptions, PROXY_VERSION};
 use conduit_api::{
     control_plane::{
-        self, API_SERVICE, CONTROLLER, DESTINATION_SERVICE, IDENTITY_SERVICE, INJECTOR_PATH,
-        INJECTOR_WEBHOOK, ISSUER_SECRET, WEBHOOK_SERVICE, WEBHOOK_TLS_SECRET,
+        self, API_SERVICE, API_TLS_SECRET, CONTROLLER, DESTINATION_SERVICE, IDENTITY_SERVICE,
+        INJECTOR_PATH, INJECTOR_WEBHOOK, ISSUER_SECRET, WEBHOOK_SERVICE, WEBHOOK_TLS_SECRET,
     },
     flags, http,
     names::{
         CONTROL_PLANE_NS_LABEL, IDENTITY_AUDIENCE, INJECT_ANNOTATION, INJECT_DISABLED,
         IS_CONTROL_PLANE_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
     },
-    ports,
+    ports, public_api,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -291,8 +293,9 @@ pub struct IdentityMaterial {
     pub issuer_key_pem: String,
 }
 
-/// The injector webhook's serving certificate and the CA the API server checks it with.
-pub struct WebhookTls {
+/// A serving certificate (the injector's, the API's) and the CA the API server checks it
+/// with.
+pub struct ServingTls {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
@@ -302,6 +305,8 @@ pub struct WebhookTls {
 const ISSUER_MOUNT: &str = "/var/run/conduit/identity";
 /// Where it mounts the injector's serving certificate.
 const WEBHOOK_TLS_MOUNT: &str = "/var/run/conduit/webhook-tls";
+/// Where it mounts the API's serving certificate.
+const API_TLS_MOUNT: &str = "/var/run/conduit/api-tls";
 /// Where it mounts the trust roots ConfigMap.
 const TRUST_ROOTS_MOUNT: &str = "/var/run/conduit/trust-roots";
 /// The port of the injector's Service, which the API server calls.
@@ -437,7 +442,12 @@ pub fn crds() -> Vec<Value> {
 }
 
 /// Every manifest of the control plane, in the order `kubectl apply` needs them.
-pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls) -> Vec<Value> {
+pub fn render(
+    values: &Values,
+    identity: &IdentityMaterial,
+    webhook: &ServingTls,
+    api: &ServingTls,
+) -> Vec<Value> {
     let ns = values.namespace.as_str();
     let labels = json!({ "app.kubernetes.io/name": CONTROLLER, "app.kubernetes.io/part-of": "conduit", CONTROL_PLANE_NS_LABEL: ns });
     let selector = json!({ "app.kubernetes.io/name": CONTROLLER });
@@ -448,9 +458,12 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
         "metadata": { "name": ns, "labels": { IS_CONTROL_PLANE_LABEL: "true" }, "annotations": { INJECT_ANNOTATION: INJECT_DISABLED } },
     })];
     docs.extend(crds());
-    // Exactly what the controller does: watch what discovery reads, review tokens, and
-    // server-side apply the trust roots ConfigMap into namespaces.
+    // Exactly what the controller does: watch what discovery reads and server-side apply
+    // the trust roots ConfigMap into namespaces; and as a delegating API server, review
+    // tokens (proxies' and its API callers') and its callers' access
+    // (system:auth-delegator) and read the front proxy's CA (a Role in kube-system).
     let watch = ["list", "watch"];
+    let rbac = "rbac.authorization.k8s.io";
     docs.extend([
         json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(CONTROLLER) }),
         json!({
@@ -462,7 +475,6 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
                 { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch },
                 { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": watch },
                 { "apiGroups": ["conduit.io"], "resources": ["serviceprofiles"], "verbs": watch },
-                { "apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"] },
                 { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"] },
             ],
         }),
@@ -473,6 +485,23 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CONTROLLER },
             "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }],
         }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": control_plane::AUTH_DELEGATOR_BINDING, "labels": labels },
+            "roleRef": { "apiGroup": rbac, "kind": "ClusterRole", "name": public_api::AUTH_DELEGATOR_ROLE },
+            "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": { "name": control_plane::AUTHENTICATION_READER_BINDING, "namespace": public_api::AUTHENTICATION_NAMESPACE, "labels": labels },
+            "roleRef": { "apiGroup": rbac, "kind": "Role", "name": public_api::AUTHENTICATION_READER_ROLE },
+            "subjects": [{ "kind": "ServiceAccount", "name": CONTROLLER, "namespace": ns }],
+        }),
+    ]);
+    docs.extend(user_roles(&labels));
+    docs.extend([
         json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -499,10 +528,18 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "metadata": meta(WEBHOOK_TLS_SECRET),
             "stringData": { "tls.crt": webhook.cert_pem, "tls.key": webhook.key_pem },
         }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": meta(API_TLS_SECRET),
+            "stringData": { "tls.crt": api.cert_pem, "tls.key": api.key_pem },
+        }),
     ]);
     let port =
         |name: &str, port: u16| json!({ "name": name, "containerPort": port, "protocol": "TCP" });
-    let probe = |path: &str| json!({ "httpGet": { "path": path, "port": ports::CONTROLLER_API }, "periodSeconds": 10 });
+    // The probes are the API port's only paths without authentication.
+    let probe = |path: &str| json!({ "httpGet": { "path": path, "port": ports::CONTROLLER_API, "scheme": "HTTPS" }, "periodSeconds": 10 });
     let mut pod_spec = json!({
         "serviceAccountName": CONTROLLER,
         "automountServiceAccountToken": true,
@@ -514,6 +551,7 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "args": [
                 flags::KUBERNETES.arg(),
                 flags::API_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_API)),
+                flags::API_TLS_DIR.arg(API_TLS_MOUNT),
                 flags::DESTINATION_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_GRPC)),
                 flags::WEBHOOK_ADDR.arg(format!("0.0.0.0:{}", ports::CONTROLLER_WEBHOOK)),
                 flags::WEBHOOK_TLS_DIR.arg(WEBHOOK_TLS_MOUNT),
@@ -550,12 +588,14 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
             "volumeMounts": [
                 { "name": "identity-issuer", "mountPath": ISSUER_MOUNT, "readOnly": true },
                 { "name": "webhook-tls", "mountPath": WEBHOOK_TLS_MOUNT, "readOnly": true },
+                { "name": "api-tls", "mountPath": API_TLS_MOUNT, "readOnly": true },
                 { "name": "trust-roots", "mountPath": TRUST_ROOTS_MOUNT, "readOnly": true },
             ],
         }],
         "volumes": [
             { "name": "identity-issuer", "secret": { "secretName": ISSUER_SECRET } },
             { "name": "webhook-tls", "secret": { "secretName": WEBHOOK_TLS_SECRET } },
+            { "name": "api-tls", "secret": { "secretName": API_TLS_SECRET } },
             { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
         ],
     });
@@ -589,7 +629,24 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
     let mut webhook_svc = service(WEBHOOK_SERVICE, WEBHOOK_SERVICE_PORT);
     webhook_svc["spec"]["ports"][0] = json!({ "name": "webhook", "port": WEBHOOK_SERVICE_PORT, "targetPort": ports::CONTROLLER_WEBHOOK, "protocol": "TCP" });
     docs.push(webhook_svc);
-    docs.push(service(API_SERVICE, ports::CONTROLLER_API));
+    let mut api_svc = service(API_SERVICE, ports::CONTROLLER_API);
+    api_svc["spec"]["ports"][0]["name"] = json!("https");
+    docs.push(api_svc);
+    // The public API, through the API server: its authentication, then RBAC on the
+    // ClusterRoles below, then the controller's own checks (api_auth.rs).
+    docs.push(json!({
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": { "name": public_api::API_SERVICE, "labels": labels },
+        "spec": {
+            "group": public_api::GROUP,
+            "version": public_api::VERSION,
+            "groupPriorityMinimum": 1000,
+            "versionPriority": 100,
+            "service": { "name": API_SERVICE, "namespace": ns, "port": ports::CONTROLLER_API },
+            "caBundle": base64(api.ca_pem.as_bytes()),
+        },
+    }));
     if values.ha {
         docs.push(json!({
             "apiVersion": "policy/v1",
@@ -617,6 +674,26 @@ pub fn render(values: &Values, identity: &IdentityMaterial, webhook: &WebhookTls
         }],
     }));
     docs
+}
+
+/// The ClusterRoles users bind to use the public API: one per role of
+/// `conduit_api::public_api`, each granting its endpoints' verbs on their resources.
+pub fn user_roles(labels: &Value) -> Vec<Value> {
+    [public_api::VIEWER_ROLE, public_api::TAP_ROLE]
+        .into_iter()
+        .map(|role| {
+            let granted = http::ENDPOINTS.iter().filter(|(_, a)| a.role == role);
+            let mut verbs: Vec<&str> = granted.clone().map(|(_, a)| a.verb).collect();
+            verbs.dedup();
+            let resources: Vec<&str> = granted.map(|(_, a)| a.resource).collect();
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": { "name": role, "labels": labels },
+                "rules": [{ "apiGroups": [public_api::GROUP], "resources": resources, "verbs": verbs }],
+            })
+        })
+        .collect()
 }
 
 /// Standard base64 with padding, as `caBundle` and admission patches want it.

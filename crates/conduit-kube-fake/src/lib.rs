@@ -4,12 +4,20 @@
 //! collection resourceVersion), watches (JSON lines after a resourceVersion, `BOOKMARK`s
 //! when asked, an `ERROR` 410 Gone for a version older than its history), get, create,
 //! replace, merge/apply patch, delete, TokenReview (a bound token's review names its pod
-//! in `user.extra`) and SelfSubjectAccessReview. Tests
-//! change objects directly ([`FakeApiServer::apply`], [`FakeApiServer::delete`]) and inject
+//! in `user.extra`), SelfSubjectAccessReview and
+//! SubjectAccessReview (evaluated against the RBAC objects it holds, `rbac.rs`), and the
+//! aggregation of extension API servers (`aggregator.rs`: an `APIService`'s paths
+//! authenticated by bearer token, authorized with RBAC and sent on over TLS with a
+//! front-proxy client certificate and `X-Remote-*` headers, the front proxy's CA in
+//! `kube-system/extension-apiserver-authentication`, with the built-in roles an
+//! extension server's account is bound to). Tests change objects directly ([`FakeApiServer::apply`], [`FakeApiServer::delete`]) and inject
 //! faults: expired watches, failing requests, an unreachable server.
 //!
 //! Objects are stored as given, so their fidelity is the test's: build them from
 //! k8s-openapi types or copy real API payloads.
+
+mod aggregator;
+mod rbac;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -141,7 +149,32 @@ const KINDS: &[Kind] = &[
         "SelfSubjectAccessReview",
         false,
     ),
+    kind(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+    kind("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "RoleBinding",
+        true,
+    ),
+    kind(
+        "apiregistration.k8s.io",
+        "v1",
+        "apiservices",
+        "APIService",
+        false,
+    ),
 ];
+
+/// The token of the kubeconfig's user, a cluster admin (`system:masters`).
+pub const ADMIN_TOKEN: &str = "fake-admin-token";
 
 fn kind_of(api_version: &str, kind: &str) -> Option<usize> {
     KINDS
@@ -183,6 +216,8 @@ struct State {
     unreachable: bool,
     bookmark_every: Option<Duration>,
     tokens: HashMap<String, Token>,
+    /// Users' bearer tokens.
+    users: HashMap<String, rbac::UserInfo>,
     /// (verb, group, resource) a SelfSubjectAccessReview denies.
     denied: Vec<(String, String, String)>,
     /// When set, RBAC rules (as in a ClusterRole) outside which requests are forbidden,
@@ -199,6 +234,7 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    front_proxy: aggregator::FrontProxy,
     /// Wakes watches: bumped on every change and fault.
     wake: watch::Sender<u64>,
 }
@@ -233,13 +269,23 @@ impl FakeApiServer {
     pub async fn start() -> std::io::Result<FakeApiServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let admin = rbac::UserInfo {
+            name: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 version: (1, 33),
+                users: HashMap::from([(ADMIN_TOKEN.to_string(), admin)]),
                 ..State::default()
             }),
+            front_proxy: aggregator::FrontProxy::generate().map_err(std::io::Error::other)?,
             wake: watch::channel(0).0,
         });
+        for object in builtin_objects(&shared.front_proxy) {
+            let key = key_of(&object, None).map_err(std::io::Error::other)?;
+            store(&shared, key, object);
+        }
         let serving = shared.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -276,12 +322,36 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig (YAML) for this server, with context `fake` and a bearer token.
+    /// A kubeconfig (YAML) for this server, with context `fake` and the admin's token.
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_with(ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig (YAML) for this server, with context `fake` and bearer `token`.
+    pub fn kubeconfig_with(&self, token: &str) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: tester\n  user: {{token: fake-admin-token}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: default}}\n",
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster: {{server: \"{}\"}}\nusers:\n- name: tester\n  user: {{token: {token}}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: default}}\n",
             self.url()
         )
+    }
+
+    /// Makes `token` a user's bearer token: `name`, in `groups` (and
+    /// `system:authenticated`), as an authentication plugin would name them.
+    pub fn add_user(&self, token: &str, name: &str, groups: &[&str]) {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        groups.push("system:authenticated".into());
+        self.shared.state.lock().users.insert(
+            token.to_string(),
+            rbac::UserInfo {
+                name: name.to_string(),
+                groups,
+            },
+        );
+    }
+
+    /// The CA (PEM) of the front proxy's client certificate.
+    pub fn front_proxy_ca(&self) -> String {
+        self.shared.front_proxy.ca_pem.clone()
     }
 
     /// Creates or replaces an object (it must have `apiVersion`, `kind` and
@@ -340,7 +410,8 @@ impl FakeApiServer {
     }
 
     /// Makes `token` a projected token of ServiceAccount `namespace/service_account`
-    /// valid for `audiences`.
+    /// valid for `audiences`; with none, the API server's own (a pod's usual token, which
+    /// the API server accepts as that ServiceAccount's bearer token).
     pub fn add_token(
         &self,
         token: &str,
@@ -460,6 +531,78 @@ impl FakeApiServer {
     }
 }
 
+/// What a new cluster holds that tests of extension API servers need: the front proxy's
+/// ConfigMap and the built-in roles that let an extension server delegate
+/// authentication and authorization.
+fn builtin_objects(front_proxy: &aggregator::FrontProxy) -> Vec<Value> {
+    vec![
+        front_proxy.config_map(),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "system:auth-delegator"},
+            "rules": [
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "extension-apiserver-authentication-reader", "namespace": "kube-system"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                       "resourceNames": ["extension-apiserver-authentication"],
+                       "verbs": ["get", "list", "watch"]}],
+        }),
+    ]
+}
+
+/// The user a request's bearer token names: a user's token, or a ServiceAccount's token
+/// for the API server's own audience.
+fn authenticate(state: &State, headers: &http::HeaderMap) -> Option<rbac::UserInfo> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    if let Some(user) = state.users.get(token) {
+        return Some(user.clone());
+    }
+    let sa = state.tokens.get(token).filter(|t| t.audiences.is_empty())?;
+    Some(rbac::UserInfo {
+        name: format!(
+            "system:serviceaccount:{}:{}",
+            sa.namespace, sa.service_account
+        ),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{}", sa.namespace),
+            "system:authenticated".into(),
+        ],
+    })
+}
+
+/// Whether RBAC (the stored roles and bindings) allows `user` `attrs`.
+fn rbac_allows(state: &State, user: &rbac::UserInfo, attrs: &rbac::Attributes<'_>) -> bool {
+    let of = |kind: &str| -> Vec<&Value> {
+        let Some(k) = kind_of("rbac.authorization.k8s.io/v1", kind) else {
+            return Vec::new();
+        };
+        state
+            .objects
+            .iter()
+            .filter(|((kk, _, _), _)| *kk == k)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let objects = rbac::Objects {
+        cluster_roles: of("ClusterRole"),
+        cluster_role_bindings: of("ClusterRoleBinding"),
+        roles: of("Role"),
+        role_bindings: of("RoleBinding"),
+    };
+    rbac::allows(&objects, user, attrs)
+}
+
 fn key_of(object: &Value, namespace: Option<&str>) -> Result<Key, String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
@@ -563,13 +706,9 @@ fn authorize(
 ) -> Option<Response<Body>> {
     let mut state = shared.state.lock();
     let rules = state.rules.as_mut()?;
-    let has = |list: &Value, item: &str| {
-        list.as_array()
-            .is_some_and(|l| l.iter().any(|v| v == item || v == "*"))
-    };
-    let rule = rules.iter_mut().find(|(r, _)| {
-        has(&r["apiGroups"], group) && has(&r["resources"], resource) && has(&r["verbs"], verb)
-    });
+    let rule = rules
+        .iter_mut()
+        .find(|(r, _)| rbac::rule_allows(r, verb, group, resource));
     if let Some((_, used)) = rule {
         *used = true;
         return None;
@@ -602,22 +741,29 @@ fn service_proxy_path(path: &str) -> Option<(String, String, String)> {
     Some((ns.to_string(), name.to_string(), rest.to_string()))
 }
 
-/// Sends a request on to a proxied Service, streaming its answer back.
-async fn forward(addr: SocketAddr, req: Request<Incoming>, path: &str) -> Response<Body> {
-    let unavailable = |e: String| {
-        status(
-            503,
-            "ServiceUnavailable",
-            format!("error trying to reach service: {e}"),
-        )
-    };
-    let tcp = match tokio::net::TcpStream::connect(addr).await {
-        Ok(tcp) => tcp,
-        Err(e) => return unavailable(e.to_string()),
-    };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+fn unavailable(e: impl std::fmt::Display) -> Response<Body> {
+    status(
+        503,
+        "ServiceUnavailable",
+        format!("error trying to reach service: {e}"),
+    )
+}
+
+/// Sends a request on to a Service over `io`, streaming its answer back: without the
+/// caller's credentials, and when aggregating, with `user` in the front proxy's headers
+/// instead of any the caller sent.
+async fn forward<I>(
+    io: I,
+    req: Request<Incoming>,
+    path: &str,
+    user: Option<&rbac::UserInfo>,
+) -> Response<Body>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(io)).await {
         Ok(pair) => pair,
-        Err(e) => return unavailable(e.to_string()),
+        Err(e) => return unavailable(e),
     };
     tokio::spawn(conn);
     let (parts, body) = req.into_parts();
@@ -627,8 +773,15 @@ async fn forward(addr: SocketAddr, req: Request<Incoming>, path: &str) -> Respon
     };
     let mut out = Request::builder().method(parts.method).uri(uri);
     for (name, value) in &parts.headers {
-        if name != http::header::AUTHORIZATION {
+        let remote = name.as_str().starts_with("x-remote-");
+        if name != http::header::AUTHORIZATION && !(remote && user.is_some()) {
             out = out.header(name, value);
+        }
+    }
+    if let Some(user) = user {
+        out = out.header(aggregator::USER_HEADER, &user.name);
+        for group in &user.groups {
+            out = out.header(aggregator::GROUP_HEADER, group);
         }
     }
     let Ok(out) = out.body(body) else {
@@ -636,8 +789,95 @@ async fn forward(addr: SocketAddr, req: Request<Incoming>, path: &str) -> Respon
     };
     match sender.send_request(out).await {
         Ok(rsp) => rsp.map(BodyExt::boxed),
-        Err(e) => unavailable(e.to_string()),
+        Err(e) => unavailable(e),
     }
+}
+
+/// The APIService serving `path`'s group and version, if any, with the path after them.
+fn api_service_of(shared: &Shared, path: &str) -> Option<(Value, String)> {
+    let rest = path.strip_prefix("/apis/")?;
+    let k = kind_of("apiregistration.k8s.io/v1", "APIService")?;
+    let state = shared.state.lock();
+    state
+        .objects
+        .iter()
+        .filter(|((kk, _, _), _)| *kk == k)
+        .map(|(_, v)| v)
+        .find_map(|svc| {
+            let prefix = format!(
+                "{}/{}",
+                svc["spec"]["group"].as_str()?,
+                svc["spec"]["version"].as_str()?
+            );
+            let after = rest.strip_prefix(&prefix)?;
+            (after.is_empty() || after.starts_with('/')).then(|| (svc.clone(), after.to_string()))
+        })
+}
+
+/// A request for an aggregated API: authenticated, authorized, then sent to its Service.
+async fn aggregate(
+    shared: &Shared,
+    req: Request<Incoming>,
+    api_service: Value,
+    rest: &str,
+) -> Response<Body> {
+    let group = api_service["spec"]["group"].as_str().unwrap_or_default();
+    let watch = query(&req)
+        .get("watch")
+        .is_some_and(|w| w == "true" || w == "1");
+    let info = aggregator::request_info(req.method(), rest, watch);
+    let (user, backend) = {
+        let state = shared.state.lock();
+        let Some(user) = authenticate(&state, req.headers()) else {
+            return status(401, "Unauthorized", "Unauthorized");
+        };
+        if let Some(resource) = &info.resource {
+            let attrs = rbac::Attributes {
+                verb: info.verb,
+                group,
+                resource,
+                namespace: info.namespace.as_deref(),
+            };
+            if !rbac_allows(&state, &user, &attrs) {
+                return status(
+                    403,
+                    "Forbidden",
+                    rbac::forbidden_message(&user.name, &attrs),
+                );
+            }
+        }
+        let service = &api_service["spec"]["service"];
+        let (ns, name) = (
+            service["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            service["name"].as_str().unwrap_or_default().to_string(),
+        );
+        let backend = state.proxied.get(&(ns.clone(), name.clone())).copied();
+        (user, backend.map(|addr| (addr, format!("{name}.{ns}.svc"))))
+    };
+    let Some((addr, server_name)) = backend else {
+        return status(503, "ServiceUnavailable", "service unavailable");
+    };
+    let ca_bundle = {
+        use base64::Engine as _;
+        let b64 = api_service["spec"]["caBundle"].as_str().unwrap_or_default();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&pem).into_owned()
+    };
+    let tls = match shared
+        .front_proxy
+        .connect(addr, &ca_bundle, &server_name)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => return unavailable(e),
+    };
+    let path = req.uri().path().to_string();
+    forward(tls, req, &path, Some(&user)).await
 }
 
 /// Whether an object's labels match an equality-based selector (`a=b,c=d`, `a==b`,
@@ -779,13 +1019,19 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             .get(&(namespace, service.clone()))
             .copied();
         return match backend {
-            Some(addr) => forward(addr, req, &rest).await,
+            Some(addr) => match tokio::net::TcpStream::connect(addr).await {
+                Ok(tcp) => forward(tcp, req, &rest, None).await,
+                Err(e) => unavailable(e),
+            },
             None => status(
                 503,
                 "ServiceUnavailable",
                 format!("no endpoints available for service \"{service}\""),
             ),
         };
+    }
+    if let Some((api_service, rest)) = api_service_of(shared, req.uri().path()) {
+        return aggregate(shared, req, api_service, &rest).await;
     }
     let Some(t) = target(req.uri().path()) else {
         return status(
@@ -839,6 +1085,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> 
             match kind.kind {
                 "TokenReview" => token_review(shared, object),
                 "SelfSubjectAccessReview" => access_review(shared, object),
+                "SubjectAccessReview" => subject_access_review(shared, object),
                 _ => create(shared, &t, object),
             }
         }
@@ -1098,7 +1345,13 @@ fn token_review(shared: &Shared, review: Value) -> Response<Body> {
         })
         .unwrap_or_default();
     let state = shared.state.lock();
+    let user = state.users.get(token).filter(|_| wanted.is_empty());
     let status = match state.tokens.get(token) {
+        // A user's token, for the API server's own audience.
+        None if user.is_some() => json!({
+            "authenticated": true,
+            "user": user.map(|u| json!({"username": u.name, "uid": format!("uid-{}", u.name), "groups": u.groups})),
+        }),
         None => json!({
             "authenticated": false,
             "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]",
@@ -1140,14 +1393,49 @@ fn access_review(shared: &Shared, review: Value) -> Response<Body> {
     let get = |f: &str| attrs[f].as_str().unwrap_or_default().to_string();
     let asked = (get("verb"), get("group"), get("resource"));
     let denied = shared.state.lock().denied.contains(&asked);
+    access_answer(
+        review,
+        !denied,
+        "RBAC: allowed by ClusterRoleBinding \"cluster-admin\"",
+    )
+}
+
+/// An access review with its decision, as the API server answers it.
+fn access_answer(review: Value, allowed: bool, reason: &str) -> Response<Body> {
     let mut answer = review;
     answer["metadata"] = json!({"creationTimestamp": null});
-    answer["status"] = if denied {
-        json!({"allowed": false, "reason": ""})
+    answer["status"] = if allowed {
+        json!({"allowed": true, "reason": reason})
     } else {
-        json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"cluster-admin\""})
+        json!({"allowed": false, "reason": ""})
     };
     json_response(StatusCode::CREATED, &answer)
+}
+
+/// A SubjectAccessReview: whether RBAC allows the user it names what it asks.
+fn subject_access_review(shared: &Shared, review: Value) -> Response<Body> {
+    let spec = &review["spec"];
+    let attrs = &spec["resourceAttributes"];
+    let get = |f: &str| attrs[f].as_str().unwrap_or_default().to_string();
+    let user = rbac::UserInfo {
+        name: spec["user"].as_str().unwrap_or_default().to_string(),
+        groups: spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+    };
+    let (verb, group, resource, namespace) =
+        (get("verb"), get("group"), get("resource"), get("namespace"));
+    let asked = rbac::Attributes {
+        verb: &verb,
+        group: &group,
+        resource: &resource,
+        namespace: Some(namespace.as_str()).filter(|n| !n.is_empty()),
+    };
+    let allowed = rbac_allows(&shared.state.lock(), &user, &asked);
+    access_answer(review, allowed, "RBAC: allowed by a binding")
 }
 
 /// The fake's own promises, seen through kube-rs as the controller sees them.

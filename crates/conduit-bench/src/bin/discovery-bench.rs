@@ -135,10 +135,8 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// `GET path` over HTTP/1.0: the status code.
-async fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
+async fn http_status(socket: &std::path::Path, path: &str) -> Option<u16> {
+    let mut tcp = tokio::net::UnixStream::connect(socket).await.ok()?;
     tcp.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
         .await
         .ok()?;
@@ -184,11 +182,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("conduit-discovery-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("kubeconfig"), api.kubeconfig())?;
-    let (api_port, grpc_port) = (free_port()?, free_port()?);
+    // The API on its socket: only readiness is read, and TCP would need Kubernetes
+    // authentication.
+    let (api_socket, grpc_port) = (dir.join("api.sock"), free_port()?);
     let started = Instant::now();
     let mut controller = Command::new(&o.controller)
         .arg("--kubernetes")
-        .arg(format!("--api-addr=127.0.0.1:{api_port}"))
+        .arg(format!("--api-socket={}", api_socket.display()))
         .arg(format!("--destination-addr=127.0.0.1:{grpc_port}"))
         // Discovery alone: the metrics scrape of 10,000 pods is another benchmark's.
         .arg("--scrape-interval=1h")
@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .with_context(|| format!("starting {}", o.controller))?;
     let pid = controller.id();
-    let result = run(&o, &api, api_port, grpc_port, pid, started).await;
+    let result = run(&o, &api, &api_socket, grpc_port, pid, started).await;
     let _ = controller.kill();
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -211,12 +211,12 @@ async fn main() -> anyhow::Result<()> {
 async fn run(
     o: &Options,
     api: &FakeApiServer,
-    api_port: u16,
+    api_socket: &std::path::Path,
     grpc_port: u16,
     pid: u32,
     started: Instant,
 ) -> anyhow::Result<()> {
-    while http_status(api_port, "/ready").await != Some(200) {
+    while http_status(api_socket, "/ready").await != Some(200) {
         if started.elapsed() > Duration::from_secs(120) {
             bail!("the controller was not ready within 120 s");
         }
