@@ -493,9 +493,13 @@ fn connect_tunnels_pass_through_an_http_proxy() {
     let (_lan, client, server) = meshed_pods();
     let _app = http_app(&server, 8080);
     let conf = std::env::temp_dir().join(format!("conduit-tinyproxy-{}.conf", std::process::id()));
+    // The inbound proxy connects to the pod's own address, so the app sees it from there.
     std::fs::write(
         &conf,
-        "Port 8888\nListen 0.0.0.0\nAllow 127.0.0.1\nConnectPort 8080\nLogLevel Info\n",
+        format!(
+            "Port 8888\nListen 0.0.0.0\nAllow {}\nConnectPort 8080\nLogLevel Info\n",
+            server.ip
+        ),
     )
     .unwrap();
     let _proxy = server.spawn(&["tinyproxy", "-d", "-c", conf.to_str().unwrap()]);
