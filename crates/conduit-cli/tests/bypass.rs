@@ -51,19 +51,7 @@ fn manifest() -> String {
         )
     };
     format!(
-        r#"{}{}apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: hard}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      containers:
-      - {{name: client, image: busybox, command: ["sleep", "3600"]}}
----
-# The app's port 8080 is a Server that no AuthorizationPolicy opens: only its probes pass.
+        r#"{}{}{}# The app's port 8080 is a Server that no AuthorizationPolicy opens: only its probes pass.
 apiVersion: policy.conduit.io/v1alpha1
 kind: Server
 metadata: {{name: app-http, namespace: hard}}
@@ -76,6 +64,7 @@ spec:
             "loopback-app",
             "config.conduit.io/inbound-loopback-ports: \"9090\""
         ),
+        sleeper_deployment("hard", "client"),
     )
 }
 

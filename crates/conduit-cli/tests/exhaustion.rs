@@ -84,18 +84,8 @@ spec:
   selector: {{app: app}}
   ports: [{{port: 80, targetPort: 8080}}]
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: flood}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      containers:
-      - {{name: client, image: busybox, command: ["sleep", "3600"]}}
-"#
+{}"#,
+        sleeper_deployment("flood", "client")
     )
 }
 
@@ -323,16 +313,6 @@ fn a_pod_answering_its_scrape_with_a_gigabyte_costs_the_controller_a_bounded_rea
             .unwrap();
         std::fs::read_to_string(c["log"].as_str().unwrap()).unwrap_or_default()
     };
-    // Good traffic for stat to report.
-    for _ in 0..10 {
-        assert_eq!(
-            rt.exec(
-                "client",
-                &["curl", "-sS", "-m", "10", "http://app-svc.flood/"]
-            ),
-            "ok\n"
-        );
-    }
     // Two scrapes of the bloated pod (every 5 s on the local runtime).
     let scraped = wait_until(Duration::from_secs(30), || {
         log("bloat").matches("scrape read").count() >= 2
@@ -353,8 +333,16 @@ fn a_pod_answering_its_scrape_with_a_gigabyte_costs_the_controller_a_bounded_rea
         "the controller holds {} KiB",
         rss_kib(controller)
     );
-    // stat still answers, with the good pod's traffic.
-    let answered = wait_until(Duration::from_secs(30), || {
+    // stat still answers, with the good pod's traffic (kept flowing: a rate needs two
+    // scrapes that saw it).
+    let answered = wait_until(Duration::from_secs(60), || {
+        assert_eq!(
+            rt.exec(
+                "client",
+                &["curl", "-sS", "-m", "10", "http://app-svc.flood/"]
+            ),
+            "ok\n"
+        );
         let rows = rt.json(&["stat", "deploy", "-n", "flood", "-o", "json"]);
         rows.iter()
             .any(|r| r["name"] == "app" && r["success_rate"].as_f64() == Some(1.0))

@@ -72,6 +72,25 @@ spec:
     )
 }
 
+/// A one-replica Deployment `name` whose only container sleeps: a client to exec in.
+pub fn sleeper_deployment(namespace: &str, name: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - {{name: {name}, image: busybox, command: ["sleep", "3600"]}}
+---
+"#
+    )
+}
+
 pub fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
 }
