@@ -55,7 +55,9 @@ impl Discovery {
     }
 }
 
-fn resolution(update: Update) -> Option<Resolution> {
+/// What the proxy makes of one Destination update (`None`: it says nothing new). Public
+/// so that the fuzzers (`fuzz/`) run exactly this on arbitrary messages.
+pub fn resolution(update: Update) -> Option<Resolution> {
     match update.update? {
         update::Update::Endpoints(set) => Some(Resolution::Endpoints(
             set.endpoints

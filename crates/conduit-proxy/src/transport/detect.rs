@@ -83,18 +83,22 @@ enum LineMatch {
     No,
 }
 
+/// The longest method token taken for HTTP/1 (the registered ones are far shorter).
+const MAX_METHOD: usize = 32;
+
 /// Matches `method SP request-target SP HTTP/1.x CRLF` (RFC 9112 §3) on a prefix.
 fn http1_request_line(buf: &[u8]) -> LineMatch {
     let mut i = 0;
     while i < buf.len() && is_tchar(buf[i]) {
         i += 1;
     }
+    // Checked before the end of the bytes is: a long token must be refused whether or not
+    // the space after it has arrived, or the answer would depend on how reads were cut.
+    if i > MAX_METHOD {
+        return LineMatch::No;
+    }
     if i == buf.len() {
-        return if i <= 32 {
-            LineMatch::Maybe
-        } else {
-            LineMatch::No
-        };
+        return LineMatch::Maybe;
     }
     if i == 0 || buf[i] != b' ' {
         return LineMatch::No;
@@ -278,6 +282,30 @@ mod tests {
     fn long_method_tokens_are_not_http() {
         assert_eq!(classify(&[b'A'; 33]), known(Opaque));
         assert_eq!(classify(&[b'A'; 20]), Prefix::NeedMore { http1: true });
+    }
+
+    /// Found by the `detect` fuzzer: 33 token bytes were opaque, but with the space after
+    /// them a request line again, so a client's bytes were HTTP/1 or opaque depending on
+    /// how its reads were cut.
+    #[test]
+    fn a_long_method_token_stays_opaque_when_the_space_arrives() {
+        for line in [
+            &b"bbbbbbbbbbeeeeeeeeeeeeeeeeeeeeeeeeeeDeeeeeeeeebbb'bbbbb%bbbPRI *y"[..],
+            b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(&line[..33]), known(Opaque));
+            assert_eq!(
+                classify(line),
+                known(Opaque),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(classify(&[b'A'; 32]), Prefix::NeedMore { http1: true });
+        assert_eq!(
+            classify(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA / HTTP/1.1\r\n"),
+            known(Http1)
+        );
     }
 
     proptest::proptest! {

@@ -1,0 +1,77 @@
+//! What the outbound proxy does with a Destination update (`control/discovery.rs`): any
+//! bytes decoded as the `conduit.destination.v1.Update` message, turned into a resolution
+//! by the proxy's own `resolution`, and handed to a balancer as `balance/endpoints.rs`
+//! does. Checks that every endpoint kept is one the update sent (an address that parses,
+//! an identity only for a meshed endpoint that named one), that the balancer holds
+//! exactly those endpoints, and that it picks one of them whenever there is any.
+#![no_main]
+
+use conduit_api::destination::{update, Update};
+use conduit_proxy::{
+    balance::Balancer,
+    control::discovery::{resolution, Resolution},
+};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use std::net::SocketAddr;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(message) = Update::decode(data) else {
+        return;
+    };
+    let sent = message.clone();
+    let Some(resolved) = resolution(message) else {
+        assert!(sent.update.is_none(), "an update with content was ignored");
+        return;
+    };
+    let endpoints = match (&sent.update, resolved) {
+        (Some(update::Update::Endpoints(set)), Resolution::Endpoints(endpoints)) => {
+            assert!(endpoints.len() <= set.endpoints.len());
+            for e in &endpoints {
+                let from = set.endpoints.iter().find(|s| {
+                    s.addr.parse::<SocketAddr>().ok() == Some(e.addr)
+                        && match &e.identity {
+                            Some(id) => s.meshed && s.identity == **id,
+                            None => !s.meshed || s.identity.is_empty(),
+                        }
+                });
+                assert!(from.is_some(), "{e:?} is not an endpoint the update sent");
+            }
+            let parsable = set
+                .endpoints
+                .iter()
+                .filter(|s| s.addr.parse::<SocketAddr>().is_ok())
+                .count();
+            assert_eq!(
+                endpoints.len(),
+                parsable,
+                "an endpoint with an address was dropped"
+            );
+            endpoints
+        }
+        (Some(update::Update::NoEndpoints(n)), r) => {
+            let expected = if n.exists {
+                Resolution::Endpoints(Vec::new())
+            } else {
+                Resolution::Unknown
+            };
+            assert_eq!(r, expected);
+            return;
+        }
+        (sent, r) => panic!("{sent:?} resolved to {r:?}"),
+    };
+
+    let balancer = Balancer::default();
+    balancer.update(&endpoints);
+    let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+    assert_eq!(balancer.addrs(), addrs);
+    for _ in 0..4 {
+        match balancer.pick() {
+            Some(picked) => assert!(endpoints.contains(&picked.endpoint)),
+            None => assert!(endpoints.is_empty(), "no pick among {addrs:?}"),
+        }
+    }
+    // An update with the same endpoints keeps them.
+    balancer.update(&endpoints);
+    assert_eq!(balancer.addrs(), addrs);
+});
