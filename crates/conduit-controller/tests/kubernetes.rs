@@ -633,7 +633,7 @@ async fn the_installed_deployment_runs_with_exactly_its_rbac() {
     // A proxy certifies (TokenReview); the anchors reach the namespace; the injector
     // answers for a pod of an annotated namespace.
     let grpc_port = ports["8086"];
-    let mut identity = IdentityClient::new(grpc(grpc_port, &trust, None, WEB_POD_IP).await);
+    let mut identity = IdentityClient::new(grpc(grpc_port, trust, None, WEB_POD_IP).await);
     let web = conduit_identity::identity_name("web", "emojivoto");
     let key = conduit_identity::request::LocalKey::generate(&web).expect("a key");
     identity
