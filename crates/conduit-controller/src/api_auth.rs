@@ -279,16 +279,9 @@ impl Gate {
     }
 
     async fn review_token(&self, token: &str) -> Result<Option<User>, Refusal> {
-        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: None,
-            },
-            ..Default::default()
-        };
-        let reviewed = self.create(&review, "review the bearer token").await?;
-        let status = reviewed.status.unwrap_or_default();
+        let status = crate::identity::review_token(&self.client, token, None)
+            .await
+            .map_err(|e| unavailable("review the bearer token", e))?;
         if status.authenticated != Some(true) {
             debug!(error = ?status.error, "a bearer token the API server does not accept");
             return Ok(None);

@@ -91,27 +91,37 @@ impl TokenReviews {
     }
 }
 
+/// The API server's TokenReview of `token`, for `audiences` (`None`: the API server's
+/// own): what it says of the token. Proxies' tokens and the public API's callers' alike.
+pub async fn review_token(
+    client: &kube::Client,
+    token: &str,
+    audiences: Option<Vec<String>>,
+) -> Result<k8s_openapi::api::authentication::v1::TokenReviewStatus, kube::Error> {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences,
+        },
+        ..Default::default()
+    };
+    let reviewed = kube::Api::<TokenReview>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &review)
+        .await?;
+    Ok(reviewed.status.unwrap_or_default())
+}
+
 #[tonic::async_trait]
 impl Authenticator for TokenReviews {
     async fn authenticate(&self, token: &str, caller: Option<IpAddr>) -> Result<String, AuthError> {
-        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: Some(vec![self.audience.clone()]),
-            },
-            ..Default::default()
-        };
-        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
-        let reviewed = api
-            .create(&kube::api::PostParams::default(), &review)
+        let status = review_token(&self.client, token, Some(vec![self.audience.clone()]))
             .await
             .map_err(|e| {
                 AuthError::Unavailable(format!(
                     "the Kubernetes API could not review the token: {e}"
                 ))
             })?;
-        let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let why = status.error.unwrap_or_else(|| "not authenticated".into());
             return Err(AuthError::Refused(format!(
