@@ -34,6 +34,30 @@ pub fn node_curl(node: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&in_node(node, &argv).stdout).into_owned()
 }
 
+/// A one-replica Deployment `name` with the pod template's `annotations` (a flow
+/// mapping's entries) and `containers` (the YAML list items, at the list's indentation).
+fn one_replica_deployment(
+    namespace: &str,
+    name: &str,
+    annotations: &str,
+    containers: &str,
+) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
+    spec:
+      containers:
+{containers}---
+"#
+    )
+}
+
 /// A one-replica Deployment whose container `container` runs a Python `script`, with
 /// `container_fields` (YAML mapping entries at the container's indentation, like
 /// `ports: [...]`) and the pod template's `annotations` (a flow mapping's entries).
@@ -50,45 +74,17 @@ pub fn python_deployment(
         .map(|f| format!("        {f}\n"))
         .collect();
     let script: String = script.lines().map(|l| format!("          {l}\n")).collect();
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
-    spec:
-      containers:
-      - name: {container}
-        image: python:3
-{fields}        command:
-        - python3
-        - -c
-        - |
-{script}---
-"#
-    )
+    let containers = format!(
+        "      - name: {container}\n        image: python:3\n{fields}        command:\n        - python3\n        - -c\n        - |\n{script}"
+    );
+    one_replica_deployment(namespace, name, annotations, &containers)
 }
 
 /// A one-replica Deployment `name` whose only container sleeps: a client to exec in.
 pub fn sleeper_deployment(namespace: &str, name: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers:
-      - {{name: {name}, image: busybox, command: ["sleep", "3600"]}}
----
-"#
-    )
+    let container =
+        format!("      - {{name: {name}, image: busybox, command: [\"sleep\", \"3600\"]}}\n");
+    one_replica_deployment(namespace, name, "", &container)
 }
 
 pub fn manifest() -> PathBuf {
