@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use conduit_fuzz::{block_on, Shaped};
+use conduit_fuzz::{assert_kept_prefix, block_on, Shaped};
 use conduit_proxy::{
     config::Config,
     transport::detect::{self, classify, Detection, Prefix, Protocol},
@@ -31,16 +31,7 @@ fuzz_target!(|data: &[u8]| {
     .expect("an in-memory client never fails");
 
     let sent = input.payload;
-    assert!(
-        buf.len() <= limit,
-        "read {} bytes past the limit {limit}",
-        buf.len()
-    );
-    assert_eq!(
-        &buf[..],
-        &sent[..buf.len()],
-        "kept bytes are not what was sent"
-    );
+    assert_kept_prefix(&buf, sent, limit);
 
     let kept = classify(&buf);
     match (detection, kept) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use conduit_fuzz::{block_on, Shaped};
+use conduit_fuzz::{assert_kept_prefix, block_on, Shaped};
 use conduit_proxy::{
     config::Config,
     errors::ProxyError,
@@ -49,16 +49,7 @@ fuzz_target!(|data: &[u8]| {
         Instant::now() + timeout,
         timeout,
     ));
-    assert!(
-        buf.len() <= limit,
-        "read {} bytes past the limit {limit}",
-        buf.len()
-    );
-    assert_eq!(
-        &buf[..],
-        &sent[..buf.len()],
-        "kept bytes are not what was sent"
-    );
+    assert_kept_prefix(&buf, sent, limit);
     match &read {
         Ok(()) => assert!(matches!(head::check(&buf, limit), Ok(true))),
         Err(HeadError::Refused(e)) => check_refusal(e),

@@ -103,3 +103,18 @@ thread_local! {
 pub fn block_on<F: Future>(f: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(f))
 }
+
+/// What a reader kept of what the client sent: never more than `limit`, and exactly the
+/// first bytes sent.
+pub fn assert_kept_prefix(kept: &[u8], sent: &[u8], limit: usize) {
+    assert!(
+        kept.len() <= limit,
+        "read {} bytes past the limit {limit}",
+        kept.len()
+    );
+    assert_eq!(
+        kept,
+        &sent[..kept.len()],
+        "kept bytes are not what was sent"
+    );
+}
