@@ -2,18 +2,35 @@
 //! bytes decoded as the `conduit.destination.v1.Update` message, turned into a resolution
 //! by the proxy's own `resolution`, and handed to a balancer as `balance/endpoints.rs`
 //! does. Checks that every endpoint kept is one the update sent (an address that parses,
-//! an identity only for a meshed endpoint that named one), that the balancer holds
-//! exactly those endpoints, and that it picks one of them whenever there is any.
+//! an identity only for a meshed endpoint that named one, a workload only named from
+//! Kubernetes names), that the set's Service is named only from Kubernetes names, that
+//! the balancer holds exactly those endpoints, and that it picks one of them whenever
+//! there is any.
 #![no_main]
 
-use conduit_api::destination::{update, Update};
+use conduit_api::{
+    destination::{label, update, Update},
+    names::is_dns_label,
+};
 use conduit_proxy::{
     balance::Balancer,
     control::discovery::{resolution, Resolution},
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+/// What a metric label may say of `labels`: `<key's value>.<namespace>`, both Kubernetes
+/// names, or nothing.
+fn expected_name(labels: &HashMap<String, String>, key: &str) -> Option<String> {
+    let name = labels.get(key).filter(|n| is_dns_label(n))?;
+    let namespace = labels.get(label::NAMESPACE).filter(|n| is_dns_label(n))?;
+    Some(format!("{name}.{namespace}"))
+}
+
+fn text(name: &Option<Arc<str>>) -> Option<String> {
+    name.as_deref().map(str::to_string)
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = Update::decode(data) else {
@@ -25,7 +42,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let endpoints = match (&sent.update, resolved) {
-        (Some(update::Update::Endpoints(set)), Resolution::Endpoints(endpoints)) => {
+        (Some(update::Update::Endpoints(set)), Resolution::Endpoints { service, endpoints }) => {
+            assert_eq!(text(&service), expected_name(&set.labels, label::SERVICE));
             assert!(endpoints.len() <= set.endpoints.len());
             for e in &endpoints {
                 let from = set.endpoints.iter().find(|s| {
@@ -34,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                             Some(id) => s.meshed && s.identity == **id,
                             None => !s.meshed || s.identity.is_empty(),
                         }
+                        && text(&e.workload) == expected_name(&s.labels, label::DEPLOYMENT)
                 });
                 assert!(from.is_some(), "{e:?} is not an endpoint the update sent");
             }
@@ -51,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
         }
         (Some(update::Update::NoEndpoints(n)), r) => {
             let expected = if n.exists {
-                Resolution::Endpoints(Vec::new())
+                Resolution::Endpoints {
+                    service: None,
+                    endpoints: Vec::new(),
+                }
             } else {
                 Resolution::Unknown
             };

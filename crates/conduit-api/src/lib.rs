@@ -27,6 +27,18 @@ pub mod uid;
 #[cfg(feature = "grpc")]
 pub mod destination {
     tonic::include_proto!("conduit.destination.v1");
+
+    /// The keys of `EndpointSet.labels` and `Endpoint.labels`.
+    pub mod label {
+        /// The Service's or the pod's namespace.
+        pub const NAMESPACE: &str = "namespace";
+        /// The Service's name (an endpoint set's).
+        pub const SERVICE: &str = "service";
+        /// The Deployment behind an endpoint.
+        pub const DEPLOYMENT: &str = "deployment";
+        /// The pod behind an endpoint.
+        pub const POD: &str = "pod";
+    }
 }
 
 /// Workload certificates: `conduit.identity.v1`.

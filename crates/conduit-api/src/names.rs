@@ -1,7 +1,27 @@
 //! The Kubernetes names of the mesh on a workload: the containers `conduit inject` adds,
 //! the annotations and labels it reads and writes, and the identity material injected
 //! proxies mount. The injector writes them; the controller's discovery, the webhook,
-//! `conduit check`, `conduit install` and the local runtime read them back.
+//! `conduit check`, `conduit install` and the local runtime read them back. Also the
+//! rules Kubernetes names follow, which the local runtime and the proxy check.
+
+/// Whether `s` is a DNS-1123 label, as Kubernetes requires of namespace, Service and
+/// container names: at most 63 lowercase letters, digits and `-`, starting and ending
+/// with a letter or digit. (So never `..`, `/` or anything else a path could be made of.)
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is a DNS-1123 subdomain, as Kubernetes requires of most object names:
+/// at most 253 characters of dot-separated DNS-1123 labels.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
 
 /// The proxy container's name; a pod that has it is meshed.
 pub const PROXY_CONTAINER: &str = "conduit-proxy";

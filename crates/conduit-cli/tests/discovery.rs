@@ -96,21 +96,20 @@ fn requests_are_balanced_per_request_and_survive_the_control_plane() {
         proxy_metrics(&rt, voting[0]),
         proxy_metrics(&rt, voting[1])
     );
-    // The web's proxy connects to the pods themselves, never through the virtual IP.
+    // The web's proxy connects to the pods themselves (their workload, as discovery
+    // names it), never through the virtual IP (an endpoint discovery does not know).
     let web_metrics = proxy_metrics(&rt, &web);
-    for p in &voting {
-        let target = format!("{}:8080", p["ip"].as_str().unwrap());
-        assert!(
-            metric(
-                &web_metrics,
-                "tcp_open_total",
-                &[("peer", "dst"), ("target_addr", &target)]
-            ) >= 1.0,
-            "{web_metrics}"
-        );
-    }
+    let to_voting = [
+        ("peer", "dst"),
+        ("target_port", "8080"),
+        ("dst_workload", "voting.emojivoto"),
+    ];
     assert!(
-        !web_metrics.contains(r#"peer="dst",target_addr="198.19."#),
+        metric(&web_metrics, "tcp_open_total", &to_voting) >= 2.0,
+        "{web_metrics}"
+    );
+    assert!(
+        !web_metrics.contains(r#"peer="dst",target_port="8080",dst_workload="unknown""#),
         "{web_metrics}"
     );
 
@@ -287,10 +286,6 @@ spec:
 
     let status = rt.status();
     let client = pods_of(&status, "client")[0].clone();
-    let redis_ip = pods_of(&status, "redis")[0]["ip"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let name = client["name"].as_str().unwrap().to_string();
     let set = || {
         let answer = rt.conduit(&[
@@ -313,8 +308,9 @@ spec:
             "{answer:?}"
         );
     };
-    let to_pod = format!("{redis_ip}:6379");
-    let to_vip = format!("{}:6379", status["services"][0]["vip"].as_str().unwrap());
+    // Upstream connections name the workload discovery says serves the endpoint: the
+    // pod's Deployment, or `unknown` for the virtual IP itself.
+    let (to_pod, to_vip) = ("redis.cache", "unknown");
     let opened = |to: &str| {
         metric(
             &proxy_metrics(&rt, &client),
@@ -322,7 +318,8 @@ spec:
             &[
                 ("direction", "outbound"),
                 ("peer", "dst"),
-                ("target_addr", to),
+                ("target_port", "6379"),
+                ("dst_workload", to),
             ],
         )
     };
@@ -331,22 +328,37 @@ spec:
     // connection goes to the pod.
     let routed = wait_until(Duration::from_secs(20), || {
         set();
-        opened(&to_pod) >= 1.0
+        opened(to_pod) >= 1.0
     });
     assert!(routed, "{}", proxy_metrics(&rt, &client));
-    let (pod_before, vip_before) = (opened(&to_pod), opened(&to_vip));
+    let (pod_before, vip_before) = (opened(to_pod), opened(to_vip));
     for _ in 0..3 {
         set();
     }
     assert_eq!(
-        opened(&to_pod),
+        opened(to_pod),
         pod_before + 3.0,
         "{}",
         proxy_metrics(&rt, &client)
     );
     assert_eq!(
-        opened(&to_vip),
+        opened(to_vip),
         vip_before,
+        "{}",
+        proxy_metrics(&rt, &client)
+    );
+    // The client's side of each connection names the Service it dialled.
+    assert!(
+        metric(
+            &proxy_metrics(&rt, &client),
+            "tcp_open_total",
+            &[
+                ("direction", "outbound"),
+                ("peer", "src"),
+                ("target_port", "6379"),
+                ("dst_service", "redis-svc.cache"),
+            ],
+        ) >= 3.0,
         "{}",
         proxy_metrics(&rt, &client)
     );

@@ -139,7 +139,7 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
                 "tcp_open_total{",
                 "direction=\"inbound\"",
                 "peer=\"src\"",
-                ":7000\"",
+                "target_port=\"7000\"",
                 &format!("client_id=\"{}\"", id("vote-bot"))
             ]
         ),
@@ -268,7 +268,7 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
             &[
                 "tcp_open_total{",
                 "direction=\"inbound\"",
-                ":2525\"",
+                "target_port=\"2525\"",
                 &format!("client_id=\"{vote_bot}\"")
             ]
         ),

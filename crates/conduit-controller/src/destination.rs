@@ -10,7 +10,7 @@ use crate::discovery::{
 use crate::grpc::{holding, Access};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
-    update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
+    label, update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
     Update,
 };
 use conduit_k8s::profile::ServiceProfile;
@@ -61,8 +61,8 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
                 .map(|e| endpoint(e.addr, w.pod_by_ip(e.addr.ip()).map(|p| &**p)))
                 .collect();
             let labels = HashMap::from([
-                ("namespace".to_string(), service.namespace.clone()),
-                ("service".to_string(), service.name.clone()),
+                (label::NAMESPACE.to_string(), service.namespace.clone()),
+                (label::SERVICE.to_string(), service.name.clone()),
             ]);
             (endpoints, labels)
         }
@@ -111,9 +111,9 @@ fn endpoint(addr: std::net::SocketAddr, pod: Option<&PodInfo>) -> Endpoint {
 
 fn pod_labels(p: &PodInfo) -> HashMap<String, String> {
     HashMap::from([
-        ("namespace".to_string(), p.namespace.clone()),
-        ("deployment".to_string(), p.deployment.clone()),
-        ("pod".to_string(), p.name.clone()),
+        (label::NAMESPACE.to_string(), p.namespace.clone()),
+        (label::DEPLOYMENT.to_string(), p.deployment.clone()),
+        (label::POD.to_string(), p.name.clone()),
     ])
 }
 

@@ -446,9 +446,9 @@ response_latency_ms_bucket{{le="1.0",direction="inbound",authority="web-svc.emoj
 response_latency_ms_bucket{{le="10.0",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
 response_latency_ms_bucket{{le="+Inf",direction="inbound",authority="web-svc.emojivoto",status_code="200"}} {}
 response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",status_code="200",classification="success",grpc_status="0",tls="true",server_id="voting.emojivoto.serviceaccount.identity.conduit.cluster.local"}} {out_ok}
-tcp_open_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} {tcp_open}
-tcp_open_total{{direction="inbound",peer="dst",target_addr="127.0.0.1:8080"}} 99
-tcp_close_total{{direction="inbound",peer="src",target_addr="198.18.0.4:8080"}} 1
+tcp_open_total{{direction="inbound",peer="src",target_port="8080",srv_name="default"}} {tcp_open}
+tcp_open_total{{direction="inbound",peer="dst",target_port="8080"}} 99
+tcp_close_total{{direction="inbound",peer="src",target_port="8080",srv_name="default"}} 1
 "#,
             inbound_ok / 2,
             inbound_ok,

@@ -7,24 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
 
-/// Whether `s` is a DNS-1123 label, as Kubernetes requires of namespace and container
-/// names: at most 63 lowercase letters, digits and `-`, starting and ending with a letter
-/// or digit. (So never `..`, `/` or anything else a path could be made of.)
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// Whether `s` is a DNS-1123 subdomain, as Kubernetes requires of most object names:
-/// at most 253 characters of dot-separated DNS-1123 labels.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
+pub use conduit_api::names::{is_dns_label, is_dns_subdomain};
 
 /// Where a document came from, for messages: `app.yaml, document 2 (Deployment web)`.
 #[derive(Clone, Debug, PartialEq, Eq)]

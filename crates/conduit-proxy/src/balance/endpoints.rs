@@ -64,12 +64,44 @@ impl EndpointSets {
     pub fn knows(&self, target: &str) -> bool {
         self.lock()
             .get(target)
-            .is_some_and(|t| matches!(&*t.rx.borrow(), Resolution::Endpoints(_)))
+            .is_some_and(|t| matches!(&*t.rx.borrow(), Resolution::Endpoints { .. }))
+    }
+
+    /// The Service (`<name>.<namespace>`) that `target` is, as discovery says once it has
+    /// answered (waited for as [`pick`](Self::pick) does); `None` when it names none.
+    pub async fn service_of(&self, target: &str) -> Option<Arc<str>> {
+        self.follow(target).await?;
+        let targets = self.lock();
+        let t = targets.get(target)?;
+        let service = match &*t.rx.borrow() {
+            Resolution::Endpoints { service, .. } => service.clone(),
+            _ => None,
+        };
+        service
     }
 
     /// The endpoint for the next request or connection to `target`, or `None` when the
     /// original destination should be used.
     pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {
+        self.follow(target).await?;
+        let mut targets = self.lock();
+        let t = targets.get_mut(target)?;
+        if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
+            if let Resolution::Endpoints { endpoints, .. } = &*t.rx.borrow_and_update() {
+                t.balancer.update(endpoints);
+            }
+        }
+        let known = matches!(&*t.rx.borrow(), Resolution::Endpoints { .. });
+        if known {
+            t.balancer.pick()
+        } else {
+            None
+        }
+    }
+
+    /// Follows `target` (marking it used) and waits, boundedly, for its first answer;
+    /// `None` when no more targets may be followed.
+    async fn follow(&self, target: &str) -> Option<()> {
         let mut rx = {
             let mut targets = self.lock();
             if targets.len() >= MAX_TARGETS && !targets.contains_key(target) {
@@ -94,19 +126,7 @@ impl EndpointSets {
             )
             .await;
         }
-        let mut targets = self.lock();
-        let t = targets.get_mut(target)?;
-        if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
-            if let Resolution::Endpoints(addrs) = &*t.rx.borrow_and_update() {
-                t.balancer.update(addrs);
-            }
-        }
-        let known = matches!(&*t.rx.borrow(), Resolution::Endpoints(_));
-        if known {
-            t.balancer.pick()
-        } else {
-            None
-        }
+        Some(())
     }
 }
 
@@ -241,6 +261,26 @@ mod tests {
                 "198.18.0.5:8080"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_service_a_target_is_comes_from_its_endpoint_set() {
+        let (addr, tx, _server) = server().await;
+        let d = sets(&addr, Duration::from_secs(5));
+        let mut set = endpoints(&["198.18.0.4:8080"]);
+        if let Some(update::Update::Endpoints(s)) = &mut set.update {
+            s.labels = [("namespace", "emojivoto"), ("service", "web-svc")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into();
+        }
+        tx.send(Ok(set)).await.unwrap();
+        assert_eq!(
+            d.service_of("198.18.0.10:80").await.as_deref(),
+            Some("web-svc.emojivoto")
+        );
+        // The same followed target serves picks.
+        assert!(d.pick("198.18.0.10:80").await.is_some());
+        assert_eq!(d.lock().len(), 1);
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use crate::{
     },
     peer::{Direction, PeerTls},
     telemetry::{
-        labels::{AuthorityLabels, KnownAuthorities},
+        labels::{AuthorityLabels, KnownAuthorities, Target},
         metrics::{Metrics, Peer, PortLabels},
         tap::Taps,
     },
@@ -60,6 +60,8 @@ pub struct HttpConn {
     /// The client, with what was read (the first HTTP/1 head, say) replayed first.
     io: PrefixedIo<ClientIo>,
     peer: PeerTls,
+    /// What its series say of where it goes.
+    target: Target,
 }
 
 /// An opaque TCP connection, ready to splice.
@@ -128,9 +130,14 @@ impl Forwarder {
         self.pools.get(endpoint, version)
     }
 
-    /// Counts the connection and tells how it is forwarded; `None` when it is over already
-    /// (an HTTP/1 client whose first head was refused was answered with the proxy's error).
-    pub async fn admit(&self, detected: Detected<ClientTransport>) -> Option<Forwarding> {
+    /// Counts the connection (its series labelled with `target`) and tells how it is
+    /// forwarded; `None` when it is over already (an HTTP/1 client whose first head was
+    /// refused was answered with the proxy's error).
+    pub async fn admit(
+        &self,
+        detected: Detected<ClientTransport>,
+        target: Target,
+    ) -> Option<Forwarding> {
         let Detected {
             accepted,
             io,
@@ -138,10 +145,10 @@ impl Forwarder {
             decided,
             peer,
         } = detected;
-        let conn =
-            self.metrics
-                .tcp
-                .open(self.direction, Peer::Src, accepted.orig_dst, peer.clone());
+        let conn = self
+            .metrics
+            .tcp
+            .open(self.direction, Peer::Src, target.clone(), peer.clone());
         // What detection read counts as read from the client.
         conn.bytes.read.inc_by(read.len() as u64);
         let mut io = CountingIo::new(io, conn);
@@ -151,6 +158,7 @@ impl Forwarder {
                 version,
                 io: PrefixedIo::new(read.freeze(), io),
                 peer: peer.clone(),
+                target: target.clone(),
             }))
         };
         let watch = match decided {
@@ -218,6 +226,7 @@ impl Forwarder {
             version,
             io,
             peer,
+            target,
         } = conn;
         let guards = match authorize {
             Some(authorize) => self.guards.iter().cloned().chain([authorize]).collect(),
@@ -227,13 +236,19 @@ impl Forwarder {
         let labels = AuthorityLabels::new(accepted.orig_dst, names);
         let stack = ServiceBuilder::new()
             .layer_fn(|s| {
-                RecordHttp::new(s, direction, metrics.http.clone(), labels.clone())
-                    .with_peer(peer.clone())
-                    .with_tap(ConnTap {
-                        taps: self.taps.clone(),
-                        source: accepted.client,
-                        destination: accepted.orig_dst,
-                    })
+                RecordHttp::new(
+                    s,
+                    direction,
+                    metrics.http.clone(),
+                    labels.clone(),
+                    target.clone(),
+                )
+                .with_peer(peer.clone())
+                .with_tap(ConnTap {
+                    taps: self.taps.clone(),
+                    source: accepted.client,
+                    destination: accepted.orig_dst,
+                })
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))

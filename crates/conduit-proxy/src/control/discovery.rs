@@ -6,10 +6,11 @@
 
 use crate::control::{self, ControlPlane, ControlTls, Followed};
 use crate::transport::connect::Endpoint;
-use conduit_api::destination::{
-    destination_client::DestinationClient, update, GetDestination, Update,
+use conduit_api::{
+    destination::{destination_client::DestinationClient, label, update, GetDestination, Update},
+    names::is_dns_label,
 };
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
@@ -22,8 +23,12 @@ pub enum Resolution {
     Unavailable,
     /// The control plane does not know the name: use the original destination.
     Unknown,
-    /// The endpoints to balance over (empty: the service exists but nothing is ready).
-    Endpoints(Vec<Endpoint>),
+    /// The endpoints to balance over (empty: the service exists but nothing is ready),
+    /// and the Service they serve (`<name>.<namespace>`) when the target is one.
+    Endpoints {
+        service: Option<Arc<str>>,
+        endpoints: Vec<Endpoint>,
+    },
 }
 
 /// The Destination API, as seen from one pod.
@@ -59,8 +64,10 @@ impl Discovery {
 /// so that the fuzzers (`fuzz/`) run exactly this on arbitrary messages.
 pub fn resolution(update: Update) -> Option<Resolution> {
     match update.update? {
-        update::Update::Endpoints(set) => Some(Resolution::Endpoints(
-            set.endpoints
+        update::Update::Endpoints(set) => Some(Resolution::Endpoints {
+            service: named(&set.labels, label::SERVICE),
+            endpoints: set
+                .endpoints
                 .iter()
                 .filter_map(|e| {
                     Some(Endpoint {
@@ -68,13 +75,26 @@ pub fn resolution(update: Update) -> Option<Resolution> {
                         // Only meshed endpoints have a proxy to speak mesh TLS with.
                         identity: (e.meshed && !e.identity.is_empty())
                             .then(|| Arc::from(e.identity.as_str())),
+                        workload: named(&e.labels, label::DEPLOYMENT),
                     })
                 })
                 .collect(),
-        )),
-        update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints(Vec::new())),
+        }),
+        update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints {
+            service: None,
+            endpoints: Vec::new(),
+        }),
         update::Update::NoEndpoints(_) => Some(Resolution::Unknown),
     }
+}
+
+/// `<name>.<namespace>` from `labels`' `key` and namespace, when both are Kubernetes
+/// names: what the metrics may label a destination with (a name, never a text of any
+/// length).
+pub fn named(labels: &HashMap<String, String>, key: &str) -> Option<Arc<str>> {
+    let name = labels.get(key).filter(|n| is_dns_label(n))?;
+    let namespace = labels.get(label::NAMESPACE).filter(|n| is_dns_label(n))?;
+    Some(format!("{name}.{namespace}").into())
 }
 
 /// Keeps one target's resolution current until nobody asks about it any more. A lost
@@ -111,4 +131,69 @@ async fn follow(
         }
     };
     control::follow(open, on, tx.closed()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_api::destination::{self as api, EndpointSet};
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn set(service: &[(&str, &str)], pod: &[(&str, &str)]) -> Update {
+        Update {
+            update: Some(update::Update::Endpoints(EndpointSet {
+                endpoints: vec![api::Endpoint {
+                    addr: "198.18.0.4:8080".into(),
+                    labels: labels(pod),
+                    ..api::Endpoint::default()
+                }],
+                labels: labels(service),
+            })),
+        }
+    }
+
+    fn names(update: Update) -> (Option<String>, Option<String>) {
+        match resolution(update) {
+            Some(Resolution::Endpoints { service, endpoints }) => (
+                service.map(|s| s.to_string()),
+                endpoints[0].workload.as_ref().map(|w| w.to_string()),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn services_and_workloads_are_named_only_with_kubernetes_names() {
+        let ns = (label::NAMESPACE, "emojivoto");
+        assert_eq!(
+            names(set(
+                &[ns, (label::SERVICE, "web-svc")],
+                &[ns, (label::DEPLOYMENT, "web"), (label::POD, "web-1")]
+            )),
+            (
+                Some("web-svc.emojivoto".into()),
+                Some("web.emojivoto".into())
+            )
+        );
+        // A pod's own address: no Service; a pod without a Deployment: no workload.
+        assert_eq!(names(set(&[], &[ns, (label::POD, "web-1")])), (None, None));
+        // What no Kubernetes object could be called never becomes a label.
+        let long = "x".repeat(64);
+        for bad in ["a/b", "Web", "", "-a", long.as_str()] {
+            assert_eq!(
+                names(set(
+                    &[ns, (label::SERVICE, bad)],
+                    &[(label::NAMESPACE, bad), (label::DEPLOYMENT, "web")]
+                )),
+                (None, None),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use crate::{
     errors::PROXY_ERROR_HEADER,
     peer::{Direction, PeerTls},
     telemetry::{
-        labels::{AuthorityLabels, UNKNOWN},
+        labels::{AuthorityLabels, Target, UNKNOWN},
         metrics::{Classification, HttpMetrics, LatencyLabels, RequestLabels, ResponseLabels},
         tap::{TappedRequest, Taps},
     },
@@ -51,12 +51,14 @@ pub struct ConnTap {
 }
 
 impl<S> RecordHttp<S> {
-    /// Wraps `inner`; `labels` decides requests' `authority` labels.
+    /// Wraps `inner` for a connection to `target`; `labels` decides requests' `authority`
+    /// labels.
     pub fn new(
         inner: S,
         direction: Direction,
         metrics: HttpMetrics,
         labels: AuthorityLabels,
+        target: Target,
     ) -> Self {
         RecordHttp {
             inner,
@@ -64,6 +66,7 @@ impl<S> RecordHttp<S> {
                 direction,
                 families: metrics,
                 labels,
+                target,
                 tls: PeerTls::None,
                 cache: Mutex::new(SeriesCache::default()),
             }),
@@ -94,6 +97,8 @@ struct ConnSeries {
     direction: Direction,
     families: HttpMetrics,
     labels: AuthorityLabels,
+    /// Where the connection goes: its port, and what the control plane calls it.
+    target: Target,
     /// How the connection's client was authenticated.
     tls: PeerTls,
     cache: Mutex<SeriesCache>,
@@ -141,6 +146,7 @@ impl ConnSeries {
         let requests = self.families.requests.get(&RequestLabels {
             direction: self.direction,
             authority: label.clone(),
+            target: self.target.clone(),
         });
         requests.inc();
         *cache = SeriesCache {
@@ -175,6 +181,7 @@ impl ConnSeries {
         let histogram = self.families.latency.get(&LatencyLabels {
             direction: self.direction,
             authority: authority.clone(),
+            target: self.target.clone(),
             status_code,
             tls: tls.clone(),
         });
@@ -203,6 +210,7 @@ impl ConnSeries {
         let counter = self.families.responses.get(&ResponseLabels {
             direction: self.direction,
             authority: authority.clone(),
+            target: self.target.clone(),
             status_code,
             classification: class,
             grpc_status,
@@ -438,6 +446,7 @@ mod tests {
             Direction::Inbound,
             metrics.http.clone(),
             any_name("198.18.0.2:80"),
+            Target::server(80, None),
         );
         let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
         rsp.into_body().collect().await.unwrap();
@@ -457,14 +466,14 @@ mod tests {
         let req = Request::get("/").header("host", "web:80").body(()).unwrap();
         let text = run(req, 503, &[], vec![Frame::data(Bytes::from_static(b"x"))]).await;
         assert!(
-            text.contains(r#"request_total{direction="inbound",authority="web:80"} 1"#),
+            text.contains(r#"request_total{direction="inbound",authority="web:80",target_port="80",srv_name="default"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"response_total{direction="inbound",authority="web:80",status_code="503",classification="failure",grpc_status="",tls="false"} 1"#),
+            text.contains(r#"response_total{direction="inbound",authority="web:80",target_port="80",srv_name="default",status_code="503",classification="failure",grpc_status="",tls="false"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",status_code="503",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",target_port="80",srv_name="default",status_code="503",tls="false"} 1"#), "{text}");
     }
 
     #[tokio::test]
@@ -513,7 +522,7 @@ mod tests {
             .unwrap();
         let text = run(req, 200, &[], vec![]).await;
         assert!(
-            text.contains(r#"request_total{direction="inbound",authority="198.18.0.2:80"} 1"#),
+            text.contains(r#"request_total{direction="inbound",authority="198.18.0.2:80",target_port="80",srv_name="default"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"classification="success""#), "{text}");
@@ -540,6 +549,7 @@ mod tests {
             Direction::Outbound,
             metrics.http.clone(),
             any_name("198.18.0.9:1"),
+            Target::service(1, Some("web-svc.emojivoto".into())),
         );
         for (host, path) in [
             ("a:80", "/"),
@@ -554,26 +564,32 @@ mod tests {
         }
         let text = metrics.encode();
         for (series, n) in [
-            (r#"request_total{direction="outbound",authority="a:80"}"#, 4),
-            (r#"request_total{direction="outbound",authority="b:80"}"#, 1),
             (
-                r#"response_total{direction="outbound",authority="a:80",status_code="200",classification="success",grpc_status="",tls="false"}"#,
-                2,
+                r#"request_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto"}"#,
+                4,
             ),
             (
-                r#"response_total{direction="outbound",authority="a:80",status_code="503",classification="failure",grpc_status="",tls="false"}"#,
-                2,
-            ),
-            (
-                r#"response_total{direction="outbound",authority="b:80",status_code="200",classification="success",grpc_status="",tls="false"}"#,
+                r#"request_total{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto"}"#,
                 1,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="a:80",status_code="503",tls="false"}"#,
+                r#"response_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="b:80",status_code="200",tls="false"}"#,
+                r#"response_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="503",classification="failure",grpc_status="",tls="false"}"#,
+                2,
+            ),
+            (
+                r#"response_total{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
+                1,
+            ),
+            (
+                r#"response_latency_ms_count{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="503",tls="false"}"#,
+                2,
+            ),
+            (
+                r#"response_latency_ms_count{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",tls="false"}"#,
                 1,
             ),
         ] {
@@ -596,7 +612,14 @@ mod tests {
             Ok::<_, Infallible>(rsp)
         });
         let labels = AuthorityLabels::new("198.18.0.2:8080".parse().unwrap(), Arc::new(NoNames));
-        let mut svc = RecordHttp::new(inner, Direction::Inbound, metrics.http.clone(), labels);
+        let target = Target::server(8080, Some("web-http"));
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Inbound,
+            metrics.http.clone(),
+            labels,
+            target,
+        );
         // A client flooding distinct Host headers, each as long as a header may be.
         for i in 0..2000 {
             let host = format!("{i}-{}.example", "x".repeat(200));
@@ -614,7 +637,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(&format!(
-                "request_total{{direction=\"inbound\",authority=\"{UNKNOWN}\"}} 2000\n"
+                "request_total{{direction=\"inbound\",authority=\"{UNKNOWN}\",target_port=\"8080\",srv_name=\"web-http\"}} 2000\n"
             )),
             "{text}"
         );
@@ -634,6 +657,7 @@ mod tests {
             Direction::Outbound,
             metrics.http.clone(),
             any_name("198.18.0.9:1"),
+            Target::service(1, Some("web-svc.emojivoto".into())),
         );
         let rsp = svc
             .ready()
@@ -643,6 +667,6 @@ mod tests {
             .await
             .unwrap();
         drop(rsp);
-        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="198.18.0.9:1",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
+        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="198.18.0.9:1",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     drain,
     http::route::Route,
     peer::Direction,
-    telemetry::labels::KnownAuthorities,
+    telemetry::labels::{KnownAuthorities, Target},
     transport::{connect::Endpoint, tls::Transport},
 };
 use authorize::AuthorizeConnection;
@@ -74,6 +74,13 @@ impl Inbound {
         })
     }
 
+    /// What a connection to `port` is labelled with: the port, and the Server that
+    /// governs it (`default`: none).
+    fn target(&self, port: u16) -> Target {
+        let policy = self.authorize.policy().latest();
+        Target::server(port, policy.server(port).map(|s| s.name.as_str()))
+    }
+
     /// Whether the Server of `port` says its traffic is opaque (no detection).
     fn server_says_opaque(&self, port: u16) -> bool {
         self.authorize
@@ -110,7 +117,8 @@ impl Side for Inbound {
             return;
         };
         let app = Endpoint::plain(app_addr(accepted.orig_dst, &self.loopback_ports));
-        match self.forward.admit(detected).await {
+        let target = self.target(accepted.orig_dst.port());
+        match self.forward.admit(detected, target).await {
             Some(Forwarding::Http(http)) => {
                 let route = Route::Fixed(self.forward.pool(&app, http.version));
                 let names = self.names.clone();

@@ -16,7 +16,7 @@ use crate::{
         route::{target_of, DiscoveredRoute, Route},
     },
     peer::Direction,
-    telemetry::labels::{KnownAuthorities, NoNames},
+    telemetry::labels::{KnownAuthorities, NoNames, Target},
     transport::{connect::Endpoint, tls::Transport},
 };
 use std::{net::SocketAddr, sync::Arc};
@@ -77,6 +77,16 @@ impl Outbound {
         }
     }
 
+    /// What a connection to `orig_dst` is labelled with: its port, and the Service that
+    /// discovery says it is (`unknown`: none, or no control plane).
+    async fn target(&self, orig_dst: SocketAddr) -> Target {
+        let service = match &self.endpoints {
+            Some(endpoints) => endpoints.service_of(&orig_dst.to_string()).await,
+            None => None,
+        };
+        Target::service(orig_dst.port(), service)
+    }
+
     /// Where an opaque connection to `orig_dst` goes: a discovered endpoint of it (a
     /// service's virtual IP, say) when there is one, else the original destination.
     async fn pick(&self, orig_dst: SocketAddr) -> (Endpoint, Option<Arc<EndpointLoad>>) {
@@ -102,7 +112,8 @@ impl Side for Outbound {
             Err(error) => return debug!(%error, "reading from the client failed"),
         };
         self.detect.report(&detected);
-        match self.forward.admit(detected).await {
+        let target = self.target(accepted.orig_dst).await;
+        match self.forward.admit(detected, target).await {
             Some(Forwarding::Http(http)) => {
                 let route = self.route(http.version, accepted.orig_dst);
                 let names = self.names.clone();

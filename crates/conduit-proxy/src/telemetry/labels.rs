@@ -1,18 +1,128 @@
-//! What the `authority` label of the HTTP metrics may say. A request's authority is the
-//! client's to choose (any text, up to the header limit), so the label takes it only when
-//! the proxy can vouch for the name: the connection's own original destination address,
-//! or a name its side knows ([`KnownAuthorities`]: outbound, a Service that discovery
-//! resolved; inbound, one of the pod's own Services, from its policy). Anything else is
-//! `unknown`. The label's values are then bounded by what the control plane knows, not by
-//! what clients send.
+//! What the metrics' labels may say of where traffic goes, so that their values come from
+//! bounded sets: what the control plane knows, not what clients send.
+//!
+//! - `authority` (HTTP): a request's authority is the client's to choose (any text, up to
+//!   the header limit), so the label takes it only when the proxy can vouch for the name:
+//!   the connection's own original destination address, or a name its side knows
+//!   ([`KnownAuthorities`]: outbound, a Service that discovery resolved; inbound, one of
+//!   the pod's own Services, from its policy). Anything else is `unknown`.
+//! - [`Target`] (HTTP and TCP): the port a connection was made to, and what the control
+//!   plane calls its destination: inbound, the Server that governs the port
+//!   (`srv_name`); outbound, the Service discovery says the original destination is
+//!   (`dst_service`) and, upstream, the workload behind the endpoint (`dst_workload`).
+//!   Never an address: the application (outbound) or a client (inbound) picks those.
 
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use std::{
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
-/// The label of an authority the proxy cannot vouch for.
+/// The label of an authority (or a destination) the proxy cannot vouch for.
 pub const UNKNOWN: &str = "unknown";
+
+/// The label value of series that did not fit their family.
+pub const OVERFLOW: &str = "overflow";
+
+/// The Server label of a port no Server selects.
+pub const DEFAULT_SERVER: &str = "default";
+
+/// Where a connection goes, as its series say: the port it was made to (`target_port`)
+/// and what the control plane calls the destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Target {
+    /// `None` only in overflow series.
+    port: Option<u16>,
+    name: TargetName,
+}
+
+/// What the control plane calls a connection's destination.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum TargetName {
+    /// Inbound from a client: the Server that governs the port, or `default` (`srv_name`).
+    Server(Arc<str>),
+    /// Outbound from the application: the Service (`<name>.<namespace>`) discovery says
+    /// the original destination is, or `unknown` (`dst_service`).
+    Service(Arc<str>),
+    /// Outbound, upstream: the workload (`<deployment>.<namespace>`) discovery says serves
+    /// the endpoint, or `unknown` (`dst_workload`).
+    Workload(Arc<str>),
+    /// Inbound, to the application: the pod's own port says it all.
+    App,
+}
+
+impl Target {
+    /// A connection to `port` that `server` governs (`None`: no Server selects it).
+    pub fn server(port: u16, server: Option<&str>) -> Target {
+        let name = server.unwrap_or(DEFAULT_SERVER);
+        Target::new(port, TargetName::Server(name.into()))
+    }
+
+    /// A connection to `port` of `service` (`None`: discovery names no Service).
+    pub fn service(port: u16, service: Option<Arc<str>>) -> Target {
+        Target::new(port, TargetName::Service(service.unwrap_or_else(unknown)))
+    }
+
+    /// A connection to `port` of an endpoint that `workload` serves (`None`: unknown).
+    pub fn workload(port: u16, workload: Option<Arc<str>>) -> Target {
+        Target::new(port, TargetName::Workload(workload.unwrap_or_else(unknown)))
+    }
+
+    /// A connection to the application's own `port`.
+    pub fn app(port: u16) -> Target {
+        Target::new(port, TargetName::App)
+    }
+
+    fn new(port: u16, name: TargetName) -> Target {
+        Target {
+            port: Some(port),
+            name,
+        }
+    }
+
+    /// The same kind of target, its port and name replaced by `overflow`.
+    pub fn overflow(&self) -> Target {
+        let name = match &self.name {
+            TargetName::Server(_) => TargetName::Server(OVERFLOW.into()),
+            TargetName::Service(_) => TargetName::Service(OVERFLOW.into()),
+            TargetName::Workload(_) => TargetName::Workload(OVERFLOW.into()),
+            TargetName::App => TargetName::App,
+        };
+        Target { port: None, name }
+    }
+}
+
+fn unknown() -> Arc<str> {
+    UNKNOWN.into()
+}
+
+/// `target_port`: a number, or `overflow`.
+struct Port(Option<u16>);
+
+impl EncodeLabelValue for Port {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            Some(port) => write!(encoder, "{port}"),
+            None => encoder.write_str(OVERFLOW),
+        }
+    }
+}
+
+impl EncodeLabelSet for Target {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabel::encode(&("target_port", Port(self.port)), encoder.encode_label())?;
+        let (key, name) = match &self.name {
+            TargetName::Server(name) => ("srv_name", name),
+            TargetName::Service(name) => ("dst_service", name),
+            TargetName::Workload(name) => ("dst_workload", name),
+            TargetName::App => return Ok(()),
+        };
+        EncodeLabel::encode(&(key, &**name), encoder.encode_label())
+    }
+}
 
 /// The names one side of the proxy can vouch for.
 pub trait KnownAuthorities: Send + Sync {

@@ -3,7 +3,7 @@
 //! `tcp_open_total`, ...) so existing dashboards and queries carry over. The pod's own
 //! identity (namespace, deployment, pod) is stamped on every series.
 //!
-//! Label values come from bounded sets (the `authority` label: `telemetry::labels`), and
+//! Label values come from bounded sets (`authority` and [`Target`]: `telemetry::labels`), and
 //! as a last line every family whose labels come from traffic is [`Capped`]: past
 //! [`MAX_SERIES`] label sets, new ones are counted in one overflow series, so that no
 //! client can grow the proxy's memory or its `/metrics` without bound.
@@ -11,6 +11,7 @@
 use crate::{
     config::PodIdentity,
     peer::{Direction, PeerTls},
+    telemetry::labels::{Target, DEFAULT_SERVER, OVERFLOW},
     transport::detect::Protocol,
 };
 use prometheus_client::{
@@ -27,7 +28,6 @@ use std::{
     borrow::Cow,
     fmt::Write as _,
     hash::Hash,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -37,14 +37,11 @@ use std::{
 /// The most label sets one family holds; the rest share its overflow series.
 pub const MAX_SERIES: usize = 1000;
 
-/// What a label set becomes once its family is full: the same set with the value that
-/// varies (an authority, an address) replaced by `overflow`.
+/// What a label set becomes once its family is full: the same set with the values that
+/// vary (an authority, a port, a destination's name) replaced by `overflow`.
 pub trait Overflow {
     fn overflow(&self) -> Self;
 }
-
-/// The label value of series that did not fit.
-pub const OVERFLOW: &str = "overflow";
 
 /// A peer's identity in an overflow series: whether it had one, not which (identities
 /// would make the overflow series many again).
@@ -135,12 +132,15 @@ impl EncodeLabelValue for Peer {
 pub struct RequestLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    #[prometheus(flatten)]
+    pub target: Target,
 }
 
 impl Overflow for RequestLabels {
     fn overflow(&self) -> Self {
         RequestLabels {
             authority: OVERFLOW.into(),
+            target: self.target.overflow(),
             ..self.clone()
         }
     }
@@ -151,6 +151,8 @@ impl Overflow for RequestLabels {
 pub struct ResponseLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    #[prometheus(flatten)]
+    pub target: Target,
     pub status_code: u16,
     pub classification: Classification,
     pub grpc_status: Option<u32>,
@@ -162,6 +164,7 @@ impl Overflow for ResponseLabels {
     fn overflow(&self) -> Self {
         ResponseLabels {
             authority: OVERFLOW.into(),
+            target: self.target.overflow(),
             tls: overflow_tls(&self.tls),
             ..self.clone()
         }
@@ -173,6 +176,8 @@ impl Overflow for ResponseLabels {
 pub struct LatencyLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    #[prometheus(flatten)]
+    pub target: Target,
     pub status_code: u16,
     #[prometheus(flatten)]
     pub tls: PeerTls,
@@ -182,6 +187,7 @@ impl Overflow for LatencyLabels {
     fn overflow(&self) -> Self {
         LatencyLabels {
             authority: OVERFLOW.into(),
+            target: self.target.overflow(),
             tls: overflow_tls(&self.tls),
             ..self.clone()
         }
@@ -193,7 +199,8 @@ impl Overflow for LatencyLabels {
 pub struct TcpLabels {
     pub direction: Direction,
     pub peer: Peer,
-    pub target_addr: String,
+    #[prometheus(flatten)]
+    pub target: Target,
     #[prometheus(flatten)]
     pub tls: PeerTls,
 }
@@ -201,7 +208,7 @@ pub struct TcpLabels {
 impl Overflow for TcpLabels {
     fn overflow(&self) -> Self {
         TcpLabels {
-            target_addr: OVERFLOW.into(),
+            target: self.target.overflow(),
             tls: overflow_tls(&self.tls),
             ..self.clone()
         }
@@ -307,18 +314,19 @@ impl Drop for TcpConnection {
 }
 
 impl TcpMetrics {
-    /// Counts a connection as open, returning the guard that counts its bytes and close.
+    /// Counts a connection to `target` as open, returning the guard that counts its bytes
+    /// and close.
     pub fn open(
         &self,
         direction: Direction,
         peer: Peer,
-        target: SocketAddr,
+        target: Target,
         tls: PeerTls,
     ) -> TcpConnection {
         let labels = TcpLabels {
             direction,
             peer,
-            target_addr: target.to_string(),
+            target,
             tls,
         };
         self.open.get(&labels).inc();
@@ -501,7 +509,7 @@ impl Metrics {
         };
         family
             .get_or_create(&AuthzLabels {
-                srv_name: server.unwrap_or("default").to_string(),
+                srv_name: server.unwrap_or(DEFAULT_SERVER).to_string(),
             })
             .inc();
     }
@@ -531,6 +539,7 @@ mod tests {
         let labels = RequestLabels {
             direction: Direction::Inbound,
             authority: "web.emojivoto:80".into(),
+            target: Target::server(80, Some("web-http")),
         };
         m.http.requests.get(&labels).inc();
         m.http
@@ -538,6 +547,7 @@ mod tests {
             .get(&LatencyLabels {
                 direction: Direction::Inbound,
                 authority: "web.emojivoto:80".into(),
+                target: Target::server(80, None),
                 status_code: 200,
                 tls: PeerTls::Client(
                     "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local".into(),
@@ -547,7 +557,7 @@ mod tests {
         let conn = m.tcp.open(
             Direction::Outbound,
             Peer::Dst,
-            "198.18.0.2:80".parse().unwrap(),
+            Target::workload(80, Some("voting.emojivoto".into())),
             PeerTls::None,
         );
         conn.bytes.read.inc_by(10);
@@ -555,19 +565,19 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains(
-                r#"request_total{namespace="emojivoto",deployment="web",direction="inbound",authority="web.emojivoto:80"} 1"#
+                r#"request_total{namespace="emojivoto",deployment="web",direction="inbound",authority="web.emojivoto:80",target_port="80",srv_name="web-http"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",status_code="200",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"} 1"#
+                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",target_port="80",srv_name="default",status_code="200",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"} 1"#
             ),
             "{text}"
         );
-        assert!(text.contains(r#"tcp_open_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 1"#), "{text}");
-        assert!(text.contains(r#"tcp_close_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 1"#), "{text}");
-        assert!(text.contains(r#"tcp_read_bytes_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_addr="198.18.0.2:80",tls="false"} 10"#), "{text}");
+        assert!(text.contains(r#"tcp_open_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_port="80",dst_workload="voting.emojivoto",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"tcp_close_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_port="80",dst_workload="voting.emojivoto",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"tcp_read_bytes_total{namespace="emojivoto",deployment="web",direction="outbound",peer="dst",target_port="80",dst_workload="voting.emojivoto",tls="false"} 10"#), "{text}");
         assert!(
             !text.contains("pod=\""),
             "empty identity labels are left out: {text}"
@@ -579,7 +589,7 @@ mod tests {
         let m = Metrics::new(&PodIdentity::default());
         let client = PeerTls::Client("a.b.serviceaccount.identity.conduit.cluster.local".into());
         for port in 1..=(MAX_SERIES as u16 + 50) {
-            let dst = SocketAddr::from(([198, 18, 0, 2], port));
+            let dst = Target::server(port, Some("web-http"));
             drop(
                 m.tcp
                     .open(Direction::Inbound, Peer::Src, dst, client.clone()),
@@ -595,7 +605,7 @@ mod tests {
             MAX_SERIES + 1,
             "the cap and one overflow series"
         );
-        assert!(text.contains(r#"tcp_open_total{direction="inbound",peer="src",target_addr="overflow",tls="true",client_id="overflow"} 50"#), "{text}");
+        assert!(text.contains(r#"tcp_open_total{direction="inbound",peer="src",target_port="overflow",srv_name="overflow",tls="true",client_id="overflow"} 50"#), "{text}");
         assert!(
             text.contains(r#"metric_series_overflow_total{family="tcp_open"} 50"#),
             "{text}"
@@ -604,9 +614,9 @@ mod tests {
         drop(m.tcp.open(
             Direction::Inbound,
             Peer::Src,
-            SocketAddr::from(([198, 18, 0, 2], 7)),
+            Target::server(7, Some("web-http")),
             client,
         ));
-        assert!(m.encode().contains(r#"target_addr="198.18.0.2:7",tls="true",client_id="a.b.serviceaccount.identity.conduit.cluster.local"} 2"#));
+        assert!(m.encode().contains(r#"target_port="7",srv_name="web-http",tls="true",client_id="a.b.serviceaccount.identity.conduit.cluster.local"} 2"#));
     }
 }

@@ -6,7 +6,10 @@
 use crate::{
     errors::ProxyError,
     peer::{Direction, PeerTls},
-    telemetry::metrics::{Peer, TcpMetrics},
+    telemetry::{
+        labels::Target,
+        metrics::{Peer, TcpMetrics},
+    },
     transport::{
         io::CountingIo,
         tls::{MeshTls, Transport, UpstreamTransport},
@@ -19,11 +22,13 @@ use tokio::net::TcpStream;
 /// TLS, the plaintext bytes).
 pub type Upstream = CountingIo<UpstreamTransport>;
 
-/// Where to connect: an address, and the identity it must prove when it is meshed.
+/// Where to connect: an address, the identity it must prove when it is meshed, and the
+/// workload (`<deployment>.<namespace>`) discovery says serves it, for metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub identity: Option<Arc<str>>,
+    pub workload: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -32,6 +37,7 @@ impl Endpoint {
         Endpoint {
             addr,
             identity: None,
+            workload: None,
         }
     }
 }
@@ -97,6 +103,10 @@ impl Connector {
         // Latency matters more than segment count for request/response traffic.
         let _ = stream.set_nodelay(true);
         let peer = self.peer_tls(endpoint);
+        let target = match self.direction {
+            Direction::Inbound => Target::app(addr.port()),
+            Direction::Outbound => Target::workload(addr.port(), endpoint.workload.clone()),
+        };
         let transport = match (&self.tls, &endpoint.identity) {
             (Some(tls), Some(identity)) => {
                 let tls_stream =
@@ -114,7 +124,7 @@ impl Connector {
         };
         Ok(CountingIo::new(
             transport,
-            self.metrics.open(self.direction, Peer::Dst, addr, peer),
+            self.metrics.open(self.direction, Peer::Dst, target, peer),
         ))
     }
 }
@@ -181,8 +191,8 @@ mod tests {
         );
         let voting = conduit_identity::identity_name("voting", "emojivoto");
         let endpoint = Endpoint {
-            addr,
             identity: Some(voting.clone().into()),
+            ..Endpoint::plain(addr)
         };
         let err = c.connect(&endpoint, false).await.map(|_| ()).unwrap_err();
         assert_eq!(err.code(), "upstream_tls_failed");
@@ -218,8 +228,8 @@ mod tests {
             Some(uncertified),
         );
         let endpoint = Endpoint {
-            addr: listener.local_addr().unwrap(),
             identity: Some("voting.emojivoto.serviceaccount.identity.conduit.cluster.local".into()),
+            ..Endpoint::plain(listener.local_addr().unwrap())
         };
         let err = c.connect(&endpoint, false).await.map(|_| ()).unwrap_err();
         assert_eq!(err.code(), "not_certified");

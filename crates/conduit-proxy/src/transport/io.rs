@@ -187,7 +187,7 @@ mod tests {
         let conn = metrics.open(
             Direction::Inbound,
             Peer::Src,
-            "198.18.0.1:80".parse().unwrap(),
+            crate::telemetry::labels::Target::server(80, None),
             crate::peer::PeerTls::None,
         );
         let counters = conn.bytes.clone();
