@@ -973,11 +973,14 @@ mod tests {
             "web-svc-abcde",
         );
         api.delete("v1", "Pod", "emojivoto", "web-5d4f8b8c7-x2x7q");
-        let w = until(&mut rx, "the first pod gone", |w| {
-            w.pods.len() == 1 && endpoints_of(w) == ["10.244.2.9:8080"]
+        // Pods and slices are separate watches: wait for the state both lead to (the
+        // second pod may only now be seen, as the first one goes).
+        until(&mut rx, "the first pod gone", |w| {
+            w.pods.len() == 1
+                && w.pods[0].name == "web-5d4f8b8c7-k9p2z"
+                && endpoints_of(w) == ["10.244.2.9:8080"]
         })
         .await;
-        assert_eq!(w.pods[0].name, "web-5d4f8b8c7-k9p2z");
 
         // A policy resource the code cannot use is left out, the rest stays.
         let mut bad = authorization();
