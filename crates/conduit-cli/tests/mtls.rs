@@ -209,11 +209,11 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
     let rt = Runtime::new("mtls-smtp");
     rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
     let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
-    let mut smtp = rt.spawn_in(
+    let mut smtp = rt.spawn_listening(
         "web",
         &["python3", "-m", "aiosmtpd", "-n", "-l", "0.0.0.0:2525"],
+        2525,
     );
-    std::thread::sleep(Duration::from_secs(1));
     let mail = rt.dir.with_extension("mail.txt");
     std::fs::write(&mail, "Subject: hello\r\n\r\nthrough the mesh\r\n").unwrap();
     let smtp_url = format!("smtp://{web_ip}:2525");
@@ -280,8 +280,11 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
     // take its port.)
     let _ = smtp.kill();
     let _ = smtp.wait();
-    let mut http = rt.spawn_in("web", &["python3", "-m", "http.server", "2525"]);
-    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(30), || !rt.listening("web", 2525)),
+        "aiosmtpd outlived its exec"
+    );
+    let mut http = rt.spawn_listening("web", &["python3", "-m", "http.server", "2525"], 2525);
     let code = node_curl(
         &node,
         &[

@@ -224,6 +224,25 @@ impl Runtime {
             .expect("running conduit local exec")
     }
 
+    /// Starts `argv` as [`spawn_in`](Self::spawn_in) does and waits until something in the
+    /// pod listens on TCP `port` (a server's start takes a while on a busy machine).
+    pub fn spawn_listening(&self, deployment: &str, argv: &[&str], port: u16) -> Child {
+        let mut child = self.spawn_in(deployment, argv);
+        if !wait_until(Duration::from_secs(30), || self.listening(deployment, port)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{argv:?} in {deployment} never listened on port {port}");
+        }
+        child
+    }
+
+    /// Whether something in the pod of `deployment` listens on TCP `port`.
+    pub fn listening(&self, deployment: &str, port: u16) -> bool {
+        let filter = format!("sport = :{port}");
+        let out = self.exec(deployment, &["ss", "-Hltn", &filter]);
+        !out.trim().is_empty()
+    }
+
     /// `conduit local exec` arguments that run `argv` in the pod of `deployment`.
     fn exec_args(&self, deployment: &str, argv: &[&str]) -> Vec<String> {
         let status = self.status();
