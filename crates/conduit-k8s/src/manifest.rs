@@ -35,7 +35,8 @@ impl fmt::Display for Origin {
 pub struct Document {
     /// Where it came from.
     pub origin: Origin,
-    /// Its text as written, without the `---` separator line.
+    /// Its text as written, without the `---` marker (what followed the marker on its
+    /// line, a comment say, stays: it is the document's first line).
     pub text: String,
     /// Its content; `Value::Null` for a document with only comments.
     pub value: Value,
@@ -172,7 +173,9 @@ fn is_separator(line: &str) -> bool {
         || line.starts_with("---#")
 }
 
-/// The documents' texts. The separator lines themselves are dropped; [`join`] puts them back.
+/// The documents' texts. The `---` markers themselves are dropped ([`join`] puts them
+/// back, each on a line of its own); what followed one on its line is kept as its
+/// document's first line, so that nothing written there is lost.
 fn split(text: &str) -> Vec<&str> {
     let mut docs = Vec::new();
     let mut start = 0;
@@ -183,7 +186,13 @@ fn split(text: &str) -> Vec<&str> {
             if offset > start || !docs.is_empty() {
                 docs.push(&text[start..offset]);
             }
-            start = offset + line.len();
+            let rest = &bare[3..];
+            start = offset
+                + if rest.trim().is_empty() {
+                    line.len()
+                } else {
+                    3
+                };
         }
         offset += line.len();
     }
@@ -261,6 +270,33 @@ spec:
                 text.trim_start_matches("---\n")
             );
         }
+    }
+
+    /// Found by the `inject` fuzzer: a comment on a `---` line was dropped (so injecting
+    /// twice differed), and so would anything else written after the marker.
+    #[test]
+    fn what_follows_a_marker_on_its_line_is_kept() {
+        let text = "# a comment\n---#  x: shop\n--- # Source: web.yaml\n--- {kind: Service}\n";
+        let docs = parse(text, "-").unwrap();
+        let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "# a comment\n",
+                "#  x: shop\n",
+                " # Source: web.yaml\n",
+                " {kind: Service}\n"
+            ]
+        );
+        assert_eq!(docs[3].kind(), Some("Service"));
+        // Written back, each marker is a line of its own, and that text reads the same.
+        let joined = join(texts.iter().copied());
+        assert_eq!(
+            joined,
+            "# a comment\n---\n#  x: shop\n---\n # Source: web.yaml\n---\n {kind: Service}\n"
+        );
+        let again = parse(&joined, "-").unwrap();
+        assert_eq!(join(again.iter().map(|d| d.text.as_str())), joined);
     }
 
     #[test]
