@@ -23,6 +23,8 @@ pub const TCP_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_TCP_IDLE_TIMEOUT";
 pub const HTTP1_BODY_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_HTTP1_BODY_IDLE_TIMEOUT";
 /// Most connections one listener holds at once; more are refused (closed at once) and counted.
 pub const MAX_CONNECTIONS: &str = "CONDUIT_PROXY_MAX_CONNECTIONS";
+/// Consecutive failures that take an endpoint out of its balancer for a while (0: never).
+pub const FAILURE_ACCRUAL: &str = "CONDUIT_PROXY_FAILURE_ACCRUAL";
 /// Wait for a client's first bytes before treating the connection as opaque TCP.
 pub const DETECT_TIMEOUT: &str = "CONDUIT_PROXY_DETECT_TIMEOUT";
 /// Time a client has to send a complete request head.

@@ -27,6 +27,8 @@ pub struct Config {
     pub http1_body_idle_timeout: Duration,
     /// Most connections one listener holds at once (`CONDUIT_PROXY_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Consecutive failures that eject an endpoint (`CONDUIT_PROXY_FAILURE_ACCRUAL`; 0: never).
+    pub failure_accrual: u32,
     /// How long to wait for a client's first bytes (`CONDUIT_PROXY_DETECT_TIMEOUT`).
     pub detect_timeout: Duration,
     /// How long a client may take to send a connection's first request head (`CONDUIT_PROXY_HEADER_READ_TIMEOUT`).
@@ -101,6 +103,7 @@ impl Default for Config {
             tcp_idle_timeout: Duration::from_secs(3600),
             http1_body_idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            failure_accrual: 7,
             detect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
@@ -180,6 +183,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         env::MAX_CONNECTIONS,
         "10000",
         "most connections each listener holds at once; more are closed at once and counted (proxy_errors_total{error=\"connection_limit\"})",
+    ),
+    (
+        env::FAILURE_ACCRUAL,
+        "7",
+        "consecutive failures (5xx, or a failed connect) after which an outbound endpoint leaves its balancer for 1 s, doubling to 60 s while its probe requests fail (0: never)",
     ),
     (
         env::DETECT_TIMEOUT,
@@ -328,6 +336,9 @@ impl Config {
             )?,
             max_connections: parse_or(get(env::MAX_CONNECTIONS), d.max_connections, |v| {
                 parse_in_range(v, 1, 1_000_000)
+            })?,
+            failure_accrual: parse_or(get(env::FAILURE_ACCRUAL), d.failure_accrual, |v| {
+                parse_in_range(v, 0, 1_000_000)
             })?,
             detect_timeout: parse_or(get(env::DETECT_TIMEOUT), d.detect_timeout, parse_duration)?,
             header_read_timeout: parse_or(

@@ -8,7 +8,7 @@
 //! an application asks for (its `Host` headers, say) are not the proxy's to trust, and
 //! each followed one holds a stream open on the control plane.
 
-use super::{Balancer, EndpointLoad};
+use super::{Accrual, Balancer, EndpointLoad};
 use crate::control::discovery::{Discovery, Resolution};
 use parking_lot::{Mutex, MutexGuard};
 use std::{
@@ -34,15 +34,22 @@ struct Target {
 pub struct EndpointSets {
     discovery: Discovery,
     first_answer: Duration,
+    accrual: Accrual,
     targets: Mutex<HashMap<String, Target>>,
 }
 
 impl EndpointSets {
-    /// Endpoint sets from `discovery`; a first answer is awaited at most `first_answer`.
-    pub fn new(discovery: Discovery, first_answer: Duration) -> Arc<EndpointSets> {
+    /// Endpoint sets from `discovery`; a first answer is awaited at most `first_answer`;
+    /// failing endpoints are ejected as `accrual` says.
+    pub fn new(
+        discovery: Discovery,
+        first_answer: Duration,
+        accrual: Accrual,
+    ) -> Arc<EndpointSets> {
         let sets = Arc::new(EndpointSets {
             discovery,
             first_answer,
+            accrual,
             targets: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&sets);
@@ -113,7 +120,7 @@ impl EndpointSets {
             }
             let t = targets.entry(target.to_string()).or_insert_with(|| Target {
                 rx: self.discovery.resolve(target),
-                balancer: Arc::new(Balancer::default()),
+                balancer: Arc::new(Balancer::new(self.accrual.clone())),
                 last_used: Instant::now(),
             });
             t.last_used = Instant::now();
@@ -144,7 +151,11 @@ mod tests {
     type Updates = mpsc::Receiver<Result<Update, tonic::Status>>;
 
     fn sets(addr: &str, first_answer: Duration) -> Arc<EndpointSets> {
-        EndpointSets::new(Discovery::new(addr, "emojivoto".into(), None), first_answer)
+        EndpointSets::new(
+            Discovery::new(addr, "emojivoto".into(), None),
+            first_answer,
+            Accrual::default(),
+        )
     }
 
     /// A Destination server whose answers the test writes by hand.

@@ -3,12 +3,20 @@
 //! latency estimate times its requests in flight, plus one) is lower. The estimate jumps
 //! up to any slower observation at once (peak) and decays back toward faster ones over
 //! about ten seconds, so a slowing endpoint is avoided quickly and forgiven slowly; it
-//! also decays while idle, so an endpoint is tried again. [`endpoints`] keeps each
-//! target's endpoint set, from discovery, with its balancer. Knows nothing about HTTP.
+//! also decays while idle, so an endpoint is tried again. A failure (an HTTP 5xx, a failed
+//! connect) counts as a response [`FAILURE_PENALTY`] times as slow as the estimate, never
+//! as its own fast latency: failures in a row compound, so an endpoint that fails fast
+//! does not look cheap, while one error among many is soon forgotten (the penalty alone
+//! would space an always-failing endpoint's failures out, not end them). Failures also
+//! accrue toward ejection ([`accrual`]): ejected endpoints
+//! are not picked, unless every endpoint is out. [`endpoints`] keeps each target's
+//! endpoint set, from discovery, with its balancer. Knows nothing about HTTP.
 
+pub mod accrual;
 pub mod endpoints;
 
 use crate::transport::connect::Endpoint;
+use accrual::{Admission, Change, FailureAccrual, Health, Outcome};
 use parking_lot::Mutex;
 use std::{
     net::SocketAddr,
@@ -23,6 +31,28 @@ use std::{
 const DECAY: Duration = Duration::from_secs(10);
 /// The estimate of an endpoint nothing is known about yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(1);
+/// A failure counts as a response this many times slower than the endpoint's estimate:
+/// enough that failures in a row make it the costlier, little enough that an endpoint
+/// failing everything is still tried (and so ejected) soon.
+pub const FAILURE_PENALTY: f64 = 1.25;
+/// The most a failure's penalty makes an endpoint's estimate.
+const MAX_PENALTY: Duration = Duration::from_secs(10);
+
+/// Hears of endpoints ejected and restored (to count and log them).
+pub type OnChange = Arc<dyn Fn(&Endpoint, Change) + Send + Sync>;
+
+/// How a balancer treats failing endpoints, and who hears of it.
+#[derive(Clone, Default)]
+pub struct Accrual {
+    pub policy: FailureAccrual,
+    pub on_change: Option<OnChange>,
+}
+
+impl std::fmt::Debug for Accrual {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.policy.fmt(f)
+    }
+}
 
 /// One endpoint's load.
 #[derive(Debug)]
@@ -30,16 +60,49 @@ pub struct EndpointLoad {
     pub endpoint: Endpoint,
     pending: AtomicUsize,
     estimate: Mutex<(f64, Instant)>,
+    health: Health,
+    accrual: Accrual,
 }
 
 impl EndpointLoad {
-    /// An endpoint with no history.
+    /// An endpoint with no history, under the default failure accrual.
     pub fn new(endpoint: Endpoint) -> Arc<EndpointLoad> {
+        EndpointLoad::with_accrual(endpoint, Accrual::default())
+    }
+
+    /// An endpoint with no history, under `accrual`.
+    pub fn with_accrual(endpoint: Endpoint, accrual: Accrual) -> Arc<EndpointLoad> {
         Arc::new(EndpointLoad {
             endpoint,
             pending: AtomicUsize::new(0),
             estimate: Mutex::new((DEFAULT_RTT.as_secs_f64(), Instant::now())),
+            health: Health::default(),
+            accrual,
         })
+    }
+
+    /// Records how a request or connection here went: a failure counts as a response
+    /// [`FAILURE_PENALTY`] times as slow as the estimate, and accrues toward ejection. A restored endpoint
+    /// starts afresh, its penalties forgiven.
+    pub fn record(&self, outcome: Outcome) {
+        let now = Instant::now();
+        if outcome == Outcome::Failure {
+            let penalty = (self.rtt(now) * FAILURE_PENALTY).min(MAX_PENALTY.as_secs_f64());
+            self.observe(Duration::from_secs_f64(penalty), now);
+        }
+        if let Some(change) = self.health.record(outcome, self.accrual.policy, now) {
+            if change == Change::Restored {
+                *self.estimate() = (DEFAULT_RTT.as_secs_f64(), now);
+            }
+            if let Some(on_change) = &self.accrual.on_change {
+                on_change(&self.endpoint, change);
+            }
+        }
+    }
+
+    /// Whether the endpoint is out of its balancer.
+    pub fn is_ejected(&self) -> bool {
+        self.health.is_out()
     }
 
     fn estimate(&self) -> parking_lot::MutexGuard<'_, (f64, Instant)> {
@@ -86,6 +149,31 @@ impl EndpointLoad {
     }
 }
 
+/// What became of a sampled endpoint.
+enum Sampled {
+    /// Compare this one (the sample, or what replaced it).
+    Use(usize),
+    /// The sample's probe is due: it is the pick.
+    Probe(usize),
+}
+
+/// The sample `sampled` if it is in, its probe if one is due, else the next endpoint that
+/// is in (not `other`, the other sample), else `other`.
+fn admitted(eps: &[Arc<EndpointLoad>], sampled: usize, other: usize, now: Instant) -> Sampled {
+    match eps[sampled].health.admits(now) {
+        Admission::In => Sampled::Use(sampled),
+        Admission::Probe => Sampled::Probe(sampled),
+        Admission::Out => Sampled::Use(next_in(eps, sampled, other).unwrap_or(other)),
+    }
+}
+
+/// The first endpoint after `from` (wrapping) that is in and is not `other`.
+fn next_in(eps: &[Arc<EndpointLoad>], from: usize, other: usize) -> Option<usize> {
+    (1..eps.len())
+        .map(|i| (from + i) % eps.len())
+        .find(|&i| i != other && !eps[i].is_ejected())
+}
+
 fn decay(elapsed: Duration) -> f64 {
     (-elapsed.as_secs_f64() / DECAY.as_secs_f64()).exp()
 }
@@ -101,6 +189,11 @@ impl InFlight {
     pub fn complete(&self) {
         let now = Instant::now();
         self.load.observe(now.duration_since(self.started), now);
+    }
+
+    /// Records how it went (see [`EndpointLoad::record`]).
+    pub fn record(&self, outcome: Outcome) {
+        self.load.record(outcome);
     }
 
     /// The endpoint it is in flight to.
@@ -120,9 +213,18 @@ impl Drop for InFlight {
 pub struct Balancer {
     endpoints: Mutex<Vec<Arc<EndpointLoad>>>,
     seed: AtomicU64,
+    accrual: Accrual,
 }
 
 impl Balancer {
+    /// A balancer without endpoints yet, treating failing ones as `accrual` says.
+    pub fn new(accrual: Accrual) -> Balancer {
+        Balancer {
+            accrual,
+            ..Balancer::default()
+        }
+    }
+
     /// Replaces the endpoint set, keeping what is known of endpoints that stay. Removed
     /// endpoints are no longer picked; requests in flight to them finish.
     pub fn update(&self, endpoints: &[Endpoint]) {
@@ -133,13 +235,15 @@ impl Balancer {
                 eps.iter()
                     .find(|e| e.endpoint == *a)
                     .cloned()
-                    .unwrap_or_else(|| EndpointLoad::new(a.clone()))
+                    .unwrap_or_else(|| EndpointLoad::with_accrual(a.clone(), self.accrual.clone()))
             })
             .collect();
         *eps = kept;
     }
 
-    /// The endpoint for the next request, or `None` without endpoints.
+    /// The endpoint for the next request, or `None` without endpoints. An ejected
+    /// endpoint sampled is replaced by the next one that is in, unless its probe is due
+    /// (then it is the pick); with every endpoint out, all are used.
     pub fn pick(&self) -> Option<Arc<EndpointLoad>> {
         let eps = self.endpoints.lock();
         match eps.len() {
@@ -147,9 +251,17 @@ impl Balancer {
             1 => Some(eps[0].clone()),
             n => {
                 let r = self.next_random();
-                let a = (r % n as u64) as usize;
-                let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                let mut a = (r % n as u64) as usize;
+                let mut b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
                 let now = Instant::now();
+                match admitted(&eps, a, b, now) {
+                    Sampled::Probe(i) => return Some(eps[i].clone()),
+                    Sampled::Use(i) => a = i,
+                }
+                match admitted(&eps, b, a, now) {
+                    Sampled::Probe(i) => return Some(eps[i].clone()),
+                    Sampled::Use(i) => b = i,
+                }
                 let (ea, eb) = (&eps[a], &eps[b]);
                 let (ca, cb) = (ea.cost(now), eb.cost(now));
                 // Costs within a thousandth are a tie (estimates made microseconds apart
@@ -257,6 +369,97 @@ mod tests {
         );
         b.update(&[]);
         assert!(b.pick().is_none());
+    }
+
+    #[test]
+    fn an_endpoint_that_fails_fast_is_not_preferred_for_it() {
+        let b = Balancer::new(Accrual {
+            policy: FailureAccrual { failures: 0 },
+            on_change: None,
+        });
+        b.update(&[ep(1), ep(2)]);
+        let eps = b.endpoints.lock().clone();
+        eps[0].observe(Duration::from_millis(5), Instant::now());
+        // The second answers errors in a tenth of the first's time: each one makes its
+        // estimate a quarter higher, so enough in a row make it the costlier.
+        eps[1].observe(Duration::from_micros(500), Instant::now());
+        let before = eps[1].rtt(Instant::now());
+        eps[1].record(Outcome::Failure);
+        let once = eps[1].rtt(Instant::now());
+        assert!(
+            (once / before - FAILURE_PENALTY).abs() < 0.01,
+            "{before} then {once}"
+        );
+        for _ in 0..10 {
+            eps[1].record(Outcome::Failure);
+        }
+        for _ in 0..100 {
+            assert_eq!(b.pick().unwrap().endpoint.addr, addr(1));
+        }
+    }
+
+    #[test]
+    fn ejected_endpoints_are_not_picked_until_their_probe_and_never_all_at_once() {
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let heard = changes.clone();
+        let b = Balancer::new(Accrual {
+            policy: FailureAccrual { failures: 3 },
+            on_change: Some(Arc::new(move |e: &Endpoint, c| {
+                heard.lock().push((e.addr, c))
+            })),
+        });
+        b.update(&[ep(1), ep(2), ep(3)]);
+        let eps = b.endpoints.lock().clone();
+        for _ in 0..3 {
+            eps[0].record(Outcome::Failure);
+        }
+        assert_eq!(
+            *changes.lock(),
+            [(addr(1), Change::Ejected(accrual::MIN_BACKOFF))]
+        );
+        // Its penalty alone would not keep it out once the others are busy: make them so.
+        let _busy: Vec<InFlight> = (0..2000)
+            .flat_map(|_| [eps[1].start(), eps[2].start()])
+            .collect();
+        for _ in 0..300 {
+            assert_ne!(b.pick().unwrap().endpoint.addr, addr(1));
+        }
+        // Every endpoint out: all are used.
+        for e in &eps[1..] {
+            for _ in 0..3 {
+                e.record(Outcome::Failure);
+            }
+        }
+        let picked: std::collections::HashSet<_> =
+            (0..300).map(|_| b.pick().unwrap().endpoint.addr).collect();
+        assert!(!picked.is_empty());
+        assert!(eps.iter().all(|e| e.is_ejected()));
+    }
+
+    #[test]
+    fn a_due_probe_is_the_pick_and_its_success_restores() {
+        let b = Balancer::new(Accrual {
+            policy: FailureAccrual { failures: 1 },
+            on_change: None,
+        });
+        b.update(&[ep(1), ep(2)]);
+        let eps = b.endpoints.lock().clone();
+        eps[0].record(Outcome::Failure);
+        assert!(eps[0].is_ejected());
+        // Pretend the backoff is over.
+        eps[0].health.admits(Instant::now() + accrual::MIN_BACKOFF);
+        // That claimed the probe due then; the next one is due a backoff later.
+        assert_eq!(
+            eps[0]
+                .health
+                .admits(Instant::now() + accrual::MIN_BACKOFF * 3),
+            Admission::Probe
+        );
+        eps[0].record(Outcome::Success);
+        assert!(!eps[0].is_ejected());
+        let picked: std::collections::HashSet<_> =
+            (0..300).map(|_| b.pick().unwrap().endpoint.addr).collect();
+        assert!(picked.contains(&addr(1)), "{picked:?}");
     }
 
     #[test]

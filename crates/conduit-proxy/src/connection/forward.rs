@@ -10,7 +10,7 @@ use super::{
     Accepted, Decided, Detected, Shared,
 };
 use crate::{
-    balance::EndpointLoad,
+    balance::{accrual::Outcome, EndpointLoad},
     config::Config,
     drain,
     errors::ProxyError,
@@ -301,7 +301,14 @@ impl Forwarder {
             read,
             watch,
         } = conn;
-        let mut upstream = match self.connector.connect(endpoint, true).await {
+        let connected = self.connector.connect(endpoint, true).await;
+        if let Some(load) = &load {
+            load.record(match connected {
+                Ok(_) => Outcome::Success,
+                Err(_) => Outcome::Failure,
+            });
+        }
+        let mut upstream = match connected {
             Ok(upstream) => upstream,
             Err(err) => {
                 // TCP has no way to say why; closing the client's connection is the answer.

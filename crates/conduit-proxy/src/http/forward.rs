@@ -1,6 +1,7 @@
 //! The innermost HTTP service: sends a request to the endpoint its [`Route`] picks, with
 //! hop-by-hop headers removed, and splices `Upgrade`/`CONNECT` tunnels once both ends
-//! agree. The response head's arrival is the latency the balancer learns from.
+//! agree. The response head's arrival is the latency the balancer learns from, and its
+//! status (or the failure to get one) what failure accrual counts.
 
 use super::{
     body::RequestBody,
@@ -8,7 +9,7 @@ use super::{
     pool::{EndpointPool, PooledBody},
     route::Route,
 };
-use crate::{errors::ProxyError, transport::splice::splice};
+use crate::{balance::accrual::Outcome, errors::ProxyError, transport::splice::splice};
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -64,10 +65,19 @@ impl tower::Service<Request<Incoming>> for Forward {
             // A request that must open a connection first says more about connecting than
             // about the endpoint: the balancer learns only from requests on warm ones.
             let warm = picked.pool.is_warm();
-            let mut rsp = picked.pool.send(req).await?;
-            if let (Some(in_flight), true) = (&picked.in_flight, warm) {
-                in_flight.complete();
+            let sent = picked.pool.send(req).await;
+            if let Some(in_flight) = &picked.in_flight {
+                match &sent {
+                    Ok(rsp) if !rsp.status().is_server_error() => {
+                        if warm {
+                            in_flight.complete();
+                        }
+                        in_flight.record(Outcome::Success);
+                    }
+                    _ => in_flight.record(Outcome::Failure),
+                }
             }
+            let mut rsp = sent?;
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
             // Metrics label the response with how the endpoint was authenticated.
             rsp.extensions_mut().insert(picked.pool.tls().clone());

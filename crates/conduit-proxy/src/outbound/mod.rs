@@ -7,7 +7,11 @@
 //! destination. Endpoints with an identity are spoken to over mesh TLS (the connector's).
 
 use crate::{
-    balance::{endpoints::EndpointSets, EndpointLoad},
+    balance::{
+        accrual::{Change, FailureAccrual},
+        endpoints::EndpointSets,
+        Accrual, EndpointLoad,
+    },
     connection::{Accepted, DetectProtocol, Forwarder, Forwarding, ServerFirstPorts, Shared, Side},
     control::discovery::Discovery,
     drain,
@@ -16,12 +20,15 @@ use crate::{
         route::{target_of, DiscoveredRoute, Route},
     },
     peer::Direction,
-    telemetry::labels::{KnownAuthorities, NoNames, Target},
+    telemetry::{
+        labels::{KnownAuthorities, NoNames, Target},
+        metrics::{EjectionLabels, Metrics},
+    },
     transport::{connect::Endpoint, tls::Transport},
 };
 use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 /// The outbound side's stages.
 pub struct Outbound {
@@ -50,7 +57,8 @@ impl Outbound {
         let endpoints = config.destination_addr.as_ref().map(|addr| {
             let discovery =
                 Discovery::new(addr, config.pod.namespace.clone(), shared.control.clone());
-            EndpointSets::new(discovery, config.discovery_timeout)
+            let accrual = accrual(config.failure_accrual, shared.metrics.clone());
+            EndpointSets::new(discovery, config.discovery_timeout, accrual)
         });
         let names: Arc<dyn KnownAuthorities> = match &endpoints {
             Some(e) => Arc::new(DiscoveredNames(e.clone())),
@@ -98,6 +106,40 @@ impl Outbound {
             .as_ref()
             .map_or_else(|| Endpoint::plain(orig_dst), |e| e.endpoint.clone());
         (endpoint, picked)
+    }
+}
+
+/// Failure accrual after `failures` in a row, its ejections counted and logged (at most
+/// once per endpoint per backoff, so the logs stay bounded).
+fn accrual(failures: u32, metrics: Arc<Metrics>) -> Accrual {
+    let on_change = move |endpoint: &Endpoint, change: Change| {
+        let (addr, workload) = (
+            endpoint.addr,
+            endpoint.workload.as_deref().unwrap_or("unknown"),
+        );
+        match change {
+            Change::Ejected(backoff) => {
+                let target = Target::workload(addr.port(), endpoint.workload.clone());
+                let labels = EjectionLabels {
+                    direction: Direction::Outbound,
+                    target,
+                };
+                metrics.ejections.get(&labels).inc();
+                warn!(
+                    %addr,
+                    workload,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "endpoint failed {failures} times in a row (or its probe failed): out of its balancer for {backoff:?}"
+                );
+            }
+            Change::Restored => {
+                info!(%addr, workload, "endpoint answered its probe: back in its balancer")
+            }
+        }
+    };
+    Accrual {
+        policy: FailureAccrual { failures },
+        on_change: Some(Arc::new(on_change)),
     }
 }
 

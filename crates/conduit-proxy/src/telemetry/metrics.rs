@@ -215,6 +215,23 @@ impl Overflow for TcpLabels {
     }
 }
 
+/// Labels of `endpoint_ejections_total`: the endpoint's port and workload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EjectionLabels {
+    pub direction: Direction,
+    #[prometheus(flatten)]
+    pub target: Target,
+}
+
+impl Overflow for EjectionLabels {
+    fn overflow(&self) -> Self {
+        EjectionLabels {
+            direction: self.direction,
+            target: self.target.overflow(),
+        }
+    }
+}
+
 /// Labels of `proxy_errors_total`: `error` is a short stable code, such as `upstream_refused`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -379,6 +396,8 @@ pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub tcp: TcpMetrics,
+    /// Endpoints taken out of their balancer (failure accrual).
+    pub ejections: Capped<EjectionLabels, Counter, fn() -> Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub detect: Family<DetectLabels, Counter>,
     pub server_first_ports: Family<PortLabels, Gauge>,
@@ -446,6 +465,12 @@ impl Metrics {
                 "Time from receiving a request to sending the response head, in milliseconds",
             ),
         };
+        let ejections = capped(
+            &mut registry,
+            &overflowed,
+            "endpoint_ejections",
+            "Endpoints taken out of their balancer for a backoff, after consecutive failures or a failed probe",
+        );
         registry.register(
             "metric_series_overflow",
             "Label sets a full metric family turned away (counted in its series labelled overflow)",
@@ -485,6 +510,7 @@ impl Metrics {
             registry,
             http,
             tcp,
+            ejections,
             errors,
             detect,
             server_first_ports,
