@@ -8,9 +8,9 @@
 //! as its own fast latency: failures in a row compound, so an endpoint that fails fast
 //! does not look cheap, while one error among many is soon forgotten (the penalty alone
 //! would space an always-failing endpoint's failures out, not end them). Failures also
-//! accrue toward ejection ([`accrual`]): ejected endpoints
-//! are not picked, unless every endpoint is out. [`endpoints`] keeps each target's
-//! endpoint set, from discovery, with its balancer. Knows nothing about HTTP.
+//! accrue toward ejection ([`accrual`]): ejected endpoints are not picked, unless every
+//! endpoint is out. [`endpoints`] keeps each target's endpoint set, from discovery, with
+//! its balancer. Knows nothing about HTTP.
 
 pub mod accrual;
 pub mod endpoints;
@@ -82,8 +82,8 @@ impl EndpointLoad {
     }
 
     /// Records how a request or connection here went: a failure counts as a response
-    /// [`FAILURE_PENALTY`] times as slow as the estimate, and accrues toward ejection. A restored endpoint
-    /// starts afresh, its penalties forgiven.
+    /// [`FAILURE_PENALTY`] times as slow as the estimate, and accrues toward ejection. A
+    /// restored endpoint starts afresh, its penalties forgiven.
     pub fn record(&self, outcome: Outcome) {
         let now = Instant::now();
         if outcome == Outcome::Failure {
@@ -371,12 +371,17 @@ mod tests {
         assert!(b.pick().is_none());
     }
 
+    /// A balancer ejecting after `failures` in a row, telling nobody.
+    fn ejecting_after(failures: u32) -> Balancer {
+        Balancer::new(Accrual {
+            policy: FailureAccrual { failures },
+            on_change: None,
+        })
+    }
+
     #[test]
     fn an_endpoint_that_fails_fast_is_not_preferred_for_it() {
-        let b = Balancer::new(Accrual {
-            policy: FailureAccrual { failures: 0 },
-            on_change: None,
-        });
+        let b = ejecting_after(0);
         b.update(&[ep(1), ep(2)]);
         let eps = b.endpoints.lock().clone();
         eps[0].observe(Duration::from_millis(5), Instant::now());
@@ -438,10 +443,7 @@ mod tests {
 
     #[test]
     fn a_due_probe_is_the_pick_and_its_success_restores() {
-        let b = Balancer::new(Accrual {
-            policy: FailureAccrual { failures: 1 },
-            on_change: None,
-        });
+        let b = ejecting_after(1);
         b.update(&[ep(1), ep(2)]);
         let eps = b.endpoints.lock().clone();
         eps[0].record(Outcome::Failure);

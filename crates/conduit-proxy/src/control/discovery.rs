@@ -91,7 +91,7 @@ pub fn resolution(update: Update) -> Option<Resolution> {
 /// `<name>.<namespace>` from `labels`' `key` and namespace, when both are Kubernetes
 /// names: what the metrics may label a destination with (a name, never a text of any
 /// length).
-pub fn named(labels: &HashMap<String, String>, key: &str) -> Option<Arc<str>> {
+fn named(labels: &HashMap<String, String>, key: &str) -> Option<Arc<str>> {
     let name = labels.get(key).filter(|n| is_dns_label(n))?;
     let namespace = labels.get(label::NAMESPACE).filter(|n| is_dns_label(n))?;
     Some(format!("{name}.{namespace}").into())

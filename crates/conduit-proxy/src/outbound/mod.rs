@@ -21,7 +21,7 @@ use crate::{
     },
     peer::Direction,
     telemetry::{
-        labels::{KnownAuthorities, NoNames, Target},
+        labels::{KnownAuthorities, NoNames, Target, UNKNOWN},
         metrics::{EjectionLabels, Metrics},
     },
     transport::{connect::Endpoint, tls::Transport},
@@ -85,11 +85,22 @@ impl Outbound {
         }
     }
 
+    /// With a control plane: the endpoint sets, and the target a connection to
+    /// `orig_dst` is followed by (its address).
+    fn followed(&self, orig_dst: SocketAddr) -> Option<(&EndpointSets, String)> {
+        let endpoints = self.endpoints.as_deref()?;
+        Some((endpoints, orig_dst.to_string()))
+    }
+
     /// What a connection to `orig_dst` is labelled with: its port, and the Service that
     /// discovery says it is (`unknown`: none, or no control plane).
-    async fn target(&self, orig_dst: SocketAddr) -> Target {
-        let service = match &self.endpoints {
-            Some(endpoints) => endpoints.service_of(&orig_dst.to_string()).await,
+    async fn target(
+        &self,
+        orig_dst: SocketAddr,
+        followed: Option<&(&EndpointSets, String)>,
+    ) -> Target {
+        let service = match followed {
+            Some((endpoints, target)) => endpoints.service_of(target).await,
             None => None,
         };
         Target::service(orig_dst.port(), service)
@@ -97,9 +108,13 @@ impl Outbound {
 
     /// Where an opaque connection to `orig_dst` goes: a discovered endpoint of it (a
     /// service's virtual IP, say) when there is one, else the original destination.
-    async fn pick(&self, orig_dst: SocketAddr) -> (Endpoint, Option<Arc<EndpointLoad>>) {
-        let picked = match &self.endpoints {
-            Some(endpoints) => endpoints.pick(&orig_dst.to_string()).await,
+    async fn pick(
+        &self,
+        orig_dst: SocketAddr,
+        followed: Option<&(&EndpointSets, String)>,
+    ) -> (Endpoint, Option<Arc<EndpointLoad>>) {
+        let picked = match followed {
+            Some((endpoints, target)) => endpoints.pick(target).await,
             None => None,
         };
         let endpoint = picked
@@ -115,7 +130,7 @@ fn accrual(failures: u32, metrics: Arc<Metrics>) -> Accrual {
     let on_change = move |endpoint: &Endpoint, change: Change| {
         let (addr, workload) = (
             endpoint.addr,
-            endpoint.workload.as_deref().unwrap_or("unknown"),
+            endpoint.workload.as_deref().unwrap_or(UNKNOWN),
         );
         match change {
             Change::Ejected(backoff) => {
@@ -154,7 +169,9 @@ impl Side for Outbound {
             Err(error) => return debug!(%error, "reading from the client failed"),
         };
         self.detect.report(&detected);
-        let target = self.target(accepted.orig_dst).await;
+        // Labelling and opaque picks follow the same target: its name is made once.
+        let followed = self.followed(accepted.orig_dst);
+        let target = self.target(accepted.orig_dst, followed.as_ref()).await;
         match self.forward.admit(detected, target).await {
             Some(Forwarding::Http(http)) => {
                 let route = self.route(http.version, accepted.orig_dst);
@@ -164,7 +181,7 @@ impl Side for Outbound {
                     .await
             }
             Some(Forwarding::Opaque(opaque)) => {
-                let (endpoint, load) = self.pick(accepted.orig_dst).await;
+                let (endpoint, load) = self.pick(accepted.orig_dst, followed.as_ref()).await;
                 self.forward.splice(opaque, &endpoint, load).await
             }
             None => {}
