@@ -19,6 +19,7 @@ pub mod inbound;
 pub mod local_state;
 pub mod names;
 pub mod ports;
+pub mod profile;
 pub mod proxy_env;
 pub mod public_api;
 pub mod uid;

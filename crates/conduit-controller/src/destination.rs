@@ -154,7 +154,7 @@ impl Destination for DestinationService {
             context_namespace,
         } = checked(req.into_inner())?;
         let profile_of = move |w: &Workloads| {
-            let (service, _) = w.resolve(&path, &context_namespace)?;
+            let (service, _) = w.service_of(&path, &context_namespace)?;
             w.profile(&service.namespace, &service.name).cloned()
         };
         let inputs = {
@@ -361,6 +361,13 @@ mod tests {
                 retryable: true,
             }]
         );
+        // A server's proxy asks with its pod's port, not the Service's: the same profile.
+        let mut own = client
+            .get_profile(ask("web-svc.emojivoto.svc.cluster.local:8080"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(own.message().await.unwrap().unwrap().routes, first.routes);
         // A Service without a profile, and a name that is no Service: empty profiles.
         let mut voting = client
             .get_profile(ask("voting-svc:8080"))

@@ -104,6 +104,19 @@ impl Workloads {
         authority: &str,
         context_ns: &str,
     ) -> Option<(&Arc<ServiceInfo>, &ServicePortInfo)> {
+        let (service, port) = self.service_of(authority, context_ns)?;
+        let port = service.ports.iter().find(|p| p.port == port)?;
+        Some((service, port))
+    }
+
+    /// The Service an authority names, whichever of its ports it names (what a Service's
+    /// profile is looked up by: a server's proxy sees its pod's port, not the Service's),
+    /// and the port it names.
+    pub fn service_of(
+        &self,
+        authority: &str,
+        context_ns: &str,
+    ) -> Option<(&Arc<ServiceInfo>, u16)> {
         let (host, port) = split_authority(authority)?;
         let service = match host.parse::<IpAddr>() {
             Ok(ip) => {
@@ -126,7 +139,6 @@ impl Workloads {
                 self.service(ns, name)?
             }
         };
-        let port = service.ports.iter().find(|p| p.port == port)?;
         Some((service, port))
     }
 

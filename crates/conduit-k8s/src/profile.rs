@@ -17,6 +17,7 @@
 //! ```
 
 use crate::manifest::{Document, ManifestError};
+use conduit_api::profile::{is_route_name, DEFAULT_ROUTE, MAX_ROUTES, MAX_ROUTE_NAME};
 use serde::{Deserialize, Serialize};
 
 /// The ServiceProfile kind's `apiVersion`.
@@ -122,9 +123,30 @@ pub fn service_profile(doc: &Document) -> Result<ServiceProfile, ManifestError> 
                 )
             })
     };
-    let mut routes = Vec::new();
+    if spec.routes.len() > MAX_ROUTES {
+        return Err(doc.field_error(
+            "spec.routes",
+            format!(
+                "{} routes, more than the {MAX_ROUTES} a profile may have",
+                spec.routes.len()
+            ),
+        ));
+    }
+    let mut routes: Vec<Route> = Vec::new();
     for (i, r) in spec.routes.into_iter().enumerate() {
         let field = format!("spec.routes[{i}]");
+        if !is_route_name(&r.name) {
+            return Err(doc.field_error(
+                &format!("{field}.name"),
+                format!("{:?} is not a route name: 1 to {MAX_ROUTE_NAME} printable characters, not {DEFAULT_ROUTE:?}", r.name),
+            ));
+        }
+        if routes.iter().any(|earlier| earlier.name == r.name) {
+            return Err(doc.field_error(
+                &format!("{field}.name"),
+                format!("{:?} names an earlier route too: route names label metrics, so each must be unique", r.name),
+            ));
+        }
         let path_regex = r.condition.path_regex.unwrap_or_else(|| ".*".into());
         if let Err(e) = regex::Regex::new(&format!("^(?:{path_regex})$")) {
             return Err(doc.field_error(
@@ -264,6 +286,16 @@ spec:
                 "isRetryable: true",
                 "retryable: true",
                 "unknown field `retryable`",
+            ),
+            (
+                "name: vote",
+                "name: GET /api/list",
+                "spec.routes[1].name: \"GET /api/list\" names an earlier route too",
+            ),
+            (
+                "name: vote",
+                "name: \"[default]\"",
+                "spec.routes[1].name: \"[default]\" is not a route name",
             ),
         ] {
             let err = read(&PROFILE.replace(from, to)).unwrap_err();

@@ -4,7 +4,7 @@
 use crate::{
     config::{Config, Listen},
     connection::{accept, Shared},
-    control::policy::InboundPolicy,
+    control::{discovery::Discovery, policy::InboundPolicy, profile::Profiles},
     drain,
     inbound::Inbound,
     outbound::Outbound,
@@ -167,12 +167,22 @@ impl Bound {
             ),
             _ => InboundPolicy::fixed(config.default_inbound_policy),
         };
+        // Both sides ask the Destination API over one connection.
+        let discovery = config
+            .destination_addr
+            .as_ref()
+            .map(|addr| Discovery::new(addr, config.pod.namespace.clone(), control.clone()));
+        let profiles = discovery
+            .as_ref()
+            .map(|d| Profiles::new(d.clone(), config.discovery_timeout));
         let shared = Shared {
             config: config.clone(),
             metrics: metrics.clone(),
             taps,
             tls,
             control,
+            discovery,
+            profiles,
         };
         let inbound = Inbound::new(&shared, policy);
         for listener in self.inbound {

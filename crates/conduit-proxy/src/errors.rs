@@ -9,7 +9,7 @@ use crate::{
     telemetry::{log_limit::LogLimit, metrics::Metrics},
 };
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use std::{io, net::SocketAddr, time::Duration};
 
@@ -49,6 +49,29 @@ pub enum ProxyError {
     NotCertified { addr: SocketAddr, identity: String },
     #[error("forbidden by policy: {reason}")]
     Unauthorized { reason: String },
+    #[error("{limit} expired after {}: the request did not complete in time", humantime::format_duration(*.timeout))]
+    RequestTimeout {
+        limit: TimeoutLimit,
+        timeout: Duration,
+    },
+}
+
+/// What set a request's timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeoutLimit {
+    /// The route's, in its Service's profile.
+    Route(std::sync::Arc<str>),
+    /// The gRPC client's own deadline (`grpc-timeout`).
+    Grpc,
+}
+
+impl std::fmt::Display for TimeoutLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimeoutLimit::Route(name) => write!(f, "the timeout of route {name:?}"),
+            TimeoutLimit::Grpc => f.write_str("the client's grpc-timeout"),
+        }
+    }
 }
 
 impl ProxyError {
@@ -67,7 +90,9 @@ impl ProxyError {
             | ProxyError::UpstreamTls { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NotCertified { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized { .. } => StatusCode::FORBIDDEN,
-            ProxyError::UpstreamConnectTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamConnectTimeout { .. } | ProxyError::RequestTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 
@@ -86,6 +111,7 @@ impl ProxyError {
             ProxyError::UpstreamTls { .. } => "upstream_tls_failed",
             ProxyError::NotCertified { .. } => "not_certified",
             ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::RequestTimeout { .. } => "request_timeout",
         }
     }
 
@@ -119,6 +145,7 @@ impl ProxyError {
         match self {
             ProxyError::Unauthorized { .. } => 7, // PERMISSION_DENIED
             ProxyError::UpstreamConnectTimeout { .. }
+            | ProxyError::RequestTimeout { .. }
             | ProxyError::RequestHeadTimeout { .. }
             | ProxyError::RequestBodyTimeout { .. } => {
                 4 // DEADLINE_EXCEEDED
@@ -143,10 +170,17 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
-        headers.insert("grpc-message", grpc_message(&text));
+        headers.extend(self.to_grpc_trailers());
         headers.insert(PROXY_ERROR_HEADER, header_value(&text));
         rsp
+    }
+
+    /// The status that ends a gRPC response this error cut short, as trailers.
+    pub fn to_grpc_trailers(&self) -> HeaderMap {
+        let mut trailers = HeaderMap::with_capacity(2);
+        trailers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+        trailers.insert("grpc-message", grpc_message(&self.to_string()));
+        trailers
     }
 
     /// Counts the error in `proxy_errors_total` and logs it, at most once a second per
@@ -244,6 +278,14 @@ mod tests {
                 },
                 504,
                 "timed out after 3s",
+            ),
+            (
+                ProxyError::RequestTimeout {
+                    limit: TimeoutLimit::Route("GET /api/list".into()),
+                    timeout: Duration::from_millis(300),
+                },
+                504,
+                "the timeout of route \"GET /api/list\" expired after 300ms",
             ),
             (
                 ProxyError::HeadersTooLarge { limit: 1024 },

@@ -3,31 +3,22 @@
 //! picked from per request or connection. A first lookup waits (boundedly) for the
 //! control plane's first answer; when the control plane is unreachable the last known
 //! endpoints keep serving; with none known (or a name the control plane does not know)
-//! the caller uses the original destination. Targets unused for a while are forgotten,
-//! which closes their streams. At most [`MAX_TARGETS`] are followed at once: the names
-//! an application asks for (its `Host` headers, say) are not the proxy's to trust, and
-//! each followed one holds a stream open on the control plane.
+//! the caller uses the original destination. Which targets are followed, and for how
+//! long, is [`FollowedTargets`]' (at most [`MAX_TARGETS`], forgotten when idle).
 
 use super::{Accrual, Balancer, EndpointLoad};
-use crate::control::discovery::{Discovery, Resolution};
-use parking_lot::{Mutex, MutexGuard};
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
+use crate::control::{
+    discovery::{Discovery, Resolution},
+    followed::{first_answer, FollowedTargets},
 };
+use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
-/// Targets unused for this long are forgotten, and their streams closed.
-const IDLE: Duration = Duration::from_secs(300);
-
-/// The most targets followed at once; a new one past it goes to its original destination.
-pub const MAX_TARGETS: usize = 1000;
+pub use crate::control::followed::MAX_TARGETS;
 
 struct Target {
     rx: watch::Receiver<Resolution>,
     balancer: Arc<Balancer>,
-    last_used: Instant,
 }
 
 /// Every followed target's endpoints.
@@ -35,7 +26,7 @@ pub struct EndpointSets {
     discovery: Discovery,
     first_answer: Duration,
     accrual: Accrual,
-    targets: Mutex<HashMap<String, Target>>,
+    targets: Arc<FollowedTargets<Target>>,
 }
 
 impl EndpointSets {
@@ -46,93 +37,61 @@ impl EndpointSets {
         first_answer: Duration,
         accrual: Accrual,
     ) -> Arc<EndpointSets> {
-        let sets = Arc::new(EndpointSets {
+        Arc::new(EndpointSets {
             discovery,
             first_answer,
             accrual,
-            targets: Mutex::new(HashMap::new()),
-        });
-        let weak = Arc::downgrade(&sets);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(IDLE / 5).await;
-                let Some(sets) = weak.upgrade() else { return };
-                sets.lock().retain(|_, t| t.last_used.elapsed() < IDLE);
-            }
-        });
-        sets
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Target>> {
-        self.targets.lock()
+            targets: FollowedTargets::new(),
+        })
     }
 
     /// Whether discovery knows `target` (it resolved to endpoints, maybe none ready).
     pub fn knows(&self, target: &str) -> bool {
-        self.lock()
-            .get(target)
-            .is_some_and(|t| matches!(&*t.rx.borrow(), Resolution::Endpoints { .. }))
+        self.targets
+            .get(target, |t| {
+                matches!(&*t.rx.borrow(), Resolution::Endpoints { .. })
+            })
+            .unwrap_or(false)
     }
 
     /// The Service (`<name>.<namespace>`) that `target` is, as discovery says once it has
     /// answered (waited for as [`pick`](Self::pick) does); `None` when it names none.
     pub async fn service_of(&self, target: &str) -> Option<Arc<str>> {
         self.follow(target).await?;
-        let targets = self.lock();
-        let t = targets.get(target)?;
-        let service = match &*t.rx.borrow() {
+        self.targets.get(target, |t| match &*t.rx.borrow() {
             Resolution::Endpoints { service, .. } => service.clone(),
             _ => None,
-        };
-        service
+        })?
     }
 
     /// The endpoint for the next request or connection to `target`, or `None` when the
     /// original destination should be used.
     pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {
         self.follow(target).await?;
-        let mut targets = self.lock();
-        let t = targets.get_mut(target)?;
-        if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
-            if let Resolution::Endpoints { endpoints, .. } = &*t.rx.borrow_and_update() {
-                t.balancer.update(endpoints);
+        self.targets.get(target, |t| {
+            if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
+                if let Resolution::Endpoints { endpoints, .. } = &*t.rx.borrow_and_update() {
+                    t.balancer.update(endpoints);
+                }
             }
-        }
-        let known = matches!(&*t.rx.borrow(), Resolution::Endpoints { .. });
-        if known {
-            t.balancer.pick()
-        } else {
-            None
-        }
+            let known = matches!(&*t.rx.borrow(), Resolution::Endpoints { .. });
+            if known {
+                t.balancer.pick()
+            } else {
+                None
+            }
+        })?
     }
 
     /// Follows `target` (marking it used) and waits, boundedly, for its first answer;
     /// `None` when no more targets may be followed.
     async fn follow(&self, target: &str) -> Option<()> {
-        let mut rx = {
-            let mut targets = self.lock();
-            if targets.len() >= MAX_TARGETS && !targets.contains_key(target) {
-                tracing::debug!(
-                    target,
-                    "following as many targets as allowed; using the original destination"
-                );
-                return None;
-            }
-            let t = targets.entry(target.to_string()).or_insert_with(|| Target {
-                rx: self.discovery.resolve(target),
-                balancer: Arc::new(Balancer::new(self.accrual.clone())),
-                last_used: Instant::now(),
-            });
-            t.last_used = Instant::now();
-            t.rx.clone()
+        let start = || Target {
+            rx: self.discovery.resolve(target),
+            balancer: Arc::new(Balancer::new(self.accrual.clone())),
         };
-        if *rx.borrow() == Resolution::Pending {
-            let _ = tokio::time::timeout(
-                self.first_answer,
-                rx.wait_for(|r| *r != Resolution::Pending),
-            )
-            .await;
-        }
+        let mut rx = self.targets.use_or_start(target, start, |t| t.rx.clone())?;
+        first_answer(&mut rx, self.first_answer, |r| *r == Resolution::Pending).await;
         Some(())
     }
 }
@@ -291,7 +250,7 @@ mod tests {
         );
         // The same followed target serves picks.
         assert!(d.pick("198.18.0.10:80").await.is_some());
-        assert_eq!(d.lock().len(), 1);
+        assert_eq!(d.targets.len(), 1);
     }
 
     #[tokio::test]
@@ -304,11 +263,11 @@ mod tests {
         for i in 0..MAX_TARGETS + 50 {
             assert!(d.pick(&format!("name-{i}.example:80")).await.is_none());
         }
-        assert_eq!(d.lock().len(), MAX_TARGETS);
-        assert!(d.lock().contains_key("name-0.example:80"));
+        assert_eq!(d.targets.len(), MAX_TARGETS);
+        assert!(d.targets.contains("name-0.example:80"));
         assert!(!d
-            .lock()
-            .contains_key(&format!("name-{MAX_TARGETS}.example:80")));
+            .targets
+            .contains(&format!("name-{MAX_TARGETS}.example:80")));
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use super::{
 use crate::{
     balance::{accrual::Outcome, EndpointLoad},
     config::Config,
+    control::profile::Profiles,
     drain,
     errors::ProxyError,
     http::{
@@ -22,7 +23,9 @@ use crate::{
         record::{ConnTap, RecordHttp},
         respond::RespondToErrors,
         route::Route,
+        routes::MatchRoute,
         serve::HttpServer,
+        timeout::RequestTimeouts,
     },
     peer::{Direction, PeerTls},
     telemetry::{
@@ -86,6 +89,8 @@ pub struct Forwarder {
     server_first: Arc<ServerFirstPorts>,
     /// The guards of every request: the header-list limit.
     guards: Arc<[Arc<dyn RequestGuard>]>,
+    /// With a control plane: the profiles requests take their routes from.
+    profiles: Option<Arc<Profiles>>,
 }
 
 impl Forwarder {
@@ -117,6 +122,7 @@ impl Forwarder {
             connector,
             server_first,
             guards: Arc::new([header_limit]),
+            profiles: shared.profiles.clone(),
         }
     }
 
@@ -233,8 +239,11 @@ impl Forwarder {
             None => self.guards.clone(),
         };
         let (direction, metrics) = (self.direction, self.metrics.clone());
+        // Inbound, only the pod's own Services have routes.
+        let own = (direction == Direction::Inbound).then(|| names.clone());
         let labels = AuthorityLabels::new(accepted.orig_dst, names);
         let stack = ServiceBuilder::new()
+            .layer_fn(|s| MatchRoute::new(s, self.profiles.clone(), accepted.orig_dst, own.clone()))
             .layer_fn(|s| {
                 RecordHttp::new(
                     s,
@@ -252,6 +261,7 @@ impl Forwarder {
             })
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))
+            .layer_fn(|s| RequestTimeouts::new(s, direction, metrics.clone()))
             .service(Forward::new(
                 route,
                 self.config.tcp_idle_timeout,

@@ -41,6 +41,9 @@ pub struct Shared {
     pub taps: Arc<Taps>,
     pub tls: Option<Arc<MeshTls>>,
     pub control: Option<crate::control::ControlTls>,
+    /// With a control plane: the Destination API, and the profiles followed on it.
+    pub discovery: Option<crate::control::discovery::Discovery>,
+    pub profiles: Option<Arc<crate::control::profile::Profiles>>,
 }
 
 /// An accepted, redirected connection.

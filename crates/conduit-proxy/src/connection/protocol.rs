@@ -153,6 +153,8 @@ pub(crate) mod tests {
             taps: Taps::new(&PodIdentity::default()),
             tls: None,
             control: None,
+            discovery: None,
+            profiles: None,
         }
     }
 

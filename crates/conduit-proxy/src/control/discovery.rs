@@ -31,7 +31,8 @@ pub enum Resolution {
     },
 }
 
-/// The Destination API, as seen from one pod.
+/// The Destination API, as seen from one pod (clones share its connection).
+#[derive(Clone)]
 pub struct Discovery {
     client: DestinationClient<ControlPlane>,
     context_namespace: String,
@@ -51,12 +52,21 @@ impl Discovery {
     /// all its clones are dropped.
     pub fn resolve(&self, target: &str) -> watch::Receiver<Resolution> {
         let (tx, rx) = watch::channel(Resolution::Pending);
-        let request = GetDestination {
+        tokio::spawn(follow(self.client(), self.request(target), tx));
+        rx
+    }
+
+    /// The generated client, over the shared connection.
+    pub(crate) fn client(&self) -> DestinationClient<ControlPlane> {
+        self.client.clone()
+    }
+
+    /// The question about `target` (a Destination's or a profile's), as this pod asks it.
+    pub(crate) fn request(&self, target: &str) -> GetDestination {
+        GetDestination {
             path: target.to_string(),
             context_namespace: self.context_namespace.clone(),
-        };
-        tokio::spawn(follow(self.client.clone(), request, tx));
-        rx
+        }
     }
 }
 

@@ -8,8 +8,10 @@
 //! once the proxy has its certificate it presents it (mutual TLS) on every new connection.
 
 pub mod discovery;
+pub mod followed;
 pub mod identity;
 pub mod policy;
+pub mod profile;
 
 use crate::{
     control::identity::Identity,

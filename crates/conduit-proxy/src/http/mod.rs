@@ -15,4 +15,6 @@ pub mod pool;
 pub mod record;
 pub mod respond;
 pub mod route;
+pub mod routes;
 pub mod serve;
+pub mod timeout;

@@ -11,6 +11,7 @@
 use super::{
     body::{BodyEnd, OnBodyEnd, WatchEnd},
     respond::DeniedByPolicy,
+    routes::RouteMatch,
 };
 use crate::{
     errors::PROXY_ERROR_HEADER,
@@ -22,6 +23,7 @@ use crate::{
     },
 };
 use bytes::Bytes;
+use conduit_api::profile::DEFAULT_ROUTE;
 use futures_util::future::BoxFuture;
 use http::{header, uri::Authority, HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
@@ -107,7 +109,7 @@ struct ConnSeries {
 /// A response series within one authority: status code, classification, gRPC status, peer.
 type ResponseKey = (u16, Classification, Option<u32>, PeerTls);
 
-/// The series of the connection's current authority.
+/// The series of the connection's current authority and route.
 #[derive(Default)]
 struct SeriesCache {
     authority: Option<CurrentAuthority>,
@@ -115,11 +117,25 @@ struct SeriesCache {
     responses: Vec<(ResponseKey, Counter)>,
 }
 
-/// The authority the connection's last request named, and its label.
+/// The authority and route the connection's last request named, and their labels.
 struct CurrentAuthority {
     named: Option<Box<str>>,
-    label: Arc<str>,
+    key: SeriesKey,
     requests: Counter,
+}
+
+/// What a request's series are labelled with, besides the connection's: its authority
+/// label and its route.
+#[derive(Clone)]
+struct SeriesKey {
+    authority: Arc<str>,
+    route: Arc<str>,
+}
+
+impl SeriesKey {
+    fn is(&self, other: &SeriesKey) -> bool {
+        Arc::ptr_eq(&self.authority, &other.authority) && self.route == other.route
+    }
 }
 
 impl ConnSeries {
@@ -127,73 +143,82 @@ impl ConnSeries {
         self.cache.lock()
     }
 
-    /// Counts a request that named `named`, returning its authority label. A name that
-    /// was unknown is asked about again: discovery may have answered since.
-    fn request(&self, named: Option<&str>) -> Arc<str> {
+    /// Counts a request that named `named` on `route`, returning its series' key. A name
+    /// that was unknown is asked about again: discovery may have answered since.
+    fn request(&self, named: Option<&str>, route: &Arc<str>) -> SeriesKey {
         let mut cache = self.cache();
         if let Some(current) = &cache.authority {
-            if current.named.as_deref() == named && &*current.label != UNKNOWN {
+            if current.named.as_deref() == named
+                && &*current.key.authority != UNKNOWN
+                && current.key.route == *route
+            {
                 current.requests.inc();
-                return current.label.clone();
+                return current.key.clone();
             }
         }
-        let label = self.labels.label(named);
-        if let Some(current) = cache.authority.as_mut().filter(|c| c.label == label) {
+        let key = SeriesKey {
+            authority: self.labels.label(named),
+            route: route.clone(),
+        };
+        if let Some(current) = cache
+            .authority
+            .as_mut()
+            .filter(|c| c.key.authority == key.authority && c.key.route == key.route)
+        {
             current.named = named.map(Box::from);
             current.requests.inc();
-            return current.label.clone();
+            return current.key.clone();
         }
         let requests = self.families.requests.get(&RequestLabels {
             direction: self.direction,
-            authority: label.clone(),
+            authority: key.authority.clone(),
+            route: key.route.clone(),
             target: self.target.clone(),
         });
         requests.inc();
         *cache = SeriesCache {
             authority: Some(CurrentAuthority {
                 named: named.map(Box::from),
-                label: label.clone(),
+                key: key.clone(),
                 requests,
             }),
             ..SeriesCache::default()
         };
-        label
+        key
     }
 
-    fn is_current(cache: &SeriesCache, authority: &Arc<str>) -> bool {
-        cache
-            .authority
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.label, authority))
+    fn is_current(cache: &SeriesCache, key: &SeriesKey) -> bool {
+        cache.authority.as_ref().is_some_and(|c| c.key.is(key))
     }
 
-    fn latency(&self, authority: &Arc<str>, status_code: u16, tls: &PeerTls, ms: f64) {
+    fn latency(&self, key: &SeriesKey, status_code: u16, tls: &PeerTls, ms: f64) {
         let mut cache = self.cache();
         if let Some((_, h)) = cache
             .latency
             .iter()
             .find(|((s, t), _)| *s == status_code && t == tls)
         {
-            if Self::is_current(&cache, authority) {
+            if Self::is_current(&cache, key) {
                 return h.observe(ms);
             }
         }
         let histogram = self.families.latency.get(&LatencyLabels {
             direction: self.direction,
-            authority: authority.clone(),
+            authority: key.authority.clone(),
+            route: key.route.clone(),
             target: self.target.clone(),
             status_code,
             tls: tls.clone(),
         });
         histogram.observe(ms);
-        if Self::is_current(&cache, authority) {
+        if Self::is_current(&cache, key) {
             cache.latency.push(((status_code, tls.clone()), histogram));
         }
     }
 
     fn response(
         &self,
-        authority: &Arc<str>,
+        series: &SeriesKey,
         status_code: u16,
         class: Classification,
         grpc_status: Option<u32>,
@@ -202,14 +227,15 @@ impl ConnSeries {
         let key = (status_code, class, grpc_status, tls);
         let mut cache = self.cache();
         if let Some((_, c)) = cache.responses.iter().find(|(k, _)| *k == key) {
-            if Self::is_current(&cache, authority) {
+            if Self::is_current(&cache, series) {
                 c.inc();
                 return;
             }
         }
         let counter = self.families.responses.get(&ResponseLabels {
             direction: self.direction,
-            authority: authority.clone(),
+            authority: series.authority.clone(),
+            route: series.route.clone(),
             target: self.target.clone(),
             status_code,
             classification: class,
@@ -217,7 +243,7 @@ impl ConnSeries {
             tls: key.3.clone(),
         });
         counter.inc();
-        if Self::is_current(&cache, authority) {
+        if Self::is_current(&cache, series) {
             cache.responses.push((key, counter));
         }
     }
@@ -279,6 +305,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let named = Named::of(&req);
+        let route = req
+            .extensions()
+            .get::<RouteMatch>()
+            .map(|m| m.route.name.clone());
         let grpc = is_grpc(req.headers());
         let tapped = self.tap.as_ref().and_then(|t| {
             t.taps
@@ -294,10 +324,11 @@ where
                 _ => series.tls.clone(),
             };
             let counted = rsp.extensions().get::<DeniedByPolicy>().is_none().then(|| {
-                let authority = series.request(named.as_ref().and_then(Named::as_str));
+                let route = route.unwrap_or_else(|| DEFAULT_ROUTE.into());
+                let key = series.request(named.as_ref().and_then(Named::as_str), &route);
                 let ms = start.elapsed().as_secs_f64() * 1000.0;
-                series.latency(&authority, status_code, &tls, ms);
-                (series, authority)
+                series.latency(&key, status_code, &tls, ms);
+                (series, key)
             });
             let grpc_status = grpc.then(|| grpc_status(rsp.headers())).flatten();
             let tap = tapped.map(|t| {
@@ -325,9 +356,8 @@ where
 
 /// What is known of a response until its body ends.
 pub struct Outcome {
-    /// The connection's series and the request's authority label; `None` for a request
-    /// policy denied.
-    counted: Option<(Arc<ConnSeries>, Arc<str>)>,
+    /// The connection's series and the request's; `None` for a request policy denied.
+    counted: Option<(Arc<ConnSeries>, SeriesKey)>,
     tls: PeerTls,
     status_code: u16,
     grpc: bool,
@@ -348,14 +378,8 @@ impl Outcome {
         } else {
             Classification::Success
         };
-        if let Some((series, authority)) = &self.counted {
-            series.response(
-                authority,
-                self.status_code,
-                class,
-                self.grpc_status,
-                self.tls,
-            );
+        if let Some((series, key)) = &self.counted {
+            series.response(key, self.status_code, class, self.grpc_status, self.tls);
         }
         if let Some((tap, proxy_error, bytes)) = self.tap {
             tap.response_end(self.grpc_status, bytes, proxy_error);
@@ -466,14 +490,14 @@ mod tests {
         let req = Request::get("/").header("host", "web:80").body(()).unwrap();
         let text = run(req, 503, &[], vec![Frame::data(Bytes::from_static(b"x"))]).await;
         assert!(
-            text.contains(r#"request_total{direction="inbound",authority="web:80",target_port="80",srv_name="default"} 1"#),
+            text.contains(r#"request_total{direction="inbound",authority="web:80",route="[default]",target_port="80",srv_name="default"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"response_total{direction="inbound",authority="web:80",target_port="80",srv_name="default",status_code="503",classification="failure",grpc_status="",tls="false"} 1"#),
+            text.contains(r#"response_total{direction="inbound",authority="web:80",route="[default]",target_port="80",srv_name="default",status_code="503",classification="failure",grpc_status="",tls="false"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",target_port="80",srv_name="default",status_code="503",tls="false"} 1"#), "{text}");
+        assert!(text.contains(r#"response_latency_ms_count{direction="inbound",authority="web:80",route="[default]",target_port="80",srv_name="default",status_code="503",tls="false"} 1"#), "{text}");
     }
 
     #[tokio::test]
@@ -522,7 +546,7 @@ mod tests {
             .unwrap();
         let text = run(req, 200, &[], vec![]).await;
         assert!(
-            text.contains(r#"request_total{direction="inbound",authority="198.18.0.2:80",target_port="80",srv_name="default"} 1"#),
+            text.contains(r#"request_total{direction="inbound",authority="198.18.0.2:80",route="[default]",target_port="80",srv_name="default"} 1"#),
             "{text}"
         );
         assert!(text.contains(r#"classification="success""#), "{text}");
@@ -565,31 +589,31 @@ mod tests {
         let text = metrics.encode();
         for (series, n) in [
             (
-                r#"request_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto"}"#,
+                r#"request_total{direction="outbound",authority="a:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto"}"#,
                 4,
             ),
             (
-                r#"request_total{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto"}"#,
+                r#"request_total{direction="outbound",authority="b:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto"}"#,
                 1,
             ),
             (
-                r#"response_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
+                r#"response_total{direction="outbound",authority="a:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_total{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="503",classification="failure",grpc_status="",tls="false"}"#,
+                r#"response_total{direction="outbound",authority="a:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="503",classification="failure",grpc_status="",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_total{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
+                r#"response_total{direction="outbound",authority="b:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}"#,
                 1,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="a:80",target_port="1",dst_service="web-svc.emojivoto",status_code="503",tls="false"}"#,
+                r#"response_latency_ms_count{direction="outbound",authority="a:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="503",tls="false"}"#,
                 2,
             ),
             (
-                r#"response_latency_ms_count{direction="outbound",authority="b:80",target_port="1",dst_service="web-svc.emojivoto",status_code="200",tls="false"}"#,
+                r#"response_latency_ms_count{direction="outbound",authority="b:80",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="200",tls="false"}"#,
                 1,
             ),
         ] {
@@ -597,6 +621,63 @@ mod tests {
                 text.contains(&format!("{series} {n}\n")),
                 "{series} should be {n}:\n{text}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_their_route() {
+        use crate::http::routes::{BudgetPolicy, Profile, ProfileRoute, RouteMatch};
+        let metrics = Metrics::new(&PodIdentity::default());
+        let inner = service_fn(|_: Request<()>| async move {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Outbound,
+            metrics.http.clone(),
+            any_name("198.18.0.9:1"),
+            Target::service(1, Some("web-svc.emojivoto".into())),
+        );
+        let route = |name: &str| ProfileRoute {
+            name: name.into(),
+            method: None,
+            timeout: None,
+            retryable: false,
+        };
+        let profile = Arc::new(
+            Profile::new(
+                vec![
+                    (route("list"), "/api/list".into()),
+                    (route("vote"), "/api/vote".into()),
+                ],
+                BudgetPolicy::default(),
+            )
+            .unwrap(),
+        );
+        // Routes alternate on one connection: each is counted apart, and a request
+        // nobody named a route for is the default's.
+        for path in ["/api/list", "/api/vote", "/api/list", "/", "/api/list"] {
+            let mut req = Request::get(path).header("host", "a:80").body(()).unwrap();
+            if path != "/" {
+                let matched = RouteMatch {
+                    route: profile.route(req.method(), path).clone(),
+                    profile: profile.clone(),
+                };
+                req.extensions_mut().insert(matched);
+            }
+            let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+            rsp.into_body().collect().await.unwrap();
+        }
+        let text = metrics.encode();
+        for (route, n) in [("list", 3), ("vote", 1), ("[default]", 1)] {
+            let requests = format!(
+                r#"request_total{{direction="outbound",authority="a:80",route="{route}",target_port="1",dst_service="web-svc.emojivoto"}} {n}"#
+            );
+            let responses = format!(
+                r#"response_total{{direction="outbound",authority="a:80",route="{route}",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"}} {n}"#
+            );
+            assert!(text.contains(&requests), "{requests}:\n{text}");
+            assert!(text.contains(&responses), "{responses}:\n{text}");
         }
     }
 
@@ -637,7 +718,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(&format!(
-                "request_total{{direction=\"inbound\",authority=\"{UNKNOWN}\",target_port=\"8080\",srv_name=\"web-http\"}} 2000\n"
+                "request_total{{direction=\"inbound\",authority=\"{UNKNOWN}\",route=\"[default]\",target_port=\"8080\",srv_name=\"web-http\"}} 2000\n"
             )),
             "{text}"
         );
@@ -667,6 +748,6 @@ mod tests {
             .await
             .unwrap();
         drop(rsp);
-        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="198.18.0.9:1",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
+        assert!(metrics.encode().contains(r#"response_total{direction="outbound",authority="198.18.0.9:1",route="[default]",target_port="1",dst_service="web-svc.emojivoto",status_code="200",classification="success",grpc_status="",tls="false"} 1"#));
     }
 }

@@ -2,7 +2,6 @@
 //! the one place that builds them; gRPC requests get a gRPC status instead), and reports
 //! each one in logs and metrics.
 
-use super::pool::PooledBody;
 use crate::{errors::ProxyError, peer::Direction, telemetry::metrics::Metrics};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -16,7 +15,7 @@ use std::{
 
 /// A response body as the client receives it: the upstream's (`Left`) or one the proxy
 /// wrote itself (`Right`).
-pub type ResponseBody = Either<PooledBody, Full<Bytes>>;
+pub type ResponseBody<B> = Either<B, Full<Bytes>>;
 
 /// Marks a response the proxy wrote because policy denied the request: such requests are
 /// counted as denials (`inbound_http_authz_deny_total`), not as traffic, so that a client
@@ -43,14 +42,14 @@ impl<S> RespondToErrors<S> {
     }
 }
 
-impl<S, B> tower::Service<Request<B>> for RespondToErrors<S>
+impl<S, B, RB> tower::Service<Request<B>> for RespondToErrors<S>
 where
-    S: tower::Service<Request<B>, Response = Response<PooledBody>, Error = ProxyError>,
+    S: tower::Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
     S::Future: Send + 'static,
 {
-    type Response = Response<ResponseBody>;
+    type Response = Response<ResponseBody<RB>>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<ResponseBody>, Infallible>>;
+    type Future = BoxFuture<'static, Result<Response<ResponseBody<RB>>, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         match self.inner.poll_ready(cx) {

@@ -13,7 +13,6 @@ use crate::{
         Accrual, EndpointLoad,
     },
     connection::{Accepted, DetectProtocol, Forwarder, Forwarding, ServerFirstPorts, Shared, Side},
-    control::discovery::Discovery,
     drain,
     http::{
         pool::HttpVersion,
@@ -54,11 +53,9 @@ impl Outbound {
     pub fn new(shared: &Shared) -> Arc<Outbound> {
         let config = &shared.config;
         let server_first = Arc::new(ServerFirstPorts::default());
-        let endpoints = config.destination_addr.as_ref().map(|addr| {
-            let discovery =
-                Discovery::new(addr, config.pod.namespace.clone(), shared.control.clone());
+        let endpoints = shared.discovery.as_ref().map(|discovery| {
             let accrual = accrual(config.failure_accrual, shared.metrics.clone());
-            EndpointSets::new(discovery, config.discovery_timeout, accrual)
+            EndpointSets::new(discovery.clone(), config.discovery_timeout, accrual)
         });
         let names: Arc<dyn KnownAuthorities> = match &endpoints {
             Some(e) => Arc::new(DiscoveredNames(e.clone())),

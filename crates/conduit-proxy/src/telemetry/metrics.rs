@@ -132,6 +132,8 @@ impl EncodeLabelValue for Peer {
 pub struct RequestLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    /// The request's route in its profile, or `[default]`.
+    pub route: Arc<str>,
     #[prometheus(flatten)]
     pub target: Target,
 }
@@ -140,6 +142,7 @@ impl Overflow for RequestLabels {
     fn overflow(&self) -> Self {
         RequestLabels {
             authority: OVERFLOW.into(),
+            route: OVERFLOW.into(),
             target: self.target.overflow(),
             ..self.clone()
         }
@@ -151,6 +154,8 @@ impl Overflow for RequestLabels {
 pub struct ResponseLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    /// The request's route in its profile, or `[default]`.
+    pub route: Arc<str>,
     #[prometheus(flatten)]
     pub target: Target,
     pub status_code: u16,
@@ -164,6 +169,7 @@ impl Overflow for ResponseLabels {
     fn overflow(&self) -> Self {
         ResponseLabels {
             authority: OVERFLOW.into(),
+            route: OVERFLOW.into(),
             target: self.target.overflow(),
             tls: overflow_tls(&self.tls),
             ..self.clone()
@@ -176,6 +182,8 @@ impl Overflow for ResponseLabels {
 pub struct LatencyLabels {
     pub direction: Direction,
     pub authority: Arc<str>,
+    /// The request's route in its profile, or `[default]`.
+    pub route: Arc<str>,
     #[prometheus(flatten)]
     pub target: Target,
     pub status_code: u16,
@@ -187,6 +195,7 @@ impl Overflow for LatencyLabels {
     fn overflow(&self) -> Self {
         LatencyLabels {
             authority: OVERFLOW.into(),
+            route: OVERFLOW.into(),
             target: self.target.overflow(),
             tls: overflow_tls(&self.tls),
             ..self.clone()
@@ -565,6 +574,7 @@ mod tests {
         let labels = RequestLabels {
             direction: Direction::Inbound,
             authority: "web.emojivoto:80".into(),
+            route: "GET /api/list".into(),
             target: Target::server(80, Some("web-http")),
         };
         m.http.requests.get(&labels).inc();
@@ -573,6 +583,7 @@ mod tests {
             .get(&LatencyLabels {
                 direction: Direction::Inbound,
                 authority: "web.emojivoto:80".into(),
+                route: "[default]".into(),
                 target: Target::server(80, None),
                 status_code: 200,
                 tls: PeerTls::Client(
@@ -591,13 +602,13 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains(
-                r#"request_total{namespace="emojivoto",deployment="web",direction="inbound",authority="web.emojivoto:80",target_port="80",srv_name="web-http"} 1"#
+                r#"request_total{namespace="emojivoto",deployment="web",direction="inbound",authority="web.emojivoto:80",route="GET /api/list",target_port="80",srv_name="web-http"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",target_port="80",srv_name="default",status_code="200",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"} 1"#
+                r#"le="0.5",direction="inbound",authority="web.emojivoto:80",route="[default]",target_port="80",srv_name="default",status_code="200",tls="true",client_id="vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local"} 1"#
             ),
             "{text}"
         );

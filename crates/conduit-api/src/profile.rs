@@ -1,0 +1,25 @@
+//! What a ServiceProfile (the `Profile` of Destination.GetProfile) may hold, and what a
+//! proxy assumes where it says nothing: the controller refuses what breaks these, and the
+//! proxy checks them again on what it receives.
+
+/// The route of requests no route of a profile matches (and of names without one):
+/// the `route` label's value for them.
+pub const DEFAULT_ROUTE: &str = "[default]";
+/// The most routes a profile may have: each is a regex every request is matched
+/// against.
+pub const MAX_ROUTES: usize = 4096;
+/// The longest route name (a metrics label value).
+pub const MAX_ROUTE_NAME: usize = 256;
+/// The retry budget of a Service whose profile sets none: retries may add 20% to
+/// the requests of the last 10 s, plus 10 per second.
+pub const DEFAULT_RETRY_RATIO_PERMILLE: u32 = 200;
+pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
+pub const DEFAULT_RETRY_TTL_MS: u64 = 10_000;
+
+/// Whether `name` may name a route: a short printable text, not the default's.
+pub fn is_route_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROUTE_NAME
+        && name != DEFAULT_ROUTE
+        && !name.chars().any(char::is_control)
+}

@@ -1,0 +1,177 @@
+//! Routes end to end on the local runtime: a ServiceProfile's routes name the requests in
+//! both proxies' metrics, and a route's timeout answers 504 long before a slow backend
+//! would. Real pods: a Python HTTP server behind a Service with a profile, curl in a
+//! meshed client pod, both proxies the real ones. Needs root.
+
+mod common;
+
+use common::*;
+use conduit_testkit::{require_root, wait_until};
+use std::time::Duration;
+
+/// A server answering its path after 10 ms, or for `/slow` after 2 s; its Service; the
+/// Service's profile; a client.
+fn manifest() -> String {
+    let server = python_deployment(
+        "shop",
+        "catalog",
+        "",
+        "catalog",
+        &[
+            "ports: [{containerPort: 8080}]",
+            "readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}",
+        ],
+        r#"import http.server, time
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        time.sleep(2 if self.path == "/slow" else 0.01)
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()"#,
+    );
+    format!(
+        r#"{server}apiVersion: v1
+kind: Service
+metadata: {{name: catalog-svc, namespace: shop}}
+spec:
+  selector: {{app: catalog}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: conduit.io/v1alpha1
+kind: ServiceProfile
+metadata: {{name: catalog-svc.shop.svc.cluster.local, namespace: shop}}
+spec:
+  routes:
+  - name: GET /items
+    condition: {{method: GET, pathRegex: "/items(/[^/]+)?"}}
+  - name: GET /slow
+    condition: {{method: GET, pathRegex: /slow}}
+    timeout: 300ms
+---
+{client}"#,
+        client = sleeper_deployment("shop", "client")
+    )
+}
+
+/// `curl` in the client: status, seconds taken, and the proxy's error header.
+fn get(rt: &Runtime, path: &str) -> (u16, f64, String) {
+    let url = format!("http://catalog-svc.shop{path}");
+    let out = rt.exec(
+        "client",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{time_total} %header{conduit-proxy-error}",
+            &url,
+        ],
+    );
+    let mut words = out.splitn(3, ' ');
+    let status = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seconds = words
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    (
+        status,
+        seconds,
+        words.next().unwrap_or("").trim().to_string(),
+    )
+}
+
+fn metrics(rt: &Runtime, pod: &str) -> String {
+    rt.exec(
+        pod,
+        &["curl", "-sS", "-m", "10", "http://127.0.0.1:4191/metrics"],
+    )
+}
+
+/// The value of the series of `family` whose labels include every one of `labels`.
+fn value(metrics: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn profile_routes_label_requests_and_bound_them_with_their_timeouts() {
+    require_root();
+    let rt = Runtime::new("routes");
+    let plain = rt.dir.with_extension("routes.yml");
+    std::fs::write(&plain, manifest()).unwrap();
+    let meshed = rt.injected(&plain, &[], "routes-meshed.yml");
+    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    let served = wait_until(Duration::from_secs(30), || get(&rt, "/items/1").0 == 200);
+    assert!(served, "the catalog serves: {:?}", get(&rt, "/items/1"));
+
+    for path in ["/items", "/items/2", "/other"] {
+        assert_eq!(get(&rt, path).0, 200, "{path}");
+    }
+    let client = metrics(&rt, "client");
+    let outbound = |route: &str| {
+        value(
+            &client,
+            "request_total",
+            &[
+                r#"direction="outbound""#,
+                r#"authority="catalog-svc.shop""#,
+                &format!(r#"route="{route}""#),
+            ],
+        )
+    };
+    assert!(outbound("GET /items").is_some_and(|n| n >= 3.0), "{client}");
+    assert!(outbound("[default]").is_some_and(|n| n >= 1.0), "{client}");
+    // The server's proxy names routes from its own Service's profile.
+    let server = metrics(&rt, "catalog");
+    let inbound = value(
+        &server,
+        "request_total",
+        &[r#"direction="inbound""#, r#"route="GET /items""#],
+    );
+    assert!(inbound.is_some_and(|n| n >= 3.0), "{server}");
+
+    // A 2 s backend behind a 300 ms route timeout: 504, saying which route and timeout.
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let (status, seconds, error) = get(&rt, "/slow");
+        assert_eq!(status, 504, "{error}");
+        assert_eq!(
+            error,
+            r#"the timeout of route "GET /slow" expired after 300ms: the request did not complete in time"#
+        );
+        assert!(seconds < 1.9, "answered before the backend: {seconds} s");
+        times.push(seconds);
+    }
+    times.sort_by(f64::total_cmp);
+    assert!(times[1] < 0.6, "504 within 600 ms (median): {times:?}");
+    let client = metrics(&rt, "client");
+    let timeouts = value(
+        &client,
+        "response_total",
+        &[r#"route="GET /slow""#, r#"status_code="504""#],
+    );
+    assert!(timeouts.is_some_and(|n| n >= 3.0), "{client}");
+    assert!(
+        value(
+            &client,
+            "proxy_errors_total",
+            &[r#"direction="outbound""#, r#"error="request_timeout""#]
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{client}"
+    );
+    let _ = std::fs::remove_file(plain);
+    let _ = std::fs::remove_file(meshed);
+}

@@ -1,0 +1,205 @@
+//! Service profiles from the control plane: for a target (`host:port`) the proxy follows a
+//! GetProfile stream beside its Destination stream, and publishes the latest good
+//! [`Profile`] on a watch channel. A profile the proxy cannot use (a regex that does not
+//! compile, too many routes, a name no label may have) is refused and the last good one
+//! kept, as it is when the control plane goes away. Which targets are followed is
+//! [`FollowedTargets`]'.
+
+use crate::{
+    control::{
+        self,
+        discovery::Discovery,
+        followed::{first_answer, FollowedTargets},
+        Followed,
+    },
+    http::routes::{no_profile, BudgetPolicy, Profile, ProfileRoute},
+};
+use conduit_api::{
+    destination as api,
+    profile::{is_route_name, MAX_ROUTES},
+};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// What is known of a target's profile: `None` until the first answer (or the news that
+/// none is coming: then an empty profile).
+pub type ProfileState = Option<Arc<Profile>>;
+
+/// Why a profile from the control plane was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{0} routes, more than the {MAX_ROUTES} a profile may have")]
+    TooManyRoutes(usize),
+    #[error("route {index}: {name:?} is not a route name")]
+    RouteName { index: usize, name: String },
+    #[error("route {name:?}: {method:?} is not an HTTP method")]
+    Method { name: String, method: String },
+    #[error("the path regexes do not compile: {0}")]
+    Regex(#[from] regex::Error),
+}
+
+/// What the proxy makes of one GetProfile answer. Public so that the fuzzers (`fuzz/`)
+/// run exactly this on arbitrary messages.
+pub fn profile(answer: api::Profile) -> Result<Profile, ProfileError> {
+    if answer.routes.len() > MAX_ROUTES {
+        return Err(ProfileError::TooManyRoutes(answer.routes.len()));
+    }
+    let mut routes = Vec::with_capacity(answer.routes.len());
+    for (index, r) in answer.routes.into_iter().enumerate() {
+        if !is_route_name(&r.name) {
+            return Err(ProfileError::RouteName {
+                index,
+                name: r.name,
+            });
+        }
+        let method =
+            match r.method.as_str() {
+                "" => None,
+                m => Some(http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                    ProfileError::Method {
+                        name: r.name.clone(),
+                        method: r.method.clone(),
+                    }
+                })?),
+            };
+        let route = ProfileRoute {
+            name: r.name.into(),
+            method,
+            timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
+            retryable: r.retryable,
+        };
+        routes.push((route, r.path_regex));
+    }
+    let budget = match answer.retry_budget {
+        Some(b) if b.ttl_ms > 0 => BudgetPolicy {
+            ratio_permille: b.retry_ratio_permille,
+            min_per_second: b.min_retries_per_second,
+            ttl: Duration::from_millis(b.ttl_ms),
+        },
+        _ => BudgetPolicy::default(),
+    };
+    Ok(Profile::new(routes, budget)?)
+}
+
+/// Every followed target's profile.
+pub struct Profiles {
+    discovery: Discovery,
+    first_answer: Duration,
+    targets: Arc<FollowedTargets<watch::Receiver<ProfileState>>>,
+}
+
+impl Profiles {
+    /// Profiles from `discovery`'s control plane; a first answer is awaited at most
+    /// `first_answer`.
+    pub fn new(discovery: Discovery, first_answer: Duration) -> Arc<Profiles> {
+        Arc::new(Profiles {
+            discovery,
+            first_answer,
+            targets: FollowedTargets::new(),
+        })
+    }
+
+    /// Follows `target`'s profile (marking it used) and waits, boundedly, for its first
+    /// answer; `None` when no more targets may be followed.
+    pub async fn follow(&self, target: &str) -> Option<watch::Receiver<ProfileState>> {
+        let start = || {
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(follow(self.discovery.clone(), target.to_string(), tx));
+            rx
+        };
+        let mut rx = self.targets.use_or_start(target, start, |rx| rx.clone())?;
+        first_answer(&mut rx, self.first_answer, Option::is_none).await;
+        Some(rx)
+    }
+}
+
+/// Keeps one target's profile current until nobody asks about it any more.
+async fn follow(discovery: Discovery, target: String, tx: watch::Sender<ProfileState>) {
+    let request = discovery.request(&target);
+    let client = discovery.client();
+    let open = || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.get_profile(request).await }
+    };
+    let on = |event| match event {
+        Followed::Message(answer) => match profile(answer) {
+            Ok(p) => {
+                debug!(%target, routes = ?p.names().collect::<Vec<_>>(), "profile update");
+                tx.send_replace(Some(Arc::new(p)));
+            }
+            Err(error) => {
+                warn!(%target, %error, "refused the control plane's profile; keeping the last good one")
+            }
+        },
+        Followed::Failed(status) => {
+            debug!(%target, error = %status, "profile lookup failed");
+            // Nothing known and nothing coming soon: requests go on with no routes.
+            tx.send_if_modified(|p| {
+                let first = p.is_none();
+                if first {
+                    *p = Some(no_profile());
+                }
+                first
+            });
+        }
+        Followed::Lost => {
+            info!(%target, "lost the profile stream; keeping the last known routes")
+        }
+    };
+    control::follow(open, on, tx.closed()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, method: &str, path: &str) -> api::Route {
+        api::Route {
+            name: name.into(),
+            method: method.into(),
+            path_regex: path.into(),
+            timeout_ms: 300,
+            retryable: true,
+        }
+    }
+
+    #[test]
+    fn reads_routes_and_refuses_what_it_cannot_use() {
+        let p = profile(api::Profile {
+            routes: vec![route("list", "GET", "/api/list"), route("all", "", ".*")],
+            retry_budget: None,
+        })
+        .unwrap();
+        let list = p.route(&http::Method::GET, "/api/list");
+        assert_eq!(
+            (&*list.name, list.timeout, list.retryable),
+            ("list", Some(Duration::from_millis(300)), true)
+        );
+        assert_eq!(&*p.route(&http::Method::POST, "/api/list").name, "all");
+        assert_eq!(p.budget, BudgetPolicy::default());
+
+        for (bad, says) in [
+            (route("x", "GET", "/api/(list"), "do not compile"),
+            (route("", "GET", "/"), "is not a route name"),
+            (route("a\nb", "GET", "/"), "is not a route name"),
+            (route("[default]", "GET", "/"), "is not a route name"),
+            (route("x", "G T", "/"), "is not an HTTP method"),
+        ] {
+            let err = profile(api::Profile {
+                routes: vec![bad],
+                retry_budget: None,
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
+        let many = vec![route("x", "", "/"); MAX_ROUTES + 1];
+        assert!(matches!(
+            profile(api::Profile {
+                routes: many,
+                retry_budget: None
+            }),
+            Err(ProfileError::TooManyRoutes(_))
+        ));
+    }
+}

@@ -1,0 +1,339 @@
+//! A Service's routes, as the proxy holds them (its ServiceProfile, from GetProfile), and
+//! which one each request takes: the first whose method and anchored path regex match it,
+//! else the default route (`[default]`: no timeout, no retries). [`MatchRoute`] is the
+//! layer that finds a request's [`RouteMatch`] (outbound for wherever it goes, inbound for
+//! the pod's own Service) and puts it in the request's extensions, for the metrics'
+//! `route` label and for the timeout and retry layers below. The route set is one
+//! [`RegexSet`], so that matching costs one pass over the path however many routes
+//! there are.
+
+use crate::{
+    control::profile::{ProfileState, Profiles},
+    http::route::target_of,
+    telemetry::labels::KnownAuthorities,
+};
+use conduit_api::profile::{
+    DEFAULT_MIN_RETRIES_PER_SECOND, DEFAULT_RETRY_RATIO_PERMILLE, DEFAULT_RETRY_TTL_MS,
+    DEFAULT_ROUTE,
+};
+use futures_util::future::{BoxFuture, Either};
+use http::{header, Method, Request};
+use parking_lot::Mutex;
+use regex::{RegexSet, RegexSetBuilder};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::sync::watch;
+
+/// The most memory one profile's compiled regexes may take (the controller's are
+/// checked one by one; together they could be larger).
+const REGEX_SIZE_LIMIT: usize = 16 << 20;
+
+/// One route of a profile.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProfileRoute {
+    /// What the `route` label says.
+    pub name: Arc<str>,
+    /// The method a request must have; `None`: any.
+    pub method: Option<Method>,
+    /// How long a request on this route may take, response body included.
+    pub timeout: Option<Duration>,
+    /// Whether failed requests may be sent again (the user says they are safe to repeat).
+    pub retryable: bool,
+}
+
+impl ProfileRoute {
+    /// The route of requests no profile route matches.
+    pub fn default_route() -> ProfileRoute {
+        ProfileRoute {
+            name: DEFAULT_ROUTE.into(),
+            method: None,
+            timeout: None,
+            retryable: false,
+        }
+    }
+}
+
+/// How many retries a Service's clients may add: `ratio` of the requests of the last
+/// `ttl`, plus `min_per_second`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BudgetPolicy {
+    pub ratio_permille: u32,
+    pub min_per_second: u32,
+    pub ttl: Duration,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy {
+            ratio_permille: DEFAULT_RETRY_RATIO_PERMILLE,
+            min_per_second: DEFAULT_MIN_RETRIES_PER_SECOND,
+            ttl: Duration::from_millis(DEFAULT_RETRY_TTL_MS),
+        }
+    }
+}
+
+/// A Service's routes, in order, and its retry budget.
+#[derive(Debug)]
+pub struct Profile {
+    routes: Vec<Arc<ProfileRoute>>,
+    /// The routes' path regexes, anchored, in the same order.
+    paths: RegexSet,
+    default: Arc<ProfileRoute>,
+    pub budget: BudgetPolicy,
+}
+
+impl Profile {
+    /// A profile with no routes: every request takes the default route.
+    pub fn empty() -> Profile {
+        Profile {
+            routes: Vec::new(),
+            paths: RegexSet::empty(),
+            default: Arc::new(ProfileRoute::default_route()),
+            budget: BudgetPolicy::default(),
+        }
+    }
+
+    /// The profile of `routes`, each with its path regex (matched against the whole
+    /// path), in order; fails on the first regex that does not compile.
+    pub fn new(
+        routes: Vec<(ProfileRoute, String)>,
+        budget: BudgetPolicy,
+    ) -> Result<Profile, regex::Error> {
+        let paths = RegexSetBuilder::new(routes.iter().map(|(_, re)| format!("^(?:{re})$")))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?;
+        Ok(Profile {
+            routes: routes.into_iter().map(|(r, _)| Arc::new(r)).collect(),
+            paths,
+            budget,
+            ..Profile::empty()
+        })
+    }
+
+    /// The route of a request with `method` and `path`: the first that matches both.
+    pub fn route(&self, method: &Method, path: &str) -> &Arc<ProfileRoute> {
+        if self.routes.is_empty() {
+            return &self.default;
+        }
+        self.paths
+            .matches(path)
+            .iter()
+            .map(|i| &self.routes[i])
+            .find(|r| r.method.as_ref().is_none_or(|m| m == method))
+            .unwrap_or(&self.default)
+    }
+
+    /// The routes' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| &*r.name)
+    }
+}
+
+/// A request's route, and the profile it is from (a request extension).
+#[derive(Clone, Debug)]
+pub struct RouteMatch {
+    pub route: Arc<ProfileRoute>,
+    pub profile: Arc<Profile>,
+}
+
+/// The profile of a name without one (shared: requests to it allocate nothing).
+pub fn no_profile() -> Arc<Profile> {
+    static EMPTY: LazyLock<Arc<Profile>> = LazyLock::new(|| Arc::new(Profile::empty()));
+    EMPTY.clone()
+}
+
+impl RouteMatch {
+    /// The default route of no profile at all.
+    pub fn default_route() -> RouteMatch {
+        let profile = no_profile();
+        RouteMatch {
+            route: profile.default.clone(),
+            profile,
+        }
+    }
+
+    fn of<B>(profile: &Arc<Profile>, req: &Request<B>) -> RouteMatch {
+        RouteMatch {
+            route: profile.route(req.method(), req.uri().path()).clone(),
+            profile: profile.clone(),
+        }
+    }
+}
+
+/// Names each request's route from the profile of where it goes.
+#[derive(Clone)]
+pub struct MatchRoute<S> {
+    inner: S,
+    conn: Arc<ConnProfiles>,
+}
+
+/// One connection's view of the profiles: a keep-alive connection nearly always talks to
+/// one target, whose profile is looked up once and then read from its watch.
+struct ConnProfiles {
+    profiles: Option<Arc<Profiles>>,
+    orig_dst: SocketAddr,
+    /// Inbound: only the pod's own Services have a profile here.
+    only: Option<Arc<dyn KnownAuthorities>>,
+    current: Mutex<Option<(String, watch::Receiver<ProfileState>)>>,
+}
+
+impl<S> MatchRoute<S> {
+    /// Wraps `inner` for a connection to `orig_dst`, its routes from `profiles` (none:
+    /// every request takes the default route); with `only`, for the authorities it knows
+    /// alone.
+    pub fn new(
+        inner: S,
+        profiles: Option<Arc<Profiles>>,
+        orig_dst: SocketAddr,
+        only: Option<Arc<dyn KnownAuthorities>>,
+    ) -> Self {
+        MatchRoute {
+            inner,
+            conn: Arc::new(ConnProfiles {
+                profiles,
+                orig_dst,
+                only,
+                current: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl ConnProfiles {
+    /// The target whose profile a request takes its route from, if any.
+    fn target<B>(&self, req: &Request<B>) -> Option<String> {
+        self.profiles.as_ref()?;
+        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })?;
+        if let Some(only) = &self.only {
+            if !only.knows(authority, self.orig_dst) {
+                return None;
+            }
+        }
+        Some(target_of(authority, self.orig_dst.port()))
+    }
+
+    /// The current profile of `target`, if the connection follows it already.
+    fn cached(&self, target: &str) -> Option<Arc<Profile>> {
+        let current = self.current.lock();
+        let (_, rx) = current.as_ref().filter(|(t, _)| t == target)?;
+        let profile = rx.borrow().clone();
+        Some(profile.unwrap_or_else(no_profile))
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for MatchRoute<S>
+where
+    S: tower::Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let Some(target) = self.conn.target(&req) else {
+            req.extensions_mut().insert(RouteMatch::default_route());
+            return Either::Left(self.inner.call(req));
+        };
+        if let Some(profile) = self.conn.cached(&target) {
+            let matched = RouteMatch::of(&profile, &req);
+            req.extensions_mut().insert(matched);
+            return Either::Left(self.inner.call(req));
+        }
+        // A new target for this connection: follow it (waiting, boundedly, for its first
+        // answer) before the request goes on.
+        let (conn, inner) = (self.conn.clone(), self.inner.clone());
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        Either::Right(Box::pin(async move {
+            let followed = match &conn.profiles {
+                Some(profiles) => profiles.follow(&target).await,
+                None => None,
+            };
+            let profile = match followed {
+                Some(rx) => {
+                    let profile = rx.borrow().clone();
+                    *conn.current.lock() = Some((target, rx));
+                    profile
+                }
+                None => None,
+            };
+            let profile = profile.unwrap_or_else(no_profile);
+            let matched = RouteMatch::of(&profile, &req);
+            req.extensions_mut().insert(matched);
+            inner.call(req).await
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, method: Option<Method>) -> ProfileRoute {
+        ProfileRoute {
+            name: name.into(),
+            method,
+            timeout: None,
+            retryable: false,
+        }
+    }
+
+    fn profile(routes: &[(&str, Option<Method>, &str)]) -> Profile {
+        let routes = routes
+            .iter()
+            .map(|(n, m, re)| (route(n, m.clone()), re.to_string()))
+            .collect();
+        Profile::new(routes, BudgetPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn a_request_takes_the_first_route_whose_method_and_whole_path_match() {
+        let p = profile(&[
+            ("list", Some(Method::GET), "/api/list"),
+            ("vote", Some(Method::POST), "/api/vote/[^/]+"),
+            ("any api", None, "/api/.*"),
+        ]);
+        let name = |m: Method, path: &str| p.route(&m, path).name.to_string();
+        assert_eq!(name(Method::GET, "/api/list"), "list");
+        // Anchored: a longer path is not the route's.
+        assert_eq!(name(Method::GET, "/api/listing"), "any api");
+        assert_eq!(name(Method::GET, "/x/api/list"), DEFAULT_ROUTE);
+        // The method must match too; the next route that matches is taken.
+        assert_eq!(name(Method::POST, "/api/list"), "any api");
+        assert_eq!(name(Method::POST, "/api/vote/doughnut"), "vote");
+        assert_eq!(name(Method::GET, "/api/vote/doughnut"), "any api");
+        assert_eq!(name(Method::GET, "/"), DEFAULT_ROUTE);
+        assert_eq!(p.names().collect::<Vec<_>>(), ["list", "vote", "any api"]);
+    }
+
+    #[test]
+    fn order_decides_between_routes_that_both_match() {
+        let p = profile(&[("first", None, "/a.*"), ("second", None, "/ab")]);
+        assert_eq!(&*p.route(&Method::GET, "/ab").name, "first");
+        let p = profile(&[("second", None, "/ab"), ("first", None, "/a.*")]);
+        assert_eq!(&*p.route(&Method::GET, "/ab").name, "second");
+    }
+
+    #[test]
+    fn a_regex_that_does_not_compile_is_refused() {
+        let routes = vec![(route("bad", None), "/api/(list".to_string())];
+        assert!(Profile::new(routes, BudgetPolicy::default()).is_err());
+        // An alternation cannot escape the anchors.
+        let p = profile(&[("alt", None, "/a|/b")]);
+        assert_eq!(&*p.route(&Method::GET, "/b").name, "alt");
+        assert_eq!(&*p.route(&Method::GET, "/bc").name, DEFAULT_ROUTE);
+    }
+}
