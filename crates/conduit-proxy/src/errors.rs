@@ -16,6 +16,15 @@ use std::{io, net::SocketAddr, time::Duration};
 /// The header on every response the proxy generates.
 pub const PROXY_ERROR_HEADER: &str = "conduit-proxy-error";
 
+/// Set by a server's proxy on its error response when the request provably never reached
+/// the application (the proxy could not connect to it), so that the client's proxy may
+/// send it elsewhere whatever its method. Believed only over mesh TLS, and never passed
+/// on to a client.
+pub const UNSENT_HEADER: &str = "conduit-proxy-unsent";
+
+/// On a response that took more than one attempt: how many retries it took.
+pub const RETRIES_HEADER: &str = "conduit-proxy-retries";
+
 /// A failure of the proxy's own, as opposed to an application's error response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -112,6 +121,30 @@ impl ProxyError {
             ProxyError::NotCertified { .. } => "not_certified",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::RequestTimeout { .. } => "request_timeout",
+        }
+    }
+
+    /// Whether the request was provably never sent: connecting to the upstream failed.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamRefused { .. }
+                | ProxyError::UpstreamConnectTimeout { .. }
+                | ProxyError::UpstreamUnreachable { .. }
+                | ProxyError::UpstreamTls { .. }
+        )
+    }
+
+    /// The upstream this error happened with, if any.
+    pub fn upstream(&self) -> Option<SocketAddr> {
+        match self {
+            ProxyError::UpstreamRefused { addr }
+            | ProxyError::UpstreamConnectTimeout { addr, .. }
+            | ProxyError::UpstreamUnreachable { addr, .. }
+            | ProxyError::UpstreamFailed { addr, .. }
+            | ProxyError::UpstreamTls { addr, .. }
+            | ProxyError::NotCertified { addr, .. } => Some(*addr),
+            _ => None,
         }
     }
 

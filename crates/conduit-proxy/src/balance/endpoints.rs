@@ -11,7 +11,7 @@ use crate::control::{
     discovery::{Discovery, Resolution},
     followed::{first_answer, FollowedTargets},
 };
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 pub use crate::control::followed::MAX_TARGETS;
@@ -64,9 +64,9 @@ impl EndpointSets {
         })?
     }
 
-    /// The endpoint for the next request or connection to `target`, or `None` when the
-    /// original destination should be used.
-    pub async fn pick(&self, target: &str) -> Option<Arc<EndpointLoad>> {
+    /// The endpoint for the next request or connection to `target` (another than `avoid`
+    /// if there is one), or `None` when the original destination should be used.
+    pub async fn pick(&self, target: &str, avoid: Option<SocketAddr>) -> Option<Arc<EndpointLoad>> {
         self.follow(target).await?;
         self.targets.get(target, |t| {
             if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
@@ -76,7 +76,7 @@ impl EndpointSets {
             }
             let known = matches!(&*t.rx.borrow(), Resolution::Endpoints { .. });
             if known {
-                t.balancer.pick()
+                t.balancer.pick_avoiding(avoid)
             } else {
                 None
             }
@@ -192,7 +192,7 @@ mod tests {
         let d = sets(&addr, Duration::from_secs(5));
         tx.send(Ok(endpoints(&["198.18.0.4:8080"]))).await.unwrap();
         assert_eq!(
-            d.pick("web-svc:80")
+            d.pick("web-svc:80", None)
                 .await
                 .unwrap()
                 .endpoint
@@ -203,7 +203,7 @@ mod tests {
         tx.send(Ok(endpoints(&["198.18.0.5:8080"]))).await.unwrap();
         let moved = async {
             loop {
-                if d.pick("web-svc:80")
+                if d.pick("web-svc:80", None)
                     .await
                     .map(|e| e.endpoint.addr.to_string())
                     == Some("198.18.0.5:8080".into())
@@ -222,7 +222,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for _ in 0..10 {
             assert_eq!(
-                d.pick("web-svc:80")
+                d.pick("web-svc:80", None)
                     .await
                     .unwrap()
                     .endpoint
@@ -249,7 +249,7 @@ mod tests {
             Some("web-svc.emojivoto")
         );
         // The same followed target serves picks.
-        assert!(d.pick("198.18.0.10:80").await.is_some());
+        assert!(d.pick("198.18.0.10:80", None).await.is_some());
         assert_eq!(d.targets.len(), 1);
     }
 
@@ -261,7 +261,10 @@ mod tests {
             .unwrap();
         let d = sets(&nothing.to_string(), Duration::from_millis(1));
         for i in 0..MAX_TARGETS + 50 {
-            assert!(d.pick(&format!("name-{i}.example:80")).await.is_none());
+            assert!(d
+                .pick(&format!("name-{i}.example:80"), None)
+                .await
+                .is_none());
         }
         assert_eq!(d.targets.len(), MAX_TARGETS);
         assert!(d.targets.contains("name-0.example:80"));
@@ -279,7 +282,7 @@ mod tests {
         }))
         .await
         .unwrap();
-        assert!(d.pick("example.com:443").await.is_none());
+        assert!(d.pick("example.com:443", None).await.is_none());
 
         let nothing = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -288,7 +291,8 @@ mod tests {
         // The first-answer wait is far longer than the test allows: a refused connection
         // must end it.
         let d = sets(&nothing.to_string(), Duration::from_secs(3600));
-        let picked = tokio::time::timeout(Duration::from_secs(60), d.pick("web-svc:80")).await;
+        let picked =
+            tokio::time::timeout(Duration::from_secs(60), d.pick("web-svc:80", None)).await;
         assert!(picked
             .expect("a refused controller is not waited for")
             .is_none());

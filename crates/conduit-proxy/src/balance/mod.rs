@@ -245,7 +245,28 @@ impl Balancer {
     /// endpoint sampled is replaced by the next one that is in, unless its probe is due
     /// (then it is the pick); with every endpoint out, all are used.
     pub fn pick(&self) -> Option<Arc<EndpointLoad>> {
+        self.pick_avoiding(None)
+    }
+
+    /// [`pick`](Self::pick), among the endpoints other than `avoid` when there are any
+    /// (a retry goes elsewhere than the attempt that failed).
+    pub fn pick_avoiding(&self, avoid: Option<SocketAddr>) -> Option<Arc<EndpointLoad>> {
         let eps = self.endpoints.lock();
+        match avoid {
+            Some(addr) if eps.len() > 1 && eps.iter().any(|e| e.endpoint.addr == addr) => {
+                let others: Vec<_> = eps
+                    .iter()
+                    .filter(|e| e.endpoint.addr != addr)
+                    .cloned()
+                    .collect();
+                drop(eps);
+                self.choose(&others)
+            }
+            _ => self.choose(&eps),
+        }
+    }
+
+    fn choose(&self, eps: &[Arc<EndpointLoad>]) -> Option<Arc<EndpointLoad>> {
         match eps.len() {
             0 => None,
             1 => Some(eps[0].clone()),
@@ -254,11 +275,11 @@ impl Balancer {
                 let mut a = (r % n as u64) as usize;
                 let mut b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
                 let now = Instant::now();
-                match admitted(&eps, a, b, now) {
+                match admitted(eps, a, b, now) {
                     Sampled::Probe(i) => return Some(eps[i].clone()),
                     Sampled::Use(i) => a = i,
                 }
-                match admitted(&eps, b, a, now) {
+                match admitted(eps, b, a, now) {
                     Sampled::Probe(i) => return Some(eps[i].clone()),
                     Sampled::Use(i) => b = i,
                 }

@@ -22,6 +22,7 @@ use crate::{
         pool::{EndpointPool, EndpointPools, HttpVersion},
         record::{ConnTap, RecordHttp},
         respond::RespondToErrors,
+        retry::{budget::RetryBudget, Retry},
         route::Route,
         routes::MatchRoute,
         serve::HttpServer,
@@ -91,6 +92,8 @@ pub struct Forwarder {
     guards: Arc<[Arc<dyn RequestGuard>]>,
     /// With a control plane: the profiles requests take their routes from.
     profiles: Option<Arc<Profiles>>,
+    /// The retry budget of requests to targets without one of their own.
+    retry_budget: Arc<RetryBudget>,
 }
 
 impl Forwarder {
@@ -123,6 +126,7 @@ impl Forwarder {
             server_first,
             guards: Arc::new([header_limit]),
             profiles: shared.profiles.clone(),
+            retry_budget: Arc::default(),
         }
     }
 
@@ -262,11 +266,17 @@ impl Forwarder {
             .layer_fn(|s| RespondToErrors::new(s, direction, metrics.clone()))
             .layer_fn(|s| Guard::new(s, guards.clone()))
             .layer_fn(|s| RequestTimeouts::new(s, direction, metrics.clone()))
-            .service(Forward::new(
-                route,
-                self.config.tcp_idle_timeout,
-                self.config.http1_body_idle_timeout,
-            ));
+            .layer_fn(|s| {
+                Retry::new(
+                    s,
+                    direction,
+                    Some(self.config.http1_body_idle_timeout),
+                    metrics.retries.clone(),
+                    target.clone(),
+                    self.retry_budget.clone(),
+                )
+            })
+            .service(Forward::new(route, self.config.tcp_idle_timeout));
         if let Err(error) = self.http.serve(version, io, stack, drain).await {
             self.report_http_error(&error);
         }

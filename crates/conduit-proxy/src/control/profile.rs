@@ -12,7 +12,10 @@ use crate::{
         followed::{first_answer, FollowedTargets},
         Followed,
     },
-    http::routes::{no_profile, BudgetPolicy, Profile, ProfileRoute},
+    http::{
+        retry::budget::RetryBudget,
+        routes::{no_profile, BudgetPolicy, Profile, ProfileRoute},
+    },
 };
 use conduit_api::{
     destination as api,
@@ -82,11 +85,26 @@ pub fn profile(answer: api::Profile) -> Result<Profile, ProfileError> {
     Ok(Profile::new(routes, budget)?)
 }
 
+/// A followed target's profile, and its retry budget (which every request to it from
+/// this proxy shares).
+#[derive(Clone)]
+pub struct FollowedProfile {
+    pub rx: watch::Receiver<ProfileState>,
+    pub budget: Arc<RetryBudget>,
+}
+
+impl FollowedProfile {
+    /// The latest profile (none yet: no routes).
+    pub fn profile(&self) -> Arc<Profile> {
+        self.rx.borrow().clone().unwrap_or_else(no_profile)
+    }
+}
+
 /// Every followed target's profile.
 pub struct Profiles {
     discovery: Discovery,
     first_answer: Duration,
-    targets: Arc<FollowedTargets<watch::Receiver<ProfileState>>>,
+    targets: Arc<FollowedTargets<FollowedProfile>>,
 }
 
 impl Profiles {
@@ -102,15 +120,18 @@ impl Profiles {
 
     /// Follows `target`'s profile (marking it used) and waits, boundedly, for its first
     /// answer; `None` when no more targets may be followed.
-    pub async fn follow(&self, target: &str) -> Option<watch::Receiver<ProfileState>> {
+    pub async fn follow(&self, target: &str) -> Option<FollowedProfile> {
         let start = || {
             let (tx, rx) = watch::channel(None);
             tokio::spawn(follow(self.discovery.clone(), target.to_string(), tx));
-            rx
+            FollowedProfile {
+                rx,
+                budget: Arc::new(RetryBudget::default()),
+            }
         };
-        let mut rx = self.targets.use_or_start(target, start, |rx| rx.clone())?;
-        first_answer(&mut rx, self.first_answer, Option::is_none).await;
-        Some(rx)
+        let mut followed = self.targets.use_or_start(target, start, |f| f.clone())?;
+        first_answer(&mut followed.rx, self.first_answer, Option::is_none).await;
+        Some(followed)
     }
 }
 

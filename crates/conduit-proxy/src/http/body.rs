@@ -35,6 +35,8 @@ pub enum RequestBodyError {
     Client(#[from] hyper::Error),
     #[error("the client sent no part of the request body for {}", humantime::format_duration(*.0))]
     Idle(Duration),
+    #[error("the request body is still being sent by an earlier attempt")]
+    Held,
 }
 
 impl RequestBody {

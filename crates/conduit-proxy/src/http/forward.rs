@@ -4,15 +4,14 @@
 //! status (or the failure to get one) what failure accrual counts.
 
 use super::{
-    body::RequestBody,
     headers,
     pool::{EndpointPool, PooledBody},
+    retry::{replay::ReplayBody, Avoid, Served},
     route::Route,
 };
 use crate::{balance::accrual::Outcome, errors::ProxyError, transport::splice::splice};
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::{
     task::{Context, Poll},
@@ -26,23 +25,16 @@ pub struct Forward {
     route: Route,
     /// How long an upgraded connection may be silent both ways.
     tunnel_idle: Duration,
-    /// How long an HTTP/1 request body may stall.
-    body_idle: Duration,
 }
 
 impl Forward {
-    /// Forwards along `route`; tunnels silent for `tunnel_idle` are closed, and HTTP/1
-    /// request bodies stalled for `body_idle` fail.
-    pub fn new(route: Route, tunnel_idle: Duration, body_idle: Duration) -> Self {
-        Forward {
-            route,
-            tunnel_idle,
-            body_idle,
-        }
+    /// Forwards along `route`; tunnels silent for `tunnel_idle` are closed.
+    pub fn new(route: Route, tunnel_idle: Duration) -> Self {
+        Forward { route, tunnel_idle }
     }
 }
 
-impl tower::Service<Request<Incoming>> for Forward {
+impl tower::Service<Request<ReplayBody>> for Forward {
     type Response = Response<PooledBody>;
     type Error = ProxyError;
     type Future = BoxFuture<'static, Result<Response<PooledBody>, ProxyError>>;
@@ -51,13 +43,13 @@ impl tower::Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<ReplayBody>) -> Self::Future {
         let (route, idle) = (self.route.clone(), self.tunnel_idle);
-        let body_idle = (req.version() <= http::Version::HTTP_11).then_some(self.body_idle);
-        let mut req = req.map(|body| RequestBody::new(body, body_idle));
+        let mut req = req;
         let target = route.target(&req);
+        let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
         Box::pin(async move {
-            let picked = route.pick(target).await;
+            let picked = route.pick(target, avoid).await;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
                 return forward_upgrade(&picked.pool, req, idle).await;
             }
@@ -79,8 +71,10 @@ impl tower::Service<Request<Incoming>> for Forward {
             }
             let mut rsp = sent?;
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
-            // Metrics label the response with how the endpoint was authenticated.
+            // Metrics label the response with how the endpoint was authenticated; a retry
+            // avoids the endpoint if it failed.
             rsp.extensions_mut().insert(picked.pool.tls().clone());
+            rsp.extensions_mut().insert(Served(picked.pool.addr()));
             Ok(rsp)
         })
     }
@@ -90,7 +84,7 @@ impl tower::Service<Request<Incoming>> for Forward {
 /// the client's and the upstream's upgraded connections until either side closes.
 async fn forward_upgrade(
     endpoint: &EndpointPool,
-    mut req: Request<RequestBody>,
+    mut req: Request<ReplayBody>,
     idle: Duration,
 ) -> Result<Response<PooledBody>, ProxyError> {
     let is_connect = req.method() == Method::CONNECT;

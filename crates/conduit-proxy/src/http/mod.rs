@@ -14,6 +14,7 @@ pub mod headers;
 pub mod pool;
 pub mod record;
 pub mod respond;
+pub mod retry;
 pub mod route;
 pub mod routes;
 pub mod serve;

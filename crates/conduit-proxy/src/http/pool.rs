@@ -3,7 +3,10 @@
 //! A connection that went stale while idle is retried on a fresh one, because the request
 //! was never written. Knows nothing about how the endpoint was chosen.
 
-use super::body::{BodyEnd, OnBodyEnd, RequestBody, RequestBodyError, WatchEnd};
+use super::{
+    body::{BodyEnd, OnBodyEnd, RequestBodyError, WatchEnd},
+    retry::replay::ReplayBody,
+};
 use crate::{
     errors::ProxyError,
     peer::PeerTls,
@@ -115,8 +118,8 @@ pub struct EndpointPool {
     tls: PeerTls,
     version: HttpVersion,
     connector: Connector,
-    idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    idle: Mutex<Vec<(http1::SendRequest<ReplayBody>, Instant)>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<ReplayBody>>>,
     last_used: Mutex<Instant>,
 }
 
@@ -146,7 +149,7 @@ impl EndpointPool {
     /// Sends `req` on a pooled connection.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        req: Request<ReplayBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         *self.last_used.lock() = Instant::now();
         match self.version {
@@ -161,7 +164,7 @@ impl EndpointPool {
 
     async fn send_http1(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        mut req: Request<ReplayBody>,
     ) -> Result<Response<PooledBody>, ProxyError> {
         while let Some(mut sender) = self.checkout() {
             if sender.ready().await.is_err() {
@@ -184,7 +187,7 @@ impl EndpointPool {
     fn pooled(
         self: &Arc<Self>,
         rsp: Response<Incoming>,
-        sender: http1::SendRequest<RequestBody>,
+        sender: http1::SendRequest<ReplayBody>,
     ) -> Response<PooledBody> {
         let release = Release {
             sender,
@@ -197,13 +200,13 @@ impl EndpointPool {
     /// which becomes the tunnel if the upstream agrees.
     pub async fn send_upgrade(
         &self,
-        req: Request<RequestBody>,
+        req: Request<ReplayBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let mut sender = self.connect_http1(true).await?;
         sender.send_request(req).await.map_err(|e| self.failed(e))
     }
 
-    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(&self) -> Option<http1::SendRequest<ReplayBody>> {
         let mut idle = self.idle.lock();
         while let Some((sender, _)) = idle.pop() {
             if !sender.is_closed() {
@@ -213,7 +216,7 @@ impl EndpointPool {
         None
     }
 
-    fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
+    fn checkin(&self, sender: http1::SendRequest<ReplayBody>) {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE_PER_ENDPOINT && !sender.is_closed() {
             idle.push((sender, Instant::now()));
@@ -229,7 +232,7 @@ impl EndpointPool {
     async fn connect_http1(
         &self,
         upgrades: bool,
-    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    ) -> Result<http1::SendRequest<ReplayBody>, ProxyError> {
         let io = TokioIo::new(self.connector.connect(&self.endpoint, false).await?);
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -252,7 +255,7 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    async fn http2_sender(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    async fn http2_sender(&self) -> Result<http2::SendRequest<ReplayBody>, ProxyError> {
         let mut shared = self.h2.lock().await;
         if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
             return Ok(sender.clone());
@@ -310,7 +313,7 @@ pub fn describe(e: &hyper::Error) -> String {
 /// Hands an HTTP/1 connection back to its pool once its response body has been read to
 /// the end. A body that fails or is dropped early takes its connection with it.
 pub struct Release {
-    sender: http1::SendRequest<RequestBody>,
+    sender: http1::SendRequest<ReplayBody>,
     pool: Weak<EndpointPool>,
 }
 

@@ -662,6 +662,7 @@ mod tests {
                 let matched = RouteMatch {
                     route: profile.route(req.method(), path).clone(),
                     profile: profile.clone(),
+                    budget: None,
                 };
                 req.extensions_mut().insert(matched);
             }

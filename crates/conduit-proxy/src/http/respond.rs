@@ -2,7 +2,11 @@
 //! the one place that builds them; gRPC requests get a gRPC status instead), and reports
 //! each one in logs and metrics.
 
-use crate::{errors::ProxyError, peer::Direction, telemetry::metrics::Metrics};
+use crate::{
+    errors::{ProxyError, UNSENT_HEADER},
+    peer::Direction,
+    telemetry::metrics::Metrics,
+};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
@@ -79,6 +83,11 @@ where
                     };
                     if matches!(err, ProxyError::Unauthorized { .. }) {
                         rsp.extensions_mut().insert(DeniedByPolicy);
+                    }
+                    // The client's proxy may send elsewhere what never reached the app.
+                    if direction == Direction::Inbound && err.never_sent() {
+                        rsp.headers_mut()
+                            .insert(UNSENT_HEADER, http::HeaderValue::from_static("true"));
                     }
                     Ok(rsp.map(Either::Right))
                 }

@@ -49,8 +49,9 @@ impl Route {
         Some(target_of(authority, route.orig_dst.port()))
     }
 
-    /// Picks the endpoint for a request with `target`.
-    pub async fn pick(&self, target: Option<String>) -> Picked {
+    /// Picks the endpoint for a request with `target`, another than `avoid` if there is
+    /// one.
+    pub async fn pick(&self, target: Option<String>, avoid: Option<SocketAddr>) -> Picked {
         match self {
             Route::Fixed(pool) => Picked {
                 pool: pool.clone(),
@@ -58,7 +59,7 @@ impl Route {
             },
             Route::Discovered(route) => {
                 let endpoint = match target {
-                    Some(t) => route.endpoints.pick(&t).await,
+                    Some(t) => route.endpoints.pick(&t, avoid).await,
                     None => None,
                 };
                 match endpoint {

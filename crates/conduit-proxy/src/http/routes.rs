@@ -8,7 +8,8 @@
 //! there are.
 
 use crate::{
-    control::profile::{ProfileState, Profiles},
+    control::profile::{FollowedProfile as Followed, Profiles},
+    http::retry::budget::RetryBudget,
     http::route::target_of,
     telemetry::labels::KnownAuthorities,
 };
@@ -26,7 +27,6 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::sync::watch;
 
 /// The most memory one profile's compiled regexes may take (the controller's are
 /// checked one by one; together they could be larger).
@@ -133,11 +133,14 @@ impl Profile {
     }
 }
 
-/// A request's route, and the profile it is from (a request extension).
+/// A request's route, the profile it is from, and the retry budget of where it goes (a
+/// request extension).
 #[derive(Clone, Debug)]
 pub struct RouteMatch {
     pub route: Arc<ProfileRoute>,
     pub profile: Arc<Profile>,
+    /// `None`: the target has none of its own (it is not followed).
+    pub budget: Option<Arc<RetryBudget>>,
 }
 
 /// The profile of a name without one (shared: requests to it allocate nothing).
@@ -153,13 +156,16 @@ impl RouteMatch {
         RouteMatch {
             route: profile.default.clone(),
             profile,
+            budget: None,
         }
     }
 
-    fn of<B>(profile: &Arc<Profile>, req: &Request<B>) -> RouteMatch {
+    fn of<B>(followed: &Followed, req: &Request<B>) -> RouteMatch {
+        let profile = followed.profile();
         RouteMatch {
             route: profile.route(req.method(), req.uri().path()).clone(),
-            profile: profile.clone(),
+            budget: Some(followed.budget.clone()),
+            profile,
         }
     }
 }
@@ -178,7 +184,7 @@ struct ConnProfiles {
     orig_dst: SocketAddr,
     /// Inbound: only the pod's own Services have a profile here.
     only: Option<Arc<dyn KnownAuthorities>>,
-    current: Mutex<Option<(String, watch::Receiver<ProfileState>)>>,
+    current: Mutex<Option<(String, Followed)>>,
 }
 
 impl<S> MatchRoute<S> {
@@ -220,12 +226,11 @@ impl ConnProfiles {
         Some(target_of(authority, self.orig_dst.port()))
     }
 
-    /// The current profile of `target`, if the connection follows it already.
-    fn cached(&self, target: &str) -> Option<Arc<Profile>> {
+    /// The route of `req` to `target`, if the connection follows it already.
+    fn cached<B>(&self, target: &str, req: &Request<B>) -> Option<RouteMatch> {
         let current = self.current.lock();
-        let (_, rx) = current.as_ref().filter(|(t, _)| t == target)?;
-        let profile = rx.borrow().clone();
-        Some(profile.unwrap_or_else(no_profile))
+        let (_, followed) = current.as_ref().filter(|(t, _)| t == target)?;
+        Some(RouteMatch::of(followed, req))
     }
 }
 
@@ -248,8 +253,7 @@ where
             req.extensions_mut().insert(RouteMatch::default_route());
             return Either::Left(self.inner.call(req));
         };
-        if let Some(profile) = self.conn.cached(&target) {
-            let matched = RouteMatch::of(&profile, &req);
+        if let Some(matched) = self.conn.cached(&target, &req) {
             req.extensions_mut().insert(matched);
             return Either::Left(self.inner.call(req));
         }
@@ -262,16 +266,14 @@ where
                 Some(profiles) => profiles.follow(&target).await,
                 None => None,
             };
-            let profile = match followed {
-                Some(rx) => {
-                    let profile = rx.borrow().clone();
-                    *conn.current.lock() = Some((target, rx));
-                    profile
+            let matched = match followed {
+                Some(followed) => {
+                    let matched = RouteMatch::of(&followed, &req);
+                    *conn.current.lock() = Some((target, followed));
+                    matched
                 }
-                None => None,
+                None => RouteMatch::default_route(),
             };
-            let profile = profile.unwrap_or_else(no_profile);
-            let matched = RouteMatch::of(&profile, &req);
             req.extensions_mut().insert(matched);
             inner.call(req).await
         }))

@@ -280,6 +280,7 @@ mod tests {
                 retryable: false,
             }),
             profile: no_profile(),
+            budget: None,
         });
         req
     }

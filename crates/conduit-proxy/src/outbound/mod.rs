@@ -111,7 +111,7 @@ impl Outbound {
         followed: Option<&(&EndpointSets, String)>,
     ) -> (Endpoint, Option<Arc<EndpointLoad>>) {
         let picked = match followed {
-            Some((endpoints, target)) => endpoints.pick(target).await,
+            Some((endpoints, target)) => endpoints.pick(target, None).await,
             None => None,
         };
         let endpoint = picked

@@ -224,6 +224,49 @@ impl Overflow for TcpLabels {
     }
 }
 
+/// Labels of `route_attempt_total`: each attempt of a request (retries included) on its
+/// route, and how it went: the actual success rate, where `response_total` is the
+/// effective one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub direction: Direction,
+    pub route: Arc<str>,
+    #[prometheus(flatten)]
+    pub target: Target,
+    pub classification: Classification,
+}
+
+impl Overflow for AttemptLabels {
+    fn overflow(&self) -> Self {
+        AttemptLabels {
+            route: OVERFLOW.into(),
+            target: self.target.overflow(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Labels of `route_retry_total` (`reason`: why it was retried) and
+/// `route_retry_skipped_total` (`reason`: why it was not).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub direction: Direction,
+    pub route: Arc<str>,
+    #[prometheus(flatten)]
+    pub target: Target,
+    pub reason: &'static str,
+}
+
+impl Overflow for RetryLabels {
+    fn overflow(&self) -> Self {
+        RetryLabels {
+            route: OVERFLOW.into(),
+            target: self.target.overflow(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Labels of `endpoint_ejections_total`: the endpoint's port and workload.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EjectionLabels {
@@ -400,6 +443,14 @@ where
     register_capped(registry, overflowed, family, name, help)
 }
 
+/// What the retry layer counts (outbound).
+#[derive(Clone)]
+pub struct RetryMetrics {
+    pub attempts: Capped<AttemptLabels, Counter, fn() -> Counter>,
+    pub retries: Capped<RetryLabels, Counter, fn() -> Counter>,
+    pub skipped: Capped<RetryLabels, Counter, fn() -> Counter>,
+}
+
 /// All of the proxy's metrics and the registry that exports them.
 pub struct Metrics {
     registry: Registry,
@@ -407,6 +458,7 @@ pub struct Metrics {
     pub tcp: TcpMetrics,
     /// Endpoints taken out of their balancer (failure accrual).
     pub ejections: Capped<EjectionLabels, Counter, fn() -> Counter>,
+    pub retries: RetryMetrics,
     pub errors: Family<ErrorLabels, Counter>,
     pub detect: Family<DetectLabels, Counter>,
     pub server_first_ports: Family<PortLabels, Gauge>,
@@ -480,6 +532,26 @@ impl Metrics {
             "endpoint_ejections",
             "Endpoints taken out of their balancer for a backoff, after consecutive failures or a failed probe",
         );
+        let retries = RetryMetrics {
+            attempts: capped(
+                &mut registry,
+                &overflowed,
+                "route_attempt",
+                "Attempts of HTTP requests by route (retries included), by how each went: the actual success rate",
+            ),
+            retries: capped(
+                &mut registry,
+                &overflowed,
+                "route_retry",
+                "Requests sent again, by why (failure: a retryable route failed; unsent: the request never reached an application)",
+            ),
+            skipped: capped(
+                &mut registry,
+                &overflowed,
+                "route_retry_skipped",
+                "Retries not made, by why (budget: the Service's retry budget was spent; body: the request body was too large to replay; limit: too many attempts)",
+            ),
+        };
         registry.register(
             "metric_series_overflow",
             "Label sets a full metric family turned away (counted in its series labelled overflow)",
@@ -520,6 +592,7 @@ impl Metrics {
             http,
             tcp,
             ejections,
+            retries,
             errors,
             detect,
             server_first_ports,
