@@ -272,3 +272,73 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(retryable: bool) -> ProfileRoute {
+        ProfileRoute {
+            retryable,
+            ..ProfileRoute::default_route()
+        }
+    }
+
+    fn rsp(status: u16, tls: PeerTls, headers: &[(&'static str, &'static str)]) -> Response<()> {
+        let mut rsp = Response::builder().status(status);
+        for (k, v) in headers {
+            rsp = rsp.header(*k, *v);
+        }
+        let mut rsp = rsp.body(()).unwrap();
+        rsp.extensions_mut().insert(tls);
+        rsp
+    }
+
+    #[test]
+    fn what_is_retried_and_why() {
+        let addr: SocketAddr = "198.18.0.4:8080".parse().unwrap();
+        let meshed = PeerTls::Server("web.emojivoto.serviceaccount.identity".into());
+        let unsent = [(UNSENT_HEADER, "true")];
+        let cases: Vec<(Result<Response<()>, ProxyError>, bool, Option<Reason>)> = vec![
+            (Ok(rsp(200, PeerTls::None, &[])), true, None),
+            (Ok(rsp(503, PeerTls::None, &[])), true, Some(Reason::Failure)),
+            (Ok(rsp(503, PeerTls::None, &[])), false, None),
+            (
+                Ok(rsp(200, PeerTls::None, &[("grpc-status", "14")])),
+                true,
+                Some(Reason::Failure),
+            ),
+            // Only a meshed endpoint's proxy is believed about what never reached its app.
+            (Ok(rsp(502, meshed.clone(), &unsent)), false, Some(Reason::Unsent)),
+            (Ok(rsp(502, PeerTls::None, &unsent)), false, None),
+            (Err(ProxyError::UpstreamRefused { addr }), false, Some(Reason::Unsent)),
+            (
+                Err(ProxyError::UpstreamFailed {
+                    addr,
+                    reason: "reset".into(),
+                }),
+                false,
+                None,
+            ),
+            (
+                Err(ProxyError::UpstreamFailed {
+                    addr,
+                    reason: "reset".into(),
+                }),
+                true,
+                Some(Reason::Failure),
+            ),
+            (
+                Err(ProxyError::RequestBodyTimeout {
+                    idle: Duration::from_secs(1),
+                }),
+                true,
+                None,
+            ),
+        ];
+        for (result, retryable, expected) in cases {
+            let (_, reason) = outcome(&result, &route(retryable));
+            assert_eq!(reason, expected, "{result:?} (retryable: {retryable})");
+        }
+    }
+}
