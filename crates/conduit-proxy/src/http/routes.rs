@@ -184,7 +184,8 @@ struct ConnProfiles {
     orig_dst: SocketAddr,
     /// Inbound: only the pod's own Services have a profile here.
     only: Option<Arc<dyn KnownAuthorities>>,
-    current: Mutex<Option<(String, Followed)>>,
+    /// The last request's authority as it named it, its target, and its profile.
+    current: Mutex<Option<(Box<str>, String, Followed)>>,
 }
 
 impl<S> MatchRoute<S> {
@@ -210,26 +211,25 @@ impl<S> MatchRoute<S> {
 }
 
 impl ConnProfiles {
-    /// The target whose profile a request takes its route from, if any.
-    fn target<B>(&self, req: &Request<B>) -> Option<String> {
+    /// The authority a request names, when its profile is looked up here.
+    fn authority<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
         self.profiles.as_ref()?;
         let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
             req.headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         })?;
-        if let Some(only) = &self.only {
-            if !only.knows(authority, self.orig_dst) {
-                return None;
-            }
+        match &self.only {
+            Some(only) if !only.knows(authority, self.orig_dst) => None,
+            _ => Some(authority),
         }
-        Some(target_of(authority, self.orig_dst.port()))
     }
 
-    /// The route of `req` to `target`, if the connection follows it already.
-    fn cached<B>(&self, target: &str, req: &Request<B>) -> Option<RouteMatch> {
+    /// The route of `req`, naming `authority`, if the connection follows its target
+    /// already (compared as the client wrote it: no target is built per request).
+    fn cached<B>(&self, authority: &str, req: &Request<B>) -> Option<RouteMatch> {
         let current = self.current.lock();
-        let (_, followed) = current.as_ref().filter(|(t, _)| t == target)?;
+        let (_, _, followed) = current.as_ref().filter(|(a, _, _)| &**a == authority)?;
         Some(RouteMatch::of(followed, req))
     }
 }
@@ -249,14 +249,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(target) = self.conn.target(&req) else {
+        let Some(authority) = self.conn.authority(&req) else {
             req.extensions_mut().insert(RouteMatch::default_route());
             return Either::Left(self.inner.call(req));
         };
-        if let Some(matched) = self.conn.cached(&target, &req) {
+        if let Some(matched) = self.conn.cached(authority, &req) {
             req.extensions_mut().insert(matched);
             return Either::Left(self.inner.call(req));
         }
+        let authority: Box<str> = authority.into();
+        let target = target_of(&authority, self.conn.orig_dst.port());
         // A new target for this connection: follow it (waiting, boundedly, for its first
         // answer) before the request goes on.
         let (conn, inner) = (self.conn.clone(), self.inner.clone());
@@ -269,7 +271,7 @@ where
             let matched = match followed {
                 Some(followed) => {
                     let matched = RouteMatch::of(&followed, &req);
-                    *conn.current.lock() = Some((target, followed));
+                    *conn.current.lock() = Some((authority, target, followed));
                     matched
                 }
                 None => RouteMatch::default_route(),

@@ -122,23 +122,24 @@ where
             return Either::Left(self.inner.call(req).map_ok(untimed));
         };
         let grpc = is_grpc(req.headers());
-        let deadline = Instant::now() + timeout;
+        // One timer serves the head and then the body.
+        let mut sleep = Box::pin(tokio::time::sleep_until(Instant::now() + timeout));
         let fut = self.inner.call(req);
         Either::Right(Box::pin(async move {
             let expired = || ProxyError::RequestTimeout { limit, timeout };
-            match tokio::time::timeout_at(deadline, fut).await {
-                Ok(Ok(rsp)) => Ok(rsp.map(|body| TimedBody {
+            tokio::select! {
+                biased;
+                result = fut => result.map(|rsp| rsp.map(|body| TimedBody {
                     inner: Some(body),
                     deadline: Some(Expiry {
-                        sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                        sleep,
                         error: expired(),
                         grpc,
                         report,
                     }),
                 })),
-                Ok(Err(error)) => Err(error),
                 // Dropping the call drops the request upstream, and its connection.
-                Err(_) => Err(expired()),
+                () = &mut sleep => Err(expired()),
             }
         }))
     }
