@@ -43,6 +43,7 @@ pub trait Endpoint: Serialize + DeserializeOwned {
 pub const ENDPOINTS: &[(&str, Access)] = &[
     (StatQuery::PATH, StatQuery::ACCESS),
     (EdgesQuery::PATH, EdgesQuery::ACCESS),
+    (RoutesQuery::PATH, RoutesQuery::ACCESS),
     (WorkloadsQuery::PATH, WorkloadsQuery::ACCESS),
     (TapQuery::PATH, TapQuery::ACCESS),
     (TopQuery::PATH, TopQuery::ACCESS),
@@ -140,6 +141,55 @@ pub struct StatRow {
     pub tls_rate: Option<f64>,
     /// Open TCP connections into the resource.
     pub tcp_connections: u64,
+}
+
+/// `GET /api/routes`: golden metrics per route: a deployment's inbound requests by the
+/// routes of its own Services' profiles, or with `to`, its outbound requests to that
+/// Service by the routes of that Service's profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesQuery {
+    /// The deployment.
+    pub deployment: String,
+    /// Its namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only its requests to this Service (`name` or `name.namespace`; the deployment's
+    /// namespace by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The window rates cover, like `1m` (the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+impl Endpoint for RoutesQuery {
+    const PATH: &'static str = "/api/routes";
+    const ACCESS: Access = Access::viewer("routes");
+    type Answer = Vec<RouteRow>;
+}
+
+/// One row of `conduit routes`: a route's golden metrics over the window. Effective
+/// figures are what the clients saw (after retries); actual ones count every attempt,
+/// retries included (outbound only: a server's proxy does not retry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteRow {
+    /// The route's name in the profile, or `[default]`.
+    pub route: String,
+    /// The Service (`name.namespace`) whose profile names it; `null` when unknown.
+    pub service: Option<String>,
+    /// Requests per second.
+    pub request_rate: f64,
+    /// 0..1; `null` without traffic.
+    pub success_rate: Option<f64>,
+    /// Attempts per second, retries included; `null` inbound.
+    pub actual_request_rate: Option<f64>,
+    /// 0..1 per attempt; `null` inbound or without traffic.
+    pub actual_success_rate: Option<f64>,
+    /// Latency percentiles to the response's head, in milliseconds; `null` without
+    /// traffic.
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
 }
 
 /// `GET /api/edges`: who calls whom among deployments.

@@ -9,6 +9,7 @@ mod identity;
 mod inject;
 mod install;
 mod local;
+mod routes;
 mod stat;
 mod tap;
 mod top;
@@ -46,6 +47,8 @@ enum Command {
     Stat(stat::StatArgs),
     /// Who calls whom, with request rate and success rate.
     Edges(stat::EdgesArgs),
+    /// Golden metrics per route of a deployment (deploy/NAME), or of its requests to a Service (--to svc/NAME), from ServiceProfiles.
+    Routes(routes::RoutesArgs),
     /// Live requests of a resource's pods (deploy/NAME, pod/NAME, ns/NAME), until Ctrl-C or --max.
     Tap(tap::TapArgs),
     /// The busiest paths of a resource, from its live traffic over a window.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Local(args) => local::run(args),
         Command::Stat(args) => stat::stat(args),
         Command::Edges(args) => stat::edges(args),
+        Command::Routes(args) => routes::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
         Command::Identity(args) => identity::run(args),

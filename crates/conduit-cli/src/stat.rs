@@ -111,7 +111,7 @@ pub fn stat(args: StatArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ms(v: Option<f64>) -> String {
+pub fn ms(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
         Some(x) if x < 10.0 => format!("{x:.1}ms"),

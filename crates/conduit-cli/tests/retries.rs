@@ -261,6 +261,67 @@ fn a_retryable_route_hides_failures_within_the_budget_and_nothing_else_is_retrie
     // A small body is retried (until the budget or the limit says no).
     let seen = send(&rt, "PUT", "/blob", 1024, 10, 2);
     assert_eq!(count(&seen, "retried"), total(&seen), "{seen:?}");
+
+    // `conduit routes`: what the clients saw (effective) beside every attempt (actual).
+    let row = |rows: &[Value], route: &str| {
+        rows.iter()
+            .find(|r| r["route"] == route)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let args = [
+        "routes",
+        "deploy/client",
+        "-n",
+        "shop",
+        "--to",
+        "svc/flaky-svc",
+        "-o",
+        "json",
+    ];
+    let split = wait_until(Duration::from_secs(60), || {
+        let get = row(&rt.json(&args), "GET /");
+        let (effective, actual) = (
+            get["success_rate"].as_f64(),
+            get["actual_success_rate"].as_f64(),
+        );
+        matches!((effective, actual), (Some(e), Some(a)) if e > 0.99 && a < 0.9)
+    });
+    let rows = rt.json(&args);
+    assert!(split, "effective near 100%, actual near 80%: {rows:?}");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["route"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["GET /", "POST /orders", "PUT /blob", "[default]"],
+        "the profile's routes in order, [default] last: {rows:?}"
+    );
+    let wide = rt.ok(&[
+        "routes",
+        "deploy/client",
+        "-n",
+        "shop",
+        "--to",
+        "svc/flaky-svc",
+        "-o",
+        "wide",
+    ]);
+    assert!(
+        wide.contains("EFFECTIVE_SUCCESS") && wide.contains("ACTUAL_SUCCESS"),
+        "{wide}"
+    );
+    // The server's side, by the routes of its own Service's profile.
+    let inbound = rt.json(&["routes", "deploy/flaky", "-n", "shop", "-o", "json"]);
+    let get = row(&inbound, "GET /");
+    assert_eq!(get["service"], "flaky-svc.shop", "{inbound:?}");
+    assert!(
+        get["request_rate"].as_f64().is_some_and(|r| r > 0.0),
+        "{inbound:?}"
+    );
+    assert!(
+        get["actual_success_rate"].is_null(),
+        "a server's proxy does not retry: {inbound:?}"
+    );
     clean(files);
 }
 

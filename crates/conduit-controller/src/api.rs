@@ -8,7 +8,7 @@
 
 use crate::{
     discovery::{PodInfo, Workloads},
-    store::Store,
+    store::{RouteScope, Store},
     tap::TapRequest,
     top::Top,
 };
@@ -23,7 +23,8 @@ use conduit_api::{
     admin::{self, ProxyIdentity},
     http::{
         self, ApiError, EdgeRow, EdgesQuery, Endpoint, IdentityQuery, IdentityReport, IdentityRow,
-        Resource, StatQuery, StatRow, TapQuery, TopQuery, TopRow, WorkloadsQuery,
+        Resource, RouteRow, RoutesQuery, StatQuery, StatRow, TapQuery, TopQuery, TopRow,
+        WorkloadsQuery,
     },
 };
 use parking_lot::Mutex;
@@ -55,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route(http::METRICS_PATH, get(metrics))
         .route(StatQuery::PATH, get(stat))
         .route(EdgesQuery::PATH, get(edges))
+        .route(RoutesQuery::PATH, get(routes))
         .route(WorkloadsQuery::PATH, get(workloads))
         .route(TapQuery::PATH, get(tap))
         .route(TopQuery::PATH, get(top))
@@ -147,6 +149,40 @@ async fn edges(
         .store
         .lock()
         .edges(&workloads, q.namespace.as_deref(), window);
+    Ok(Json(rows))
+}
+
+async fn routes(
+    State(s): State<ApiState>,
+    Query(q): Query<RoutesQuery>,
+) -> Result<Json<Vec<RouteRow>>, BadRequest> {
+    let window = window(q.window.as_deref(), s.max_window)?;
+    let namespace = q.namespace.as_deref().unwrap_or("default");
+    if q.deployment.is_empty() {
+        return Err(BadRequest(
+            "deployment: expected the deployment whose routes to show".into(),
+        ));
+    }
+    let scope = match q.to.as_deref() {
+        None => RouteScope::Inbound,
+        Some(to) => {
+            let (name, ns) = to.split_once('.').unwrap_or((to, namespace));
+            if name.is_empty() || ns.is_empty() || ns.contains('.') {
+                return Err(BadRequest(format!(
+                    "to={to:?}: expected a Service as name or name.namespace"
+                )));
+            }
+            RouteScope::To {
+                namespace: ns,
+                name,
+            }
+        }
+    };
+    let workloads = s.workloads.borrow().clone();
+    let rows = s
+        .store
+        .lock()
+        .routes(&workloads, namespace, &q.deployment, scope, window);
     Ok(Json(rows))
 }
 

@@ -9,7 +9,10 @@ use crate::{
     discovery::{split_authority, Workloads},
     prom::Sample,
 };
-use conduit_api::http::{EdgeRow, Resource, StatRow};
+use conduit_api::{
+    http::{EdgeRow, Resource, RouteRow, StatRow},
+    profile::DEFAULT_ROUTE,
+};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
@@ -40,6 +43,15 @@ impl Traffic {
     }
 }
 
+/// One route's traffic: its responses as the clients saw them, and (outbound) every
+/// attempt, retries included.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteTraffic {
+    pub traffic: Traffic,
+    pub attempts: f64,
+    pub attempt_successes: f64,
+}
+
 /// One scrape of one proxy, reduced.
 #[derive(Clone, Debug)]
 pub struct PodScrape {
@@ -47,6 +59,10 @@ pub struct PodScrape {
     pub inbound: Traffic,
     /// Outbound traffic by authority.
     pub outbound: BTreeMap<String, Traffic>,
+    /// Inbound traffic by route.
+    pub inbound_routes: BTreeMap<String, RouteTraffic>,
+    /// Outbound traffic by destination Service (`dst_service`, `name.namespace`) and route.
+    pub outbound_routes: BTreeMap<(String, String), RouteTraffic>,
     pub tcp_open: f64,
     pub tcp_close: f64,
 }
@@ -58,6 +74,8 @@ impl PodScrape {
             at,
             inbound: Traffic::default(),
             outbound: BTreeMap::new(),
+            inbound_routes: BTreeMap::new(),
+            outbound_routes: BTreeMap::new(),
             tcp_open: 0.0,
             tcp_close: 0.0,
         };
@@ -65,7 +83,7 @@ impl PodScrape {
             let inbound = sample.label("direction") == Some("inbound");
             match sample.name.as_str() {
                 "response_total" => {
-                    if let Some(t) = s.traffic_of(sample) {
+                    let count = |t: &mut Traffic| {
                         t.responses += sample.value;
                         if sample.label("classification") == Some("success") {
                             t.successes += sample.value;
@@ -75,6 +93,20 @@ impl PodScrape {
                         }
                         if let Some(id) = sample.label("server_id") {
                             t.server_ids.insert(id.to_string());
+                        }
+                    };
+                    if let Some(t) = s.traffic_of(sample) {
+                        count(t);
+                    }
+                    if let Some(r) = s.route_of(sample) {
+                        count(&mut r.traffic);
+                    }
+                }
+                "route_attempt_total" => {
+                    if let Some(r) = s.route_of(sample) {
+                        r.attempts += sample.value;
+                        if sample.label("classification") == Some("success") {
+                            r.attempt_successes += sample.value;
                         }
                     }
                 }
@@ -89,6 +121,9 @@ impl PodScrape {
                     };
                     if let Some(t) = s.traffic_of(sample) {
                         t.add_bucket(le, sample.value);
+                    }
+                    if let Some(r) = s.route_of(sample) {
+                        r.traffic.add_bucket(le, sample.value);
                     }
                 }
                 "tcp_open_total" if inbound && sample.label("peer") == Some("src") => {
@@ -121,8 +156,28 @@ impl PodScrape {
 pub fn wanted(name: &str) -> bool {
     matches!(
         name,
-        "response_total" | "response_latency_ms_bucket" | "tcp_open_total" | "tcp_close_total"
+        "response_total"
+            | "response_latency_ms_bucket"
+            | "route_attempt_total"
+            | "tcp_open_total"
+            | "tcp_close_total"
     )
+}
+
+impl PodScrape {
+    /// The route traffic a sample counts toward: inbound by its route, outbound by its
+    /// destination Service and route.
+    fn route_of(&mut self, sample: &Sample) -> Option<&mut RouteTraffic> {
+        let route = sample.label("route")?.to_string();
+        match sample.label("direction")? {
+            "inbound" => Some(self.inbound_routes.entry(route).or_default()),
+            "outbound" => {
+                let service = sample.label("dst_service")?.to_string();
+                Some(self.outbound_routes.entry((service, route)).or_default())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// An edge: source namespace and deployment, destination namespace and deployment.
@@ -270,6 +325,133 @@ impl Store {
                 }
             })
             .collect()
+    }
+}
+
+/// Where `conduit routes` looks: a deployment's inbound traffic, or its outbound traffic
+/// to one Service.
+pub enum RouteScope<'a> {
+    Inbound,
+    /// To the Service `name` in `namespace`.
+    To {
+        namespace: &'a str,
+        name: &'a str,
+    },
+}
+
+impl Store {
+    /// The golden metrics by route of deployment `namespace/deployment` over `window`:
+    /// the routes of the profile (inbound: of each Service that selects its pods; `To`:
+    /// of that Service) in their order, with or without traffic, then any others seen,
+    /// `[default]` last.
+    pub fn routes(
+        &self,
+        workloads: &Workloads,
+        namespace: &str,
+        deployment: &str,
+        scope: RouteScope<'_>,
+        window: Duration,
+    ) -> Vec<RouteRow> {
+        let now = Instant::now();
+        let pods: Vec<_> = workloads
+            .pods
+            .iter()
+            .filter(|p| p.namespace == namespace && p.deployment == deployment)
+            .collect();
+        // The Services whose profiles name the routes, as `name.namespace`.
+        let services: Vec<(String, String)> = match scope {
+            RouteScope::To { namespace, name } => vec![(namespace.into(), name.into())],
+            RouteScope::Inbound => workloads
+                .services
+                .iter()
+                .filter(|s| {
+                    s.ports.iter().flat_map(|p| &p.endpoints).any(|e| {
+                        pods.iter()
+                            .any(|p| p.name == e.pod && p.namespace == s.namespace)
+                    })
+                })
+                .map(|s| (s.namespace.clone(), s.name.clone()))
+                .collect(),
+        };
+        // (route, service) in the order rows are shown.
+        let mut keys: Vec<(String, Option<String>)> = Vec::new();
+        for (ns, name) in &services {
+            if let Some(profile) = workloads.profile(ns, name) {
+                for r in &profile.routes {
+                    keys.push((r.name.clone(), Some(format!("{name}.{ns}"))));
+                }
+            }
+        }
+        let dst = match scope {
+            RouteScope::To { namespace, name } => Some(format!("{name}.{namespace}")),
+            RouteScope::Inbound => None,
+        };
+        let mut groups: BTreeMap<String, (Agg, f64, f64, f64)> = BTreeMap::new();
+        for pod in &pods {
+            let scrapes = self.window(&pod.namespace, &pod.name, now, window);
+            let Some(last) = scrapes.last() else { continue };
+            let seen: Vec<String> = match &dst {
+                None => last.inbound_routes.keys().cloned().collect(),
+                Some(d) => last
+                    .outbound_routes
+                    .keys()
+                    .filter(|(svc, _)| svc == d)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+            };
+            for route in seen {
+                let d = dst.as_deref();
+                let (agg, attempts, successes, secs) = groups.entry(route.clone()).or_default();
+                agg.add(scrapes, |s| route_traffic(s, d, &route).map(|r| &r.traffic));
+                let counter = |f: fn(&RouteTraffic) -> f64| {
+                    increase(
+                        scrapes
+                            .iter()
+                            .map(|s| route_traffic(s, d, &route).map_or(0.0, f)),
+                    )
+                };
+                *attempts += counter(|r| r.attempts);
+                *successes += counter(|r| r.attempt_successes);
+                if let (Some(first), Some(last)) = (scrapes.first(), scrapes.last()) {
+                    *secs = secs.max(last.at.duration_since(first.at).as_secs_f64());
+                }
+                if !keys.iter().any(|(r, _)| *r == route) {
+                    let service = (route != DEFAULT_ROUTE).then(|| dst.clone()).flatten();
+                    keys.push((route, service));
+                }
+            }
+        }
+        // `[default]` always, and last.
+        if !keys.iter().any(|(r, _)| r == DEFAULT_ROUTE) {
+            keys.push((DEFAULT_ROUTE.to_string(), None));
+        }
+        keys.sort_by_key(|(r, _)| r == DEFAULT_ROUTE);
+        keys.into_iter()
+            .map(|(route, service)| {
+                let (agg, attempts, successes, secs) = groups.remove(&route).unwrap_or_default();
+                let q = |q| histogram_quantile(q, &agg.buckets);
+                let outbound = dst.is_some();
+                RouteRow {
+                    service: service.or_else(|| dst.clone()),
+                    request_rate: agg.rate,
+                    success_rate: (agg.responses > 0.0).then(|| agg.successes / agg.responses),
+                    actual_request_rate: (outbound && secs > 0.0).then(|| attempts / secs),
+                    actual_success_rate: (outbound && attempts > 0.0).then(|| successes / attempts),
+                    latency_ms_p50: q(0.5),
+                    latency_ms_p95: q(0.95),
+                    latency_ms_p99: q(0.99),
+                    route,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A scrape's traffic of `route`: inbound, or outbound to the Service `dst`.
+fn route_traffic<'s>(s: &'s PodScrape, dst: Option<&str>, route: &str) -> Option<&'s RouteTraffic> {
+    match dst {
+        None => s.inbound_routes.get(route),
+        Some(d) => s.outbound_routes.get(&(d.to_string(), route.to_string())),
     }
 }
 
@@ -507,6 +689,79 @@ tcp_close_total{{direction="inbound",peer="src",target_port="8080",srv_name="def
         assert_eq!(
             edges[0].server_ids,
             ["voting.emojivoto.serviceaccount.identity.conduit.cluster.local"]
+        );
+    }
+
+    #[test]
+    fn routes_effective_and_actual_in_profile_order() {
+        use conduit_k8s::profile::{Route, ServiceProfile};
+        let mut w = sample();
+        let route = |name: &str| Route {
+            name: name.into(),
+            method: None,
+            path_regex: "/".into(),
+            timeout_ms: None,
+            retryable: true,
+        };
+        w.profiles = vec![std::sync::Arc::new(ServiceProfile {
+            namespace: "emojivoto".into(),
+            name: "voting-svc.emojivoto.svc.cluster.local".into(),
+            routes: vec![route("vote"), route("results")],
+            retry_budget: None,
+        })];
+        // web calls voting: 100 responses (all successes, after retries) from 125 attempts.
+        let text = |responses: u32, attempts: u32, failed: u32| {
+            format!(
+                r#"response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",route="vote",dst_service="voting-svc.emojivoto",status_code="200",classification="success"}} {responses}
+route_attempt_total{{direction="outbound",route="vote",dst_service="voting-svc.emojivoto",classification="success"}} {}
+route_attempt_total{{direction="outbound",route="vote",dst_service="voting-svc.emojivoto",classification="failure"}} {failed}
+response_total{{direction="outbound",authority="voting-svc.emojivoto:8080",route="vote",dst_service="other.emojivoto",status_code="200",classification="success"}} 999
+response_total{{direction="inbound",authority="web-svc.emojivoto",route="[default]",status_code="200",classification="success"}} {responses}
+"#,
+                attempts - failed
+            )
+        };
+        let mut store = Store::new(Duration::from_secs(900));
+        let now = Instant::now();
+        store.record(
+            "emojivoto",
+            "web-1",
+            scrape(now - Duration::from_secs(10), &text(0, 0, 0)),
+        );
+        store.record("emojivoto", "web-1", scrape(now, &text(100, 125, 25)));
+        let to = RouteScope::To {
+            namespace: "emojivoto",
+            name: "voting-svc",
+        };
+        let rows = store.routes(&w, "emojivoto", "web", to, Duration::from_secs(60));
+        let names: Vec<&str> = rows.iter().map(|r| r.route.as_str()).collect();
+        assert_eq!(names, ["vote", "results", "[default]"]);
+        let vote = &rows[0];
+        assert_eq!(vote.service.as_deref(), Some("voting-svc.emojivoto"));
+        assert!((vote.request_rate - 10.0).abs() < 1e-9, "{vote:?}");
+        assert_eq!(vote.success_rate, Some(1.0));
+        assert!(
+            (vote.actual_request_rate.unwrap() - 12.5).abs() < 1e-9,
+            "{vote:?}"
+        );
+        assert!(
+            (vote.actual_success_rate.unwrap() - 0.8).abs() < 1e-9,
+            "{vote:?}"
+        );
+        // A route with no traffic is still shown, with nothing to say.
+        assert_eq!((rows[1].success_rate, rows[1].request_rate), (None, 0.0));
+        // Inbound: no retries, so no actual figures.
+        let rows = store.routes(
+            &w,
+            "emojivoto",
+            "web",
+            RouteScope::Inbound,
+            Duration::from_secs(60),
+        );
+        let default = rows.iter().find(|r| r.route == "[default]").unwrap();
+        assert_eq!(
+            (default.success_rate, default.actual_success_rate),
+            (Some(1.0), None)
         );
     }
 }

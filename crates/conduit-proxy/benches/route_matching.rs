@@ -10,7 +10,11 @@ use http::Method;
 fn profile(routes: usize) -> Profile {
     let routes = (0..routes)
         .map(|i| {
-            let method = if i % 2 == 0 { Method::GET } else { Method::POST };
+            let method = if i % 2 == 0 {
+                Method::GET
+            } else {
+                Method::POST
+            };
             let route = ProfileRoute {
                 name: format!("{method} /api/v1/things{i}/{{id}}").into(),
                 method: Some(method),
@@ -27,7 +31,11 @@ fn route_matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("route");
     for n in [10, 100, 1000] {
         let p = profile(n);
-        let last_method = if (n - 1) % 2 == 0 { Method::GET } else { Method::POST };
+        let last_method = if (n - 1) % 2 == 0 {
+            Method::GET
+        } else {
+            Method::POST
+        };
         let last = format!("/api/v1/things{}/abc123", n - 1);
         group.bench_with_input(BenchmarkId::new("last", n), &n, |b, _| {
             b.iter(|| black_box(p.route(&last_method, black_box(&last))))

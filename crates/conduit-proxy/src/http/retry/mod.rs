@@ -299,9 +299,14 @@ mod tests {
         let addr: SocketAddr = "198.18.0.4:8080".parse().unwrap();
         let meshed = PeerTls::Server("web.emojivoto.serviceaccount.identity".into());
         let unsent = [(UNSENT_HEADER, "true")];
-        let cases: Vec<(Result<Response<()>, ProxyError>, bool, Option<Reason>)> = vec![
+        type Case = (Result<Response<()>, ProxyError>, bool, Option<Reason>);
+        let cases: Vec<Case> = vec![
             (Ok(rsp(200, PeerTls::None, &[])), true, None),
-            (Ok(rsp(503, PeerTls::None, &[])), true, Some(Reason::Failure)),
+            (
+                Ok(rsp(503, PeerTls::None, &[])),
+                true,
+                Some(Reason::Failure),
+            ),
             (Ok(rsp(503, PeerTls::None, &[])), false, None),
             (
                 Ok(rsp(200, PeerTls::None, &[("grpc-status", "14")])),
@@ -309,9 +314,17 @@ mod tests {
                 Some(Reason::Failure),
             ),
             // Only a meshed endpoint's proxy is believed about what never reached its app.
-            (Ok(rsp(502, meshed.clone(), &unsent)), false, Some(Reason::Unsent)),
+            (
+                Ok(rsp(502, meshed.clone(), &unsent)),
+                false,
+                Some(Reason::Unsent),
+            ),
             (Ok(rsp(502, PeerTls::None, &unsent)), false, None),
-            (Err(ProxyError::UpstreamRefused { addr }), false, Some(Reason::Unsent)),
+            (
+                Err(ProxyError::UpstreamRefused { addr }),
+                false,
+                Some(Reason::Unsent),
+            ),
             (
                 Err(ProxyError::UpstreamFailed {
                     addr,
