@@ -9,6 +9,7 @@ mod identity;
 mod inject;
 mod install;
 mod local;
+mod profile;
 mod routes;
 mod stat;
 mod tap;
@@ -49,6 +50,8 @@ enum Command {
     Edges(stat::EdgesArgs),
     /// Golden metrics per route of a deployment (deploy/NAME), or of its requests to a Service (--to svc/NAME), from ServiceProfiles.
     Routes(routes::RoutesArgs),
+    /// Print a ServiceProfile for a Service: a template, or the routes of an OpenAPI 3 document or a .proto's gRPC services.
+    Profile(profile::ProfileArgs),
     /// Live requests of a resource's pods (deploy/NAME, pod/NAME, ns/NAME), until Ctrl-C or --max.
     Tap(tap::TapArgs),
     /// The busiest paths of a resource, from its live traffic over a window.
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::stat(args),
         Command::Edges(args) => stat::edges(args),
         Command::Routes(args) => routes::run(args),
+        Command::Profile(args) => profile::run(args),
         Command::Tap(args) => tap::run(args),
         Command::Top(args) => top::run(args),
         Command::Identity(args) => identity::run(args),

@@ -243,6 +243,7 @@ impl Forwarder {
             None => self.guards.clone(),
         };
         let (direction, metrics) = (self.direction, self.metrics.clone());
+        let retries = matches!(route, Route::Discovered(_));
         // Inbound, only the pod's own Services have routes.
         let own = (direction == Direction::Inbound).then(|| names.clone());
         let labels = AuthorityLabels::new(accepted.orig_dst, names);
@@ -270,6 +271,7 @@ impl Forwarder {
                 Retry::new(
                     s,
                     direction,
+                    retries,
                     Some(self.config.http1_body_idle_timeout),
                     metrics.retries.clone(),
                     target.clone(),

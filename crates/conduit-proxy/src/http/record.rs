@@ -23,7 +23,6 @@ use crate::{
     },
 };
 use bytes::Bytes;
-use conduit_api::profile::DEFAULT_ROUTE;
 use futures_util::future::BoxFuture;
 use http::{header, uri::Authority, HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
@@ -305,10 +304,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let named = Named::of(&req);
-        let route = req
-            .extensions()
-            .get::<RouteMatch>()
-            .map(|m| m.route.name.clone());
+        let route = RouteMatch::name_of(&req);
         let grpc = is_grpc(req.headers());
         let tapped = self.tap.as_ref().and_then(|t| {
             t.taps
@@ -324,7 +320,6 @@ where
                 _ => series.tls.clone(),
             };
             let counted = rsp.extensions().get::<DeniedByPolicy>().is_none().then(|| {
-                let route = route.unwrap_or_else(|| DEFAULT_ROUTE.into());
                 let key = series.request(named.as_ref().and_then(Named::as_str), &route);
                 let ms = start.elapsed().as_secs_f64() * 1000.0;
                 series.latency(&key, status_code, &tls, ms);

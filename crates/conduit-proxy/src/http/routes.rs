@@ -160,6 +160,14 @@ impl RouteMatch {
         }
     }
 
+    /// The name of the route of `req`: its match's, else the default route's.
+    pub fn name_of<B>(req: &Request<B>) -> Arc<str> {
+        match req.extensions().get::<RouteMatch>() {
+            Some(m) => m.route.name.clone(),
+            None => no_profile().default.name.clone(),
+        }
+    }
+
     fn of<B>(followed: &Followed, req: &Request<B>) -> RouteMatch {
         let profile = followed.profile();
         RouteMatch {
@@ -249,8 +257,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // No route named: the layers below take the default route, and nothing is
+        // allocated for it.
         let Some(authority) = self.conn.authority(&req) else {
-            req.extensions_mut().insert(RouteMatch::default_route());
             return Either::Left(self.inner.call(req));
         };
         if let Some(matched) = self.conn.cached(authority, &req) {

@@ -59,10 +59,9 @@ pub fn timeout_of<B>(req: &Request<B>) -> Option<(Duration, TimeoutLimit)> {
         let timeout = m.route.timeout?;
         Some((timeout, TimeoutLimit::Route(m.route.name.clone())))
     });
-    let grpc = req
-        .headers()
-        .get("grpc-timeout")
-        .and_then(grpc_timeout)
+    let grpc = is_grpc(req.headers())
+        .then(|| req.headers().get("grpc-timeout").and_then(grpc_timeout))
+        .flatten()
         .map(|t| (t, TimeoutLimit::Grpc));
     match (route, grpc) {
         (Some(r), Some(g)) => Some(if g.0 < r.0 { g } else { r }),
@@ -115,7 +114,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         use futures_util::TryFutureExt;
-        let timed = self.report.clone().zip(timeout_of(&req));
+        let timed = match &self.report {
+            Some(report) => timeout_of(&req).map(|t| (report.clone(), t)),
+            None => None,
+        };
         let Some((report, (timeout, limit))) = timed else {
             let untimed: fn(Response<RB>) -> Response<TimedBody<RB>> =
                 |rsp| rsp.map(TimedBody::untimed);

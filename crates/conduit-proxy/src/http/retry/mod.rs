@@ -34,9 +34,13 @@ use crate::{
     },
 };
 use budget::RetryBudget;
-use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Response};
+use futures_util::{
+    future::{BoxFuture, Either},
+    TryFutureExt,
+};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 use replay::{ReplayBody, MAX_REPLAY_BYTES};
 use std::{
     net::SocketAddr,
@@ -85,6 +89,8 @@ pub struct Retry<S> {
 
 struct ConnRetries {
     direction: Direction,
+    /// Whether requests may be retried: outbound, where discovery offers other endpoints.
+    retries: bool,
     /// How long an HTTP/1 request body may stall.
     body_idle: Option<Duration>,
     metrics: RetryMetrics,
@@ -92,15 +98,24 @@ struct ConnRetries {
     /// The budget of requests whose target has no budget of its own (no control plane,
     /// or more targets than are followed).
     fallback: Arc<RetryBudget>,
+    /// The attempt counters this connection used, by route name (compared by address:
+    /// names are shared from the profile) and classification, so that counting an
+    /// attempt builds and hashes no labels.
+    counters: parking_lot::Mutex<Vec<(Arc<str>, Classification, Counter)>>,
 }
 
+/// How many attempt counters a connection keeps at hand.
+const CACHED_COUNTERS: usize = 16;
+
 impl<S> Retry<S> {
-    /// Wraps `inner` for `direction`'s connections to `target`: HTTP/1 request bodies
-    /// stalled for `body_idle` fail; retries are counted in `metrics`; requests with no
-    /// budget of their own share `fallback`.
+    /// Wraps `inner` for `direction`'s connections to `target`, retrying when `retries`
+    /// (outbound with discovery: without other endpoints a retry could only go where the
+    /// attempt failed): HTTP/1 request bodies stalled for `body_idle` fail; retries are
+    /// counted in `metrics`; requests with no budget of their own share `fallback`.
     pub fn new(
         inner: S,
         direction: Direction,
+        retries: bool,
         body_idle: Option<Duration>,
         metrics: RetryMetrics,
         target: Target,
@@ -110,10 +125,12 @@ impl<S> Retry<S> {
             inner,
             conn: Arc::new(ConnRetries {
                 direction,
+                retries: retries && direction == Direction::Outbound,
                 body_idle,
                 metrics,
                 target,
                 fallback,
+                counters: parking_lot::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -163,13 +180,25 @@ impl ConnRetries {
     }
 
     fn attempted(&self, route: &ProfileRoute, classification: Classification) {
+        let mut counters = self.counters.lock();
+        if let Some((_, _, c)) = counters
+            .iter()
+            .find(|(r, k, _)| Arc::ptr_eq(r, &route.name) && *k == classification)
+        {
+            c.inc();
+            return;
+        }
         let labels = AttemptLabels {
             direction: self.direction,
             route: route.name.clone(),
             target: self.target.clone(),
             classification,
         };
-        self.metrics.attempts.get(&labels).inc();
+        let counter = self.metrics.attempts.get(&labels);
+        counter.inc();
+        if counters.len() < CACHED_COUNTERS {
+            counters.push((route.name.clone(), classification, counter));
+        }
     }
 }
 
@@ -184,32 +213,32 @@ where
 {
     type Response = Response<RB>;
     type Error = ProxyError;
-    type Future = BoxFuture<'static, Result<Response<RB>, ProxyError>>;
+    type Future = Either<
+        futures_util::future::MapOk<S::Future, fn(Response<RB>) -> Response<RB>>,
+        BoxFuture<'static, Result<Response<RB>, ProxyError>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let conn = self.conn.clone();
         let body_idle = (req.version() <= http::Version::HTTP_11)
-            .then_some(conn.body_idle)
+            .then_some(self.conn.body_idle)
             .flatten();
-        let retries = conn.direction == Direction::Outbound
+        let retries = self.conn.retries
             && !(req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req));
-        let limit = if retries { MAX_REPLAY_BYTES } else { 0 };
-        let req = req.map(|body| ReplayBody::new(RequestBody::new(body, body_idle), limit));
+        if !retries {
+            // The answer never says what only this proxy may (inbound: the application's).
+            let req = req.map(|body| ReplayBody::once(RequestBody::new(body, body_idle)));
+            let fut = self.inner.call(req);
+            return Either::Left(fut.map_ok(without_unsent));
+        }
+        let conn = self.conn.clone();
+        let req =
+            req.map(|body| ReplayBody::new(RequestBody::new(body, body_idle), MAX_REPLAY_BYTES));
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
-        if !retries {
-            // Inbound: the application's answer never says what only this proxy may.
-            let fut = inner.call(req);
-            return Box::pin(async move {
-                let mut rsp = fut.await?;
-                rsp.headers_mut().remove(UNSENT_HEADER);
-                Ok(rsp)
-            });
-        }
         let matched = req
             .extensions()
             .get::<RouteMatch>()
@@ -221,18 +250,17 @@ where
             .unwrap_or_else(|| conn.fallback.clone());
         let policy = matched.profile.budget;
         budget.request(&policy);
-        let copy = req.body().copy();
-        let (parts, body) = req.into_parts();
-        Box::pin(async move {
+        let Some(copy) = req.body().copy() else {
+            return Either::Right(Box::pin(inner.call(req)));
+        };
+        // A retry needs the request's head again, not its extensions (which only the
+        // layers above read): the first attempt takes the original.
+        let head = Head::of(&req);
+        Either::Right(Box::pin(async move {
             let route = &matched.route;
-            let mut body = body;
+            let mut attempt = req;
             let mut retried = 0;
-            let mut avoid = None;
             loop {
-                let mut attempt = Request::from_parts(parts.clone(), body);
-                if let Some(addr) = avoid {
-                    attempt.extensions_mut().insert(Avoid(addr));
-                }
                 let result = inner.clone().oneshot(attempt).await;
                 let (classification, reason) = outcome(&result, route);
                 conn.attempted(route, classification);
@@ -247,12 +275,12 @@ where
                                 .retries
                                 .get(&conn.labels(route, reason.as_str()))
                                 .inc();
-                            avoid = match &result {
+                            let avoid = match &result {
                                 Ok(rsp) => rsp.extensions().get::<Served>().map(|s| s.0),
                                 Err(e) => e.upstream(),
                             };
                             retried += 1;
-                            body = next;
+                            attempt = head.request(next, avoid);
                             continue;
                         }
                     },
@@ -261,15 +289,55 @@ where
                     conn.metrics.skipped.get(&conn.labels(route, why)).inc();
                 }
                 copy.end();
-                let mut rsp = result?;
-                rsp.headers_mut().remove(UNSENT_HEADER);
+                let mut rsp = without_unsent(result?);
                 if retried > 0 {
                     rsp.headers_mut()
                         .insert(RETRIES_HEADER, HeaderValue::from(retried));
                 }
                 return Ok(rsp);
             }
-        })
+        }))
+    }
+}
+
+/// `rsp` without the header only a server's proxy may set, and only for its client's.
+fn without_unsent<B>(mut rsp: Response<B>) -> Response<B> {
+    static UNSENT: HeaderName = HeaderName::from_static(UNSENT_HEADER);
+    if !rsp.headers().is_empty() {
+        rsp.headers_mut().remove(&UNSENT);
+    }
+    rsp
+}
+
+/// What a retry sends again of a request: its head.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Head {
+    fn of<B>(req: &Request<B>) -> Head {
+        Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    /// The request again, with `body`, avoiding `avoid`.
+    fn request<B>(&self, body: B, avoid: Option<SocketAddr>) -> Request<B> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        if let Some(addr) = avoid {
+            req.extensions_mut().insert(Avoid(addr));
+        }
+        req
     }
 }
 

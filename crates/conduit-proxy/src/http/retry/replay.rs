@@ -39,7 +39,8 @@ struct Shared<B> {
 
 /// One attempt's request body.
 pub struct ReplayBody<B = RequestBody> {
-    shared: Arc<Mutex<Shared<B>>>,
+    /// `None`: the body is only passed through (nothing may retry it).
+    shared: Option<Arc<Mutex<Shared<B>>>>,
     /// How many of the copied chunks this attempt sent.
     replayed: usize,
     trailers_sent: bool,
@@ -48,10 +49,20 @@ pub struct ReplayBody<B = RequestBody> {
 }
 
 impl<B> ReplayBody<B> {
+    /// `body`, passed through: no retry may send it again.
+    pub fn once(body: B) -> ReplayBody<B> {
+        ReplayBody {
+            shared: None,
+            replayed: 0,
+            trailers_sent: false,
+            rest: Some(body),
+        }
+    }
+
     /// The first attempt's body: `body`, copied up to `limit` bytes for a retry.
     pub fn new(body: B, limit: usize) -> ReplayBody<B> {
         ReplayBody {
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Some(Arc::new(Mutex::new(Shared {
                 data: Vec::new(),
                 bytes: 0,
                 trailers: None,
@@ -60,16 +71,17 @@ impl<B> ReplayBody<B> {
                 rest: None,
                 limit,
                 replays: 0,
-            })),
+            }))),
             replayed: 0,
             trailers_sent: false,
             rest: Some(body),
         }
     }
 
-    /// A handle on the attempts' shared copy, to end it once no retry may follow.
-    pub fn copy(&self) -> ReplayCopy<B> {
-        ReplayCopy(self.shared.clone())
+    /// A handle on the attempts' shared copy, to end it once no retry may follow
+    /// (`None` for a body passed through).
+    pub fn copy(&self) -> Option<ReplayCopy<B>> {
+        self.shared.clone().map(ReplayCopy)
     }
 }
 
@@ -86,7 +98,7 @@ impl<B> ReplayCopy<B> {
         }
         shared.replays += 1;
         Some(ReplayBody {
-            shared: self.0.clone(),
+            shared: Some(self.0.clone()),
             replayed: 0,
             trailers_sent: false,
             rest: None,
@@ -107,8 +119,8 @@ impl<B> ReplayCopy<B> {
 
 impl<B> Drop for ReplayBody<B> {
     fn drop(&mut self) {
-        if let Some(rest) = self.rest.take() {
-            self.shared.lock().rest = Some(rest);
+        if let (Some(rest), Some(shared)) = (self.rest.take(), &self.shared) {
+            shared.lock().rest = Some(rest);
         }
     }
 }
@@ -136,7 +148,13 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        let mut shared = this.shared.lock();
+        let Some(shared) = &this.shared else {
+            return match this.rest.as_mut() {
+                Some(rest) => Pin::new(rest).poll_frame(cx),
+                None => Poll::Ready(None),
+            };
+        };
+        let mut shared = shared.lock();
         // A retry sends the copy first (empty for the first attempt).
         if this.rest.is_none() {
             if let Some(chunk) = shared.data.get(this.replayed) {
@@ -187,7 +205,10 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        let shared = self.shared.lock();
+        let Some(shared) = &self.shared else {
+            return self.rest.as_ref().is_none_or(Body::is_end_stream);
+        };
+        let shared = shared.lock();
         if self.replayed < shared.data.len() {
             return false;
         }
@@ -199,7 +220,13 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        let shared = self.shared.lock();
+        let Some(shared) = &self.shared else {
+            return self
+                .rest
+                .as_ref()
+                .map_or(SizeHint::with_exact(0), Body::size_hint);
+        };
+        let shared = shared.lock();
         let copied: u64 = shared.data[self.replayed.min(shared.data.len())..]
             .iter()
             .map(|d| d.len() as u64)
@@ -255,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_sends_the_same_body_and_trailers() {
         let first = ReplayBody::new(client(&["ab", "cd"], true), MAX_REPLAY_BYTES);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         let (bytes, trailers) = read(first).await;
         assert_eq!(bytes, "abcd");
         for _ in 0..2 {
@@ -270,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_that_never_read_the_body_hands_it_to_the_retry() {
         let first = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         // A refused connect: the request, body unread, is dropped.
         drop(first);
         let (bytes, trailers) = read(copy.replay().expect("replayable")).await;
@@ -280,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_read_in_part_is_replayed_then_read_on() {
         let mut first = ReplayBody::new(client(&["ab", "cd", "ef"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         let chunk = first.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(chunk, "ab");
         drop(first);
@@ -291,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_cannot_be_replayed() {
         let first = ReplayBody::new(client(&["abc", "def"], false), 5);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         assert_eq!(
             read(first).await.0,
             "abcdef",
@@ -300,7 +327,7 @@ mod tests {
         assert!(copy.replay().is_none());
         // One that fits exactly can.
         let first = ReplayBody::new(client(&["abc", "de"], false), 5);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         read(first).await;
         assert!(copy.replay().is_some());
     }
@@ -308,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn once_ended_the_copy_is_dropped_and_nothing_replays() {
         let first = ReplayBody::new(client(&["abc"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         read(first).await;
         copy.end();
         assert!(copy.replay().is_none());
@@ -318,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_while_an_attempt_still_holds_the_body_fails_rather_than_truncates() {
         let mut first = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy();
+        let copy = first.copy().unwrap();
         first.frame().await.unwrap().unwrap();
         // Not offered: the body is neither complete nor handed back.
         assert!(copy.replay().is_none());
