@@ -35,8 +35,49 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()"#,
     );
+    let grpc = python_deployment(
+        "shop",
+        "pricing",
+        "",
+        "pricing",
+        &[
+            "ports: [{containerPort: 9090}]",
+            "readinessProbe: {tcpSocket: {port: 9090}, periodSeconds: 1}",
+        ],
+        r#"import grpc, time
+from concurrent import futures
+class H(grpc.GenericRpcHandler):
+    def service(self, details):
+        slow = details.method.endswith("/Slow")
+        def handle(request, context):
+            if slow:
+                time.sleep(2)
+            return b"ok"
+        return grpc.unary_unary_rpc_method_handler(handle)
+s = grpc.server(futures.ThreadPoolExecutor(8))
+s.add_generic_rpc_handlers((H(),))
+s.add_insecure_port("0.0.0.0:9090")
+s.start()
+s.wait_for_termination()"#,
+    );
     format!(
-        r#"{server}apiVersion: v1
+        r#"{server}{grpc}apiVersion: v1
+kind: Service
+metadata: {{name: pricing-svc, namespace: shop}}
+spec:
+  selector: {{app: pricing}}
+  ports: [{{port: 9090, targetPort: 9090}}]
+---
+apiVersion: conduit.io/v1alpha1
+kind: ServiceProfile
+metadata: {{name: pricing-svc.shop.svc.cluster.local, namespace: shop}}
+spec:
+  routes:
+  - name: POST /shop.Pricing/Slow
+    condition: {{method: POST, pathRegex: /shop\.Pricing/Slow}}
+    timeout: 300ms
+---
+apiVersion: v1
 kind: Service
 metadata: {{name: catalog-svc, namespace: shop}}
 spec:
@@ -88,6 +129,19 @@ fn get(rt: &Runtime, path: &str) -> (u16, f64, String) {
         words.next().unwrap_or("").trim().to_string(),
     )
 }
+
+/// A unary gRPC call from the client with grpcio (10 s deadline of its own): the status's
+/// name and details, and the seconds it took.
+const GRPC_CALL: &str = r#"
+import grpc, sys, time
+ch = grpc.insecure_channel("pricing-svc.shop:9090")
+start = time.time()
+try:
+    ch.unary_unary(sys.argv[1], request_serializer=lambda x: x, response_deserializer=lambda x: x)(b"", timeout=10)
+    print("OK", time.time() - start)
+except grpc.RpcError as e:
+    print(e.code().name, time.time() - start, e.details())
+"#;
 
 fn metrics(rt: &Runtime, pod: &str) -> String {
     rt.exec(
@@ -171,6 +225,26 @@ fn profile_routes_label_requests_and_bound_them_with_their_timeouts() {
         )
         .is_some_and(|n| n >= 3.0),
         "{client}"
+    );
+
+    // gRPC: the route's timeout answers DEADLINE_EXCEEDED, long before the client's own.
+    let call = |method: &str| rt.exec("client", &["python3", "-c", GRPC_CALL, method]);
+    let ok = wait_until(Duration::from_secs(30), || {
+        call("/shop.Pricing/Quote").starts_with("OK")
+    });
+    assert!(
+        ok,
+        "the pricing service answers: {}",
+        call("/shop.Pricing/Quote")
+    );
+    let answer = call("/shop.Pricing/Slow");
+    let words: Vec<&str> = answer.splitn(3, ' ').collect();
+    assert_eq!(words[0], "DEADLINE_EXCEEDED", "{answer}");
+    let seconds: f64 = words[1].parse().unwrap_or(f64::NAN);
+    assert!(seconds < 1.9, "answered before the backend: {answer}");
+    assert!(
+        words[2].contains(r#"the timeout of route "POST /shop.Pricing/Slow" expired after 300ms"#),
+        "{answer}"
     );
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(meshed);
