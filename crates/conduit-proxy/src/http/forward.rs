@@ -47,7 +47,11 @@ impl tower::Service<Request<ReplayBody>> for Forward {
         let (route, idle) = (self.route.clone(), self.tunnel_idle);
         let mut req = req;
         let target = route.target(&req);
-        let avoid = req.extensions().get::<Avoid>().map(|a| a.0);
+        // Only where discovery offers endpoints can a retry go elsewhere.
+        let discovered = matches!(route, Route::Discovered(_));
+        let avoid = discovered
+            .then(|| req.extensions().get::<Avoid>().map(|a| a.0))
+            .flatten();
         Box::pin(async move {
             let picked = route.pick(target, avoid).await;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
@@ -74,7 +78,9 @@ impl tower::Service<Request<ReplayBody>> for Forward {
             // Metrics label the response with how the endpoint was authenticated; a retry
             // avoids the endpoint if it failed.
             rsp.extensions_mut().insert(picked.pool.tls().clone());
-            rsp.extensions_mut().insert(Served(picked.pool.addr()));
+            if discovered {
+                rsp.extensions_mut().insert(Served(picked.pool.addr()));
+            }
             Ok(rsp)
         })
     }
