@@ -2,10 +2,11 @@
 //! the `conduit.destination.v1.Profile` message, turned into routes by the proxy's own
 //! `profile`, then requests matched against them as `http/routes.rs` does. Checks that a
 //! profile is refused only for what the proxy cannot use (too many routes, a name no label
-//! may have, a method that is none, a regex that does not compile), that a kept one has
+//! may have, a method that is none, a gRPC status that is none, a regex that does not compile), that a kept one has
 //! every route in order, and that a request's route is the first whose method and whole
 //! path match, as each route's own regex says on its own (one `RegexSet` pass must agree
-//! with trying the routes one by one), else the default route.
+//! with trying the routes one by one), else the default route, and that its route
+//! retries exactly the gRPC statuses it names (none named: UNAVAILABLE).
 #![no_main]
 
 use conduit_api::{
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         && sent.routes.iter().all(|r| {
             is_route_name(&r.name)
                 && (r.method.is_empty() || http::Method::from_bytes(r.method.as_bytes()).is_ok())
+                && r.retry_grpc_codes.iter().all(|c| (1..=16).contains(c))
         })
         && regexes.iter().all(Option::is_some);
     let kept = match profile(message) {
@@ -56,16 +58,25 @@ fuzz_target!(|data: &[u8]| {
     paths.extend(["/", "/api/list", ""]);
     for method in [http::Method::GET, http::Method::POST] {
         for path in &paths {
-            let expected = sent
-                .routes
-                .iter()
-                .zip(&regexes)
-                .find(|(r, re)| {
-                    (r.method.is_empty() || r.method == method.as_str())
-                        && re.as_ref().is_some_and(|re| re.is_match(path))
-                })
-                .map_or(DEFAULT_ROUTE, |(r, _)| r.name.as_str());
-            assert_eq!(&*kept.route(&method, path).name, expected, "{method} {path:?}");
+            let expected = sent.routes.iter().zip(&regexes).find(|(r, re)| {
+                (r.method.is_empty() || r.method == method.as_str())
+                    && re.as_ref().is_some_and(|re| re.is_match(path))
+            });
+            let got = kept.route(&method, path);
+            let name = expected.map_or(DEFAULT_ROUTE, |(r, _)| r.name.as_str());
+            assert_eq!(&*got.name, name, "{method} {path:?}");
+            // A retryable route retries the gRPC statuses it names, else UNAVAILABLE.
+            for code in 0..20 {
+                let retried = expected.is_some_and(|(r, _)| {
+                    r.retryable
+                        && if r.retry_grpc_codes.is_empty() {
+                            code == 14
+                        } else {
+                            r.retry_grpc_codes.contains(&code)
+                        }
+                });
+                assert_eq!(got.retries_grpc(code), retried, "{name}: code {code}");
+            }
         }
     }
 });

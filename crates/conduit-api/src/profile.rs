@@ -23,3 +23,39 @@ pub fn is_route_name(name: &str) -> bool {
         && name != DEFAULT_ROUTE
         && !name.chars().any(char::is_control)
 }
+
+/// The gRPC status a retryable route is retried on when its profile names none.
+pub const DEFAULT_RETRY_GRPC_CODE: u32 = 14;
+
+/// The gRPC status codes by name, as a profile may write them (`UNAVAILABLE`, or
+/// `unavailable`, `resource-exhausted`).
+pub const GRPC_CODES: [(&str, u32); 16] = [
+    ("CANCELLED", 1),
+    ("UNKNOWN", 2),
+    ("INVALID_ARGUMENT", 3),
+    ("DEADLINE_EXCEEDED", 4),
+    ("NOT_FOUND", 5),
+    ("ALREADY_EXISTS", 6),
+    ("PERMISSION_DENIED", 7),
+    ("RESOURCE_EXHAUSTED", 8),
+    ("FAILED_PRECONDITION", 9),
+    ("ABORTED", 10),
+    ("OUT_OF_RANGE", 11),
+    ("UNIMPLEMENTED", 12),
+    ("INTERNAL", 13),
+    ("UNAVAILABLE", 14),
+    ("DATA_LOSS", 15),
+    ("UNAUTHENTICATED", 16),
+];
+
+/// The code a gRPC status name (any case, `-` for `_`) or number (1-16) stands for.
+pub fn grpc_code(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return (1..=16).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase().replace('-', "_");
+    GRPC_CODES
+        .iter()
+        .find(|(n, _)| *n == upper)
+        .map(|(_, c)| *c)
+}

@@ -1,6 +1,6 @@
 //! Routes end to end on the local runtime: a ServiceProfile's routes name the requests in
-//! both proxies' metrics, and a route's timeout answers 504 long before a slow backend
-//! would. Real pods: a Python HTTP server behind a Service with a profile, curl in a
+//! both proxies' metrics, a route's timeout answers 504 (gRPC: DEADLINE_EXCEEDED) long
+//! before a slow backend would, and a gRPC route retries the statuses it names. Real pods: a Python HTTP server behind a Service with a profile, curl in a
 //! meshed client pod, both proxies the real ones. Needs root.
 
 mod common;
@@ -44,14 +44,20 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()"#,
             "ports: [{containerPort: 9090}]",
             "readinessProbe: {tcpSocket: {port: 9090}, periodSeconds: 1}",
         ],
-        r#"import grpc, time
+        r#"import grpc, itertools, time
 from concurrent import futures
+calls = itertools.count()
 class H(grpc.GenericRpcHandler):
     def service(self, details):
-        slow = details.method.endswith("/Slow")
+        method = details.method
         def handle(request, context):
-            if slow:
+            if method.endswith("/Slow"):
                 time.sleep(2)
+            if method.endswith("/Flaky"):
+                n = next(calls)
+                if n % 2 == 0:
+                    code = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)[n // 2 % 2]
+                    context.abort(code, "every other call fails")
             return b"ok"
         return grpc.unary_unary_rpc_method_handler(handle)
 s = grpc.server(futures.ThreadPoolExecutor(8))
@@ -76,6 +82,10 @@ spec:
   - name: POST /shop.Pricing/Slow
     condition: {{method: POST, pathRegex: /shop\.Pricing/Slow}}
     timeout: 300ms
+  - name: POST /shop.Pricing/Flaky
+    condition: {{method: POST, pathRegex: /shop\.Pricing/Flaky}}
+    isRetryable: true
+    retryGrpcCodes: [UNAVAILABLE, RESOURCE_EXHAUSTED]
 ---
 apiVersion: v1
 kind: Service
@@ -246,6 +256,11 @@ fn profile_routes_label_requests_and_bound_them_with_their_timeouts() {
         words[2].contains(r#"the timeout of route "POST /shop.Pricing/Slow" expired after 300ms"#),
         "{answer}"
     );
+    // Every other call fails, UNAVAILABLE or RESOURCE_EXHAUSTED: the route retries both.
+    for i in 0..8 {
+        let answer = call("/shop.Pricing/Flaky");
+        assert!(answer.starts_with("OK"), "call {i}: {answer}");
+    }
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(meshed);
 }

@@ -195,6 +195,7 @@ fn profile_to_proto(profile: Option<&ServiceProfile>) -> Profile {
                 path_regex: r.path_regex.clone(),
                 timeout_ms: r.timeout_ms.unwrap_or(0),
                 retryable: r.retryable,
+                retry_grpc_codes: r.retry_grpc_codes.clone(),
             })
             .collect(),
         retry_budget: p.retry_budget.as_ref().map(|b| RetryBudget {
@@ -333,6 +334,7 @@ mod tests {
                     path_regex: "/api/list".into(),
                     timeout_ms: Some(timeout_ms),
                     retryable: true,
+                    retry_grpc_codes: vec![8],
                 }],
                 retry_budget: None,
             })
@@ -359,6 +361,7 @@ mod tests {
                 path_regex: "/api/list".into(),
                 timeout_ms: 300,
                 retryable: true,
+                retry_grpc_codes: vec![8],
             }]
         );
         // A server's proxy asks with its pod's port, not the Service's: the same profile.

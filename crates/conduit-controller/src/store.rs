@@ -702,6 +702,7 @@ tcp_close_total{{direction="inbound",peer="src",target_port="8080",srv_name="def
             path_regex: "/".into(),
             timeout_ms: None,
             retryable: true,
+            retry_grpc_codes: Vec::new(),
         };
         w.profiles = vec![std::sync::Arc::new(ServiceProfile {
             namespace: "emojivoto".into(),

@@ -399,6 +399,7 @@ pub fn crds() -> Vec<Value> {
                             "properties": { "method": string, "pathRegex": string },
                         },
                         "isRetryable": { "type": "boolean" },
+                        "retryGrpcCodes": { "type": "array", "items": string },
                         "timeout": string,
                     },
                 },

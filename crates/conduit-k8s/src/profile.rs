@@ -12,12 +12,13 @@
 //!   - name: GET /api/list
 //!     condition: {method: GET, pathRegex: /api/list}
 //!     isRetryable: true
+//!     retryGrpcCodes: [UNAVAILABLE]   # the default
 //!     timeout: 300ms
 //!   retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 10, ttl: 10s}
 //! ```
 
 use crate::manifest::{Document, ManifestError};
-use conduit_api::profile::{is_route_name, DEFAULT_ROUTE, MAX_ROUTES, MAX_ROUTE_NAME};
+use conduit_api::profile::{grpc_code, is_route_name, DEFAULT_ROUTE, MAX_ROUTES, MAX_ROUTE_NAME};
 use serde::{Deserialize, Serialize};
 
 /// The ServiceProfile kind's `apiVersion`.
@@ -46,6 +47,9 @@ pub struct Route {
     pub timeout_ms: Option<u64>,
     /// Whether a failed request may be sent again.
     pub retryable: bool,
+    /// The gRPC statuses a retryable route is retried on (empty: UNAVAILABLE).
+    #[serde(default)]
+    pub retry_grpc_codes: Vec<u32>,
 }
 
 /// How many retries a Service's clients may add.
@@ -74,6 +78,8 @@ struct RouteDoc {
     condition: ConditionDoc,
     #[serde(default)]
     is_retryable: bool,
+    #[serde(default)]
+    retry_grpc_codes: Vec<String>,
     #[serde(default)]
     timeout: Option<String>,
 }
@@ -162,12 +168,25 @@ pub fn service_profile(doc: &Document) -> Result<ServiceProfile, ManifestError> 
             None => None,
             Some(t) => Some(duration(&format!("{field}.timeout"), t)?),
         };
+        let mut retry_grpc_codes = Vec::new();
+        for (j, code) in r.retry_grpc_codes.iter().enumerate() {
+            let Some(c) = grpc_code(code) else {
+                return Err(doc.field_error(
+                    &format!("{field}.retryGrpcCodes[{j}]"),
+                    format!("{code:?} is not a gRPC status: a name like UNAVAILABLE or RESOURCE_EXHAUSTED, or a code from 1 to 16"),
+                ));
+            };
+            if !retry_grpc_codes.contains(&c) {
+                retry_grpc_codes.push(c);
+            }
+        }
         routes.push(Route {
             name: r.name,
             method,
             path_regex,
             timeout_ms,
             retryable: r.is_retryable,
+            retry_grpc_codes,
         });
     }
     let retry_budget = match spec.retry_budget {
@@ -211,6 +230,7 @@ spec:
   - name: GET /api/list
     condition: {method: get, pathRegex: /api/list}
     isRetryable: true
+    retryGrpcCodes: [unavailable, RESOURCE_EXHAUSTED, "13"]
     timeout: 300ms
   - name: vote
     condition: {pathRegex: "/api/vote.*"}
@@ -234,6 +254,7 @@ spec:
                 path_regex: "/api/list".into(),
                 timeout_ms: Some(300),
                 retryable: true,
+                retry_grpc_codes: vec![14, 8, 13],
             }
         );
         assert_eq!(
@@ -271,6 +292,11 @@ spec:
                 "timeout: 300ms",
                 "timeout: soon",
                 "spec.routes[0].timeout: \"soon\" is not a duration",
+            ),
+            (
+                "RESOURCE_EXHAUSTED",
+                "RESOURCE_TIRED",
+                "spec.routes[0].retryGrpcCodes[1]: \"RESOURCE_TIRED\" is not a gRPC status",
             ),
             (
                 "method: get",

@@ -20,6 +20,7 @@ fn profile(routes: usize) -> Profile {
                 method: Some(method),
                 timeout: None,
                 retryable: true,
+                retry_grpc: 1 << 14,
             };
             (route, format!("/api/v1/things{i}/[^/]+"))
         })

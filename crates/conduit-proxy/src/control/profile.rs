@@ -19,7 +19,7 @@ use crate::{
 };
 use conduit_api::{
     destination as api,
-    profile::{is_route_name, MAX_ROUTES},
+    profile::{is_route_name, DEFAULT_RETRY_GRPC_CODE, MAX_ROUTES},
 };
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
@@ -38,6 +38,8 @@ pub enum ProfileError {
     RouteName { index: usize, name: String },
     #[error("route {name:?}: {method:?} is not an HTTP method")]
     Method { name: String, method: String },
+    #[error("route {name:?}: {code} is not a gRPC status to retry on (1 to 16)")]
+    GrpcCode { name: String, code: u32 },
     #[error("the path regexes do not compile: {0}")]
     Regex(#[from] regex::Error),
 }
@@ -66,11 +68,22 @@ pub fn profile(answer: api::Profile) -> Result<Profile, ProfileError> {
                     }
                 })?),
             };
+        let mut retry_grpc = 0u32;
+        for &code in &r.retry_grpc_codes {
+            if !(1..=16).contains(&code) {
+                return Err(ProfileError::GrpcCode { name: r.name, code });
+            }
+            retry_grpc |= 1 << code;
+        }
+        if retry_grpc == 0 {
+            retry_grpc = 1 << DEFAULT_RETRY_GRPC_CODE;
+        }
         let route = ProfileRoute {
             name: r.name.into(),
             method,
             timeout: (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms)),
             retryable: r.retryable,
+            retry_grpc,
         };
         routes.push((route, r.path_regex));
     }
@@ -182,6 +195,7 @@ mod tests {
             path_regex: path.into(),
             timeout_ms: 300,
             retryable: true,
+            retry_grpc_codes: Vec::new(),
         }
     }
 
@@ -198,6 +212,17 @@ mod tests {
             ("list", Some(Duration::from_millis(300)), true)
         );
         assert_eq!(&*p.route(&http::Method::POST, "/api/list").name, "all");
+        // No codes named: UNAVAILABLE only; named: those.
+        assert!(list.retries_grpc(14) && !list.retries_grpc(8));
+        let mut named = route("named", "", "/");
+        named.retry_grpc_codes = vec![8, 13];
+        let p2 = profile(api::Profile {
+            routes: vec![named],
+            retry_budget: None,
+        })
+        .unwrap();
+        let r = p2.route(&http::Method::POST, "/");
+        assert!(r.retries_grpc(8) && r.retries_grpc(13) && !r.retries_grpc(14));
         assert_eq!(p.budget, BudgetPolicy::default());
 
         for (bad, says) in [
@@ -206,6 +231,13 @@ mod tests {
             (route("a\nb", "GET", "/"), "is not a route name"),
             (route("[default]", "GET", "/"), "is not a route name"),
             (route("x", "G T", "/"), "is not an HTTP method"),
+            (
+                api::Route {
+                    retry_grpc_codes: vec![17],
+                    ..route("x", "", "/")
+                },
+                "is not a gRPC status",
+            ),
         ] {
             let err = profile(api::Profile {
                 routes: vec![bad],

@@ -638,6 +638,7 @@ mod tests {
             method: None,
             timeout: None,
             retryable: false,
+            retry_grpc: 1 << 14,
         };
         let profile = Arc::new(
             Profile::new(

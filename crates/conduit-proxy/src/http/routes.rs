@@ -14,8 +14,8 @@ use crate::{
     telemetry::labels::KnownAuthorities,
 };
 use conduit_api::profile::{
-    DEFAULT_MIN_RETRIES_PER_SECOND, DEFAULT_RETRY_RATIO_PERMILLE, DEFAULT_RETRY_TTL_MS,
-    DEFAULT_ROUTE,
+    DEFAULT_MIN_RETRIES_PER_SECOND, DEFAULT_RETRY_GRPC_CODE, DEFAULT_RETRY_RATIO_PERMILLE,
+    DEFAULT_RETRY_TTL_MS, DEFAULT_ROUTE,
 };
 use futures_util::future::{BoxFuture, Either};
 use http::{header, Method, Request};
@@ -43,6 +43,8 @@ pub struct ProfileRoute {
     pub timeout: Option<Duration>,
     /// Whether failed requests may be sent again (the user says they are safe to repeat).
     pub retryable: bool,
+    /// The gRPC statuses a retryable route's calls are retried on: bit `c` for code `c`.
+    pub retry_grpc: u32,
 }
 
 impl ProfileRoute {
@@ -53,7 +55,13 @@ impl ProfileRoute {
             method: None,
             timeout: None,
             retryable: false,
+            retry_grpc: 1 << DEFAULT_RETRY_GRPC_CODE,
         }
+    }
+
+    /// Whether a call answered gRPC status `code` may be retried on this route.
+    pub fn retries_grpc(&self, code: u32) -> bool {
+        self.retryable && code < 32 && self.retry_grpc & (1 << code) != 0
     }
 }
 
@@ -299,8 +307,7 @@ mod tests {
         ProfileRoute {
             name: name.into(),
             method,
-            timeout: None,
-            retryable: false,
+            ..ProfileRoute::default_route()
         }
     }
 

@@ -281,6 +281,7 @@ mod tests {
                 method: None,
                 timeout,
                 retryable: false,
+                retry_grpc: 1 << 14,
             }),
             profile: no_profile(),
             budget: None,

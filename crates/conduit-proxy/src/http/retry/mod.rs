@@ -2,8 +2,9 @@
 //! one that failed whenever there is another, within its Service's [`RetryBudget`].
 //!
 //! - A request on a route its profile marks retryable (any method: the user says it is
-//!   safe to repeat) is retried on a 5xx, a gRPC UNAVAILABLE (trailers-only), or a
-//!   failed exchange with the upstream.
+//!   safe to repeat) is retried on a 5xx, a gRPC status the route names (by default
+//!   UNAVAILABLE; trailers-only answers, whose status comes at once), or a failed
+//!   exchange with the upstream.
 //! - A request that provably never reached an application is retried whatever its route
 //!   and method, since it cannot have had an effect: connecting to the endpoint failed,
 //!   or the endpoint's proxy says (over mesh TLS, in [`UNSENT_HEADER`]) that it could not
@@ -153,17 +154,23 @@ fn outcome<B>(
             if meshed && rsp.headers().contains_key(UNSENT_HEADER) {
                 return (Classification::Failure, Some(Reason::Unsent));
             }
-            let grpc_unavailable = rsp
+            // A trailers-only gRPC answer says its status at once; one in trailers comes
+            // after the body, too late to retry without holding the body back.
+            let grpc = rsp
                 .headers()
                 .get("grpc-status")
-                .is_some_and(|s| s.as_bytes() == b"14");
-            if rsp.status().is_server_error() || grpc_unavailable {
-                (
+                .and_then(|s| s.to_str().ok()?.trim().parse::<u32>().ok());
+            match grpc {
+                Some(0) => (Classification::Success, None),
+                Some(code) => (
+                    Classification::Failure,
+                    route.retries_grpc(code).then_some(Reason::Failure),
+                ),
+                None if rsp.status().is_server_error() => (
                     Classification::Failure,
                     route.retryable.then_some(Reason::Failure),
-                )
-            } else {
-                (Classification::Success, None)
+                ),
+                None => (Classification::Success, None),
             }
         }
     }
@@ -380,6 +387,17 @@ mod tests {
                 Ok(rsp(200, PeerTls::None, &[("grpc-status", "14")])),
                 true,
                 Some(Reason::Failure),
+            ),
+            // Only the statuses the route names (by default UNAVAILABLE) are retried.
+            (
+                Ok(rsp(200, PeerTls::None, &[("grpc-status", "8")])),
+                true,
+                None,
+            ),
+            (
+                Ok(rsp(200, PeerTls::None, &[("grpc-status", "0")])),
+                true,
+                None,
             ),
             // Only a meshed endpoint's proxy is believed about what never reached its app.
             (
