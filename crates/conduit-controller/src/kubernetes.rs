@@ -344,6 +344,16 @@ impl<T> Default for Index<T> {
     }
 }
 
+/// What becomes of an object whose new version cannot be used.
+#[derive(Clone, Copy)]
+enum Refused {
+    /// It is gone (what `reduce` leaves out, such as a pod without an address).
+    Remove,
+    /// Its last good version stays (a profile a user got wrong: the proxies keep its
+    /// routes; the refusal is logged).
+    KeepLastGood,
+}
+
 impl<T> Index<T> {
     /// Applies a watch event; `reduce` keeps what matters of an object (`None`: nothing,
     /// as for a pod without an address). Returns whether the visible items changed and
@@ -352,13 +362,35 @@ impl<T> Index<T> {
         &mut self,
         event: watcher::Event<K>,
         reduce: impl Fn(&K) -> Option<T>,
-    ) -> (bool, bool) {
+    ) -> (bool, bool)
+    where
+        T: Clone,
+    {
+        self.apply_refusing(event, reduce, Refused::Remove)
+    }
+
+    /// [`apply`](Self::apply), where an object `reduce` refuses is handled as `refused`
+    /// says.
+    fn apply_refusing<K: Resource>(
+        &mut self,
+        event: watcher::Event<K>,
+        reduce: impl Fn(&K) -> Option<T>,
+        refused: Refused,
+    ) -> (bool, bool)
+    where
+        T: Clone,
+    {
         let key = |k: &K| (k.namespace().unwrap_or_default(), k.name_any());
         match event {
             watcher::Event::Apply(k) => {
-                match reduce(&k) {
-                    Some(t) => self.items.insert(key(&k), t),
-                    None => self.items.remove(&key(&k)),
+                match (reduce(&k), refused) {
+                    (Some(t), _) => {
+                        self.items.insert(key(&k), t);
+                    }
+                    (None, Refused::Remove) => {
+                        self.items.remove(&key(&k));
+                    }
+                    (None, Refused::KeepLastGood) => return (false, false),
                 };
                 (true, false)
             }
@@ -368,7 +400,12 @@ impl<T> Index<T> {
                 (false, false)
             }
             watcher::Event::InitApply(k) => {
-                if let (Some(list), Some(t)) = (self.relisting.as_mut(), reduce(&k)) {
+                let t = match (reduce(&k), refused) {
+                    (Some(t), _) => Some(t),
+                    (None, Refused::KeepLastGood) => self.items.get(&key(&k)).cloned(),
+                    (None, Refused::Remove) => None,
+                };
+                if let (Some(list), Some(t)) = (self.relisting.as_mut(), t) {
                     list.insert(key(&k), t);
                 }
                 (false, false)
@@ -384,7 +421,7 @@ impl<T> Index<T> {
 }
 
 /// What discovery keeps of a Service.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct ServiceFacts {
     vip: IpAddr,
     /// Port names (`""` when unnamed) and numbers.
@@ -392,7 +429,7 @@ struct ServiceFacts {
 }
 
 /// What discovery keeps of an EndpointSlice.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct SliceFacts {
     service: String,
     /// Port names (`""` when unnamed) and the numbers endpoints listen on.
@@ -402,7 +439,7 @@ struct SliceFacts {
 }
 
 /// What discovery keeps of a Namespace.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct NamespaceFacts {
     default_policy: Option<DefaultPolicy>,
     inject: bool,
@@ -436,9 +473,11 @@ impl Cluster {
             Update::Authorization(e) => self.authorizations.apply(*e, |o| {
                 from_api(o, "AuthorizationPolicy", policy::authorization_policy)
             }),
-            Update::Profile(e) => self.profiles.apply(*e, |o| {
-                from_api(o, "ServiceProfile", profile::service_profile).map(Arc::new)
-            }),
+            Update::Profile(e) => self.profiles.apply_refusing(
+                *e,
+                |o| from_api(o, "ServiceProfile", profile::service_profile).map(Arc::new),
+                Refused::KeepLastGood,
+            ),
         };
         if listed {
             self.listed.insert(source);
@@ -998,6 +1037,34 @@ mod tests {
         .await;
         assert_eq!(w.policy.authorization_policies.len(), 1, "{:?}", w.policy);
         assert_eq!(w.profiles.len(), 1, "{:?}", w.profiles);
+
+        // A profile updated into one that cannot be used keeps its last good routes, and
+        // a good update after it is taken.
+        let profile = |regex: &str| {
+            json!({
+                "apiVersion": "conduit.io/v1alpha1", "kind": "ServiceProfile",
+                "metadata": {"name": "web-svc.emojivoto.svc.cluster.local", "namespace": "emojivoto"},
+                "spec": {"routes": [{"name": "list", "condition": {"method": "GET", "pathRegex": regex}}]},
+            })
+        };
+        api.apply(profile("/api/(list"));
+        api.apply(namespace("marker", json!({})));
+        let w = until(&mut rx, "the marker namespace", |w| {
+            w.namespaces.contains("marker")
+        })
+        .await;
+        assert_eq!(
+            w.profiles[0].routes[0].path_regex, "/api/list",
+            "{:?}",
+            w.profiles
+        );
+        api.apply(profile("/api/lists?"));
+        until(&mut rx, "the good update", |w| {
+            w.profiles
+                .first()
+                .is_some_and(|p| p.routes[0].path_regex == "/api/lists?")
+        })
+        .await;
     }
 
     fn lists_of(api: &FakeApiServer, path: &str) -> usize {
