@@ -150,6 +150,7 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
         "kubernetes-api\n--------------\n√ can initialize the client\n√ can query the Kubernetes API\n√ is running the minimum Kubernetes version (1.29)",
         "√ the control plane namespace conduit exists",
         "√ the CRDs are installed",
+        "√ the Servers, AuthorizationPolicies and ServiceProfiles can be used",
         "√ the control plane pods are ready (1)",
         "√ the control plane API answers",
         "√ the proxy injector is configured",
@@ -201,6 +202,27 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
     assert!(
         said.contains("√ can create deployments") && said.contains("× can create secrets"),
         "{said}"
+    );
+
+    // A ServiceProfile the controller would refuse: named, with the field.
+    api.apply(json!({
+        "apiVersion": "conduit.io/v1alpha1", "kind": "ServiceProfile",
+        "metadata": {"name": "web-svc.emojivoto.svc.cluster.local", "namespace": "emojivoto"},
+        "spec": {"routes": [{"name": "list", "condition": {"pathRegex": "/api/(list"}}]},
+    }));
+    let out = conduit(&kubeconfig, &["check"]).await;
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("× the Servers, AuthorizationPolicies and ServiceProfiles can be used
+    the Kubernetes API, document 1 (ServiceProfile emojivoto/web-svc.emojivoto.svc.cluster.local): spec.routes[0].condition.pathRegex: not a regex"),
+        "{said}"
+    );
+    api.delete(
+        "conduit.io/v1alpha1",
+        "ServiceProfile",
+        "emojivoto",
+        "web-svc.emojivoto.svc.cluster.local",
     );
 
     // A missing CRD, an old cluster.

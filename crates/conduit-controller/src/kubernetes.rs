@@ -13,7 +13,7 @@ use conduit_api::names::{
     DEFAULT_POLICY_ANNOTATION, DEPLOYMENT_LABEL, INJECT_ANNOTATION, INJECT_ENABLED, PROXY_CONTAINER,
 };
 use conduit_k8s::{
-    manifest::{Document, Origin},
+    manifest::Document,
     policy::{self, AuthorizationPolicy, Resources, Server},
     profile::{self, ServiceProfile},
 };
@@ -743,15 +743,9 @@ fn from_api<T>(
     kind: &str,
     read: fn(&Document) -> Result<T, conduit_k8s::manifest::ManifestError>,
 ) -> Option<T> {
-    let doc = Document {
-        origin: Origin {
-            source: "the Kubernetes API".into(),
-            index: 1,
-            object: Some(format!("{kind} {}", object.name_any())),
-        },
-        text: String::new(),
-        value: serde_json::to_value(object).ok()?,
-    };
+    let namespace = object.namespace().unwrap_or_default();
+    let value = serde_json::to_value(object).ok()?;
+    let doc = Document::from_api(kind, &namespace, &object.name_any(), value);
     read(&doc)
         .inspect_err(|error| tracing::warn!(%error, "ignoring a policy resource"))
         .ok()

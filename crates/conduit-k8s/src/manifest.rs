@@ -42,6 +42,22 @@ pub struct Document {
     pub value: Value,
 }
 
+impl Document {
+    /// An object read from the Kubernetes API (`value`, as the API serves it), for the
+    /// same readers manifests go through: its errors name it as `kind namespace/name`.
+    pub fn from_api(kind: &str, namespace: &str, name: &str, value: Value) -> Document {
+        Document {
+            origin: Origin {
+                source: "the Kubernetes API".into(),
+                index: 1,
+                object: Some(format!("{kind} {namespace}/{name}")),
+            },
+            text: String::new(),
+            value,
+        }
+    }
+}
+
 /// A manifest that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -11,15 +11,19 @@ use conduit_api::{
     names::{PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION},
 };
 use conduit_identity::ca::TrustFiles;
-use conduit_k8s::inject::PROXY_VERSION;
+use conduit_k8s::{
+    inject::PROXY_VERSION,
+    manifest::{Document, ManifestError},
+    policy, profile,
+};
 use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
     core::v1::{ConfigMap, Namespace, Pod, Secret},
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    api::{ListParams, PostParams},
-    Api, Client,
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams},
+    Api, Client, ResourceExt,
 };
 
 /// The oldest Kubernetes the mesh supports: native sidecars are on by default from 1.29.
@@ -198,6 +202,54 @@ async fn pre_checks(client: &Client, ns: &str) -> Vec<Check> {
     checks
 }
 
+/// A kind users write for the mesh, and the reader the controller takes it through.
+type Reader = fn(&Document) -> Result<(), ManifestError>;
+
+/// Servers, AuthorizationPolicies and ServiceProfiles that the controller would refuse
+/// (and so ignore: a profile keeps its last good version), read by the same readers.
+async fn user_resources_check(client: &Client) -> Check {
+    let what = "the Servers, AuthorizationPolicies and ServiceProfiles can be used";
+    let kinds: [(&str, &str, Reader); 3] = [
+        (policy::API_VERSION, "Server", |d| {
+            policy::server(d).map(drop)
+        }),
+        (policy::API_VERSION, "AuthorizationPolicy", |d| {
+            policy::authorization_policy(d).map(drop)
+        }),
+        (profile::API_VERSION, "ServiceProfile", |d| {
+            profile::service_profile(d).map(drop)
+        }),
+    ];
+    let mut refused = Vec::new();
+    for (api_version, kind, read) in kinds {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        // A kind that cannot be listed is the CRD check's to report.
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            continue;
+        };
+        for object in list.items {
+            let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+            let Ok(value) = serde_json::to_value(&object) else {
+                continue;
+            };
+            if let Err(e) = read(&Document::from_api(kind, &namespace, &name, value)) {
+                refused.push(e.to_string());
+            }
+        }
+    }
+    if refused.is_empty() {
+        Check::ok(what)
+    } else {
+        Check::failed(
+            what,
+            refused.join("\n"),
+            "the controller ignores these (a ServiceProfile keeps its last good version): fix the fields named",
+        )
+    }
+}
+
 /// The control plane as installed: namespace, CRDs, ready pods, API, injector.
 async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
     let install = "`conduit install | kubectl apply -f -`";
@@ -235,6 +287,7 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
             format!("`conduit install --crds | kubectl apply -f -`, or {install}"),
         )
     });
+    checks.push(user_resources_check(client).await);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = controller_selector();
     let listed = pods.list(&ListParams::default().labels(&selector)).await;
