@@ -141,6 +141,10 @@ pub struct StatRow {
     pub tls_rate: Option<f64>,
     /// Open TCP connections into the resource.
     pub tcp_connections: u64,
+    /// 0..1: what meshed clients saw of the responses of the Services in front of the
+    /// resource, after their proxies' retries (`success_rate` counts every attempt that
+    /// reached it); `null` without such traffic, and for pods (clients call Services).
+    pub effective_success_rate: Option<f64>,
 }
 
 /// `GET /api/routes`: golden metrics per route: a deployment's inbound requests by the
@@ -576,11 +580,13 @@ mod tests {
             latency_ms_p99: None,
             tls_rate: None,
             tcp_connections: 0,
+            effective_success_rate: None,
         };
         assert_eq!(
             round_trip(&idle),
             json!({"namespace":"emojivoto","name":"vote-bot","meshed":"0/1","success_rate":null,"request_rate":0.0,
-                   "latency_ms_p50":null,"latency_ms_p95":null,"latency_ms_p99":null,"tls_rate":null,"tcp_connections":0})
+                   "latency_ms_p50":null,"latency_ms_p95":null,"latency_ms_p99":null,"tls_rate":null,"tcp_connections":0,
+                   "effective_success_rate":null})
         );
         let busy = StatRow {
             name: "voting".into(),
@@ -592,12 +598,14 @@ mod tests {
             latency_ms_p99: Some(12.6),
             tls_rate: Some(0.996),
             tcp_connections: 2,
+            effective_success_rate: Some(1.0),
             ..idle
         };
         assert_eq!(
             round_trip(&busy),
             json!({"namespace":"emojivoto","name":"voting","meshed":"1/1","success_rate":0.9667,"request_rate":2.04,
-                   "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tls_rate":0.996,"tcp_connections":2})
+                   "latency_ms_p50":0.73,"latency_ms_p95":4.2,"latency_ms_p99":12.6,"tls_rate":0.996,"tcp_connections":2,
+                   "effective_success_rate":1.0})
         );
     }
 

@@ -86,7 +86,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         rows = fetch();
     }
     writeln!(out, "\n$ conduit stat deploy -n emojivoto")?;
-    stat::print_stat(&rows, false, &mut out)?;
+    stat::print_stat(&rows, false, false, &mut out)?;
     let failures = if voting_fails(&rows) {
         "so its success rate (and the web's)\nsits below 100%"
     } else {

@@ -100,11 +100,8 @@ pub fn stat(args: StatArgs) -> anyhow::Result<()> {
                     ns.map(|n| format!(" in namespace {n}")).unwrap_or_default()
                 )?;
             } else {
-                print_stat(
-                    &rows,
-                    q.all_namespaces || matches!(q.output, Output::Wide),
-                    &mut out,
-                )?;
+                let wide = matches!(q.output, Output::Wide);
+                print_stat(&rows, q.all_namespaces || wide, wide, &mut out)?;
             }
         }
     }
@@ -124,10 +121,12 @@ pub fn percent(rate: Option<f64>, decimals: usize) -> String {
     rate.map_or("-".into(), |s| format!("{:.decimals$}%", s * 100.0))
 }
 
-/// Prints stat rows as the table of `conduit stat`.
+/// Prints stat rows as the table of `conduit stat`; `wide`: the success rate as the
+/// resource's clients saw it (effective, after retries) beside every attempt's (actual).
 pub fn print_stat(
     rows: &[StatRow],
     with_namespace: bool,
+    wide: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let table: Vec<Vec<String>> = rows
@@ -139,6 +138,9 @@ pub fn print_stat(
             }
             row.push(r.name.clone());
             row.push(r.meshed.clone());
+            if wide {
+                row.push(percent(r.effective_success_rate, 2));
+            }
             row.push(percent(r.success_rate, 2));
             row.push(if r.success_rate.is_none() {
                 "-".into()
@@ -164,6 +166,9 @@ pub fn print_stat(
         "TLS",
         "TCP_CONN",
     ];
+    if wide {
+        header.splice(2..3, ["EFFECTIVE_SUCCESS", "ACTUAL_SUCCESS"]);
+    }
     if with_namespace {
         header.insert(0, "NAMESPACE");
     }
@@ -276,7 +281,7 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        print_stat(&rows, false, &mut out).unwrap();
+        print_stat(&rows, false, false, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -291,6 +296,33 @@ mod tests {
             lines[2],
             "vote-bot   0/1      -         -        -             -             -             -      0"
         );
+    }
+
+    #[test]
+    fn wide_stat_tables_split_effective_and_actual_success() {
+        let rows: Vec<StatRow> = serde_json::from_str(
+            r#"[{"namespace":"shop","name":"flaky","meshed":"3/3","success_rate":0.8,"request_rate":85.0,
+                 "latency_ms_p50":4.0,"latency_ms_p95":20.0,"latency_ms_p99":30.0,"tls_rate":1.0,"tcp_connections":3,
+                 "effective_success_rate":0.999}]"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        print_stat(&rows, true, true, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header[..5],
+            [
+                "NAMESPACE",
+                "NAME",
+                "MESHED",
+                "EFFECTIVE_SUCCESS",
+                "ACTUAL_SUCCESS"
+            ]
+        );
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells[..5], ["shop", "flaky", "3/3", "99.90%", "80.00%"]);
     }
 
     #[test]

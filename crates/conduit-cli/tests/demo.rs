@@ -42,6 +42,7 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         .map(String::as_str)
         .collect();
     let mut expected = [
+        "effective_success_rate",
         "latency_ms_p50",
         "latency_ms_p95",
         "latency_ms_p99",
@@ -66,6 +67,10 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
         assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{r}");
         assert!(r["tcp_connections"].as_u64().unwrap() >= 1, "{r}");
     }
+    // The vote-bot and the web are meshed clients: what they saw of the voting Service.
+    assert!(row(&rows, "voting")["effective_success_rate"]
+        .as_f64()
+        .is_some());
     // Meshed to meshed is mutual TLS (the web also answers plaintext readiness probes).
     assert!(row(&rows, "voting")["tls_rate"].as_f64().unwrap() > 0.9);
     // The bot only calls out: nothing comes in.

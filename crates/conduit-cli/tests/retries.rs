@@ -310,6 +310,21 @@ fn a_retryable_route_hides_failures_within_the_budget_and_nothing_else_is_retrie
         wide.contains("EFFECTIVE_SUCCESS") && wide.contains("ACTUAL_SUCCESS"),
         "{wide}"
     );
+    // `conduit stat -o wide`: the clients' view (effective) above every attempt's.
+    let stat = rt.json(&["stat", "deploy", "flaky", "-n", "shop", "-o", "json"]);
+    let (effective, actual) = (
+        stat[0]["effective_success_rate"].as_f64(),
+        stat[0]["success_rate"].as_f64(),
+    );
+    assert!(
+        matches!((effective, actual), (Some(e), Some(a)) if e > a + 0.1),
+        "effective well above actual: {stat:?}"
+    );
+    let wide = rt.ok(&["stat", "deploy", "-n", "shop", "-o", "wide"]);
+    assert!(
+        wide.contains("EFFECTIVE_SUCCESS   ACTUAL_SUCCESS"),
+        "{wide}"
+    );
     // The server's side, by the routes of its own Service's profile.
     let inbound = rt.json(&["routes", "deploy/flaky", "-n", "shop", "-o", "json"]);
     let get = row(&inbound, "GET /");

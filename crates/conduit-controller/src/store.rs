@@ -264,8 +264,70 @@ impl Store {
         }
         groups
             .into_iter()
-            .map(|((namespace, name), agg)| agg.row(namespace, name))
+            .map(|((namespace, name), agg)| {
+                let effective = match resource {
+                    Resource::Pod => None,
+                    _ => {
+                        self.effective_success(workloads, resource, &namespace, &name, now, window)
+                    }
+                };
+                StatRow {
+                    effective_success_rate: effective,
+                    ..agg.row(namespace, name)
+                }
+            })
             .collect()
+    }
+
+    /// What meshed clients saw of the Services in front of the namespace or deployment
+    /// `namespace/name`: their outbound responses to those Services, after retries.
+    fn effective_success(
+        &self,
+        workloads: &Workloads,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        now: Instant,
+        window: Duration,
+    ) -> Option<f64> {
+        let member = |pod: &str| {
+            workloads.pods.iter().any(|p| {
+                p.namespace == namespace
+                    && p.name == pod
+                    && (resource == Resource::Namespace || p.deployment == name)
+            })
+        };
+        let services: BTreeSet<String> = workloads
+            .services
+            .iter()
+            .filter(|s| s.namespace == namespace)
+            .filter(|s| {
+                s.ports
+                    .iter()
+                    .flat_map(|p| &p.endpoints)
+                    .any(|e| member(&e.pod))
+            })
+            .map(|s| format!("{}.{}", s.name, s.namespace))
+            .collect();
+        let (mut responses, mut successes) = (0.0, 0.0);
+        for client in &workloads.pods {
+            let scrapes = self.window(&client.namespace, &client.name, now, window);
+            let Some(last) = scrapes.last() else { continue };
+            for (dst, route) in last.outbound_routes.keys() {
+                if !services.contains(dst) {
+                    continue;
+                }
+                let of =
+                    |f: fn(&Traffic) -> f64| {
+                        increase(scrapes.iter().map(|s| {
+                            route_traffic(s, Some(dst), route).map_or(0.0, |r| f(&r.traffic))
+                        }))
+                    };
+                responses += of(|t| t.responses);
+                successes += of(|t| t.successes);
+            }
+        }
+        (responses > 0.0).then(|| successes / responses)
     }
 
     /// Who calls whom among deployments in `namespace` (all when `None`), over `window`:
@@ -532,6 +594,7 @@ impl Agg {
             latency_ms_p99: q(0.99),
             tls_rate: (self.responses > 0.0).then(|| self.tls_responses / self.responses),
             tcp_connections: self.tcp.round() as u64,
+            effective_success_rate: None,
         }
     }
 }
