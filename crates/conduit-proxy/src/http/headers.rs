@@ -1,8 +1,38 @@
-//! Hop-by-hop header handling (RFC 9110 §7.6.1): headers that describe one connection
-//! are dropped when a message crosses the proxy, except for the `Upgrade` handshake,
-//! which is passed through so that WebSockets and the like work end to end.
+//! What the proxy reads of headers, and which it drops. Hop-by-hop headers (RFC 9110
+//! §7.6.1), which describe one connection, are dropped when a message crosses the proxy,
+//! except for the `Upgrade` handshake, which is passed through so that WebSockets and the
+//! like work end to end. Read here once for every layer: a request's authority, whether
+//! it is gRPC, and a gRPC status.
 
 use http::{header, HeaderMap, HeaderName, Method, Request};
+
+/// The authority a request names: its URI's (HTTP/2, or an absolute-form HTTP/1 target),
+/// else its `Host` header.
+pub fn authority_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// Whether a message is gRPC (`content-type: application/grpc...`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-status` in `headers` (a trailers-only response's, or trailers), if any.
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// Whether the request asks to switch protocols (`Upgrade`) or open a tunnel (`CONNECT`).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {

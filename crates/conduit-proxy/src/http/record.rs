@@ -10,6 +10,7 @@
 
 use super::{
     body::{BodyEnd, OnBodyEnd, WatchEnd},
+    headers::{grpc_status, is_grpc},
     respond::DeniedByPolicy,
     routes::RouteMatch,
 };
@@ -24,7 +25,7 @@ use crate::{
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{header, uri::Authority, HeaderMap, HeaderValue, Request, Response};
+use http::{header, uri::Authority, HeaderValue, Request, Response};
 use http_body::{Body, Frame};
 use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
@@ -271,22 +272,6 @@ impl Named {
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 impl<S, B, RB> tower::Service<Request<B>> for RecordHttp<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>>,
@@ -473,7 +458,7 @@ mod tests {
     }
 
     fn trailers(pairs: &[(&'static str, &'static str)]) -> Frame<Bytes> {
-        let mut map = HeaderMap::new();
+        let mut map = http::HeaderMap::new();
         for (k, v) in pairs {
             map.insert(*k, v.parse().unwrap());
         }

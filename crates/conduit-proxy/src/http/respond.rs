@@ -2,6 +2,7 @@
 //! the one place that builds them; gRPC requests get a gRPC status instead), and reports
 //! each one in logs and metrics.
 
+use super::headers::is_grpc;
 use crate::{
     errors::{ProxyError, UNSENT_HEADER},
     peer::Direction,
@@ -64,10 +65,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (method, uri) = (req.method().clone(), req.uri().clone());
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = is_grpc(req.headers());
         let fut = self.inner.call(req);
         let (direction, metrics) = (self.direction, self.metrics.clone());
         Box::pin(async move {

@@ -3,12 +3,15 @@
 //! endpoint of its authority picked by the balancer; a name discovery does not know (or
 //! cannot answer for yet) goes to the connection's original destination.
 
-use super::pool::{EndpointPool, EndpointPools, HttpVersion};
+use super::{
+    headers::authority_of,
+    pool::{EndpointPool, EndpointPools, HttpVersion},
+};
 use crate::{
     balance::{endpoints::EndpointSets, InFlight},
     transport::connect::Endpoint,
 };
-use http::{header, Request};
+use http::Request;
 use std::{net::SocketAddr, sync::Arc};
 
 /// How a connection's requests find their endpoint.
@@ -41,12 +44,7 @@ impl Route {
         let Route::Discovered(route) = self else {
             return None;
         };
-        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })?;
-        Some(target_of(authority, route.orig_dst.port()))
+        Some(target_of(authority_of(req)?, route.orig_dst.port()))
     }
 
     /// Picks the endpoint for a request with `target`, another than `avoid` if there is

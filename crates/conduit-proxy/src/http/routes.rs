@@ -10,7 +10,7 @@
 use crate::{
     control::profile::{FollowedProfile as Followed, Profiles},
     http::retry::budget::RetryBudget,
-    http::route::target_of,
+    http::{headers::authority_of, route::target_of},
     telemetry::labels::KnownAuthorities,
 };
 use conduit_api::profile::{
@@ -18,7 +18,7 @@ use conduit_api::profile::{
     DEFAULT_RETRY_TTL_MS, DEFAULT_ROUTE,
 };
 use futures_util::future::{BoxFuture, Either};
-use http::{header, Method, Request};
+use http::{Method, Request};
 use parking_lot::Mutex;
 use regex::{RegexSet, RegexSetBuilder};
 use std::{
@@ -230,11 +230,7 @@ impl ConnProfiles {
     /// The authority a request names, when its profile is looked up here.
     fn authority<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
         self.profiles.as_ref()?;
-        let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })?;
+        let authority = authority_of(req)?;
         match &self.only {
             Some(only) if !only.knows(authority, self.orig_dst) => None,
             _ => Some(authority),

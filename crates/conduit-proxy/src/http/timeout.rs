@@ -6,7 +6,7 @@
 //! Either way what is in flight upstream is dropped, which frees its connection. The
 //! client's proxy enforces timeouts: the outbound side.
 
-use super::routes::RouteMatch;
+use super::{headers::is_grpc, routes::RouteMatch};
 use crate::{
     errors::{ProxyError, TimeoutLimit},
     peer::Direction,
@@ -14,7 +14,7 @@ use crate::{
 };
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, Either};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use std::{
     future::Future,
@@ -87,12 +87,6 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
         _ => return None,
     };
     Some(timeout.min(MAX_GRPC_TIMEOUT))
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for RequestTimeouts<S>

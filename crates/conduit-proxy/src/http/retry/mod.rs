@@ -156,11 +156,7 @@ fn outcome<B>(
             }
             // A trailers-only gRPC answer says its status at once; one in trailers comes
             // after the body, too late to retry without holding the body back.
-            let grpc = rsp
-                .headers()
-                .get("grpc-status")
-                .and_then(|s| s.to_str().ok()?.trim().parse::<u32>().ok());
-            match grpc {
+            match headers::grpc_status(rsp.headers()) {
                 Some(0) => (Classification::Success, None),
                 Some(code) => (
                     Classification::Failure,
