@@ -238,10 +238,11 @@ where
             return Either::Left(fut.map_ok(without_unsent));
         }
         let conn = self.conn.clone();
-        let req =
-            req.map(|body| ReplayBody::new(RequestBody::new(body, body_idle), MAX_REPLAY_BYTES));
+        let (parts, body) = req.into_parts();
+        let (body, copy) = ReplayBody::new(RequestBody::new(body, body_idle), MAX_REPLAY_BYTES);
+        let req = Request::from_parts(parts, body);
+        // Every attempt is a clone's `oneshot`, which waits for it to be ready.
         let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
         let matched = req
             .extensions()
             .get::<RouteMatch>()
@@ -253,9 +254,6 @@ where
             .unwrap_or_else(|| conn.fallback.clone());
         let policy = matched.profile.budget;
         budget.request(&policy);
-        let Some(copy) = req.body().copy() else {
-            return Either::Right(Box::pin(inner.call(req)));
-        };
         // A retry needs the request's head again, not its extensions (which only the
         // layers above read): the first attempt takes the original.
         let head = Head::of(&req);

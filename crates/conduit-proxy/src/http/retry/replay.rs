@@ -59,29 +59,27 @@ impl<B> ReplayBody<B> {
         }
     }
 
-    /// The first attempt's body: `body`, copied up to `limit` bytes for a retry.
-    pub fn new(body: B, limit: usize) -> ReplayBody<B> {
-        ReplayBody {
-            shared: Some(Arc::new(Mutex::new(Shared {
-                data: Vec::new(),
-                bytes: 0,
-                trailers: None,
-                overflowed: limit == 0,
-                complete: false,
-                rest: None,
-                limit,
-                replays: 0,
-            }))),
+    /// The first attempt's body: `body`, copied up to `limit` bytes for a retry, and the
+    /// handle on the copy that makes the retries' bodies and ends the copy once no retry
+    /// may follow.
+    pub fn new(body: B, limit: usize) -> (ReplayBody<B>, ReplayCopy<B>) {
+        let shared = Arc::new(Mutex::new(Shared {
+            data: Vec::new(),
+            bytes: 0,
+            trailers: None,
+            overflowed: limit == 0,
+            complete: false,
+            rest: None,
+            limit,
+            replays: 0,
+        }));
+        let first = ReplayBody {
+            shared: Some(shared.clone()),
             replayed: 0,
             trailers_sent: false,
             rest: Some(body),
-        }
-    }
-
-    /// A handle on the attempts' shared copy, to end it once no retry may follow
-    /// (`None` for a body passed through).
-    pub fn copy(&self) -> Option<ReplayCopy<B>> {
-        self.shared.clone().map(ReplayCopy)
+        };
+        (first, ReplayCopy(shared))
     }
 }
 
@@ -281,8 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_sends_the_same_body_and_trailers() {
-        let first = ReplayBody::new(client(&["ab", "cd"], true), MAX_REPLAY_BYTES);
-        let copy = first.copy().unwrap();
+        let (first, copy) = ReplayBody::new(client(&["ab", "cd"], true), MAX_REPLAY_BYTES);
         let (bytes, trailers) = read(first).await;
         assert_eq!(bytes, "abcd");
         for _ in 0..2 {
@@ -296,8 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_that_never_read_the_body_hands_it_to_the_retry() {
-        let first = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy().unwrap();
+        let (first, copy) = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
         // A refused connect: the request, body unread, is dropped.
         drop(first);
         let (bytes, trailers) = read(copy.replay().expect("replayable")).await;
@@ -306,8 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_read_in_part_is_replayed_then_read_on() {
-        let mut first = ReplayBody::new(client(&["ab", "cd", "ef"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy().unwrap();
+        let (mut first, copy) =
+            ReplayBody::new(client(&["ab", "cd", "ef"], false), MAX_REPLAY_BYTES);
         let chunk = first.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(chunk, "ab");
         drop(first);
@@ -317,8 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_over_the_limit_cannot_be_replayed() {
-        let first = ReplayBody::new(client(&["abc", "def"], false), 5);
-        let copy = first.copy().unwrap();
+        let (first, copy) = ReplayBody::new(client(&["abc", "def"], false), 5);
         assert_eq!(
             read(first).await.0,
             "abcdef",
@@ -326,16 +321,14 @@ mod tests {
         );
         assert!(copy.replay().is_none());
         // One that fits exactly can.
-        let first = ReplayBody::new(client(&["abc", "de"], false), 5);
-        let copy = first.copy().unwrap();
+        let (first, copy) = ReplayBody::new(client(&["abc", "de"], false), 5);
         read(first).await;
         assert!(copy.replay().is_some());
     }
 
     #[tokio::test]
     async fn once_ended_the_copy_is_dropped_and_nothing_replays() {
-        let first = ReplayBody::new(client(&["abc"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy().unwrap();
+        let (first, copy) = ReplayBody::new(client(&["abc"], false), MAX_REPLAY_BYTES);
         read(first).await;
         copy.end();
         assert!(copy.replay().is_none());
@@ -344,8 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_retry_while_an_attempt_still_holds_the_body_fails_rather_than_truncates() {
-        let mut first = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
-        let copy = first.copy().unwrap();
+        let (mut first, copy) = ReplayBody::new(client(&["ab", "cd"], false), MAX_REPLAY_BYTES);
         first.frame().await.unwrap().unwrap();
         // Not offered: the body is neither complete nor handed back.
         assert!(copy.replay().is_none());
