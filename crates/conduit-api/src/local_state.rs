@@ -5,9 +5,9 @@
 //! write and read them. Writes are atomic (a temporary file renamed over the old one), so
 //! a reader never sees half a state.
 //!
-//! The file also carries the policy resources and ServiceProfiles the control plane
-//! serves, whose types belong to `conduit-k8s`, which builds on this crate; so [`State`]
-//! takes them as parameters, and the writer and the reader name the same ones.
+//! The file also carries the policy resources, ServiceProfiles and HTTPRoutes the control
+//! plane serves, whose types belong to `conduit-k8s`, which builds on this crate; so
+//! [`State`] takes them as parameters, and the writer and the reader name the same ones.
 
 use crate::inbound::{DefaultPolicy, Probe};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, io, net::Ipv4Addr, path::Path};
 
 /// The whole observed state of one runtime.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State<Policy, Profile> {
+pub struct State<Policy, Profile, HttpRoute> {
     /// The supervisor's process id.
     pub daemon_pid: u32,
     /// Incremented on every write, so readers can tell a change.
@@ -35,10 +35,13 @@ pub struct State<Policy, Profile> {
     // A function rather than `default`, which would ask `Profile: Default` of the reader.
     #[serde(default = "Vec::new")]
     pub profiles: Vec<Profile>,
+    /// The HTTPRoutes the control plane serves.
+    #[serde(default = "Vec::new")]
+    pub http_routes: Vec<HttpRoute>,
 }
 
 /// No runtime: what a reader sees before the first write.
-impl<Policy: Default, Profile> Default for State<Policy, Profile> {
+impl<Policy: Default, Profile, HttpRoute> Default for State<Policy, Profile, HttpRoute> {
     fn default() -> Self {
         State {
             daemon_pid: 0,
@@ -49,6 +52,7 @@ impl<Policy: Default, Profile> Default for State<Policy, Profile> {
             control_plane: Vec::new(),
             policy: Policy::default(),
             profiles: Vec::new(),
+            http_routes: Vec::new(),
         }
     }
 }
@@ -124,7 +128,7 @@ pub struct EndpointState {
     pub port: u16,
 }
 
-impl<Policy, Profile> State<Policy, Profile> {
+impl<Policy, Profile, HttpRoute> State<Policy, Profile, HttpRoute> {
     /// The pods that are not ready, with why.
     pub fn unready(&self) -> Vec<&PodState> {
         self.pods.iter().filter(|p| !p.ready).collect()
@@ -157,8 +161,8 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
 mod tests {
     use super::*;
 
-    /// A state without policy resources or profiles.
-    type Plain = State<(), ()>;
+    /// A state without policy resources, profiles or routes.
+    type Plain = State<(), (), ()>;
 
     #[test]
     fn state_round_trips_atomically() {

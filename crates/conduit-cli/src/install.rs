@@ -15,7 +15,8 @@ use std::{io::Write, path::PathBuf, time::Duration};
 
 #[derive(Args)]
 pub struct InstallArgs {
-    /// Print only the CustomResourceDefinitions (Server, AuthorizationPolicy, ServiceProfile).
+    /// Print only the CustomResourceDefinitions (Server, AuthorizationPolicy, ServiceProfile,
+    /// HTTPRoute).
     #[arg(long)]
     crds: bool,
     /// Three controller replicas on different nodes, and a PodDisruptionBudget.

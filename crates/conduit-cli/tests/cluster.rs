@@ -150,7 +150,7 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
         "kubernetes-api\n--------------\n√ can initialize the client\n√ can query the Kubernetes API\n√ is running the minimum Kubernetes version (1.29)",
         "√ the control plane namespace conduit exists",
         "√ the CRDs are installed",
-        "√ the Servers, AuthorizationPolicies and ServiceProfiles can be used",
+        "√ the Servers, AuthorizationPolicies, ServiceProfiles and HTTPRoutes can be used",
         "√ the control plane pods are ready (1)",
         "√ the control plane API answers",
         "√ the proxy injector is configured",
@@ -204,19 +204,38 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
         "{said}"
     );
 
-    // A ServiceProfile the controller would refuse: named, with the field.
+    // A ServiceProfile and an HTTPRoute the controller would refuse: named, with the
+    // field.
     api.apply(json!({
         "apiVersion": "conduit.io/v1alpha1", "kind": "ServiceProfile",
         "metadata": {"name": "web-svc.emojivoto.svc.cluster.local", "namespace": "emojivoto"},
         "spec": {"routes": [{"name": "list", "condition": {"pathRegex": "/api/(list"}}]},
     }));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web-canary", "namespace": "emojivoto"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "web-svc"}],
+            "rules": [{"backendRefs": [{"name": "web-canary"}]}],
+        },
+    }));
     let out = conduit(&kubeconfig, &["check"]).await;
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("× the Servers, AuthorizationPolicies and ServiceProfiles can be used
+        said.contains("× the Servers, AuthorizationPolicies, ServiceProfiles and HTTPRoutes can be used
     the Kubernetes API, document 1 (ServiceProfile emojivoto/web-svc.emojivoto.svc.cluster.local): spec.routes[0].condition.pathRegex: not a regex"),
         "{said}"
+    );
+    assert!(
+        said.contains("the Kubernetes API, document 1 (HTTPRoute emojivoto/web-canary): spec.rules[0].backendRefs[0].port: missing"),
+        "{said}"
+    );
+    api.delete(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "emojivoto",
+        "web-canary",
     );
     api.delete(
         "conduit.io/v1alpha1",

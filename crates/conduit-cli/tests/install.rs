@@ -70,9 +70,14 @@ fn every_install_passes_the_official_schemas() {
         "name: conduit-api-tls",
         "name: system:auth-delegator",
         "name: extension-apiserver-authentication-reader",
+        "name: httproutes.gateway.networking.k8s.io",
     ] {
         assert!(default.contains(kind), "{kind} missing");
     }
+    // A cluster with the Gateway API of its own keeps its HTTPRoute CRD.
+    let own = ok(&["install", "--set", "installGatewayApiCrds=false"]);
+    assert!(!own.contains("name: httproutes.gateway.networking.k8s.io"));
+    assert!(own.contains("name: serviceprofiles.conduit.io"));
     // The public API: an aggregated API whose ClusterRoles grant its verbs, served over
     // TLS only.
     assert!(default.contains("--api-tls-dir=/var/run/conduit/api-tls"));
@@ -110,7 +115,7 @@ fn every_install_passes_the_official_schemas() {
     validate("ha", &ha);
 
     let crds = ok(&["install", "--crds"]);
-    assert_eq!(crds.matches("kind: CustomResourceDefinition").count(), 3);
+    assert_eq!(crds.matches("kind: CustomResourceDefinition").count(), 4);
     validate("crds", &crds);
 
     // The user's own trust anchor and issuer (made by openssl) go in as given.
@@ -194,7 +199,7 @@ fn bad_values_are_named_and_nothing_is_printed() {
     }
 }
 
-/// Server, AuthorizationPolicy and ServiceProfile documents checked against the CRDs' own
+/// Server, AuthorizationPolicy, ServiceProfile and HTTPRoute documents checked against the CRDs' own
 /// schemas (the API server would do this on apply), with `jsonschema`, which
 /// kubernetes-validate brings along.
 #[test]
@@ -262,6 +267,23 @@ kind: ServiceProfile
 metadata: {name: bad.emojivoto.svc.cluster.local, namespace: emojivoto}
 spec:
   routes: [{name: no-condition}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-canary, namespace: emojivoto}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web-svc, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: "yes"}], path: {type: PathPrefix, value: /api}, method: GET}]
+    backendRefs: [{name: web-canary, port: 80}]
+  - backendRefs: [{name: web-svc, port: 80, weight: 90}, {name: web-canary, port: 80, weight: 10}]
+    timeouts: {request: 10s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad, namespace: emojivoto}
+spec:
+  rules: [{backendRefs: [{name: web-svc, port: 80, weight: 2000000}]}]
 "#;
     let dir = std::env::temp_dir();
     let (crd_file, doc_file) = (
@@ -301,6 +323,11 @@ spec:
         lines[6].starts_with("6 invalid: 'condition' is a required property"),
         "{text}"
     );
+    assert_eq!(lines[7], "7 ok", "{text}");
+    assert!(
+        lines[8].starts_with("8 invalid: 2000000 is greater than the maximum of 1000000"),
+        "{text}"
+    );
     // What the schemas let through, the control plane reads with the same code as the
     // local runtime; the good profile is one of those.
     let profile = docs.split("---").nth(5).unwrap();
@@ -308,4 +335,9 @@ spec:
         .unwrap()
         .remove(0);
     conduit_k8s::profile::service_profile(&doc).unwrap();
+    let route = docs.split("---").nth(7).unwrap();
+    let doc = conduit_k8s::manifest::parse(route, "route")
+        .unwrap()
+        .remove(0);
+    conduit_k8s::httproute::http_route(&doc).unwrap();
 }

@@ -2,7 +2,8 @@
 //! Service's virtual IP, or a pod's IP) and get a stream of complete endpoint sets, a new
 //! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
 //! so the proxy uses the original destination. Profiles (a Service's routes with their
-//! timeouts and retries, from its ServiceProfile) stream the same way.
+//! timeouts and retries, from its ServiceProfile, and where its requests go, from the
+//! HTTPRoutes attached to it, in the Gateway API's order) stream the same way.
 
 use crate::discovery::{
     follow, split_authority, when_changed, Input, PodInfo, ServiceInfo, ServicePortInfo, Workloads,
@@ -10,10 +11,14 @@ use crate::discovery::{
 use crate::grpc::{holding, Access};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
-    label, update, Endpoint, EndpointSet, GetDestination, NoEndpoints, Profile, RetryBudget, Route,
-    Update,
+    http_match, label, update, value_match, BackendRoute, Endpoint, EndpointSet, GetDestination,
+    HttpMatch, NoEndpoints, Profile, RetryBudget, Route, Update, ValueMatch, WeightedBackend,
 };
-use conduit_k8s::profile::ServiceProfile;
+use conduit_api::profile::MAX_ROUTES;
+use conduit_k8s::{
+    httproute::{self, HttpRoute, PathMatch, StringMatch},
+    profile::ServiceProfile,
+};
 use std::{collections::HashMap, pin::Pin, sync::Arc};
 use tokio::sync::watch;
 use tokio_stream::Stream;
@@ -153,15 +158,30 @@ impl Destination for DestinationService {
             path,
             context_namespace,
         } = checked(req.into_inner())?;
-        let profile_of = move |w: &Workloads| {
-            let (service, _) = w.service_of(&path, &context_namespace)?;
-            w.profile(&service.namespace, &service.name).cloned()
+        // The Service's profile and HTTPRoutes, and the Service port asked about.
+        let of = move |w: &Workloads| {
+            let (service, port) = w.service_of(&path, &context_namespace)?;
+            let profile = w.profile(&service.namespace, &service.name).cloned();
+            let routes = w.http_routes(&service.namespace, &service.name);
+            Some((profile, routes, service.name.clone(), port))
         };
         let inputs = {
-            let profile_of = profile_of.clone();
-            move |w: &Workloads| vec![Input::Profile(profile_of(w))]
+            let of = of.clone();
+            move |w: &Workloads| match of(w) {
+                Some((profile, routes, ..)) => {
+                    vec![Input::Profile(profile), Input::HttpRoutes(routes)]
+                }
+                None => vec![Input::Profile(None)],
+            }
         };
-        let answer = move |w: &Workloads| Some(profile_to_proto(profile_of(w).as_deref()));
+        let answer = move |w: &Workloads| {
+            let Some((profile, routes, service, port)) = of(w) else {
+                return Some(Profile::default());
+            };
+            let mut answer = profile_to_proto(profile.as_deref());
+            answer.backend_routes = backend_routes(&routes, &service, port);
+            Some(answer)
+        };
         Ok(Response::new(holding(
             follow(self.workloads.clone(), when_changed(inputs, answer)),
             admitted,
@@ -203,7 +223,60 @@ fn profile_to_proto(profile: Option<&ServiceProfile>) -> Profile {
             min_retries_per_second: b.min_retries_per_second,
             ttl_ms: b.ttl_ms,
         }),
+        backend_routes: Vec::new(),
     }
+}
+
+/// The matches of the HTTPRoutes attached to a Service, for requests to its `port`, in
+/// the Gateway API's order of precedence (at most a profile's number of routes: the
+/// first of them win).
+fn backend_routes(routes: &[Arc<HttpRoute>], service: &str, port: u16) -> Vec<BackendRoute> {
+    let attached = httproute::attached(routes.iter().map(|r| &**r), service, port);
+    if attached.len() > MAX_ROUTES {
+        tracing::warn!(
+            service,
+            matches = attached.len(),
+            "the Service's HTTPRoutes have more matches than a proxy takes: only the first {MAX_ROUTES} apply"
+        );
+    }
+    let value = |v: &httproute::ValueMatch| ValueMatch {
+        name: v.name.clone(),
+        value: Some(match &v.value {
+            StringMatch::Exact(s) => value_match::Value::Exact(s.clone()),
+            StringMatch::Regex(s) => value_match::Value::Regex(s.clone()),
+        }),
+    };
+    attached
+        .iter()
+        .take(MAX_ROUTES)
+        .map(|a| {
+            let rule = a.rule();
+            BackendRoute {
+                source: format!("{}/{}", a.route.namespace, a.route.name),
+                rule: a.rule as u32,
+                r#match: Some(HttpMatch {
+                    path: Some(match &a.matched.path {
+                        PathMatch::Exact(p) => http_match::Path::Exact(p.clone()),
+                        PathMatch::Prefix(p) => http_match::Path::Prefix(p.clone()),
+                        PathMatch::Regex(p) => http_match::Path::Regex(p.clone()),
+                    }),
+                    method: a.matched.method.clone().unwrap_or_default(),
+                    headers: a.matched.headers.iter().map(value).collect(),
+                    query_params: a.matched.query_params.iter().map(value).collect(),
+                }),
+                backends: (rule.backends.iter())
+                    .map(|b| WeightedBackend {
+                        authority: format!(
+                            "{}.{}.svc.cluster.local:{}",
+                            b.service, a.route.namespace, b.port
+                        ),
+                        weight: b.weight,
+                    })
+                    .collect(),
+                timeout_ms: rule.timeout_ms,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -395,5 +468,113 @@ mod tests {
             second.routes[0].timeout_ms, 500,
             "the next message is the change"
         );
+    }
+
+    #[tokio::test]
+    async fn a_services_http_routes_come_with_its_profile_in_precedence_order() {
+        use conduit_k8s::httproute::{Backend, ParentService, RequestMatch, Rule};
+        let any_path = |path: PathMatch, headers: usize| RequestMatch {
+            path,
+            method: None,
+            headers: (0..headers)
+                .map(|i| httproute::ValueMatch {
+                    name: format!("x-{i}"),
+                    value: StringMatch::Exact("1".into()),
+                })
+                .collect(),
+            query_params: Vec::new(),
+        };
+        let route = |name: &str, port: Option<u16>, matches, backends: &[(&str, u32)]| {
+            Arc::new(HttpRoute {
+                namespace: "emojivoto".into(),
+                name: name.into(),
+                created: None,
+                parents: vec![ParentService {
+                    name: "web-svc".into(),
+                    port,
+                }],
+                rules: vec![Rule {
+                    matches,
+                    backends: (backends.iter())
+                        .map(|(s, w)| Backend {
+                            service: s.to_string(),
+                            port: 80,
+                            weight: *w,
+                        })
+                        .collect(),
+                    timeout_ms: Some(0),
+                }],
+            })
+        };
+        let mut w = sample();
+        w.http_routes = vec![
+            route(
+                "split",
+                None,
+                vec![any_path(PathMatch::Prefix("/".into()), 0)],
+                &[("web-svc", 90), ("web-canary", 10)],
+            ),
+            route(
+                "canary",
+                Some(80),
+                vec![any_path(PathMatch::Prefix("/".into()), 1)],
+                &[("web-canary", 1)],
+            ),
+            route(
+                "elsewhere",
+                Some(81),
+                vec![any_path(PathMatch::Exact("/".into()), 0)],
+                &[],
+            ),
+        ];
+        let (_tx, rx) = watch::channel(Arc::new(w));
+        let mut client = serve(rx).await;
+        let ask = |path: &str| GetDestination {
+            path: path.into(),
+            context_namespace: "emojivoto".into(),
+        };
+        let mut web = client
+            .get_profile(ask("web-svc:80"))
+            .await
+            .unwrap()
+            .into_inner();
+        let routes = web.message().await.unwrap().unwrap().backend_routes;
+        let summary: Vec<String> = routes
+            .iter()
+            .map(|r| {
+                let m = r.r#match.as_ref().unwrap();
+                let backends: Vec<String> = (r.backends.iter())
+                    .map(|b| format!("{}*{}", b.authority, b.weight))
+                    .collect();
+                format!(
+                    "{} headers={} {}",
+                    r.source,
+                    m.headers.len(),
+                    backends.join(",")
+                )
+            })
+            .collect();
+        // The header match first; the route on another port not at all.
+        assert_eq!(
+            summary,
+            [
+                "emojivoto/canary headers=1 web-canary.emojivoto.svc.cluster.local:80*1",
+                "emojivoto/split headers=0 web-svc.emojivoto.svc.cluster.local:80*90,web-canary.emojivoto.svc.cluster.local:80*10",
+            ]
+        );
+        assert_eq!(routes[0].timeout_ms, Some(0));
+        // Another Service's: none.
+        let mut voting = client
+            .get_profile(ask("voting-svc:8080"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(voting
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .backend_routes
+            .is_empty());
     }
 }

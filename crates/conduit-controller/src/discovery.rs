@@ -5,7 +5,7 @@
 //! or a virtual IP) to Services.
 
 use conduit_api::local_state;
-use conduit_k8s::{policy::Resources, profile::ServiceProfile};
+use conduit_k8s::{httproute::HttpRoute, policy::Resources, profile::ServiceProfile};
 use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
@@ -26,6 +26,8 @@ pub struct Workloads {
     pub policy: Arc<Resources>,
     /// ServiceProfiles.
     pub profiles: Vec<Arc<ServiceProfile>>,
+    /// HTTPRoutes attached to Services.
+    pub http_routes: Vec<Arc<HttpRoute>>,
     /// Namespaces annotated `conduit.io/inject: enabled`, whose new pods the injector
     /// meshes.
     pub inject_namespaces: BTreeSet<String>,
@@ -65,6 +67,8 @@ pub struct Lookup {
     pod_names: OnceLock<HashMap<(String, String), usize>>,
     /// ServiceProfiles by name (the Service's fully qualified name).
     profiles: OnceLock<HashMap<String, usize>>,
+    /// The HTTPRoutes attached to each Service, by (namespace, name).
+    http_routes: OnceLock<HashMap<(String, String), Vec<usize>>>,
 }
 
 /// Positions by key, the first of equal keys winning.
@@ -156,6 +160,28 @@ impl Workloads {
             (self.lookup.profiles).get_or_init(|| positions(&self.profiles, |p| p.name.clone()));
         let fqdn = format!("{name}.{namespace}.svc.cluster.local");
         Some(&self.profiles[*names.get(&fqdn)?])
+    }
+
+    /// The HTTPRoutes attached to Service `namespace/name` (on any of its ports).
+    pub fn http_routes(&self, namespace: &str, name: &str) -> Vec<Arc<HttpRoute>> {
+        let attached = self.lookup.http_routes.get_or_init(|| {
+            let mut map: HashMap<(String, String), Vec<usize>> = HashMap::new();
+            for (i, r) in self.http_routes.iter().enumerate() {
+                let mut parents: Vec<&str> = r.parents.iter().map(|p| p.name.as_str()).collect();
+                parents.sort_unstable();
+                parents.dedup();
+                for parent in parents {
+                    map.entry((r.namespace.clone(), parent.to_string()))
+                        .or_default()
+                        .push(i);
+                }
+            }
+            map
+        });
+        let key = (namespace.to_string(), name.to_string());
+        (attached.get(&key).into_iter().flatten())
+            .map(|&i| self.http_routes[i].clone())
+            .collect()
     }
 
     /// The pod with this IP.
@@ -291,7 +317,7 @@ impl Discovery for LocalRegistry {
 
 /// The local runtime's state file, with the policy resources and profiles its supervisor
 /// writes into it.
-type LocalState = local_state::State<Resources, ServiceProfile>;
+type LocalState = local_state::State<Resources, ServiceProfile, HttpRoute>;
 
 fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
     let state = local_state::read_json::<LocalState>(path)?.unwrap_or_default();
@@ -343,6 +369,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
             .collect(),
         policy: Arc::new(state.policy),
         profiles: state.profiles.into_iter().map(Arc::new).collect(),
+        http_routes: state.http_routes.into_iter().map(Arc::new).collect(),
         inject_namespaces: BTreeSet::new(),
         namespaces: BTreeSet::new(),
         lookup: Lookup::default(),
@@ -357,6 +384,7 @@ pub enum Input {
     Service(Option<Arc<ServiceInfo>>),
     Policy(Arc<Resources>),
     Profile(Option<Arc<ServiceProfile>>),
+    HttpRoutes(Vec<Arc<HttpRoute>>),
 }
 
 impl Input {
@@ -374,6 +402,9 @@ impl Input {
             (Input::Service(a), Input::Service(b)) => same(a, b),
             (Input::Policy(a), Input::Policy(b)) => Arc::ptr_eq(a, b),
             (Input::Profile(a), Input::Profile(b)) => same(a, b),
+            (Input::HttpRoutes(a), Input::HttpRoutes(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+            }
             _ => false,
         }
     }
@@ -482,6 +513,7 @@ pub(crate) mod tests {
             ],
             policy: Arc::new(Resources::default()),
             profiles: Vec::new(),
+            http_routes: Vec::new(),
             inject_namespaces: BTreeSet::new(),
             namespaces: BTreeSet::new(),
             lookup: Lookup::default(),

@@ -13,6 +13,7 @@ use conduit_api::names::{
     DEFAULT_POLICY_ANNOTATION, DEPLOYMENT_LABEL, INJECT_ANNOTATION, INJECT_ENABLED, PROXY_CONTAINER,
 };
 use conduit_k8s::{
+    httproute::{self, HttpRoute},
     manifest::Document,
     policy::{self, AuthorizationPolicy, Resources, Server},
     profile::{self, ServiceProfile},
@@ -76,10 +77,11 @@ enum Source {
     Servers,
     AuthorizationPolicies,
     ServiceProfiles,
+    HttpRoutes,
 }
 
 impl Source {
-    const ALL: [Source; 7] = [
+    const ALL: [Source; 8] = [
         Source::Pods,
         Source::Services,
         Source::EndpointSlices,
@@ -87,6 +89,7 @@ impl Source {
         Source::Servers,
         Source::AuthorizationPolicies,
         Source::ServiceProfiles,
+        Source::HttpRoutes,
     ];
 
     fn resource(self) -> ApiResource {
@@ -95,9 +98,12 @@ impl Source {
             Source::Services => ApiResource::erase::<Service>(&()),
             Source::EndpointSlices => ApiResource::erase::<EndpointSlice>(&()),
             Source::Namespaces => ApiResource::erase::<Namespace>(&()),
-            Source::Servers => custom("policy.conduit.io", "Server"),
-            Source::AuthorizationPolicies => custom("policy.conduit.io", "AuthorizationPolicy"),
-            Source::ServiceProfiles => custom("conduit.io", "ServiceProfile"),
+            Source::Servers => custom("policy.conduit.io", "v1alpha1", "Server"),
+            Source::AuthorizationPolicies => {
+                custom("policy.conduit.io", "v1alpha1", "AuthorizationPolicy")
+            }
+            Source::ServiceProfiles => custom("conduit.io", "v1alpha1", "ServiceProfile"),
+            Source::HttpRoutes => custom(httproute::GROUP, "v1", "HTTPRoute"),
         }
     }
 
@@ -110,6 +116,7 @@ impl Source {
             Source::Servers => "servers.policy.conduit.io",
             Source::AuthorizationPolicies => "authorizationpolicies.policy.conduit.io",
             Source::ServiceProfiles => "serviceprofiles.conduit.io",
+            Source::HttpRoutes => "httproutes.gateway.networking.k8s.io",
         }
     }
 }
@@ -123,6 +130,7 @@ enum Update {
     Server(Box<watcher::Event<DynamicObject>>),
     Authorization(Box<watcher::Event<DynamicObject>>),
     Profile(Box<watcher::Event<DynamicObject>>),
+    HttpRoute(Box<watcher::Event<DynamicObject>>),
 }
 
 type Updates = BoxStream<'static, (Source, Result<Update, watcher::Error>)>;
@@ -138,8 +146,8 @@ where
 }
 
 /// One of the mesh's own resources (all `v1alpha1`).
-fn custom(group: &str, kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1alpha1", kind))
+fn custom(group: &str, version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
 }
 
 /// The cluster-wide API of what `source` watches, untyped.
@@ -186,6 +194,11 @@ async fn run(
             dynamic_api(&client, Source::ServiceProfiles),
             Source::ServiceProfiles,
             Update::Profile,
+        ),
+        watch_all(
+            dynamic_api(&client, Source::HttpRoutes),
+            Source::HttpRoutes,
+            Update::HttpRoute,
         ),
     ]);
     let (answered_tx, answered) = tokio::sync::mpsc::unbounded_channel();
@@ -315,6 +328,7 @@ fn same_content(a: &Workloads, b: &Workloads) -> bool {
         services,
         policy,
         profiles,
+        http_routes,
         inject_namespaces,
         namespaces,
         lookup: _,
@@ -324,6 +338,7 @@ fn same_content(a: &Workloads, b: &Workloads) -> bool {
         && *services == b.services
         && *policy == b.policy
         && *profiles == b.profiles
+        && *http_routes == b.http_routes
         && *inject_namespaces == b.inject_namespaces
         && *namespaces == b.namespaces
 }
@@ -455,6 +470,7 @@ struct Cluster {
     servers: Index<Server>,
     authorizations: Index<AuthorizationPolicy>,
     profiles: Index<Arc<ServiceProfile>>,
+    http_routes: Index<Arc<HttpRoute>>,
     /// The watches that have completed a first list.
     listed: BTreeSet<Source>,
 }
@@ -476,6 +492,11 @@ impl Cluster {
             Update::Profile(e) => self.profiles.apply_refusing(
                 *e,
                 |o| from_api(o, "ServiceProfile", profile::service_profile).map(Arc::new),
+                Refused::KeepLastGood,
+            ),
+            Update::HttpRoute(e) => self.http_routes.apply_refusing(
+                *e,
+                |o| from_api(o, "HTTPRoute", httproute::http_route).map(Arc::new),
                 Refused::KeepLastGood,
             ),
         };
@@ -541,6 +562,7 @@ impl Cluster {
                 .collect(),
             namespaces: namespaces.keys().map(|(_, name)| name.clone()).collect(),
             profiles: self.profiles.items.values().cloned().collect(),
+            http_routes: self.http_routes.items.values().cloned().collect(),
             lookup: Default::default(),
             generation: previous.generation + 1,
         }
@@ -747,7 +769,7 @@ fn from_api<T>(
     let value = serde_json::to_value(object).ok()?;
     let doc = Document::from_api(kind, &namespace, &object.name_any(), value);
     read(&doc)
-        .inspect_err(|error| tracing::warn!(%error, "ignoring a policy resource"))
+        .inspect_err(|error| tracing::warn!(%error, "ignoring a resource that cannot be used"))
         .ok()
 }
 
@@ -1059,6 +1081,30 @@ mod tests {
                 .is_some_and(|p| p.routes[0].path_regex == "/api/lists?")
         })
         .await;
+
+        // HTTPRoutes alike: read with the creation time the API gave them, and an update
+        // that cannot be used keeps the last good one.
+        let route = |weight: i64| {
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "web-canary", "namespace": "emojivoto"},
+                "spec": {
+                    "parentRefs": [{"group": "", "kind": "Service", "name": "web-svc", "port": 80}],
+                    "rules": [{"backendRefs": [{"name": "web-canary", "port": 80, "weight": weight}]}],
+                },
+            })
+        };
+        api.apply(route(10));
+        let w = until(&mut rx, "the HTTPRoute", |w| !w.http_routes.is_empty()).await;
+        assert!(w.http_routes[0].created.is_some(), "{:?}", w.http_routes);
+        assert_eq!(w.http_routes("emojivoto", "web-svc").len(), 1);
+        api.apply(route(-1));
+        api.apply(namespace("marker-2", json!({})));
+        let w = until(&mut rx, "the second marker", |w| {
+            w.namespaces.contains("marker-2")
+        })
+        .await;
+        assert_eq!(w.http_routes[0].rules[0].backends[0].weight, 10);
     }
 
     fn lists_of(api: &FakeApiServer, path: &str) -> usize {

@@ -39,6 +39,9 @@ pub struct Values {
     pub proxy: ProxyValues,
     pub identity: IdentityValues,
     pub policy: PolicyValues,
+    /// Whether to install the HTTPRoute CRD (`false` on a cluster that has the Gateway
+    /// API already).
+    pub install_gateway_api_crds: bool,
 }
 
 /// The controller Deployment.
@@ -111,6 +114,7 @@ impl Default for Values {
             proxy: ProxyValues::default(),
             identity: IdentityValues::default(),
             policy: PolicyValues::default(),
+            install_gateway_api_crds: true,
         }
     }
 }
@@ -312,7 +316,8 @@ const TRUST_ROOTS_MOUNT: &str = "/var/run/conduit/trust-roots";
 /// The port of the injector's Service, which the API server calls.
 const WEBHOOK_SERVICE_PORT: u16 = 443;
 
-/// The CustomResourceDefinitions: Server, AuthorizationPolicy, ServiceProfile.
+/// The CustomResourceDefinitions: Server, AuthorizationPolicy, ServiceProfile, and the
+/// Gateway API's HTTPRoute ([`http_route_crd`]).
 pub fn crds() -> Vec<Value> {
     let crd = |group: &str,
                kind: &str,
@@ -439,7 +444,143 @@ pub fn crds() -> Vec<Value> {
             profile,
             &["sp"],
         ),
+        http_route_crd(),
     ]
+}
+
+/// The Gateway API's HTTPRoute (`gateway.networking.k8s.io/v1`, standard channel), for
+/// clusters without the Gateway API installed. The parts Conduit reads carry the upstream
+/// schema's validations (enums, limits, patterns, defaults); the parts it does not
+/// (filters, status) are kept as they are, so that this CRD accepts whatever the upstream
+/// one does and replacing either with the other loses no route.
+pub fn http_route_crd() -> Value {
+    use crate::httproute::{
+        GROUP, MAX_BACKEND_REFS, MAX_HEADER_MATCHES, MAX_MATCHES, MAX_PARENT_REFS, MAX_PATH,
+        MAX_RULES, MAX_WEIGHT,
+    };
+    let name = |max: u32| json!({ "type": "string", "minLength": 1, "maxLength": max });
+    let kept = json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true });
+    let port = json!({ "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 });
+    let duration = json!({ "type": "string", "pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$" });
+    let value_match = |name_pattern: Option<&str>| {
+        let mut field_name = name(256);
+        if let Some(p) = name_pattern {
+            field_name["pattern"] = json!(p);
+        }
+        json!({
+            "type": "array",
+            "maxItems": MAX_HEADER_MATCHES,
+            "items": {
+                "type": "object",
+                "required": ["name", "value"],
+                "properties": {
+                    "type": { "type": "string", "enum": ["Exact", "RegularExpression"], "default": "Exact" },
+                    "name": field_name,
+                    "value": name(4096),
+                },
+            },
+        })
+    };
+    let matched = json!({
+        "type": "object",
+        "properties": {
+            "path": {
+                "type": "object",
+                "default": { "type": "PathPrefix", "value": "/" },
+                "properties": {
+                    "type": { "type": "string", "enum": ["Exact", "PathPrefix", "RegularExpression"], "default": "PathPrefix" },
+                    "value": { "type": "string", "maxLength": MAX_PATH, "default": "/" },
+                },
+            },
+            "headers": value_match(Some("^[A-Za-z0-9!#$%&'*+\\-.^_\\x60|~]+$")),
+            "queryParams": value_match(None),
+            "method": { "type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] },
+        },
+    });
+    let spec = json!({
+        "type": "object",
+        "properties": {
+            "parentRefs": {
+                "type": "array",
+                "maxItems": MAX_PARENT_REFS,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "group": { "type": "string", "maxLength": 253, "default": GROUP },
+                        "kind": { "type": "string", "maxLength": 63, "minLength": 1, "default": "Gateway" },
+                        "namespace": name(63),
+                        "name": name(253),
+                        "sectionName": name(253),
+                        "port": port,
+                    },
+                },
+            },
+            "hostnames": { "type": "array", "maxItems": 16, "items": name(253) },
+            "rules": {
+                "type": "array",
+                "maxItems": MAX_RULES,
+                "default": [{ "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }] }],
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": name(253),
+                        "matches": {
+                            "type": "array",
+                            "maxItems": MAX_MATCHES,
+                            "default": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                            "items": matched,
+                        },
+                        "filters": { "type": "array", "maxItems": 16, "items": kept },
+                        "backendRefs": {
+                            "type": "array",
+                            "maxItems": MAX_BACKEND_REFS,
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "group": { "type": "string", "maxLength": 253, "default": "" },
+                                    "kind": { "type": "string", "maxLength": 63, "minLength": 1, "default": "Service" },
+                                    "name": name(253),
+                                    "namespace": name(63),
+                                    "port": port,
+                                    "weight": { "type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_WEIGHT, "default": 1 },
+                                    "filters": { "type": "array", "maxItems": 16, "items": kept },
+                                },
+                            },
+                        },
+                        "timeouts": {
+                            "type": "object",
+                            "properties": { "request": duration, "backendRequest": duration },
+                        },
+                    },
+                },
+            },
+        },
+    });
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": format!("httproutes.{GROUP}"),
+            "labels": { CONTROL_PLANE_NS_LABEL: control_plane::NAMESPACE },
+            "annotations": { "gateway.networking.k8s.io/channel": "standard" },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": { "kind": "HTTPRoute", "listKind": "HTTPRouteList", "plural": "httproutes", "singular": "httproute", "categories": ["gateway-api"] },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": { "status": {} },
+                "schema": { "openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": { "spec": spec, "status": kept },
+                } },
+            }],
+        },
+    })
 }
 
 /// Every manifest of the control plane, in the order `kubectl apply` needs them.
@@ -458,7 +599,9 @@ pub fn render(
         "kind": "Namespace",
         "metadata": { "name": ns, "labels": { IS_CONTROL_PLANE_LABEL: "true" }, "annotations": { INJECT_ANNOTATION: INJECT_DISABLED } },
     })];
-    docs.extend(crds());
+    let http_route = http_route_crd();
+    let crds = crds().into_iter();
+    docs.extend(crds.filter(|crd| values.install_gateway_api_crds || *crd != http_route));
     // Exactly what the controller does: watch what discovery reads and server-side apply
     // the trust roots ConfigMap into namespaces; and as a delegating API server, review
     // tokens (proxies' and its API callers') and its callers' access
@@ -476,6 +619,7 @@ pub fn render(
                 { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch },
                 { "apiGroups": ["policy.conduit.io"], "resources": ["servers", "authorizationpolicies"], "verbs": watch },
                 { "apiGroups": ["conduit.io"], "resources": ["serviceprofiles"], "verbs": watch },
+                { "apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": watch },
                 { "apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"] },
             ],
         }),

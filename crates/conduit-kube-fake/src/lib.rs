@@ -107,6 +107,13 @@ const KINDS: &[Kind] = &[
         true,
     ),
     kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ),
+    kind(
         "discovery.k8s.io",
         "v1",
         "endpointslices",

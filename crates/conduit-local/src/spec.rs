@@ -10,6 +10,7 @@ use conduit_api::{
 };
 use conduit_k8s::manifest::{self, is_dns_label, is_dns_subdomain, Document, ManifestError};
 use conduit_k8s::{
+    httproute::{self, HttpRoute},
     policy::{self, Resources},
     profile::{self, ServiceProfile},
 };
@@ -34,6 +35,9 @@ pub struct AppSpec {
     /// ServiceProfiles, served to the pods' proxies by the control plane.
     #[serde(default)]
     pub profiles: Vec<ServiceProfile>,
+    /// HTTPRoutes, served to the pods' proxies by the control plane.
+    #[serde(default)]
+    pub http_routes: Vec<HttpRoute>,
 }
 
 /// A Deployment, reduced to what the runtime runs.
@@ -188,15 +192,19 @@ impl AppSpec {
                 (Some(profile::API_VERSION), Some("ServiceProfile")) => {
                     spec.profiles.push(profile::service_profile(&doc)?)
                 }
+                (Some(httproute::API_VERSION), Some("HTTPRoute")) => {
+                    spec.http_routes.push(httproute::http_route(&doc)?)
+                }
                 (_, None) => return Err(doc.field_error("kind", "missing: every document needs apiVersion and kind")),
                 (api, Some(kind)) => {
                     return Err(doc.field_error(
                         "kind",
                         format!(
-                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, {} Servers and AuthorizationPolicies, and {} ServiceProfiles",
+                            "{} {kind} is not something the local runtime runs: it runs apps/v1 Deployments and v1 Services, and accepts Namespaces, ServiceAccounts, {} Servers and AuthorizationPolicies, {} ServiceProfiles and {} HTTPRoutes",
                             api.unwrap_or("(no apiVersion)"),
                             policy::API_VERSION,
-                            profile::API_VERSION
+                            profile::API_VERSION,
+                            httproute::API_VERSION,
                         ),
                     ))
                 }
@@ -234,6 +242,9 @@ impl AppSpec {
             .extend(other.policy.namespace_defaults);
         replace(&mut self.profiles, other.profiles, |p| {
             (&p.namespace, &p.name)
+        });
+        replace(&mut self.http_routes, other.http_routes, |r| {
+            (&r.namespace, &r.name)
         });
     }
 }
@@ -809,6 +820,15 @@ spec:
         let mut merged = spec.clone();
         merged.merge(AppSpec::from_manifest(profile, "profile.yaml", &anywhere).unwrap());
         assert_eq!(merged.profiles[0].routes[0].timeout_ms, Some(1000));
+        let route = |weight: i32| {
+            format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: split, namespace: demo}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: web-svc}}]\n  rules: [{{backendRefs: [{{name: canary, port: 80, weight: {weight}}}]}}]\n")
+        };
+        merged.merge(AppSpec::from_manifest(&route(5), "route.yaml", &anywhere).unwrap());
+        merged.merge(AppSpec::from_manifest(&route(7), "route.yaml", &anywhere).unwrap());
+        assert_eq!(merged.http_routes.len(), 1, "replaced by name");
+        assert_eq!(merged.http_routes[0].rules[0].backends[0].weight, 7);
+        let err = AppSpec::from_manifest(&route(-7), "route.yaml", &anywhere).unwrap_err();
+        assert!(err.to_string().contains("route.yaml, document 1 (HTTPRoute split): spec.rules[0].backendRefs[0].weight: -7 is not a weight"), "{err}");
         assert_eq!(spec.policy.authorization_policies[0].server, "web-http");
 
         let bad = POLICY.replace("all-authenticated}", "everyone}");

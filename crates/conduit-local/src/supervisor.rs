@@ -270,6 +270,7 @@ impl Supervisor {
                 .unwrap_or_default(),
             policy: self.desired.policy.clone(),
             profiles: self.desired.profiles.clone(),
+            http_routes: self.desired.http_routes.clone(),
         };
         if self.written.as_ref() == Some(&state) {
             return;

@@ -63,6 +63,13 @@ pub enum ProxyError {
         limit: TimeoutLimit,
         timeout: Duration,
     },
+    #[error("{route}: every backend of the rule has weight 0, so no request it matches is sent")]
+    NoBackend { route: std::sync::Arc<str> },
+    #[error("{route}: its backend {backend} has no ready endpoints (or is no Service)")]
+    BackendUnavailable {
+        route: std::sync::Arc<str>,
+        backend: std::sync::Arc<str>,
+    },
 }
 
 /// What set a request's timeout.
@@ -72,6 +79,8 @@ pub enum TimeoutLimit {
     Route(std::sync::Arc<str>),
     /// The gRPC client's own deadline (`grpc-timeout`).
     Grpc,
+    /// An HTTPRoute rule's `timeouts.request` (named as `HTTPRoute ns/name rule N`).
+    HttpRoute(std::sync::Arc<str>),
 }
 
 impl std::fmt::Display for TimeoutLimit {
@@ -79,6 +88,7 @@ impl std::fmt::Display for TimeoutLimit {
         match self {
             TimeoutLimit::Route(name) => write!(f, "the timeout of route {name:?}"),
             TimeoutLimit::Grpc => f.write_str("the client's grpc-timeout"),
+            TimeoutLimit::HttpRoute(source) => write!(f, "the request timeout of {source}"),
         }
     }
 }
@@ -102,6 +112,9 @@ impl ProxyError {
             ProxyError::UpstreamConnectTimeout { .. } | ProxyError::RequestTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            // What the Gateway API asks of a rule that can send nowhere.
+            ProxyError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -121,6 +134,8 @@ impl ProxyError {
             ProxyError::NotCertified { .. } => "not_certified",
             ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::RequestTimeout { .. } => "request_timeout",
+            ProxyError::NoBackend { .. } => "no_backend",
+            ProxyError::BackendUnavailable { .. } => "backend_unavailable",
         }
     }
 
@@ -189,7 +204,9 @@ impl ProxyError {
             | ProxyError::UpstreamUnreachable { .. }
             | ProxyError::UpstreamFailed { .. }
             | ProxyError::UpstreamTls { .. }
-            | ProxyError::NotCertified { .. } => 14, // UNAVAILABLE
+            | ProxyError::NotCertified { .. }
+            | ProxyError::BackendUnavailable { .. } => 14, // UNAVAILABLE
+            ProxyError::NoBackend { .. } => 13,                                      // INTERNAL
         }
     }
 

@@ -12,6 +12,7 @@ use conduit_api::{
 };
 use conduit_identity::ca::TrustFiles;
 use conduit_k8s::{
+    httproute,
     inject::PROXY_VERSION,
     manifest::{Document, ManifestError},
     policy, profile,
@@ -44,11 +45,6 @@ const INSTALLS: &[(&str, &str, bool)] = &[
     ("", "secrets", true),
     ("", "services", true),
     ("apps", "deployments", true),
-];
-const CRDS: &[&str] = &[
-    "servers.policy.conduit.io",
-    "authorizationpolicies.policy.conduit.io",
-    "serviceprofiles.conduit.io",
 ];
 
 /// The label selector of the controller's pods, as `conduit install` labels them.
@@ -205,11 +201,12 @@ async fn pre_checks(client: &Client, ns: &str) -> Vec<Check> {
 /// A kind users write for the mesh, and the reader the controller takes it through.
 type Reader = fn(&Document) -> Result<(), ManifestError>;
 
-/// Servers, AuthorizationPolicies and ServiceProfiles that the controller would refuse
-/// (and so ignore: a profile keeps its last good version), read by the same readers.
+/// Servers, AuthorizationPolicies, ServiceProfiles and HTTPRoutes that the controller
+/// would refuse (and so ignore: a profile or route keeps its last good version), read by
+/// the same readers.
 async fn user_resources_check(client: &Client) -> Check {
-    let what = "the Servers, AuthorizationPolicies and ServiceProfiles can be used";
-    let kinds: [(&str, &str, Reader); 3] = [
+    let what = "the Servers, AuthorizationPolicies, ServiceProfiles and HTTPRoutes can be used";
+    let kinds: [(&str, &str, Reader); 4] = [
         (policy::API_VERSION, "Server", |d| {
             policy::server(d).map(drop)
         }),
@@ -218,6 +215,9 @@ async fn user_resources_check(client: &Client) -> Check {
         }),
         (profile::API_VERSION, "ServiceProfile", |d| {
             profile::service_profile(d).map(drop)
+        }),
+        (httproute::API_VERSION, "HTTPRoute", |d| {
+            httproute::http_route(d).map(drop)
         }),
     ];
     let mut refused = Vec::new();
@@ -245,7 +245,7 @@ async fn user_resources_check(client: &Client) -> Check {
         Check::failed(
             what,
             refused.join("\n"),
-            "the controller ignores these (a ServiceProfile keeps its last good version): fix the fields named",
+            "the controller ignores these (a ServiceProfile or HTTPRoute keeps its last good version): fix the fields named",
         )
     }
 }
@@ -271,7 +271,9 @@ async fn control_plane_checks(client: &Client, ns: &str) -> Vec<Check> {
     }];
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut missing = Vec::new();
-    for name in CRDS {
+    let names = conduit_k8s::install::crds();
+    let names = (names.iter()).filter_map(|crd| crd["metadata"]["name"].as_str());
+    for name in names {
         match crds.get_opt(name).await {
             Ok(Some(_)) => {}
             Ok(None) => missing.push(name.to_string()),

@@ -14,14 +14,16 @@
 
 pub mod accrual;
 pub mod endpoints;
+pub mod random;
 
 use crate::transport::connect::Endpoint;
 use accrual::{Admission, Change, FailureAccrual, Health, Outcome};
 use parking_lot::Mutex;
+use random::Random;
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -212,7 +214,7 @@ impl Drop for InFlight {
 #[derive(Debug, Default)]
 pub struct Balancer {
     endpoints: Mutex<Vec<Arc<EndpointLoad>>>,
-    seed: AtomicU64,
+    random: Random,
     accrual: Accrual,
 }
 
@@ -271,7 +273,7 @@ impl Balancer {
             0 => None,
             1 => Some(eps[0].clone()),
             n => {
-                let r = self.next_random();
+                let r = self.random.next_u64();
                 let mut a = (r % n as u64) as usize;
                 let mut b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
                 let now = Instant::now();
@@ -303,22 +305,6 @@ impl Balancer {
             .iter()
             .map(|e| e.endpoint.addr)
             .collect()
-    }
-
-    /// xorshift64*: plenty for choosing between endpoints, and no dependency.
-    fn next_random(&self) -> u64 {
-        let mut x = self.seed.load(Ordering::Relaxed);
-        if x == 0 {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            x = (nanos ^ (self as *const Self as u64)) | 1;
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.seed.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 

@@ -13,6 +13,9 @@ use crate::{
         Followed,
     },
     http::{
+        backends::{
+            self, BackendRoute, BackendRoutes, PathMatch, RequestMatch, ValueMatch, MAX_WEIGHT,
+        },
         retry::budget::RetryBudget,
         routes::{no_profile, BudgetPolicy, Profile, ProfileRoute},
     },
@@ -42,6 +45,14 @@ pub enum ProfileError {
     GrpcCode { name: String, code: u32 },
     #[error("the path regexes do not compile: {0}")]
     Regex(#[from] regex::Error),
+    #[error("{0} backend routes, more than the {MAX_ROUTES} a profile may have")]
+    TooManyBackendRoutes(usize),
+    #[error("HTTPRoute {route} rule {rule}: {problem}")]
+    BackendRoute {
+        route: String,
+        rule: u32,
+        problem: String,
+    },
 }
 
 /// What the proxy makes of one GetProfile answer. Public so that the fuzzers (`fuzz/`)
@@ -95,7 +106,99 @@ pub fn profile(answer: api::Profile) -> Result<Profile, ProfileError> {
         },
         _ => BudgetPolicy::default(),
     };
-    Ok(Profile::new(routes, budget)?)
+    let backends = backend_routes(answer.backend_routes)?;
+    Ok(Profile::new(routes, budget)?.with_backends(backends))
+}
+
+/// The most backends a rule may have (the Gateway API's limit on `backendRefs`).
+const MAX_BACKENDS: usize = 16;
+
+/// What the proxy makes of a profile's backend routes: each checked, its regexes
+/// compiled within the profile's shared limit.
+fn backend_routes(wire: Vec<api::BackendRoute>) -> Result<BackendRoutes, ProfileError> {
+    if wire.len() > MAX_ROUTES {
+        return Err(ProfileError::TooManyBackendRoutes(wire.len()));
+    }
+    let regexes = (wire.iter().filter_map(|r| r.r#match.as_ref()))
+        .map(|m| {
+            let values = m.headers.iter().chain(&m.query_params);
+            usize::from(matches!(m.path, Some(api::http_match::Path::Regex(_))))
+                + values
+                    .filter(|v| matches!(v.value, Some(api::value_match::Value::Regex(_))))
+                    .count()
+        })
+        .sum();
+    let mut routes = Vec::with_capacity(wire.len());
+    for r in wire {
+        let refuse = |problem: String| ProfileError::BackendRoute {
+            route: r.source.clone(),
+            rule: r.rule,
+            problem,
+        };
+        let regex = |re: &str| {
+            backends::anchored_regex(re, regexes).map_err(|e| refuse(format!("{re:?}: {e}")))
+        };
+        let value = |v: &api::ValueMatch| match &v.value {
+            Some(api::value_match::Value::Exact(s)) => Ok(ValueMatch::Exact(s.clone())),
+            Some(api::value_match::Value::Regex(re)) => Ok(ValueMatch::Regex(regex(re)?)),
+            None => Err(refuse(format!("{:?}: no value to match", v.name))),
+        };
+        let m = r
+            .r#match
+            .as_ref()
+            .ok_or_else(|| refuse("no match".into()))?;
+        let path = match &m.path {
+            Some(api::http_match::Path::Exact(p)) => PathMatch::Exact(p.clone()),
+            Some(api::http_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+            Some(api::http_match::Path::Regex(re)) => PathMatch::Regex(regex(re)?),
+            None => PathMatch::Prefix("/".into()),
+        };
+        let method = match m.method.as_str() {
+            "" => None,
+            method => Some(
+                http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| refuse(format!("{method:?} is not an HTTP method")))?,
+            ),
+        };
+        let mut headers = Vec::with_capacity(m.headers.len());
+        for h in &m.headers {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| refuse(format!("{:?} is not a header name", h.name)))?;
+            headers.push((name, value(h)?));
+        }
+        let mut query_params = Vec::with_capacity(m.query_params.len());
+        for q in &m.query_params {
+            query_params.push((q.name.clone(), value(q)?));
+        }
+        if r.backends.len() > MAX_BACKENDS {
+            return Err(refuse(format!(
+                "{} backends, more than {MAX_BACKENDS}",
+                r.backends.len()
+            )));
+        }
+        let mut backends = Vec::with_capacity(r.backends.len());
+        for b in &r.backends {
+            if b.authority.parse::<http::uri::Authority>().is_err() || b.weight > MAX_WEIGHT {
+                return Err(refuse(format!(
+                    "{:?} (weight {}) is not a backend",
+                    b.authority, b.weight
+                )));
+            }
+            backends.push((Arc::from(b.authority.as_str()), b.weight));
+        }
+        let timeout = r
+            .timeout_ms
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
+        let matched = RequestMatch {
+            path,
+            method,
+            headers,
+            query_params,
+        };
+        let source = format!("HTTPRoute {} rule {}", r.source, r.rule);
+        routes.push(BackendRoute::new(source.into(), matched, backends, timeout));
+    }
+    Ok(BackendRoutes::new(routes))
 }
 
 /// A followed target's profile, and its retry budget (which every request to it from
@@ -204,6 +307,7 @@ mod tests {
         let p = profile(api::Profile {
             routes: vec![route("list", "GET", "/api/list"), route("all", "", ".*")],
             retry_budget: None,
+            ..Default::default()
         })
         .unwrap();
         let list = p.route(&http::Method::GET, "/api/list");
@@ -219,6 +323,7 @@ mod tests {
         let p2 = profile(api::Profile {
             routes: vec![named],
             retry_budget: None,
+            ..Default::default()
         })
         .unwrap();
         let r = p2.route(&http::Method::POST, "/");
@@ -242,6 +347,7 @@ mod tests {
             let err = profile(api::Profile {
                 routes: vec![bad],
                 retry_budget: None,
+                ..Default::default()
             })
             .unwrap_err();
             assert!(err.to_string().contains(says), "{err}");
@@ -250,9 +356,92 @@ mod tests {
         assert!(matches!(
             profile(api::Profile {
                 routes: many,
-                retry_budget: None
+                retry_budget: None,
+                ..Default::default()
             }),
             Err(ProfileError::TooManyRoutes(_))
         ));
+    }
+
+    fn backend_route(backends: &[(&str, u32)], timeout_ms: Option<u64>) -> api::BackendRoute {
+        api::BackendRoute {
+            source: "ns/canary".into(),
+            rule: 1,
+            r#match: Some(api::HttpMatch {
+                path: Some(api::http_match::Path::Prefix("/api".into())),
+                method: "GET".into(),
+                headers: vec![api::ValueMatch {
+                    name: "x-canary".into(),
+                    value: Some(api::value_match::Value::Regex("1|yes".into())),
+                }],
+                query_params: Vec::new(),
+            }),
+            backends: (backends.iter())
+                .map(|(a, w)| api::WeightedBackend {
+                    authority: a.to_string(),
+                    weight: *w,
+                })
+                .collect(),
+            timeout_ms,
+        }
+    }
+
+    #[test]
+    fn reads_backend_routes_and_refuses_what_it_cannot_use() {
+        let p = profile(api::Profile {
+            routes: vec![route("list", "GET", "/api/list")],
+            backend_routes: vec![backend_route(
+                &[("web-canary.ns.svc.cluster.local:80", 1)],
+                Some(0),
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+        let req = |canary: &str| {
+            http::Request::get("/api/list")
+                .header("x-canary", canary)
+                .body(())
+                .unwrap()
+        };
+        let matched = p
+            .backends
+            .route_of(&req("yes"))
+            .expect("the header matches");
+        assert_eq!(&*matched.source, "HTTPRoute ns/canary rule 1");
+        assert_eq!(
+            matched.timeout,
+            Some(None),
+            "0: no timeout, whatever the profile says"
+        );
+        assert!(p.backends.route_of(&req("no")).is_none());
+
+        for (bad, says) in [
+            (
+                backend_route(&[("not an authority", 1)], None),
+                "is not a backend",
+            ),
+            (
+                backend_route(&[("web:80", MAX_WEIGHT + 1)], None),
+                "is not a backend",
+            ),
+            (
+                api::BackendRoute {
+                    r#match: Some(api::HttpMatch {
+                        path: Some(api::http_match::Path::Regex("/(api".into())),
+                        ..Default::default()
+                    }),
+                    ..backend_route(&[], None)
+                },
+                "HTTPRoute ns/canary rule 1: \"/(api\"",
+            ),
+            (backend_route(&[("web:80", 1); 17], None), "17 backends"),
+        ] {
+            let err = profile(api::Profile {
+                backend_routes: vec![bad],
+                ..Default::default()
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 }

@@ -53,7 +53,7 @@ impl tower::Service<Request<ReplayBody>> for Forward {
             .then(|| req.extensions().get::<Avoid>().map(|a| a.0))
             .flatten();
         Box::pin(async move {
-            let picked = route.pick(target, avoid).await;
+            let picked = route.pick(target?, avoid).await?;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
                 return forward_upgrade(&picked.pool, req, idle).await;
             }

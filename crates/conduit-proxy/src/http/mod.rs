@@ -6,6 +6,7 @@
 //! [`route`] to an endpoint's [`pool`] of upstream connections. [`body`] watches response
 //! bodies end. Knows nothing of how a connection was accepted or detected.
 
+pub mod backends;
 pub mod body;
 pub mod forward;
 pub mod guard;

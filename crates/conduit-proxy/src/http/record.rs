@@ -644,6 +644,7 @@ mod tests {
                     route: profile.route(req.method(), path).clone(),
                     profile: profile.clone(),
                     budget: None,
+                    backend: None,
                 };
                 req.extensions_mut().insert(matched);
             }

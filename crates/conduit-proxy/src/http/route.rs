@@ -1,14 +1,20 @@
 //! Where each request goes. Inbound, and outbound without a control plane, every request
 //! of a connection goes to one endpoint. Outbound with discovery, each request goes to an
 //! endpoint of its authority picked by the balancer; a name discovery does not know (or
-//! cannot answer for yet) goes to the connection's original destination.
+//! cannot answer for yet) goes to the connection's original destination. A request an
+//! HTTPRoute matched goes to the backend Service its rule picks for each attempt, and
+//! fails when that one has no endpoints: there is no original destination to fall back
+//! on.
 
 use super::{
+    backends::Pick,
     headers::authority_of,
     pool::{EndpointPool, EndpointPools, HttpVersion},
+    routes::RouteMatch,
 };
 use crate::{
     balance::{endpoints::EndpointSets, InFlight},
+    errors::ProxyError,
     transport::connect::Endpoint,
 };
 use http::Request;
@@ -31,6 +37,15 @@ pub struct DiscoveredRoute {
     pub orig_dst: SocketAddr,
 }
 
+/// What discovery is asked about for one attempt of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The authority the client sent it to, as `host:port`.
+    Sent(String),
+    /// The backend an HTTPRoute rule (`route`) chose.
+    Backend { route: Arc<str>, target: Arc<str> },
+}
+
 /// The endpoint chosen for one request, and its place in the endpoint's load.
 pub struct Picked {
     pub pool: Arc<EndpointPool>,
@@ -38,42 +53,76 @@ pub struct Picked {
 }
 
 impl Route {
-    /// The target a request is routed by: its authority as `host:port`, the port taken
-    /// from the original destination when the authority names none.
-    pub fn target<B>(&self, req: &Request<B>) -> Option<String> {
+    /// The target an attempt of a request is routed by: the backend its HTTPRoute rule
+    /// picks, else its authority as `host:port` (the port taken from the original
+    /// destination when the authority names none). Fails when its rule sends nowhere.
+    pub fn target<B>(&self, req: &Request<B>) -> Result<Option<Target>, ProxyError> {
         let Route::Discovered(route) = self else {
-            return None;
+            return Ok(None);
         };
-        Some(target_of(authority_of(req)?, route.orig_dst.port()))
+        let backend = req.extensions().get::<RouteMatch>();
+        if let Some(backend) = backend.and_then(|m| m.backend.as_ref()) {
+            match backend.pick() {
+                Pick::Backend(target) => {
+                    return Ok(Some(Target::Backend {
+                        route: backend.source.clone(),
+                        target: target.clone(),
+                    }))
+                }
+                Pick::Nowhere => {
+                    let route = backend.source.clone();
+                    return Err(ProxyError::NoBackend { route });
+                }
+                Pick::Sent => {}
+            }
+        }
+        let sent = authority_of(req).map(|a| Target::Sent(target_of(a, route.orig_dst.port())));
+        Ok(sent)
     }
 
     /// Picks the endpoint for a request with `target`, another than `avoid` if there is
-    /// one.
-    pub async fn pick(&self, target: Option<String>, avoid: Option<SocketAddr>) -> Picked {
-        match self {
-            Route::Fixed(pool) => Picked {
-                pool: pool.clone(),
+    /// one; fails when `target` is a backend without endpoints.
+    pub async fn pick(
+        &self,
+        target: Option<Target>,
+        avoid: Option<SocketAddr>,
+    ) -> Result<Picked, ProxyError> {
+        let route = match self {
+            Route::Fixed(pool) => {
+                return Ok(Picked {
+                    pool: pool.clone(),
+                    in_flight: None,
+                })
+            }
+            Route::Discovered(route) => route,
+        };
+        let endpoint = match target {
+            Some(Target::Sent(t)) => route.endpoints.pick(&t, avoid).await,
+            Some(Target::Backend {
+                route: rule,
+                target,
+            }) => match route.endpoints.pick(&target, avoid).await {
+                Some(endpoint) => Some(endpoint),
+                None => {
+                    let backend = target;
+                    return Err(ProxyError::BackendUnavailable {
+                        route: rule,
+                        backend,
+                    });
+                }
+            },
+            None => None,
+        };
+        Ok(match endpoint {
+            Some(ep) => Picked {
+                pool: route.pools.get(&ep.endpoint, route.version),
+                in_flight: Some(ep.start()),
+            },
+            None => Picked {
+                pool: (route.pools).get(&Endpoint::plain(route.orig_dst), route.version),
                 in_flight: None,
             },
-            Route::Discovered(route) => {
-                let endpoint = match target {
-                    Some(t) => route.endpoints.pick(&t, avoid).await,
-                    None => None,
-                };
-                match endpoint {
-                    Some(ep) => Picked {
-                        pool: route.pools.get(&ep.endpoint, route.version),
-                        in_flight: Some(ep.start()),
-                    },
-                    None => Picked {
-                        pool: route
-                            .pools
-                            .get(&Endpoint::plain(route.orig_dst), route.version),
-                        in_flight: None,
-                    },
-                }
-            }
-        }
+        })
     }
 }
 

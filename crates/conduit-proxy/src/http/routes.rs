@@ -5,12 +5,19 @@
 //! the pod's own Service) and puts it in the request's extensions, for the metrics'
 //! `route` label and for the timeout and retry layers below. The route set is one
 //! [`RegexSet`], so that matching costs one pass over the path however many routes
-//! there are.
+//! there are. Outbound, the match also names the request's backend route (from the
+//! Service's HTTPRoutes, [`BackendRoutes`]), which decides where it goes and may set
+//! its timeout instead of the profile route.
 
 use crate::{
     control::profile::{FollowedProfile as Followed, Profiles},
+    errors::TimeoutLimit,
     http::retry::budget::RetryBudget,
-    http::{headers::authority_of, route::target_of},
+    http::{
+        backends::{BackendRoute, BackendRoutes},
+        headers::authority_of,
+        route::target_of,
+    },
     telemetry::labels::KnownAuthorities,
 };
 use conduit_api::profile::{
@@ -84,7 +91,7 @@ impl Default for BudgetPolicy {
     }
 }
 
-/// A Service's routes, in order, and its retry budget.
+/// A Service's routes, in order, its retry budget, and its backend routes.
 #[derive(Debug)]
 pub struct Profile {
     routes: Vec<Arc<ProfileRoute>>,
@@ -92,6 +99,8 @@ pub struct Profile {
     paths: RegexSet,
     default: Arc<ProfileRoute>,
     pub budget: BudgetPolicy,
+    /// From its HTTPRoutes: where requests go.
+    pub backends: BackendRoutes,
 }
 
 impl Profile {
@@ -102,7 +111,13 @@ impl Profile {
             paths: RegexSet::empty(),
             default: Arc::new(ProfileRoute::default_route()),
             budget: BudgetPolicy::default(),
+            backends: BackendRoutes::default(),
         }
+    }
+
+    /// The same profile, its requests going where `backends` say.
+    pub fn with_backends(self, backends: BackendRoutes) -> Profile {
+        Profile { backends, ..self }
     }
 
     /// The profile of `routes`, each with its path regex (matched against the whole
@@ -141,14 +156,16 @@ impl Profile {
     }
 }
 
-/// A request's route, the profile it is from, and the retry budget of where it goes (a
-/// request extension).
+/// A request's route, the profile it is from, the retry budget of where it goes, and
+/// its backend route if an HTTPRoute matched it (a request extension).
 #[derive(Clone, Debug)]
 pub struct RouteMatch {
     pub route: Arc<ProfileRoute>,
     pub profile: Arc<Profile>,
     /// `None`: the target has none of its own (it is not followed).
     pub budget: Option<Arc<RetryBudget>>,
+    /// Outbound only: the HTTPRoute match that decides where it goes.
+    pub backend: Option<Arc<BackendRoute>>,
 }
 
 /// The profile of a name without one (shared: requests to it allocate nothing).
@@ -165,6 +182,22 @@ impl RouteMatch {
             route: profile.default.clone(),
             profile,
             budget: None,
+            backend: None,
+        }
+    }
+
+    /// How long the request may take, and who said so: its HTTPRoute rule's timeout when
+    /// it sets one (the Gateway API's route is the more specific), else its profile
+    /// route's.
+    pub fn timeout(&self) -> Option<(Duration, TimeoutLimit)> {
+        match self.backend.as_ref().and_then(|b| Some((b, b.timeout?))) {
+            Some((backend, timeout)) => {
+                Some((timeout?, TimeoutLimit::HttpRoute(backend.source.clone())))
+            }
+            None => Some((
+                self.route.timeout?,
+                TimeoutLimit::Route(self.route.name.clone()),
+            )),
         }
     }
 
@@ -176,12 +209,18 @@ impl RouteMatch {
         }
     }
 
-    fn of<B>(followed: &Followed, req: &Request<B>) -> RouteMatch {
+    /// The match of `req` in `followed`'s profile; with `split`, its backend route too.
+    fn of<B>(followed: &Followed, req: &Request<B>, split: bool) -> RouteMatch {
         let profile = followed.profile();
+        let backend = match split && !profile.backends.is_empty() {
+            true => profile.backends.route_of(req).cloned(),
+            false => None,
+        };
         RouteMatch {
             route: profile.route(req.method(), req.uri().path()).clone(),
             budget: Some(followed.budget.clone()),
             profile,
+            backend,
         }
     }
 }
@@ -242,7 +281,7 @@ impl ConnProfiles {
     fn cached<B>(&self, authority: &str, req: &Request<B>) -> Option<RouteMatch> {
         let current = self.current.lock();
         let (_, _, followed) = current.as_ref().filter(|(a, _, _)| &**a == authority)?;
-        Some(RouteMatch::of(followed, req))
+        Some(RouteMatch::of(followed, req, self.only.is_none()))
     }
 }
 
@@ -283,7 +322,7 @@ where
             };
             let matched = match followed {
                 Some(followed) => {
-                    let matched = RouteMatch::of(&followed, &req);
+                    let matched = RouteMatch::of(&followed, &req, conn.only.is_none());
                     *conn.current.lock() = Some((authority, target, followed));
                     matched
                 }
@@ -351,5 +390,47 @@ mod tests {
         let p = profile(&[("alt", None, "/a|/b")]);
         assert_eq!(&*p.route(&Method::GET, "/b").name, "alt");
         assert_eq!(&*p.route(&Method::GET, "/bc").name, DEFAULT_ROUTE);
+    }
+
+    #[test]
+    fn an_http_routes_timeout_replaces_the_profile_routes() {
+        use crate::http::backends::{BackendRoute, PathMatch, RequestMatch};
+        let mut matched = RouteMatch::default_route();
+        matched.route = Arc::new(ProfileRoute {
+            timeout: Some(Duration::from_secs(1)),
+            ..route("list", None)
+        });
+        let backend = |timeout| {
+            let any = RequestMatch {
+                path: PathMatch::Prefix("/".into()),
+                method: None,
+                headers: Vec::new(),
+                query_params: Vec::new(),
+            };
+            Some(Arc::new(BackendRoute::new(
+                "HTTPRoute ns/r rule 0".into(),
+                any,
+                Vec::new(),
+                timeout,
+            )))
+        };
+        let limit = |m: &RouteMatch| m.timeout().map(|(t, l)| (t.as_millis(), l.to_string()));
+        assert_eq!(
+            limit(&matched),
+            Some((1000, "the timeout of route \"list\"".into()))
+        );
+        matched.backend = backend(None);
+        assert_eq!(
+            limit(&matched).unwrap().0,
+            1000,
+            "the rule sets none: the profile's"
+        );
+        matched.backend = backend(Some(Some(Duration::from_millis(200))));
+        assert_eq!(
+            limit(&matched),
+            Some((200, "the request timeout of HTTPRoute ns/r rule 0".into()))
+        );
+        matched.backend = backend(Some(None));
+        assert_eq!(limit(&matched), None, "0s: no timeout at all");
     }
 }

@@ -55,10 +55,10 @@ impl<S> RequestTimeouts<S> {
 
 /// The timeout of `req`, and what set it: its route's or its `grpc-timeout`, the shorter.
 pub fn timeout_of<B>(req: &Request<B>) -> Option<(Duration, TimeoutLimit)> {
-    let route = req.extensions().get::<RouteMatch>().and_then(|m| {
-        let timeout = m.route.timeout?;
-        Some((timeout, TimeoutLimit::Route(m.route.name.clone())))
-    });
+    let route = req
+        .extensions()
+        .get::<RouteMatch>()
+        .and_then(RouteMatch::timeout);
     let grpc = is_grpc(req.headers())
         .then(|| req.headers().get("grpc-timeout").and_then(grpc_timeout))
         .flatten()
@@ -279,6 +279,7 @@ mod tests {
             }),
             profile: no_profile(),
             budget: None,
+            backend: None,
         });
         req
     }
