@@ -6,7 +6,8 @@
 //! every route in order, and that a request's route is the first whose method and whole
 //! path match, as each route's own regex says on its own (one `RegexSet` pass must agree
 //! with trying the routes one by one), else the default route, and that its route
-//! retries exactly the gRPC statuses it names (none named: UNAVAILABLE).
+//! retries exactly the gRPC statuses it names (none named: UNAVAILABLE). A profile with
+//! HTTPRoute backend routes must be read without a panic, and kept whole or refused.
 #![no_main]
 
 use conduit_api::{
@@ -25,6 +26,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if message.routes.len() > MAX_FUZZED_ROUTES && message.routes.len() <= MAX_ROUTES {
+        return;
+    }
+    if !message.backend_routes.is_empty() {
+        if message.backend_routes.len() > MAX_FUZZED_ROUTES {
+            return;
+        }
+        let sent = message.backend_routes.len();
+        if let Ok(kept) = profile(message) {
+            assert_eq!(kept.backends.len(), sent);
+        }
         return;
     }
     let sent = message.clone();
