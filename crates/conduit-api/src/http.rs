@@ -369,6 +369,10 @@ pub enum TapLineKind {
     End,
     /// Policy kept a connection out.
     Denied,
+    /// A client's proxy took an endpoint out of its balancer (failure accrual).
+    Ejected,
+    /// It put the endpoint back (its probe succeeded).
+    Restored,
     /// A pod could not be observed.
     Error,
 }
@@ -433,6 +437,9 @@ pub struct TapLine {
     /// Denials: the client's mesh identity, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Ejections: how long the endpoint is out before its probe, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
     /// Errors: why a pod could not be observed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -461,6 +468,7 @@ impl TapLine {
             response_bytes: None,
             proxy_error: None,
             client_id: None,
+            backoff_ms: None,
             error: None,
         }
     }

@@ -88,6 +88,12 @@ pub fn format_line(e: &TapLine) -> String {
             line.push_str(&format!(" proxy-error={:?}", text(&e.proxy_error)));
             line
         }
+        TapLineKind::Ejected => format!(
+            "eject proxy=out dst={} backoff={}ms",
+            who(&e.dst, &e.dst_resource),
+            number(e.backoff_ms)
+        ),
+        TapLineKind::Restored => format!("restore proxy=out dst={}", who(&e.dst, &e.dst_resource)),
         TapLineKind::Error => format!("error pod={} {}", e.pod, text(&e.error)),
     }
 }

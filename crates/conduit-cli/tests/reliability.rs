@@ -1,5 +1,6 @@
 //! Reliability end to end on the local runtime: failure accrual takes a failing replica
-//! out of its clients' balancers and puts it back once it heals. Real pods: a Python HTTP
+//! out of its clients' balancers and puts it back once it heals, and `conduit tap` shows
+//! both. Real pods: a Python HTTP
 //! server in three replicas behind a Service, a Python client in a meshed pod, both
 //! proxies the real ones. Needs root.
 
@@ -8,7 +9,12 @@ mod common;
 use common::*;
 use conduit_testkit::{require_root, wait_until};
 use serde_json::Value;
-use std::time::Duration;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 /// Three replicas answering their pod's name after 10 ms; the one named in the file
 /// `mark` answers 500 at once instead (a replica that fails fast looks cheapest to a
@@ -136,7 +142,34 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
     });
     assert!(all_serve, "every replica serves: {:?}", requests(&rt, 2));
 
+    // `conduit tap` of the client shows its proxy's ejections and restorations.
+    let mut tap = Command::new(CONDUIT)
+        .args(["tap", "deploy/client", "-n", "shop"])
+        .env("CONDUIT_LOCAL_DIR", &rt.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, tapped) = (tap.stdout.take().unwrap(), tapped.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(lines).lines().map_while(Result::ok) {
+                tapped.lock().unwrap().push(line);
+            }
+        })
+    };
+    let observing = wait_until(Duration::from_secs(20), || {
+        requests(&rt, 1);
+        !tapped.lock().unwrap().is_empty()
+    });
+    assert!(observing, "tap shows the client's requests");
+
     let failing = &replicas[0];
+    let failing_ip = (status["pods"].as_array().unwrap().iter())
+        .find(|p| p["name"] == failing.as_str())
+        .and_then(|p| p["ip"].as_str())
+        .unwrap()
+        .to_string();
     std::fs::write(&mark, failing).unwrap();
     let seen = requests(&rt, 30);
     let (ok, total) = (
@@ -179,6 +212,17 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
         seen.values().filter_map(Value::as_u64).sum::<u64>(),
         "{seen:?}"
     );
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let _ = reader.join();
+    let tapped = tapped.lock().unwrap();
+    let health: Vec<&String> = (tapped.iter())
+        .filter(|l| l.starts_with("eject ") || l.starts_with("restore "))
+        .collect();
+    let ejected = format!("eject proxy=out dst={failing_ip}:8080 (deploy/flaky) backoff=");
+    assert!(health.iter().any(|l| l.starts_with(&ejected)), "{health:?}");
+    let restored = format!("restore proxy=out dst={failing_ip}:8080 (deploy/flaky)");
+    assert!(health.iter().any(|l| **l == restored), "{health:?}");
     let _ = std::fs::remove_file(plain);
     let _ = std::fs::remove_file(meshed);
 }

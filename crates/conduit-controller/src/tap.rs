@@ -40,6 +40,8 @@ pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
         tap_event::Event::ResponseInit(_) => TapLineKind::Response,
         tap_event::Event::ResponseEnd(_) => TapLineKind::End,
         tap_event::Event::ConnectionDenied(_) => TapLineKind::Denied,
+        tap_event::Event::EndpointHealth(h) if h.ejected => TapLineKind::Ejected,
+        tap_event::Event::EndpointHealth(_) => TapLineKind::Restored,
     };
     let mut l = TapLine {
         id: format!("{}:{}", pod.name, e.request_id),
@@ -72,6 +74,7 @@ pub fn line(w: &Workloads, pod: &PodInfo, e: TapEvent) -> Option<TapLine> {
             l.proxy_error = Some(d.reason);
             l.client_id = (!d.client_id.is_empty()).then_some(d.client_id);
         }
+        tap_event::Event::EndpointHealth(h) => l.backoff_ms = h.ejected.then_some(h.backoff_ms),
     }
     Some(l)
 }
@@ -155,8 +158,14 @@ pub fn spawn(
                 let Some(l) = line(&w, &pod, event) else {
                     continue;
                 };
-                // A denied connection is over as soon as it is reported.
-                let is_end = matches!(l.kind, TapLineKind::End | TapLineKind::Denied);
+                // A denied connection or an endpoint health change is over once reported.
+                let is_end = matches!(
+                    l.kind,
+                    TapLineKind::End
+                        | TapLineKind::Denied
+                        | TapLineKind::Ejected
+                        | TapLineKind::Restored
+                );
                 if tx.send(l).await.is_err() {
                     return;
                 }

@@ -68,7 +68,10 @@ impl Top {
                     }
                 }
             }
-            TapLineKind::Denied | TapLineKind::Error => {}
+            TapLineKind::Denied
+            | TapLineKind::Ejected
+            | TapLineKind::Restored
+            | TapLineKind::Error => {}
         }
     }
 

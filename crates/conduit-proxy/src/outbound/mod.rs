@@ -22,6 +22,7 @@ use crate::{
     telemetry::{
         labels::{KnownAuthorities, NoNames, Target, UNKNOWN},
         metrics::{EjectionLabels, Metrics},
+        tap::Taps,
     },
     transport::{connect::Endpoint, tls::Transport},
 };
@@ -54,7 +55,11 @@ impl Outbound {
         let config = &shared.config;
         let server_first = Arc::new(ServerFirstPorts::default());
         let endpoints = shared.discovery.as_ref().map(|discovery| {
-            let accrual = accrual(config.failure_accrual, shared.metrics.clone());
+            let accrual = accrual(
+                config.failure_accrual,
+                shared.metrics.clone(),
+                shared.taps.clone(),
+            );
             EndpointSets::new(discovery.clone(), config.discovery_timeout, accrual)
         });
         let names: Arc<dyn KnownAuthorities> = match &endpoints {
@@ -121,9 +126,10 @@ impl Outbound {
     }
 }
 
-/// Failure accrual after `failures` in a row, its ejections counted and logged (at most
-/// once per endpoint per backoff, so the logs stay bounded).
-fn accrual(failures: u32, metrics: Arc<Metrics>) -> Accrual {
+/// Failure accrual after `failures` in a row, its ejections counted, logged (at most
+/// once per endpoint per backoff, so the logs stay bounded) and tapped, as are
+/// restorations.
+fn accrual(failures: u32, metrics: Arc<Metrics>, taps: Arc<Taps>) -> Accrual {
     let on_change = move |endpoint: &Endpoint, change: Change| {
         let (addr, workload) = (
             endpoint.addr,
@@ -131,6 +137,7 @@ fn accrual(failures: u32, metrics: Arc<Metrics>) -> Accrual {
         );
         match change {
             Change::Ejected(backoff) => {
+                taps.endpoint_health(addr, Some(backoff));
                 let target = Target::workload(addr.port(), endpoint.workload.clone());
                 let labels = EjectionLabels {
                     direction: Direction::Outbound,
@@ -145,6 +152,7 @@ fn accrual(failures: u32, metrics: Arc<Metrics>) -> Accrual {
                 );
             }
             Change::Restored => {
+                taps.endpoint_health(addr, None);
                 info!(%addr, workload, "endpoint answered its probe: back in its balancer")
             }
         }

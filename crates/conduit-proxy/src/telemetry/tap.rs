@@ -6,8 +6,8 @@
 
 use crate::{config::PodIdentity, peer::Direction, transport::tls::MeshTls};
 use conduit_api::tap::{
-    tap_event, tap_server::Tap, ConnectionDenied, ObserveRequest, RequestInit, ResponseEnd,
-    ResponseInit, TapEvent,
+    tap_event, tap_server::Tap, ConnectionDenied, EndpointHealth, ObserveRequest, RequestInit,
+    ResponseEnd, ResponseInit, TapEvent,
 };
 use http::Request;
 use parking_lot::Mutex;
@@ -171,6 +171,25 @@ impl Taps {
                 client_id: client_id.unwrap_or_default().to_string(),
             }),
         );
+    }
+
+    /// Reports an endpoint ejected from its balancer for `backoff` (`None`: restored), if
+    /// anyone wants it; observers see it as they see denied connections.
+    pub fn endpoint_health(&self, endpoint: SocketAddr, backoff: Option<Duration>) {
+        if !self.is_active() {
+            return;
+        }
+        let senders = self.claim(&endpoint.to_string(), "");
+        if senders.is_empty() {
+            return;
+        }
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut tapped = self.tapped(senders, Direction::Outbound, unspecified, endpoint);
+        tapped.template.source.clear();
+        tapped.send(tap_event::Event::EndpointHealth(EndpointHealth {
+            ejected: backoff.is_some(),
+            backoff_ms: backoff.map_or(0, |b| b.as_millis() as u64),
+        }));
     }
 
     /// A new event stream for `senders`, numbered on this proxy.
@@ -543,6 +562,42 @@ mod tests {
         }
         assert_eq!(inits, 3, "the unlimited observer saw every request");
         assert!(taps.is_active());
+    }
+
+    #[tokio::test]
+    async fn ejections_and_restorations_reach_observers_of_the_endpoint() {
+        let taps = Taps::new(&pod());
+        let (_, mut endpoint) = taps
+            .observe(&ObserveRequest {
+                authority: "198.18.0.5:8080".into(),
+                ..ObserveRequest::default()
+            })
+            .unwrap();
+        let (_, mut paths) = taps
+            .observe(&ObserveRequest {
+                path_prefix: "/".into(),
+                ..ObserveRequest::default()
+            })
+            .unwrap();
+        taps.endpoint_health(addr("198.18.0.6:8080"), Some(Duration::from_secs(1)));
+        taps.endpoint_health(addr("198.18.0.5:8080"), Some(Duration::from_secs(2)));
+        taps.endpoint_health(addr("198.18.0.5:8080"), None);
+        let health = |e: TapEvent| match e.event {
+            Some(tap_event::Event::EndpointHealth(h)) => {
+                (e.destination, e.source, h.ejected, h.backoff_ms)
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            health(endpoint.try_recv().unwrap()),
+            ("198.18.0.5:8080".into(), String::new(), true, 2000)
+        );
+        assert!(!health(endpoint.try_recv().unwrap()).2, "restored");
+        assert!(
+            endpoint.try_recv().is_err(),
+            "the other endpoint's is not this observer's"
+        );
+        assert!(paths.try_recv().is_err(), "a path filter sees no ejection");
     }
 
     #[tokio::test]
