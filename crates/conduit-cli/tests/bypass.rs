@@ -78,10 +78,7 @@ fn node_curl_i(node: &str, args: &[&str]) -> String {
 fn probes_get_through_a_closed_port_but_upgrades_on_the_probe_path_do_not_and_loopback_stays_private(
 ) {
     let rt = Runtime::new("bypass");
-    let plain = rt.dir.with_extension("bypass.yml");
-    std::fs::write(&plain, manifest()).unwrap();
-    let meshed = rt.injected(&plain, &[], "bypass-meshed.yml");
-    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    rt.up_meshed(&manifest());
     let (node, app_ip) = (rt.node(), rt.pod_ip("app"));
     let status = rt.status();
     assert_eq!(

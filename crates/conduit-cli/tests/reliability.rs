@@ -120,10 +120,7 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
     require_root();
     let rt = Runtime::new("accrual");
     let mark = rt.dir.with_extension("failing");
-    let plain = rt.dir.with_extension("flaky.yml");
-    std::fs::write(&plain, manifest(mark.to_str().unwrap())).unwrap();
-    let meshed = rt.injected(&plain, &[], "flaky-meshed.yml");
-    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    rt.up_meshed(&manifest(mark.to_str().unwrap()));
     let status = rt.status();
     let replicas: Vec<String> = status["pods"]
         .as_array()
@@ -223,8 +220,6 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
     assert!(health.iter().any(|l| l.starts_with(&ejected)), "{health:?}");
     let restored = format!("restore proxy=out dst={failing_ip}:8080 (deploy/flaky)");
     assert!(health.iter().any(|l| **l == restored), "{health:?}");
-    let _ = std::fs::remove_file(plain);
-    let _ = std::fs::remove_file(meshed);
 }
 
 /// Three unmeshed replicas of a TCP echo server behind a Service; the one named in the

@@ -176,27 +176,19 @@ fn metric(rt: &Runtime, family: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-fn up(name: &str, profile: bool) -> (Runtime, Vec<std::path::PathBuf>) {
+/// The app up, and the directory where each replica writes its pid (it goes with the
+/// runtime).
+fn up(name: &str, profile: bool) -> (Runtime, std::path::PathBuf) {
     let rt = Runtime::new(name);
     let pids = rt.dir.with_extension("pids");
     std::fs::create_dir_all(&pids).unwrap();
-    let plain = rt.dir.with_extension("flaky.yml");
-    std::fs::write(&plain, manifest(pids.to_str().unwrap(), profile)).unwrap();
-    let meshed = rt.injected(&plain, &[], "flaky-meshed.yml");
-    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    rt.up_meshed(&manifest(pids.to_str().unwrap(), profile));
     let ready = wait_until(Duration::from_secs(30), || {
         count(&send(&rt, "GET", "/", 0, 20, 1), "200") > 0
             && std::fs::read_dir(&pids).map_or(0, |d| d.count()) == 3
     });
     assert!(ready, "the replicas serve");
-    (rt, vec![plain, meshed, pids])
-}
-
-fn clean(files: Vec<std::path::PathBuf>) {
-    for f in files {
-        let _ = std::fs::remove_file(&f);
-        let _ = std::fs::remove_dir_all(&f);
-    }
+    (rt, pids)
 }
 
 /// Each replica fails a fifth of GETs: on the retryable route, clients at 100 requests a
@@ -206,7 +198,7 @@ fn clean(files: Vec<std::path::PathBuf>) {
 #[test]
 fn a_retryable_route_hides_failures_within_the_budget_and_nothing_else_is_retried() {
     require_root();
-    let (rt, files) = up("retries", true);
+    let (rt, _pids) = up("retries", true);
 
     let seen = send(&rt, "GET", "/", 0, 100, 15);
     let (ok, all) = (count(&seen, "200"), total(&seen));
@@ -337,7 +329,6 @@ fn a_retryable_route_hides_failures_within_the_budget_and_nothing_else_is_retrie
         get["actual_success_rate"].is_null(),
         "a server's proxy does not retry: {inbound:?}"
     );
-    clean(files);
 }
 
 /// A backend process killed under 200 requests a second, on a Service with no profile at
@@ -349,8 +340,7 @@ fn a_retryable_route_hides_failures_within_the_budget_and_nothing_else_is_retrie
 #[test]
 fn a_killed_backend_fails_no_request_even_without_a_profile() {
     require_root();
-    let (rt, files) = up("unsent", false);
-    let pids = &files[2];
+    let (rt, pids) = up("unsent", false);
     let victim = std::fs::read_dir(pids)
         .unwrap()
         .next()
@@ -390,5 +380,4 @@ fn a_killed_backend_fails_no_request_even_without_a_profile() {
         metric(&rt, "route_retry_total", &[r#"reason="unsent""#]) > 0.0,
         "the refused requests were retried as unsent: {seen:?}"
     );
-    clean(files);
 }

@@ -173,10 +173,7 @@ fn value(metrics: &str, family: &str, labels: &[&str]) -> Option<f64> {
 fn profile_routes_label_requests_and_bound_them_with_their_timeouts() {
     require_root();
     let rt = Runtime::new("routes");
-    let plain = rt.dir.with_extension("routes.yml");
-    std::fs::write(&plain, manifest()).unwrap();
-    let meshed = rt.injected(&plain, &[], "routes-meshed.yml");
-    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    rt.up_meshed(&manifest());
     let served = wait_until(Duration::from_secs(30), || get(&rt, "/items/1").0 == 200);
     assert!(served, "the catalog serves: {:?}", get(&rt, "/items/1"));
 
@@ -261,6 +258,4 @@ fn profile_routes_label_requests_and_bound_them_with_their_timeouts() {
         let answer = call("/shop.Pricing/Flaky");
         assert!(answer.starts_with("OK"), "call {i}: {answer}");
     }
-    let _ = std::fs::remove_file(plain);
-    let _ = std::fs::remove_file(meshed);
 }

@@ -103,10 +103,7 @@ fn count(seen: &serde_json::Value, backend: &str) -> u64 {
 fn an_http_route_splits_by_weight_sends_matching_headers_to_the_canary_and_bounds_its_path() {
     require_root();
     let rt = Runtime::new("split");
-    let plain = rt.dir.with_extension("split.yml");
-    std::fs::write(&plain, manifest()).unwrap();
-    let meshed = rt.injected(&plain, &[], "split-meshed.yml");
-    rt.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    rt.up_meshed(&manifest());
     // Both backends serving (the canary's endpoints known to the client's proxy).
     let ready = wait_until(Duration::from_secs(30), || {
         let plain = requests(&rt, 20, "/", "{}");
@@ -145,7 +142,4 @@ fn an_http_route_splits_by_weight_sends_matching_headers_to_the_canary_and_bound
         seen,
         serde_json::from_str::<serde_json::Value>(&expected).unwrap()
     );
-
-    let _ = std::fs::remove_file(plain);
-    let _ = std::fs::remove_file(meshed);
 }

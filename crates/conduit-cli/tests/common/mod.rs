@@ -143,6 +143,15 @@ impl Runtime {
         path
     }
 
+    /// Writes `manifest` beside the run directory, meshes it with `conduit inject` and
+    /// brings it up (the files go with the runtime).
+    pub fn up_meshed(&self, manifest: &str) {
+        let plain = self.dir.with_extension("app.yml");
+        std::fs::write(&plain, manifest).unwrap();
+        let meshed = self.injected(&plain, &[], "app-meshed.yml");
+        self.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    }
+
     pub fn conduit<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
         Command::new(CONDUIT)
             .args(args)

@@ -3,9 +3,10 @@
 //! else the default route (`[default]`: no timeout, no retries). [`MatchRoute`] is the
 //! layer that finds a request's [`RouteMatch`] (outbound for wherever it goes, inbound for
 //! the pod's own Service) and puts it in the request's extensions, for the metrics'
-//! `route` label and for the timeout and retry layers below. The route set is one
-//! [`RegexSet`], so that matching costs one pass over the path however many routes
-//! there are. Outbound, the match also names the request's backend route (from the
+//! `route` label and for the timeout and retry layers below. The routes' regexes are one
+//! automaton that finds the first route whose path matches in one pass over the path,
+//! however many routes there are; only when that route's method does not fit is the
+//! [`RegexSet`] of them asked for every route the path matches. Outbound, the match also names the request's backend route (from the
 //! Service's HTTPRoutes, [`BackendRoutes`]), which decides where it goes and may set
 //! its timeout instead of the profile route.
 
@@ -28,6 +29,7 @@ use futures_util::future::{BoxFuture, Either};
 use http::{Method, Request};
 use parking_lot::Mutex;
 use regex::{RegexSet, RegexSetBuilder};
+use regex_automata::{meta, Anchored, Input};
 use std::{
     net::SocketAddr,
     sync::{Arc, LazyLock},
@@ -95,7 +97,10 @@ impl Default for BudgetPolicy {
 #[derive(Debug)]
 pub struct Profile {
     routes: Vec<Arc<ProfileRoute>>,
-    /// The routes' path regexes, anchored, in the same order.
+    /// The routes' path regexes, anchored, in the same order: which is the first that
+    /// matches (leftmost-first: the earlier pattern wins) ...
+    first: Option<meta::Regex>,
+    /// ... and which all match.
     paths: RegexSet,
     default: Arc<ProfileRoute>,
     pub budget: BudgetPolicy,
@@ -108,6 +113,7 @@ impl Profile {
     pub fn empty() -> Profile {
         Profile {
             routes: Vec::new(),
+            first: None,
             paths: RegexSet::empty(),
             default: Arc::new(ProfileRoute::default_route()),
             budget: BudgetPolicy::default(),
@@ -126,11 +132,19 @@ impl Profile {
         routes: Vec<(ProfileRoute, String)>,
         budget: BudgetPolicy,
     ) -> Result<Profile, regex::Error> {
-        let paths = RegexSetBuilder::new(routes.iter().map(|(_, re)| format!("^(?:{re})$")))
+        let anchored: Vec<String> = routes.iter().map(|(_, re)| format!("^(?:{re})$")).collect();
+        let paths = RegexSetBuilder::new(&anchored)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()?;
+        // Built from what the set accepted, so it fails only past its own size limit; a
+        // profile without it still matches, through the set.
+        let first = meta::Regex::builder()
+            .configure(meta::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .build_many(&anchored)
+            .ok();
         Ok(Profile {
             routes: routes.into_iter().map(|(r, _)| Arc::new(r)).collect(),
+            first,
             paths,
             budget,
             ..Profile::empty()
@@ -141,6 +155,17 @@ impl Profile {
     pub fn route(&self, method: &Method, path: &str) -> &Arc<ProfileRoute> {
         if self.routes.is_empty() {
             return &self.default;
+        }
+        if let Some(first) = &self.first {
+            // Anchored at both ends, a match is the whole path, and the first route that
+            // matches it is the first pattern that does.
+            let route = match first.search(&Input::new(path).anchored(Anchored::Yes)) {
+                Some(m) => &self.routes[m.pattern().as_usize()],
+                None => return &self.default,
+            };
+            if route.method.as_ref().is_none_or(|m| m == method) {
+                return route;
+            }
         }
         self.paths
             .matches(path)
