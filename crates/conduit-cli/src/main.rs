@@ -4,6 +4,7 @@
 
 mod api;
 mod check;
+mod completion;
 mod demo;
 mod identity;
 mod inject;
@@ -16,7 +17,7 @@ mod tap;
 mod top;
 mod trust;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -60,6 +61,8 @@ enum Command {
     Identity(identity::IdentityArgs),
     /// Run the sample app, meshed, on this host, and show its golden metrics.
     Demo(demo::DemoArgs),
+    /// Print shell completion (bash, zsh, fish, elvish, powershell), for `source <(...)`.
+    Completion(completion::CompletionArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(args),
         Command::Identity(args) => identity::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Completion(args) => completion::run(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
