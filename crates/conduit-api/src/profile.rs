@@ -10,6 +10,11 @@ pub const DEFAULT_ROUTE: &str = "[default]";
 pub const MAX_ROUTES: usize = 4096;
 /// The longest route name (a metrics label value).
 pub const MAX_ROUTE_NAME: usize = 256;
+/// The most backends an HTTPRoute rule may send to (the Gateway API's `backendRefs`
+/// limit).
+pub const MAX_BACKENDS: usize = 16;
+/// The largest weight an HTTPRoute backend may have (the Gateway API's).
+pub const MAX_BACKEND_WEIGHT: u32 = 1_000_000;
 /// The retry budget of a Service whose profile sets none: retries may add 20% to
 /// the requests of the last 10 s, plus 10 per second.
 pub const DEFAULT_RETRY_RATIO_PERMILLE: u32 = 200;

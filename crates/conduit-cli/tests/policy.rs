@@ -230,13 +230,15 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
 
     // Tap shows both kinds of denial: a request that ended in 403 with the proxy's
     // reason, and a TCP connection kept out, with the client's identity.
-    let mut tap = Command::new(CONDUIT)
-        .args(["tap", "deploy/web", "-n", "emojivoto", "-o", "json"])
-        .env("CONDUIT_LOCAL_DIR", &rt.dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(tap.stdout.take().unwrap()));
+    let mut tap = KillOnDrop(
+        Command::new(CONDUIT)
+            .args(["tap", "deploy/web", "-n", "emojivoto", "-o", "json"])
+            .env("CONDUIT_LOCAL_DIR", &rt.dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(tap.0.stdout.take().unwrap()));
     let url = format!("http://{web_ip}:8080/api/denied-for-tap");
     let done = std::sync::atomic::AtomicBool::new(false);
     let (denied_request, denied_connection) = std::thread::scope(|s| {
@@ -267,8 +269,7 @@ fn servers_and_policies_let_one_service_account_in_and_keep_others_out() {
             }
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = tap.kill();
-        let _ = tap.wait();
+        drop(tap);
         (request, connection)
     });
     let _ = echo_server.kill();

@@ -140,15 +140,17 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
     assert!(all_serve, "every replica serves: {:?}", requests(&rt, 2));
 
     // `conduit tap` of the client shows its proxy's ejections and restorations.
-    let mut tap = Command::new(CONDUIT)
-        .args(["tap", "deploy/client", "-n", "shop"])
-        .env("CONDUIT_LOCAL_DIR", &rt.dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tap = KillOnDrop(
+        Command::new(CONDUIT)
+            .args(["tap", "deploy/client", "-n", "shop"])
+            .env("CONDUIT_LOCAL_DIR", &rt.dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let tapped = Arc::new(Mutex::new(Vec::<String>::new()));
     let reader = {
-        let (lines, tapped) = (tap.stdout.take().unwrap(), tapped.clone());
+        let (lines, tapped) = (tap.0.stdout.take().unwrap(), tapped.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(lines).lines().map_while(Result::ok) {
                 tapped.lock().unwrap().push(line);
@@ -209,8 +211,7 @@ fn a_failing_replica_is_ejected_and_restored_when_it_heals() {
         seen.values().filter_map(Value::as_u64).sum::<u64>(),
         "{seen:?}"
     );
-    let _ = tap.kill();
-    let _ = tap.wait();
+    drop(tap);
     let _ = reader.join();
     let tapped = tapped.lock().unwrap();
     let health: Vec<&String> = (tapped.iter())

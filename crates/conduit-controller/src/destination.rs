@@ -14,7 +14,7 @@ use conduit_api::destination::{
     http_match, label, update, value_match, BackendRoute, Endpoint, EndpointSet, GetDestination,
     HttpMatch, NoEndpoints, Profile, RetryBudget, Route, Update, ValueMatch, WeightedBackend,
 };
-use conduit_api::profile::MAX_ROUTES;
+use conduit_api::{control_plane::service_fqdn, profile::MAX_ROUTES};
 use conduit_k8s::{
     httproute::{self, HttpRoute, PathMatch, StringMatch},
     profile::ServiceProfile,
@@ -267,8 +267,9 @@ fn backend_routes(routes: &[Arc<HttpRoute>], service: &str, port: u16) -> Vec<Ba
                 backends: (rule.backends.iter())
                     .map(|b| WeightedBackend {
                         authority: format!(
-                            "{}.{}.svc.cluster.local:{}",
-                            b.service, a.route.namespace, b.port
+                            "{}:{}",
+                            service_fqdn(&b.service, &a.route.namespace),
+                            b.port
                         ),
                         weight: b.weight,
                     })

@@ -158,7 +158,7 @@ impl Workloads {
     pub fn profile(&self, namespace: &str, name: &str) -> Option<&Arc<ServiceProfile>> {
         let names =
             (self.lookup.profiles).get_or_init(|| positions(&self.profiles, |p| p.name.clone()));
-        let fqdn = format!("{name}.{namespace}.svc.cluster.local");
+        let fqdn = conduit_api::control_plane::service_fqdn(name, namespace);
         Some(&self.profiles[*names.get(&fqdn)?])
     }
 

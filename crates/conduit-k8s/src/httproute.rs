@@ -24,6 +24,7 @@
 //! references across namespaces), so that a route never half-applies silently.
 
 use crate::manifest::{is_dns_label, Document, ManifestError};
+use conduit_api::profile::{MAX_BACKENDS, MAX_BACKEND_WEIGHT};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 
@@ -36,9 +37,6 @@ pub const MAX_PARENT_REFS: usize = 32;
 pub const MAX_RULES: usize = 16;
 pub const MAX_MATCHES: usize = 64;
 pub const MAX_HEADER_MATCHES: usize = 16;
-pub const MAX_BACKEND_REFS: usize = 16;
-/// The largest weight a backend may have.
-pub const MAX_WEIGHT: u32 = 1_000_000;
 /// The longest path a match may name.
 pub const MAX_PATH: usize = 1024;
 
@@ -329,7 +327,7 @@ pub fn http_route(doc: &Document) -> Result<HttpRoute, ManifestError> {
         if let Some(e) = too_many(
             &format!("{field}.backendRefs"),
             r.backend_refs.len(),
-            MAX_BACKEND_REFS,
+            MAX_BACKENDS,
         ) {
             return Err(e);
         }
@@ -372,11 +370,11 @@ pub fn http_route(doc: &Document) -> Result<HttpRoute, ManifestError> {
             let weight = b.weight.unwrap_or(1);
             let weight = u32::try_from(weight)
                 .ok()
-                .filter(|w| *w <= MAX_WEIGHT)
+                .filter(|w| *w <= MAX_BACKEND_WEIGHT)
                 .ok_or_else(|| {
                     at(
                         format!("{field}.weight"),
-                        format!("{weight} is not a weight from 0 to {MAX_WEIGHT}"),
+                        format!("{weight} is not a weight from 0 to {MAX_BACKEND_WEIGHT}"),
                     )
                 })?;
             backends.push(Backend {
@@ -626,7 +624,7 @@ pub fn attached<'a>(
         })
         .collect();
     // A stable sort: rules and matches keep their order within a route.
-    matches.sort_by_key(|m| {
+    matches.sort_by_cached_key(|m| {
         let (kind, len) = match &m.matched.path {
             PathMatch::Exact(p) => (0, p.len()),
             PathMatch::Regex(p) => (1, p.len()),

@@ -455,9 +455,9 @@ pub fn crds() -> Vec<Value> {
 /// one does and replacing either with the other loses no route.
 pub fn http_route_crd() -> Value {
     use crate::httproute::{
-        GROUP, MAX_BACKEND_REFS, MAX_HEADER_MATCHES, MAX_MATCHES, MAX_PARENT_REFS, MAX_PATH,
-        MAX_RULES, MAX_WEIGHT,
+        GROUP, MAX_HEADER_MATCHES, MAX_MATCHES, MAX_PARENT_REFS, MAX_PATH, MAX_RULES,
     };
+    use conduit_api::profile::{MAX_BACKENDS, MAX_BACKEND_WEIGHT};
     let name = |max: u32| json!({ "type": "string", "minLength": 1, "maxLength": max });
     let kept = json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true });
     let port = json!({ "type": "integer", "format": "int32", "minimum": 1, "maximum": 65535 });
@@ -534,7 +534,7 @@ pub fn http_route_crd() -> Value {
                         "filters": { "type": "array", "maxItems": 16, "items": kept },
                         "backendRefs": {
                             "type": "array",
-                            "maxItems": MAX_BACKEND_REFS,
+                            "maxItems": MAX_BACKENDS,
                             "items": {
                                 "type": "object",
                                 "required": ["name"],
@@ -544,7 +544,7 @@ pub fn http_route_crd() -> Value {
                                     "name": name(253),
                                     "namespace": name(63),
                                     "port": port,
-                                    "weight": { "type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_WEIGHT, "default": 1 },
+                                    "weight": { "type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_BACKEND_WEIGHT, "default": 1 },
                                     "filters": { "type": "array", "maxItems": 16, "items": kept },
                                 },
                             },

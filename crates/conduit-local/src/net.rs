@@ -72,7 +72,7 @@ pub fn hosts_file(pod: &PodState, services: &[ServiceState]) -> String {
     let _ = writeln!(out, "{NODE_IP}\t{}", control_plane_names().join(" "));
     for s in services {
         let mut names = vec![
-            format!("{}.{}.svc.cluster.local", s.name, s.namespace),
+            service_fqdn(&s.name, &s.namespace),
             format!("{}.{}", s.name, s.namespace),
         ];
         if s.namespace == pod.namespace {

@@ -91,6 +91,17 @@ pub fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/emojivoto/emojivoto.yml")
 }
 
+/// A child process killed and reaped when dropped, so that a test that fails while it
+/// runs (a `conduit tap` it reads, say) does not leave it behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One local runtime with a run directory of its own, brought down when dropped.
 pub struct Runtime {
     pub dir: PathBuf,

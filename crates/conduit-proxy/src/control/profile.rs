@@ -13,16 +13,16 @@ use crate::{
         Followed,
     },
     http::{
-        backends::{
-            self, BackendRoute, BackendRoutes, PathMatch, RequestMatch, ValueMatch, MAX_WEIGHT,
-        },
+        backends::{self, BackendRoute, BackendRoutes, PathMatch, RequestMatch, ValueMatch},
         retry::budget::RetryBudget,
         routes::{no_profile, BudgetPolicy, Profile, ProfileRoute},
     },
 };
 use conduit_api::{
     destination as api,
-    profile::{is_route_name, DEFAULT_RETRY_GRPC_CODE, MAX_ROUTES},
+    profile::{
+        is_route_name, DEFAULT_RETRY_GRPC_CODE, MAX_BACKENDS, MAX_BACKEND_WEIGHT, MAX_ROUTES,
+    },
 };
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
@@ -110,9 +110,6 @@ pub fn profile(answer: api::Profile) -> Result<Profile, ProfileError> {
     Ok(Profile::new(routes, budget)?.with_backends(backends))
 }
 
-/// The most backends a rule may have (the Gateway API's limit on `backendRefs`).
-const MAX_BACKENDS: usize = 16;
-
 /// What the proxy makes of a profile's backend routes: each checked, its regexes
 /// compiled within the profile's shared limit.
 fn backend_routes(wire: Vec<api::BackendRoute>) -> Result<BackendRoutes, ProfileError> {
@@ -149,9 +146,9 @@ fn backend_routes(wire: Vec<api::BackendRoute>) -> Result<BackendRoutes, Profile
             .ok_or_else(|| refuse("no match".into()))?;
         let path = match &m.path {
             Some(api::http_match::Path::Exact(p)) => PathMatch::Exact(p.clone()),
-            Some(api::http_match::Path::Prefix(p)) => PathMatch::Prefix(p.clone()),
+            Some(api::http_match::Path::Prefix(p)) => PathMatch::prefix(p),
             Some(api::http_match::Path::Regex(re)) => PathMatch::Regex(regex(re)?),
-            None => PathMatch::Prefix("/".into()),
+            None => PathMatch::prefix("/"),
         };
         let method = match m.method.as_str() {
             "" => None,
@@ -178,7 +175,8 @@ fn backend_routes(wire: Vec<api::BackendRoute>) -> Result<BackendRoutes, Profile
         }
         let mut backends = Vec::with_capacity(r.backends.len());
         for b in &r.backends {
-            if b.authority.parse::<http::uri::Authority>().is_err() || b.weight > MAX_WEIGHT {
+            if b.authority.parse::<http::uri::Authority>().is_err() || b.weight > MAX_BACKEND_WEIGHT
+            {
                 return Err(refuse(format!(
                     "{:?} (weight {}) is not a backend",
                     b.authority, b.weight
@@ -421,7 +419,7 @@ mod tests {
                 "is not a backend",
             ),
             (
-                backend_route(&[("web:80", MAX_WEIGHT + 1)], None),
+                backend_route(&[("web:80", MAX_BACKEND_WEIGHT + 1)], None),
                 "is not a backend",
             ),
             (

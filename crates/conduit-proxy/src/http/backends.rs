@@ -6,24 +6,28 @@
 //! proxy splits: the matching happens in [`MatchRoute`](super::routes::MatchRoute)
 //! and the pick where the request is forwarded ([`Route`](super::route::Route)).
 
+use super::routes::REGEX_SIZE_LIMIT;
 use crate::balance::random::Random;
 use http::{header::HeaderName, Method, Request};
 use regex::{Regex, RegexBuilder};
 use std::{sync::Arc, time::Duration};
 
-/// The most memory one Service's HTTPRoute regexes may take together.
-const REGEX_SIZE_LIMIT: usize = 16 << 20;
-/// The largest weight a backend may have (the Gateway API's).
-pub const MAX_WEIGHT: u32 = 1_000_000;
-
 /// How a path is matched.
 #[derive(Debug)]
 pub enum PathMatch {
     Exact(String),
-    /// By whole segments, a trailing `/` ignored.
+    /// By whole segments; held without its trailing `/` ([`PathMatch::prefix`]).
     Prefix(String),
     /// Anchored.
     Regex(Regex),
+}
+
+impl PathMatch {
+    /// A prefix match of `prefix`, a trailing `/` ignored (as the Gateway API says), so
+    /// that requests need not trim it.
+    pub fn prefix(prefix: &str) -> PathMatch {
+        PathMatch::Prefix(prefix.trim_end_matches('/').to_string())
+    }
 }
 
 /// How a header's or query parameter's value is matched.
@@ -59,8 +63,8 @@ impl RequestMatch {
         let path_ok = match &self.path {
             PathMatch::Exact(p) => p == path,
             PathMatch::Prefix(p) => {
-                let p = p.trim_end_matches('/');
-                path.starts_with(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
             }
             PathMatch::Regex(re) => re.is_match(path),
         };
@@ -170,8 +174,8 @@ impl BackendRoutes {
     }
 }
 
-/// An anchored regex for one of `count` a Service's routes hold, within their shared
-/// memory limit.
+/// An anchored regex for one of the `count` that a Service's HTTPRoutes hold, within the
+/// memory limit they share (a profile's).
 pub fn anchored_regex(re: &str, count: usize) -> Result<Regex, regex::Error> {
     RegexBuilder::new(&format!("^(?:{re})$"))
         .size_limit(REGEX_SIZE_LIMIT / count.max(1))
@@ -201,14 +205,14 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments() {
-        let api = path(PathMatch::Prefix("/api/".into()));
+        let api = path(PathMatch::prefix("/api/"));
         let get = |uri: &str| request(Method::GET, uri, &[]);
         assert!(api.matches(&get("/api")));
         assert!(api.matches(&get("/api/")));
         assert!(api.matches(&get("/api/list?x=1")));
         assert!(!api.matches(&get("/apis")));
         assert!(!api.matches(&get("/")));
-        assert!(path(PathMatch::Prefix("/".into())).matches(&get("/anything")));
+        assert!(path(PathMatch::prefix("/")).matches(&get("/anything")));
         let exact = path(PathMatch::Exact("/api".into()));
         assert!(exact.matches(&get("/api")) && !exact.matches(&get("/api/")));
         let regex = path(PathMatch::Regex(anchored_regex("/api/[0-9]+", 1).unwrap()));
@@ -218,7 +222,7 @@ mod tests {
     #[test]
     fn methods_headers_and_query_parameters_must_all_match() {
         let m = RequestMatch {
-            path: PathMatch::Prefix("/".into()),
+            path: PathMatch::prefix("/"),
             method: Some(Method::GET),
             headers: vec![
                 (
@@ -248,7 +252,7 @@ mod tests {
         let route = |backends: &[(&str, u32)]| {
             BackendRoute::new(
                 "HTTPRoute ns/r rule 0".into(),
-                path(PathMatch::Prefix("/".into())),
+                path(PathMatch::prefix("/")),
                 backends.iter().map(|(t, w)| (Arc::from(*t), *w)).collect(),
                 None,
             )

@@ -6,9 +6,9 @@
 //! `route` label and for the timeout and retry layers below. The routes' regexes are one
 //! automaton that finds the first route whose path matches in one pass over the path,
 //! however many routes there are; only when that route's method does not fit is the
-//! [`RegexSet`] of them asked for every route the path matches. Outbound, the match also names the request's backend route (from the
-//! Service's HTTPRoutes, [`BackendRoutes`]), which decides where it goes and may set
-//! its timeout instead of the profile route.
+//! [`RegexSet`] of them asked for every route the path matches. Outbound, the match also
+//! names the request's backend route (from the Service's HTTPRoutes, [`BackendRoutes`]),
+//! which decides where it goes and may set its timeout instead of the profile route.
 
 use crate::{
     control::profile::{FollowedProfile as Followed, Profiles},
@@ -39,7 +39,7 @@ use std::{
 
 /// The most memory one profile's compiled regexes may take (the controller's are
 /// checked one by one; together they could be larger).
-const REGEX_SIZE_LIMIT: usize = 16 << 20;
+pub(crate) const REGEX_SIZE_LIMIT: usize = 16 << 20;
 
 /// One route of a profile.
 #[derive(Debug, PartialEq, Eq)]
@@ -237,9 +237,10 @@ impl RouteMatch {
     /// The match of `req` in `followed`'s profile; with `split`, its backend route too.
     fn of<B>(followed: &Followed, req: &Request<B>, split: bool) -> RouteMatch {
         let profile = followed.profile();
-        let backend = match split && !profile.backends.is_empty() {
-            true => profile.backends.route_of(req).cloned(),
-            false => None,
+        let backend = if split && !profile.backends.is_empty() {
+            profile.backends.route_of(req).cloned()
+        } else {
+            None
         };
         RouteMatch {
             route: profile.route(req.method(), req.uri().path()).clone(),
@@ -427,7 +428,7 @@ mod tests {
         });
         let backend = |timeout| {
             let any = RequestMatch {
-                path: PathMatch::Prefix("/".into()),
+                path: PathMatch::prefix("/"),
                 method: None,
                 headers: Vec::new(),
                 query_params: Vec::new(),
