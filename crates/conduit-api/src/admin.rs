@@ -16,6 +16,7 @@ pub const IDENTITY_PATH: &str = "/identity";
 pub const SHUTDOWN_PATH: &str = "/shutdown";
 
 /// What a proxy says of its identity at `/identity`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyIdentity {
     /// The identity it proves, like `web.emojivoto.serviceaccount.identity.conduit.cluster.local`.

@@ -1,8 +1,10 @@
-//! The controller's HTTP JSON API, as both ends see it: every endpoint's path, its query
-//! and its answer, and the body of a refused request. The controller serves these types
-//! and the CLI reads them back, so neither spells a key. Answers carry every field, `null`
-//! where there is no value, except tap lines, which leave out what their kind has not.
-//! Knows nothing about how the answers are computed.
+//! The controller's public HTTP JSON API, version 1, as every client sees it: each
+//! endpoint's path (under [`V1`]), its query and its answer, and the body of a refused
+//! request. The controller serves these types, the CLI and the dashboard read them back,
+//! and the OpenAPI document (`crate::openapi`, feature `openapi`) is generated from them,
+//! so nobody spells a key. Answers carry every field, `null` where there is no value,
+//! except tap lines, which leave out what their kind has not. Knows nothing about how the
+//! answers are computed.
 
 use crate::{
     admin::ProxyIdentity,
@@ -24,6 +26,16 @@ pub const READY_PATH: &str = "/ready";
 /// The controller's own counters, in the Prometheus text format.
 pub const METRICS_PATH: &str = "/metrics";
 
+/// The prefix of every path of the API, version 1.
+pub const V1: &str = "/api/v1";
+
+/// A path of the API, version 1: `v1!("stat")` is `/api/v1/stat`.
+macro_rules! v1 {
+    ($resource:literal) => {
+        concat!("/api/v1/", $resource)
+    };
+}
+
 /// The query parameter of the namespace a query is limited to; on Kubernetes the path's
 /// namespace replaces it (see `public_api`).
 pub const NAMESPACE_PARAM: &str = "namespace";
@@ -35,22 +47,36 @@ pub trait Endpoint: Serialize + DeserializeOwned {
     /// What RBAC must grant to call it on Kubernetes, where its path is
     /// [`Access::path`].
     const ACCESS: Access;
-    /// What it answers: the JSON body, or, for a stream (`/api/tap`), each of its lines.
+    /// What it answers: the JSON body, or, for a stream ([`Endpoint::STREAM`]), each of
+    /// its lines.
     type Answer: Serialize + DeserializeOwned;
+    /// Whether the answer is a stream of JSON lines (`application/x-ndjson`), one
+    /// [`Endpoint::Answer`] each, rather than one JSON body.
+    const STREAM: bool = false;
 }
 
 /// Every endpoint's path and access: what the controller serves behind authorization.
 pub const ENDPOINTS: &[(&str, Access)] = &[
+    (NamespacesQuery::PATH, NamespacesQuery::ACCESS),
     (StatQuery::PATH, StatQuery::ACCESS),
+    (SeriesQuery::PATH, SeriesQuery::ACCESS),
     (EdgesQuery::PATH, EdgesQuery::ACCESS),
     (RoutesQuery::PATH, RoutesQuery::ACCESS),
     (WorkloadsQuery::PATH, WorkloadsQuery::ACCESS),
     (TapQuery::PATH, TapQuery::ACCESS),
     (TopQuery::PATH, TopQuery::ACCESS),
     (IdentityQuery::PATH, IdentityQuery::ACCESS),
+    (VersionQuery::PATH, VersionQuery::ACCESS),
+    (OpenApiQuery::PATH, OpenApiQuery::ACCESS),
 ];
 
-/// The body of a refused request (a 400): what was wrong, naming the parameter.
+/// The content type of a streamed answer: one JSON document per line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// The body of every refused request (400: a bad parameter, naming it; 404: no such
+/// path, namespace or resource; 503: the metrics' source cannot answer): what was wrong
+/// and what to do.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
     /// What was wrong and what is accepted.
@@ -72,15 +98,25 @@ impl Resource {
     /// The kinds a `resource` parameter accepts, as error messages name them.
     pub const EXPECTED: &'static str = "deploy, pod or ns";
 
-    /// Reads kubectl's names of a kind and their short forms (`deploy`, `deployment`,
-    /// `deployments`, `po`, `pod`, `pods`, `ns`, `namespace`, `namespaces`).
+    /// Every name of every kind: kubectl's, with their short forms.
+    pub const NAMES: &'static [(&'static str, Resource)] = &[
+        ("deploy", Resource::Deployment),
+        ("deployment", Resource::Deployment),
+        ("deployments", Resource::Deployment),
+        ("po", Resource::Pod),
+        ("pod", Resource::Pod),
+        ("pods", Resource::Pod),
+        ("ns", Resource::Namespace),
+        ("namespace", Resource::Namespace),
+        ("namespaces", Resource::Namespace),
+    ];
+
+    /// Reads one of [`Resource::NAMES`].
     pub fn parse(raw: &str) -> Option<Resource> {
-        match raw {
-            "ns" | "namespace" | "namespaces" => Some(Resource::Namespace),
-            "deploy" | "deployment" | "deployments" => Some(Resource::Deployment),
-            "po" | "pod" | "pods" => Some(Resource::Pod),
-            _ => None,
-        }
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == raw)
+            .map(|(_, kind)| *kind)
     }
 
     /// The short name: `deploy`, `pod` or `ns`.
@@ -93,11 +129,51 @@ impl Resource {
     }
 }
 
-/// `GET /api/stat`: golden metrics per namespace, deployment or pod.
+/// `GET /api/v1/namespaces`: every namespace with pods or Services, and how much of it
+/// is meshed.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacesQuery {}
+
+impl Endpoint for NamespacesQuery {
+    const PATH: &'static str = v1!("namespaces");
+    const ACCESS: Access = Access::viewer("namespaces");
+    type Answer = Vec<NamespaceRow>;
+}
+
+/// A namespace, as the overview lists it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRow {
+    /// The namespace.
+    pub name: String,
+    /// Its pods.
+    pub pods: u32,
+    /// Those of them with a proxy.
+    pub meshed_pods: u32,
+    /// Its Services.
+    pub services: u32,
+    /// Whether the injector meshes its new pods (annotated `conduit.io/inject: enabled`).
+    pub inject: bool,
+}
+
+/// `GET /api/v1/stat`: golden metrics per namespace, deployment or pod.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatQuery {
-    /// The kind to group by, as the user wrote it (see [`Resource::parse`]); the
-    /// controller names a kind it does not know.
+    /// The kind to group by: `deploy`, `pod` or `ns` (or kubectl's other names of them).
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = crate::openapi::ResourceName, inline)
+    )]
     pub resource: String,
     /// The window rates cover, like `1m` (the default) or `30s`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,12 +187,13 @@ pub struct StatQuery {
 }
 
 impl Endpoint for StatQuery {
-    const PATH: &'static str = "/api/stat";
+    const PATH: &'static str = v1!("stat");
     const ACCESS: Access = Access::viewer("stats");
     type Answer = Vec<StatRow>;
 }
 
 /// One row of `conduit stat`: a resource's golden metrics over the window.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatRow {
     /// The resource's namespace (a namespace's own name for `ns` rows).
@@ -147,9 +224,93 @@ pub struct StatRow {
     pub effective_success_rate: Option<f64>,
 }
 
-/// `GET /api/routes`: golden metrics per route: a deployment's inbound requests by the
+/// `GET /api/v1/series`: a resource's golden metrics over time, one point per step, for
+/// charts: each point covers the step before it (at least twice the scrape interval, so
+/// that every point has two scrapes to compute rates from).
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesQuery {
+    /// The kind of the resource: `deploy`, `pod` or `ns` (or kubectl's other names of
+    /// them).
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = crate::openapi::ResourceName, inline)
+    )]
+    pub resource: String,
+    /// Its name.
+    pub name: String,
+    /// Its namespace (`default` when absent; for `ns`, the name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// How far back the series goes, like `15m` (`10m` when absent), at most the metrics'
+    /// retention.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The time between points, like `30s` (`window` / 60 when absent); at most
+    /// 720 points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+}
+
+/// The most points a series answers: a client cannot make the controller compute (or
+/// hold) more.
+pub const MAX_SERIES_POINTS: u32 = 720;
+const _: () = assert!(MAX_SERIES_POINTS == 720, "SeriesQuery::step's doc says 720");
+
+impl Endpoint for SeriesQuery {
+    const PATH: &'static str = v1!("series");
+    const ACCESS: Access = Access::viewer("series");
+    type Answer = Series;
+}
+
+/// A resource's golden metrics over time, oldest point first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// The resource's namespace.
+    pub namespace: String,
+    /// The resource.
+    pub name: String,
+    /// The time between points, in seconds.
+    pub step_seconds: f64,
+    /// What each point's rates cover, in seconds: the step, or twice the scrape
+    /// interval when that is longer.
+    pub range_seconds: f64,
+    /// The points, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// The golden metrics over the range before one moment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// The moment, in milliseconds since the Unix epoch.
+    pub time_unix_ms: u64,
+    /// Requests per second.
+    pub request_rate: f64,
+    /// 0..1; `null` without traffic.
+    pub success_rate: Option<f64>,
+    /// The median latency to the response's head, in milliseconds; `null` without
+    /// traffic.
+    pub latency_ms_p50: Option<f64>,
+    /// The 95th percentile, likewise.
+    pub latency_ms_p95: Option<f64>,
+    /// The 99th percentile, likewise.
+    pub latency_ms_p99: Option<f64>,
+}
+
+/// `GET /api/v1/routes`: golden metrics per route: a deployment's inbound requests by the
 /// routes of its own Services' profiles, or with `to`, its outbound requests to that
 /// Service by the routes of that Service's profile.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutesQuery {
     /// The deployment.
@@ -167,7 +328,7 @@ pub struct RoutesQuery {
 }
 
 impl Endpoint for RoutesQuery {
-    const PATH: &'static str = "/api/routes";
+    const PATH: &'static str = v1!("routes");
     const ACCESS: Access = Access::viewer("routes");
     type Answer = Vec<RouteRow>;
 }
@@ -175,6 +336,7 @@ impl Endpoint for RoutesQuery {
 /// One row of `conduit routes`: a route's golden metrics over the window. Effective
 /// figures are what the clients saw (after retries); actual ones count every attempt,
 /// retries included (outbound only: a server's proxy does not retry).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteRow {
     /// The route's name in the profile, or `[default]`.
@@ -196,7 +358,12 @@ pub struct RouteRow {
     pub latency_ms_p99: Option<f64>,
 }
 
-/// `GET /api/edges`: who calls whom among deployments.
+/// `GET /api/v1/edges`: who calls whom among deployments.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgesQuery {
     /// The window rates cover, like `1m` (the default).
@@ -208,12 +375,13 @@ pub struct EdgesQuery {
 }
 
 impl Endpoint for EdgesQuery {
-    const PATH: &'static str = "/api/edges";
+    const PATH: &'static str = v1!("edges");
     const ACCESS: Access = Access::viewer("edges");
     type Answer = Vec<EdgeRow>;
 }
 
 /// One row of `conduit edges`: a source deployment calling a destination deployment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EdgeRow {
     /// The source deployment's namespace.
@@ -236,17 +404,23 @@ pub struct EdgeRow {
     pub server_ids: Vec<String>,
 }
 
-/// `GET /api/workloads`: what discovery knows, and which version of it.
+/// `GET /api/v1/workloads`: what discovery knows, and which version of it.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadsQuery {}
 
 impl Endpoint for WorkloadsQuery {
-    const PATH: &'static str = "/api/workloads";
+    const PATH: &'static str = v1!("workloads");
     const ACCESS: Access = Access::viewer("workloads");
     type Answer = Workloads;
 }
 
 /// The workloads discovery knows.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workloads {
     /// Every pod, meshed or not.
@@ -264,6 +438,7 @@ pub struct Workloads {
 }
 
 /// A pod, as discovery sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pod {
     /// The pod's namespace.
@@ -273,6 +448,7 @@ pub struct Pod {
     /// The Deployment it belongs to.
     pub deployment: String,
     /// The pod's address.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "198.18.0.4"))]
     pub ip: IpAddr,
     /// Whether it has a proxy.
     pub meshed: bool,
@@ -298,6 +474,7 @@ impl Pod {
 }
 
 /// A Service with its ready endpoints per port.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// The Service's namespace.
@@ -305,12 +482,14 @@ pub struct Service {
     /// The Service's name.
     pub name: String,
     /// Its virtual IP.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "198.19.0.1"))]
     pub vip: IpAddr,
     /// Its ports.
     pub ports: Vec<ServicePort>,
 }
 
 /// One port of a Service.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {
     /// The port clients connect to.
@@ -320,19 +499,34 @@ pub struct ServicePort {
 }
 
 /// A ready pod behind a Service port.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEndpoint {
     /// The pod's address and target port.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, example = "198.18.0.4:8080")
+    )]
     pub addr: SocketAddr,
     /// The pod's name.
     pub pod: String,
 }
 
-/// `GET /api/tap`: live events of a resource's meshed pods, streamed as JSON lines
+/// `GET /api/v1/tap`: live events of a resource's meshed pods, streamed as JSON lines
 /// (`application/x-ndjson`), one [`TapLine`] each.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TapQuery {
-    /// The kind of the resource to tap (see [`Resource::parse`]).
+    /// The kind of the resource to tap: `deploy`, `pod` or `ns` (or kubectl's other names of
+    /// them).
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = crate::openapi::ResourceName, inline)
+    )]
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,12 +546,14 @@ pub struct TapQuery {
 }
 
 impl Endpoint for TapQuery {
-    const PATH: &'static str = "/api/tap";
+    const PATH: &'static str = v1!("tap");
     const ACCESS: Access = Access::tap("taps");
     type Answer = TapLine;
+    const STREAM: bool = true;
 }
 
 /// What a tap line tells.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TapLineKind {
@@ -378,6 +574,7 @@ pub enum TapLineKind {
 }
 
 /// One tap event, as the API streams it. Fields a kind has not are left out.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TapLine {
     /// What the line tells.
@@ -474,10 +671,20 @@ impl TapLine {
     }
 }
 
-/// `GET /api/top`: a resource's busiest paths, from its live traffic over a window.
+/// `GET /api/v1/top`: a resource's busiest paths, from its live traffic over a window.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopQuery {
-    /// The kind of the resource to watch (see [`Resource::parse`]).
+    /// The kind of the resource to watch: `deploy`, `pod` or `ns` (or kubectl's other names of
+    /// them).
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = crate::openapi::ResourceName, inline)
+    )]
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -491,12 +698,13 @@ pub struct TopQuery {
 }
 
 impl Endpoint for TopQuery {
-    const PATH: &'static str = "/api/top";
+    const PATH: &'static str = v1!("top");
     const ACCESS: Access = Access::tap("tops");
     type Answer = Vec<TopRow>;
 }
 
 /// One row of `conduit top`: requests to one path, in one direction, with one peer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopRow {
     /// `inbound` or `outbound`.
@@ -517,10 +725,20 @@ pub struct TopRow {
     pub latency_ms_max: Option<f64>,
 }
 
-/// `GET /api/identity`: the certificate of each proxy of a resource.
+/// `GET /api/v1/identity`: the certificate of each proxy of a resource.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityQuery {
-    /// The kind of the resource (see [`Resource::parse`]).
+    /// The kind of the resource: `deploy`, `pod` or `ns` (or kubectl's other names of
+    /// them).
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = crate::openapi::ResourceName, inline)
+    )]
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -531,12 +749,13 @@ pub struct IdentityQuery {
 }
 
 impl Endpoint for IdentityQuery {
-    const PATH: &'static str = "/api/identity";
+    const PATH: &'static str = v1!("identity");
     const ACCESS: Access = Access::viewer("identities");
     type Answer = Vec<IdentityRow>;
 }
 
 /// One meshed pod's certificate, as its proxy reports it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRow {
     /// The pod's namespace.
@@ -549,6 +768,7 @@ pub struct IdentityRow {
 }
 
 /// What the controller learned of a proxy's identity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum IdentityReport {
@@ -559,6 +779,48 @@ pub enum IdentityReport {
         /// Why.
         error: String,
     },
+}
+
+/// `GET /api/v1/version`: the control plane's version.
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionQuery {}
+
+impl Endpoint for VersionQuery {
+    const PATH: &'static str = v1!("version");
+    const ACCESS: Access = Access::viewer("versions");
+    type Answer = Version;
+}
+
+/// A part's version.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Like `0.1.0`: every Conduit part of one release has the same.
+    pub version: String,
+}
+
+/// The version every part of this build reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET /api/v1/openapi.json`: this API's OpenAPI 3 document, generated from the types
+/// of this module (a copy is `docs/openapi.json`).
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams, utoipa::ToSchema),
+    into_params(parameter_in = Query)
+)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenApiQuery {}
+
+impl Endpoint for OpenApiQuery {
+    const PATH: &'static str = v1!("openapi.json");
+    const ACCESS: Access = Access::viewer("openapi");
+    type Answer = serde_json::Value;
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
 
 /// What happens on ports no Server selects.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DefaultPolicy {
@@ -64,6 +65,7 @@ impl FromStr for DefaultPolicy {
 
 /// An HTTP path a prober GETs on a port: always allowed, so that policy never makes a pod
 /// unready.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     /// The port the prober connects to.

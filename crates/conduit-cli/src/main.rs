@@ -5,6 +5,7 @@
 mod api;
 mod check;
 mod completion;
+mod dashboard;
 mod demo;
 mod identity;
 mod inject;
@@ -16,6 +17,7 @@ mod stat;
 mod tap;
 mod top;
 mod trust;
+mod version;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -61,6 +63,10 @@ enum Command {
     Identity(identity::IdentityArgs),
     /// Run the sample app, meshed, on this host, and show its golden metrics.
     Demo(demo::DemoArgs),
+    /// Serve the web dashboard on a local port, until interrupted.
+    Dashboard(dashboard::DashboardArgs),
+    /// Print the CLI's version and the control plane's.
+    Version(version::VersionArgs),
     /// Print shell completion (bash, zsh, fish, elvish, powershell), for `source <(...)`.
     Completion(completion::CompletionArgs),
 }
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(args),
         Command::Identity(args) => identity::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
+        Command::Version(args) => version::run(args),
         Command::Completion(args) => completion::run(args, Cli::command()),
     };
     match result {

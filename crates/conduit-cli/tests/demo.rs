@@ -209,10 +209,127 @@ fn the_demo_shows_golden_metrics_of_the_meshed_sample_app() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("no pods for deploy/nope in namespace emojivoto"));
 
+    // The API's v1 beside the CLI: namespaces, a chart's series with traffic in it, and
+    // the version, as a third party reads them with curl.
+    let socket = demo.dir.join("api.sock");
+    let api = |path: &str| -> Value {
+        let out = Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "--fail-with-body",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .arg(format!("http://localhost{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let namespaces = api("/api/v1/namespaces");
+    assert_eq!(
+        namespaces,
+        serde_json::json!([{"name": "emojivoto", "pods": 4, "meshed_pods": 4, "services": 3, "inject": false}])
+    );
+    let series =
+        api("/api/v1/series?resource=deploy&name=web&namespace=emojivoto&window=2m&step=10s");
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 12, "{series}");
+    assert!(
+        points
+            .iter()
+            .any(|p| p["request_rate"].as_f64().unwrap() > 0.0
+                && p["success_rate"].as_f64().is_some()
+                && p["latency_ms_p99"].as_f64().is_some()),
+        "the web's chart has points with traffic: {series}"
+    );
+    let version = demo.ok(&["version"]);
+    let expected = format!(
+        "Client version: {0}\nServer version: {0}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(version, expected);
+
+    // docs/api.md's rollout gate, run as written: it passes a healthy deployment, stops a
+    // failing one, and will not judge one without traffic or that does not exist.
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
+    let gate = doc
+        .split_once("<!-- gate.sh")
+        .and_then(|(_, rest)| rest.split_once("```bash\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(script, _)| script.to_string())
+        .expect("docs/api.md has the gate script");
+    let run_gate = |deploy: &str, min: &str| {
+        let out = Command::new("bash")
+            .args(["-c", &gate])
+            .env("CONDUIT_LOCAL_DIR", &demo.dir)
+            .env("DEPLOY", deploy)
+            .env("NAMESPACE", "emojivoto")
+            .env("MIN_SUCCESS", min)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = run_gate("emoji", "0.95");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("deploy/emoji: success rate 1 over 1m") && said.contains("go on"),
+        "{said}"
+    );
+    let (code, said) = run_gate("voting", "0.9999");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("is below 0.9999: stop the rollout"), "{said}");
+    let (code, said) = run_gate("vote-bot", "0.5");
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("no requests in the last 1m"), "{said}");
+    let (code, said) = run_gate("nope", "0.5");
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains("deploy/nope: no such deploy in namespace emojivoto"),
+        "{said}"
+    );
+
     // Bad input gets a clear error and exit 1.
     let out = demo.conduit(&["stat", "deploy", "-n", "emojivoto", "--window", "1h"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 15m"));
+}
+
+#[test]
+fn version_without_a_control_plane_says_so_and_fails() {
+    let dir = std::env::temp_dir().join(format!("conduit-nothing-v-{}", std::process::id()));
+    let out = Command::new(CONDUIT)
+        .arg("version")
+        .env("CONDUIT_LOCAL_DIR", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "Client version: {}\nServer version: unavailable\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the control plane"), "{err}");
+    let client = Command::new(CONDUIT)
+        .args(["version", "--client"])
+        .env("CONDUIT_LOCAL_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(client.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        format!("Client version: {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

@@ -590,10 +590,10 @@ mod tests {
         assert_eq!(local, api_http::StatQuery::PATH);
         assert_eq!(access.verb, "list");
         let (ns, local, access) = endpoint_of("/apis/api.conduit.io/v1alpha1/taps").unwrap();
-        assert_eq!((ns, local, access.verb), (None, "/api/tap", "watch"));
+        assert_eq!((ns, local, access.verb), (None, "/api/v1/tap", "watch"));
         assert!(endpoint_of("/apis/api.conduit.io/v1alpha1/namespaces//stats").is_none());
         assert!(endpoint_of("/apis/api.conduit.io/v1alpha1/secrets").is_none());
-        assert!(endpoint_of("/api/stat").is_none());
+        assert!(endpoint_of("/api/v1/stat").is_none());
     }
 
     /// The path's namespace is the query's: a caller allowed in one namespace cannot ask
@@ -603,10 +603,10 @@ mod tests {
         let original: Uri = "/apis/x?resource=deploy&namespace=kube-system&watch=true"
             .parse()
             .unwrap();
-        let uri = local_uri("/api/stat", &original, Some("emojivoto")).unwrap();
-        assert_eq!(uri, "/api/stat?resource=deploy&namespace=emojivoto");
-        let uri = local_uri("/api/stat", &original, None).unwrap();
-        assert_eq!(uri, "/api/stat?resource=deploy");
+        let uri = local_uri("/api/v1/stat", &original, Some("emojivoto")).unwrap();
+        assert_eq!(uri, "/api/v1/stat?resource=deploy&namespace=emojivoto");
+        let uri = local_uri("/api/v1/stat", &original, None).unwrap();
+        assert_eq!(uri, "/api/v1/stat?resource=deploy");
     }
 
     #[test]

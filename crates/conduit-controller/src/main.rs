@@ -288,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
         workloads: discovery.watch(),
         health: discovery.health(),
         max_window: args.retention,
+        scrape_interval: args.scrape_interval,
         identity_counts: identity_counts.clone(),
         tap_tls: own_tls.clone(),
         grpc_limits: grpc_limits.clone(),

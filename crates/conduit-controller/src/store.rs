@@ -1,7 +1,7 @@
 //! The metrics API's memory: every scrape of every meshed proxy, reduced to the counters
 //! queries need and kept for a retention window (15 minutes by default), and the queries
-//! themselves: golden metrics per namespace, deployment or pod (stat), and who calls
-//! whom (edges). Rates are increases over the window, counter resets included, as
+//! themselves: golden metrics per namespace, deployment or pod (stat), their history
+//! (series), and who calls whom (edges). Rates are increases over the window, counter resets included, as
 //! Prometheus' `increase` computes them; latency percentiles come from histogram buckets
 //! as `histogram_quantile` computes them.
 
@@ -10,12 +10,12 @@ use crate::{
     prom::Sample,
 };
 use conduit_api::{
-    http::{EdgeRow, Resource, RouteRow, StatRow},
+    http::{EdgeRow, Resource, RouteRow, SeriesPoint, StatRow},
     profile::DEFAULT_ROUTE,
 };
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 /// Request traffic of one direction (or one outbound authority) as counters.
@@ -218,15 +218,19 @@ impl Store {
         self.pods.retain(|(ns, name), _| keep(ns, name));
     }
 
-    /// The scrapes of a pod that cover the last `window` before `now`: the newest one
-    /// at or before the window's start (if any) and everything after.
+    /// The scrapes of a pod that cover the `window` before `now`: the newest one at or
+    /// before the window's start (if any) and every later one up to `now`.
     fn window(&self, namespace: &str, name: &str, now: Instant, window: Duration) -> &[PodScrape] {
         let Some(series) = self.pods.get(&(namespace.to_string(), name.to_string())) else {
             return &[];
         };
         let start = now.checked_sub(window).unwrap_or(now);
-        let first = series.iter().rposition(|s| s.at <= start).unwrap_or(0);
-        &series[first..]
+        let end = series.partition_point(|s| s.at <= now);
+        let first = series[..end]
+            .iter()
+            .rposition(|s| s.at <= start)
+            .unwrap_or(0);
+        &series[first.min(end)..end]
     }
 
     /// The golden metrics of `resource`s in `namespace` (all when `None`), optionally only
@@ -240,6 +244,73 @@ impl Store {
         window: Duration,
     ) -> Vec<StatRow> {
         let now = Instant::now();
+        self.groups(workloads, resource, namespace, name, now, window)
+            .into_iter()
+            .map(|((namespace, name), agg)| {
+                let effective = match resource {
+                    Resource::Pod => None,
+                    _ => {
+                        self.effective_success(workloads, resource, &namespace, &name, now, window)
+                    }
+                };
+                StatRow {
+                    effective_success_rate: effective,
+                    ..agg.row(namespace, name)
+                }
+            })
+            .collect()
+    }
+
+    /// The golden metrics of the resource `namespace/name` at `points` moments `step`
+    /// apart, the last one now, each over the `range` before it; oldest first. Moments
+    /// before the controller's clock began are left out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn series(
+        &self,
+        workloads: &Workloads,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        points: u32,
+        step: Duration,
+        range: Duration,
+    ) -> Vec<SeriesPoint> {
+        let (now, wall_now) = (Instant::now(), SystemTime::now());
+        (0..points)
+            .rev()
+            .filter_map(|back| {
+                let ago = step.checked_mul(back)?;
+                let at = now.checked_sub(ago)?;
+                let wall = wall_now.checked_sub(ago)?.duration_since(UNIX_EPOCH).ok()?;
+                let row = self
+                    .groups(workloads, resource, Some(namespace), Some(name), at, range)
+                    .into_values()
+                    .next()
+                    .unwrap_or_default()
+                    .row(namespace.to_string(), name.to_string());
+                Some(SeriesPoint {
+                    time_unix_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+                    request_rate: row.request_rate,
+                    success_rate: row.success_rate,
+                    latency_ms_p50: row.latency_ms_p50,
+                    latency_ms_p95: row.latency_ms_p95,
+                    latency_ms_p99: row.latency_ms_p99,
+                })
+            })
+            .collect()
+    }
+
+    /// The inbound traffic of `resource`s in `namespace` (all when `None`), optionally
+    /// only the one named `name`, over the `window` before `now`, by namespace and name.
+    fn groups(
+        &self,
+        workloads: &Workloads,
+        resource: Resource,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        now: Instant,
+        window: Duration,
+    ) -> BTreeMap<(String, String), Agg> {
         let mut groups: BTreeMap<(String, String), Agg> = BTreeMap::new();
         for pod in &workloads.pods {
             if namespace.is_some_and(|ns| ns != pod.namespace) {
@@ -263,20 +334,6 @@ impl Store {
             }
         }
         groups
-            .into_iter()
-            .map(|((namespace, name), agg)| {
-                let effective = match resource {
-                    Resource::Pod => None,
-                    _ => {
-                        self.effective_success(workloads, resource, &namespace, &name, now, window)
-                    }
-                };
-                StatRow {
-                    effective_success_rate: effective,
-                    ..agg.row(namespace, name)
-                }
-            })
-            .collect()
     }
 
     /// What meshed clients saw of the Services in front of the namespace or deployment
@@ -699,6 +756,73 @@ tcp_close_total{{direction="inbound",peer="src",target_port="8080",srv_name="def
             inbound_ok,
             inbound_ok + inbound_fail,
         )
+    }
+
+    #[test]
+    fn series_points_cover_only_the_range_before_each_moment() {
+        let w = sample();
+        let mut store = Store::new(Duration::from_secs(900));
+        let now = Instant::now();
+        let ago = |secs| now - Duration::from_secs(secs);
+        // 10 rps, then idle, then 30 rps with a third failing, then 20 rps all good.
+        for (at, ok, failed) in [
+            (40, 0, 0),
+            (30, 100, 0),
+            (20, 100, 0),
+            (10, 300, 100),
+            (0, 500, 100),
+        ] {
+            store.record(
+                "emojivoto",
+                "web-1",
+                scrape(ago(at), &metrics(ok, failed, 0, 1)),
+            );
+        }
+        let tenth = Duration::from_secs(10);
+        let points = store.series(
+            &w,
+            Resource::Deployment,
+            "emojivoto",
+            "web",
+            4,
+            tenth,
+            tenth,
+        );
+        let seen: Vec<(f64, Option<f64>)> = points
+            .iter()
+            .map(|p| ((p.request_rate * 1e6).round() / 1e6, p.success_rate))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (10.0, Some(1.0)),
+                (0.0, None),
+                (30.0, Some(200.0 / 300.0)),
+                (20.0, Some(1.0))
+            ]
+        );
+        let times: Vec<u64> = points.iter().map(|p| p.time_unix_ms).collect();
+        assert!(
+            times.windows(2).all(|t| t[1] - t[0] == 10_000),
+            "a step apart, oldest first: {times:?}"
+        );
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(wall - times[3] < 5_000, "the last point is now");
+        assert!(store
+            .series(
+                &w,
+                Resource::Deployment,
+                "emojivoto",
+                "voting",
+                4,
+                tenth,
+                tenth
+            )
+            .iter()
+            .all(|p| p.request_rate == 0.0 && p.latency_ms_p50.is_none()));
     }
 
     #[test]
