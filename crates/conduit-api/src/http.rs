@@ -177,12 +177,15 @@ pub struct StatQuery {
     pub resource: String,
     /// The window rates cover, like `1m` (the default) or `30s`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "1m"))]
     pub window: Option<String>,
     /// Only this namespace's (every namespace's when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
     /// Only the resource of this name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub name: Option<String>,
 }
 
@@ -242,17 +245,21 @@ pub struct SeriesQuery {
     )]
     pub resource: String,
     /// Its name.
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub name: String,
     /// Its namespace (`default` when absent; for `ns`, the name).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
     /// How far back the series goes, like `15m` (`10m` when absent), at most the metrics'
     /// retention.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "1m"))]
     pub window: Option<String>,
     /// The time between points, like `30s` (`window` / 60 when absent); at most
     /// 720 points.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "30s"))]
     pub step: Option<String>,
 }
 
@@ -314,16 +321,20 @@ pub struct SeriesPoint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutesQuery {
     /// The deployment.
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub deployment: String,
     /// Its namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
     /// Only its requests to this Service (`name` or `name.namespace`; the deployment's
     /// namespace by default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "voting-svc"))]
     pub to: Option<String>,
     /// The window rates cover, like `1m` (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "1m"))]
     pub window: Option<String>,
 }
 
@@ -368,9 +379,11 @@ pub struct RouteRow {
 pub struct EdgesQuery {
     /// The window rates cover, like `1m` (the default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "1m"))]
     pub window: Option<String>,
     /// Only edges from or to this namespace (all when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
 }
 
@@ -530,6 +543,7 @@ pub struct TapQuery {
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub name: Option<String>,
     /// Only requests whose path starts with this.
     #[serde(default)]
@@ -542,6 +556,7 @@ pub struct TapQuery {
     pub max: u32,
     /// The resource's namespace (every namespace when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
 }
 
@@ -688,12 +703,15 @@ pub struct TopQuery {
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub name: Option<String>,
     /// How long to watch, from 1s to 5m (10s when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "1m"))]
     pub window: Option<String>,
     /// The resource's namespace (every namespace when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
 }
 
@@ -742,9 +760,11 @@ pub struct IdentityQuery {
     pub resource: String,
     /// Its name (every pod of the kind when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "web"))]
     pub name: Option<String>,
     /// The resource's namespace (every namespace when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(example = "emojivoto"))]
     pub namespace: Option<String>,
 }
 

@@ -133,6 +133,11 @@ pub fn spawn(
                     // A proxy that lets in another identity than this controller's closes
                     // the connection right after the handshake: say so, not just nothing.
                     let error = match tls.as_deref() {
+                        // The proxy answered: its own words say why (too many observers).
+                        _ if status.code() == tonic::Code::ResourceExhausted => format!(
+                            "the proxy's tap server at {addr} refused: {}",
+                            status.message()
+                        ),
                         Some(tls) => format!(
                             "the proxy's tap server at {addr} did not let the controller ({}) observe: {}; its {} must name this controller",
                             tls.name(),
