@@ -244,18 +244,19 @@ impl Store {
         window: Duration,
     ) -> Vec<StatRow> {
         let now = Instant::now();
+        let effective = match resource {
+            Resource::Pod => HashMap::new(),
+            _ => self.effective_success(workloads, resource, now, window),
+        };
         self.groups(workloads, resource, namespace, name, now, window)
             .into_iter()
-            .map(|((namespace, name), agg)| {
-                let effective = match resource {
-                    Resource::Pod => None,
-                    _ => {
-                        self.effective_success(workloads, resource, &namespace, &name, now, window)
-                    }
-                };
+            .map(|(key, agg)| {
+                let effective = effective.get(&key).and_then(|&(responses, successes)| {
+                    (responses > 0.0).then(|| successes / responses)
+                });
                 StatRow {
                     effective_success_rate: effective,
-                    ..agg.row(namespace, name)
+                    ..agg.row(key.0, key.1)
                 }
             })
             .collect()
@@ -336,55 +337,60 @@ impl Store {
         groups
     }
 
-    /// What meshed clients saw of the Services in front of the namespace or deployment
-    /// `namespace/name`: their outbound responses to those Services, after retries.
+    /// What meshed clients saw of the Services in front of each namespace or deployment
+    /// (by namespace and name): their outbound responses to those Services, after
+    /// retries, as (responses, successes). One pass over the clients, then one over the
+    /// Services' endpoints, so that its cost does not grow with groups times pods.
     fn effective_success(
         &self,
         workloads: &Workloads,
         resource: Resource,
-        namespace: &str,
-        name: &str,
         now: Instant,
         window: Duration,
-    ) -> Option<f64> {
-        let member = |pod: &str| {
-            workloads.pods.iter().any(|p| {
-                p.namespace == namespace
-                    && p.name == pod
-                    && (resource == Resource::Namespace || p.deployment == name)
-            })
-        };
-        let services: BTreeSet<String> = workloads
-            .services
-            .iter()
-            .filter(|s| s.namespace == namespace)
-            .filter(|s| {
-                s.ports
-                    .iter()
-                    .flat_map(|p| &p.endpoints)
-                    .any(|e| member(&e.pod))
-            })
-            .map(|s| format!("{}.{}", s.name, s.namespace))
-            .collect();
-        let (mut responses, mut successes) = (0.0, 0.0);
+    ) -> HashMap<(String, String), (f64, f64)> {
+        let mut seen: HashMap<&str, (f64, f64)> = HashMap::new();
         for client in &workloads.pods {
             let scrapes = self.window(&client.namespace, &client.name, now, window);
             let Some(last) = scrapes.last() else { continue };
             for (dst, route) in last.outbound_routes.keys() {
-                if !services.contains(dst) {
-                    continue;
-                }
                 let of =
                     |f: fn(&Traffic) -> f64| {
                         increase(scrapes.iter().map(|s| {
                             route_traffic(s, Some(dst), route).map_or(0.0, |r| f(&r.traffic))
                         }))
                     };
-                responses += of(|t| t.responses);
-                successes += of(|t| t.successes);
+                let entry = seen.entry(dst.as_str()).or_default();
+                entry.0 += of(|t| t.responses);
+                entry.1 += of(|t| t.successes);
             }
         }
-        (responses > 0.0).then(|| successes / responses)
+        let mut by_group: HashMap<(String, String), (f64, f64)> = HashMap::new();
+        if seen.is_empty() {
+            return by_group;
+        }
+        for service in &workloads.services {
+            let Some(&(responses, successes)) =
+                seen.get(format!("{}.{}", service.name, service.namespace).as_str())
+            else {
+                continue;
+            };
+            let groups: BTreeSet<(String, String)> = service
+                .ports
+                .iter()
+                .flat_map(|p| &p.endpoints)
+                .filter_map(|e| workloads.pod(&service.namespace, &e.pod))
+                .map(|p| match resource {
+                    Resource::Deployment => (p.namespace.clone(), p.deployment.clone()),
+                    _ => (p.namespace.clone(), p.namespace.clone()),
+                })
+                .collect();
+            for group in groups {
+                let entry = by_group.entry(group).or_default();
+                entry.0 += responses;
+                entry.1 += successes;
+            }
+        }
+        by_group
     }
 
     /// Who calls whom among deployments in `namespace` (all when `None`), over `window`:
@@ -823,6 +829,41 @@ tcp_close_total{{direction="inbound",peer="src",target_port="8080",srv_name="def
             )
             .iter()
             .all(|p| p.request_rate == 0.0 && p.latency_ms_p50.is_none()));
+    }
+
+    #[test]
+    fn effective_success_is_what_clients_saw_of_the_services_in_front() {
+        let w = sample();
+        let mut store = Store::new(Duration::from_secs(900));
+        let now = Instant::now();
+        let calls = |ok: u32, failed: u32| {
+            format!(
+                "response_total{{direction=\"outbound\",authority=\"voting-svc.emojivoto:8080\",dst_service=\"voting-svc.emojivoto\",route=\"[default]\",classification=\"success\"}} {ok}\n\
+                 response_total{{direction=\"outbound\",authority=\"voting-svc.emojivoto:8080\",dst_service=\"voting-svc.emojivoto\",route=\"[default]\",classification=\"failure\"}} {failed}\n"
+            )
+        };
+        let bot = "vote-bot-1";
+        store.record(
+            "emojivoto",
+            bot,
+            scrape(now - Duration::from_secs(10), &calls(10, 0)),
+        );
+        store.record("emojivoto", bot, scrape(now, &calls(30, 10)));
+        let window = Duration::from_secs(60);
+        let deploys = store.stat(&w, Resource::Deployment, None, None, window);
+        let effective = |name: &str| {
+            deploys
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap()
+                .effective_success_rate
+        };
+        assert_eq!(effective("voting"), Some(20.0 / 30.0));
+        assert_eq!(effective("web"), None, "nobody called the web's Service");
+        let ns = store.stat(&w, Resource::Namespace, None, None, window);
+        assert_eq!(ns[0].effective_success_rate, Some(20.0 / 30.0));
+        let pods = store.stat(&w, Resource::Pod, None, None, window);
+        assert!(pods.iter().all(|p| p.effective_success_rate.is_none()));
     }
 
     #[test]
