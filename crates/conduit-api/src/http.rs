@@ -480,6 +480,16 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The name of the `kind` of resource the pod is part of: its namespace, its
+    /// Deployment, or its own.
+    pub fn name_as(&self, kind: Resource) -> &str {
+        match kind {
+            Resource::Namespace => &self.namespace,
+            Resource::Deployment => &self.deployment,
+            Resource::Pod => &self.name,
+        }
+    }
+
     /// Where the pod's proxy serves its admin server.
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, ports::PROXY_ADMIN)

@@ -38,12 +38,16 @@ pub fn document() -> OpenApi {
 }
 
 /// The document as pretty JSON with a final newline: what `docs/openapi.json` holds.
-pub fn document_json() -> String {
-    let mut doc = serde_json::to_value(document()).unwrap_or_default();
-    as_prose(&mut doc);
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+/// Made once: it depends only on the types.
+pub fn document_json() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut doc = serde_json::to_value(document()).unwrap_or_default();
+        as_prose(&mut doc);
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        text
+    });
+    &TEXT
 }
 
 /// Descriptions are the types' doc comments: read as one paragraph each, without rustdoc's
@@ -90,18 +94,14 @@ pub struct ResourceName;
 
 impl PartialSchema for ResourceName {
     fn schema() -> RefOr<Schema> {
-        resource_schema().into()
+        ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Resource::NAMES.iter().map(|(name, _)| *name)))
+            .into()
     }
 }
 
 impl ToSchema for ResourceName {}
-
-fn resource_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(Resource::NAMES.iter().map(|(name, _)| *name)))
-        .into()
-}
 
 /// The named schemas an answer refers to.
 type Components = BTreeMap<String, RefOr<Schema>>;
@@ -250,7 +250,7 @@ mod tests {
     fn the_copy_in_docs_is_the_document_the_controller_serves() {
         let current = document_json();
         if std::env::var_os("CONDUIT_UPDATE_OPENAPI").is_some() {
-            std::fs::write(DOCS_COPY, &current).unwrap();
+            std::fs::write(DOCS_COPY, current).unwrap();
         }
         let copy = std::fs::read_to_string(DOCS_COPY).unwrap_or_default();
         assert!(
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_is_documented_with_its_parameters_and_errors() {
-        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(document_json()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         let documented: Vec<&String> = paths.keys().collect();
         let mut served: Vec<String> = crate::http::ENDPOINTS

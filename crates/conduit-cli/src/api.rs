@@ -248,12 +248,7 @@ pub fn stream<E: Endpoint>(
 async fn send<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<http::Response<AnyBody>> {
     match addr {
         ApiAddr::Unix(p) => {
-            let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
-                format!(
-                    "cannot reach the control plane at {} (is the local runtime up? start it with `conduit local up` or `conduit demo`, or point --api-addr at a control plane; only its owner, root, may use it)",
-                    p.display()
-                )
-            })?;
+            let s = connect_local(p).await?;
             request(TokioIo::new(s), &uri(query)?).await
         }
         ApiAddr::Cluster { config, namespace } => {
@@ -279,6 +274,16 @@ async fn send<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<http::Re
             )
         }
     }
+}
+
+/// A connection to the control plane's socket, or an error saying what to do.
+pub async fn connect_local(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await.with_context(|| {
+        format!(
+            "cannot reach the control plane at {} (is the local runtime up? start it with `conduit local up` or `conduit demo`, or point --api-addr at a control plane; only its owner, root, may use it)",
+            path.display()
+        )
+    })
 }
 
 /// `GET path` on the cluster's API server, with the kubeconfig's credentials.

@@ -76,7 +76,7 @@ impl Gate {
         match connection_owner(peer, local) {
             Some(uid) if self.users.contains(&uid) => None,
             Some(uid) => Some(format!(
-                "the dashboard serves only the users it runs for ({}); this connection is uid {uid}'s: run `conduit dashboard` as that user's own (with sudo for the local runtime)",
+                "the dashboard serves only the users it runs for ({}); this connection is uid {uid}'s: that user may run a dashboard of their own (as root, or with sudo, for the local runtime)",
                 self.users.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
             )),
             None => Some("the dashboard cannot tell which user this connection is from, so it does not serve it".into()),
@@ -109,11 +109,14 @@ fn effective_uid() -> anyhow::Result<u32> {
 /// The user owning the client end of the loopback connection `peer` → `local`, from the
 /// kernel's socket tables.
 fn connection_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    let tables = [procfs::net::tcp(), procfs::net::tcp6()];
-    tables
+    let table = if local.is_ipv4() {
+        procfs::net::tcp()
+    } else {
+        procfs::net::tcp6()
+    };
+    table
+        .ok()?
         .into_iter()
-        .filter_map(Result::ok)
-        .flatten()
         .find(|e| e.local_address == peer && e.remote_address == local)
         .map(|e| e.uid)
 }
@@ -138,17 +141,9 @@ fn refusal(status: StatusCode, error: String) -> Response<Body> {
 
 /// Sends `req` to the control plane's socket and hands back its answer as it streams.
 async fn forward(socket: &std::path::Path, mut req: Request<Incoming>) -> Response<Body> {
-    let stream = match tokio::net::UnixStream::connect(socket).await {
+    let stream = match crate::api::connect_local(socket).await {
         Ok(s) => s,
-        Err(e) => {
-            return refusal(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "cannot reach the control plane at {}: {e}; is the local runtime up? (`conduit local up` or `conduit demo`)",
-                    socket.display()
-                ),
-            )
-        }
+        Err(e) => return refusal(StatusCode::BAD_GATEWAY, format!("{e:#}")),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {

@@ -18,10 +18,18 @@ struct Dashboard {
     url: String,
 }
 
-fn dashboard(runtime: &Runtime, extra: &[&str]) -> Dashboard {
+/// The meshed sample app on a runtime of its own, and a dashboard of it.
+fn sample_app_with_dashboard(name: &str) -> (Runtime, Dashboard) {
+    let runtime = Runtime::new(name);
+    let meshed = runtime.meshed_manifest();
+    runtime.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    let dash = dashboard(&runtime);
+    (runtime, dash)
+}
+
+fn dashboard(runtime: &Runtime) -> Dashboard {
     let mut child = Command::new(CONDUIT)
         .args(["dashboard", "--port", "0", "--show", "url"])
-        .args(extra)
         .env("CONDUIT_LOCAL_DIR", &runtime.dir)
         // Only root's connections, even when the tests run under sudo.
         .env_remove("SUDO_UID")
@@ -77,10 +85,7 @@ fn error_of(body: &str) -> String {
 
 #[test]
 fn the_dashboard_serves_the_api_to_its_user_only_and_passes_schemathesis() {
-    let runtime = Runtime::new("dashboard");
-    let meshed = runtime.meshed_manifest();
-    runtime.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
-    let dash = dashboard(&runtime, &[]);
+    let (runtime, dash) = sample_app_with_dashboard("dashboard");
 
     let (code, body) = curl(None, &[], &format!("{}/api/v1/version", dash.url));
     assert_eq!(code, 200, "{body}");
@@ -150,10 +155,7 @@ fn the_dashboard_serves_the_api_to_its_user_only_and_passes_schemathesis() {
 
 #[test]
 fn a_tap_the_client_drops_ends_on_the_proxies() {
-    let runtime = Runtime::new("dashboard-tap");
-    let meshed = runtime.meshed_manifest();
-    runtime.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
-    let dash = dashboard(&runtime, &[]);
+    let (_runtime, dash) = sample_app_with_dashboard("dashboard-tap");
     let url = format!(
         "{}/api/v1/tap?resource=deploy&name=web&namespace=emojivoto",
         dash.url

@@ -314,14 +314,7 @@ async fn series(
     };
     let workloads = s.workloads.borrow().clone();
     known_namespace(&workloads, &namespace)?;
-    let member = |p: &Arc<PodInfo>| {
-        p.namespace == namespace
-            && match resource {
-                Resource::Namespace => true,
-                Resource::Deployment => p.deployment == q.name,
-                Resource::Pod => p.name == q.name,
-            }
-    };
+    let member = |p: &Arc<PodInfo>| p.namespace == namespace && p.name_as(resource) == q.name;
     if !workloads.pods.iter().any(member) {
         return Err(no_such_resource(resource, &q.name, Some(&namespace)));
     }
@@ -440,12 +433,7 @@ fn tap_targets(
         .pods
         .iter()
         .filter(|p| namespace.is_none_or(|ns| ns == p.namespace))
-        .filter(|p| match (name, kind) {
-            (None, _) => true,
-            (Some(n), Resource::Deployment) => p.deployment == n,
-            (Some(n), Resource::Pod) => p.name == n,
-            (Some(n), Resource::Namespace) => p.namespace == n,
-        })
+        .filter(|p| name.is_none_or(|n| p.name_as(kind) == n))
         .cloned()
         .collect();
     let what = format!(

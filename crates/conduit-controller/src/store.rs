@@ -1,9 +1,9 @@
 //! The metrics API's memory: every scrape of every meshed proxy, reduced to the counters
 //! queries need and kept for a retention window (15 minutes by default), and the queries
 //! themselves: golden metrics per namespace, deployment or pod (stat), their history
-//! (series), and who calls whom (edges). Rates are increases over the window, counter resets included, as
-//! Prometheus' `increase` computes them; latency percentiles come from histogram buckets
-//! as `histogram_quantile` computes them.
+//! (series), and who calls whom (edges). Rates are increases over the window, counter
+//! resets included, as Prometheus' `increase` computes them; latency percentiles come
+//! from histogram buckets as `histogram_quantile` computes them.
 
 use crate::{
     discovery::{split_authority, Workloads},
@@ -317,14 +317,11 @@ impl Store {
             if namespace.is_some_and(|ns| ns != pod.namespace) {
                 continue;
             }
-            let key = match resource {
-                Resource::Namespace => (pod.namespace.clone(), pod.namespace.clone()),
-                Resource::Deployment => (pod.namespace.clone(), pod.deployment.clone()),
-                Resource::Pod => (pod.namespace.clone(), pod.name.clone()),
-            };
-            if name.is_some_and(|n| n != key.1) {
+            let group = pod.name_as(resource);
+            if name.is_some_and(|n| n != group) {
                 continue;
             }
+            let key = (pod.namespace.clone(), group.to_string());
             let agg = groups.entry(key).or_default();
             agg.pods += 1;
             agg.meshed += u32::from(pod.meshed);
@@ -379,10 +376,7 @@ impl Store {
                 .iter()
                 .flat_map(|p| &p.endpoints)
                 .filter_map(|e| workloads.pod(&service.namespace, &e.pod))
-                .map(|p| match resource {
-                    Resource::Deployment => (p.namespace.clone(), p.deployment.clone()),
-                    _ => (p.namespace.clone(), p.namespace.clone()),
-                })
+                .map(|p| (p.namespace.clone(), p.name_as(resource).to_string()))
                 .collect();
             for group in groups {
                 let entry = by_group.entry(group).or_default();
