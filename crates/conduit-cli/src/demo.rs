@@ -98,6 +98,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 The voting service fails every vote for :doughnut:, {failures}: that is the mesh seeing a real failure, with no change to the app.
 
 Try next:
+  conduit dashboard                                 the web dashboard, on http://localhost:50750
   conduit stat deploy -n emojivoto --window 30s     golden metrics, refreshed
   conduit stat pod -n emojivoto -o json             the same as JSON
   conduit edges deploy -n emojivoto                 who calls whom

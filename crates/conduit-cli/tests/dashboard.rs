@@ -1,8 +1,9 @@
-//! `conduit dashboard` for real, on the meshed sample app: the API through its port, the
-//! refusals that keep the port as private as the socket behind it (another user, a page
-//! of another site's name, a wider address, a port in use), Schemathesis (a third-party
-//! API tester, from PyPI) run against the served OpenAPI document, and taps a client
-//! drops ending on the proxies. Root only.
+//! `conduit dashboard` for real, on the meshed sample app: the pages in a real browser
+//! (Debian's chromium driven by playwright: `browser/dashboard.py`), the API through its
+//! port, the refusals that keep the port as private as the socket behind it (another
+//! user, a page of another site's name, a wider address, a port in use), Schemathesis (a
+//! third-party API tester, from PyPI) run against the served OpenAPI document, and taps a
+//! client drops ending on the proxies. Root only.
 
 mod common;
 use common::*;
@@ -181,4 +182,27 @@ fn a_tap_the_client_drops_ends_on_the_proxies() {
         let line = first_request.unwrap_or_else(|| panic!("tap {round} ended without a line"));
         assert_eq!(line["type"], "request", "tap {round}: {line}");
     }
+}
+
+#[test]
+fn the_pages_show_the_sample_app_live_in_a_browser() {
+    let (runtime, dash) = sample_app_with_dashboard("dashboard-pages");
+    // Screenshots of every page, for people to look at.
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/dashboard");
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/dashboard.py"
+        ))
+        .args([&dash.url, shots, CONDUIT])
+        .env("CONDUIT_LOCAL_DIR", &runtime.dir)
+        .output()
+        .expect("python3 with playwright (scripts/install-test-deps installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("the dashboard's pages passed"), "{report}");
 }

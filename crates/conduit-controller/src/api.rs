@@ -56,7 +56,7 @@ pub struct ApiState {
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(http::HEALTHZ_PATH, get(|| async { "ok\n" }))
         .route(http::READY_PATH, get(ready))
         .route(http::METRICS_PATH, get(metrics))
@@ -70,13 +70,14 @@ pub fn router(state: ApiState) -> Router {
         .route(TopQuery::PATH, get(top))
         .route(IdentityQuery::PATH, get(identity))
         .route(VersionQuery::PATH, get(version))
-        .route(OpenApiQuery::PATH, get(openapi))
+        .route(OpenApiQuery::PATH, get(openapi));
+    crate::dashboard::routes(router)
         .fallback(no_such_path)
         .with_state(state)
 }
 
 /// A refused request: its status and what to tell the caller.
-struct Refused(StatusCode, String);
+pub(crate) struct Refused(StatusCode, String);
 
 /// A 400 naming the parameter at fault.
 fn bad_request(message: String) -> Refused {
@@ -94,7 +95,7 @@ impl IntoResponse for Refused {
     }
 }
 
-async fn no_such_path(uri: axum::http::Uri) -> Refused {
+pub(crate) async fn no_such_path(uri: axum::http::Uri) -> Refused {
     not_found(format!(
         "no such path: {}; the API's paths are in {}",
         uri.path(),

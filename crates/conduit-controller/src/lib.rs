@@ -6,11 +6,12 @@
 //! InboundPolicy: each pod's resolved policy), tap through the control plane and top on
 //! top of it, scraping every meshed proxy into the in-memory metrics store and its stat
 //! and edges queries, the proxy injector's admission webhook, publishing the trust
-//! anchors into every namespace, and the HTTP JSON API the CLI reads (its types are
-//! `conduit-api`'s), on TCP only behind Kubernetes authentication and RBAC. Knows nothing about how pods are run.
+//! anchors into every namespace, and the HTTP JSON API the CLI and the web dashboard read (its types are
+//! `conduit-api`'s; the dashboard's pages are served beside it), on TCP only behind Kubernetes authentication and RBAC. Knows nothing about how pods are run.
 
 pub mod api;
 pub mod api_auth;
+pub mod dashboard;
 pub mod destination;
 pub mod discovery;
 pub mod grpc;

@@ -1,0 +1,235 @@
+//! The web dashboard's pages, served beside the API on its port (so with its
+//! authentication): one HTML page for every page's URL, and its scripts and styles, all
+//! embedded in the binary at build time from `dashboard/` (plain ES modules and CSS,
+//! written for the browser as they are: no CDN, no Node build, no third-party code). The
+//! page reads everything it shows from `/api/v1`. Every answer carries a Content Security
+//! Policy that lets the page load only its own scripts and talk only to its own origin.
+
+use axum::{
+    extract::Request,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+
+/// One embedded file.
+struct Asset {
+    /// Its path under `ASSETS_PATH`.
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+/// Where the scripts and styles are served.
+pub const ASSETS_PATH: &str = "/assets";
+
+macro_rules! asset {
+    ($name:literal, $type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $type,
+            body: include_str!(concat!("../dashboard/", $name)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Everything the page loads besides itself.
+const ASSETS: &[Asset] = &[
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("table.js", JS),
+    asset!("chart.js", JS),
+    asset!("topology.js", JS),
+    asset!("pages.js", JS),
+    asset!("tap.js", JS),
+    asset!("style.css", CSS),
+    asset!("favicon.svg", "image/svg+xml"),
+];
+
+/// The page, the same for every page's URL: its script draws the page the URL names.
+const INDEX: &str = include_str!("../dashboard/index.html");
+
+/// The URLs of the pages (axum's syntax): the namespaces overview, a namespace's
+/// workloads, one deployment, a namespace's topology and its live tap. `dashboard/app.js`
+/// routes the same paths.
+pub const PAGES: &[&str] = &[
+    "/",
+    "/namespaces/{namespace}",
+    "/namespaces/{namespace}/deployments/{name}",
+    "/namespaces/{namespace}/topology",
+    "/namespaces/{namespace}/tap",
+];
+
+/// Only the page's own scripts, styles and API: an injected script or a framing page has
+/// nothing to run or show.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the pages and the assets to `router`.
+pub fn routes<S: Clone + Send + Sync + 'static>(mut router: Router<S>) -> Router<S> {
+    for page in PAGES {
+        router = router.route(page, get(index));
+    }
+    router.route(&format!("{ASSETS_PATH}/{{name}}"), get(asset))
+}
+
+/// The headers every dashboard answer carries.
+fn guarded(content_type: &'static str, etag: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Revalidated on each load (a new controller may serve new assets), but a 304 then.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers
+}
+
+/// A strong validator of `body`, the same for the life of the binary.
+fn etag(body: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// `body` as `content_type`, or 304 when the browser's copy is current.
+fn serve(req: &Request, content_type: &'static str, body: &'static str) -> Response {
+    let tag = etag(body);
+    let headers = guarded(content_type, &tag);
+    let current = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    if current {
+        (StatusCode::NOT_MODIFIED, headers).into_response()
+    } else {
+        (headers, body).into_response()
+    }
+}
+
+async fn index(req: Request) -> Response {
+    serve(&req, "text/html; charset=utf-8", INDEX)
+}
+
+async fn asset(axum::extract::Path(name): axum::extract::Path<String>, req: Request) -> Response {
+    match ASSETS.iter().find(|a| a.name == name) {
+        Some(a) => serve(&req, a.content_type, a.body),
+        None => crate::api::no_such_path(req.uri().clone())
+            .await
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn get(router: &Router, path: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = Request::get(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        router
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).expect("request"))
+            .await
+            .expect("infallible")
+    }
+
+    async fn text(rsp: Response) -> String {
+        let body = axum::body::to_bytes(rsp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        String::from_utf8(body.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn every_page_url_serves_the_page_under_the_policy() {
+        let router = routes(Router::new());
+        for path in [
+            "/",
+            "/namespaces/emojivoto",
+            "/namespaces/emojivoto/deployments/web",
+            "/namespaces/emojivoto/topology",
+            "/namespaces/emojivoto/tap",
+        ] {
+            let rsp = get(&router, path, &[]).await;
+            assert_eq!(rsp.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                rsp.headers()[header::CONTENT_SECURITY_POLICY],
+                CSP,
+                "{path}"
+            );
+            assert!(text(rsp).await.contains("/assets/app.js"), "{path}");
+        }
+        let rsp = get(&router, "/namespaces/emojivoto/secrets", &[]).await;
+        assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_page_loads_only_what_is_embedded() {
+        let router = routes(Router::new());
+        // Every asset the page or a module names is served, with its type.
+        let mut named: Vec<String> = Vec::new();
+        for body in std::iter::once(INDEX).chain(ASSETS.iter().map(|a| a.body)) {
+            for quote in ['"', '\''] {
+                for part in body.split(quote).skip(1).step_by(2) {
+                    if let Some(name) = part.strip_prefix("/assets/").or(part.strip_prefix("./")) {
+                        named.push(name.to_string());
+                    }
+                }
+            }
+        }
+        assert!(named.len() >= ASSETS.len(), "{named:?}");
+        for name in named {
+            let rsp = get(&router, &format!("{ASSETS_PATH}/{name}"), &[]).await;
+            assert_eq!(rsp.status(), StatusCode::OK, "{name}");
+        }
+        let rsp = get(&router, "/assets/app.js", &[]).await;
+        assert_eq!(rsp.headers()[header::CONTENT_TYPE], JS);
+        assert_eq!(rsp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let rsp = get(&router, "/assets/nope.js", &[]).await;
+        assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+        assert!(text(rsp).await.contains("no such path"));
+    }
+
+    #[tokio::test]
+    async fn a_current_copy_is_not_sent_again() {
+        let router = routes(Router::new());
+        let rsp = get(&router, "/assets/style.css", &[]).await;
+        let tag = rsp.headers()[header::ETAG]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let rsp = get(&router, "/assets/style.css", &[("if-none-match", &tag)]).await;
+        assert_eq!(rsp.status(), StatusCode::NOT_MODIFIED);
+        assert!(text(rsp).await.is_empty());
+        let rsp = get(
+            &router,
+            "/assets/style.css",
+            &[("if-none-match", "\"other\"")],
+        )
+        .await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+    }
+}
