@@ -2,7 +2,7 @@
 //! an aggregated API of the API server (group [`GROUP`], version [`VERSION`], the
 //! `APIService` [`API_SERVICE`]), each endpoint a resource with the verb RBAC grants for
 //! it ([`Access`]), the ClusterRoles `conduit install` writes for users to bind
-//! ([`VIEWER_ROLE`], [`TAP_ROLE`]), and the API server's `extension-apiserver-authentication`
+//! ([`VIEWER_ROLE`], [`TAP_ROLE`], and [`DASHBOARD_ROLE`] for the dashboard's files), and the API server's `extension-apiserver-authentication`
 //! ConfigMap, whose front-proxy CA and header names the controller trusts. The paths are
 //! shaped so that the API server derives the same verb, resource and namespace from them
 //! as the controller authorizes. Knows nothing about how either side enforces it.
@@ -18,9 +18,16 @@ pub const API_SERVICE: &str = "v1alpha1.api.conduit.io";
 pub const VIEWER_ROLE: &str = "conduit-viewer";
 /// The ClusterRole that reads live requests: tap and top.
 pub const TAP_ROLE: &str = "conduit-tap";
+/// The ClusterRole that reads the web dashboard's files (which hold no data), bound to
+/// every authenticated user.
+pub const DASHBOARD_ROLE: &str = "conduit-dashboard";
+/// The group of every user the API server authenticated.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// The verb of reading answers computed from metrics.
 pub const LIST: &str = "list";
+/// The verb of reading one named thing: a dashboard file.
+pub const GET: &str = "get";
 /// The verb of reading live requests; the `watch=true` the CLI adds makes the API server
 /// derive it too (and treat the request as long-running, so a tap is not cut at the
 /// API server's request timeout).

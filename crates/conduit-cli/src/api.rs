@@ -134,7 +134,8 @@ impl ApiAddr {
 }
 
 /// A response body from any of the places the API can be.
-type AnyBody = UnsyncBoxBody<bytes::Bytes, anyhow::Error>;
+/// A response body from the control plane, local or through the API server.
+pub type AnyBody = UnsyncBoxBody<bytes::Bytes, anyhow::Error>;
 
 /// The path and query string of `query`.
 fn uri<E: Endpoint>(query: &E) -> anyhow::Result<String> {
@@ -152,16 +153,24 @@ fn uri<E: Endpoint>(query: &E) -> anyhow::Result<String> {
 fn cluster_uri<E: Endpoint>(query: &E) -> anyhow::Result<(String, Option<String>)> {
     let text = serde_urlencoded::to_string(query)
         .with_context(|| format!("writing the query for {}", E::PATH))?;
-    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(&text)?;
+    cluster_target(E::ACCESS, serde_urlencoded::from_str(&text)?)
+}
+
+/// The path and query string through the API server of an endpoint of `access` asked
+/// with the query `pairs`, and the namespace it names.
+pub fn cluster_target(
+    access: Access,
+    mut pairs: Vec<(String, String)>,
+) -> anyhow::Result<(String, Option<String>)> {
     let namespace = pairs
         .iter()
         .position(|(k, _)| k == NAMESPACE_PARAM)
         .map(|i| pairs.remove(i).1);
-    if E::ACCESS.verb == public_api::WATCH {
+    if access.verb == public_api::WATCH {
         let (k, v) = public_api::WATCH_PARAM;
         pairs.push((k.to_string(), v.to_string()));
     }
-    let path = E::ACCESS.path(namespace.as_deref());
+    let path = access.path(namespace.as_deref());
     let query = serde_urlencoded::to_string(&pairs)?;
     let uri = if query.is_empty() {
         path
@@ -265,12 +274,15 @@ async fn send<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<http::Re
                 bail!("{}", refusal.error);
             }
             let message = status_message(&body).unwrap_or_default();
-            cluster_refusal(
-                status,
-                &message,
-                E::ACCESS,
-                query_namespace.as_deref(),
-                namespace,
+            bail!(
+                "{}",
+                cluster_refusal(
+                    status,
+                    &message,
+                    E::ACCESS,
+                    query_namespace.as_deref(),
+                    namespace,
+                )
             )
         }
     }
@@ -291,10 +303,23 @@ pub async fn cluster_get(
     config: &kube::Config,
     path: &str,
 ) -> anyhow::Result<http::Response<AnyBody>> {
-    let cluster = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config.clone())
-        .with_context(|| format!("cannot make a client for {cluster}"))?;
+    let client = cluster_client(config)?;
     let req = http::Request::get(path).body(kube::client::Body::empty())?;
+    cluster_send(&client, &config.cluster_url.to_string(), req).await
+}
+
+/// A client of the cluster's API server with the kubeconfig's credentials.
+pub fn cluster_client(config: &kube::Config) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config.clone())
+        .with_context(|| format!("cannot make a client for {}", config.cluster_url))
+}
+
+/// Sends `req` to the API server at `cluster`; its answer as it streams.
+pub async fn cluster_send(
+    client: &kube::Client,
+    cluster: &str,
+    req: http::Request<kube::client::Body>,
+) -> anyhow::Result<http::Response<AnyBody>> {
     let rsp = client
         .send(req)
         .await
@@ -302,28 +327,29 @@ pub async fn cluster_get(
     Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
 }
 
-/// What the API server's refusal of an API request means, and what to do.
-fn cluster_refusal(
+/// What the API server's refusal (401, 403, 404 or 503, with `message`) of a request
+/// for `access` means, and what to do.
+pub fn cluster_refusal(
     status: http::StatusCode,
     message: &str,
     access: Access,
     namespace: Option<&str>,
     control_plane: &str,
-) -> anyhow::Result<http::Response<AnyBody>> {
+) -> String {
     match status.as_u16() {
-        401 => bail!(
+        401 => format!(
             "the Kubernetes API did not authenticate you ({message}): check the kubeconfig's credentials"
         ),
-        403 => bail!(
+        403 => format!(
             "the Kubernetes API refused the request: {message}: {}",
             access.grant("YOUR-USER", namespace)
         ),
-        404 => bail!(
+        404 => format!(
             "the Kubernetes API does not serve {}/{} ({message}): is the control plane installed? `conduit check` tells",
             public_api::GROUP,
             public_api::VERSION
         ),
-        _ => bail!(
+        _ => format!(
             "the control plane in namespace {control_plane} is not reachable ({message}): is it installed and ready? `conduit check` tells"
         ),
     }

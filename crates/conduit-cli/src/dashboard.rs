@@ -1,7 +1,10 @@
 //! `conduit dashboard`: the control plane's web dashboard and API on a local port, for a
-//! browser (or any HTTP client) on this host: `http://ADDRESS:PORT` forwards to the local
-//! runtime's API socket until interrupted. The socket admits only its owner, so the port
-//! must not widen that: it listens on loopback only, answers only the users it runs for
+//! browser (or any HTTP client) on this host: `http://ADDRESS:PORT` forwards, until
+//! interrupted, to the local runtime's API socket, or on a cluster through the Kubernetes
+//! API server with the user's kubeconfig (each API path to its aggregated resource in the
+//! query's namespace, the pages' files to `conduit_api::dashboard`'s), so the API server
+//! authenticates the user and RBAC decides as for the other commands. Either way the port
+//! holds someone's access, so it must not widen it: it listens on loopback only, answers only the users it runs for
 //! (its own user and, under sudo, the one who ran sudo; the kernel's socket table names
 //! the user behind each connection), and only requests addressed to it by its own name
 //! (`Host`), which keeps other web pages out even when their names resolve to loopback
@@ -10,7 +13,12 @@
 use crate::api::{ApiAddr, ControlPlaneArgs};
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
-use conduit_api::{control_plane::API_SERVICE, http::ApiError};
+use conduit_api::{
+    control_plane::API_SERVICE,
+    dashboard,
+    http::{ApiError, ENDPOINTS, V1},
+    public_api::Access,
+};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -121,7 +129,8 @@ fn connection_owner(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
         .map(|e| e.uid)
 }
 
-type Body = UnsyncBoxBody<bytes::Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<bytes::Bytes, BoxError>;
 
 /// A JSON refusal.
 fn refusal(status: StatusCode, error: String) -> Response<Body> {
@@ -163,7 +172,7 @@ async fn forward(socket: &std::path::Path, mut req: Request<Incoming>) -> Respon
         hyper::header::HeaderValue::from_static(API_SERVICE),
     );
     match sender.send_request(req).await {
-        Ok(rsp) => rsp.map(http_body_util::BodyExt::boxed_unsync),
+        Ok(rsp) => rsp.map(|b| b.map_err(BoxError::from).boxed_unsync()),
         Err(e) => refusal(
             StatusCode::BAD_GATEWAY,
             format!("the control plane did not answer: {e}"),
@@ -171,13 +180,135 @@ async fn forward(socket: &std::path::Path, mut req: Request<Incoming>) -> Respon
     }
 }
 
-pub fn run(args: DashboardArgs) -> anyhow::Result<()> {
-    let socket = match args.control_plane.api()? {
-        ApiAddr::Unix(path) => path,
-        ApiAddr::Cluster { .. } => bail!(
-            "conduit dashboard serves the local runtime's control plane; on a cluster it is not available yet: read the API through the Kubernetes API server (docs/api.md)"
-        ),
+/// Where requests go.
+enum Backend {
+    /// The local runtime's socket.
+    Socket(PathBuf),
+    /// A cluster's API server.
+    Cluster {
+        client: kube::Client,
+        /// Its URL, for errors.
+        url: String,
+        /// The control plane's namespace, for errors.
+        control_plane: String,
+    },
+}
+
+/// The request headers worth passing to the API server: the browser's cache validator
+/// and what it accepts.
+const PASSED_HEADERS: [hyper::header::HeaderName; 2] =
+    [hyper::header::IF_NONE_MATCH, hyper::header::ACCEPT];
+
+/// Hop-by-hop headers of the API server's answer, which the port's own connection frames.
+const HOP_HEADERS: [hyper::header::HeaderName; 3] = [
+    hyper::header::CONNECTION,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
+];
+
+/// Where a request for `path?query` goes through the API server: an API endpoint to its
+/// resource in the query's namespace, a page's file to the dashboard's resource, any other
+/// path to the page (whose script tells an unknown page). The access it needs and the
+/// namespace it names, for refusals; or the refusal when the path or query is not one.
+fn cluster_target(
+    path: &str,
+    query: Option<&str>,
+) -> Result<(String, Access, Option<String>), (StatusCode, String)> {
+    if path == V1 || path.starts_with(&format!("{V1}/")) {
+        let Some((_, access)) = ENDPOINTS.iter().find(|(local, _)| *local == path) else {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("no such path: {path}; the API's paths are in {V1}/openapi.json"),
+            ));
+        };
+        let pairs = serde_urlencoded::from_str(query.unwrap_or("")).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the query string is not form-encoded: {e}"),
+            )
+        })?;
+        let (target, namespace) = crate::api::cluster_target(*access, pairs)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+        return Ok((target, *access, namespace));
+    }
+    let name = path
+        .strip_prefix(dashboard::ASSETS_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+        .unwrap_or(dashboard::INDEX);
+    Ok((dashboard::cluster_path(name), dashboard::ACCESS, None))
+}
+
+/// Sends `req` through the cluster's API server and hands back its answer as it streams;
+/// the API server's own refusals become JSON saying what to do.
+async fn forward_cluster(
+    client: &kube::Client,
+    url: &str,
+    control_plane: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        return refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{}: the dashboard and the API only read (GET)",
+                req.method()
+            ),
+        );
+    }
+    let (target, access, namespace) = match cluster_target(req.uri().path(), req.uri().query()) {
+        Ok(t) => t,
+        Err((status, why)) => return refusal(status, why),
     };
+    let mut out = Request::builder().method(req.method()).uri(&target);
+    for name in PASSED_HEADERS {
+        if let Some(v) = req.headers().get(&name) {
+            out = out.header(name, v);
+        }
+    }
+    let out = match out.body(kube::client::Body::empty()) {
+        Ok(r) => r,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, format!("{target}: {e}")),
+    };
+    let rsp = match crate::api::cluster_send(client, url, out).await {
+        Ok(rsp) => rsp,
+        Err(e) => return refusal(StatusCode::BAD_GATEWAY, format!("{e:#}")),
+    };
+    let status = rsp.status();
+    if matches!(status.as_u16(), 401 | 403 | 404 | 503) {
+        let (parts, body) = rsp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        // The control plane's own refusals are JSON already; the API server's are its
+        // Status, which says less about what to do.
+        if serde_json::from_slice::<ApiError>(&body).is_err() {
+            let message = crate::api::status_message(&body).unwrap_or_default();
+            let why = crate::api::cluster_refusal(
+                status,
+                &message,
+                access,
+                namespace.as_deref(),
+                control_plane,
+            );
+            return refusal(status, why);
+        }
+        let body = Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        return Response::from_parts(parts, body);
+    }
+    let mut rsp = rsp.map(|b| b.map_err(BoxError::from).boxed_unsync());
+    for name in HOP_HEADERS {
+        rsp.headers_mut().remove(name);
+    }
+    rsp
+}
+
+pub fn run(args: DashboardArgs) -> anyhow::Result<()> {
+    let api = args.control_plane.api()?;
     if !args.address.is_loopback() {
         bail!(
             "--address {}: the dashboard listens only on loopback (127.0.0.1 or ::1), where it can tell which user connects; to reach it from another machine, forward the port there (ssh -L {port}:127.0.0.1:{port})",
@@ -188,10 +319,20 @@ pub fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, socket))
+    runtime.block_on(async {
+        let backend = match api {
+            ApiAddr::Unix(path) => Backend::Socket(path),
+            ApiAddr::Cluster { config, namespace } => Backend::Cluster {
+                client: crate::api::cluster_client(&config)?,
+                url: config.cluster_url.to_string(),
+                control_plane: namespace,
+            },
+        };
+        serve(args, backend).await
+    })
 }
 
-async fn serve(args: DashboardArgs, socket: PathBuf) -> anyhow::Result<()> {
+async fn serve(args: DashboardArgs, backend: Backend) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.address, args.port))
         .await
         .map_err(|e| match e.kind() {
@@ -211,7 +352,7 @@ async fn serve(args: DashboardArgs, socket: PathBuf) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
     let gate = Arc::new(Gate::new(local, effective_uid()?));
-    let socket = Arc::new(socket);
+    let backend = Arc::new(backend);
     let serving = async {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -222,17 +363,24 @@ async fn serve(args: DashboardArgs, socket: PathBuf) -> anyhow::Result<()> {
                 }
             };
             let refused = gate.refuse_connection(peer, local);
-            let (gate, socket) = (gate.clone(), socket.clone());
+            let (gate, backend) = (gate.clone(), backend.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (gate, socket, refused) = (gate.clone(), socket.clone(), refused.clone());
+                    let (gate, backend, refused) = (gate.clone(), backend.clone(), refused.clone());
                     async move {
                         let rsp = if let Some(why) = refused {
                             refusal(StatusCode::FORBIDDEN, why)
                         } else if let Some(why) = gate.refuse_request(&req) {
                             refusal(StatusCode::FORBIDDEN, why)
                         } else {
-                            forward(&socket, req).await
+                            match &*backend {
+                                Backend::Socket(socket) => forward(socket, req).await,
+                                Backend::Cluster {
+                                    client,
+                                    url,
+                                    control_plane,
+                                } => forward_cluster(client, url, control_plane, req).await,
+                            }
                         };
                         Ok::<_, std::convert::Infallible>(rsp)
                     }
@@ -279,6 +427,49 @@ fn open_browser(url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_paths_are_the_aggregated_resources() {
+        let target = |path: &str, query: Option<&str>| {
+            let (t, access, ns) = cluster_target(path, query).unwrap();
+            (t, access.resource, ns)
+        };
+        assert_eq!(
+            target("/api/v1/stat", Some("resource=deploy&namespace=emojivoto&window=1m")),
+            (
+                "/apis/api.conduit.io/v1alpha1/namespaces/emojivoto/stats?resource=deploy&window=1m".into(),
+                "stats",
+                Some("emojivoto".into())
+            )
+        );
+        assert_eq!(
+            target("/api/v1/tap", Some("resource=deploy&name=web&namespace=emojivoto")).0,
+            "/apis/api.conduit.io/v1alpha1/namespaces/emojivoto/taps?resource=deploy&name=web&watch=true"
+        );
+        assert_eq!(
+            target("/assets/app.js", None),
+            (
+                "/apis/api.conduit.io/v1alpha1/dashboard/app.js".into(),
+                "dashboard",
+                None
+            )
+        );
+        for page in [
+            "/",
+            "/namespaces/emojivoto/deployments/web",
+            "/assets/",
+            "/assets/a/b",
+        ] {
+            assert_eq!(
+                target(page, Some("window=5m")).0,
+                "/apis/api.conduit.io/v1alpha1/dashboard/index.html",
+                "{page}"
+            );
+        }
+        let (status, why) = cluster_target("/api/v1/secrets", None).unwrap_err();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(why.contains("no such path: /api/v1/secrets"), "{why}");
+    }
 
     #[test]
     fn requests_must_name_the_dashboard() {

@@ -6,7 +6,8 @@
 //! cluster (the fake authenticates the kubeconfig's token, applies RBAC and calls the
 //! controller with its front-proxy certificate). `conduit check` (installed, `--pre`,
 //! `--proxy`) and `stat` are checked for what they say when all is well and when not, and
-//! `stat`, `tap` and `top` for users bound to the install's roles or to none.
+//! `stat`, `tap` and `top` for users bound to the install's roles or to none, and `conduit
+//! dashboard` through the API server (pages for every authenticated user, the API per role).
 
 mod common;
 use common::*;
@@ -391,4 +392,136 @@ async fn the_public_api_is_for_users_rbac_allows() {
         &conduit(&stranger, &stat).await,
         &["did not authenticate you"],
     );
+}
+
+/// `conduit dashboard` with `kubeconfig`, on a free port: its process and URL.
+async fn dashboard(kubeconfig: &Path) -> (Killed, String) {
+    let mut child = Command::new(CONDUIT)
+        .args(["dashboard", "--port", "0", "--show", "url", "--kubeconfig"])
+        .arg(kubeconfig)
+        .env(
+            "CONDUIT_LOCAL_DIR",
+            kubeconfig.with_file_name("no-local-runtime"),
+        )
+        .env_remove("SUDO_UID")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("conduit dashboard");
+    let stdout = child.stdout.take().expect("stdout");
+    let child = Killed(child);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("a line");
+        line
+    })
+    .await
+    .expect("joined");
+    let url = line
+        .trim()
+        .strip_prefix("Conduit dashboard available at ")
+        .unwrap_or_else(|| panic!("the dashboard says where it is: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// `GET url` with curl: the status, the headers and the body.
+async fn curl(url: String) -> (u16, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["--silent", "--max-time", "20", "--dump-header", "-"])
+            .arg(url)
+            .output()
+            .expect("curl")
+    })
+    .await
+    .expect("joined");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[tokio::test]
+async fn the_dashboard_on_a_cluster_goes_through_the_api_server() {
+    let dir = std::env::temp_dir().join(format!("conduit-cluster-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _dir = TempDir(dir.clone());
+    let api = FakeApiServer::start().await.expect("fake API server");
+    let (_admin, _controller) = installed(&api, &dir).await;
+    let viewer = user(&api, &dir, "vera", &[]);
+    bind(&api, "conduit-viewer", "vera");
+    let (_process, url) = dashboard(&viewer).await;
+
+    // The pages and their files, from the controller through the aggregator.
+    for page in ["/", "/namespaces/emojivoto/topology"] {
+        let (status, head, body) = curl(format!("{url}{page}")).await;
+        assert_eq!(status, 200, "{page}: {head}{body}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'"),
+            "{head}"
+        );
+        assert!(body.contains("/assets/app.js"), "{body}");
+    }
+    let (status, head, _) = curl(format!("{url}/assets/pages.js")).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("GET /apis/api.conduit.io/v1alpha1/dashboard/index.html")));
+
+    // The API, in the viewer's namespace: answered; elsewhere, or tap: refused, saying
+    // which role to bind.
+    let (status, _, body) = curl(format!(
+        "{url}/api/v1/stat?resource=deploy&namespace=emojivoto"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).expect("stat rows");
+    assert!(rows.iter().any(|r| r["name"] == "web"), "{body}");
+    let error = |body: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        v["error"].as_str().expect("an ApiError").to_string()
+    };
+    let (status, _, body) = curl(format!("{url}/api/v1/stat?resource=deploy")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        error(&body)
+            .contains("kubectl create clusterrolebinding NAME --clusterrole=conduit-viewer"),
+        "{body}"
+    );
+    let (status, _, body) = curl(format!(
+        "{url}/api/v1/tap?resource=deploy&namespace=emojivoto"
+    ))
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error(&body).contains("--clusterrole=conduit-tap"), "{body}");
+    let (status, _, body) = curl(format!("{url}/api/v1/nothing")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        error(&body).contains("no such path: /api/v1/nothing"),
+        "{body}"
+    );
+
+    // Any authenticated user gets the files (they hold no data), but not the API.
+    let nobody = user(&api, &dir, "mallory", &[]);
+    let (_other, other) = dashboard(&nobody).await;
+    let (status, _, _) = curl(format!("{other}/")).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = curl(format!("{other}/api/v1/namespaces")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error(&body).contains("conduit-viewer"), "{body}");
+    // A token the API server does not know: not even the page.
+    let stranger = dir.join("kubeconfig-stranger");
+    std::fs::write(&stranger, api.kubeconfig_with("made-up")).expect("kubeconfig");
+    let (_third, third) = dashboard(&stranger).await;
+    let (status, _, body) = curl(format!("{third}/")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error(&body).contains("did not authenticate you"), "{body}");
 }

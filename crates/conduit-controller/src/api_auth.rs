@@ -370,7 +370,7 @@ impl Gate {
             }
             Err(refusal) => return refusal.into_response(),
         }
-        match local_uri(local, req.uri(), namespace.as_deref()) {
+        match local_uri(&local, req.uri(), namespace.as_deref()) {
             Some(uri) => {
                 let (mut parts, body) = req.into_parts();
                 parts.uri = uri;
@@ -449,8 +449,16 @@ fn user_from_headers(headers: &HeaderMap, rh: &RequestHeader) -> Option<User> {
 }
 
 /// The namespace, the endpoint's own path and its access of an aggregated path
-/// (`/apis/<group>/<version>[/namespaces/<ns>]/<resource>`).
-fn endpoint_of(path: &str) -> Option<(Option<String>, &'static str, Access)> {
+/// (`/apis/<group>/<version>[/namespaces/<ns>]/<resource>`, or a dashboard file's
+/// `/apis/<group>/<version>/dashboard/NAME`).
+fn endpoint_of(path: &str) -> Option<(Option<String>, String, Access)> {
+    if let Some(name) = conduit_api::dashboard::asset_of_cluster_path(path) {
+        return Some((
+            None,
+            conduit_api::dashboard::asset_path(name),
+            conduit_api::dashboard::ACCESS,
+        ));
+    }
     let rest = path.strip_prefix(&public_api::group_path())?;
     let rest = rest.strip_prefix('/')?;
     let (namespace, resource) = match rest.strip_prefix("namespaces/") {
@@ -464,7 +472,7 @@ fn endpoint_of(path: &str) -> Option<(Option<String>, &'static str, Access)> {
     let (local, access) = api_http::ENDPOINTS
         .iter()
         .find(|(_, a)| a.resource == resource)?;
-    Some((namespace, local, *access))
+    Some((namespace, local.to_string(), *access))
 }
 
 /// `local?query`, with the namespace the path named (if any) as the query's only one.
@@ -486,11 +494,14 @@ fn local_uri(local: &str, original: &Uri, namespace: Option<&str>) -> Option<Uri
 
 /// The API's discovery document (an `APIResourceList`), which kubectl and the aggregator read.
 fn discovery() -> serde_json::Value {
+    let files = conduit_api::dashboard::ACCESS;
     let resources: Vec<serde_json::Value> = api_http::ENDPOINTS
         .iter()
-        .map(|(_, a)| {
+        .map(|(_, a)| (a, true))
+        .chain([(&files, false)])
+        .map(|(a, namespaced)| {
             serde_json::json!({
-                "name": a.resource, "singularName": "", "namespaced": true,
+                "name": a.resource, "singularName": "", "namespaced": namespaced,
                 "kind": a.resource, "verbs": [a.verb],
             })
         })
@@ -590,7 +601,16 @@ mod tests {
         assert_eq!(local, api_http::StatQuery::PATH);
         assert_eq!(access.verb, "list");
         let (ns, local, access) = endpoint_of("/apis/api.conduit.io/v1alpha1/taps").unwrap();
-        assert_eq!((ns, local, access.verb), (None, "/api/v1/tap", "watch"));
+        assert_eq!(
+            (ns, local.as_str(), access.verb),
+            (None, "/api/v1/tap", "watch")
+        );
+        let (ns, local, access) =
+            endpoint_of("/apis/api.conduit.io/v1alpha1/dashboard/app.js").unwrap();
+        assert_eq!(
+            (ns, local.as_str(), access),
+            (None, "/assets/app.js", conduit_api::dashboard::ACCESS)
+        );
         assert!(endpoint_of("/apis/api.conduit.io/v1alpha1/namespaces//stats").is_none());
         assert!(endpoint_of("/apis/api.conduit.io/v1alpha1/secrets").is_none());
         assert!(endpoint_of("/api/v1/stat").is_none());

@@ -12,6 +12,7 @@ use axum::{
     routing::get,
     Router,
 };
+use conduit_api::dashboard::{ASSETS_PATH, INDEX as INDEX_NAME};
 
 /// One embedded file.
 struct Asset {
@@ -20,9 +21,6 @@ struct Asset {
     content_type: &'static str,
     body: &'static str,
 }
-
-/// Where the scripts and styles are served.
-pub const ASSETS_PATH: &str = "/assets";
 
 macro_rules! asset {
     ($name:literal, $type:expr) => {
@@ -51,7 +49,8 @@ const ASSETS: &[Asset] = &[
     asset!("favicon.svg", "image/svg+xml"),
 ];
 
-/// The page, the same for every page's URL: its script draws the page the URL names.
+/// The page, the same for every page's URL: its script draws the page the URL names (and
+/// an asset too, for the API server's path to it: `conduit_api::dashboard`).
 const INDEX: &str = include_str!("../dashboard/index.html");
 
 /// The URLs of the pages (axum's syntax): the namespaces overview, a namespace's
@@ -131,6 +130,9 @@ async fn index(req: Request) -> Response {
 }
 
 async fn asset(axum::extract::Path(name): axum::extract::Path<String>, req: Request) -> Response {
+    if name == INDEX_NAME {
+        return index(req).await;
+    }
     match ASSETS.iter().find(|a| a.name == name) {
         Some(a) => serve(&req, a.content_type, a.body),
         None => crate::api::no_such_path(req.uri().clone())
@@ -208,6 +210,13 @@ mod tests {
         let rsp = get(&router, "/assets/app.js", &[]).await;
         assert_eq!(rsp.headers()[header::CONTENT_TYPE], JS);
         assert_eq!(rsp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let rsp = get(
+            &router,
+            &conduit_api::dashboard::asset_path(INDEX_NAME),
+            &[],
+        )
+        .await;
+        assert_eq!(text(rsp).await, INDEX);
         let rsp = get(&router, "/assets/nope.js", &[]).await;
         assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
         assert!(text(rsp).await.contains("no such path"));

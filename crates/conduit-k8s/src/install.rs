@@ -14,7 +14,7 @@ use conduit_api::{
         self, API_SERVICE, API_TLS_SECRET, CONTROLLER, DESTINATION_SERVICE, IDENTITY_SERVICE,
         INJECTOR_PATH, INJECTOR_WEBHOOK, ISSUER_SECRET, WEBHOOK_SERVICE, WEBHOOK_TLS_SECRET,
     },
-    flags, http,
+    dashboard, flags, http,
     names::{
         CONTROL_PLANE_NS_LABEL, IDENTITY_AUDIENCE, INJECT_ANNOTATION, INJECT_DISABLED,
         IS_CONTROL_PLANE_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
@@ -822,23 +822,42 @@ pub fn render(
 }
 
 /// The ClusterRoles users bind to use the public API: one per role of
-/// `conduit_api::public_api`, each granting its endpoints' verbs on their resources.
+/// `conduit_api::public_api`, each granting its endpoints' verbs on their resources; and
+/// the dashboard's files' role, bound to every authenticated user (the files hold no
+/// data: what the pages show comes from the API under each user's own roles).
 pub fn user_roles(labels: &Value) -> Vec<Value> {
-    [public_api::VIEWER_ROLE, public_api::TAP_ROLE]
-        .into_iter()
-        .map(|role| {
-            let granted = http::ENDPOINTS.iter().filter(|(_, a)| a.role == role);
-            let mut verbs: Vec<&str> = granted.clone().map(|(_, a)| a.verb).collect();
-            verbs.dedup();
-            let resources: Vec<&str> = granted.map(|(_, a)| a.resource).collect();
-            json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": { "name": role, "labels": labels },
-                "rules": [{ "apiGroups": [public_api::GROUP], "resources": resources, "verbs": verbs }],
-            })
+    let accesses: Vec<public_api::Access> = http::ENDPOINTS
+        .iter()
+        .map(|(_, a)| *a)
+        .chain([dashboard::ACCESS])
+        .collect();
+    let mut docs: Vec<Value> = [
+        public_api::VIEWER_ROLE,
+        public_api::TAP_ROLE,
+        public_api::DASHBOARD_ROLE,
+    ]
+    .into_iter()
+    .map(|role| {
+        let granted = accesses.iter().filter(|a| a.role == role);
+        let mut verbs: Vec<&str> = granted.clone().map(|a| a.verb).collect();
+        verbs.dedup();
+        let resources: Vec<&str> = granted.map(|a| a.resource).collect();
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": role, "labels": labels },
+            "rules": [{ "apiGroups": [public_api::GROUP], "resources": resources, "verbs": verbs }],
         })
-        .collect()
+    })
+    .collect();
+    docs.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": { "name": public_api::DASHBOARD_ROLE, "labels": labels },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": public_api::DASHBOARD_ROLE },
+        "subjects": [{ "kind": "Group", "name": public_api::AUTHENTICATED_GROUP, "apiGroup": "rbac.authorization.k8s.io" }],
+    }));
+    docs
 }
 
 /// Standard base64 with padding, as `caBundle` and admission patches want it.
