@@ -31,13 +31,19 @@ pub fn cluster_path(name: &str) -> String {
     format!("{}/{name}", ACCESS.path(None))
 }
 
+/// The file named by a path on the API's port, if it names one.
+pub fn asset_of_path(path: &str) -> Option<&str> {
+    file_under(path, ASSETS_PATH)
+}
+
 /// The file named by a path through the API server, if it names one.
 pub fn asset_of_cluster_path(path: &str) -> Option<&str> {
-    let name = path
-        .strip_prefix(crate::public_api::group_path().as_str())?
-        .strip_prefix('/')?
-        .strip_prefix(ACCESS.resource)?
-        .strip_prefix('/')?;
+    file_under(path, &ACCESS.path(None))
+}
+
+/// The `NAME` of `DIR/NAME`: one non-empty segment.
+fn file_under<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    let name = path.strip_prefix(dir)?.strip_prefix('/')?;
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
@@ -52,6 +58,10 @@ mod tests {
         assert_eq!(path, "/apis/api.conduit.io/v1alpha1/dashboard/app.js");
         assert_eq!(asset_of_cluster_path(&path), Some("app.js"));
         assert_eq!(asset_of_cluster_path(&cluster_path(INDEX)), Some(INDEX));
+        assert_eq!(asset_of_path(&asset_path("app.js")), Some("app.js"));
+        for other in ["/assets", "/assets/", "/assets/a/b", "/namespaces/x", "/"] {
+            assert_eq!(asset_of_path(other), None, "{other}");
+        }
         for other in [
             "/apis/api.conduit.io/v1alpha1/dashboard",
             "/apis/api.conduit.io/v1alpha1/dashboard/",

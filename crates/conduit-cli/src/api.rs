@@ -134,7 +134,6 @@ impl ApiAddr {
 }
 
 /// A response body from any of the places the API can be.
-/// A response body from the control plane, local or through the API server.
 pub type AnyBody = UnsyncBoxBody<bytes::Bytes, anyhow::Error>;
 
 /// The path and query string of `query`.
@@ -264,21 +263,15 @@ async fn send<E: Endpoint>(addr: &ApiAddr, query: &E) -> anyhow::Result<http::Re
             let (path, query_namespace) = cluster_uri(query)?;
             let rsp = cluster_get(config, &path).await?;
             let status = rsp.status();
-            if !matches!(status.as_u16(), 401 | 403 | 404 | 503) {
+            if !is_refusal(status) {
                 return Ok(rsp);
             }
             let body = rsp.into_body().collect().await?.to_bytes();
-            // The control plane's own refusals are JSON with "error"; the others are
-            // the API server's Status.
-            if let Ok(refusal) = serde_json::from_slice::<ApiError>(&body) {
-                bail!("{}", refusal.error);
-            }
-            let message = status_message(&body).unwrap_or_default();
             bail!(
                 "{}",
-                cluster_refusal(
+                refusal_through_api_server(
                     status,
-                    &message,
+                    &body,
                     E::ACCESS,
                     query_namespace.as_deref(),
                     namespace,
@@ -327,9 +320,34 @@ pub async fn cluster_send(
     Ok(rsp.map(|b| b.map_err(anyhow::Error::from).boxed_unsync()))
 }
 
+/// Whether an answer through the API server with `status` is a refusal, the control
+/// plane's or the API server's own: [`refusal_through_api_server`] tells which.
+pub fn is_refusal(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403 | 404 | 503)
+}
+
+/// What a refusal through the API server (`body`, with a status [`is_refusal`] accepts)
+/// of a request for `access` says: the control plane's own words (JSON with "error"), or
+/// what the API server's `Status` means and what to do.
+pub fn refusal_through_api_server(
+    status: http::StatusCode,
+    body: &[u8],
+    access: Access,
+    namespace: Option<&str>,
+    control_plane: &str,
+) -> String {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(refusal) => refusal.error,
+        Err(_) => {
+            let message = status_message(body).unwrap_or_default();
+            cluster_refusal(status, &message, access, namespace, control_plane)
+        }
+    }
+}
+
 /// What the API server's refusal (401, 403, 404 or 503, with `message`) of a request
 /// for `access` means, and what to do.
-pub fn cluster_refusal(
+fn cluster_refusal(
     status: http::StatusCode,
     message: &str,
     access: Access,

@@ -231,11 +231,7 @@ fn cluster_target(
             .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e:#}")))?;
         return Ok((target, *access, namespace));
     }
-    let name = path
-        .strip_prefix(dashboard::ASSETS_PATH)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .filter(|name| !name.is_empty() && !name.contains('/'))
-        .unwrap_or(dashboard::INDEX);
+    let name = dashboard::asset_of_path(path).unwrap_or(dashboard::INDEX);
     Ok((dashboard::cluster_path(name), dashboard::ACCESS, None))
 }
 
@@ -275,30 +271,21 @@ async fn forward_cluster(
         Err(e) => return refusal(StatusCode::BAD_GATEWAY, format!("{e:#}")),
     };
     let status = rsp.status();
-    if matches!(status.as_u16(), 401 | 403 | 404 | 503) {
-        let (parts, body) = rsp.into_parts();
-        let body = body
+    if crate::api::is_refusal(status) {
+        let body = rsp
+            .into_body()
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        // The control plane's own refusals are JSON already; the API server's are its
-        // Status, which says less about what to do.
-        if serde_json::from_slice::<ApiError>(&body).is_err() {
-            let message = crate::api::status_message(&body).unwrap_or_default();
-            let why = crate::api::cluster_refusal(
-                status,
-                &message,
-                access,
-                namespace.as_deref(),
-                control_plane,
-            );
-            return refusal(status, why);
-        }
-        let body = Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        return Response::from_parts(parts, body);
+        let why = crate::api::refusal_through_api_server(
+            status,
+            &body,
+            access,
+            namespace.as_deref(),
+            control_plane,
+        );
+        return refusal(status, why);
     }
     let mut rsp = rsp.map(|b| b.map_err(BoxError::from).boxed_unsync());
     for name in HOP_HEADERS {

@@ -14,7 +14,7 @@ const METHODS = ['', 'GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS']
 
 export function tap(main, ctx, namespace) {
   const q = ctx.params();
-  const field = (id, label, input) => h('label', { class: 'field' }, label, input);
+  const field = (label, input) => h('label', { class: 'field' }, label, input);
   const resource = h('select', { name: 'resource', id: 'tap-resource' }, h('option', { value: '' }, 'every deployment'));
   const path = h('input', { name: 'path', id: 'tap-path', placeholder: '/api', value: q.path ?? '' });
   const authority = h('input', { name: 'authority', id: 'tap-authority', placeholder: 'web-svc', value: q.authority ?? '' });
@@ -28,11 +28,11 @@ export function tap(main, ctx, namespace) {
   const form = h(
     'form',
     { class: 'tap-form', 'aria-label': 'Tap filters' },
-    field('resource', 'Deployment', resource),
-    field('path', 'Path prefix', path),
-    field('authority', 'Authority contains', authority),
-    field('method', 'Method', method),
-    field('status', 'Status starts with', status),
+    field('Deployment', resource),
+    field('Path prefix', path),
+    field('Authority contains', authority),
+    field('Method', method),
+    field('Status starts with', status),
     h('div', { class: 'actions' }, start, stop),
   );
   main.replaceChildren(

@@ -6,13 +6,14 @@
 //! Policy that lets the page load only its own scripts and talk only to its own origin.
 
 use axum::{
-    extract::Request,
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    extract::Path,
+    http::{header, HeaderMap, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::get,
     Router,
 };
 use conduit_api::dashboard::{ASSETS_PATH, INDEX as INDEX_NAME};
+use std::sync::LazyLock;
 
 /// One embedded file.
 struct Asset {
@@ -35,8 +36,11 @@ macro_rules! asset {
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-/// Everything the page loads besides itself.
+/// The page and everything it loads. The page is the same for every page's URL: its
+/// script draws the page the URL names (it is an asset too, for the API server's path to
+/// it: `conduit_api::dashboard`).
 const ASSETS: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", JS),
     asset!("api.js", JS),
     asset!("dom.js", JS),
@@ -48,10 +52,6 @@ const ASSETS: &[Asset] = &[
     asset!("style.css", CSS),
     asset!("favicon.svg", "image/svg+xml"),
 ];
-
-/// The page, the same for every page's URL: its script draws the page the URL names (and
-/// an asset too, for the API server's path to it: `conduit_api::dashboard`).
-const INDEX: &str = include_str!("../dashboard/index.html");
 
 /// The URLs of the pages (axum's syntax): the namespaces overview, a namespace's
 /// workloads, one deployment, a namespace's topology and its live tap. `dashboard/app.js`
@@ -101,49 +101,50 @@ fn guarded(content_type: &'static str, etag: &str) -> HeaderMap {
     headers
 }
 
-/// A strong validator of `body`, the same for the life of the binary.
-fn etag(body: &str) -> String {
+/// A strong validator of each asset (by its index in [`ASSETS`]), computed once: the
+/// bodies are the same for the life of the binary.
+static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
     use std::hash::{Hash as _, Hasher as _};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    format!("\"{:016x}\"", h.finish())
-}
+    ASSETS
+        .iter()
+        .map(|a| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            a.body.hash(&mut h);
+            format!("\"{:016x}\"", h.finish())
+        })
+        .collect()
+});
 
-/// `body` as `content_type`, or 304 when the browser's copy is current.
-fn serve(req: &Request, content_type: &'static str, body: &'static str) -> Response {
-    let tag = etag(body);
-    let headers = guarded(content_type, &tag);
-    let current = req
-        .headers()
+/// The asset named `name`, or 304 when the browser's copy is current, or a JSON 404.
+async fn serve(name: &str, headers: &HeaderMap, uri: Uri) -> Response {
+    let Some(i) = ASSETS.iter().position(|a| a.name == name) else {
+        return crate::api::no_such_path(uri).await.into_response();
+    };
+    let (asset, tag) = (&ASSETS[i], &ETAGS[i]);
+    let current = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let answer = guarded(asset.content_type, tag);
     if current {
-        (StatusCode::NOT_MODIFIED, headers).into_response()
+        (StatusCode::NOT_MODIFIED, answer).into_response()
     } else {
-        (headers, body).into_response()
+        (answer, asset.body).into_response()
     }
 }
 
-async fn index(req: Request) -> Response {
-    serve(&req, "text/html; charset=utf-8", INDEX)
+async fn index(headers: HeaderMap, uri: Uri) -> Response {
+    serve(INDEX_NAME, &headers, uri).await
 }
 
-async fn asset(axum::extract::Path(name): axum::extract::Path<String>, req: Request) -> Response {
-    if name == INDEX_NAME {
-        return index(req).await;
-    }
-    match ASSETS.iter().find(|a| a.name == name) {
-        Some(a) => serve(&req, a.content_type, a.body),
-        None => crate::api::no_such_path(req.uri().clone())
-            .await
-            .into_response(),
-    }
+async fn asset(Path(name): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+    serve(&name, &headers, uri).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::extract::Request;
     use tower::ServiceExt as _;
 
     async fn get(router: &Router, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -193,7 +194,7 @@ mod tests {
         let router = routes(Router::new());
         // Every asset the page or a module names is served, with its type.
         let mut named: Vec<String> = Vec::new();
-        for body in std::iter::once(INDEX).chain(ASSETS.iter().map(|a| a.body)) {
+        for body in ASSETS.iter().map(|a| a.body) {
             for quote in ['"', '\''] {
                 for part in body.split(quote).skip(1).step_by(2) {
                     if let Some(name) = part.strip_prefix("/assets/").or(part.strip_prefix("./")) {
@@ -216,7 +217,7 @@ mod tests {
             &[],
         )
         .await;
-        assert_eq!(text(rsp).await, INDEX);
+        assert!(text(rsp).await.contains("<main id=\"main\""));
         let rsp = get(&router, "/assets/nope.js", &[]).await;
         assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
         assert!(text(rsp).await.contains("no such path"));
