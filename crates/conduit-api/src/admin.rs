@@ -15,6 +15,11 @@ pub const IDENTITY_PATH: &str = "/identity";
 /// `POST` from loopback: drain and stop.
 pub const SHUTDOWN_PATH: &str = "/shutdown";
 
+/// The Prometheus job that scrapes every proxy's [`METRICS_PATH`]: the controller's
+/// PromQL selects it (`--prometheus-url`), and the scrape configurations that
+/// `conduit install` and `conduit local up --prometheus` write name it.
+pub const SCRAPE_JOB: &str = "conduit-proxies";
+
 /// What a proxy says of its identity at `/identity`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,8 +76,14 @@ pub const API_TLS_DIR: Flag = Flag("api-tls-dir");
 pub const DESTINATION_ADDR: Flag = Flag("destination-addr");
 /// How often to scrape every proxy's metrics (a duration).
 pub const SCRAPE_INTERVAL: Flag = Flag("scrape-interval");
-/// How much metrics history to keep in memory (a duration).
+/// How much metrics history to keep in memory (a duration); with [`PROMETHEUS_URL`], the
+/// longest window a query may ask for.
 pub const RETENTION: Flag = Flag("retention");
+/// A Prometheus that scrapes the proxies (an `http://` URL): the metrics API queries it
+/// instead of keeping history in memory.
+pub const PROMETHEUS_URL: Flag = Flag("prometheus-url");
+/// How long a query to that Prometheus may take (a duration).
+pub const PROMETHEUS_TIMEOUT: Flag = Flag("prometheus-timeout");
 /// The issuer certificate (PEM file) that signs proxies' certificates.
 pub const IDENTITY_ISSUER_CERT: Flag = Flag("identity-issuer-cert");
 /// The issuer's private key (PEM file).
@@ -118,6 +124,8 @@ pub const FLAGS: &[Flag] = &[
     DESTINATION_ADDR,
     SCRAPE_INTERVAL,
     RETENTION,
+    PROMETHEUS_URL,
+    PROMETHEUS_TIMEOUT,
     IDENTITY_ISSUER_CERT,
     IDENTITY_ISSUER_KEY,
     IDENTITY_TRUST_ANCHORS,

@@ -3,7 +3,7 @@
 //! injected pods ([`names`]), the control plane's names and addresses ([`control_plane`]),
 //! the default inbound policies and probe paths ([`inbound`]), the controller's
 //! command-line flags and the proxy's own ([`flags`]), the controller's HTTP JSON API
-//! ([`http`], and its OpenAPI document, feature `openapi`: `openapi`) and who may call it on Kubernetes ([`public_api`]), where the web dashboard's files are ([`dashboard`]), the proxy's admin server ([`admin`]) and environment ([`proxy_env`]), the
+//! ([`http`], and its OpenAPI document, feature `openapi`: `openapi`) and who may call it on Kubernetes ([`public_api`]), where the web dashboard's files are ([`dashboard`]), the proxy's admin server ([`admin`]) and environment ([`proxy_env`]), a Prometheus' address ([`prometheus`]), the
 //! local runtime's state file, which its supervisor writes and the controller's local
 //! discovery reads ([`local_state`]), and (feature `grpc`, on by default) the gRPC
 //! contracts between proxies and the control plane, generated from `proto/`: Destination
@@ -23,6 +23,7 @@ pub mod names;
 pub mod openapi;
 pub mod ports;
 pub mod profile;
+pub mod prometheus;
 pub mod proxy_env;
 pub mod public_api;
 pub mod uid;

@@ -49,7 +49,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         out,
         "Running it on this host (pods are network namespaces)..."
     )?;
-    client::up(&layout, spec, None, args.timeout, &mut out)?;
+    client::up(&layout, spec, None, None, args.timeout, &mut out)?;
 
     writeln!(
         out,

@@ -3,7 +3,7 @@
 use crate::inject::read_input;
 use crate::trust::IdentityFiles;
 use clap::{Args, Subcommand, ValueEnum};
-use conduit_local::{client, layout::Layout, state::State};
+use conduit_local::{client, layout::Layout, prometheus::Metrics, state::State};
 use std::{io::Write, time::Duration};
 
 #[derive(Args)]
@@ -25,6 +25,16 @@ enum LocalCommand {
         /// The user's trust anchor and issuer, used when the runtime starts.
         #[command(flatten)]
         identity: IdentityFiles,
+        /// Run a Prometheus in the runtime that scrapes every proxy, and point the
+        /// control plane's metrics API at it (Debian's `prometheus`; used when the runtime
+        /// starts).
+        #[arg(long, conflicts_with = "prometheus_url")]
+        prometheus: bool,
+        /// Point the control plane's metrics API at this Prometheus, reached from the
+        /// runtime's node namespace, which must scrape every proxy as job conduit-proxies
+        /// (used when the runtime starts).
+        #[arg(long, value_name = "URL", value_parser = parse_prometheus_url)]
+        prometheus_url: Option<String>,
     },
     /// Stop everything and remove every namespace, link and rule the runtime made.
     Down,
@@ -63,6 +73,8 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             files,
             timeout,
             identity,
+            prometheus,
+            prometheus_url,
         } => {
             let inputs = files
                 .iter()
@@ -70,7 +82,19 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let spec = client::load(&inputs)?;
             let trust = identity.load()?;
-            client::up(&layout, spec, trust.as_ref(), timeout, &mut out)?;
+            let metrics = match (prometheus, prometheus_url) {
+                (true, _) => Some(Metrics::Run),
+                (false, Some(url)) => Some(Metrics::Url(url)),
+                (false, None) => None,
+            };
+            client::up(
+                &layout,
+                spec,
+                trust.as_ref(),
+                metrics.as_ref(),
+                timeout,
+                &mut out,
+            )?;
             Ok(())
         }
         LocalCommand::Down => client::down(&layout, &mut out),
@@ -88,6 +112,12 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
             conduit_local::daemon::run(layout)
         }
     }
+}
+
+/// A Prometheus URL, refused here with the controller's own words when it would refuse it.
+fn parse_prometheus_url(raw: &str) -> Result<String, String> {
+    raw.parse::<conduit_api::prometheus::PrometheusUrl>()
+        .map(|url| url.to_string())
 }
 
 fn init_logging() {

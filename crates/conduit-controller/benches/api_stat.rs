@@ -159,7 +159,7 @@ async fn main() {
         problems: Vec::new(),
     });
     let api = router(ApiState {
-        store: Arc::new(Mutex::new(store)),
+        metrics: conduit_controller::metrics::MetricsSource::Embedded(Arc::new(Mutex::new(store))),
         workloads,
         health,
         max_window: Duration::from_secs(900),

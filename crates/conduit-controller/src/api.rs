@@ -11,7 +11,9 @@
 
 use crate::{
     discovery::{PodInfo, Workloads},
-    store::{RouteScope, Store},
+    metrics::MetricsSource,
+    prometheus::PrometheusError,
+    store::RouteScope,
     tap::TapRequest,
     top::Top,
 };
@@ -31,18 +33,19 @@ use conduit_api::{
         WorkloadsQuery, MAX_SERIES_POINTS, NDJSON,
     },
 };
-use parking_lot::Mutex;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 /// What the handlers read.
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Arc<Mutex<Store>>,
+    /// Where stat, series, edges and routes read the proxies' metrics.
+    pub metrics: MetricsSource,
     pub workloads: watch::Receiver<Arc<Workloads>>,
     /// Whether discovery's snapshots are complete and current.
     pub health: watch::Receiver<crate::discovery::SourceHealth>,
-    /// The longest window a query may ask for (the store's retention).
+    /// The longest window a query may ask for (the store's retention, or what Prometheus
+    /// is trusted to keep).
     pub max_window: Duration,
     /// How often proxies are scraped: a series' points cover at least two scrapes.
     pub scrape_interval: Duration,
@@ -82,6 +85,11 @@ pub(crate) struct Refused(StatusCode, String);
 /// A 400 naming the parameter at fault.
 fn bad_request(message: String) -> Refused {
     Refused(StatusCode::BAD_REQUEST, message)
+}
+
+/// A 503: the metrics' source (a Prometheus) failed; its error says which and why.
+fn unavailable(error: PrometheusError) -> Refused {
+    Refused(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
 /// A 404: no such namespace or resource.
@@ -234,7 +242,7 @@ fn duration(
     })?;
     if w.is_zero() || w > max {
         return Err(bad_request(format!(
-            "{param}={raw}: must be more than 0 and at most {} (the metrics kept in memory)",
+            "{param}={raw}: must be more than 0 and at most {} (the history this controller answers for)",
             humantime::format_duration(max)
         )));
     }
@@ -257,13 +265,17 @@ async fn stat(
     if let Some(ns) = &q.namespace {
         known_namespace(&workloads, ns)?;
     }
-    let rows = s.store.lock().stat(
-        &workloads,
-        resource,
-        q.namespace.as_deref(),
-        q.name.as_deref(),
-        window,
-    );
+    let rows = s
+        .metrics
+        .stat(
+            &workloads,
+            resource,
+            q.namespace.as_deref(),
+            q.name.as_deref(),
+            window,
+        )
+        .await
+        .map_err(unavailable)?;
     if let (Some(name), true) = (&q.name, rows.is_empty()) {
         return Err(no_such_resource(resource, name, q.namespace.as_deref()));
     }
@@ -320,15 +332,19 @@ async fn series(
         return Err(no_such_resource(resource, &q.name, Some(&namespace)));
     }
     let range = step.max(2 * s.scrape_interval);
-    let points = s.store.lock().series(
-        &workloads,
-        resource,
-        &namespace,
-        &q.name,
-        points.round().max(1.0) as u32,
-        step,
-        range,
-    );
+    let points = s
+        .metrics
+        .series(
+            &workloads,
+            resource,
+            &namespace,
+            &q.name,
+            points.round().max(1.0) as u32,
+            step,
+            range,
+        )
+        .await
+        .map_err(unavailable)?;
     Ok(Json(Series {
         namespace,
         name: q.name,
@@ -348,9 +364,10 @@ async fn edges(
         known_namespace(&workloads, ns)?;
     }
     let rows = s
-        .store
-        .lock()
-        .edges(&workloads, q.namespace.as_deref(), window);
+        .metrics
+        .edges(&workloads, q.namespace.as_deref(), window)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(rows))
 }
 
@@ -394,9 +411,10 @@ async fn routes(
         ));
     }
     let rows = s
-        .store
-        .lock()
-        .routes(&workloads, namespace, &q.deployment, scope, window);
+        .metrics
+        .routes(&workloads, namespace, &q.deployment, scope, window)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(rows))
 }
 
@@ -570,6 +588,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http_body_util::BodyExt as _;
+    use parking_lot::Mutex;
     use tower::ServiceExt as _;
 
     fn api() -> Router {
@@ -579,7 +598,9 @@ mod tests {
             problems: Vec::new(),
         });
         router(ApiState {
-            store: Arc::new(Mutex::new(Store::new(Duration::from_secs(900)))),
+            metrics: MetricsSource::Embedded(Arc::new(Mutex::new(crate::store::Store::new(
+                Duration::from_secs(900),
+            )))),
             workloads,
             health,
             max_window: Duration::from_secs(900),

@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Parser};
-use conduit_api::{control_plane, flags, names};
+use conduit_api::{control_plane, flags, names, prometheus::PrometheusUrl};
 use conduit_controller::{
     api::{self, ApiState},
     api_auth,
@@ -13,6 +13,8 @@ use conduit_controller::{
     grpc::{self, Access, Limits},
     identity::{Authenticator, LocalTokens, TokenReviews},
     kubernetes::KubernetesDiscovery,
+    metrics::MetricsSource,
+    prometheus::Prometheus,
     scrape,
     store::Store,
     tls::ControllerTls,
@@ -59,12 +61,22 @@ struct Args {
     /// Serve the Destination and InboundPolicy APIs (gRPC) to proxies on this address.
     #[arg(long = flags::DESTINATION_ADDR.name())]
     destination_addr: Option<SocketAddr>,
-    /// How often to scrape every proxy's metrics.
+    /// How often every proxy's metrics are scraped (by the controller, or by the
+    /// Prometheus of --prometheus-url): a series' points cover at least two scrapes.
     #[arg(long = flags::SCRAPE_INTERVAL.name(), default_value = "10s", value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
-    /// How much history to keep in memory.
-    #[arg(long = flags::RETENTION.name(), default_value = "15m", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    /// How much history to keep in memory [default: 15m]; with --prometheus-url, the
+    /// longest window a query may ask for [default: 6h].
+    #[arg(long = flags::RETENTION.name(), value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// A Prometheus that scrapes every proxy (job conduit-proxies), like
+    /// http://prometheus.monitoring:9090: stat, series, edges and routes query it, and the
+    /// controller scrapes nothing itself.
+    #[arg(long = flags::PROMETHEUS_URL.name())]
+    prometheus_url: Option<PrometheusUrl>,
+    /// How long a query to that Prometheus may take before the API answers 503.
+    #[arg(long = flags::PROMETHEUS_TIMEOUT.name(), default_value = "5s", value_parser = humantime::parse_duration)]
+    prometheus_timeout: Duration,
     /// The issuer certificate (PEM) that signs proxies' certificates; with its key, this
     /// turns the Identity API on (served with Destination).
     #[arg(long = flags::IDENTITY_ISSUER_CERT.name(), requires = "identity_issuer_key")]
@@ -275,19 +287,31 @@ async fn main() -> anyhow::Result<()> {
             args.control_plane_namespace.clone(),
         ));
     }
-    let store = Arc::new(Mutex::new(Store::new(args.retention)));
     let identity_counts = Arc::new(conduit_controller::identity::Counts::default());
     let own_tls = controller_tls(&args)?;
     let grpc_limits = Limits::new(
         args.grpc_max_streams_per_connection,
         args.grpc_max_watches_per_client,
     );
-    scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
+    let (metrics, max_window) = match &args.prometheus_url {
+        None => {
+            let retention = args.retention.unwrap_or(Duration::from_secs(15 * 60));
+            let store = Arc::new(Mutex::new(Store::new(retention)));
+            scrape::spawn(discovery.watch(), store.clone(), args.scrape_interval);
+            (MetricsSource::Embedded(store), retention)
+        }
+        Some(url) => {
+            tracing::info!(%url, "metrics from Prometheus");
+            let prometheus = Prometheus::new(url.clone(), args.prometheus_timeout);
+            let longest = args.retention.unwrap_or(Duration::from_secs(6 * 3600));
+            (MetricsSource::Prometheus(Arc::new(prometheus)), longest)
+        }
+    };
     let router = api::router(ApiState {
-        store,
+        metrics,
         workloads: discovery.watch(),
         health: discovery.health(),
-        max_window: args.retention,
+        max_window,
         scrape_interval: args.scrape_interval,
         identity_counts: identity_counts.clone(),
         tap_tls: own_tls.clone(),

@@ -1,7 +1,8 @@
 //! The metrics API's memory: every scrape of every meshed proxy, reduced to the counters
 //! queries need and kept for a retention window (15 minutes by default), and the queries
-//! themselves: golden metrics per namespace, deployment or pod (stat), their history
-//! (series), and who calls whom (edges). Rates are increases over the window, counter
+//! themselves ([`Queries`], over any [`History`]: this store, or a Prometheus' answers):
+//! golden metrics per namespace, deployment or pod (stat), their history (series), who
+//! calls whom (edges) and by route (routes). Rates are increases over the window, counter
 //! resets included, as Prometheus' `increase` computes them; latency percentiles come
 //! from histogram buckets as `histogram_quantile` computes them.
 
@@ -217,7 +218,18 @@ impl Store {
     pub fn retain_pods(&mut self, keep: impl Fn(&str, &str) -> bool) {
         self.pods.retain(|(ns, name), _| keep(ns, name));
     }
+}
 
+/// Where the queries read pods' scrapes from: the store's memory, or what a Prometheus
+/// answered ([`crate::prometheus`]), reduced to the same scrapes so that both give the
+/// same answers.
+pub trait History {
+    /// The scrapes of pod `namespace/name` that cover the `window` before `now`, oldest
+    /// first: their increases over the window are the pod's traffic in it.
+    fn window(&self, namespace: &str, name: &str, now: Instant, window: Duration) -> &[PodScrape];
+}
+
+impl History for Store {
     /// The scrapes of a pod that cover the `window` before `now`: the newest one at or
     /// before the window's start (if any) and every later one up to `now`.
     fn window(&self, namespace: &str, name: &str, now: Instant, window: Duration) -> &[PodScrape] {
@@ -232,10 +244,16 @@ impl Store {
             .unwrap_or(0);
         &series[first.min(end)..end]
     }
+}
 
+/// The metrics API's queries, over any [`History`].
+impl<H: History + ?Sized> Queries for H {}
+
+/// The metrics API's queries: stat, series, edges and routes.
+pub trait Queries: History {
     /// The golden metrics of `resource`s in `namespace` (all when `None`), optionally only
     /// the one named `name`, over `window`.
-    pub fn stat(
+    fn stat(
         &self,
         workloads: &Workloads,
         resource: Resource,
@@ -246,9 +264,9 @@ impl Store {
         let now = Instant::now();
         let effective = match resource {
             Resource::Pod => HashMap::new(),
-            _ => self.effective_success(workloads, resource, now, window),
+            _ => effective_success(self, workloads, resource, now, window),
         };
-        self.groups(workloads, resource, namespace, name, now, window)
+        groups(self, workloads, resource, namespace, name, now, window)
             .into_iter()
             .map(|(key, agg)| {
                 let effective = effective.get(&key).and_then(|&(responses, successes)| {
@@ -266,7 +284,7 @@ impl Store {
     /// apart, the last one now, each over the `range` before it; oldest first. Moments
     /// before the controller's clock began are left out.
     #[allow(clippy::too_many_arguments)]
-    pub fn series(
+    fn series(
         &self,
         workloads: &Workloads,
         resource: Resource,
@@ -283,12 +301,19 @@ impl Store {
                 let ago = step.checked_mul(back)?;
                 let at = now.checked_sub(ago)?;
                 let wall = wall_now.checked_sub(ago)?.duration_since(UNIX_EPOCH).ok()?;
-                let row = self
-                    .groups(workloads, resource, Some(namespace), Some(name), at, range)
-                    .into_values()
-                    .next()
-                    .unwrap_or_default()
-                    .row(namespace.to_string(), name.to_string());
+                let row = groups(
+                    self,
+                    workloads,
+                    resource,
+                    Some(namespace),
+                    Some(name),
+                    at,
+                    range,
+                )
+                .into_values()
+                .next()
+                .unwrap_or_default()
+                .row(namespace.to_string(), name.to_string());
                 Some(SeriesPoint {
                     time_unix_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
                     request_rate: row.request_rate,
@@ -301,95 +326,9 @@ impl Store {
             .collect()
     }
 
-    /// The inbound traffic of `resource`s in `namespace` (all when `None`), optionally
-    /// only the one named `name`, over the `window` before `now`, by namespace and name.
-    fn groups(
-        &self,
-        workloads: &Workloads,
-        resource: Resource,
-        namespace: Option<&str>,
-        name: Option<&str>,
-        now: Instant,
-        window: Duration,
-    ) -> BTreeMap<(String, String), Agg> {
-        let mut groups: BTreeMap<(String, String), Agg> = BTreeMap::new();
-        for pod in &workloads.pods {
-            if namespace.is_some_and(|ns| ns != pod.namespace) {
-                continue;
-            }
-            let group = pod.name_as(resource);
-            if name.is_some_and(|n| n != group) {
-                continue;
-            }
-            let key = (pod.namespace.clone(), group.to_string());
-            let agg = groups.entry(key).or_default();
-            agg.pods += 1;
-            agg.meshed += u32::from(pod.meshed);
-            let scrapes = self.window(&pod.namespace, &pod.name, now, window);
-            agg.add(scrapes, |s| Some(&s.inbound));
-            if let Some(last) = scrapes.last() {
-                agg.tcp += (last.tcp_open - last.tcp_close).max(0.0);
-            }
-        }
-        groups
-    }
-
-    /// What meshed clients saw of the Services in front of each namespace or deployment
-    /// (by namespace and name): their outbound responses to those Services, after
-    /// retries, as (responses, successes). One pass over the clients, then one over the
-    /// Services' endpoints, so that its cost does not grow with groups times pods.
-    fn effective_success(
-        &self,
-        workloads: &Workloads,
-        resource: Resource,
-        now: Instant,
-        window: Duration,
-    ) -> HashMap<(String, String), (f64, f64)> {
-        let mut seen: HashMap<&str, (f64, f64)> = HashMap::new();
-        for client in &workloads.pods {
-            let scrapes = self.window(&client.namespace, &client.name, now, window);
-            let Some(last) = scrapes.last() else { continue };
-            for (dst, route) in last.outbound_routes.keys() {
-                let of =
-                    |f: fn(&Traffic) -> f64| {
-                        increase(scrapes.iter().map(|s| {
-                            route_traffic(s, Some(dst), route).map_or(0.0, |r| f(&r.traffic))
-                        }))
-                    };
-                let entry = seen.entry(dst.as_str()).or_default();
-                entry.0 += of(|t| t.responses);
-                entry.1 += of(|t| t.successes);
-            }
-        }
-        let mut by_group: HashMap<(String, String), (f64, f64)> = HashMap::new();
-        if seen.is_empty() {
-            return by_group;
-        }
-        for service in &workloads.services {
-            let Some(&(responses, successes)) =
-                seen.get(format!("{}.{}", service.name, service.namespace).as_str())
-            else {
-                continue;
-            };
-            let groups: BTreeSet<(String, String)> = service
-                .ports
-                .iter()
-                .flat_map(|p| &p.endpoints)
-                .filter_map(|e| workloads.pod(&service.namespace, &e.pod))
-                .map(|p| (p.namespace.clone(), p.name_as(resource).to_string()))
-                .collect();
-            for group in groups {
-                let entry = by_group.entry(group).or_default();
-                entry.0 += responses;
-                entry.1 += successes;
-            }
-        }
-        by_group
-    }
-
     /// Who calls whom among deployments in `namespace` (all when `None`), over `window`:
     /// each source's outbound traffic, its authority resolved to the Service's pods.
-    pub fn edges(
+    fn edges(
         &self,
         workloads: &Workloads,
         namespace: Option<&str>,
@@ -445,25 +384,12 @@ impl Store {
             })
             .collect()
     }
-}
 
-/// Where `conduit routes` looks: a deployment's inbound traffic, or its outbound traffic
-/// to one Service.
-pub enum RouteScope<'a> {
-    Inbound,
-    /// To the Service `name` in `namespace`.
-    To {
-        namespace: &'a str,
-        name: &'a str,
-    },
-}
-
-impl Store {
     /// The golden metrics by route of deployment `namespace/deployment` over `window`:
     /// the routes of the profile (inbound: of each Service that selects its pods; `To`:
     /// of that Service) in their order, with or without traffic, then any others seen,
     /// `[default]` last.
-    pub fn routes(
+    fn routes(
         &self,
         workloads: &Workloads,
         namespace: &str,
@@ -564,6 +490,104 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The inbound traffic of `resource`s in `namespace` (all when `None`), optionally
+/// only the one named `name`, over the `window` before `now`, by namespace and name.
+fn groups<H: History + ?Sized>(
+    history: &H,
+    workloads: &Workloads,
+    resource: Resource,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    now: Instant,
+    window: Duration,
+) -> BTreeMap<(String, String), Agg> {
+    let mut groups: BTreeMap<(String, String), Agg> = BTreeMap::new();
+    for pod in &workloads.pods {
+        if namespace.is_some_and(|ns| ns != pod.namespace) {
+            continue;
+        }
+        let group = pod.name_as(resource);
+        if name.is_some_and(|n| n != group) {
+            continue;
+        }
+        let key = (pod.namespace.clone(), group.to_string());
+        let agg = groups.entry(key).or_default();
+        agg.pods += 1;
+        agg.meshed += u32::from(pod.meshed);
+        let scrapes = history.window(&pod.namespace, &pod.name, now, window);
+        agg.add(scrapes, |s| Some(&s.inbound));
+        if let Some(last) = scrapes.last() {
+            agg.tcp += (last.tcp_open - last.tcp_close).max(0.0);
+        }
+    }
+    groups
+}
+
+/// What meshed clients saw of the Services in front of each namespace or deployment
+/// (by namespace and name): their outbound responses to those Services, after
+/// retries, as (responses, successes). One pass over the clients, then one over the
+/// Services' endpoints, so that its cost does not grow with groups times pods.
+fn effective_success<H: History + ?Sized>(
+    history: &H,
+    workloads: &Workloads,
+    resource: Resource,
+    now: Instant,
+    window: Duration,
+) -> HashMap<(String, String), (f64, f64)> {
+    let mut seen: HashMap<&str, (f64, f64)> = HashMap::new();
+    for client in &workloads.pods {
+        let scrapes = history.window(&client.namespace, &client.name, now, window);
+        let Some(last) = scrapes.last() else { continue };
+        for (dst, route) in last.outbound_routes.keys() {
+            let of = |f: fn(&Traffic) -> f64| {
+                increase(
+                    scrapes
+                        .iter()
+                        .map(|s| route_traffic(s, Some(dst), route).map_or(0.0, |r| f(&r.traffic))),
+                )
+            };
+            let entry = seen.entry(dst.as_str()).or_default();
+            entry.0 += of(|t| t.responses);
+            entry.1 += of(|t| t.successes);
+        }
+    }
+    let mut by_group: HashMap<(String, String), (f64, f64)> = HashMap::new();
+    if seen.is_empty() {
+        return by_group;
+    }
+    for service in &workloads.services {
+        let Some(&(responses, successes)) =
+            seen.get(format!("{}.{}", service.name, service.namespace).as_str())
+        else {
+            continue;
+        };
+        let groups: BTreeSet<(String, String)> = service
+            .ports
+            .iter()
+            .flat_map(|p| &p.endpoints)
+            .filter_map(|e| workloads.pod(&service.namespace, &e.pod))
+            .map(|p| (p.namespace.clone(), p.name_as(resource).to_string()))
+            .collect();
+        for group in groups {
+            let entry = by_group.entry(group).or_default();
+            entry.0 += responses;
+            entry.1 += successes;
+        }
+    }
+    by_group
+}
+
+/// Where `conduit routes` looks: a deployment's inbound traffic, or its outbound traffic
+/// to one Service.
+pub enum RouteScope<'a> {
+    Inbound,
+    /// To the Service `name` in `namespace`.
+    To {
+        namespace: &'a str,
+        name: &'a str,
+    },
 }
 
 /// A scrape's traffic of `route`: inbound, or outbound to the Service `dst`.

@@ -9,6 +9,7 @@ use crate::{
     identity,
     layout::Layout,
     process,
+    prometheus::{self, Metrics},
     spec::AppSpec,
     state::{self, State},
 };
@@ -81,16 +82,20 @@ pub fn load(files: &[(String, String)]) -> anyhow::Result<AppSpec> {
 }
 
 /// Brings `spec` up (adding to or replacing what runs already) and waits until every
-/// pod is ready or `timeout` passes.
+/// pod is ready or `timeout` passes. `metrics` chooses where the control plane reads
+/// metrics when the runtime starts (the embedded store when `None`); a running runtime
+/// keeps its own, and refuses another.
 pub fn up(
     layout: &Layout,
     spec: AppSpec,
     trust: Option<&conduit_identity::ca::TrustFiles>,
+    metrics: Option<&Metrics>,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<State> {
     require_root("up")?;
     let _lock = DirLock::take(layout, out)?;
+    check_metrics(layout, metrics)?;
     if let (Some(t), Some(_)) = (trust, daemon_alive(layout)) {
         let running = std::fs::read_to_string(identity::anchor_file(layout)).unwrap_or_default();
         if running.trim() != t.anchor_pem.trim() {
@@ -126,12 +131,30 @@ pub fn up(
             }
             identity::write_user_trust(&layout.user_trust(), trust)
                 .context("writing the identity files for the supervisor")?;
+            state::write_json(&layout.metrics(), &metrics.cloned().unwrap_or_default())
+                .context("writing the metrics' source for the supervisor")?;
             start_daemon(layout)?;
         }
     }
     let state = wait_ready(layout, want, before, timeout, out)?;
     wait_control_plane(layout, state.generation, out)?;
     Ok(state)
+}
+
+/// Refuses `metrics` before anything changes when it cannot be had: a running runtime
+/// chose its source when it started; `--prometheus` needs Debian's `prometheus`.
+fn check_metrics(layout: &Layout, metrics: Option<&Metrics>) -> anyhow::Result<()> {
+    let Some(want) = metrics else { return Ok(()) };
+    if daemon_alive(layout).is_some() {
+        let running = state::read_json::<Metrics>(&layout.metrics())?.unwrap_or_default();
+        if running != *want {
+            bail!("the local runtime already runs with {running} for metrics; run `conduit local down` first to start it again with {want}");
+        }
+    }
+    if *want == Metrics::Run && process::resolve_program(prometheus::PROGRAM).is_none() {
+        bail!("`--prometheus` runs Prometheus, but `{}` is not on PATH; install it (`apt-get install prometheus`, as scripts/install-test-deps does), or point at one with `--prometheus-url URL`", prometheus::PROGRAM);
+    }
+    Ok(())
 }
 
 /// Waits until the control plane has read the state that made every pod ready, so that
@@ -281,10 +304,16 @@ pub fn down(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     if swept > 0 {
         writeln!(out, "removed {swept} namespace(s) left behind")?;
     }
-    for f in [layout.desired(), layout.state(), layout.daemon_pid()] {
+    for f in [
+        layout.desired(),
+        layout.state(),
+        layout.daemon_pid(),
+        layout.metrics(),
+    ] {
         let _ = std::fs::remove_file(f);
     }
     let _ = std::fs::remove_dir_all(layout.etc());
+    let _ = std::fs::remove_dir_all(prometheus::Files::new(layout).dir());
     writeln!(out, "conduit local down: everything removed")?;
     Ok(())
 }

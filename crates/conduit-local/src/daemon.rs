@@ -4,7 +4,10 @@
 //! [`Supervisor`](crate::supervisor::Supervisor) on an async runtime until `SIGTERM`;
 //! its pid file goes last. Knows nothing of what the supervisor does with pods.
 
-use crate::{identity::LocalIdentity, layout::Layout, net, supervisor::Supervisor};
+use crate::{
+    identity::LocalIdentity, layout::Layout, net, prometheus::Metrics, state,
+    supervisor::Supervisor,
+};
 use anyhow::Context as _;
 
 /// Runs the supervisor until `SIGTERM`; called in the detached daemon process.
@@ -22,7 +25,10 @@ pub fn run(layout: Layout) -> anyhow::Result<()> {
         .build()?;
     let identity =
         LocalIdentity::create(&layout).context("making the runtime's trust anchor and issuer")?;
-    let result = runtime.block_on(Supervisor::new(layout.clone(), node, identity).run());
+    let metrics = state::read_json::<Metrics>(&layout.metrics())
+        .context("reading the metrics' source `up` chose")?
+        .unwrap_or_default();
+    let result = runtime.block_on(Supervisor::new(layout.clone(), node, identity, metrics).run());
     drop(runtime);
     // Last, so that whoever waits for the pid file to go knows everything is gone.
     let _ = std::fs::remove_file(layout.daemon_pid());

@@ -71,6 +71,12 @@ impl Layout {
         self.dir().join("identity-user")
     }
 
+    /// Where `up` leaves the metrics' source the runtime was started with (JSON,
+    /// [`crate::prometheus::Metrics`]).
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.json")
+    }
+
     /// What the supervisor observes (JSON), rewritten on every change.
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")

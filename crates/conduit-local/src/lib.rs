@@ -10,7 +10,8 @@
 //! `conduit_api::local_state`). In the supervisor, one module per job: the reconcile
 //! loop (`supervisor`), Services' endpoints and rules (`services`), one pod's life
 //! (`pod`), a container's processes (`process`), the runtime's identity material
-//! (`identity`) and the control plane (`control_plane`). Pods end their whole process
+//! (`identity`), the control plane (`control_plane`) and the Prometheus it may run
+//! ([`prometheus`]). Pods end their whole process
 //! tree when they stop, as on a kubelet: each container's run is a process group, and a
 //! removed pod's namespace goes with whatever still runs inside.
 
@@ -23,6 +24,7 @@ pub mod net;
 mod pod;
 pub mod probe;
 mod process;
+pub mod prometheus;
 mod services;
 pub mod spec;
 pub mod state;

@@ -10,6 +10,7 @@ use crate::{
     identity::LocalIdentity,
     layout::{pod_ip, service_ip, Layout},
     pod::PodCtx,
+    prometheus::Metrics,
     services::{self, ServiceView, SharedView},
     spec::{AppSpec, DeploymentSpec, ProbeAction, ServiceSpec},
     state::{self, ContainerState, PodState, ServiceState, State},
@@ -52,11 +53,18 @@ pub struct Supervisor {
     identity: Arc<LocalIdentity>,
     /// The control plane, supervised like a pod's containers but in the node namespace.
     control_plane: Option<ControlPlane>,
+    /// Where the control plane reads metrics from.
+    metrics: Metrics,
 }
 
 impl Supervisor {
     /// A supervisor of nothing yet, on the node namespace `node`.
-    pub fn new(layout: Layout, node: NetNs, identity: LocalIdentity) -> Supervisor {
+    pub fn new(
+        layout: Layout,
+        node: NetNs,
+        identity: LocalIdentity,
+        metrics: Metrics,
+    ) -> Supervisor {
         Supervisor {
             layout,
             node: Arc::new(node),
@@ -70,6 +78,7 @@ impl Supervisor {
             generation: 0,
             identity: Arc::new(identity),
             control_plane: None,
+            metrics,
         }
     }
 
@@ -78,7 +87,12 @@ impl Supervisor {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        self.control_plane = ControlPlane::start(&self.layout, self.node.clone(), &self.identity);
+        self.control_plane = ControlPlane::start(
+            &self.layout,
+            self.node.clone(),
+            &self.identity,
+            &self.metrics,
+        );
         self.reload();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -257,6 +271,9 @@ impl Supervisor {
     }
 
     fn write_state(&mut self, pods: Vec<PodState>, services: Vec<ServiceState>) {
+        if let Some(control_plane) = &self.control_plane {
+            control_plane.observe(&pods);
+        }
         let state = State {
             daemon_pid: std::process::id(),
             generation: 0,

@@ -264,7 +264,7 @@ impl Runtime {
     }
 
     /// `conduit local exec` arguments that run `argv` in the pod of `deployment`.
-    fn exec_args(&self, deployment: &str, argv: &[&str]) -> Vec<String> {
+    pub fn exec_args(&self, deployment: &str, argv: &[&str]) -> Vec<String> {
         let status = self.status();
         let pod = Self::pod(&status, deployment);
         let mut args: Vec<String> = ["local", "exec", "-n"].map(String::from).to_vec();

@@ -1,0 +1,272 @@
+//! The metrics API on a real Prometheus (Debian's `prometheus`): `conduit local up
+//! --prometheus` runs one beside the controller with a scrape configuration of its own;
+//! it scrapes every proxy without errors and keeps every family's type; the CLI's
+//! answers through it agree with a second controller's embedded store over the same
+//! traffic; pods cannot reach it; a Prometheus that stops answering is a clear error,
+//! not a hang. Root only.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Prometheus' address in the node namespace.
+const PROMETHEUS: &str = "http://127.0.0.1:9090";
+
+/// `GET PATH` from the Prometheus, as JSON.
+fn prometheus(node: &str, path: &str) -> Value {
+    let text = node_curl(node, &["--globoff", &format!("{PROMETHEUS}{path}")]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// `GET PATH` from a controller's API socket, as JSON.
+fn api(socket: &Path, path: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://conduit{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+}
+
+/// The `# TYPE` of every family a proxy serves.
+fn families(node: &str, target: &str) -> BTreeMap<String, String> {
+    node_curl(node, &[&format!("http://{target}/metrics")])
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_string(), kind.to_string()))
+        .collect()
+}
+
+/// The rows of `stat deploy -n emojivoto` by name.
+fn by_name(rows: &Value) -> BTreeMap<String, Value> {
+    rows.as_array()
+        .expect("stat rows")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+/// Where `a` and `b` differ by more than 5% of the larger, for the sample app's servers.
+fn disagreements(a: &Value, b: &Value) -> Vec<String> {
+    let (a, b) = (by_name(a), by_name(b));
+    let mut out = Vec::new();
+    for deploy in ["web", "emoji", "voting"] {
+        for field in ["request_rate", "success_rate", "latency_ms_p50"] {
+            let x = a[deploy][field].as_f64();
+            let y = b[deploy][field].as_f64();
+            let ok = match (x, y) {
+                (Some(x), Some(y)) => (x - y).abs() <= 0.05 * x.abs().max(y.abs()),
+                _ => false,
+            };
+            if !ok {
+                out.push(format!("{deploy} {field}: {x:?} vs {y:?}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn stat_through_a_real_prometheus_agrees_with_the_embedded_store() {
+    let runtime = Runtime::new("prometheus");
+    let meshed = runtime.meshed_manifest();
+    let manifest = meshed.to_str().unwrap();
+    runtime.ok(&["local", "up", "--prometheus", "-f", manifest]);
+    let status = runtime.status();
+    let control_plane = status["control_plane"].as_array().unwrap();
+    let prometheus_pid = control_plane
+        .iter()
+        .find(|c| c["name"] == "prometheus")
+        .and_then(|c| c["pid"].as_u64())
+        .unwrap_or_else(|| panic!("Prometheus runs in the control plane: {control_plane:?}"));
+    let node = runtime.node();
+
+    // The source is chosen when the runtime starts, and kept.
+    let other = runtime.conduit(&[
+        "local",
+        "up",
+        "--prometheus-url",
+        "http://127.0.0.1:9",
+        "-f",
+        manifest,
+    ]);
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "{said}");
+    assert!(
+        said.contains("already runs with a Prometheus of its own"),
+        "{said}"
+    );
+
+    // A second controller over the same pods, with its embedded store: the reference.
+    let embedded_dir = runtime.dir.with_extension("embedded");
+    std::fs::create_dir_all(&embedded_dir).unwrap();
+    std::fs::set_permissions(&embedded_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let embedded_socket = embedded_dir.join("api.sock");
+    let controller = Path::new(CONDUIT).with_file_name("conduit-controller");
+    let _embedded = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &node])
+            .arg(&controller)
+            .arg(conduit_api::flags::LOCAL_STATE.arg(runtime.dir.join("state.json").display()))
+            .arg(conduit_api::flags::API_SOCKET.arg(embedded_socket.display()))
+            .arg(conduit_api::flags::SCRAPE_INTERVAL.arg("5s"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+
+    // Every proxy scraped, without errors.
+    let meshed_pods = status["pods"].as_array().unwrap().len();
+    let targets = loop {
+        let up = prometheus(&node, "/api/v1/query?query=up{job=\"conduit-proxies\"}");
+        let results = up["data"]["result"].as_array().cloned().unwrap_or_default();
+        if results.len() == meshed_pods && results.iter().all(|r| r["value"][1] == "1") {
+            break results;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "every proxy up in Prometheus: {up}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let health = prometheus(&node, "/api/v1/targets");
+    for target in health["data"]["activeTargets"].as_array().unwrap() {
+        assert_eq!(target["health"], "up", "{target}");
+        assert_eq!(target["lastError"], "", "{target}");
+    }
+
+    // Every family keeps the type the proxy gave it.
+    for target in &targets {
+        let instance = target["metric"]["instance"].as_str().unwrap();
+        let served = families(&node, instance);
+        assert!(
+            served.values().any(|k| k == "histogram") && served.len() > 5,
+            "{instance} serves its families: {served:?}"
+        );
+        let query = format!(
+            "/api/v1/targets/metadata?match_target={{instance=\"{instance}\",job=\"conduit-proxies\"}}"
+        );
+        let kept: BTreeMap<String, String> = prometheus(&node, &query)["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let name = m["metric"].as_str().unwrap().to_string();
+                (name, m["type"].as_str().unwrap().to_string())
+            })
+            .collect();
+        for (family, kind) in &served {
+            assert_eq!(
+                kept.get(family),
+                Some(kind),
+                "{instance}: family {family} is a {kind}; Prometheus kept {kept:?}"
+            );
+        }
+    }
+
+    // The same traffic through both sources, after a minute of it: a window's worth.
+    std::thread::sleep(Duration::from_secs(70).saturating_sub(started.elapsed()));
+    let stat = "/api/v1/stat?resource=deploy&namespace=emojivoto&window=1m";
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let through_prometheus: Value = serde_json::from_str(&runtime.ok(&[
+            "stat",
+            "deploy",
+            "-n",
+            "emojivoto",
+            "--window",
+            "1m",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let embedded = api(&embedded_socket, stat);
+        let differ = disagreements(&through_prometheus, &embedded);
+        if differ.is_empty() {
+            attempts.clear();
+            break;
+        }
+        attempts.push(differ);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    assert!(
+        attempts.is_empty(),
+        "stat through Prometheus and the embedded store agree within 5%: {attempts:?}"
+    );
+
+    // Edges, routes and series read it too.
+    let edges = runtime.json(&["edges", "deploy", "-n", "emojivoto", "-o", "json"]);
+    for dst in ["emoji", "voting"] {
+        let edge = edges
+            .iter()
+            .find(|e| e["src"] == "web" && e["dst"] == dst)
+            .unwrap_or_else(|| panic!("web -> {dst} in {edges:?}"));
+        assert!(edge["request_rate"].as_f64().unwrap() > 0.0, "{edge}");
+        assert!(!edge["server_ids"].as_array().unwrap().is_empty(), "{edge}");
+    }
+    let socket = runtime.dir.join("api.sock");
+    let routes = api(
+        &socket,
+        "/api/v1/routes?namespace=emojivoto&deployment=web&to=emoji-svc",
+    );
+    let default = &routes[routes.as_array().unwrap().len() - 1];
+    assert!(
+        default["actual_request_rate"].as_f64().unwrap() > 0.0,
+        "{routes}"
+    );
+    let series = api(
+        &socket,
+        "/api/v1/series?resource=deploy&namespace=emojivoto&name=web&window=1m&step=10s",
+    );
+    let points = series["points"].as_array().unwrap();
+    assert!(points.len() >= 5, "{series}");
+    assert!(
+        points
+            .iter()
+            .all(|p| p["request_rate"].as_f64().unwrap() > 0.0),
+        "{series}"
+    );
+
+    // Pods cannot reach it: it listens on the node namespace's loopback only.
+    let node_ip = conduit_local::layout::NODE_IP;
+    for addr in [format!("{node_ip}:9090"), "127.0.0.1:9090".to_string()] {
+        let url = format!("http://{addr}/api/v1/query?query=up");
+        let argv = ["curl", "-sS", "--fail", "--max-time", "5", &url];
+        let out = runtime.conduit(&runtime.exec_args("web", &argv));
+        // Refused by the kernel (curl: 7), or by the pod's own proxy, which finds nothing
+        // listening there (502, curl --fail: 22); never Prometheus' answer.
+        let answered = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            matches!(out.status.code(), Some(7 | 22)) && !answered.contains("resultType"),
+            "a pod is refused at {addr}: {:?} {answered} {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A Prometheus that stops answering: a clear error from the CLI, in bounded time.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(prometheus_pid as i32, libc::SIGSTOP) };
+    let stalled = runtime.conduit(&["stat", "deploy", "-n", "emojivoto"]);
+    // SAFETY: as above.
+    unsafe { libc::kill(prometheus_pid as i32, libc::SIGCONT) };
+    let said = String::from_utf8_lossy(&stalled.stderr);
+    assert!(!stalled.status.success(), "{said}");
+    assert!(
+        said.contains("the Prometheus at http://127.0.0.1:9090 did not answer within 5s"),
+        "{said}"
+    );
+    runtime.ok(&["stat", "deploy", "-n", "emojivoto"]);
+}
