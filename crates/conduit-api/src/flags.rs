@@ -76,6 +76,9 @@ pub const API_TLS_DIR: Flag = Flag("api-tls-dir");
 pub const DESTINATION_ADDR: Flag = Flag("destination-addr");
 /// How often to scrape every proxy's metrics (a duration).
 pub const SCRAPE_INTERVAL: Flag = Flag("scrape-interval");
+/// [`SCRAPE_INTERVAL`]'s default, which the scrape configuration `conduit install` emits
+/// for Prometheus keeps too.
+pub const DEFAULT_SCRAPE_INTERVAL: &str = "10s";
 /// How much metrics history to keep in memory (a duration); with [`PROMETHEUS_URL`], the
 /// longest window a query may ask for.
 pub const RETENTION: Flag = Flag("retention");

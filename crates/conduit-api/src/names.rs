@@ -25,6 +25,9 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 
 /// The proxy container's name; a pod that has it is meshed.
 pub const PROXY_CONTAINER: &str = "conduit-proxy";
+/// The name of the proxy container's admin port ([`crate::ports::PROXY_ADMIN`]), which
+/// Prometheus' pod discovery keeps.
+pub const PROXY_ADMIN_PORT_NAME: &str = "conduit-admin";
 /// The init container's name; it writes the pod's iptables redirect.
 pub const INIT_CONTAINER: &str = "conduit-init";
 

@@ -19,6 +19,10 @@ pub struct InstallArgs {
     /// HTTPRoute).
     #[arg(long)]
     crds: bool,
+    /// Print only the Prometheus scrape configuration that finds every proxy (job
+    /// conduit-proxies, for --set prometheusUrl=URL), to merge into prometheus.yml.
+    #[arg(long, conflicts_with = "crds")]
+    prometheus_scrape_config: bool,
     /// Three controller replicas on different nodes, and a PodDisruptionBudget.
     #[arg(long)]
     ha: bool,
@@ -42,6 +46,12 @@ fn yaml(docs: &[Value]) -> String {
 pub fn install(args: InstallArgs) -> anyhow::Result<()> {
     if args.crds {
         return print(&yaml(&install::crds()));
+    }
+    if args.prometheus_scrape_config {
+        return print(&format!(
+            "# Conduit's proxies, for the controller's --prometheus-url (conduit install --set prometheusUrl=URL).\n{}",
+            manifest::to_yaml(&install::scrape_config())
+        ));
     }
     let files = args
         .values

@@ -114,6 +114,17 @@ fn every_install_passes_the_official_schemas() {
     );
     validate("ha", &ha);
 
+    // Metrics from the user's Prometheus: the controller is pointed at it; the default
+    // keeps the embedded store.
+    let prometheus = ok(&[
+        "install",
+        "--set",
+        "prometheusUrl=http://prometheus.monitoring:9090",
+    ]);
+    assert!(prometheus.contains("--prometheus-url=http://prometheus.monitoring:9090"));
+    assert!(!default.contains("--prometheus-url"));
+    validate("prometheus", &prometheus);
+
     let crds = ok(&["install", "--crds"]);
     assert_eq!(crds.matches("kind: CustomResourceDefinition").count(), 4);
     validate("crds", &crds);
@@ -185,6 +196,10 @@ fn bad_values_are_named_and_nothing_is_printed() {
         (
             vec!["install", "--set", "policy.clusterNetworks=10.0.0.0"],
             "not a network in CIDR form",
+        ),
+        (
+            vec!["install", "--set", "prometheusUrl=https://prometheus:9090"],
+            "prometheusUrl: \"https://prometheus:9090\": the scheme is https; only http://",
         ),
         (
             vec!["install", "-f", "/nonexistent/values.yaml"],

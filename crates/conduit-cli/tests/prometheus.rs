@@ -270,3 +270,175 @@ fn stat_through_a_real_prometheus_agrees_with_the_embedded_store() {
     );
     runtime.ok(&["stat", "deploy", "-n", "emojivoto"]);
 }
+
+/// What Kubernetes' pod discovery makes of the meshed sample app running here: a target
+/// per container port of each pod, labelled as its documentation says
+/// (`__meta_kubernetes_namespace`, `_pod_name`, `_pod_container_name`,
+/// `_pod_container_port_name`, `_pod_container_init`), at the pod's address.
+fn pod_discovery(runtime: &Runtime, manifest: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let status = runtime.status();
+    let mut targets = Vec::new();
+    for doc in conduit_k8s::manifest::parse(&text, "meshed").unwrap() {
+        if doc.kind() != Some("Deployment") {
+            continue;
+        }
+        let deployment = doc.name().unwrap().to_string();
+        let pod = Runtime::pod(&status, &deployment);
+        let spec = &doc.value["spec"]["template"]["spec"];
+        for (list, init) in [("initContainers", "true"), ("containers", "false")] {
+            for container in spec[list].as_array().into_iter().flatten() {
+                for port in container["ports"].as_array().into_iter().flatten() {
+                    targets.push(serde_json::json!({
+                        "targets": [format!("{}:{}", pod["ip"].as_str().unwrap(), port["containerPort"])],
+                        "labels": {
+                            "__meta_kubernetes_namespace": pod["namespace"],
+                            "__meta_kubernetes_pod_name": pod["name"],
+                            "__meta_kubernetes_pod_container_name": container["name"],
+                            "__meta_kubernetes_pod_container_port_name": port["name"].as_str().unwrap_or_default(),
+                            "__meta_kubernetes_pod_container_init": init,
+                        },
+                    }));
+                }
+            }
+        }
+    }
+    targets
+}
+
+#[test]
+fn the_scrape_configuration_install_emits_keeps_every_proxy_and_nothing_else() {
+    let runtime = Runtime::new("scrape-config");
+    let meshed = runtime.meshed_manifest();
+    runtime.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
+    let node = runtime.node();
+
+    // What `conduit install` emits, with its Kubernetes discovery replaced by a file of
+    // the targets that discovery would find: Debian's Prometheus is built without
+    // Kubernetes discovery, and no cluster runs here. The relabelling, the job and the
+    // scraping are the real Prometheus'.
+    let emitted = runtime.ok(&["install", "--prometheus-scrape-config"]);
+    let mut config: Value = serde_saphyr::from_str(&emitted).unwrap();
+    let job = &mut config["scrape_configs"][0];
+    assert_eq!(
+        job["kubernetes_sd_configs"],
+        serde_json::json!([{ "role": "pod" }])
+    );
+    let dir = runtime.dir.with_extension("scrape");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let targets = pod_discovery(&runtime, &meshed);
+    std::fs::write(
+        dir.join("targets.json"),
+        Value::from(targets.clone()).to_string(),
+    )
+    .unwrap();
+    let job = job.as_object_mut().unwrap();
+    job.remove("kubernetes_sd_configs");
+    job.insert(
+        "file_sd_configs".into(),
+        serde_json::json!([{ "files": [dir.join("targets.json")] }]),
+    );
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool accepts it: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _prometheus = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &node, "prometheus"])
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg("--web.listen-address=127.0.0.1:9091")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let pods = runtime.status()["pods"].as_array().unwrap().len();
+    let started = Instant::now();
+    let (active, dropped) = loop {
+        let text = node_curl(&node, &["http://127.0.0.1:9091/api/v1/targets?state=any"]);
+        let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+        let active = answer["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if active.len() == pods && active.iter().all(|t| t["health"] == "up") {
+            let dropped = answer["data"]["droppedTargets"]
+                .as_array()
+                .cloned()
+                .unwrap();
+            break (active, dropped);
+        }
+        let seen: Vec<(&Value, &Value)> = active
+            .iter()
+            .map(|t| (&t["scrapeUrl"], &t["health"]))
+            .collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a proxy per pod, each up; active targets: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        targets.len() > pods,
+        "the app's own ports are offered too: {targets:?}"
+    );
+    assert_eq!(dropped.len(), targets.len() - pods, "{dropped:?}");
+    for target in &active {
+        let labels = &target["labels"];
+        assert_eq!(labels["job"], "conduit-proxies", "{target}");
+        assert!(
+            target["scrapeUrl"]
+                .as_str()
+                .unwrap()
+                .ends_with(":4191/metrics"),
+            "{target}"
+        );
+        let pod = labels["pod"].as_str().unwrap();
+        assert!(
+            runtime.status()["pods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == pod),
+            "{target}"
+        );
+    }
+    // The proxies' own labels are kept: their deployments are on their series.
+    let query =
+        "http://127.0.0.1:9091/api/v1/query?query=count%20by%20(deployment)%20(response_total)";
+    let deployments: Value = loop {
+        let answer: Value = serde_json::from_str(&node_curl(&node, &[query])).unwrap_or_default();
+        let found = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if found.len() >= 3 || started.elapsed() > Duration::from_secs(60) {
+            break Value::from(found);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for deployment in ["web", "emoji", "voting"] {
+        assert!(
+            deployments
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["metric"]["deployment"] == deployment),
+            "{deployment} in {deployments}"
+        );
+    }
+}

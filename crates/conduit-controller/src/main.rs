@@ -63,7 +63,7 @@ struct Args {
     destination_addr: Option<SocketAddr>,
     /// How often every proxy's metrics are scraped (by the controller, or by the
     /// Prometheus of --prometheus-url): a series' points cover at least two scrapes.
-    #[arg(long = flags::SCRAPE_INTERVAL.name(), default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long = flags::SCRAPE_INTERVAL.name(), default_value = flags::DEFAULT_SCRAPE_INTERVAL, value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
     /// How much history to keep in memory [default: 15m]; with --prometheus-url, the
     /// longest window a query may ask for [default: 6h].

@@ -15,8 +15,8 @@ use conduit_api::{
     flags::proxy as cli,
     names::{
         CONFIG_PREFIX, CONTROL_PLANE_NS_LABEL, DEPLOYMENT_LABEL, IDENTITY_AUDIENCE, INIT_CONTAINER,
-        INJECT_ANNOTATION, INJECT_DISABLED, PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP,
-        TRUST_ROOTS_KEY, VERSION_ANNOTATION,
+        INJECT_ANNOTATION, INJECT_DISABLED, PROXY_ADMIN_PORT_NAME, PROXY_CONTAINER,
+        TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION,
     },
     ports, proxy_env, uid,
 };
@@ -791,7 +791,7 @@ fn proxy_container(deployment: Option<&str>, opts: &InjectOptions, overrides: &O
         "env": env,
         "ports": [
             port("conduit-proxy", ports::PROXY_INBOUND),
-            port("conduit-admin", ports::PROXY_ADMIN),
+            port(PROXY_ADMIN_PORT_NAME, ports::PROXY_ADMIN),
             port("conduit-tap", ports::PROXY_TAP),
         ],
         "volumeMounts": [{ "name": IDENTITY_TOKEN_VOLUME, "mountPath": IDENTITY_TOKEN_DIR, "readOnly": true }],

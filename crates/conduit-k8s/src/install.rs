@@ -10,6 +10,7 @@
 
 use crate::inject::{InjectOptions, PROXY_VERSION};
 use conduit_api::{
+    admin,
     control_plane::{
         self, API_SERVICE, API_TLS_SECRET, CONTROLLER, DESTINATION_SERVICE, IDENTITY_SERVICE,
         INJECTOR_PATH, INJECTOR_WEBHOOK, ISSUER_SECRET, WEBHOOK_SERVICE, WEBHOOK_TLS_SECRET,
@@ -17,9 +18,12 @@ use conduit_api::{
     dashboard, flags, http,
     names::{
         CONTROL_PLANE_NS_LABEL, IDENTITY_AUDIENCE, INJECT_ANNOTATION, INJECT_DISABLED,
-        IS_CONTROL_PLANE_LABEL, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
+        IS_CONTROL_PLANE_LABEL, PROXY_ADMIN_PORT_NAME, PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP,
+        TRUST_ROOTS_KEY,
     },
-    ports, public_api,
+    ports,
+    prometheus::PrometheusUrl,
+    public_api,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -42,6 +46,10 @@ pub struct Values {
     /// Whether to install the HTTPRoute CRD (`false` on a cluster that has the Gateway
     /// API already).
     pub install_gateway_api_crds: bool,
+    /// A Prometheus that scrapes every proxy ([`scrape_config`]), like
+    /// `http://prometheus.monitoring:9090`: the metrics API queries it instead of keeping
+    /// history in the controller's memory.
+    pub prometheus_url: Option<String>,
 }
 
 /// The controller Deployment.
@@ -115,6 +123,7 @@ impl Default for Values {
             identity: IdentityValues::default(),
             policy: PolicyValues::default(),
             install_gateway_api_crds: true,
+            prometheus_url: None,
         }
     }
 }
@@ -250,6 +259,10 @@ impl Values {
                     self.identity.certificate_lifetime
                 ),
             ));
+        }
+        if let Some(url) = &self.prometheus_url {
+            url.parse::<PrometheusUrl>()
+                .map_err(|e| bad("prometheusUrl", e))?;
         }
         if self.namespace.is_empty() || self.controller.image.is_empty() {
             return Err(bad(
@@ -744,6 +757,12 @@ pub fn render(
             { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
         ],
     });
+    if let (Some(url), Some(args)) = (
+        &values.prometheus_url,
+        pod_spec["containers"][0]["args"].as_array_mut(),
+    ) {
+        args.push(json!(flags::PROMETHEUS_URL.arg(url)));
+    }
     if values.ha {
         pod_spec["affinity"] = json!({ "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
             "labelSelector": { "matchLabels": selector },
@@ -864,6 +883,31 @@ pub fn user_roles(labels: &Value) -> Vec<Value> {
 pub(crate) fn base64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The Prometheus scrape configuration that finds every meshed proxy on Kubernetes: pod
+/// discovery, kept to the proxy container's admin port, as job [`admin::SCRAPE_JOB`]
+/// (what the controller's `--prometheus-url` queries). The proxies label their own
+/// series with their namespace, deployment and pod, which `honor_labels` keeps; the same
+/// names come from discovery for what a proxy does not label (its `up`, for one).
+pub fn scrape_config() -> Value {
+    let relabel = |from: &str, to: &str| json!({ "source_labels": [format!("__meta_kubernetes_{from}")], "target_label": to });
+    json!({ "scrape_configs": [{
+        "job_name": admin::SCRAPE_JOB,
+        "scrape_interval": flags::DEFAULT_SCRAPE_INTERVAL,
+        "metrics_path": admin::METRICS_PATH,
+        "honor_labels": true,
+        "kubernetes_sd_configs": [{ "role": "pod" }],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_pod_container_name", "__meta_kubernetes_pod_container_port_name"],
+                "action": "keep",
+                "regex": format!("{PROXY_CONTAINER};{PROXY_ADMIN_PORT_NAME}"),
+            },
+            relabel("namespace", "namespace"),
+            relabel("pod_name", "pod"),
+        ],
+    }] })
 }
 
 #[cfg(test)]
