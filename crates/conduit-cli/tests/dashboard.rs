@@ -13,12 +13,6 @@ use std::{
     process::{Command, Stdio},
 };
 
-/// A running `conduit dashboard` on a free port, and its URL.
-struct Dashboard {
-    _process: KillOnDrop,
-    url: String,
-}
-
 /// The meshed sample app on a runtime of its own, and a dashboard of it.
 fn sample_app_with_dashboard(name: &str) -> (Runtime, Dashboard) {
     let runtime = Runtime::new(name);
@@ -26,30 +20,6 @@ fn sample_app_with_dashboard(name: &str) -> (Runtime, Dashboard) {
     runtime.ok(&["local", "up", "-f", meshed.to_str().unwrap()]);
     let dash = dashboard(&runtime);
     (runtime, dash)
-}
-
-fn dashboard(runtime: &Runtime) -> Dashboard {
-    let mut child = Command::new(CONDUIT)
-        .args(["dashboard", "--port", "0", "--show", "url"])
-        .env("CONDUIT_LOCAL_DIR", &runtime.dir)
-        // Only root's connections, even when the tests run under sudo.
-        .env_remove("SUDO_UID")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let process = KillOnDrop(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("Conduit dashboard available at ")
-        .unwrap_or_else(|| panic!("the dashboard says where it is: {line:?}"))
-        .to_string();
-    Dashboard {
-        _process: process,
-        url,
-    }
 }
 
 /// `curl ARGS URL` as root, or as `user`: its status code and body.

@@ -12,7 +12,7 @@ use std::{
     collections::BTreeMap,
     os::unix::fs::PermissionsExt,
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -256,19 +256,71 @@ fn stat_through_a_real_prometheus_agrees_with_the_embedded_store() {
         );
     }
 
-    // A Prometheus that stops answering: a clear error from the CLI, in bounded time.
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(prometheus_pid as i32, libc::SIGSTOP) };
+    // A Prometheus that stops answering: a clear error from the CLI in bounded time, a
+    // banner in the dashboard that goes when it answers again.
+    let dash = dashboard(&runtime);
+    let stopped = Stopped::new(prometheus_pid);
     let stalled = runtime.conduit(&["stat", "deploy", "-n", "emojivoto"]);
-    // SAFETY: as above.
-    unsafe { libc::kill(prometheus_pid as i32, libc::SIGCONT) };
     let said = String::from_utf8_lossy(&stalled.stderr);
     assert!(!stalled.status.success(), "{said}");
+    let expected = "the Prometheus at http://127.0.0.1:9090 did not answer within 5s";
+    assert!(said.contains(expected), "{said}");
+    let mut browser = KillOnDrop(
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/browser/banner.py"
+            ))
+            .args([
+                &dash.url,
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/dashboard"),
+                expected,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 with playwright (scripts/install-test-deps installs it)"),
+    );
+    let mut line = String::new();
+    let stdout = browser.0.stdout.take().unwrap();
+    let mut stdout = std::io::BufReader::new(stdout);
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    drop(stopped);
+    let ended = (|| {
+        std::io::Write::write_all(browser.0.stdin.as_mut()?, b"go on\n").ok()?;
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).ok()?;
+        let mut err = String::new();
+        std::io::Read::read_to_string(browser.0.stderr.as_mut()?, &mut err).ok()?;
+        Some((browser.0.wait().ok()?, format!("{line}{rest}{err}")))
+    })();
+    let (status, report) = ended.expect("the browser's report");
     assert!(
-        said.contains("the Prometheus at http://127.0.0.1:9090 did not answer within 5s"),
-        "{said}"
+        status.success() && report.contains("the banner came and went"),
+        "{report}"
     );
     runtime.ok(&["stat", "deploy", "-n", "emojivoto"]);
+}
+
+/// A process stopped (`SIGSTOP`) until dropped, so that a failing test does not leave it
+/// stopped.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: u64) -> Stopped {
+        let pid = i32::try_from(pid).unwrap();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }
 
 /// What Kubernetes' pod discovery makes of the meshed sample app running here: a target

@@ -506,3 +506,34 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
+
+/// A running `conduit dashboard` on a free port, and its URL.
+pub struct Dashboard {
+    _process: KillOnDrop,
+    pub url: String,
+}
+
+/// Starts `conduit dashboard` on a free port for `runtime`.
+pub fn dashboard(runtime: &Runtime) -> Dashboard {
+    let mut child = Command::new(CONDUIT)
+        .args(["dashboard", "--port", "0", "--show", "url"])
+        .env("CONDUIT_LOCAL_DIR", &runtime.dir)
+        // Only root's connections, even when the tests run under sudo.
+        .env_remove("SUDO_UID")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let process = KillOnDrop(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Conduit dashboard available at ")
+        .unwrap_or_else(|| panic!("the dashboard says where it is: {line:?}"))
+        .to_string();
+    Dashboard {
+        _process: process,
+        url,
+    }
+}
