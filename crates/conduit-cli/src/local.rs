@@ -163,9 +163,12 @@ fn print_status(state: &State, out: &mut dyn Write) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "control plane: {} {how}, {} restart(s), log {}\n",
+            "control plane: {} {how}, {} restart(s), log {}",
             c.name, c.restarts, c.log
         )?;
+    }
+    if !state.control_plane.is_empty() {
+        writeln!(out)?;
     }
     writeln!(
         out,
