@@ -58,6 +58,12 @@ impl EndpointSets {
     /// answered (waited for as [`pick`](Self::pick) does); `None` when it names none.
     pub async fn service_of(&self, target: &str) -> Option<Arc<str>> {
         self.follow(target).await?;
+        self.known_service(target)
+    }
+
+    /// The Service that `target` is, as discovery says now, without waiting: for a
+    /// connection that was made before discovery had answered.
+    pub fn known_service(&self, target: &str) -> Option<Arc<str>> {
         self.targets.get(target, |t| match &*t.rx.borrow() {
             Resolution::Endpoints { service, .. } => service.clone(),
             _ => None,

@@ -20,7 +20,7 @@ use crate::{
         guard::{Guard, HeaderLimit, RequestGuard},
         head::{self, HeadError},
         pool::{EndpointPool, EndpointPools, HttpVersion},
-        record::{ConnTap, RecordHttp},
+        record::{ConnTap, RecordHttp, ServiceOf},
         respond::RespondToErrors,
         retry::{budget::RetryBudget, Retry},
         route::Route,
@@ -66,6 +66,19 @@ pub struct HttpConn {
     peer: PeerTls,
     /// What its series say of where it goes.
     target: Target,
+    /// How to ask again where it goes, when that was not known as it was made.
+    service_of: Option<ServiceOf>,
+}
+
+impl HttpConn {
+    /// Asks `service_of` which Service the connection goes to while its series say
+    /// `unknown`.
+    pub fn with_service_of(self, service_of: ServiceOf) -> HttpConn {
+        HttpConn {
+            service_of: Some(service_of),
+            ..self
+        }
+    }
 }
 
 /// An opaque TCP connection, ready to splice.
@@ -169,6 +182,7 @@ impl Forwarder {
                 io: PrefixedIo::new(read.freeze(), io),
                 peer: peer.clone(),
                 target: target.clone(),
+                service_of: None,
             }))
         };
         let watch = match decided {
@@ -237,6 +251,7 @@ impl Forwarder {
             io,
             peer,
             target,
+            service_of,
         } = conn;
         let guards = match authorize {
             Some(authorize) => self.guards.iter().cloned().chain([authorize]).collect(),
@@ -258,6 +273,7 @@ impl Forwarder {
                     target.clone(),
                 )
                 .with_peer(peer.clone())
+                .with_service_of(service_of.clone())
                 .with_tap(ConnTap {
                     taps: self.taps.clone(),
                     source: accepted.client,

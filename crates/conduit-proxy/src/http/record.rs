@@ -35,6 +35,9 @@ use std::{
     time::Instant,
 };
 
+/// Asks discovery again which Service a connection goes to (`None`: still not known).
+pub type ServiceOf = Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>;
+
 /// Records metrics for every request that passes, and taps it when someone observes.
 #[derive(Clone)]
 pub struct RecordHttp<S> {
@@ -68,9 +71,14 @@ impl<S> RecordHttp<S> {
                 direction,
                 families: metrics,
                 labels,
-                target,
+                service_of: None,
                 tls: PeerTls::None,
-                cache: Mutex::new(SeriesCache::default()),
+                cache: Mutex::new(SeriesCache {
+                    target,
+                    authority: None,
+                    latency: Vec::new(),
+                    responses: Vec::new(),
+                }),
             }),
             tap: None,
         }
@@ -81,6 +89,16 @@ impl<S> RecordHttp<S> {
     pub fn with_peer(mut self, tls: PeerTls) -> Self {
         if let Some(series) = Arc::get_mut(&mut self.series) {
             series.tls = tls;
+        }
+        self
+    }
+
+    /// Labels requests with the Service that `service_of` names once it does, when the
+    /// connection was made before discovery knew (a keep-alive connection opened as its
+    /// pods started would otherwise say `unknown` for its whole life).
+    pub fn with_service_of(mut self, service_of: Option<ServiceOf>) -> Self {
+        if let Some(series) = Arc::get_mut(&mut self.series) {
+            series.service_of = service_of;
         }
         self
     }
@@ -99,8 +117,8 @@ struct ConnSeries {
     direction: Direction,
     families: HttpMetrics,
     labels: AuthorityLabels,
-    /// Where the connection goes: its port, and what the control plane calls it.
-    target: Target,
+    /// How to ask again what the control plane calls the connection's destination.
+    service_of: Option<ServiceOf>,
     /// How the connection's client was authenticated.
     tls: PeerTls,
     cache: Mutex<SeriesCache>,
@@ -110,8 +128,9 @@ struct ConnSeries {
 type ResponseKey = (u16, Classification, Option<u32>, PeerTls);
 
 /// The series of the connection's current authority and route.
-#[derive(Default)]
 struct SeriesCache {
+    /// Where the connection goes: its port, and what the control plane calls it.
+    target: Target,
     authority: Option<CurrentAuthority>,
     latency: Vec<((u16, PeerTls), Histogram)>,
     responses: Vec<(ResponseKey, Counter)>,
@@ -125,16 +144,19 @@ struct CurrentAuthority {
 }
 
 /// What a request's series are labelled with, besides the connection's: its authority
-/// label and its route.
+/// label, its route, and where the connection went when it was made.
 #[derive(Clone)]
 struct SeriesKey {
     authority: Arc<str>,
     route: Arc<str>,
+    target: Target,
 }
 
 impl SeriesKey {
     fn is(&self, other: &SeriesKey) -> bool {
-        Arc::ptr_eq(&self.authority, &other.authority) && self.route == other.route
+        Arc::ptr_eq(&self.authority, &other.authority)
+            && self.route == other.route
+            && self.target == other.target
     }
 }
 
@@ -144,10 +166,12 @@ impl ConnSeries {
     }
 
     /// Counts a request that named `named` on `route`, returning its series' key. A name
-    /// that was unknown is asked about again: discovery may have answered since.
+    /// or a Service that was unknown is asked about again: discovery may have answered
+    /// since.
     fn request(&self, named: Option<&str>, route: &Arc<str>) -> SeriesKey {
         let mut cache = self.cache();
-        if let Some(current) = &cache.authority {
+        let named_now = self.learn_service(&mut cache);
+        if let (Some(current), false) = (&cache.authority, named_now) {
             if current.named.as_deref() == named
                 && &*current.key.authority != UNKNOWN
                 && current.key.route == *route
@@ -159,12 +183,9 @@ impl ConnSeries {
         let key = SeriesKey {
             authority: self.labels.label(named),
             route: route.clone(),
+            target: cache.target.clone(),
         };
-        if let Some(current) = cache
-            .authority
-            .as_mut()
-            .filter(|c| c.key.authority == key.authority && c.key.route == key.route)
-        {
+        if let Some(current) = cache.authority.as_mut().filter(|c| c.key.is(&key)) {
             current.named = named.map(Box::from);
             current.requests.inc();
             return current.key.clone();
@@ -173,18 +194,34 @@ impl ConnSeries {
             direction: self.direction,
             authority: key.authority.clone(),
             route: key.route.clone(),
-            target: self.target.clone(),
+            target: key.target.clone(),
         });
         requests.inc();
-        *cache = SeriesCache {
-            authority: Some(CurrentAuthority {
-                named: named.map(Box::from),
-                key: key.clone(),
-                requests,
-            }),
-            ..SeriesCache::default()
-        };
+        cache.latency.clear();
+        cache.responses.clear();
+        cache.authority = Some(CurrentAuthority {
+            named: named.map(Box::from),
+            key: key.clone(),
+            requests,
+        });
         key
+    }
+
+    /// Whether the connection's Service, unknown until now, was just learned.
+    fn learn_service(&self, cache: &mut SeriesCache) -> bool {
+        let Some(service_of) = &self.service_of else {
+            return false;
+        };
+        if !cache.target.is_unknown_service() {
+            return false;
+        }
+        match service_of() {
+            Some(service) => {
+                cache.target = cache.target.of_service(service);
+                true
+            }
+            None => false,
+        }
     }
 
     fn is_current(cache: &SeriesCache, key: &SeriesKey) -> bool {
@@ -206,7 +243,7 @@ impl ConnSeries {
             direction: self.direction,
             authority: key.authority.clone(),
             route: key.route.clone(),
-            target: self.target.clone(),
+            target: key.target.clone(),
             status_code,
             tls: tls.clone(),
         });
@@ -236,7 +273,7 @@ impl ConnSeries {
             direction: self.direction,
             authority: series.authority.clone(),
             route: series.route.clone(),
-            target: self.target.clone(),
+            target: series.target.clone(),
             status_code,
             classification: class,
             grpc_status,
@@ -530,6 +567,51 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"classification="success""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_made_before_discovery_answered_is_labelled_once_it_has() {
+        let metrics = Metrics::new(&PodIdentity::default());
+        let inner = service_fn(|_: Request<()>| async move {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service_of: ServiceOf = {
+            let answered = answered.clone();
+            Arc::new(move || {
+                answered
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .then(|| "web-svc.emojivoto".into())
+            })
+        };
+        let mut svc = RecordHttp::new(
+            inner,
+            Direction::Outbound,
+            metrics.http.clone(),
+            any_name("198.19.0.3:80"),
+            Target::service(80, None),
+        )
+        .with_service_of(Some(service_of));
+        for round in 0..5 {
+            answered.store(round >= 2, std::sync::atomic::Ordering::SeqCst);
+            let req = Request::get("/")
+                .header("host", "web-svc.emojivoto")
+                .body(())
+                .unwrap();
+            let rsp = svc.ready().await.unwrap().call(req).await.unwrap();
+            rsp.into_body().collect().await.unwrap();
+        }
+        let text = metrics.encode();
+        for (service, n) in [("unknown", 2), ("web-svc.emojivoto", 3)] {
+            let series = format!(
+                r#"response_total{{direction="outbound",authority="web-svc.emojivoto",route="[default]",target_port="80",dst_service="{service}",status_code="200",classification="success",grpc_status="",tls="false"}} {n}"#
+            );
+            assert!(text.contains(&series), "{series}:\n{text}");
+            let series = format!(
+                r#"response_latency_ms_count{{direction="outbound",authority="web-svc.emojivoto",route="[default]",target_port="80",dst_service="{service}",status_code="200",tls="false"}} {n}"#
+            );
+            assert!(text.contains(&series), "{series}:\n{text}");
+        }
     }
 
     #[tokio::test]

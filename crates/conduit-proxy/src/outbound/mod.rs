@@ -178,7 +178,11 @@ impl Side for Outbound {
         let followed = self.followed(accepted.orig_dst);
         let target = self.target(accepted.orig_dst, followed.as_ref()).await;
         match self.forward.admit(detected, target).await {
-            Some(Forwarding::Http(http)) => {
+            Some(Forwarding::Http(mut http)) => {
+                if let (Some(endpoints), Some((_, target))) = (&self.endpoints, &followed) {
+                    let (endpoints, target) = (endpoints.clone(), target.clone());
+                    http = http.with_service_of(Arc::new(move || endpoints.known_service(&target)));
+                }
                 let route = self.route(http.version, accepted.orig_dst);
                 let names = self.names.clone();
                 self.forward

@@ -83,6 +83,19 @@ impl Target {
         }
     }
 
+    /// Whether it is a Service that discovery did not name (when asked, or yet).
+    pub fn is_unknown_service(&self) -> bool {
+        matches!(&self.name, TargetName::Service(name) if &**name == UNKNOWN)
+    }
+
+    /// The same port of `service`.
+    pub fn of_service(&self, service: Arc<str>) -> Target {
+        Target {
+            port: self.port,
+            name: TargetName::Service(service),
+        }
+    }
+
     /// The same kind of target, its port and name replaced by `overflow`.
     pub fn overflow(&self) -> Target {
         let name = match &self.name {
