@@ -144,19 +144,16 @@ struct CurrentAuthority {
 }
 
 /// What a request's series are labelled with, besides the connection's: its authority
-/// label, its route, and where the connection went when it was made.
+/// label and its route.
 #[derive(Clone)]
 struct SeriesKey {
     authority: Arc<str>,
     route: Arc<str>,
-    target: Target,
 }
 
 impl SeriesKey {
     fn is(&self, other: &SeriesKey) -> bool {
-        Arc::ptr_eq(&self.authority, &other.authority)
-            && self.route == other.route
-            && self.target == other.target
+        Arc::ptr_eq(&self.authority, &other.authority) && self.route == other.route
     }
 }
 
@@ -170,8 +167,8 @@ impl ConnSeries {
     /// since.
     fn request(&self, named: Option<&str>, route: &Arc<str>) -> SeriesKey {
         let mut cache = self.cache();
-        let named_now = self.learn_service(&mut cache);
-        if let (Some(current), false) = (&cache.authority, named_now) {
+        self.learn_service(&mut cache);
+        if let Some(current) = &cache.authority {
             if current.named.as_deref() == named
                 && &*current.key.authority != UNKNOWN
                 && current.key.route == *route
@@ -183,9 +180,12 @@ impl ConnSeries {
         let key = SeriesKey {
             authority: self.labels.label(named),
             route: route.clone(),
-            target: cache.target.clone(),
         };
-        if let Some(current) = cache.authority.as_mut().filter(|c| c.key.is(&key)) {
+        if let Some(current) = cache
+            .authority
+            .as_mut()
+            .filter(|c| c.key.authority == key.authority && c.key.route == key.route)
+        {
             current.named = named.map(Box::from);
             current.requests.inc();
             return current.key.clone();
@@ -194,7 +194,7 @@ impl ConnSeries {
             direction: self.direction,
             authority: key.authority.clone(),
             route: key.route.clone(),
-            target: key.target.clone(),
+            target: cache.target.clone(),
         });
         requests.inc();
         cache.latency.clear();
@@ -207,20 +207,19 @@ impl ConnSeries {
         key
     }
 
-    /// Whether the connection's Service, unknown until now, was just learned.
-    fn learn_service(&self, cache: &mut SeriesCache) -> bool {
+    /// Asks again which Service the connection goes to while its series say `unknown`;
+    /// once discovery names it, the series cached for `unknown` are forgotten (a request
+    /// in flight across the change may be counted under the new name).
+    fn learn_service(&self, cache: &mut SeriesCache) {
         let Some(service_of) = &self.service_of else {
-            return false;
+            return;
         };
         if !cache.target.is_unknown_service() {
-            return false;
+            return;
         }
-        match service_of() {
-            Some(service) => {
-                cache.target = cache.target.of_service(service);
-                true
-            }
-            None => false,
+        if let Some(service) = service_of() {
+            cache.target = cache.target.of_service(service);
+            cache.authority = None;
         }
     }
 
@@ -243,7 +242,7 @@ impl ConnSeries {
             direction: self.direction,
             authority: key.authority.clone(),
             route: key.route.clone(),
-            target: key.target.clone(),
+            target: cache.target.clone(),
             status_code,
             tls: tls.clone(),
         });
@@ -273,7 +272,7 @@ impl ConnSeries {
             direction: self.direction,
             authority: series.authority.clone(),
             route: series.route.clone(),
-            target: series.target.clone(),
+            target: cache.target.clone(),
             status_code,
             classification: class,
             grpc_status,
