@@ -16,12 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Prometheus' address in the node namespace.
-const PROMETHEUS: &str = "http://127.0.0.1:9090";
-
-/// `GET PATH` from the Prometheus, as JSON.
+/// `GET PATH` from the runtime's Prometheus (in the node namespace), as JSON.
 fn prometheus(node: &str, path: &str) -> Value {
-    let text = node_curl(node, &["--globoff", &format!("{PROMETHEUS}{path}")]);
+    let url = conduit_local::prometheus::Files::url();
+    let text = node_curl(node, &["--globoff", &format!("{url}{path}")]);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
 }
 
@@ -241,7 +239,8 @@ fn stat_through_a_real_prometheus_agrees_with_the_embedded_store() {
 
     // Pods cannot reach it: it listens on the node namespace's loopback only.
     let node_ip = conduit_local::layout::NODE_IP;
-    for addr in [format!("{node_ip}:9090"), "127.0.0.1:9090".to_string()] {
+    let port = conduit_local::prometheus::LISTEN.1;
+    for addr in [format!("{node_ip}:{port}"), format!("127.0.0.1:{port}")] {
         let url = format!("http://{addr}/api/v1/query?query=up");
         let argv = ["curl", "-sS", "--fail", "--max-time", "5", &url];
         let out = runtime.conduit(&runtime.exec_args("web", &argv));

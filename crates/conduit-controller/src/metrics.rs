@@ -24,7 +24,12 @@ pub enum MetricsSource {
 /// over windows of `range` at `points` moments `step` apart.
 enum Needs<'a> {
     Now(Scope<'a>, Duration),
-    Over(Scope<'a>, u32, Duration, Duration),
+    Over {
+        scope: Scope<'a>,
+        points: u32,
+        step: Duration,
+        range: Duration,
+    },
 }
 
 impl MetricsSource {
@@ -39,9 +44,12 @@ impl MetricsSource {
             MetricsSource::Prometheus(p) => {
                 let increases = match needs {
                     Needs::Now(scope, window) => p.increases(&scope, window).await?,
-                    Needs::Over(scope, points, step, range) => {
-                        p.increases_over_time(&scope, points, step, range).await?
-                    }
+                    Needs::Over {
+                        scope,
+                        points,
+                        step,
+                        range,
+                    } => p.increases_over_time(&scope, points, step, range).await?,
                 };
                 Ok(query(&increases))
             }
@@ -85,7 +93,13 @@ impl MetricsSource {
             Resource::Pod => scope.matchers.push(("pod", name)),
             Resource::Namespace => {}
         }
-        self.read(Needs::Over(scope, points, step, range), |h| {
+        let needs = Needs::Over {
+            scope,
+            points,
+            step,
+            range,
+        };
+        self.read(needs, |h| {
             h.series(workloads, resource, namespace, name, points, step, range)
         })
         .await

@@ -11,9 +11,10 @@
 
 use crate::{
     prom::Sample,
-    store::{History, PodScrape},
+    store::{series, History, PodScrape},
 };
 use conduit_api::{admin, prometheus::PrometheusUrl};
+use futures_util::future::try_join_all;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -77,33 +78,28 @@ impl Prometheus {
     ) -> Result<Increases, PrometheusError> {
         let (at, wall) = (Instant::now(), unix_seconds(SystemTime::now()));
         let moment = [("time", format!("{wall:.3}"))];
-        let [responses, latency, attempts] = counter_queries(scope, window);
+        let queries = counter_queries(scope, window);
+        let tcp = format!("{}|{}", series::TCP_OPEN, series::TCP_CLOSE);
         let connections = format!(
             "sum by (__name__, namespace, pod, direction, peer) ({{{}}})",
             selector(
                 scope,
                 &[
-                    ("__name__", "=~", "tcp_open_total|tcp_close_total"),
+                    ("__name__", "=~", &tcp),
                     ("direction", "=", "inbound"),
                     ("peer", "=", "src"),
                 ]
             )
         );
-        let (responses, latency, attempts, connections) = tokio::try_join!(
-            self.vector(&responses, &moment),
-            self.vector(&latency, &moment),
-            self.vector(&attempts, &moment),
+        let (answers, connections) = tokio::try_join!(
+            try_join_all(queries.iter().map(|(_, q)| self.vector(q, &moment))),
             self.vector(&connections, &moment),
         )?;
         let mut by_pod: HashMap<(String, String), Vec<Sample>> = HashMap::new();
-        let named = [
-            ("response_total", responses),
-            ("response_latency_ms_bucket", latency),
-            ("route_attempt_total", attempts),
-        ];
-        let counted = named
+        let counted = queries
             .iter()
-            .flat_map(|(name, series)| series.iter().map(move |s| (*name, s)));
+            .zip(&answers)
+            .flat_map(|((name, _), answer)| answer.iter().map(move |s| (*name, s)));
         let open = connections.iter().map(|s| {
             let name = s.metric.get("__name__").map_or("", String::as_str);
             (name, s)
@@ -135,16 +131,13 @@ impl Prometheus {
             ("end", format!("{end:.3}")),
             ("step", format!("{:.3}", step.as_secs_f64())),
         ];
-        let [responses, latency, _] = counter_queries(scope, range);
-        let (responses, latency) =
-            tokio::try_join!(self.matrix(&responses, &form), self.matrix(&latency, &form),)?;
+        // A series shows responses and latency: route attempts are not asked for.
+        let queries = &counter_queries(scope, range)[..2];
+        let answers = try_join_all(queries.iter().map(|(_, q)| self.matrix(q, &form))).await?;
         // Per pod and moment, the samples at that moment.
         let mut moments: HashMap<((String, String), u64), Vec<Sample>> = HashMap::new();
-        for (name, series) in [
-            ("response_total", responses),
-            ("response_latency_ms_bucket", latency),
-        ] {
-            for s in series {
+        for ((name, _), answer) in queries.iter().zip(answers) {
+            for s in answer {
                 for (ts, value) in &s.values {
                     if let Some((pod, sample)) = sample_of(name, &s.metric, value) {
                         let ts_ms = (ts * 1000.0).round() as u64;
@@ -280,19 +273,21 @@ impl Prometheus {
     }
 }
 
-/// The three counter queries over `window`: responses, latency buckets, route attempts.
-fn counter_queries(scope: &Scope<'_>, window: Duration) -> [String; 3] {
+/// The three counter queries over `window`, each with the series it reads: responses,
+/// latency buckets, route attempts.
+fn counter_queries(scope: &Scope<'_>, window: Duration) -> [(&'static str, String); 3] {
     let range = format!("{}ms", window.as_millis().max(1));
     [
-        ("response_total", RESPONSES_BY),
-        ("response_latency_ms_bucket", LATENCY_BY),
-        ("route_attempt_total", ATTEMPTS_BY),
+        (series::RESPONSES, RESPONSES_BY),
+        (series::LATENCY_BUCKETS, LATENCY_BY),
+        (series::ROUTE_ATTEMPTS, ATTEMPTS_BY),
     ]
     .map(|(name, by)| {
-        format!(
+        let query = format!(
             "sum by (namespace, pod, {by}) (increase({name}{{{}}}[{range}]))",
             selector(scope, &[])
-        )
+        );
+        (name, query)
     })
 }
 
@@ -556,7 +551,7 @@ mod tests {
             selector(&scope, &[("peer", "=", "src")]),
             r#"job="conduit-proxies", namespace="a\"b\\c", peer="src""#
         );
-        let [responses, ..] = counter_queries(&Scope::default(), Duration::from_secs(90));
+        let [(_, responses), ..] = counter_queries(&Scope::default(), Duration::from_secs(90));
         assert_eq!(
             responses,
             format!("sum by (namespace, pod, {RESPONSES_BY}) (increase(response_total{{job=\"conduit-proxies\"}}[90000ms]))")

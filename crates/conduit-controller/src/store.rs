@@ -19,6 +19,20 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+/// The proxies' series the metrics API reads, whichever source scraped them.
+pub mod series {
+    /// Responses, by classification, TLS and the server's identity.
+    pub const RESPONSES: &str = "response_total";
+    /// The latency histogram's buckets.
+    pub const LATENCY_BUCKETS: &str = "response_latency_ms_bucket";
+    /// Outbound attempts by route, retries included.
+    pub const ROUTE_ATTEMPTS: &str = "route_attempt_total";
+    /// Connections opened.
+    pub const TCP_OPEN: &str = "tcp_open_total";
+    /// Connections closed.
+    pub const TCP_CLOSE: &str = "tcp_close_total";
+}
+
 /// Request traffic of one direction (or one outbound authority) as counters.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Traffic {
@@ -83,7 +97,7 @@ impl PodScrape {
         for sample in samples {
             let inbound = sample.label("direction") == Some("inbound");
             match sample.name.as_str() {
-                "response_total" => {
+                series::RESPONSES => {
                     let count = |t: &mut Traffic| {
                         t.responses += sample.value;
                         if sample.label("classification") == Some("success") {
@@ -103,7 +117,7 @@ impl PodScrape {
                         count(&mut r.traffic);
                     }
                 }
-                "route_attempt_total" => {
+                series::ROUTE_ATTEMPTS => {
                     if let Some(r) = s.route_of(sample) {
                         r.attempts += sample.value;
                         if sample.label("classification") == Some("success") {
@@ -111,7 +125,7 @@ impl PodScrape {
                         }
                     }
                 }
-                "response_latency_ms_bucket" => {
+                series::LATENCY_BUCKETS => {
                     let le = match sample.label("le") {
                         Some("+Inf") => f64::INFINITY,
                         Some(v) => match v.parse() {
@@ -127,10 +141,10 @@ impl PodScrape {
                         r.traffic.add_bucket(le, sample.value);
                     }
                 }
-                "tcp_open_total" if inbound && sample.label("peer") == Some("src") => {
+                series::TCP_OPEN if inbound && sample.label("peer") == Some("src") => {
                     s.tcp_open += sample.value
                 }
-                "tcp_close_total" if inbound && sample.label("peer") == Some("src") => {
+                series::TCP_CLOSE if inbound && sample.label("peer") == Some("src") => {
                     s.tcp_close += sample.value
                 }
                 _ => {}
@@ -157,11 +171,11 @@ impl PodScrape {
 pub fn wanted(name: &str) -> bool {
     matches!(
         name,
-        "response_total"
-            | "response_latency_ms_bucket"
-            | "route_attempt_total"
-            | "tcp_open_total"
-            | "tcp_close_total"
+        series::RESPONSES
+            | series::LATENCY_BUCKETS
+            | series::ROUTE_ATTEMPTS
+            | series::TCP_OPEN
+            | series::TCP_CLOSE
     )
 }
 

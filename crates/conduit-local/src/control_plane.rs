@@ -24,6 +24,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::warn;
 
+/// How often the proxies are scraped here, by the controller or by its Prometheus.
+pub const SCRAPE_INTERVAL: &str = "5s";
+
 /// The running control plane.
 pub struct ControlPlane {
     state: Arc<Mutex<PodState>>,
@@ -57,7 +60,7 @@ impl ControlPlane {
             path(controller),
             flags::LOCAL_STATE.arg(path(layout.state())),
             flags::API_SOCKET.arg(path(layout.api_socket())),
-            flags::SCRAPE_INTERVAL.arg("5s"),
+            flags::SCRAPE_INTERVAL.arg(SCRAPE_INTERVAL),
             flags::DESTINATION_ADDR.arg(format!("{NODE_IP}:{}", ports::CONTROLLER_GRPC)),
             flags::IDENTITY_ISSUER_CERT.arg(path(identity.issuer_cert_file())),
             flags::IDENTITY_ISSUER_KEY.arg(path(identity.issuer_key_file())),

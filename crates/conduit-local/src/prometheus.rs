@@ -7,7 +7,7 @@
 //! `honor_labels`). It listens on the node namespace's loopback only: the controller
 //! reaches it there, pods cannot.
 
-use crate::{layout::Layout, state::PodState};
+use crate::{control_plane::SCRAPE_INTERVAL, layout::Layout, state::PodState};
 use conduit_api::{admin, ports};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -53,9 +53,6 @@ pub const PROGRAM: &str = "prometheus";
 
 /// Where it listens, in the node namespace.
 pub const LISTEN: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::LOCALHOST, 9090);
-
-/// How often it scrapes the proxies: as often as the controller's own store does.
-pub const SCRAPE_INTERVAL: &str = "5s";
 
 /// Its files under the runtime's directory.
 pub struct Files {
