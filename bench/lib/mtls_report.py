@@ -10,12 +10,14 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
+from report import cpu_per_request, fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
 
 P99_ADDED_US = 400
 THROUGHPUT_RATIO = 0.3
 NEW_CONN_ADDED_US = 2000
 RSS_LIMIT_KB = 10 * 1024
+# The proxies each scenario's requests pass through (names as in bench/mtls's cpu.tsv).
+PROCESSES_OF = {"direct": [], "hop": ["hop-client", "hop-server"], "mtls": ["client", "server"]}
 
 
 def new_conns(path):
@@ -42,6 +44,11 @@ def main(raw, out_md):
             "conn_p99": med([x["p99"] for x in c]),
             "rounds_p99": [x["p99"] for x in h],
         }
+    cpu = cpu_per_request(raw, meta, PROCESSES_OF, lambda s, tag: parse_wrk(os.path.join(raw, f"{s}.{tag}.wrk.txt")))
+
+    def cpu_cell(s):
+        return " + ".join(fmt(cpu.get((s, p)), 1) for p in PROCESSES_OF[s]) or "—"
+
     d, h, m = rows["direct"], rows["hop"], rows["mtls"]
     ratio = m["rps"] / d["rps"] if d["rps"] and m["rps"] else None
     added_p99 = m["p99"] - d["p99"] if d["p99"] is not None and m["p99"] is not None else None
@@ -68,16 +75,20 @@ def main(raw, out_md):
         "connections to an echo server, each connect + one round trip (opaque TCP is never pooled, so "
         "each meshed one is a new mTLS handshake between the proxies).",
         "",
-        "| scenario | throughput (rps) | p50 (us) | p99 (us) | p99.9 (us) | new conn p50 (us) | new conn p99 (us) | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | throughput (rps) | vs direct | proxy CPU us/request (client + server) | p50 (us) | p99 (us) | p99.9 (us) | new conn p50 (us) | new conn p99 (us) | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s, label in (("direct", "direct (plain pod to plain pod)"),
                      ("hop", "two proxies, plaintext (no identity)"),
                      ("mtls", "two proxies, mTLS (the mesh as it runs)")):
         r = rows[s]
-        lines.append(f"| {label} | {fmt(r['rps'])} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
+        vs = f"{r['rps'] / d['rps']:.3f}x" if r["rps"] and d["rps"] else "n/a"
+        lines.append(f"| {label} | {fmt(r['rps'])} | {vs} | {cpu_cell(s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
                      f"{fmt(r['conn_p50'])} | {fmt(r['conn_p99'])} | {r['errors']} |")
     lines += [
+        "",
+        "Proxy CPU: each proxy process's user + system time (`/proc/<pid>/stat`) over each wrk run, "
+        "divided by the requests wrk completed, median over rounds.",
         "",
         "| target | measured | |",
         "| --- | --- | --- |",

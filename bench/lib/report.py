@@ -229,6 +229,35 @@ def metric_sums(path):
     return out
 
 
+# Which proxy processes carry each scenario's requests (names as in bench/run's cpu.tsv).
+PROCESSES_OF = {"direct": [], "outbound": ["clim"], "inbound": ["srvm"], "both": ["clim", "srvm"],
+                "haproxy": ["haproxy"]}
+
+
+def cpu_per_request(raw, meta, processes_of, wrk_of):
+    """{(scenario, process): median over the measured wrk runs of that process's CPU time
+    (user + system, from /proc/<pid>/stat) per request, in µs}. RAW/cpu.tsv has a line
+    `scenario tag process ticks_before ticks_after` per process and wrk run;
+    `processes_of[scenario]` names the processes its requests pass through, and
+    `wrk_of(scenario, tag)` is that run's parsed wrk output."""
+    path = os.path.join(raw, "cpu.tsv")
+    if not os.path.exists(path):
+        return {}
+    hz = int(meta.get("clock_ticks", "100"))
+    per = {}
+    for line in open(path):
+        parts = line.split()
+        if len(parts) != 5 or parts[1] == "warmup":
+            continue
+        s, tag, proc, before, after = parts
+        if proc not in processes_of.get(s, []):
+            continue
+        requests = wrk_of(s, tag)["requests"]
+        if requests:
+            per.setdefault((s, proc), []).append((int(after) - int(before)) / hz * 1e6 / requests)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
 # ---------------------------------------------------------------------------- report
 def fmt(v, nd=0):
     if v is None:
@@ -280,6 +309,13 @@ def report(raw, out_md):
         r["add99"] = (r["p99"] - d["p99"]) if r["p99"] is not None and d["p99"] is not None else None
         r["add999"] = (r["p999"] - d["p999"]) if r["p999"] is not None and d["p999"] is not None else None
 
+    cpu = cpu_per_request(raw, meta, PROCESSES_OF, lambda s, tag: parse_wrk(os.path.join(raw, f"{s}.{tag}.wrk.txt")))
+
+    def cpu_cell(s):
+        if not PROCESSES_OF[s]:
+            return "—"
+        return " + ".join(fmt(cpu.get((s, p)), 1) for p in PROCESSES_OF[s])
+
     bg = background_by_run(raw)
     bg_measured = [v for (sc, tag, kind), v in bg.items() if tag != "warmup" and v is not None]
     bg_med = statistics.median(bg_measured) if bg_measured else None
@@ -309,8 +345,8 @@ def report(raw, out_md):
                  + (" — **the machine was not quiet; treat the numbers as noisy** (per-run figures below)." if noisy else
                     " (quiet machine)."))
     L.append("")
-    L.append("| scenario | path | wrk req/s | vs direct | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | added p99.9 µs | errors |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    L.append("| scenario | path | wrk req/s | vs direct | proxy CPU µs/request | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | added p99.9 µs | errors |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for s in SCENARIOS:
         r = rows[s]
         errs = []
@@ -322,9 +358,13 @@ def report(raw, out_md):
             errs.append(f"h2load failed/non-2xx {r['h2_bad']}")
         ratio = "1.00x" if s == "direct" else (f"{r['ratio']:.2f}x" if r["ratio"] else "n/a")
         is_direct = s == "direct"
-        L.append(f"| {s} | {DESCRIPTION[s]} | {fmt(r['rps'])} | {ratio} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
+        L.append(f"| {s} | {DESCRIPTION[s]} | {fmt(r['rps'])} | {ratio} | {cpu_cell(s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
                  f"{fmt(r['p999'])} | {'—' if is_direct else signed(r['add50'])} | {'—' if is_direct else signed(r['add99'])} | "
                  f"{'—' if is_direct else signed(r['add999'])} | {'; '.join(errs) or 'none'} |")
+    L.append("")
+    L.append("Proxy CPU µs/request: the proxy process's user + system time (`/proc/<pid>/stat`) over each "
+             "wrk run, divided by the requests wrk completed, median over rounds; `both` shows the client "
+             "pod's proxy + the server pod's.")
     L.append("")
 
     L.append("Proxy memory (VmRSS of the process; haproxy for reference):")
@@ -425,14 +465,14 @@ def report(raw, out_md):
           f"machine: nproc={meta['nproc']} kernel={meta['kernel']}  commit {meta['commit']}")
     print(f"{rounds} rounds, medians; wrk -t1 -c{meta['wrk_conns']} -d{meta['wrk_seconds']}s; "
           f"h2load --h1 -c{meta['lat_clients']} {meta['rps']} rps total, {meta['lat_seconds']}s")
-    hdr = f"{'scenario':<9} {'req/s':>9} {'vs direct':>9} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'+p99us':>7} {'+p99.9us':>8} {'errors':>7}"
+    hdr = f"{'scenario':<9} {'req/s':>9} {'vs direct':>9} {'cpu us/req':>12} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'+p99us':>7} {'+p99.9us':>8} {'errors':>7}"
     print(hdr)
     print("-" * len(hdr))
     for s in SCENARIOS:
         r = rows[s]
         bad = r["wrk_non2xx"] + r["wrk_sock"] + r["h2_bad"]
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
-        print(f"{s:<9} {fmt(r['rps']):>9} {ratio:>9} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
+        print(f"{s:<9} {fmt(r['rps']):>9} {ratio:>9} {cpu_cell(s):>12} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
               f"{('-' if s == 'direct' else signed(r['add99'])):>7} {('-' if s == 'direct' else signed(r['add999'])):>8} {bad:>7}")
     print()
     if bg_med is not None:

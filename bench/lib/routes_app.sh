@@ -83,21 +83,6 @@ for p in json.load(sys.stdin)["pods"]:
         print(p["name"])'
 }
 
-# proxy_pid_of POD: the pid of pod POD's proxy, the process (conduit-proxy, or valgrind
-# running it) whose environment names the pod.
-proxy_pid_of() {
-    local environ pid found=""
-    for environ in /proc/[0-9]*/environ; do
-        pid=${environ#/proc/}
-        pid=${pid%/environ}
-        if { tr '\0' '\n' <"$environ" | grep -qx "CONDUIT_PROXY_POD_NAME=$1"; } 2>/dev/null &&
-            { tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q conduit-proxy; } 2>/dev/null; then
-            found=$pid
-        fi
-    done
-    [[ -n $found ]] && echo "$found"
-}
-
 # wait_for_services CONDUIT POD: until both Services answer from POD.
 wait_for_services() {
     local svc
