@@ -10,7 +10,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import cpu_per_request, fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
+from report import cpu_per_request, cpu_text, fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
 
 P99_ADDED_US = 400
 THROUGHPUT_RATIO = 0.3
@@ -47,7 +47,7 @@ def main(raw, out_md):
     cpu = cpu_per_request(raw, meta, PROCESSES_OF, lambda s, tag: parse_wrk(os.path.join(raw, f"{s}.{tag}.wrk.txt")))
 
     def cpu_cell(s):
-        return " + ".join(fmt(cpu.get((s, p)), 1) for p in PROCESSES_OF[s]) or "—"
+        return " + ".join(cpu_text(cpu, (s, p)) for p in PROCESSES_OF[s]) or "—"
 
     d, h, m = rows["direct"], rows["hop"], rows["mtls"]
     ratio = m["rps"] / d["rps"] if d["rps"] and m["rps"] else None
@@ -88,7 +88,7 @@ def main(raw, out_md):
     lines += [
         "",
         "Proxy CPU: each proxy process's user + system time (`/proc/<pid>/stat`) over each wrk run, "
-        "divided by the requests wrk completed, median over rounds.",
+        "divided by the requests wrk completed, median over rounds, with the share of it in the kernel (sys).",
         "",
         "| target | measured | |",
         "| --- | --- | --- |",

@@ -235,10 +235,11 @@ PROCESSES_OF = {"direct": [], "outbound": ["clim"], "inbound": ["srvm"], "both":
 
 
 def cpu_per_request(raw, meta, processes_of, wrk_of):
-    """{(scenario, process): median over the measured wrk runs of that process's CPU time
-    (user + system, from /proc/<pid>/stat) per request, in µs}. RAW/cpu.tsv has a line
-    `scenario tag process ticks_before ticks_after` per process and wrk run;
-    `processes_of[scenario]` names the processes its requests pass through, and
+    """{(scenario, process): (µs, system share)}: the median over the measured wrk runs of
+    that process's CPU time (user + system, from /proc/<pid>/stat) per request, and the
+    median share of it spent in the kernel. RAW/cpu.tsv has a line `scenario tag process
+    user_before system_before user_after system_after` (clock ticks) per process and wrk
+    run; `processes_of[scenario]` names the processes its requests pass through, and
     `wrk_of(scenario, tag)` is that run's parsed wrk output."""
     path = os.path.join(raw, "cpu.tsv")
     if not os.path.exists(path):
@@ -247,15 +248,25 @@ def cpu_per_request(raw, meta, processes_of, wrk_of):
     per = {}
     for line in open(path):
         parts = line.split()
-        if len(parts) != 5 or parts[1] == "warmup":
+        if len(parts) != 7 or parts[1] == "warmup":
             continue
-        s, tag, proc, before, after = parts
+        s, tag, proc = parts[:3]
+        u0, s0, u1, s1 = (int(x) for x in parts[3:])
         if proc not in processes_of.get(s, []):
             continue
         requests = wrk_of(s, tag)["requests"]
-        if requests:
-            per.setdefault((s, proc), []).append((int(after) - int(before)) / hz * 1e6 / requests)
-    return {k: statistics.median(v) for k, v in per.items()}
+        used = (u1 - u0) + (s1 - s0)
+        if requests and used:
+            per.setdefault((s, proc), []).append((used / hz * 1e6 / requests, (s1 - s0) / used))
+    return {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v)) for k, v in per.items()}
+
+
+def cpu_text(cpu, key):
+    """One process's cell: µs per request and the kernel's share of it."""
+    if key not in cpu:
+        return "n/a"
+    us, system = cpu[key]
+    return f"{us:,.1f} ({system:.0%} sys)"
 
 
 # ---------------------------------------------------------------------------- report
@@ -314,7 +325,7 @@ def report(raw, out_md):
     def cpu_cell(s):
         if not PROCESSES_OF[s]:
             return "—"
-        return " + ".join(fmt(cpu.get((s, p)), 1) for p in PROCESSES_OF[s])
+        return " + ".join(cpu_text(cpu, (s, p)) for p in PROCESSES_OF[s])
 
     bg = background_by_run(raw)
     bg_measured = [v for (sc, tag, kind), v in bg.items() if tag != "warmup" and v is not None]
@@ -363,7 +374,7 @@ def report(raw, out_md):
                  f"{'—' if is_direct else signed(r['add999'])} | {'; '.join(errs) or 'none'} |")
     L.append("")
     L.append("Proxy CPU µs/request: the proxy process's user + system time (`/proc/<pid>/stat`) over each "
-             "wrk run, divided by the requests wrk completed, median over rounds; `both` shows the client "
+             "wrk run, divided by the requests wrk completed, median over rounds, with the share of it in the kernel (sys); `both` shows the client "
              "pod's proxy + the server pod's.")
     L.append("")
 
