@@ -25,6 +25,17 @@ callgrind_runtime_bin() {
     chmod 755 "$dir/bin/conduit-controller" "$dir/bin/conduit-proxy"
 }
 
+# callgrind_runtime_down DIR: brings down the local runtime of DIR/bin/conduit (its
+# CONDUIT_LOCAL_DIR) and removes DIR, first copying its callgrind outputs and DIR/results
+# to $BENCH_KEEP when that is set.
+callgrind_runtime_down() {
+    "$1/bin/conduit" local down >/dev/null 2>&1 || true
+    if [[ -n ${BENCH_KEEP:-} ]]; then
+        mkdir -p "$BENCH_KEEP" && cp "$1/callgrind/"*.out "$1/results" "$BENCH_KEEP/" 2>/dev/null || true
+    fi
+    rm -rf "$1"
+}
+
 # proxy_pid_of POD: the pid of pod POD's proxy, the process (conduit-proxy, or valgrind
 # running it) whose environment names the pod.
 proxy_pid_of() {

@@ -10,7 +10,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import cpu_per_request, cpu_text, fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
+from report import cpu_cell, cpu_per_request, fmt, med, parse_h2load, parse_wrk, percentile, read_meta, signed  # noqa: E402
 
 P99_ADDED_US = 400
 THROUGHPUT_RATIO = 0.3
@@ -46,9 +46,6 @@ def main(raw, out_md):
         }
     cpu = cpu_per_request(raw, meta, PROCESSES_OF, lambda s, tag: parse_wrk(os.path.join(raw, f"{s}.{tag}.wrk.txt")))
 
-    def cpu_cell(s):
-        return " + ".join(cpu_text(cpu, (s, p)) for p in PROCESSES_OF[s]) or "—"
-
     d, h, m = rows["direct"], rows["hop"], rows["mtls"]
     ratio = m["rps"] / d["rps"] if d["rps"] and m["rps"] else None
     added_p99 = m["p99"] - d["p99"] if d["p99"] is not None and m["p99"] is not None else None
@@ -83,7 +80,7 @@ def main(raw, out_md):
                      ("mtls", "two proxies, mTLS (the mesh as it runs)")):
         r = rows[s]
         vs = f"{r['rps'] / d['rps']:.3f}x" if r["rps"] and d["rps"] else "n/a"
-        lines.append(f"| {label} | {fmt(r['rps'])} | {vs} | {cpu_cell(s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
+        lines.append(f"| {label} | {fmt(r['rps'])} | {vs} | {cpu_cell(cpu, PROCESSES_OF, s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
                      f"{fmt(r['conn_p50'])} | {fmt(r['conn_p99'])} | {r['errors']} |")
     lines += [
         "",

@@ -261,12 +261,15 @@ def cpu_per_request(raw, meta, processes_of, wrk_of):
     return {k: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v)) for k, v in per.items()}
 
 
-def cpu_text(cpu, key):
-    """One process's cell: µs per request and the kernel's share of it."""
-    if key not in cpu:
-        return "n/a"
-    us, system = cpu[key]
-    return f"{us:,.1f} ({system:.0%} sys)"
+def cpu_cell(cpu, processes_of, scenario):
+    """A scenario's cell: for each of its processes µs per request and the kernel's share
+    of it, joined by +; "—" for a scenario through no proxy."""
+    def one(key):
+        if key not in cpu:
+            return "n/a"
+        us, system = cpu[key]
+        return f"{us:,.1f} ({system:.0%} sys)"
+    return " + ".join(one((scenario, p)) for p in processes_of[scenario]) or "—"
 
 
 # ---------------------------------------------------------------------------- report
@@ -322,11 +325,6 @@ def report(raw, out_md):
 
     cpu = cpu_per_request(raw, meta, PROCESSES_OF, lambda s, tag: parse_wrk(os.path.join(raw, f"{s}.{tag}.wrk.txt")))
 
-    def cpu_cell(s):
-        if not PROCESSES_OF[s]:
-            return "—"
-        return " + ".join(cpu_text(cpu, (s, p)) for p in PROCESSES_OF[s])
-
     bg = background_by_run(raw)
     bg_measured = [v for (sc, tag, kind), v in bg.items() if tag != "warmup" and v is not None]
     bg_med = statistics.median(bg_measured) if bg_measured else None
@@ -369,7 +367,7 @@ def report(raw, out_md):
             errs.append(f"h2load failed/non-2xx {r['h2_bad']}")
         ratio = "1.00x" if s == "direct" else (f"{r['ratio']:.2f}x" if r["ratio"] else "n/a")
         is_direct = s == "direct"
-        L.append(f"| {s} | {DESCRIPTION[s]} | {fmt(r['rps'])} | {ratio} | {cpu_cell(s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
+        L.append(f"| {s} | {DESCRIPTION[s]} | {fmt(r['rps'])} | {ratio} | {cpu_cell(cpu, PROCESSES_OF, s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
                  f"{fmt(r['p999'])} | {'—' if is_direct else signed(r['add50'])} | {'—' if is_direct else signed(r['add99'])} | "
                  f"{'—' if is_direct else signed(r['add999'])} | {'; '.join(errs) or 'none'} |")
     L.append("")
@@ -483,7 +481,7 @@ def report(raw, out_md):
         r = rows[s]
         bad = r["wrk_non2xx"] + r["wrk_sock"] + r["h2_bad"]
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
-        print(f"{s:<9} {fmt(r['rps']):>9} {ratio:>9} {cpu_cell(s):>12} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
+        print(f"{s:<9} {fmt(r['rps']):>9} {ratio:>9} {cpu_cell(cpu, PROCESSES_OF, s):>12} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
               f"{('-' if s == 'direct' else signed(r['add99'])):>7} {('-' if s == 'direct' else signed(r['add999'])):>8} {bad:>7}")
     print()
     if bg_med is not None:
