@@ -17,7 +17,8 @@ THROUGHPUT_RATIO = 0.3
 NEW_CONN_ADDED_US = 2000
 RSS_LIMIT_KB = 10 * 1024
 # The proxies each scenario's requests pass through (names as in bench/mtls's cpu.tsv).
-PROCESSES_OF = {"direct": [], "hop": ["hop-client", "hop-server"], "mtls": ["client", "server"]}
+PROCESSES_OF = {"direct": [], "hop": ["hop-client", "hop-server"], "mtls": ["client", "server"],
+                "mtls-h1": ["h1-client", "server"]}
 
 
 def new_conns(path):
@@ -25,11 +26,19 @@ def new_conns(path):
     return {"n": len(vals), "p50": percentile(vals, 50), "p99": percentile(vals, 99)}
 
 
+def ratio_of(a, b):
+    return a["rps"] / b["rps"] if a["rps"] and b["rps"] else None
+
+
+def diff_of(a, b, key):
+    return a[key] - b[key] if a[key] is not None and b[key] is not None else None
+
+
 def main(raw, out_md):
     meta = read_meta(raw)
     rounds = int(meta["rounds"])
     rows = {}
-    for s in ("direct", "hop", "mtls"):
+    for s in ("direct", "hop", "mtls", "mtls-h1"):
         w = [parse_wrk(os.path.join(raw, f"{s}.r{i}.wrk.txt")) for i in range(1, rounds + 1)]
         h = [parse_h2load(os.path.join(raw, f"{s}.r{i}.h2load.txt"), os.path.join(raw, f"{s}.r{i}.h2load.log"))
              for i in range(1, rounds + 1)]
@@ -77,7 +86,8 @@ def main(raw, out_md):
     ]
     for s, label in (("direct", "direct (plain pod to plain pod)"),
                      ("hop", "two proxies, plaintext (no identity)"),
-                     ("mtls", "two proxies, mTLS (the mesh as it runs)")):
+                     ("mtls", "two proxies, mTLS (the mesh as it runs: HTTP/1 carried over HTTP/2)"),
+                     ("mtls-h1", "two proxies, mTLS, HTTP/1 between them (`CONDUIT_PROXY_MESH_HTTP2=false`)")):
         r = rows[s]
         vs = f"{r['rps'] / d['rps']:.3f}x" if r["rps"] and d["rps"] else "n/a"
         lines.append(f"| {label} | {fmt(r['rps'])} | {vs} | {cpu_cell(cpu, PROCESSES_OF, s)} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
@@ -103,6 +113,9 @@ def main(raw, out_md):
         "",
         f"What mTLS itself costs, against the plaintext two-proxy hop of the same run: p99 {signed(tls_p99)} us, "
         f"throughput {fmt(tls_ratio, 3)}x, a new connection {signed(tls_conn)} us at the median (the handshake).",
+        "",
+        f"HTTP/1 carried over HTTP/2 between the proxies, against HTTP/1 between them in the same run: "
+        f"throughput {fmt(ratio_of(m, rows['mtls-h1']), 3)}x, p99 {signed(diff_of(m, rows['mtls-h1'], 'p99'))} us.",
         "",
     ]
     text = "\n".join(lines)

@@ -13,8 +13,23 @@ pub const OUTBOUND_ADDR: &str = "CONDUIT_PROXY_OUTBOUND_ADDR";
 pub const ADMIN_ADDR: &str = "CONDUIT_PROXY_ADMIN_ADDR";
 /// Tap server: live request events over gRPC.
 pub const TAP_ADDR: &str = "CONDUIT_PROXY_TAP_ADDR";
-/// Comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010.
+/// Comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010 (replaces
+/// [`DEFAULT_OPAQUE_PORTS`]; `none`: every port is inspected).
 pub const OPAQUE_PORTS: &str = "CONDUIT_PROXY_OPAQUE_PORTS";
+/// The ports opaque when [`OPAQUE_PORTS`] is unset: the well-known ports of protocols
+/// whose server speaks first (SMTP 25 and 587, MySQL and MariaDB 3306, Galera 4444,
+/// PostgreSQL 5432, Redis 6379, Elasticsearch 9300, memcached 11211), whose first
+/// connection would otherwise wait out protocol detection.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// The opaque ports of a proxy whose [`OPAQUE_PORTS`] is `set`: its value, else the
+/// default list (as the proxy reads it: an empty value is unset).
+pub fn opaque_ports(set: Option<&str>) -> &str {
+    match set {
+        None | Some("") => DEFAULT_OPAQUE_PORTS,
+        Some(ports) => ports,
+    }
+}
 /// Comma list of ports or ranges whose inbound traffic goes to the app on loopback (for apps that bind only there); others go to the pod's own address.
 pub const INBOUND_LOOPBACK_PORTS: &str = "CONDUIT_PROXY_INBOUND_LOOPBACK_PORTS";
 /// How long an opaque TCP connection (or an upgraded HTTP one) may move no bytes either way before it is closed.
@@ -39,6 +54,8 @@ pub const CONNECT_TIMEOUT: &str = "CONDUIT_PROXY_CONNECT_TIMEOUT";
 pub const POOL_IDLE_TIMEOUT: &str = "CONDUIT_PROXY_POOL_IDLE_TIMEOUT";
 /// Concurrent streams per HTTP/2 client connection.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: &str = "CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS";
+/// Whether HTTP/1 requests to meshed endpoints travel over one shared HTTP/2 connection to the endpoint's proxy (true or false).
+pub const MESH_HTTP2: &str = "CONDUIT_PROXY_MESH_HTTP2";
 /// Time in-flight work gets to finish after SIGTERM.
 pub const SHUTDOWN_GRACE_PERIOD: &str = "CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD";
 /// Worker threads.

@@ -23,6 +23,7 @@ fn check_passes_on_a_healthy_mesh_and_names_what_fails() {
         "√ the trust anchor is valid for at least 30 days",
         "√ every pod is ready (4)",
         "√ every meshed proxy is certified (4)",
+        "√ opaque ports, forwarded without protocol detection: 25,587,3306,4444,5432,6379,9300,11211 (the default, 4 proxies)",
     ] {
         assert!(text.contains(line), "{line:?} missing:\n{text}");
     }

@@ -98,7 +98,8 @@ async fn installed(api: &FakeApiServer, dir: &Path) -> (PathBuf, Killed) {
                          "labels": {"app": "web-svc", "conduit.io/proxy-deployment": "web"},
                          "annotations": {"conduit.io/proxy-version": version}},
             "spec": {"serviceAccountName": "web",
-                     "initContainers": [{"name": "conduit-proxy", "image": "ghcr.io/conduit/proxy", "restartPolicy": "Always"}],
+                     "initContainers": [{"name": "conduit-proxy", "image": "ghcr.io/conduit/proxy", "restartPolicy": "Always",
+                                         "env": [{"name": "CONDUIT_PROXY_OPAQUE_PORTS", "value": "3306,13306"}]}],
                      "containers": [{"name": "web", "image": "emojivoto-web:v11"}]},
             "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}],
                        "initContainerStatuses": [{"name": "conduit-proxy", "ready": true, "restartCount": 0,
@@ -188,6 +189,10 @@ async fn check_and_stat_on_a_cluster_through_the_api_server() {
     );
     assert!(
         said.contains("× every meshed proxy is certified\n    emojivoto/web-5d4f8b8c7-x2x7q: "),
+        "{said}"
+    );
+    assert!(
+        said.contains("√ opaque ports, forwarded without protocol detection: 3306,13306 (emojivoto/web-5d4f8b8c7-x2x7q)"),
         "{said}"
     );
 

@@ -304,3 +304,159 @@ fn server_speaks_first_ports_take_mesh_tls_and_unmeshed_clients() {
         metrics()
     );
 }
+
+/// The sum of a counter's samples on the lines of `text` that contain every one of `parts`.
+fn sum(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// HTTP/1 between meshed pods travels over one mesh-TLS HTTP/2 connection between their
+/// proxies, and the app (hypercorn) receives each request as its client (curl) sent it:
+/// version, target, `Host`. Upgrades keep a connection of their own, and only another
+/// proxy may say that an HTTP/2 request was HTTP/1 (the `conduit-orig-proto` mark).
+#[test]
+fn http1_between_meshed_pods_is_carried_over_one_http2_connection() {
+    let rt = Runtime::new("mtls-carried");
+    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
+    let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
+    let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/../conduit-proxy/tests/peers");
+    let app = format!("{peers}/http_app.py:app");
+    let mut hypercorn = rt.spawn_listening(
+        "web",
+        &["python3", "-m", "hypercorn", "--bind", "0.0.0.0:7001", &app],
+        7001,
+    );
+    let url = format!("http://{web_ip}:7001");
+    let echo = |argv: &[&str]| -> serde_json::Value {
+        let out = rt.exec("vote-bot", argv);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    };
+    let header = |echo: &serde_json::Value, name: &str| -> Option<String> {
+        echo["headers"]
+            .as_array()?
+            .iter()
+            .find(|h| h[0] == name)
+            .and_then(|h| h[1].as_str().map(String::from))
+    };
+
+    // The app's own mark is not the proxies' to trust: it is removed on the way.
+    let got = echo(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-H",
+        "conduit-orig-proto: HTTP/1.0",
+        "-H",
+        "x-end-to-end: kept",
+        &format!("{url}/echo?q=1"),
+    ]);
+    assert_eq!(got["http_version"], "1.1", "{got}");
+    assert_eq!(got["path"], "/echo", "{got}");
+    assert_eq!(got["query"], "q=1", "{got}");
+    assert_eq!(
+        header(&got, "host"),
+        Some(format!("{web_ip}:7001")),
+        "{got}"
+    );
+    assert_eq!(
+        header(&got, "x-end-to-end").as_deref(),
+        Some("kept"),
+        "{got}"
+    );
+    assert_eq!(header(&got, "conduit-orig-proto"), None, "{got}");
+    let got = echo(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--http1.0",
+        &format!("{url}/echo"),
+    ]);
+    assert_eq!(got["http_version"], "1.0", "{got}");
+    let head = rt.exec(
+        "vote-bot",
+        &["curl", "-sS", "-i", "--http1.0", &format!("{url}/echo")],
+    );
+    assert!(
+        head.starts_with("HTTP/1.0 200"),
+        "the client gets its own version back: {head}"
+    );
+
+    // Six HTTP/1 connections with a request each in flight at once: one connection
+    // between the proxies.
+    let parallel = format!(
+        "import concurrent.futures, urllib.request\n\
+         get = lambda i: urllib.request.urlopen('{url}/slow?ms=1500', timeout=20).status\n\
+         with concurrent.futures.ThreadPoolExecutor(6) as pool:\n    print(list(pool.map(get, range(6))))\n"
+    );
+    assert_eq!(
+        rt.exec("vote-bot", &["python3", "-c", &parallel]).trim(),
+        "[200, 200, 200, 200, 200, 200]"
+    );
+    let vote_bot = "vote-bot.emojivoto.serviceaccount.identity.conduit.cluster.local";
+    let opened = |m: &str| {
+        sum(
+            m,
+            &[
+                "tcp_open_total{",
+                "direction=\"inbound\"",
+                "target_port=\"7001\"",
+                &format!("client_id=\"{vote_bot}\""),
+            ],
+        )
+    };
+    let metrics = || node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let m = metrics();
+    assert_eq!(opened(&m), 1.0, "{m}");
+    assert_eq!(
+        sum(
+            &m,
+            &[
+                "response_total{",
+                "direction=\"inbound\"",
+                ":7001\"",
+                "tls=\"true\""
+            ]
+        ),
+        9.0,
+        "{m}"
+    );
+
+    // A WebSocket upgrade gets a connection of its own, and works.
+    let ws = rt.exec(
+        "vote-bot",
+        &[
+            "python3",
+            &format!("{peers}/ws_client.py"),
+            &format!("ws://{web_ip}:7001/ws"),
+            "2",
+        ],
+    );
+    assert_eq!(
+        ws.trim(),
+        r#"{"replies": ["echo: message 0", "echo: message 1"]}"#
+    );
+    assert_eq!(opened(&metrics()), 2.0);
+
+    // An unmeshed HTTP/2 client's mark changes nothing: its request reaches the app as
+    // HTTP/2, without the mark.
+    let out = node_curl(
+        &node,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "conduit-orig-proto: HTTP/1.1",
+            &format!("{url}/echo"),
+        ],
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(got["http_version"], "2", "{got}");
+    assert_eq!(header(&got, "conduit-orig-proto"), None, "{got}");
+    let _ = hypercorn.kill();
+    let _ = hypercorn.wait();
+}

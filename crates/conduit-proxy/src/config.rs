@@ -44,6 +44,9 @@ pub struct Config {
     pub pool_idle_timeout: Duration,
     /// Concurrent HTTP/2 streams allowed per client connection (`CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS`).
     pub http2_max_concurrent_streams: u32,
+    /// Whether HTTP/1 requests to meshed endpoints are carried over one HTTP/2 connection
+    /// to the endpoint's proxy (`CONDUIT_PROXY_MESH_HTTP2`).
+    pub mesh_http2: bool,
     /// How long in-flight work may take to finish after shutdown starts (`CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD`).
     pub shutdown_grace_period: Duration,
     /// Worker threads (`CONDUIT_PROXY_CORES`); 1 runs everything on one thread.
@@ -98,7 +101,9 @@ impl Default for Config {
             ))),
             admin_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_ADMIN))),
             tap_addr: Listen::dual_stack(SocketAddr::from(([0, 0, 0, 0], ports::PROXY_TAP))),
-            opaque_ports: PortSet::default(),
+            opaque_ports: env::DEFAULT_OPAQUE_PORTS
+                .parse()
+                .expect("the default opaque ports are a port list"),
             inbound_loopback_ports: PortSet::default(),
             tcp_idle_timeout: Duration::from_secs(3600),
             http1_body_idle_timeout: Duration::from_secs(60),
@@ -111,6 +116,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(3),
             pool_idle_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 256,
+            mesh_http2: true,
             shutdown_grace_period: Duration::from_secs(30),
             cores: 1,
             log: "info".to_string(),
@@ -161,8 +167,8 @@ pub fn variables() -> impl Iterator<Item = (&'static str, String, &'static str)>
 const VARIABLES: &[(&str, &str, &str)] = &[
     (
         env::OPAQUE_PORTS,
-        "(none)",
-        "comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010",
+        env::DEFAULT_OPAQUE_PORTS,
+        "comma list of ports or ranges never inspected, e.g. 25,3306,9000-9010; replaces the default list (none: inspect every port)",
     ),
     (
         env::INBOUND_LOOPBACK_PORTS,
@@ -223,6 +229,11 @@ const VARIABLES: &[(&str, &str, &str)] = &[
         env::HTTP2_MAX_CONCURRENT_STREAMS,
         "256",
         "concurrent streams per HTTP/2 client connection",
+    ),
+    (
+        env::MESH_HTTP2,
+        "true",
+        "carry HTTP/1 requests to meshed endpoints over one HTTP/2 connection",
     ),
     (
         env::SHUTDOWN_GRACE_PERIOD,
@@ -369,6 +380,7 @@ impl Config {
                 d.http2_max_concurrent_streams,
                 |v| parse_in_range(v, 1, 100_000),
             )?,
+            mesh_http2: parse_or(get(env::MESH_HTTP2), d.mesh_http2, parse_bool)?,
             shutdown_grace_period: parse_or(
                 get(env::SHUTDOWN_GRACE_PERIOD),
                 d.shutdown_grace_period,
@@ -510,8 +522,11 @@ fn parse_or<T>(
 }
 
 fn parse_ports(v: &str) -> Result<PortSet, String> {
+    if v == "none" {
+        return Ok(PortSet::default());
+    }
     v.parse::<PortSet>()
-        .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010".into())
+        .map_err(|()| "a comma list of ports or ranges, like 25,3306,9000-9010, or none".into())
 }
 
 fn parse_addr(v: &str) -> Result<Listen, String> {
@@ -564,6 +579,14 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err(expected());
     }
     humantime::parse_duration(v).map_err(|_| expected())
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("true or false".to_string()),
+    }
 }
 
 fn parse_in_range<T>(v: &str, min: T, max: T) -> Result<T, String>
@@ -654,6 +677,19 @@ mod tests {
         assert!(c.inbound_addr.ipv6_optional);
         assert_eq!(c.detect_timeout, Duration::from_secs(10));
         assert_eq!(c.cores, 1);
+        assert_eq!(
+            c.opaque_ports.iter().collect::<Vec<_>>(),
+            [25, 587, 3306, 4444, 5432, 6379, 9300, 11211],
+            "server-speaks-first protocols' well-known ports"
+        );
+    }
+
+    #[test]
+    fn opaque_ports_replace_the_default_list_and_none_empties_it() {
+        let c = Config::from_vars(vars(&[(env::OPAQUE_PORTS, "7000")])).unwrap();
+        assert_eq!(c.opaque_ports.iter().collect::<Vec<_>>(), [7000]);
+        let c = Config::from_vars(vars(&[(env::OPAQUE_PORTS, "none")])).unwrap();
+        assert_eq!(c.opaque_ports.iter().count(), 0);
     }
 
     #[test]
@@ -670,6 +706,7 @@ mod tests {
             (env::CONNECT_TIMEOUT, "1s"),
             (env::POOL_IDLE_TIMEOUT, "1m"),
             (env::HTTP2_MAX_CONCURRENT_STREAMS, "10"),
+            (env::MESH_HTTP2, "false"),
             (env::SHUTDOWN_GRACE_PERIOD, "5s"),
             (env::CORES, "2"),
             (env::LOG, "debug"),
@@ -700,6 +737,7 @@ mod tests {
         assert_eq!(c.keepalive_timeout, Duration::from_secs(90));
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.pool_idle_timeout, Duration::from_secs(60));
+        assert!(!c.mesh_http2);
         assert_eq!(c.http2_max_concurrent_streams, 10);
         assert_eq!(c.cores, 2);
         assert_eq!(c.log, "debug");

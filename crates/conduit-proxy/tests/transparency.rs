@@ -253,8 +253,9 @@ fn websocket_upgrade_passes_through() {
     }
 }
 
+/// Redis's port is opaque by default: no detection, the bytes pass through untouched.
 #[test]
-fn redis_is_opaque_and_client_speaks_first() {
+fn redis_is_opaque_by_default() {
     let (_lan, client, server) = meshed_pods();
     let _redis = redis(&server);
     let host = server.ip.to_string();
@@ -288,7 +289,7 @@ fn redis_is_opaque_and_client_speaks_first() {
         let labels = [
             ("direction", direction),
             ("protocol", "opaque"),
-            ("decided_by", "bytes"),
+            ("decided_by", "opaque_port"),
         ];
         assert_eq!(m.sum("protocol_detect_total", &labels), 4.0, "{m}");
         assert!(
@@ -302,9 +303,11 @@ fn redis_is_opaque_and_client_speaks_first() {
     }
 }
 
+/// Configured opaque ports replace the default list: the client's proxy, configured
+/// without 6379, detects redis by its bytes; the server's, with the default, does not.
 #[test]
-fn configured_opaque_ports_skip_detection() {
-    let mesh = Mesh::default().env("CONDUIT_PROXY_OPAQUE_PORTS", "6379,7000-7010");
+fn configured_opaque_ports_replace_the_default() {
+    let mesh = Mesh::default().env("CONDUIT_PROXY_OPAQUE_PORTS", "7000-7010");
     let (_lan, client, server) = pods(Some(mesh), Some(Mesh::default()));
     let _redis = redis(&server);
     assert_eq!(
@@ -313,15 +316,17 @@ fn configured_opaque_ports_skip_detection() {
             .trim(),
         "PONG"
     );
-    let m = client.metrics();
-    assert_eq!(
-        m.sum(
-            "protocol_detect_total",
-            &[("protocol", "opaque"), ("decided_by", "opaque_port")]
-        ),
-        1.0,
-        "{m}"
-    );
+    for (pod, decided_by) in [(&client, "bytes"), (&server, "opaque_port")] {
+        let m = pod.metrics();
+        assert_eq!(
+            m.sum(
+                "protocol_detect_total",
+                &[("protocol", "opaque"), ("decided_by", decided_by)]
+            ),
+            1.0,
+            "{m}"
+        );
+    }
 }
 
 /// SMTP: the client waits for the server's greeting. The first connection waits out the

@@ -4,11 +4,12 @@
 //! plane as installed (namespace, CRDs, pods, API, injector, trust anchor and issuer)
 //! and, with `--proxy`, the meshed pods' proxies (ready, of this version, certified).
 
-use super::{proxy_certificates, trust_checks, Check, CheckArgs, Section};
+use super::{opaque_ports_check, proxy_certificates, trust_checks, Check, CheckArgs, Section};
 use crate::api::ApiAddr;
 use conduit_api::{
     control_plane::{CONTROLLER, INJECTOR_WEBHOOK, ISSUER_SECRET},
     names::{PROXY_CONTAINER, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY, VERSION_ANNOTATION},
+    proxy_env,
 };
 use conduit_identity::ca::TrustFiles;
 use conduit_k8s::{
@@ -509,6 +510,23 @@ async fn data_plane_checks(
             (v != PROXY_VERSION).then(|| format!("{} ({v})", name(p)))
         })
         .collect();
+    let opaque = meshed.iter().map(|p| {
+        let spec = p.spec.as_ref();
+        let containers = spec.map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        });
+        let set = containers
+            .into_iter()
+            .flatten()
+            .filter(|c| c.name == PROXY_CONTAINER)
+            .flat_map(|c| c.env.iter().flatten())
+            .find(|e| e.name == proxy_env::OPAQUE_PORTS)
+            .and_then(|e| e.value.as_deref());
+        (name(p), set)
+    });
+    let opaque = opaque_ports_check(opaque);
     let checks = vec![
         if unready.is_empty() {
             Check::ok(format!(
@@ -531,6 +549,7 @@ async fn data_plane_checks(
                 "restart their workloads (`kubectl rollout restart`) to get the current proxy",
             )
         },
+        opaque,
     ];
     let mut namespaces: Vec<String> = meshed
         .iter()

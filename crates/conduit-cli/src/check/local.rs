@@ -1,11 +1,16 @@
 //! `conduit check` of the local runtime running here: its supervisor, control plane, trust
 //! anchor and issuer, pods, and (`--proxy`) proxies' certificates.
 
-use super::{proxy_certificates, trust_checks, Check, CheckArgs, Section};
+use super::{opaque_ports_check, proxy_certificates, trust_checks, Check, CheckArgs, Section};
 use crate::api::{get, ApiAddr};
-use conduit_api::http::WorkloadsQuery;
+use conduit_api::{http::WorkloadsQuery, names::PROXY_CONTAINER, proxy_env};
 use conduit_identity::ca::TrustFiles;
-use conduit_local::{client, layout::Layout};
+use conduit_local::{
+    client,
+    layout::Layout,
+    spec::{AppSpec, EnvSpec},
+    state,
+};
 use std::collections::BTreeSet;
 
 pub(super) fn checks(args: &CheckArgs) -> anyhow::Result<Vec<Section>> {
@@ -75,6 +80,7 @@ pub(super) fn checks(args: &CheckArgs) -> anyhow::Result<Vec<Section>> {
     });
     if args.proxy {
         checks.push(proxy_check(&api, &state, args.namespace.as_deref()));
+        checks.push(local_opaque_ports(&layout, args.namespace.as_deref()));
     }
 
     Ok(vec![("conduit local runtime", checks)])
@@ -106,6 +112,35 @@ fn local_trust_checks(layout: &Layout) -> Vec<Check> {
             )]
         }
     }
+}
+
+/// The opaque ports of each meshed Deployment's proxies, from what the runtime runs.
+fn local_opaque_ports(layout: &Layout, namespace: Option<&str>) -> Check {
+    let what = "the proxies' opaque ports can be read";
+    let spec = match state::read_json::<AppSpec>(&layout.desired()) {
+        Ok(spec) => spec.unwrap_or_default(),
+        Err(e) => return Check::failed(what, e.to_string(), "run as root"),
+    };
+    let proxies = spec
+        .deployments
+        .iter()
+        .filter(|d| d.meshed && namespace.is_none_or(|n| n == d.namespace))
+        .map(|d| {
+            let set = d
+                .init_containers
+                .iter()
+                .chain(&d.containers)
+                .filter(|c| c.name == PROXY_CONTAINER)
+                .flat_map(|c| &c.env)
+                .find_map(|e| match e {
+                    EnvSpec::Value { name, value } if name == proxy_env::OPAQUE_PORTS => {
+                        Some(value.as_str())
+                    }
+                    _ => None,
+                });
+            (format!("{}/{}", d.namespace, d.name), set)
+        });
+    opaque_ports_check(proxies)
 }
 
 /// Every meshed pod's proxy holds a certificate that is not about to expire.

@@ -8,9 +8,13 @@ mod local;
 
 use crate::api::ControlPlaneArgs;
 use clap::Args;
-use conduit_api::http::{IdentityQuery, IdentityReport, Resource};
+use conduit_api::{
+    http::{IdentityQuery, IdentityReport, Resource},
+    proxy_env,
+};
 use conduit_identity::ca::{self, TrustFiles};
 use std::{
+    collections::BTreeMap,
     io::Write,
     time::{Duration, SystemTime},
 };
@@ -130,6 +134,43 @@ fn trust_checks(files: &TrustFiles, rotate: &str) -> Vec<Check> {
     checks
 }
 
+/// Which ports the meshed `proxies` (each a name and its `CONDUIT_PROXY_OPAQUE_PORTS`, if
+/// set) forward without protocol detection: the default list, and which proxies have
+/// another.
+fn opaque_ports_check<'a>(proxies: impl IntoIterator<Item = (String, Option<&'a str>)>) -> Check {
+    const NAMED: usize = 5;
+    let mut by_list: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, set) in proxies {
+        by_list
+            .entry(proxy_env::opaque_ports(set))
+            .or_default()
+            .push(name);
+    }
+    let mut lists = Vec::new();
+    if let Some(names) = by_list.remove(proxy_env::DEFAULT_OPAQUE_PORTS) {
+        lists.push(format!(
+            "{} (the default, {} proxies)",
+            proxy_env::DEFAULT_OPAQUE_PORTS,
+            names.len()
+        ));
+    }
+    for (list, names) in by_list {
+        let more = names.len().saturating_sub(NAMED);
+        let mut named = names.into_iter().take(NAMED).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            named.push_str(&format!(" and {more} more"));
+        }
+        lists.push(format!("{list} ({named})"));
+    }
+    if lists.is_empty() {
+        lists.push("no meshed proxies".to_string());
+    }
+    Check::ok(format!(
+        "opaque ports, forwarded without protocol detection: {}",
+        lists.join("; ")
+    ))
+}
+
 /// The proxies' certificates, from the control plane's identity API: each namespace's
 /// meshed pods certified and not expired.
 fn proxy_certificates(api: &crate::api::ApiAddr, namespaces: &[String]) -> Check {
@@ -179,5 +220,29 @@ fn proxy_certificates(api: &crate::api::ApiAddr, namespaces: &[String]) -> Check
             bad.join("; "),
             "`conduit identity ns/NAMESPACE` shows each proxy's certificate; see the proxy's log",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaque_ports_name_the_default_and_who_differs() {
+        let proxies = [
+            ("emojivoto/web".to_string(), None),
+            ("emojivoto/emoji".to_string(), Some("")),
+            ("db/mariadb".to_string(), Some("3306,13306")),
+        ];
+        assert_eq!(
+            opaque_ports_check(proxies).what,
+            "opaque ports, forwarded without protocol detection: \
+             25,587,3306,4444,5432,6379,9300,11211 (the default, 2 proxies); 3306,13306 (db/mariadb)"
+        );
+        let many = (0..7).map(|i| (format!("ns/p{i}"), Some("none")));
+        assert_eq!(
+            opaque_ports_check(many).what,
+            "opaque ports, forwarded without protocol detection: none (ns/p0, ns/p1, ns/p2, ns/p3, ns/p4 and 2 more)"
+        );
     }
 }

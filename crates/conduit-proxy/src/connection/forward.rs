@@ -16,6 +16,7 @@ use crate::{
     drain,
     errors::ProxyError,
     http::{
+        carried::Restore,
         forward::Forward,
         guard::{Guard, HeaderLimit, RequestGuard},
         head::{self, HeadError},
@@ -71,6 +72,11 @@ pub struct HttpConn {
 }
 
 impl HttpConn {
+    /// How the client proved who it is.
+    pub fn peer(&self) -> &PeerTls {
+        &self.peer
+    }
+
     /// Asks `service_of` which Service the connection goes to while its series say
     /// `unknown`.
     pub fn with_service_of(self, service_of: ServiceOf) -> HttpConn {
@@ -262,7 +268,9 @@ impl Forwarder {
         // Inbound, only the pod's own Services have routes.
         let own = (direction == Direction::Inbound).then(|| names.clone());
         let labels = AuthorityLabels::new(accepted.orig_dst, names);
+        let takes_carried = route.takes_carried();
         let stack = ServiceBuilder::new()
+            .layer_fn(|s| Restore::new(s, takes_carried))
             .layer_fn(|s| MatchRoute::new(s, self.profiles.clone(), accepted.orig_dst, own.clone()))
             .layer_fn(|s| {
                 RecordHttp::new(

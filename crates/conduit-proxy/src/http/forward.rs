@@ -4,7 +4,7 @@
 //! status (or the failure to get one) what failure accrual counts.
 
 use super::{
-    headers,
+    carried, headers,
     pool::{EndpointPool, PooledBody},
     retry::{replay::ReplayBody, Avoid, Served},
     route::Route,
@@ -53,11 +53,17 @@ impl tower::Service<Request<ReplayBody>> for Forward {
             .then(|| req.extensions().get::<Avoid>().map(|a| a.0))
             .flatten();
         Box::pin(async move {
-            let picked = route.pick(target?, avoid).await?;
+            let carriable = carried::can_carry(&req);
+            let picked = route.pick(target?, avoid, carriable).await?;
             if req.version() <= http::Version::HTTP_11 && headers::is_upgrade(&req) {
                 return forward_upgrade(&picked.pool, req, idle).await;
             }
             headers::strip_hop_by_hop(req.headers_mut(), false);
+            let sent_as = req.version();
+            let carry = picked.carried;
+            if carry {
+                carried::mark(&mut req);
+            }
             // A request that must open a connection first says more about connecting than
             // about the endpoint: the balancer learns only from requests on warm ones.
             let warm = picked.pool.is_warm();
@@ -74,6 +80,9 @@ impl tower::Service<Request<ReplayBody>> for Forward {
                 }
             }
             let mut rsp = sent?;
+            if carry {
+                *rsp.version_mut() = sent_as;
+            }
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
             // Metrics label the response with how the endpoint was authenticated; a retry
             // avoids the endpoint if it failed.

@@ -8,6 +8,7 @@
 
 pub mod backends;
 pub mod body;
+pub mod carried;
 pub mod forward;
 pub mod guard;
 pub mod head;

@@ -74,6 +74,11 @@ impl EndpointPools {
             .clone()
     }
 
+    /// Whether `endpoint` is spoken to over mesh TLS: another proxy, authenticated.
+    pub fn is_meshed(&self, endpoint: &Endpoint) -> bool {
+        matches!(self.connector.peer_tls(endpoint), PeerTls::Server(_))
+    }
+
     /// Closes idle connections and forgets endpoints nobody uses, every so often, until
     /// the pools are dropped.
     pub fn spawn_sweeper(self: &Arc<Self>) {
@@ -127,6 +132,11 @@ impl EndpointPool {
     /// The endpoint's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP version it speaks.
+    pub fn version(&self) -> HttpVersion {
+        self.version
     }
 
     /// How the endpoint is authenticated.

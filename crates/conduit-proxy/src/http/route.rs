@@ -23,8 +23,13 @@ use std::{net::SocketAddr, sync::Arc};
 /// How a connection's requests find their endpoint.
 #[derive(Clone)]
 pub enum Route {
-    /// Every request to this endpoint.
-    Fixed(Arc<EndpointPool>),
+    /// Every request to this endpoint; on an HTTP/2 connection from another proxy, the
+    /// HTTP/1 requests it carried over it go to `http1`, the pool that speaks HTTP/1 to
+    /// the endpoint ([`carried`](super::carried)).
+    Fixed {
+        pool: Arc<EndpointPool>,
+        http1: Option<Arc<EndpointPool>>,
+    },
     /// Each request to a discovered endpoint of its authority.
     Discovered(Arc<DiscoveredRoute>),
 }
@@ -35,6 +40,8 @@ pub struct DiscoveredRoute {
     pub pools: Arc<EndpointPools>,
     pub version: HttpVersion,
     pub orig_dst: SocketAddr,
+    /// Whether HTTP/1 requests to meshed endpoints are carried over HTTP/2.
+    pub carry_http1: bool,
 }
 
 /// What discovery is asked about for one attempt of a request.
@@ -50,9 +57,23 @@ pub enum Target {
 pub struct Picked {
     pub pool: Arc<EndpointPool>,
     pub in_flight: Option<InFlight>,
+    /// The request is HTTP/1 carried over the pool's HTTP/2 connection to another proxy:
+    /// it travels marked ([`mark`](super::carried::mark)).
+    pub carried: bool,
 }
 
 impl Route {
+    /// Every request to `pool`.
+    pub fn fixed(pool: Arc<EndpointPool>) -> Route {
+        Route::Fixed { pool, http1: None }
+    }
+
+    /// Whether the connection's HTTP/2 requests may be HTTP/1 that another proxy carried
+    /// (it has a pool to send them on as HTTP/1).
+    pub fn takes_carried(&self) -> bool {
+        matches!(self, Route::Fixed { http1: Some(_), .. })
+    }
+
     /// The target an attempt of a request is routed by: the backend its HTTPRoute rule
     /// picks, else its authority as `host:port` (the port taken from the original
     /// destination when the authority names none). Fails when its rule sends nowhere.
@@ -81,18 +102,25 @@ impl Route {
     }
 
     /// Picks the endpoint for a request with `target`, another than `avoid` if there is
-    /// one; fails when `target` is a backend without endpoints.
+    /// one; fails when `target` is a backend without endpoints. `carriable`: the request
+    /// is HTTP/1 that may travel over HTTP/2 ([`can_carry`](super::carried::can_carry)).
     pub async fn pick(
         &self,
         target: Option<Target>,
         avoid: Option<SocketAddr>,
+        carriable: bool,
     ) -> Result<Picked, ProxyError> {
         let route = match self {
-            Route::Fixed(pool) => {
+            Route::Fixed { pool, http1 } => {
+                let pool = match http1 {
+                    Some(http1) if carriable => http1,
+                    _ => pool,
+                };
                 return Ok(Picked {
                     pool: pool.clone(),
                     in_flight: None,
-                })
+                    carried: false,
+                });
             }
             Route::Discovered(route) => route,
         };
@@ -114,13 +142,23 @@ impl Route {
             None => None,
         };
         Ok(match endpoint {
-            Some(ep) => Picked {
-                pool: route.pools.get(&ep.endpoint, route.version),
-                in_flight: Some(ep.start()),
-            },
+            Some(ep) => {
+                let carry = carriable && route.carry_http1 && route.pools.is_meshed(&ep.endpoint);
+                let version = if carry {
+                    HttpVersion::Http2
+                } else {
+                    route.version
+                };
+                Picked {
+                    pool: route.pools.get(&ep.endpoint, version),
+                    in_flight: Some(ep.start()),
+                    carried: carry,
+                }
+            }
             None => Picked {
                 pool: (route.pools).get(&Endpoint::plain(route.orig_dst), route.version),
                 in_flight: None,
+                carried: false,
             },
         })
     }

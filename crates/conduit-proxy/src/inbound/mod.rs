@@ -14,8 +14,8 @@ use crate::{
     connection::{Accepted, DetectProtocol, Forwarder, Forwarding, ServerFirstPorts, Shared, Side},
     control::policy::InboundPolicy,
     drain,
-    http::route::Route,
-    peer::Direction,
+    http::{pool::HttpVersion, route::Route},
+    peer::{Direction, PeerTls},
     telemetry::labels::{KnownAuthorities, Target},
     transport::{connect::Endpoint, tls::Transport},
 };
@@ -81,6 +81,17 @@ impl Inbound {
         Target::server(port, policy.server(port).map(|s| s.name.as_str()))
     }
 
+    /// How an HTTP connection's requests reach the app at `app`: over one pool of
+    /// `version`, and on another proxy's HTTP/2 connection, the HTTP/1 requests it
+    /// carried over HTTP/1 ([`carried`](crate::http::carried)). Only a peer that proved
+    /// a mesh identity is trusted to say that it carried a request.
+    fn route(&self, app: &Endpoint, version: HttpVersion, peer: &PeerTls) -> Route {
+        let pool = self.forward.pool(app, version);
+        let carried = version == HttpVersion::Http2 && peer.identity().is_some();
+        let http1 = carried.then(|| self.forward.pool(app, HttpVersion::Http1));
+        Route::Fixed { pool, http1 }
+    }
+
     /// Whether the Server of `port` says its traffic is opaque (no detection).
     fn server_says_opaque(&self, port: u16) -> bool {
         self.authorize
@@ -120,7 +131,7 @@ impl Side for Inbound {
         let target = self.target(accepted.orig_dst.port());
         match self.forward.admit(detected, target).await {
             Some(Forwarding::Http(http)) => {
-                let route = Route::Fixed(self.forward.pool(&app, http.version));
+                let route = self.route(&app, http.version, http.peer());
                 let names = self.names.clone();
                 self.forward
                     .serve_http(http, route, names, Some(authz), drain)

@@ -38,6 +38,8 @@ pub struct Outbound {
     /// What request metrics may be labelled with: what discovery resolved.
     names: Arc<dyn KnownAuthorities>,
     forward: Forwarder,
+    /// Whether HTTP/1 to meshed endpoints is carried over HTTP/2.
+    carry_http1: bool,
 }
 
 /// Outbound, a name is known when discovery resolved it.
@@ -71,6 +73,7 @@ impl Outbound {
             endpoints,
             names,
             forward: Forwarder::new(Direction::Outbound, shared, server_first),
+            carry_http1: config.mesh_http2,
         })
     }
 
@@ -82,8 +85,9 @@ impl Outbound {
                 pools: self.forward.pools().clone(),
                 version,
                 orig_dst,
+                carry_http1: self.carry_http1,
             })),
-            None => Route::Fixed(self.forward.pool(&Endpoint::plain(orig_dst), version)),
+            None => Route::fixed(self.forward.pool(&Endpoint::plain(orig_dst), version)),
         }
     }
 
