@@ -42,7 +42,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let endpoints = match (&sent.update, resolved) {
-        (Some(update::Update::Endpoints(set)), Resolution::Endpoints { service, endpoints }) => {
+        (
+            Some(update::Update::Endpoints(set)),
+            Resolution::Endpoints {
+                service,
+                endpoints,
+                opaque,
+            },
+        ) => {
+            assert_eq!(opaque, set.opaque);
             assert_eq!(text(&service), expected_name(&set.labels, label::SERVICE));
             assert!(endpoints.len() <= set.endpoints.len());
             for e in &endpoints {
@@ -73,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
                 Resolution::Endpoints {
                     service: None,
                     endpoints: Vec::new(),
+                    opaque: false,
                 }
             } else {
                 Resolution::Unknown

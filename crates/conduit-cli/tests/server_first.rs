@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use conduit_testkit::wait_until;
 use std::time::Duration;
 
 /// MariaDB listening on `port` in a meshed pod behind the Service `db-svc.db`, and a
@@ -44,8 +45,11 @@ spec:
 ---
 "#
     );
-    server + &sleeper_deployment("db", "client")
+    server + &CLIENTS.map(|c| sleeper_deployment("db", c)).concat()
 }
+
+/// The client pods, each with its own proxy: a first, and fresh ones that come later.
+const CLIENTS: [&str; 3] = ["client", "client-2", "client-3"];
 
 /// `mariadb` in the pod of `deployment` querying `db-svc.db:port`: its answer, and how
 /// long the whole client took (connect, greeting, login, query), timed inside the pod.
@@ -102,5 +106,96 @@ fn mariadb_on_its_default_port_answers_the_first_connection_at_once() {
                 "client_id=\"default.db.serviceaccount.identity.conduit.cluster.local\""
             )),
         "the client came in over mesh TLS: {server}"
+    );
+}
+
+/// On a port no list names, the first client pod's proxy waits out detection once, learns
+/// that the server speaks first and tells the controller, which hands it to every proxy
+/// asking about that Service port: a fresh client pod's first query answers at once. A
+/// client that speaks first there (curl) makes its proxy forget the port, and the
+/// controller with it.
+#[test]
+fn a_learned_server_first_port_is_known_to_a_fresh_client_pod() {
+    let rt = Runtime::new("mariadb-learned");
+    let data = rt.dir.with_extension("mariadb");
+    std::fs::create_dir_all(&data).unwrap();
+    rt.up_meshed(&mariadb_app(13306, &data));
+    let controller_log =
+        || std::fs::read_to_string(rt.dir.join("logs/conduit_controller.log")).unwrap_or_default();
+    let reported = |server_first: bool| {
+        let line = format!("server_first={server_first}");
+        move || {
+            controller_log().lines().any(|l| {
+                l.contains("a proxy reported a server-speaks-first port")
+                    && l.contains(&line)
+                    && l.contains("db-svc.db:13306")
+            })
+        }
+    };
+
+    let (answer, took) = query(&rt, "client", 13306);
+    assert_eq!(answer, "42");
+    assert!(
+        took >= Duration::from_secs(5),
+        "the first client pod waits out detection ({took:?}): nothing knew the port yet"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), reported(true)),
+        "the client's proxy reported the port: {}",
+        controller_log()
+    );
+
+    // Only a proxy that proves its identity reports: an outsider's word (grpcio without
+    // a certificate, saying a client spoke first there) is refused and changes nothing.
+    let hosts = rt.exec("client", &["getent", "hosts", "db-svc.db"]);
+    let vip = hosts
+        .split_whitespace()
+        .next()
+        .expect("the Service's virtual IP");
+    let vip_port = format!("{vip}:13306");
+    let outsider = rt.control_plane_call(
+        "client",
+        "/conduit.destination.v1.Destination/ReportServerFirst",
+        false,
+        None,
+        &[&vip_port],
+    );
+    assert!(outsider.starts_with("UNAUTHENTICATED"), "{outsider}");
+
+    let (answer, took) = query(&rt, "client-2", 13306);
+    assert_eq!(answer, "42");
+    assert!(
+        took < Duration::from_secs(1),
+        "a fresh client pod's first connection took {took:?}"
+    );
+    let node = rt.node();
+    let metrics = node_curl(
+        &node,
+        &[&format!("http://{}:4191/metrics", rt.pod_ip("client-2"))],
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("protocol_detect_total{")
+                && l.contains("direction=\"outbound\"")
+                && l.contains("decided_by=\"server_first_port\"")),
+        "{metrics}"
+    );
+
+    // An HTTP client speaks first on the port: client-2's proxy forgets it, and tells.
+    let _ = rt.exec(
+        "client-2",
+        &["curl", "-s", "--max-time", "5", "http://db-svc.db:13306/"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), reported(false)),
+        "the proxy reported that it forgot the port: {}",
+        controller_log()
+    );
+    let (answer, took) = query(&rt, "client-3", 13306);
+    assert_eq!(answer, "42");
+    assert!(
+        took >= Duration::from_secs(5),
+        "forgotten: the next fresh pod waits out detection again ({took:?})"
     );
 }

@@ -85,6 +85,7 @@ fn workloads() -> Workloads {
         namespaces: BTreeSet::from(["bench".to_string()]),
         lookup: Default::default(),
         generation: 1,
+        server_first: Default::default(),
     }
 }
 

@@ -3,30 +3,50 @@
 //! one whenever discovery changes what they would get. Unknown names get `NoEndpoints`,
 //! so the proxy uses the original destination. Profiles (a Service's routes with their
 //! timeouts and retries, from its ServiceProfile, and where its requests go, from the
-//! HTTPRoutes attached to it, in the Gateway API's order) stream the same way.
+//! HTTPRoutes attached to it, in the Gateway API's order) stream the same way. Proxies
+//! report the ports they learn to be server-speaks-first; each Service port reported so
+//! is marked `opaque` in every answer about it, so that a new client's proxy skips
+//! detection on its very first connection.
 
 use crate::discovery::{
-    follow, split_authority, when_changed, Input, PodInfo, ServiceInfo, ServicePortInfo, Workloads,
+    follow, split_authority, when_changed, Input, PodInfo, ServiceInfo, ServicePortInfo,
+    ServicePortKey, Workloads,
 };
 use crate::grpc::{holding, Access};
 use conduit_api::destination::{
     destination_server::{Destination, DestinationServer},
     http_match, label, update, value_match, BackendRoute, Endpoint, EndpointSet, GetDestination,
-    HttpMatch, NoEndpoints, Profile, RetryBudget, Route, Update, ValueMatch, WeightedBackend,
+    HttpMatch, NoEndpoints, Profile, RetryBudget, Route, ServerFirstAck, ServerFirstReport, Update,
+    ValueMatch, WeightedBackend,
 };
 use conduit_api::{control_plane::service_fqdn, profile::MAX_ROUTES};
 use conduit_k8s::{
     httproute::{self, HttpRoute, PathMatch, StringMatch},
     profile::ServiceProfile,
 };
-use std::{collections::HashMap, pin::Pin, sync::Arc};
+use parking_lot::Mutex;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Serves endpoint sets from discovery's snapshots.
+/// The most Service ports kept as server-speaks-first; reports of more are refused, so
+/// that what proxies report cannot grow the controller without bound.
+pub const MAX_SERVER_FIRST_PORTS: usize = 4096;
+
+/// Serves endpoint sets from discovery's snapshots, with the server-speaks-first ports
+/// proxies reported.
 pub struct DestinationService {
+    /// Discovery's snapshots with [`Workloads::server_first`] filled in.
     workloads: watch::Receiver<Arc<Workloads>>,
+    server_first: watch::Sender<Arc<BTreeSet<ServicePortKey>>>,
+    /// Serialises reports: each is read, changed and published whole.
+    reporting: Mutex<()>,
     access: Access,
 }
 
@@ -36,7 +56,79 @@ impl DestinationService {
         workloads: watch::Receiver<Arc<Workloads>>,
         access: Access,
     ) -> DestinationServer<DestinationService> {
-        DestinationServer::new(DestinationService { workloads, access })
+        let (server_first, reported) = watch::channel(Arc::default());
+        DestinationServer::new(DestinationService {
+            workloads: with_server_first(workloads, reported),
+            server_first,
+            reporting: Mutex::new(()),
+            access,
+        })
+    }
+}
+
+/// `workloads`' snapshots, each with the latest of `reported` as its server-speaks-first
+/// ports, published again whenever either changes.
+fn with_server_first(
+    mut workloads: watch::Receiver<Arc<Workloads>>,
+    mut reported: watch::Receiver<Arc<BTreeSet<ServicePortKey>>>,
+) -> watch::Receiver<Arc<Workloads>> {
+    let merged = |w: &Workloads, ports: &Arc<BTreeSet<ServicePortKey>>| {
+        Arc::new(Workloads {
+            server_first: ports.clone(),
+            ..w.clone()
+        })
+    };
+    let first = merged(
+        &workloads.borrow_and_update(),
+        &reported.borrow_and_update(),
+    );
+    let (tx, rx) = watch::channel(first);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = workloads.changed() => if changed.is_err() { return },
+                changed = reported.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+            let next = merged(
+                &workloads.borrow_and_update(),
+                &reported.borrow_and_update(),
+            );
+            tx.send_replace(next);
+        }
+    });
+    rx
+}
+
+/// The Service ports a client connecting to `addr` reaches: the Service port of a
+/// virtual IP, or every Service port a pod's `addr` serves.
+fn service_ports_at(w: &Workloads, addr: SocketAddr) -> Vec<ServicePortKey> {
+    let key = |s: &ServiceInfo, port: u16| (s.namespace.clone(), s.name.clone(), port);
+    if let Some((service, port)) = w.resolve(&addr.to_string(), "") {
+        return vec![key(service, port.port)];
+    }
+    w.services
+        .iter()
+        .flat_map(|s| {
+            s.ports
+                .iter()
+                .filter(|p| p.endpoints.iter().any(|e| e.addr == addr))
+                .map(|p| key(s, p.port))
+        })
+        .collect()
+}
+
+/// Whether a proxy reported that the server of what `path` names speaks first.
+fn server_first(w: &Workloads, named: &Named) -> bool {
+    match named {
+        Named::Service(service, port) => {
+            let key = (service.namespace.clone(), service.name.clone(), port.port);
+            w.server_first.contains(&key)
+        }
+        Named::Pod(Some((pod, port))) => service_ports_at(w, SocketAddr::new(pod.ip, *port))
+            .iter()
+            .any(|k| w.server_first.contains(k)),
+        Named::Pod(None) => false,
     }
 }
 
@@ -57,7 +149,9 @@ fn named<'a>(w: &'a Workloads, path: &str, context_ns: &str) -> Named<'a> {
 
 /// What a proxy asking for `path` from namespace `context_ns` should get now.
 pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
-    let (endpoints, labels) = match named(w, path, context_ns) {
+    let named = named(w, path, context_ns);
+    let opaque = server_first(w, &named);
+    let (endpoints, labels) = match named {
         Named::Service(_, port) if port.endpoints.is_empty() => return no_endpoints(true),
         Named::Service(service, port) => {
             let endpoints = port
@@ -79,25 +173,31 @@ pub fn update_for(w: &Workloads, path: &str, context_ns: &str) -> Update {
         Named::Pod(_) => return no_endpoints(false),
     };
     Update {
-        update: Some(update::Update::Endpoints(EndpointSet { endpoints, labels })),
+        update: Some(update::Update::Endpoints(EndpointSet {
+            endpoints,
+            labels,
+            opaque,
+        })),
     }
 }
 
 /// What [`update_for`] reads: the Service (or pod) the name resolves to and the pods
 /// behind its endpoints.
 fn inputs_of(w: &Workloads, path: &str, context_ns: &str) -> Vec<Input> {
-    match named(w, path, context_ns) {
+    let named = named(w, path, context_ns);
+    let mut inputs = vec![Input::ServerFirst(server_first(w, &named))];
+    match named {
         Named::Service(service, port) => {
             let pods = port.endpoints.iter().map(|e| w.pod_by_ip(e.addr.ip()));
-            let mut inputs = vec![Input::Service(Some(service.clone()))];
+            inputs.push(Input::Service(Some(service.clone())));
             inputs.extend(pods.map(|p| Input::Pod(p.cloned())));
-            inputs
         }
-        Named::Pod(pod) => vec![
+        Named::Pod(pod) => inputs.extend([
             Input::Service(None),
             Input::Pod(pod.map(|(p, _)| p.clone())),
-        ],
+        ]),
     }
+    inputs
 }
 
 /// An endpoint at `addr`, served by `pod` when discovery knows it. A meshed pod's proxy
@@ -145,6 +245,48 @@ impl Destination for DestinationService {
             follow(self.workloads.clone(), when_changed(inputs, answer)),
             admitted,
         )))
+    }
+
+    async fn report_server_first(
+        &self,
+        req: Request<ServerFirstReport>,
+    ) -> Result<Response<ServerFirstAck>, Status> {
+        let (caller, _admitted) = self.access.call(&req)?;
+        if self.access.identities && caller.identity.is_none() {
+            return Err(Status::unauthenticated(
+                "only proxies that prove their identity report ports: connect with the \
+                 proxy's certificate (mutual TLS)",
+            ));
+        }
+        let ServerFirstReport { addr, server_first } = req.into_inner();
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("addr {addr:?}: expected ip:port")))?;
+        let keys = service_ports_at(&self.workloads.borrow(), addr);
+        let _one_at_a_time = self.reporting.lock();
+        let mut ports = (**self.server_first.borrow()).clone();
+        let before = ports.len();
+        for key in &keys {
+            if server_first {
+                if !ports.contains(key) && ports.len() >= MAX_SERVER_FIRST_PORTS {
+                    return Err(Status::resource_exhausted(format!(
+                        "{MAX_SERVER_FIRST_PORTS} Service ports are known to be server-speaks-first, the most kept"
+                    )));
+                }
+                ports.insert(key.clone());
+            } else {
+                ports.remove(key);
+            }
+        }
+        if ports.len() != before {
+            let services: Vec<String> = keys
+                .iter()
+                .map(|(ns, name, port)| format!("{name}.{ns}:{port}"))
+                .collect();
+            tracing::info!(%addr, server_first, reporter = caller.identity.as_deref().unwrap_or(""), ?services, "a proxy reported a server-speaks-first port");
+            self.server_first.send_replace(Arc::new(ports));
+        }
+        Ok(Response::new(ServerFirstAck {}))
     }
 
     type GetProfileStream = Pin<Box<dyn Stream<Item = Result<Profile, Status>> + Send>>;
@@ -393,6 +535,84 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("expected a host:port"));
+    }
+
+    fn opaque(u: &Update) -> bool {
+        match &u.update {
+            Some(update::Update::Endpoints(set)) => set.opaque,
+            other => panic!("expected endpoints, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reported_server_first_port_is_handed_to_every_proxy_asking_of_it() {
+        let (tx, rx) = watch::channel(Arc::new(sample()));
+        let mut client = serve(rx).await;
+        let asking = client.clone();
+        let follow = |path: &str| {
+            let mut client = asking.clone();
+            let path = path.to_string();
+            async move {
+                let req = GetDestination {
+                    path,
+                    context_namespace: "emojivoto".into(),
+                };
+                client.get(req).await.unwrap().into_inner()
+            }
+        };
+        // By name, by virtual IP, by the pod's own address; and another port of nothing.
+        let mut by_name = follow("web-svc.emojivoto:80").await;
+        let mut by_vip = follow("198.19.0.3:80").await;
+        let mut by_pod = follow("198.18.0.4:8080").await;
+        for s in [&mut by_name, &mut by_vip, &mut by_pod] {
+            assert!(!opaque(&s.message().await.unwrap().unwrap()));
+        }
+        let report = |addr: &str, server_first: bool| ServerFirstReport {
+            addr: addr.into(),
+            server_first,
+        };
+        // The web pod's proxy learned its port 8080: the Service port behind it is.
+        client
+            .report_server_first(report("198.18.0.4:8080", true))
+            .await
+            .unwrap();
+        for s in [&mut by_name, &mut by_vip, &mut by_pod] {
+            assert!(opaque(&s.message().await.unwrap().unwrap()));
+        }
+        let mut later = follow("web-svc:80").await;
+        assert!(
+            opaque(&later.message().await.unwrap().unwrap()),
+            "a new proxy gets it at once"
+        );
+        // Discovery changes: the hint stays with the Service port.
+        let mut w = sample();
+        Arc::make_mut(&mut w.services[0]).ports[0]
+            .endpoints
+            .push(crate::discovery::EndpointInfo {
+                addr: "198.18.0.9:8080".parse().unwrap(),
+                pod: "web-2".into(),
+            });
+        tx.send(Arc::new(w)).unwrap();
+        let next = by_name.message().await.unwrap().unwrap();
+        assert_eq!(endpoints(&next), ["198.18.0.4:8080", "198.18.0.9:8080"]);
+        assert!(opaque(&next));
+        for s in [&mut by_vip, &mut later] {
+            assert!(opaque(&s.message().await.unwrap().unwrap()));
+        }
+        // A client spoke first there after all (reported by the virtual IP): forgotten.
+        client
+            .report_server_first(report("198.19.0.3:80", false))
+            .await
+            .unwrap();
+        for s in [&mut by_name, &mut by_vip, &mut later] {
+            assert!(!opaque(&s.message().await.unwrap().unwrap()));
+        }
+        let err = client
+            .report_server_first(report("web-svc:80", true))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("expected ip:port"), "{err:?}");
     }
 
     #[tokio::test]

@@ -38,7 +38,13 @@ pub struct Workloads {
     /// The source's version of this snapshot (the local state's generation), so that a
     /// client can tell the control plane has caught up with a change.
     pub generation: u64,
+    /// Service ports whose server speaks first, as proxies reported (not the source's:
+    /// the Destination API adds them, [`crate::destination`]).
+    pub server_first: Arc<BTreeSet<ServicePortKey>>,
 }
+
+/// A Service port: its namespace, name and port.
+pub type ServicePortKey = (String, String, u16);
 
 /// A pod as discovery sees it is what the HTTP API lists of it, so discovery keeps it as
 /// the API's type.
@@ -374,6 +380,7 @@ fn read_local_state(path: &std::path::Path) -> std::io::Result<Workloads> {
         namespaces: BTreeSet::new(),
         lookup: Lookup::default(),
         generation: state.generation,
+        server_first: Default::default(),
     })
 }
 
@@ -385,6 +392,8 @@ pub enum Input {
     Policy(Arc<Resources>),
     Profile(Option<Arc<ServiceProfile>>),
     HttpRoutes(Vec<Arc<HttpRoute>>),
+    /// Whether the name's server speaks first, as proxies reported.
+    ServerFirst(bool),
 }
 
 impl Input {
@@ -405,6 +414,7 @@ impl Input {
             (Input::HttpRoutes(a), Input::HttpRoutes(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
             }
+            (Input::ServerFirst(a), Input::ServerFirst(b)) => a == b,
             _ => false,
         }
     }
@@ -518,6 +528,7 @@ pub(crate) mod tests {
             namespaces: BTreeSet::new(),
             lookup: Lookup::default(),
             generation: 0,
+            server_first: Default::default(),
         }
     }
 

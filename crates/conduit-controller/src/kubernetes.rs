@@ -333,6 +333,7 @@ fn same_content(a: &Workloads, b: &Workloads) -> bool {
         namespaces,
         lookup: _,
         generation: _,
+        server_first: _,
     } = a;
     *pods == b.pods
         && *services == b.services
@@ -565,6 +566,7 @@ impl Cluster {
             http_routes: self.http_routes.items.values().cloned().collect(),
             lookup: Default::default(),
             generation: previous.generation + 1,
+            server_first: Default::default(),
         }
     }
 }

@@ -89,6 +89,20 @@ impl EndpointSets {
         })?
     }
 
+    /// Resolves once discovery says that `target`'s server speaks first (a proxy learned
+    /// it, and the controller handed it on); never otherwise. Follows `target`.
+    pub async fn server_first(&self, target: &str) {
+        if self.follow(target).await.is_some() {
+            if let Some(mut rx) = self.targets.get(target, |t| t.rx.clone()) {
+                let said = rx.wait_for(|r| matches!(r, Resolution::Endpoints { opaque: true, .. }));
+                if said.await.is_ok() {
+                    return;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
     /// Follows `target` (marking it used) and waits, boundedly, for its first answer;
     /// `None` when no more targets may be followed.
     async fn follow(&self, target: &str) -> Option<()> {
@@ -144,6 +158,16 @@ mod tests {
             Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
         }
 
+        async fn report_server_first(
+            &self,
+            _: tonic::Request<conduit_api::destination::ServerFirstReport>,
+        ) -> Result<tonic::Response<conduit_api::destination::ServerFirstAck>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented(
+                "these tests script endpoints only",
+            ))
+        }
+
         type GetProfileStream = Pin<
             Box<dyn Stream<Item = Result<conduit_api::destination::Profile, tonic::Status>> + Send>,
         >;
@@ -158,6 +182,10 @@ mod tests {
     }
 
     fn endpoints(addrs: &[&str]) -> Update {
+        server_first(addrs, false)
+    }
+
+    fn server_first(addrs: &[&str], opaque: bool) -> Update {
         Update {
             update: Some(update::Update::Endpoints(EndpointSet {
                 endpoints: addrs
@@ -168,6 +196,7 @@ mod tests {
                     })
                     .collect(),
                 labels: Default::default(),
+                opaque,
             })),
         }
     }
@@ -190,6 +219,26 @@ mod tests {
                 .await;
         });
         (addr, tx, task)
+    }
+
+    #[tokio::test]
+    async fn the_server_first_hint_resolves_when_discovery_says_so_and_only_then() {
+        let (addr, tx, _server) = server().await;
+        let d = sets(&addr, Duration::from_secs(5));
+        tx.send(Ok(endpoints(&["198.19.0.3:13306"]))).await.unwrap();
+        let hint = d.server_first("198.19.0.3:13306");
+        tokio::pin!(hint);
+        let not_yet = tokio::time::timeout(Duration::from_millis(300), &mut hint).await;
+        assert!(
+            not_yet.is_err(),
+            "no hint while discovery says nothing of it"
+        );
+        tx.send(Ok(server_first(&["198.19.0.3:13306"], true)))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), hint)
+            .await
+            .expect("the hint, once discovery says the server speaks first");
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     balance::{accrual::Outcome, EndpointLoad},
     config::Config,
-    control::profile::Profiles,
+    control::{discovery::Discovery, profile::Profiles},
     drain,
     errors::ProxyError,
     http::{
@@ -44,7 +44,7 @@ use crate::{
     },
 };
 use bytes::BytesMut;
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tower::ServiceBuilder;
 use tracing::{debug, info};
@@ -111,6 +111,8 @@ pub struct Forwarder {
     guards: Arc<[Arc<dyn RequestGuard>]>,
     /// With a control plane: the profiles requests take their routes from.
     profiles: Option<Arc<Profiles>>,
+    /// With a control plane: where learned server-speaks-first ports are reported.
+    discovery: Option<Discovery>,
     /// The retry budget of requests to targets without one of their own.
     retry_budget: Arc<RetryBudget>,
 }
@@ -145,6 +147,7 @@ impl Forwarder {
             server_first,
             guards: Arc::new([header_limit]),
             profiles: shared.profiles.clone(),
+            discovery: shared.discovery.clone(),
             retry_budget: Arc::default(),
         }
     }
@@ -363,7 +366,7 @@ impl Forwarder {
         };
         let _in_flight = load.map(|l| l.start());
         if let Some(why) = watch {
-            self.learn(accepted.orig_dst.port(), why, &io, &read, &upstream)
+            self.learn(accepted.orig_dst, why, &io, &read, &upstream)
                 .await;
         }
         let mut client = PrefixedIo::new(read.freeze(), io);
@@ -373,11 +376,12 @@ impl Forwarder {
         }
     }
 
-    /// Watches who speaks first on a fresh connection to `port` and takes the lesson.
-    /// Bytes the client already sent (while mesh TLS was waited for) mean it spoke first.
+    /// Watches who speaks first on a fresh connection to `orig_dst` and takes the lesson
+    /// for its port, telling the control plane. Bytes the client already sent (while mesh
+    /// TLS was waited for) mean it spoke first.
     async fn learn(
         &self,
-        port: u16,
+        orig_dst: SocketAddr,
         why: Watch,
         client: &ClientIo,
         read: &[u8],
@@ -388,11 +392,16 @@ impl Forwarder {
             Some(tcp) => splice::first_speaker(tcp, upstream.get_ref().tcp()).await,
             None => FirstSpeaker::Neither,
         };
+        let port = orig_dst.port();
         let labels = PortLabels {
             direction: self.direction,
             port,
         };
-        match self.server_first.observe(port, why, first) {
+        let lesson = self.server_first.observe(port, why, first);
+        if let (Some(lesson), Some(discovery)) = (lesson, &self.discovery) {
+            discovery.report_server_first(orig_dst, lesson == Lesson::Learned);
+        }
+        match lesson {
             Some(Lesson::Learned) => {
                 self.metrics
                     .server_first_ports

@@ -2,7 +2,9 @@
 //! (`CONDUIT_PROXY_OPAQUE_PORTS`, or a Server's `proxyProtocol: opaque` inbound) or learned
 //! server-speaks-first is decided without reading; otherwise detection reads the first
 //! bytes ([`crate::transport::detect`]) until they decide, the client stalls, or the
-//! header limit is reached. Every decision is counted in `protocol_detect_total`.
+//! header limit is reached, or, outbound, discovery says the destination's server speaks
+//! first (a proxy learned it and the controller handed it on; the port is then learned
+//! here too). Every decision is counted in `protocol_detect_total`.
 
 use super::{server_first::ServerFirstPorts, Accepted, Decided, Detected, Shared};
 use crate::{
@@ -12,7 +14,7 @@ use crate::{
     transport::detect::{self, Detection},
 };
 use bytes::BytesMut;
-use std::{io, sync::Arc, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 use tokio::io::AsyncRead;
 use tracing::debug;
 
@@ -44,12 +46,27 @@ impl DetectProtocol {
     pub async fn detect<I: AsyncRead + Unpin>(
         &self,
         accepted: Accepted,
+        io: I,
+        server_opaque: bool,
+    ) -> io::Result<Detected<I>> {
+        self.detect_hinted(accepted, io, server_opaque, std::future::pending())
+            .await
+    }
+
+    /// [`detect`](Self::detect), cut short when `server_first` resolves: discovery says
+    /// the destination's server speaks first.
+    pub async fn detect_hinted<I: AsyncRead + Unpin>(
+        &self,
+        accepted: Accepted,
         mut io: I,
         server_opaque: bool,
+        server_first: impl Future<Output = ()>,
     ) -> io::Result<Detected<I>> {
         let mut read = BytesMut::new();
         let port = accepted.orig_dst.port();
-        let decided = self.decide(&mut io, &mut read, port, server_opaque).await?;
+        let decided = self
+            .decide_hinted(&mut io, &mut read, port, server_opaque, server_first)
+            .await?;
         Ok(Detected {
             accepted,
             io,
@@ -68,6 +85,18 @@ impl DetectProtocol {
         port: u16,
         server_opaque: bool,
     ) -> io::Result<Decided> {
+        self.decide_hinted(io, buf, port, server_opaque, std::future::pending())
+            .await
+    }
+
+    async fn decide_hinted<I: AsyncRead + Unpin>(
+        &self,
+        io: &mut I,
+        buf: &mut BytesMut,
+        port: u16,
+        server_opaque: bool,
+        server_first: impl Future<Output = ()>,
+    ) -> io::Result<Decided> {
         if self.config.opaque_ports.contains(port) {
             return Ok(Decided::OpaquePort);
         }
@@ -78,19 +107,27 @@ impl DetectProtocol {
             return Ok(Decided::OpaquePort);
         }
         let limit = self.config.max_header_bytes;
-        Ok(
-            match detect::detect(io, buf, self.config.detect_timeout, limit).await? {
-                Detection::Detected(p) => Decided::Bytes(p),
-                Detection::TimedOutSilent => Decided::Silence,
-                // Only a known method makes a stalled line an HTTP client worth a 408; other
-                // protocols that merely look like a request line are passed through.
-                Detection::TimedOutHttp1 if starts_with_known_method(buf) => {
-                    Decided::StalledRequestLine
-                }
-                Detection::TimedOutHttp1 | Detection::TimedOutPartial => Decided::Undecided,
-                Detection::Closed => Decided::ClientClosed,
-            },
-        )
+        // Detection reads into `buf` (cancel-safe: what it read stays there), so the hint
+        // may cut it short at any point.
+        let detected = tokio::select! {
+            biased;
+            detected = detect::detect(io, buf, self.config.detect_timeout, limit) => detected?,
+            () = server_first => {
+                self.server_first.learn(port);
+                return Ok(Decided::ServerFirstPort);
+            }
+        };
+        Ok(match detected {
+            Detection::Detected(p) => Decided::Bytes(p),
+            Detection::TimedOutSilent => Decided::Silence,
+            // Only a known method makes a stalled line an HTTP client worth a 408; other
+            // protocols that merely look like a request line are passed through.
+            Detection::TimedOutHttp1 if starts_with_known_method(buf) => {
+                Decided::StalledRequestLine
+            }
+            Detection::TimedOutHttp1 | Detection::TimedOutPartial => Decided::Undecided,
+            Detection::Closed => Decided::ClientClosed,
+        })
     }
 
     /// Reads for at most `wait` whether the client starts with `Bytes(Tls)`; `decided`
@@ -235,5 +272,36 @@ pub(crate) mod tests {
         let (d, _) = decided(Config::default(), &[8080], b"", false).await;
         assert_eq!(d, Decided::ServerFirstPort);
         assert!(Decided::StalledRequestLine.is_http() && !Decided::Silence.is_http());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_first_hint_cuts_detection_short_and_teaches_the_port() {
+        let shared = shared(Config::default());
+        let server_first = Arc::new(ServerFirstPorts::default());
+        let detect = DetectProtocol::new(Direction::Outbound, &shared, server_first.clone());
+        // A MariaDB client: silent, waiting for its server's greeting.
+        let (_client, server) = tokio::io::duplex(1024);
+        let started = tokio::time::Instant::now();
+        let hint = tokio::time::sleep(Duration::from_millis(20));
+        let d = detect
+            .detect_hinted(accepted(13306), server, false, hint)
+            .await
+            .unwrap();
+        assert_eq!(d.decided, Decided::ServerFirstPort);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(20),
+            "not the detection timeout"
+        );
+        assert!(server_first.contains(13306));
+        // Without a hint, the same client waits out detection.
+        let (_client, server) = tokio::io::duplex(1024);
+        let detect = DetectProtocol::new(Direction::Outbound, &shared, Arc::default());
+        let d = detect.detect(accepted(13306), server, false).await.unwrap();
+        assert_eq!(d.decided, Decided::Silence);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(20) + Config::default().detect_timeout
+        );
     }
 }

@@ -7,12 +7,19 @@
 use crate::control::{self, ControlPlane, ControlTls, Followed};
 use crate::transport::connect::Endpoint;
 use conduit_api::{
-    destination::{destination_client::DestinationClient, label, update, GetDestination, Update},
+    destination::{
+        destination_client::DestinationClient, label, update, GetDestination, ServerFirstReport,
+        Update,
+    },
     names::is_dns_label,
 };
-use std::{collections::HashMap, sync::Arc};
-use tokio::sync::watch;
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info};
+
+/// Reports of learned ports in flight at once; more are dropped (each is only a hint, and
+/// a client flipping a port between speaking first and waiting must not queue calls).
+const REPORTS_IN_FLIGHT: usize = 4;
 
 /// What is known of a target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,10 +31,12 @@ pub enum Resolution {
     /// The control plane does not know the name: use the original destination.
     Unknown,
     /// The endpoints to balance over (empty: the service exists but nothing is ready),
-    /// and the Service they serve (`<name>.<namespace>`) when the target is one.
+    /// the Service they serve (`<name>.<namespace>`) when the target is one, and whether
+    /// its server speaks first (a proxy learned it: no detection).
     Endpoints {
         service: Option<Arc<str>>,
         endpoints: Vec<Endpoint>,
+        opaque: bool,
     },
 }
 
@@ -36,6 +45,7 @@ pub enum Resolution {
 pub struct Discovery {
     client: DestinationClient<ControlPlane>,
     context_namespace: String,
+    reports: Arc<Semaphore>,
 }
 
 impl Discovery {
@@ -45,7 +55,30 @@ impl Discovery {
         Discovery {
             client: DestinationClient::new(ControlPlane::new(addr, tls.map(|t| t.mutual()))),
             context_namespace,
+            reports: Arc::new(Semaphore::new(REPORTS_IN_FLIGHT)),
         }
+    }
+
+    /// Tells the control plane, in the background, that the port `addr` (what a client
+    /// connected to) was learned to be server-speaks-first, or forgotten.
+    pub fn report_server_first(&self, addr: SocketAddr, server_first: bool) {
+        let Ok(permit) = self.reports.clone().try_acquire_owned() else {
+            return debug!(%addr, server_first, "too many reports in flight; this one is dropped");
+        };
+        let mut client = self.client();
+        let report = ServerFirstReport {
+            addr: addr.to_string(),
+            server_first,
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            match client.report_server_first(report).await {
+                Ok(_) => debug!(%addr, server_first, "reported a server-speaks-first port"),
+                Err(status) => {
+                    info!(%addr, server_first, error = %status, "the control plane took no report of a server-speaks-first port")
+                }
+            }
+        });
     }
 
     /// Starts following `target`: its resolution, kept current until the receiver and
@@ -76,6 +109,7 @@ pub fn resolution(update: Update) -> Option<Resolution> {
     match update.update? {
         update::Update::Endpoints(set) => Some(Resolution::Endpoints {
             service: named(&set.labels, label::SERVICE),
+            opaque: set.opaque,
             endpoints: set
                 .endpoints
                 .iter()
@@ -93,6 +127,7 @@ pub fn resolution(update: Update) -> Option<Resolution> {
         update::Update::NoEndpoints(n) if n.exists => Some(Resolution::Endpoints {
             service: None,
             endpoints: Vec::new(),
+            opaque: false,
         }),
         update::Update::NoEndpoints(_) => Some(Resolution::Unknown),
     }
@@ -164,13 +199,16 @@ mod tests {
                     ..api::Endpoint::default()
                 }],
                 labels: labels(service),
+                opaque: false,
             })),
         }
     }
 
     fn names(update: Update) -> (Option<String>, Option<String>) {
         match resolution(update) {
-            Some(Resolution::Endpoints { service, endpoints }) => (
+            Some(Resolution::Endpoints {
+                service, endpoints, ..
+            }) => (
                 service.map(|s| s.to_string()),
                 endpoints[0].workload.as_ref().map(|w| w.to_string()),
             ),

@@ -173,13 +173,23 @@ impl Side for Outbound {
     }
 
     async fn serve(self: Arc<Self>, tcp: TcpStream, accepted: Accepted, drain: drain::Watch) {
-        let detected = match self.detect.detect(accepted, tcp, false).await {
+        // Detection, labelling and opaque picks follow the same target: its name is made
+        // once. Discovery may say before detection ends that its server speaks first.
+        let followed = self.followed(accepted.orig_dst);
+        let server_first = async {
+            match &followed {
+                Some((endpoints, target)) => endpoints.server_first(target).await,
+                None => std::future::pending().await,
+            }
+        };
+        let detected = self
+            .detect
+            .detect_hinted(accepted, tcp, false, server_first);
+        let detected = match detected.await {
             Ok(detected) => detected.map_io(Transport::Plain),
             Err(error) => return debug!(%error, "reading from the client failed"),
         };
         self.detect.report(&detected);
-        // Labelling and opaque picks follow the same target: its name is made once.
-        let followed = self.followed(accepted.orig_dst);
         let target = self.target(accepted.orig_dst, followed.as_ref()).await;
         match self.forward.admit(detected, target).await {
             Some(Forwarding::Http(mut http)) => {
