@@ -7,7 +7,9 @@ Each LABEL names two callgrind outputs of the same proxy setup, one that served 
 requests and one that served 2N after the same warm-up (bench/callgrind's CG_KEEP=DIR
 runs, bench/mesh-callgrind's BENCH_KEEP=DIR pids): the difference of each function's
 self cost over N is what one request costs in it. Prints a markdown table of that cost
-by area, one column per LABEL, for docs/benchmarks.md. Needs callgrind_annotate.
+by area, one column per LABEL, for docs/benchmarks.md, and below it the allocations per
+request (calls to malloc, calloc and realloc, counted the same way from callgrind's call
+counts). Needs callgrind_annotate.
 """
 
 import collections
@@ -41,6 +43,29 @@ def self_costs(path):
     return costs
 
 
+ALLOCATORS = {"malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign"}
+
+
+def allocations(path):
+    """Calls to the C allocator's allocating functions in one callgrind output."""
+    names = {}  # compressed id -> function name
+    current = None
+    total = 0
+    for line in open(path, errors="replace"):
+        m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+        if m:
+            if m.group(2) is not None:
+                names[m.group(1)] = m.group(2).strip()
+            if line.startswith("cfn="):
+                current = names.get(m.group(1), "")
+            continue
+        if line.startswith("calls=") and current is not None:
+            if current.split(" ")[0] in ALLOCATORS:
+                total += int(line.split("=", 1)[1].split()[0])
+            current = None
+    return total
+
+
 def area(function):
     for name, pattern in AREAS:
         if re.search(pattern, function):
@@ -64,12 +89,15 @@ def main(argv):
     for arg in argv[2:]:
         label, runs = arg.split("=", 1)
         run_n, run_2n = runs.split(",")
-        columns.append((label, per_request(n, run_n, run_2n)))
-    print("| instructions per request in | " + " | ".join(label for label, _ in columns) + " |")
+        allocs = (allocations(run_2n) - allocations(run_n)) / n
+        columns.append((label, per_request(n, run_n, run_2n), allocs))
+    print("| instructions per request in | " + " | ".join(label for label, *_ in columns) + " |")
     print("| --- |" + " ---: |" * len(columns))
     for name in [name for name, _ in AREAS] + [OTHER]:
-        print(f"| {name} | " + " | ".join(f"{c[name]:,.0f}" for _, c in columns) + " |")
-    print("| **total** | " + " | ".join(f"**{sum(c.values()):,.0f}**" for _, c in columns) + " |")
+        print(f"| {name} | " + " | ".join(f"{c[name]:,.0f}" for _, c, _ in columns) + " |")
+    print("| **total** | " + " | ".join(f"**{sum(c.values()):,.0f}**" for _, c, _ in columns) + " |")
+    print("| allocations per request (malloc, calloc, realloc calls) | "
+          + " | ".join(f"{a:,.1f}" for *_, a in columns) + " |")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@
 # scrape costs a proxy by the second, not by the request: it would not cancel out), and a
 # conduit-proxy that runs PROXY under callgrind for the pods whose name matches the shell
 # case pattern CASE_PATTERN, writing DIR/callgrind/<pid>.out, and PROXY as it is for the
-# others.
+# others; every proxy with the environment NAME=VALUE ... given after it.
 callgrind_runtime_bin() {
-    local dir=$1 real=$2 pattern=$3
+    local dir=$1 real=$2 pattern=$3 env=""
+    shift 3
+    (($#)) && env="export $(printf '%q ' "$@")"
     mkdir -p "$dir/bin" "$dir/callgrind"
     # The proxies (UID 2102) write their callgrind outputs there.
     chmod 777 "$dir/callgrind"
@@ -18,6 +20,7 @@ callgrind_runtime_bin() {
     printf '%s\n' '#!/usr/bin/env bash' \
         "exec $REPO/target/release/conduit-controller \"\${@/#--scrape-interval=*/--scrape-interval=1h}\"" >"$dir/bin/conduit-controller"
     printf '%s\n' '#!/bin/sh' \
+        "$env" \
         'case "$CONDUIT_PROXY_POD_NAME" in' \
         "$pattern) exec valgrind --tool=callgrind --vgdb=no --callgrind-out-file=$dir/callgrind/%p.out $real \"\$@\" ;;" \
         'esac' \
