@@ -51,6 +51,29 @@ spec:
 /// The client pods, each with its own proxy: a first, and fresh ones that come later.
 const CLIENTS: [&str; 3] = ["client", "client-2", "client-3"];
 
+/// Brings up [`mariadb_app`] on `port`, its data beside the runtime's directory.
+fn up_mariadb(rt: &Runtime, port: u16) {
+    let data = rt.dir.with_extension("mariadb");
+    std::fs::create_dir_all(&data).unwrap();
+    rt.up_meshed(&mariadb_app(port, &data));
+}
+
+/// Asserts that the outbound proxy of `deployment`'s pod decided a connection's protocol
+/// by `decided_by` (`protocol_detect_total`'s label).
+fn assert_outbound_decided_by(rt: &Runtime, deployment: &str, decided_by: &str) {
+    let url = format!("http://{}:4191/metrics", rt.pod_ip(deployment));
+    let metrics = node_curl(&rt.node(), &[&url]);
+    let label = format!("decided_by=\"{decided_by}\"");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("protocol_detect_total{")
+                && l.contains("direction=\"outbound\"")
+                && l.contains(&label)),
+        "{metrics}"
+    );
+}
+
 /// `mariadb` in the pod of `deployment` querying `db-svc.db:port`: its answer, and how
 /// long the whole client took (connect, greeting, login, query), timed inside the pod.
 fn query(rt: &Runtime, deployment: &str, port: u16) -> (String, Duration) {
@@ -72,28 +95,15 @@ fn query(rt: &Runtime, deployment: &str, port: u16) -> (String, Duration) {
 #[test]
 fn mariadb_on_its_default_port_answers_the_first_connection_at_once() {
     let rt = Runtime::new("mariadb");
-    let data = rt.dir.with_extension("mariadb");
-    std::fs::create_dir_all(&data).unwrap();
-    rt.up_meshed(&mariadb_app(3306, &data));
+    up_mariadb(&rt, 3306);
     let (answer, took) = query(&rt, "client", 3306);
     assert_eq!(answer, "42");
     assert!(
         took < Duration::from_secs(1),
         "the first connection took {took:?}: it waited for detection"
     );
+    assert_outbound_decided_by(&rt, "client", "opaque_port");
     let node = rt.node();
-    let metrics = node_curl(
-        &node,
-        &[&format!("http://{}:4191/metrics", rt.pod_ip("client"))],
-    );
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("protocol_detect_total{")
-                && l.contains("direction=\"outbound\"")
-                && l.contains("decided_by=\"opaque_port\"")),
-        "{metrics}"
-    );
     let server = node_curl(
         &node,
         &[&format!("http://{}:4191/metrics", rt.pod_ip("mariadb"))],
@@ -117,9 +127,7 @@ fn mariadb_on_its_default_port_answers_the_first_connection_at_once() {
 #[test]
 fn a_learned_server_first_port_is_known_to_a_fresh_client_pod() {
     let rt = Runtime::new("mariadb-learned");
-    let data = rt.dir.with_extension("mariadb");
-    std::fs::create_dir_all(&data).unwrap();
-    rt.up_meshed(&mariadb_app(13306, &data));
+    up_mariadb(&rt, 13306);
     let controller_log =
         || std::fs::read_to_string(rt.dir.join("logs/conduit_controller.log")).unwrap_or_default();
     let reported = |server_first: bool| {
@@ -168,19 +176,7 @@ fn a_learned_server_first_port_is_known_to_a_fresh_client_pod() {
         took < Duration::from_secs(1),
         "a fresh client pod's first connection took {took:?}"
     );
-    let node = rt.node();
-    let metrics = node_curl(
-        &node,
-        &[&format!("http://{}:4191/metrics", rt.pod_ip("client-2"))],
-    );
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("protocol_detect_total{")
-                && l.contains("direction=\"outbound\"")
-                && l.contains("decided_by=\"server_first_port\"")),
-        "{metrics}"
-    );
+    assert_outbound_decided_by(&rt, "client-2", "server_first_port");
 
     // An HTTP client speaks first on the port: client-2's proxy forgets it, and tells.
     let _ = rt.exec(

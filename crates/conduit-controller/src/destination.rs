@@ -500,6 +500,18 @@ mod tests {
         .unwrap()
     }
 
+    /// The sample, with a second web pod ready behind web-svc.
+    fn with_second_web_pod() -> Workloads {
+        let mut w = sample();
+        Arc::make_mut(&mut w.services[0]).ports[0]
+            .endpoints
+            .push(crate::discovery::EndpointInfo {
+                addr: "198.18.0.9:8080".parse().unwrap(),
+                pod: "web-2".into(),
+            });
+        w
+    }
+
     #[tokio::test]
     async fn streams_a_new_set_when_endpoints_change() {
         let (tx, rx) = watch::channel(Arc::new(sample()));
@@ -515,14 +527,7 @@ mod tests {
         let first = stream.message().await.unwrap().unwrap();
         assert_eq!(endpoints(&first), ["198.18.0.4:8080"]);
         // A second web pod becomes ready.
-        let mut w = sample();
-        Arc::make_mut(&mut w.services[0]).ports[0]
-            .endpoints
-            .push(crate::discovery::EndpointInfo {
-                addr: "198.18.0.9:8080".parse().unwrap(),
-                pod: "web-2".into(),
-            });
-        tx.send(Arc::new(w)).unwrap();
+        tx.send(Arc::new(with_second_web_pod())).unwrap();
         let second = stream.message().await.unwrap().unwrap();
         assert_eq!(endpoints(&second), ["198.18.0.4:8080", "198.18.0.9:8080"]);
         // Bad paths are refused with a reason.
@@ -585,14 +590,7 @@ mod tests {
             "a new proxy gets it at once"
         );
         // Discovery changes: the hint stays with the Service port.
-        let mut w = sample();
-        Arc::make_mut(&mut w.services[0]).ports[0]
-            .endpoints
-            .push(crate::discovery::EndpointInfo {
-                addr: "198.18.0.9:8080".parse().unwrap(),
-                pod: "web-2".into(),
-            });
-        tx.send(Arc::new(w)).unwrap();
+        tx.send(Arc::new(with_second_web_pod())).unwrap();
         let next = by_name.message().await.unwrap().unwrap();
         assert_eq!(endpoints(&next), ["198.18.0.4:8080", "198.18.0.9:8080"]);
         assert!(opaque(&next));
