@@ -143,6 +143,12 @@ mod tests {
             .body(())
             .unwrap();
         assert!(!can_carry(&ws));
+        let connect = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("db.example:5432")
+            .body(())
+            .unwrap();
+        assert!(!can_carry(&connect), "a tunnel keeps its own connection");
         let h2 = Request::builder()
             .version(Version::HTTP_2)
             .uri("/")
