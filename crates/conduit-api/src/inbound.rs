@@ -37,6 +37,16 @@ impl DefaultPolicy {
             DefaultPolicy::Deny => "deny",
         }
     }
+
+    /// What a connection let in by this default is authorized by: `default:<name>`.
+    pub fn authz_name(self) -> &'static str {
+        match self {
+            DefaultPolicy::AllUnauthenticated => "default:all-unauthenticated",
+            DefaultPolicy::AllAuthenticated => "default:all-authenticated",
+            DefaultPolicy::ClusterAuthenticated => "default:cluster-authenticated",
+            DefaultPolicy::Deny => "default:deny",
+        }
+    }
 }
 
 impl fmt::Display for DefaultPolicy {
@@ -87,6 +97,7 @@ mod tests {
             DefaultPolicy::Deny,
         ] {
             assert_eq!(p.as_str().parse::<DefaultPolicy>().unwrap(), p);
+            assert_eq!(p.authz_name(), format!("default:{p}"));
         }
         let err = "allow-all".parse::<DefaultPolicy>().unwrap_err();
         assert_eq!(

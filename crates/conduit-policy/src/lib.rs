@@ -10,7 +10,7 @@ pub mod wire;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 /// The default policies and probe paths are `conduit-api`'s: their names are what the
 /// annotation, the controller's flag, the proxy's variable and install's value say.
@@ -160,7 +160,9 @@ pub enum Decision {
     /// Let in by this authorization (a default policy's name, or `namespace/name`).
     Allow {
         server: Option<String>,
-        authz: String,
+        /// Borrowed for a default policy: authorizing under one allocates nothing (it is
+        /// decided on every request).
+        authz: Cow<'static, str>,
     },
     /// Kept out; `reason` says why in words a user can act on.
     Deny {
@@ -227,7 +229,7 @@ impl PodPolicy {
             return match server.authorizations.iter().find(|a| a.allows(client)) {
                 Some(a) => Decision::Allow {
                     server: name,
-                    authz: a.name.clone(),
+                    authz: Cow::Owned(a.name.clone()),
                 },
                 None if server.authorizations.is_empty() => Decision::Deny {
                     server: name,
@@ -258,7 +260,7 @@ impl PodPolicy {
         if allowed {
             Decision::Allow {
                 server: None,
-                authz: format!("default:{}", self.default),
+                authz: Cow::Borrowed(self.default.authz_name()),
             }
         } else {
             Decision::Deny {

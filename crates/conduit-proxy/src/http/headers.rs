@@ -4,7 +4,7 @@
 //! like work end to end. Read here once for every layer: a request's authority, whether
 //! it is gRPC, and a gRPC status.
 
-use http::{header, HeaderMap, HeaderName, Method, Request};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
 
 /// The authority a request names: its URI's (HTTP/2, or an absolute-form HTTP/1 target),
 /// else its `Host` header.
@@ -45,10 +45,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+    headers.get_all(header::CONNECTION).iter().flat_map(tokens)
+}
+
+/// The comma-separated tokens of one `Connection` value.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
