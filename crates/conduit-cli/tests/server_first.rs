@@ -56,6 +56,12 @@ fn up_mariadb(rt: &Runtime, port: u16) {
     let data = rt.dir.with_extension("mariadb");
     std::fs::create_dir_all(&data).unwrap();
     rt.up_meshed(&mariadb_app(port, &data));
+    // The TCP readiness probe is answered by the pod's proxy as soon as it runs; MariaDB
+    // itself listens once its data directory is made.
+    assert!(
+        wait_until(Duration::from_secs(60), || rt.listening("mariadb", port)),
+        "MariaDB never listened on {port}"
+    );
 }
 
 /// Asserts that the outbound proxy of `deployment`'s pod decided a connection's protocol

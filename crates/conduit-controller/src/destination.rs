@@ -24,7 +24,6 @@ use conduit_k8s::{
     httproute::{self, HttpRoute, PathMatch, StringMatch},
     profile::ServiceProfile,
 };
-use parking_lot::Mutex;
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -45,8 +44,6 @@ pub struct DestinationService {
     /// Discovery's snapshots with [`Workloads::server_first`] filled in.
     workloads: watch::Receiver<Arc<Workloads>>,
     server_first: watch::Sender<Arc<BTreeSet<ServicePortKey>>>,
-    /// Serialises reports: each is read, changed and published whole.
-    reporting: Mutex<()>,
     access: Access,
 }
 
@@ -60,22 +57,25 @@ impl DestinationService {
         DestinationServer::new(DestinationService {
             workloads: with_server_first(workloads, reported),
             server_first,
-            reporting: Mutex::new(()),
             access,
         })
     }
 }
 
 /// `workloads`' snapshots, each with the latest of `reported` as its server-speaks-first
-/// ports, published again whenever either changes.
+/// ports, published again whenever either changes. While none are reported, discovery's
+/// own snapshots pass through (no copy, and their lookups are built once).
 fn with_server_first(
     mut workloads: watch::Receiver<Arc<Workloads>>,
     mut reported: watch::Receiver<Arc<BTreeSet<ServicePortKey>>>,
 ) -> watch::Receiver<Arc<Workloads>> {
-    let merged = |w: &Workloads, ports: &Arc<BTreeSet<ServicePortKey>>| {
+    let merged = |w: &Arc<Workloads>, ports: &Arc<BTreeSet<ServicePortKey>>| {
+        if ports.is_empty() {
+            return w.clone();
+        }
         Arc::new(Workloads {
             server_first: ports.clone(),
-            ..w.clone()
+            ..(**w).clone()
         })
     };
     let first = merged(
@@ -120,6 +120,9 @@ fn service_ports_at(w: &Workloads, addr: SocketAddr) -> Vec<ServicePortKey> {
 
 /// Whether a proxy reported that the server of what `path` names speaks first.
 fn server_first(w: &Workloads, named: &Named) -> bool {
+    if w.server_first.is_empty() {
+        return false;
+    }
     match named {
         Named::Service(service, port) => {
             let key = (service.namespace.clone(), service.name.clone(), port.port);
@@ -263,28 +266,37 @@ impl Destination for DestinationService {
             .parse()
             .map_err(|_| Status::invalid_argument(format!("addr {addr:?}: expected ip:port")))?;
         let keys = service_ports_at(&self.workloads.borrow(), addr);
-        let _one_at_a_time = self.reporting.lock();
-        let mut ports = (**self.server_first.borrow()).clone();
-        let before = ports.len();
-        for key in &keys {
-            if server_first {
-                if !ports.contains(key) && ports.len() >= MAX_SERVER_FIRST_PORTS {
-                    return Err(Status::resource_exhausted(format!(
-                        "{MAX_SERVER_FIRST_PORTS} Service ports are known to be server-speaks-first, the most kept"
-                    )));
+        let mut full = false;
+        // Read, changed and published whole under the channel's lock: one report at a time.
+        let changed = self.server_first.send_if_modified(|published| {
+            let mut ports = (**published).clone();
+            for key in &keys {
+                if !server_first {
+                    ports.remove(key);
+                } else if ports.contains(key) || ports.len() < MAX_SERVER_FIRST_PORTS {
+                    ports.insert(key.clone());
+                } else {
+                    full = true;
+                    return false;
                 }
-                ports.insert(key.clone());
-            } else {
-                ports.remove(key);
             }
+            let changed = ports != **published;
+            if changed {
+                *published = Arc::new(ports);
+            }
+            changed
+        });
+        if full {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_SERVER_FIRST_PORTS} Service ports are known to be server-speaks-first, the most kept"
+            )));
         }
-        if ports.len() != before {
+        if changed {
             let services: Vec<String> = keys
                 .iter()
                 .map(|(ns, name, port)| format!("{name}.{ns}:{port}"))
                 .collect();
             tracing::info!(%addr, server_first, reporter = caller.identity.as_deref().unwrap_or(""), ?services, "a proxy reported a server-speaks-first port");
-            self.server_first.send_replace(Arc::new(ports));
         }
         Ok(Response::new(ServerFirstAck {}))
     }
@@ -565,7 +577,7 @@ mod tests {
                 client.get(req).await.unwrap().into_inner()
             }
         };
-        // By name, by virtual IP, by the pod's own address; and another port of nothing.
+        // By name, by virtual IP, by the pod's own address.
         let mut by_name = follow("web-svc.emojivoto:80").await;
         let mut by_vip = follow("198.19.0.3:80").await;
         let mut by_pod = follow("198.18.0.4:8080").await;

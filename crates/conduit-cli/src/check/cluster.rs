@@ -20,7 +20,7 @@ use conduit_k8s::{
 };
 use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec},
-    core::v1::{ConfigMap, Namespace, Pod, Secret},
+    core::v1::{ConfigMap, Container, Namespace, Pod, Secret},
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -445,6 +445,14 @@ async fn identity_checks(client: &Client, ns: &str) -> Vec<Check> {
     }
 }
 
+/// The pod's proxy container (a native sidecar among its init containers, or a container).
+fn proxy_container(pod: &Pod) -> Option<&Container> {
+    let spec = pod.spec.as_ref()?;
+    (spec.containers.iter())
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == PROXY_CONTAINER)
+}
+
 /// Every meshed pod's proxy: ready and of the CLI's version; and the namespaces whose
 /// proxies' certificates to check.
 async fn data_plane_checks(
@@ -467,18 +475,7 @@ async fn data_plane_checks(
     };
     let meshed: Vec<&Pod> = pods
         .iter()
-        .filter(|p| {
-            let spec = p.spec.as_ref();
-            let containers = spec.map(|s| {
-                s.containers
-                    .iter()
-                    .chain(s.init_containers.iter().flatten())
-            });
-            containers
-                .into_iter()
-                .flatten()
-                .any(|c| c.name == PROXY_CONTAINER)
-        })
+        .filter(|p| proxy_container(p).is_some())
         .collect();
     let name = |p: &Pod| {
         format!(
@@ -511,17 +508,8 @@ async fn data_plane_checks(
         })
         .collect();
     let opaque = meshed.iter().map(|p| {
-        let spec = p.spec.as_ref();
-        let containers = spec.map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        });
-        let set = containers
-            .into_iter()
-            .flatten()
-            .filter(|c| c.name == PROXY_CONTAINER)
-            .flat_map(|c| c.env.iter().flatten())
+        let set = (proxy_container(p).into_iter())
+            .flat_map(|proxy| proxy.env.iter().flatten())
             .find(|e| e.name == proxy_env::OPAQUE_PORTS)
             .and_then(|e| e.value.as_deref());
         (name(p), set)

@@ -17,8 +17,7 @@ use std::task::{Context, Poll};
 /// The header naming the HTTP/1 version of a carried request.
 pub static ORIG_PROTO: HeaderName = HeaderName::from_static("conduit-orig-proto");
 
-/// Whether a request of `version` may be carried over HTTP/2: HTTP/1 without a protocol
-/// switch (an upgrade needs a connection of its own).
+/// Whether `req` may be carried over HTTP/2: HTTP/1 without a protocol switch (an upgrade needs a connection of its own).
 pub fn can_carry<B>(req: &Request<B>) -> bool {
     req.version() <= Version::HTTP_11 && !super::headers::is_upgrade(req)
 }

@@ -134,11 +134,6 @@ impl EndpointPool {
         self.addr
     }
 
-    /// The HTTP version it speaks.
-    pub fn version(&self) -> HttpVersion {
-        self.version
-    }
-
     /// How the endpoint is authenticated.
     pub fn tls(&self) -> &PeerTls {
         &self.tls
