@@ -10,7 +10,7 @@ use super::{server_first::ServerFirstPorts, Accepted, Decided, Detected, Shared}
 use crate::{
     config::Config,
     peer::{Direction, PeerTls},
-    telemetry::metrics::{DetectLabels, Metrics},
+    telemetry::metrics::{DetectLabels, Metrics, PortLabels},
     transport::detect::{self, Detection},
 };
 use bytes::BytesMut;
@@ -113,7 +113,10 @@ impl DetectProtocol {
             biased;
             detected = detect::detect(io, buf, self.config.detect_timeout, limit) => detected?,
             () = server_first => {
-                self.server_first.learn(port);
+                if self.server_first.learn(port) {
+                    let labels = PortLabels { direction: self.direction, port };
+                    self.metrics.server_first_ports.get_or_create(&labels).set(1);
+                }
                 return Ok(Decided::ServerFirstPort);
             }
         };
@@ -294,6 +297,11 @@ pub(crate) mod tests {
             "not the detection timeout"
         );
         assert!(server_first.contains(13306));
+        let metrics = shared.metrics.encode();
+        assert!(
+            metrics.contains(r#"server_speaks_first_port{direction="outbound",port="13306"} 1"#),
+            "learned ports show as learned: {metrics}"
+        );
         // Without a hint, the same client waits out detection.
         let (_client, server) = tokio::io::duplex(1024);
         let detect = DetectProtocol::new(Direction::Outbound, &shared, Arc::default());
