@@ -39,6 +39,13 @@ pub enum RequestBodyError {
     Held,
 }
 
+/// A body that cannot fail (a test's, say) fails no request.
+impl From<std::convert::Infallible> for RequestBodyError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl RequestBody {
     /// `inner`, failing after `idle` without a frame (`None`: never, as for HTTP/2, whose
     /// streams a client may hold open on purpose and which its connection bounds).

@@ -9,7 +9,9 @@ use super::{
     retry::{replay::ReplayBody, Avoid, Served},
     route::Route,
 };
-use crate::{balance::accrual::Outcome, errors::ProxyError, transport::splice::splice};
+use crate::{
+    balance::accrual::Outcome, errors::ProxyError, peer::PeerTls, transport::splice::splice,
+};
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -84,9 +86,12 @@ impl tower::Service<Request<ReplayBody>> for Forward {
                 *rsp.version_mut() = sent_as;
             }
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
-            // Metrics label the response with how the endpoint was authenticated; a retry
-            // avoids the endpoint if it failed.
-            rsp.extensions_mut().insert(picked.pool.tls().clone());
+            // Metrics label the response with how the endpoint was authenticated (the
+            // connection's own label when it was not: no extension, whose map would be
+            // allocated for every response); a retry avoids the endpoint if it failed.
+            if *picked.pool.tls() != PeerTls::None {
+                rsp.extensions_mut().insert(picked.pool.tls().clone());
+            }
             if discovered {
                 rsp.extensions_mut().insert(Served(picked.pool.addr()));
             }
@@ -124,5 +129,5 @@ async fn forward_upgrade(
             }
         });
     }
-    Ok(rsp.map(PooledBody::unwatched))
+    Ok(rsp.map(PooledBody::Hyper))
 }

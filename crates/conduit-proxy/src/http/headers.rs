@@ -58,56 +58,84 @@ fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Headers that only ever describe a single connection.
-const HOP_BY_HOP: [HeaderName; 4] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::UPGRADE,
-];
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Which hop-by-hop headers a message has, found in one pass over its names: most
+/// messages have none but `Connection`, and hashing each candidate name would cost more
+/// than looking at the few names there are.
+#[derive(Default)]
+struct HopByHop {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    upgrade: bool,
+    te: bool,
+}
+
+impl HopByHop {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut found = HopByHop::default();
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                found.connection = true;
+            } else if name == header::TE {
+                found.te = true;
+            } else if name == header::UPGRADE {
+                found.upgrade = true;
+            } else if name == KEEP_ALIVE {
+                found.keep_alive = true;
+            } else if name == PROXY_CONNECTION {
+                found.proxy_connection = true;
+            }
+        }
+        found
+    }
+}
 
 /// Removes the hop-by-hop headers of a message. `TE` keeps only `trailers`, which gRPC
 /// needs end to end. With `keep_upgrade`, the `Connection: upgrade` / `Upgrade` pair of a
 /// protocol switch survives.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if !headers.contains_key(header::CONNECTION)
-        && !headers.contains_key(header::TE)
-        && !headers.contains_key("keep-alive")
-        && !headers.contains_key("proxy-connection")
-        && (keep_upgrade || !headers.contains_key(header::UPGRADE))
-    {
-        return; // the common case: nothing to do, no allocation
-    }
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+    let found = HopByHop::of(headers);
+    if found.connection {
+        // Taken out first, so that the names it lists can be removed while its values
+        // are read; a second value (rare) is the only thing collected.
+        let (first, rest) = match headers.entry(header::CONNECTION) {
+            header::Entry::Occupied(entry) => {
+                let mut values = entry.remove_entry_mult().1;
+                (values.next(), values.collect())
+            }
+            header::Entry::Vacant(_) => (None, Vec::new()),
+        };
+        for token in first.iter().chain(&rest).flat_map(tokens) {
+            if !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                headers.remove(token);
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-            continue;
-        }
-        headers.remove(name);
+    if found.keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
+    if found.proxy_connection {
+        headers.remove(PROXY_CONNECTION);
     }
     if keep_upgrade {
-        headers.insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if found.upgrade {
+        headers.remove(header::UPGRADE);
     }
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    headers.remove(header::TE);
-    if trailers {
-        headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    if found.te {
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
@@ -143,6 +171,29 @@ mod tests {
         names.sort();
         assert_eq!(names, ["content-type", "te", "transfer-encoding"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn removes_only_what_is_there() {
+        let mut h = headers(&[
+            ("connection", "keep-alive"),
+            ("content-length", "5"),
+            ("server", "nginx"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "server"]);
+        // Every Connection value lists names to remove, not only the first.
+        let mut h = headers(&[
+            ("connection", "close"),
+            ("connection", "x-a, x-b"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-c"]);
     }
 
     #[test]

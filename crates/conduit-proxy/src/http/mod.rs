@@ -3,7 +3,8 @@
 //! request passes through on its way upstream, outermost first: [`record`] (golden
 //! metrics, tap), [`respond`] (the proxy's errors as responses), [`guard`] (header-list
 //! limit, inbound authorization), [`forward`] (hop-by-hop [`headers`], upgrades) along a
-//! [`route`] to an endpoint's [`pool`] of upstream connections. [`body`] watches response
+//! [`route`] to an endpoint's [`pool`] of upstream connections, spoken to over [`h1`]
+//! (HTTP/1, in the request's own task) or hyper's HTTP/2 client. [`body`] watches response
 //! bodies end. Knows nothing of how a connection was accepted or detected.
 
 pub mod backends;
@@ -11,6 +12,7 @@ pub mod body;
 pub mod carried;
 pub mod forward;
 pub mod guard;
+pub mod h1;
 pub mod head;
 pub mod headers;
 pub mod pool;

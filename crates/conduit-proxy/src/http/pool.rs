@@ -1,10 +1,11 @@
-//! Upstream HTTP connections, pooled per endpoint: HTTP/1 connections are reused one
-//! request at a time and kept idle for a while; HTTP/2 shares one multiplexed connection.
-//! A connection that went stale while idle is retried on a fresh one, because the request
-//! was never written. Knows nothing about how the endpoint was chosen.
+//! Upstream HTTP connections, pooled per endpoint: HTTP/1 connections ([`h1`]) are reused
+//! one request at a time and kept idle for a while; HTTP/2 shares one multiplexed
+//! connection. A connection found closed by the upstream while idle is passed over before
+//! anything is written on it. Knows nothing about how the endpoint was chosen.
 
 use super::{
-    body::{BodyEnd, OnBodyEnd, RequestBodyError, WatchEnd},
+    body::RequestBodyError,
+    h1::{self, Checkin, Http1Error},
     retry::replay::ReplayBody,
 };
 use crate::{
@@ -12,7 +13,9 @@ use crate::{
     peer::PeerTls,
     transport::connect::{Connector, Endpoint},
 };
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame};
 use hyper::{
     body::Incoming,
     client::conn::{http1, http2},
@@ -22,7 +25,9 @@ use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    pin::Pin,
     sync::{Arc, Weak},
+    task::{Context, Poll},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -123,7 +128,7 @@ pub struct EndpointPool {
     tls: PeerTls,
     version: HttpVersion,
     connector: Connector,
-    idle: Mutex<Vec<(http1::SendRequest<ReplayBody>, Instant)>>,
+    idle: Mutex<Vec<(Box<h1::Connection>, Instant)>>,
     h2: tokio::sync::Mutex<Option<http2::SendRequest<ReplayBody>>>,
     last_used: Mutex<Instant>,
 }
@@ -143,7 +148,7 @@ impl EndpointPool {
     /// one, or the shared HTTP/2 one), rather than pay for connecting.
     pub fn is_warm(&self) -> bool {
         match self.version {
-            HttpVersion::Http1 => self.idle.lock().iter().any(|(s, _)| !s.is_closed()),
+            HttpVersion::Http1 => !self.idle.lock().is_empty(),
             HttpVersion::Http2 => self
                 .h2
                 .try_lock()
@@ -158,47 +163,25 @@ impl EndpointPool {
     ) -> Result<Response<PooledBody>, ProxyError> {
         *self.last_used.lock() = Instant::now();
         match self.version {
-            HttpVersion::Http1 => self.send_http1(req).await,
+            HttpVersion::Http1 => {
+                let conn = match self.checkout() {
+                    Some(conn) => conn,
+                    None => {
+                        h1::Connection::new(self.connector.connect(&self.endpoint, false).await?)
+                    }
+                };
+                let pool = Arc::downgrade(self) as Weak<dyn Checkin>;
+                let rsp = h1::send(conn, req, pool)
+                    .await
+                    .map_err(|e| self.failed_http1(e))?;
+                Ok(rsp.map(PooledBody::Http1))
+            }
             HttpVersion::Http2 => {
                 let mut sender = self.http2_sender().await?;
                 let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
-                Ok(rsp.map(PooledBody::unwatched))
+                Ok(rsp.map(PooledBody::Hyper))
             }
         }
-    }
-
-    async fn send_http1(
-        self: &Arc<Self>,
-        mut req: Request<ReplayBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        while let Some(mut sender) = self.checkout() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(rsp) => return Ok(self.pooled(rsp, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: the idle connection was closing. Try another.
-                    Some(unsent) => req = unsent,
-                    None => return Err(self.failed(e.into_error())),
-                },
-            }
-        }
-        let mut sender = self.connect_http1(false).await?;
-        let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
-        Ok(self.pooled(rsp, sender))
-    }
-
-    fn pooled(
-        self: &Arc<Self>,
-        rsp: Response<Incoming>,
-        sender: http1::SendRequest<ReplayBody>,
-    ) -> Response<PooledBody> {
-        let release = Release {
-            sender,
-            pool: Arc::downgrade(self),
-        };
-        rsp.map(|body| PooledBody::new(body, release))
     }
 
     /// Sends a protocol-switching request (`Upgrade`, `CONNECT`) on a connection of its own,
@@ -207,56 +190,41 @@ impl EndpointPool {
         &self,
         req: Request<ReplayBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let mut sender = self.connect_http1(true).await?;
+        let mut sender = self.connect_upgradable().await?;
         sender.send_request(req).await.map_err(|e| self.failed(e))
     }
 
-    fn checkout(&self) -> Option<http1::SendRequest<ReplayBody>> {
+    /// The most recently used idle connection the upstream has not closed.
+    fn checkout(&self) -> Option<Box<h1::Connection>> {
         let mut idle = self.idle.lock();
-        while let Some((sender, _)) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some((mut conn, _)) = idle.pop() {
+            if !conn.is_stale() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, sender: http1::SendRequest<ReplayBody>) {
-        let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE_PER_ENDPOINT && !sender.is_closed() {
-            idle.push((sender, Instant::now()));
-        }
-    }
-
     fn close_idle(&self, now: Instant, idle_timeout: Duration) {
-        self.idle.lock().retain(|(sender, since)| {
-            !sender.is_closed() && now.duration_since(*since) < idle_timeout
+        self.idle.lock().retain_mut(|(conn, since)| {
+            !conn.is_stale() && now.duration_since(*since) < idle_timeout
         });
     }
 
-    async fn connect_http1(
-        &self,
-        upgrades: bool,
-    ) -> Result<http1::SendRequest<ReplayBody>, ProxyError> {
+    /// A connection of its own for a protocol switch, which hyper's client hands over
+    /// once the upstream agrees.
+    async fn connect_upgradable(&self) -> Result<http1::SendRequest<ReplayBody>, ProxyError> {
         let io = TokioIo::new(self.connector.connect(&self.endpoint, false).await?);
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(|e| self.failed(e))?;
         let addr = self.addr;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(error) = conn.with_upgrades().await {
-                    debug!(%addr, %error, "upstream HTTP/1 connection failed");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(error) = conn.await {
-                    debug!(%addr, %error, "upstream HTTP/1 connection failed");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                debug!(%addr, %error, "upstream HTTP/1 connection failed");
+            }
+        });
         Ok(sender)
     }
 
@@ -283,8 +251,21 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    /// What a failed exchange with the upstream was: the client's stalled body (its
-    /// fault, answered 408), or the upstream's failure.
+    /// What a failed HTTP/1 exchange was: the client's stalled body (its fault, answered
+    /// 408), or the upstream's failure.
+    fn failed_http1(&self, e: Http1Error) -> ProxyError {
+        match e {
+            Http1Error::RequestBody(RequestBodyError::Idle(idle)) => {
+                ProxyError::RequestBodyTimeout { idle }
+            }
+            e => ProxyError::UpstreamFailed {
+                addr: self.addr,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// What a failed exchange with the upstream over hyper was, as [`Self::failed_http1`].
     fn failed(&self, e: hyper::Error) -> ProxyError {
         let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
         if let Some(RequestBodyError::Idle(idle)) = body {
@@ -315,20 +296,56 @@ pub fn describe(e: &hyper::Error) -> String {
     text
 }
 
-/// Hands an HTTP/1 connection back to its pool once its response body has been read to
-/// the end. A body that fails or is dropped early takes its connection with it.
-pub struct Release {
-    sender: http1::SendRequest<ReplayBody>,
-    pool: Weak<EndpointPool>,
-}
-
-impl OnBodyEnd for Release {
-    fn end(self, end: BodyEnd) {
-        if let (BodyEnd::Complete, Some(pool)) = (end, self.pool.upgrade()) {
-            pool.checkin(self.sender);
+impl Checkin for EndpointPool {
+    fn checkin(&self, conn: Box<h1::Connection>) {
+        let mut idle = self.idle.lock();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push((conn, Instant::now()));
         }
     }
 }
 
-/// An upstream response body, watched for its end when its connection goes back to a pool.
-pub type PooledBody = WatchEnd<Incoming, Release>;
+/// An upstream response body: read from a pooled HTTP/1 connection, which it hands back
+/// at its end ([`h1::ResponseBody`]), or hyper's (HTTP/2, protocol switches).
+pub enum PooledBody {
+    Http1(h1::ResponseBody),
+    Hyper(Incoming),
+}
+
+/// Why an upstream response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PooledBodyError {
+    #[error(transparent)]
+    Http1(#[from] Http1Error),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = PooledBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            PooledBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PooledBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PooledBody::Http1(b) => b.is_end_stream(),
+            PooledBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            PooledBody::Http1(b) => b.size_hint(),
+            PooledBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
