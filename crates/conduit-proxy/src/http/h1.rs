@@ -150,7 +150,9 @@ struct Exchange<B> {
     conn: Box<Connection>,
     /// How much of the write buffer is out.
     written: usize,
-    sending: Option<Sending<B>>,
+    /// Boxed: most requests have no body, and the exchange (in the response body) is moved
+    /// through every layer on the way back.
+    sending: Option<Box<Sending<B>>>,
     /// Whether writing failed after the head went out: the upstream may still answer (it
     /// may have refused the body and closed), but the connection is not reused.
     write_failed: Option<io::Error>,
@@ -323,7 +325,7 @@ fn frame_request<B: Body>(
     version: Version,
     headers: &mut HeaderMap,
     body: B,
-) -> Option<Sending<B>> {
+) -> Option<Box<Sending<B>>> {
     let (mut te, mut cl, mut trailer) = (false, false, false);
     for name in headers.keys() {
         te |= name == header::TRANSFER_ENCODING;
@@ -398,11 +400,11 @@ fn frame_request<B: Body>(
     } else {
         Vec::new()
     };
-    Some(Sending {
+    Some(Box::new(Sending {
         body,
         framing,
         trailers,
-    })
+    }))
 }
 
 /// Writes the request line and header fields.
