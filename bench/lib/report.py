@@ -15,13 +15,14 @@ import statistics
 import sys
 import time
 
-SCENARIOS = ["direct", "outbound", "inbound", "both", "haproxy"]
+SCENARIOS = ["direct", "outbound", "inbound", "both", "haproxy", "haproxy-pod"]
 DESCRIPTION = {
     "direct": "client -> backend",
     "outbound": "client pod meshed: client -> proxy(out) -> backend",
     "inbound": "server pod meshed: client -> proxy(in) -> backend",
     "both": "both pods meshed: client -> proxy(out) -> proxy(in) -> backend",
     "haproxy": "reference: client -> haproxy (1 thread, http mode) -> backend",
+    "haproxy-pod": "reference in the proxy's place: client pod with the proxy's redirect rules -> haproxy (as the proxy's user, on its outbound port) -> backend",
 }
 
 # Targets from the issue; each measured against direct in the same run.
@@ -231,7 +232,7 @@ def metric_sums(path):
 
 # Which proxy processes carry each scenario's requests (names as in bench/run's cpu.tsv).
 PROCESSES_OF = {"direct": [], "outbound": ["clim"], "inbound": ["srvm"], "both": ["clim", "srvm"],
-                "haproxy": ["haproxy"]}
+                "haproxy": ["haproxy"], "haproxy-pod": ["haproxy_pod"]}
 
 
 def cpu_per_request(raw, meta, processes_of, wrk_of):
@@ -382,7 +383,8 @@ def report(raw, out_md):
     L.append("| --- | ---: | ---: | ---: |")
     for key, label in (("clim", "conduit-proxy, client pod (outbound)"),
                        ("srvm", "conduit-proxy, server pod (inbound)"),
-                       ("haproxy", "haproxy (reference)")):
+                       ("haproxy", "haproxy (reference)"),
+                       ("haproxy_pod", "haproxy behind the redirect rules (reference)")):
         L.append(f"| {label} | {mbk(meta.get('rss_idle_' + key))} | {mbk(rss_load.get(key))} | {mbk(meta.get('rss_after_' + key))} |")
     L.append("")
 
@@ -474,14 +476,14 @@ def report(raw, out_md):
           f"machine: nproc={meta['nproc']} kernel={meta['kernel']}  commit {meta['commit']}")
     print(f"{rounds} rounds, medians; wrk -t1 -c{meta['wrk_conns']} -d{meta['wrk_seconds']}s; "
           f"h2load --h1 -c{meta['lat_clients']} {meta['rps']} rps total, {meta['lat_seconds']}s")
-    hdr = f"{'scenario':<9} {'req/s':>9} {'vs direct':>9} {'cpu us/req':>12} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'+p99us':>7} {'+p99.9us':>8} {'errors':>7}"
+    hdr = f"{'scenario':<11} {'req/s':>9} {'vs direct':>9} {'cpu us/req':>12} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'+p99us':>7} {'+p99.9us':>8} {'errors':>7}"
     print(hdr)
     print("-" * len(hdr))
     for s in SCENARIOS:
         r = rows[s]
         bad = r["wrk_non2xx"] + r["wrk_sock"] + r["h2_bad"]
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "n/a"
-        print(f"{s:<9} {fmt(r['rps']):>9} {ratio:>9} {cpu_cell(cpu, PROCESSES_OF, s):>12} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
+        print(f"{s:<11} {fmt(r['rps']):>9} {ratio:>9} {cpu_cell(cpu, PROCESSES_OF, s):>12} {fmt(r['p50']):>7} {fmt(r['p99']):>7} {fmt(r['p999']):>8} "
               f"{('-' if s == 'direct' else signed(r['add99'])):>7} {('-' if s == 'direct' else signed(r['add999'])):>8} {bad:>7}")
     print()
     if bg_med is not None:

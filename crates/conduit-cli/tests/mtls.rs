@@ -313,14 +313,27 @@ fn sum(text: &str, parts: &[&str]) -> f64 {
         .sum()
 }
 
-/// HTTP/1 between meshed pods travels over one mesh-TLS HTTP/2 connection between their
-/// proxies, and the app (hypercorn) receives each request as its client (curl) sent it:
-/// version, target, `Host`. Upgrades keep a connection of their own, and only another
-/// proxy may say that an HTTP/2 request was HTTP/1 (the `conduit-orig-proto` mark).
+/// With `CONDUIT_PROXY_MESH_HTTP2=true`, HTTP/1 between meshed pods travels over one
+/// mesh-TLS HTTP/2 connection between their proxies, and the app (hypercorn) receives
+/// each request as its client (curl) sent it: version, target, `Host`. Upgrades keep a
+/// connection of their own, and only another proxy may say that an HTTP/2 request was
+/// HTTP/1 (the `conduit-orig-proto` mark).
 #[test]
 fn http1_between_meshed_pods_is_carried_over_one_http2_connection() {
     let rt = Runtime::new("mtls-carried");
-    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
+    let meshed = std::fs::read_to_string(rt.meshed_manifest()).unwrap();
+    let next_env = "        - name: CONDUIT_PROXY_DESTINATION_ADDR\n";
+    let carried = meshed.replace(
+        next_env,
+        &format!(
+            "        - name: {}\n          value: \"true\"\n{next_env}",
+            conduit_api::proxy_env::MESH_HTTP2
+        ),
+    );
+    assert_ne!(carried, meshed, "the proxies' environment was not found");
+    let manifest = rt.meshed_manifest().with_extension("carried.yml");
+    std::fs::write(&manifest, carried).unwrap();
+    rt.ok(&["local", "up", "-f", manifest.to_str().unwrap()]);
     let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/../conduit-proxy/tests/peers");
     let app = format!("{peers}/http_app.py:app");

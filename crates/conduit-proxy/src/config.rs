@@ -45,7 +45,9 @@ pub struct Config {
     /// Concurrent HTTP/2 streams allowed per client connection (`CONDUIT_PROXY_HTTP2_MAX_CONCURRENT_STREAMS`).
     pub http2_max_concurrent_streams: u32,
     /// Whether HTTP/1 requests to meshed endpoints are carried over one HTTP/2 connection
-    /// to the endpoint's proxy (`CONDUIT_PROXY_MESH_HTTP2`).
+    /// to the endpoint's proxy (`CONDUIT_PROXY_MESH_HTTP2`). Off by default: since the
+    /// proxy's own HTTP/1 client, HTTP/1 between the proxies costs fewer instructions and
+    /// CPU per request and gives more throughput (`docs/benchmarks.md`).
     pub mesh_http2: bool,
     /// How long in-flight work may take to finish after shutdown starts (`CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD`).
     pub shutdown_grace_period: Duration,
@@ -116,7 +118,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(3),
             pool_idle_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 256,
-            mesh_http2: true,
+            mesh_http2: false,
             shutdown_grace_period: Duration::from_secs(30),
             cores: 1,
             log: "info".to_string(),
@@ -706,7 +708,7 @@ mod tests {
             (env::CONNECT_TIMEOUT, "1s"),
             (env::POOL_IDLE_TIMEOUT, "1m"),
             (env::HTTP2_MAX_CONCURRENT_STREAMS, "10"),
-            (env::MESH_HTTP2, "false"),
+            (env::MESH_HTTP2, "true"),
             (env::SHUTDOWN_GRACE_PERIOD, "5s"),
             (env::CORES, "2"),
             (env::LOG, "debug"),
@@ -737,7 +739,7 @@ mod tests {
         assert_eq!(c.keepalive_timeout, Duration::from_secs(90));
         assert_eq!(c.max_header_bytes, 4096);
         assert_eq!(c.pool_idle_timeout, Duration::from_secs(60));
-        assert!(!c.mesh_http2);
+        assert!(c.mesh_http2);
         assert_eq!(c.http2_max_concurrent_streams, 10);
         assert_eq!(c.cores, 2);
         assert_eq!(c.log, "debug");

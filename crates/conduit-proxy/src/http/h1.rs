@@ -670,96 +670,106 @@ impl<B> ResponseBody<B> {
 /// The next frame of a body framed as `state` says from what was read into `buf`, `None`
 /// if more must be read first (or the body is done).
 fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Option<Frame<Bytes>>, Http1Error> {
-    {
-        loop {
-            match *state {
-                Decode::Done => return Ok(None),
-                Decode::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = left.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    *state = match left - take {
-                        0 => Decode::Done,
-                        left => Decode::Length(left),
-                    };
-                    return Ok(Some(Frame::data(data)));
+    loop {
+        match *state {
+            Decode::Done => return Ok(None),
+            Decode::Length(left) => {
+                let Some((data, left)) = take_data(buf, left) else {
+                    return Ok(None);
+                };
+                *state = match left {
+                    0 => Decode::Done,
+                    left => Decode::Length(left),
+                };
+                return Ok(Some(Frame::data(data)));
+            }
+            Decode::Eof => {
+                if buf.is_empty() {
+                    return Ok(None);
                 }
-                Decode::Eof => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Frame::data(buf.split().freeze())));
+                return Ok(Some(Frame::data(buf.split().freeze())));
+            }
+            Decode::Chunked(Chunk::Data(left)) => {
+                let Some((data, left)) = take_data(buf, left) else {
+                    return Ok(None);
+                };
+                *state = Decode::Chunked(match left {
+                    0 => Chunk::DataEnd,
+                    left => Chunk::Data(left),
+                });
+                return Ok(Some(Frame::data(data)));
+            }
+            Decode::Chunked(Chunk::DataEnd) => {
+                if buf.len() < 2 {
+                    return Ok(None);
                 }
-                Decode::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = left.min(buf.len() as u64);
-                    let data = buf.split_to(take as usize).freeze();
-                    *state = Decode::Chunked(match left - take {
-                        0 => Chunk::DataEnd,
-                        left => Chunk::Data(left),
-                    });
-                    return Ok(Some(Frame::data(data)));
+                if &buf[..2] != b"\r\n" {
+                    return Err(Http1Error::Framing("chunk data not followed by CRLF"));
                 }
-                Decode::Chunked(Chunk::DataEnd) => {
-                    if buf.len() < 2 {
-                        return Ok(None);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(Http1Error::Framing("chunk data not followed by CRLF"));
-                    }
+                let _ = buf.split_to(2);
+                *state = Decode::Chunked(Chunk::Size);
+            }
+            Decode::Chunked(Chunk::Size) => {
+                // The limit holds whether or not the line's end has arrived yet, so
+                // that how the bytes were split never changes the verdict.
+                let end = buf.windows(2).position(|w| w == b"\r\n");
+                if end.unwrap_or(buf.len()) > MAX_CHUNK_LINE {
+                    return Err(Http1Error::Framing("chunk-size line too long"));
+                }
+                let Some(end) = end else {
+                    return Ok(None);
+                };
+                let size = chunk_size(&buf[..end])?;
+                let _ = buf.split_to(end + 2);
+                *state = Decode::Chunked(match size {
+                    0 => Chunk::Trailers,
+                    n => Chunk::Data(n),
+                });
+            }
+            Decode::Chunked(Chunk::Trailers) => {
+                if buf.starts_with(b"\r\n") {
                     let _ = buf.split_to(2);
-                    *state = Decode::Chunked(Chunk::Size);
+                    *state = Decode::Done;
+                    return Ok(None);
                 }
-                Decode::Chunked(Chunk::Size) => {
-                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                        if buf.len() > MAX_CHUNK_LINE {
-                            return Err(Http1Error::Framing("chunk-size line too long"));
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(buf, &mut fields)? {
+                    httparse::Status::Partial => {
+                        if buf.len() > MAX_HEAD_BYTES {
+                            return Err(Http1Error::HeadTooLarge);
                         }
-                        return Ok(None);
-                    };
-                    let size = chunk_size(&buf[..end])?;
-                    let _ = buf.split_to(end + 2);
-                    *state = Decode::Chunked(match size {
-                        0 => Chunk::Trailers,
-                        n => Chunk::Data(n),
-                    });
-                }
-                Decode::Chunked(Chunk::Trailers) => {
-                    if buf.starts_with(b"\r\n") {
-                        let _ = buf.split_to(2);
-                        *state = Decode::Done;
                         return Ok(None);
                     }
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(buf, &mut fields)? {
-                        httparse::Status::Partial => {
-                            if buf.len() > MAX_HEAD_BYTES {
-                                return Err(Http1Error::HeadTooLarge);
-                            }
-                            return Ok(None);
+                    httparse::Status::Complete((len, _)) if len > MAX_HEAD_BYTES => {
+                        return Err(Http1Error::HeadTooLarge);
+                    }
+                    httparse::Status::Complete((len, fields)) => {
+                        let mut trailers = HeaderMap::with_capacity(fields.len());
+                        for field in fields {
+                            let name = HeaderName::from_bytes(field.name.as_bytes())
+                                .map_err(|_| Http1Error::Framing("invalid trailer name"))?;
+                            let value = HeaderValue::from_bytes(field.value)
+                                .map_err(|_| Http1Error::Framing("invalid trailer value"))?;
+                            trailers.append(name, value);
                         }
-                        httparse::Status::Complete((len, fields)) => {
-                            let mut trailers = HeaderMap::with_capacity(fields.len());
-                            for field in fields {
-                                let name = HeaderName::from_bytes(field.name.as_bytes())
-                                    .map_err(|_| Http1Error::Framing("invalid trailer name"))?;
-                                let value = HeaderValue::from_bytes(field.value)
-                                    .map_err(|_| Http1Error::Framing("invalid trailer value"))?;
-                                trailers.append(name, value);
-                            }
-                            let _ = buf.split_to(len);
-                            *state = Decode::Done;
-                            return Ok(Some(Frame::trailers(trailers)));
-                        }
+                        let _ = buf.split_to(len);
+                        *state = Decode::Done;
+                        return Ok(Some(Frame::trailers(trailers)));
                     }
                 }
             }
         }
     }
+}
+
+/// Up to `left` bytes of body data from `buf` (`None` if it is empty), and how many are
+/// still to come after them.
+fn take_data(buf: &mut BytesMut, left: u64) -> Option<(Bytes, u64)> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = left.min(buf.len() as u64);
+    Some((buf.split_to(take as usize).freeze(), left - take))
 }
 
 /// The size of a chunk-size line (extensions ignored).
@@ -780,6 +790,52 @@ fn chunk_size(line: &[u8]) -> Result<u64, Http1Error> {
     let text = std::str::from_utf8(&line[..digits])
         .map_err(|_| Http1Error::Framing("invalid chunk size"))?;
     u64::from_str_radix(text, 16).map_err(|_| Http1Error::Framing("invalid chunk size"))
+}
+
+/// What a response reads as when its bytes arrive in `parts`, read as an exchange reads
+/// them: the head, then the body's frames for as long as there are bytes. For the fuzz
+/// target (`fuzz/fuzz_targets/http1_response.rs`), which checks that no bytes from an
+/// upstream panic the reader and that how they were split never changes what it reads.
+pub fn read_buffered(parts: &[&[u8]], method: &Method) -> Result<Buffered, Http1Error> {
+    let mut buf = BytesMut::new();
+    let mut spare = None;
+    let mut read = Buffered::default();
+    let mut state = None;
+    for part in parts {
+        buf.extend_from_slice(part);
+        if state.is_none() {
+            match parse_head(&mut buf, method, &mut spare)? {
+                Some(head) => {
+                    read.status = Some(head.status);
+                    read.headers = head.headers;
+                    state = Some(head.decode);
+                }
+                None if buf.len() > MAX_HEAD_BYTES => return Err(Http1Error::HeadTooLarge),
+                None => continue,
+            }
+        }
+        if let Some(state) = &mut state {
+            while let Some(frame) = decode(state, &mut buf)? {
+                match frame.into_data() {
+                    Ok(data) => read.data.extend_from_slice(&data),
+                    Err(frame) => read.trailers = frame.into_trailers().ok(),
+                }
+            }
+            read.done = *state == Decode::Done;
+        }
+    }
+    Ok(read)
+}
+
+/// A response as [`read_buffered`] read it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Buffered {
+    pub status: Option<StatusCode>,
+    pub headers: HeaderMap,
+    pub data: Vec<u8>,
+    pub trailers: Option<HeaderMap>,
+    /// Whether the body ended (a body read to the connection's end never does here).
+    pub done: bool,
 }
 
 impl<B> Body for ResponseBody<B>
