@@ -1211,6 +1211,34 @@ mod tests {
         assert!(pool.take().is_none());
     }
 
+    #[test]
+    fn limits_hold_however_the_bytes_arrive() {
+        // A chunk-size line and a trailer section past their limits, each whole and cut
+        // before its end: refused either way, so a split can never change the verdict.
+        let line = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;{}\r\na\r\n0\r\n\r\n",
+            "x".repeat(MAX_CHUNK_LINE)
+        );
+        let trailers = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nx-big: {}\r\n\r\n",
+            "x".repeat(MAX_HEAD_BYTES)
+        );
+        for text in [line, trailers] {
+            let bytes = text.as_bytes();
+            let cut = bytes.len() - 10;
+            assert!(read_buffered(&[bytes], &Method::GET).is_err());
+            assert!(read_buffered(&[&bytes[..cut], &bytes[cut..]], &Method::GET).is_err());
+        }
+        let fine =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\n\r\n";
+        let whole = read_buffered(&[fine], &Method::GET).unwrap();
+        assert_eq!((&whole.data[..], whole.done), (&b"abc"[..], true));
+        for cut in 0..fine.len() {
+            let split = read_buffered(&[&fine[..cut], &fine[cut..]], &Method::GET).unwrap();
+            assert_eq!(split, whole, "cut at {cut}");
+        }
+    }
+
     #[tokio::test]
     async fn a_response_head_past_the_limit_is_refused() {
         let big = format!(
