@@ -1,7 +1,6 @@
 //! Bodies as the proxy wraps them. The end of a body: [`WatchEnd`] is the one wrapper
-//! that notices how a body ends (read to its end, failed, or dropped before its end). The
-//! pools use it to take an HTTP/1 connection back, the metrics and tap to count a
-//! response once it is over. A client's request body: [`RequestBody`], which an HTTP/1
+//! that notices how a body ends (read to its end, failed, or dropped before its end): the
+//! metrics and tap use it to count a response once it is over. A client's request body: [`RequestBody`], which an HTTP/1
 //! client may not leave stalled (a slow-body client would hold its connection, and the
 //! upstream's, as long as it liked).
 
@@ -150,14 +149,6 @@ impl<B: Body, W: OnBodyEnd> WatchEnd<B, W> {
             }
         }
         body
-    }
-
-    /// `inner`, watched by nobody.
-    pub fn unwatched(inner: B) -> Self {
-        WatchEnd {
-            inner,
-            watcher: None,
-        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! one message differently: CRLF line ends in chunked framing, no obsolete line folding.
 
 use super::body::RequestBodyError;
+use super::headers::tokens;
 use super::retry::replay::ReplayBody;
 use crate::transport::connect::Upstream;
 use bytes::{Bytes, BytesMut};
@@ -261,9 +262,6 @@ where
                 if let Some(head) = parse_head(&mut conn.read, method, &mut conn.spare_headers)? {
                     return Poll::Ready(Ok(head));
                 }
-                if self.conn.read.len() > MAX_HEAD_BYTES {
-                    return Poll::Ready(Err(Http1Error::HeadTooLarge));
-                }
             }
             if ready!(self.conn.poll_read(cx))? == 0 {
                 return Poll::Ready(Err(match self.write_failed.take() {
@@ -286,10 +284,8 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<RequestBodyError>,
 {
-    let method = req.method().clone();
     let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
-    let version = parts.version;
+    let (method, version, mut headers) = (parts.method, parts.version, parts.headers);
     let sending = frame_request(&method, version, &mut headers, body);
     encode_head(&mut conn.write, &method, &parts.uri, version, &headers);
     headers.clear();
@@ -489,13 +485,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     Ok(length)
 }
 
-/// Whether any `Connection` value lists `token`.
-fn connection_has(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
-
 /// A parsed response head, and how its body is framed.
 struct Head {
     status: StatusCode,
@@ -507,7 +496,7 @@ struct Head {
 }
 
 /// Parses the response head at the start of `buf`, taking it out; `None` if more bytes
-/// are needed. Informational (1xx) responses before it are skipped, as hyper's client
+/// are needed (and allowed: past [`MAX_HEAD_BYTES`] without its end, it is refused). Informational (1xx) responses before it are skipped, as hyper's client
 /// does. Its fields go into `spare` if there is one.
 fn parse_head(
     buf: &mut BytesMut,
@@ -523,6 +512,9 @@ fn parse_head(
             &mut fields,
         )? {
             httparse::Status::Complete(len) => len,
+            httparse::Status::Partial if buf.len() > MAX_HEAD_BYTES => {
+                return Err(Http1Error::HeadTooLarge)
+            }
             httparse::Status::Partial => return Ok(None),
         };
         if len > MAX_HEAD_BYTES {
@@ -577,8 +569,10 @@ fn parse_head(
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
                 .map_err(|_| Http1Error::Framing("invalid header value"))?;
             if name == header::CONNECTION {
-                close |= connection_has(&value, "close");
-                keep_alive |= connection_has(&value, "keep-alive");
+                for token in tokens(&value) {
+                    close |= token.eq_ignore_ascii_case("close");
+                    keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                }
             }
             te |= name == header::TRANSFER_ENCODING;
             cl |= name == header::CONTENT_LENGTH;
@@ -810,7 +804,6 @@ pub fn read_buffered(parts: &[&[u8]], method: &Method) -> Result<Buffered, Http1
                     read.headers = head.headers;
                     state = Some(head.decode);
                 }
-                None if buf.len() > MAX_HEAD_BYTES => return Err(Http1Error::HeadTooLarge),
                 None => continue,
             }
         }

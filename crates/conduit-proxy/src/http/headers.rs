@@ -49,7 +49,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// The comma-separated tokens of one `Connection` value.
-fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+pub fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
     value
         .to_str()
         .into_iter()

@@ -314,7 +314,6 @@ impl Named {
 impl<S, B, RB> tower::Service<Request<B>> for RecordHttp<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>>,
-    S::Future: Send + 'static,
     RB: Body<Data = Bytes>,
 {
     type Response = Response<RecordBody<RB>>;

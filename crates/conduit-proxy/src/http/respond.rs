@@ -52,7 +52,6 @@ impl<S> RespondToErrors<S> {
 impl<S, B, RB> tower::Service<Request<B>> for RespondToErrors<S>
 where
     S: tower::Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = Infallible;
