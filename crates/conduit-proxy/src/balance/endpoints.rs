@@ -57,62 +57,80 @@ impl EndpointSets {
     /// The Service (`<name>.<namespace>`) that `target` is, as discovery says once it has
     /// answered (waited for as [`pick`](Self::pick) does); `None` when it names none.
     pub async fn service_of(&self, target: &str) -> Option<Arc<str>> {
-        self.follow(target).await?;
-        self.known_service(target)
+        self.answered(target, Target::service).await?
     }
 
     /// The Service that `target` is, as discovery says now, without waiting: for a
     /// connection that was made before discovery had answered.
     pub fn known_service(&self, target: &str) -> Option<Arc<str>> {
-        self.targets.get(target, |t| match &*t.rx.borrow() {
-            Resolution::Endpoints { service, .. } => service.clone(),
-            _ => None,
-        })?
+        self.targets.get(target, |t| t.service())?
     }
 
     /// The endpoint for the next request or connection to `target` (another than `avoid`
     /// if there is one), or `None` when the original destination should be used.
     pub async fn pick(&self, target: &str, avoid: Option<SocketAddr>) -> Option<Arc<EndpointLoad>> {
-        self.follow(target).await?;
-        self.targets.get(target, |t| {
-            if t.rx.has_changed().unwrap_or(false) || t.balancer.addrs().is_empty() {
-                if let Resolution::Endpoints { endpoints, .. } = &*t.rx.borrow_and_update() {
-                    t.balancer.update(endpoints);
-                }
-            }
-            let known = matches!(&*t.rx.borrow(), Resolution::Endpoints { .. });
-            if known {
-                t.balancer.pick_avoiding(avoid)
-            } else {
-                None
-            }
-        })?
+        self.answered(target, |t| t.pick(avoid)).await?
     }
 
     /// Resolves once discovery says that `target`'s server speaks first (a proxy learned
     /// it, and the controller handed it on); never otherwise. Follows `target`.
     pub async fn server_first(&self, target: &str) {
-        if self.follow(target).await.is_some() {
-            if let Some(mut rx) = self.targets.get(target, |t| t.rx.clone()) {
-                let said = rx.wait_for(|r| matches!(r, Resolution::Endpoints { opaque: true, .. }));
-                if said.await.is_ok() {
-                    return;
-                }
+        if let Some(mut rx) = self.answered(target, |t| t.rx.clone()).await {
+            let said = rx.wait_for(|r| matches!(r, Resolution::Endpoints { opaque: true, .. }));
+            if said.await.is_ok() {
+                return;
             }
         }
         std::future::pending().await
     }
 
-    /// Follows `target` (marking it used) and waits, boundedly, for its first answer;
-    /// `None` when no more targets may be followed.
-    async fn follow(&self, target: &str) -> Option<()> {
+    /// Follows `target` (marking it used) and returns `f` of it once it has a first answer,
+    /// waited for boundedly; `None` when no more targets may be followed. A target that
+    /// has answered (every request but a target's first few) costs one lookup.
+    async fn answered<R>(&self, target: &str, f: impl Fn(&mut Target) -> R) -> Option<R> {
         let start = || Target {
             rx: self.discovery.resolve(target),
             balancer: Arc::new(Balancer::new(self.accrual.clone())),
         };
-        let mut rx = self.targets.use_or_start(target, start, |t| t.rx.clone())?;
+        let now = self.targets.use_or_start(target, start, |t| {
+            if matches!(*t.rx.borrow(), Resolution::Pending) {
+                Err(t.rx.clone())
+            } else {
+                Ok(f(t))
+            }
+        })?;
+        let mut rx = match now {
+            Ok(answer) => return Some(answer),
+            Err(rx) => rx,
+        };
         first_answer(&mut rx, self.first_answer, |r| *r == Resolution::Pending).await;
-        Some(())
+        self.targets.get(target, f)
+    }
+}
+
+impl Target {
+    /// The Service discovery names for the target, if any.
+    fn service(&mut self) -> Option<Arc<str>> {
+        match &*self.rx.borrow() {
+            Resolution::Endpoints { service, .. } => service.clone(),
+            _ => None,
+        }
+    }
+
+    /// The balancer's pick among the target's endpoints as discovery last said them;
+    /// `None` when discovery does not know the target.
+    fn pick(&mut self, avoid: Option<SocketAddr>) -> Option<Arc<EndpointLoad>> {
+        if self.rx.has_changed().unwrap_or(false) || self.balancer.is_empty() {
+            if let Resolution::Endpoints { endpoints, .. } = &*self.rx.borrow_and_update() {
+                self.balancer.update(endpoints);
+            }
+        }
+        let known = matches!(&*self.rx.borrow(), Resolution::Endpoints { .. });
+        if known {
+            self.balancer.pick_avoiding(avoid)
+        } else {
+            None
+        }
     }
 }
 

@@ -298,7 +298,13 @@ impl Balancer {
         }
     }
 
-    /// The current endpoints.
+    /// Whether it has no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.lock().is_empty()
+    }
+
+    /// The endpoints' addresses.
+    #[cfg(test)]
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.endpoints
             .lock()

@@ -4,9 +4,9 @@
 //! control plane, and forgotten once unused for a while, which drops what they hold and so
 //! closes their streams.
 
+use hashbrown::HashMap;
 use parking_lot::Mutex;
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -57,15 +57,20 @@ impl<V: Send + 'static> FollowedTargets<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> Option<R> {
         let mut targets = self.targets.lock();
-        if targets.len() >= MAX_TARGETS && !targets.contains_key(target) {
+        let now = Instant::now();
+        // A followed target (every request but a target's first) costs one lookup.
+        if let Some(entry) = targets.get_mut(target) {
+            entry.last_used = now;
+            return Some(f(&mut entry.value));
+        }
+        if targets.len() >= MAX_TARGETS {
             tracing::debug!(target, "following as many targets as allowed");
             return None;
         }
-        let entry = targets.entry(target.to_string()).or_insert_with(|| Entry {
+        let entry = targets.entry_ref(target).or_insert(Entry {
             value: start(),
-            last_used: Instant::now(),
+            last_used: now,
         });
-        entry.last_used = Instant::now();
         Some(f(&mut entry.value))
     }
 

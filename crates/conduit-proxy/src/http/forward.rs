@@ -6,7 +6,7 @@
 use super::{
     carried, headers,
     pool::{EndpointPool, PooledBody},
-    retry::{replay::ReplayBody, Avoid, Served},
+    retry::{replay::ReplayBody, Avoid},
     route::Route,
 };
 use crate::{
@@ -16,10 +16,20 @@ use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::{
+    net::SocketAddr,
     task::{Context, Poll},
     time::Duration,
 };
 use tracing::debug;
+
+/// The endpoint that answered a request and how it was authenticated (a response
+/// extension: metrics label the response with it, a retry avoids the endpoint if it
+/// failed).
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub addr: SocketAddr,
+    pub tls: PeerTls,
+}
 
 /// Sends each request where its route says.
 #[derive(Clone)]
@@ -86,14 +96,13 @@ impl tower::Service<Request<ReplayBody>> for Forward {
                 *rsp.version_mut() = sent_as;
             }
             headers::strip_hop_by_hop(rsp.headers_mut(), false);
-            // Metrics label the response with how the endpoint was authenticated (the
-            // connection's own label when it was not: no extension, whose map would be
-            // allocated for every response); a retry avoids the endpoint if it failed.
-            if *picked.pool.tls() != PeerTls::None {
-                rsp.extensions_mut().insert(picked.pool.tls().clone());
-            }
-            if discovered {
-                rsp.extensions_mut().insert(Served(picked.pool.addr()));
+            // A fixed endpoint that was not authenticated is labelled as the connection
+            // is: no extension, whose map would be allocated for every response.
+            if discovered || *picked.pool.tls() != PeerTls::None {
+                rsp.extensions_mut().insert(Served {
+                    addr: picked.pool.addr(),
+                    tls: picked.pool.tls().clone(),
+                });
             }
             Ok(rsp)
         })

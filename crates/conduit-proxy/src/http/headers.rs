@@ -25,8 +25,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The `grpc-status` in `headers` (a trailers-only response's, or trailers), if any.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    // A name, not a string: a string is parsed into one on every lookup.
+    static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
     headers
-        .get("grpc-status")?
+        .get(&GRPC_STATUS)?
         .to_str()
         .ok()?
         .trim()

@@ -14,6 +14,7 @@ use crate::{
     transport::connect::{Connector, Endpoint},
 };
 use bytes::Bytes;
+use hashbrown::{Equivalent, HashMap};
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use hyper::{
@@ -23,7 +24,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use std::{
-    collections::HashMap,
+    hash::{Hash, Hasher},
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Weak},
@@ -41,6 +42,22 @@ pub enum HttpVersion {
 }
 
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
+
+/// A pool's key by reference: hashes and compares as the `(Endpoint, HttpVersion)` it
+/// stands for.
+struct PoolKey<'a>(&'a Endpoint, HttpVersion);
+
+impl Hash for PoolKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.0, self.1).hash(state)
+    }
+}
+
+impl Equivalent<(Endpoint, HttpVersion)> for PoolKey<'_> {
+    fn equivalent(&self, key: &(Endpoint, HttpVersion)) -> bool {
+        *self.0 == key.0 && self.1 == key.1
+    }
+}
 
 /// Every endpoint's pool, for one side of the proxy.
 pub struct EndpointPools {
@@ -62,21 +79,22 @@ impl EndpointPools {
     /// The pool of `endpoint` for `version`, created on first use.
     pub fn get(&self, endpoint: &Endpoint, version: HttpVersion) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock();
-        pools
-            .entry((endpoint.clone(), version))
-            .or_insert_with(|| {
-                Arc::new(EndpointPool {
-                    addr: endpoint.addr,
-                    tls: self.connector.peer_tls(endpoint),
-                    endpoint: endpoint.clone(),
-                    version,
-                    connector: self.connector.clone(),
-                    idle: Mutex::new(Vec::new()),
-                    h2: tokio::sync::Mutex::new(None),
-                    last_used: Mutex::new(Instant::now()),
-                })
-            })
-            .clone()
+        // The endpoint is only cloned into a new pool's key.
+        if let Some(pool) = pools.get(&PoolKey(endpoint, version)) {
+            return pool.clone();
+        }
+        let pool = Arc::new(EndpointPool {
+            addr: endpoint.addr,
+            tls: self.connector.peer_tls(endpoint),
+            endpoint: endpoint.clone(),
+            version,
+            connector: self.connector.clone(),
+            idle: Mutex::new(Vec::new()),
+            h2: tokio::sync::Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        });
+        pools.insert((endpoint.clone(), version), pool.clone());
+        pool
     }
 
     /// Whether `endpoint` is spoken to over mesh TLS: another proxy, authenticated.
@@ -347,5 +365,54 @@ impl Body for PooledBody {
             PooledBody::Http1(b) => b.size_hint(),
             PooledBody::Hyper(b) => b.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{peer::Direction, telemetry::metrics::TcpMetrics};
+
+    #[tokio::test]
+    async fn an_endpoint_and_version_have_one_pool_and_anything_else_its_own() {
+        let connector = Connector::new(
+            Direction::Outbound,
+            Duration::from_secs(1),
+            TcpMetrics::default(),
+            None,
+        );
+        let pools = EndpointPools::new(connector, Duration::from_secs(60));
+        let plain = Endpoint::plain("198.18.0.1:8080".parse().unwrap());
+        let named = |identity: &str, workload: &str| Endpoint {
+            identity: Some(identity.into()),
+            workload: Some(workload.into()),
+            ..plain.clone()
+        };
+        let first = pools.get(&plain, HttpVersion::Http1);
+        assert!(Arc::ptr_eq(
+            &first,
+            &pools.get(&plain.clone(), HttpVersion::Http1)
+        ));
+        // The same address under another identity (a reused pod address), workload or
+        // version is another pool.
+        let others = [
+            pools.get(&plain, HttpVersion::Http2),
+            pools.get(&named("web.emojivoto", "web.emojivoto"), HttpVersion::Http1),
+            pools.get(
+                &named("vote.emojivoto", "web.emojivoto"),
+                HttpVersion::Http1,
+            ),
+            pools.get(
+                &named("web.emojivoto", "vote.emojivoto"),
+                HttpVersion::Http1,
+            ),
+        ];
+        for (i, pool) in others.iter().enumerate() {
+            assert!(!Arc::ptr_eq(&first, pool), "{i}");
+            assert!(others[..i].iter().all(|p| !Arc::ptr_eq(p, pool)), "{i}");
+        }
+        let again = pools.get(&named("web.emojivoto", "web.emojivoto"), HttpVersion::Http1);
+        assert!(Arc::ptr_eq(&others[1], &again));
+        assert_eq!(pools.len(), 5);
     }
 }

@@ -10,6 +10,7 @@
 
 use super::{
     body::{BodyEnd, OnBodyEnd, WatchEnd},
+    forward::Served,
     headers::{grpc_status, is_grpc},
     respond::DeniedByPolicy,
     routes::RouteMatch,
@@ -397,8 +398,8 @@ impl Recorded {
             series,
         } = self;
         let status_code = rsp.status().as_u16();
-        let tls = match rsp.extensions().get::<PeerTls>() {
-            Some(t) if *t != PeerTls::None => t.clone(),
+        let tls = match rsp.extensions().get::<Served>() {
+            Some(s) if s.tls != PeerTls::None => s.tls.clone(),
             _ => series.tls.clone(),
         };
         let counted = rsp.extensions().get::<DeniedByPolicy>().is_none().then(|| {

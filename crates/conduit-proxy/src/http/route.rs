@@ -18,7 +18,8 @@ use crate::{
     transport::connect::Endpoint,
 };
 use http::Request;
-use std::{net::SocketAddr, sync::Arc};
+use parking_lot::Mutex;
+use std::{fmt::Write, net::SocketAddr, sync::Arc};
 
 /// How a connection's requests find their endpoint.
 #[derive(Clone)]
@@ -42,13 +43,36 @@ pub struct DiscoveredRoute {
     pub orig_dst: SocketAddr,
     /// Whether HTTP/1 requests to meshed endpoints are carried over HTTP/2.
     pub carry_http1: bool,
+    /// The target of the authority the connection's requests last named.
+    pub last_target: LastTarget,
+}
+
+/// The target of the authority a connection's requests last named: they nearly always
+/// name one, and building a target allocates. A function of the authority and the
+/// connection's port only, so nothing discovery or policy says can make it stale.
+#[derive(Default)]
+pub struct LastTarget(Mutex<Option<(Box<str>, Arc<str>)>>);
+
+impl LastTarget {
+    /// [`target_of`] `authority` on a connection to `port`.
+    fn of(&self, authority: &str, port: u16) -> Arc<str> {
+        let mut last = self.0.lock();
+        if let Some((sent, target)) = &*last {
+            if **sent == *authority {
+                return target.clone();
+            }
+        }
+        let target: Arc<str> = target_of(authority, port).into();
+        *last = Some((authority.into(), target.clone()));
+        target
+    }
 }
 
 /// What discovery is asked about for one attempt of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target {
     /// The authority the client sent it to, as `host:port`.
-    Sent(String),
+    Sent(Arc<str>),
     /// The backend an HTTPRoute rule (`route`) chose.
     Backend { route: Arc<str>, target: Arc<str> },
 }
@@ -97,7 +121,8 @@ impl Route {
                 Pick::Sent => {}
             }
         }
-        let sent = authority_of(req).map(|a| Target::Sent(target_of(a, route.orig_dst.port())));
+        let port = route.orig_dst.port();
+        let sent = authority_of(req).map(|a| Target::Sent(route.last_target.of(a, port)));
         Ok(sent)
     }
 
@@ -166,23 +191,25 @@ impl Route {
 
 /// The target discovery is asked about for `authority` on a connection to `port`.
 pub fn target_of(authority: &str, port: u16) -> String {
-    with_port(&authority.to_ascii_lowercase(), port)
+    let mut target = String::with_capacity(authority.len() + 6);
+    target.push_str(authority);
+    target.make_ascii_lowercase();
+    if !has_port(authority) {
+        // Writing to a String cannot fail.
+        let _ = write!(target, ":{port}");
+    }
+    target
 }
 
-/// `authority` with `port` added when it has none (`[v6]` and `host` forms alike).
-fn with_port(authority: &str, port: u16) -> String {
-    let has_port = match authority.rfind(':') {
+/// Whether `authority` names a port (`[v6]:port` and `host:port` forms alike).
+fn has_port(authority: &str) -> bool {
+    match authority.rfind(':') {
         Some(i) => {
             !authority[..i].is_empty()
                 && (authority.starts_with('[') == authority[..i].ends_with(']'))
                 && authority[i + 1..].bytes().all(|b| b.is_ascii_digit())
         }
         None => false,
-    };
-    if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:{port}")
     }
 }
 
@@ -192,13 +219,28 @@ mod tests {
 
     #[test]
     fn authorities_get_the_original_port_when_they_name_none() {
-        assert_eq!(with_port("web-svc.emojivoto", 80), "web-svc.emojivoto:80");
+        assert_eq!(target_of("web-svc.emojivoto", 80), "web-svc.emojivoto:80");
         assert_eq!(
-            with_port("web-svc.emojivoto:8080", 80),
+            target_of("web-svc.emojivoto:8080", 80),
             "web-svc.emojivoto:8080"
         );
-        assert_eq!(with_port("198.19.0.3", 80), "198.19.0.3:80");
-        assert_eq!(with_port("[2001:2::2]", 80), "[2001:2::2]:80");
-        assert_eq!(with_port("[2001:2::2]:81", 80), "[2001:2::2]:81");
+        assert_eq!(target_of("198.19.0.3", 80), "198.19.0.3:80");
+        assert_eq!(target_of("[2001:2::2]", 80), "[2001:2::2]:80");
+        assert_eq!(target_of("[2001:2::2]:81", 80), "[2001:2::2]:81");
+        assert_eq!(target_of("Web-Svc.EmojiVoto", 80), "web-svc.emojivoto:80");
+    }
+
+    #[test]
+    fn the_last_target_follows_the_authority_each_request_names() {
+        let last = LastTarget::default();
+        for (authority, target) in [
+            ("web-svc", "web-svc:8080"),
+            ("web-svc", "web-svc:8080"),
+            ("Emoji-Svc:80", "emoji-svc:80"),
+            ("web-svc", "web-svc:8080"),
+            ("web-svc:81", "web-svc:81"),
+        ] {
+            assert_eq!(&*last.of(authority, 8080), target, "{authority}");
+        }
     }
 }

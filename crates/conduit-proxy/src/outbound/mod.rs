@@ -86,6 +86,7 @@ impl Outbound {
                 version,
                 orig_dst,
                 carry_http1: self.carry_http1,
+                last_target: Default::default(),
             })),
             None => Route::fixed(self.forward.pool(&Endpoint::plain(orig_dst), version)),
         }

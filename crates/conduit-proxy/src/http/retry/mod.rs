@@ -23,6 +23,7 @@ pub mod replay;
 
 use super::{
     body::RequestBody,
+    forward::Served,
     headers,
     routes::{ProfileRoute, RouteMatch},
 };
@@ -58,10 +59,6 @@ pub const MAX_RETRIES: u32 = 5;
 /// request extension the forwarder honours when it has another).
 #[derive(Clone, Copy, Debug)]
 pub struct Avoid(pub SocketAddr);
-
-/// The endpoint that answered (a response extension).
-#[derive(Clone, Copy, Debug)]
-pub struct Served(pub SocketAddr);
 
 /// Why an attempt is sent again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +101,9 @@ struct ConnRetries {
     /// attempt builds and hashes no labels.
     counters: parking_lot::Mutex<Vec<(Arc<str>, Classification, Counter)>>,
 }
+
+/// [`UNSENT_HEADER`] as a name (a string would be parsed into one on every lookup).
+static UNSENT: HeaderName = HeaderName::from_static(UNSENT_HEADER);
 
 /// How many attempt counters a connection keeps at hand.
 const CACHED_COUNTERS: usize = 16;
@@ -150,8 +150,9 @@ fn outcome<B>(
         ),
         Err(_) => (Classification::Failure, None),
         Ok(rsp) => {
-            let meshed = matches!(rsp.extensions().get::<PeerTls>(), Some(PeerTls::Server(_)));
-            if meshed && rsp.headers().contains_key(UNSENT_HEADER) {
+            let served = rsp.extensions().get::<Served>();
+            let meshed = served.is_some_and(|s| matches!(s.tls, PeerTls::Server(_)));
+            if meshed && rsp.headers().contains_key(&UNSENT) {
                 return (Classification::Failure, Some(Reason::Unsent));
             }
             // A trailers-only gRPC answer says its status at once; one in trailers comes
@@ -277,7 +278,7 @@ where
                                 .get(&conn.labels(route, reason.as_str()))
                                 .inc();
                             let avoid = match &result {
-                                Ok(rsp) => rsp.extensions().get::<Served>().map(|s| s.0),
+                                Ok(rsp) => rsp.extensions().get::<Served>().map(|s| s.addr),
                                 Err(e) => e.upstream(),
                             };
                             retried += 1;
@@ -303,7 +304,6 @@ where
 
 /// `rsp` without the header only a server's proxy may set, and only for its client's.
 fn without_unsent<B>(mut rsp: Response<B>) -> Response<B> {
-    static UNSENT: HeaderName = HeaderName::from_static(UNSENT_HEADER);
     if !rsp.headers().is_empty() {
         rsp.headers_mut().remove(&UNSENT);
     }
@@ -359,7 +359,8 @@ mod tests {
             rsp = rsp.header(*k, *v);
         }
         let mut rsp = rsp.body(()).unwrap();
-        rsp.extensions_mut().insert(tls);
+        let addr = "198.18.0.9:8080".parse().unwrap();
+        rsp.extensions_mut().insert(Served { addr, tls });
         rsp
     }
 
