@@ -91,13 +91,17 @@ pub async fn serve<S: Side>(
 
 /// The connection as accepted, if iptables redirected it here.
 fn redirected(tcp: &TcpStream, client: SocketAddr, at: Instant) -> Option<Accepted> {
-    match (original_dst(tcp), tcp.local_addr()) {
-        (Ok(orig_dst), Ok(local)) if orig_dst != canonical(local) => Some(Accepted {
+    let dst = tcp
+        .local_addr()
+        .and_then(|local| Ok((original_dst(tcp, local)?, local)));
+    match dst {
+        Ok((orig_dst, local)) if orig_dst != canonical(local) => Some(Accepted {
             client,
             orig_dst,
             at,
         }),
-        (dst, _) => {
+        dst => {
+            let dst = dst.map(|(orig_dst, _)| orig_dst);
             info!(%client, ?dst, "connection was not redirected by iptables; closing it");
             None
         }

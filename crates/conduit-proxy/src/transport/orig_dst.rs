@@ -7,10 +7,11 @@ use tokio::net::TcpStream;
 /// Where the client meant to connect before the `REDIRECT` rule sent it to the proxy.
 ///
 /// A connection that was not redirected reports its own local address: the caller must
-/// treat `orig_dst == local_addr` as "not redirected", or it would forward to itself.
-pub fn original_dst(stream: &TcpStream) -> io::Result<SocketAddr> {
+/// treat `orig_dst == local` as "not redirected", or it would forward to itself. `local`
+/// is the stream's local address (which the caller needs anyway: one system call less).
+pub fn original_dst(stream: &TcpStream, local: SocketAddr) -> io::Result<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
-    let addr = match stream.local_addr()? {
+    let addr = match local {
         SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => sock.original_dst_v6()?,
         // IPv4, also when it arrived on a dual-stack socket as ::ffff:a.b.c.d.
         _ => sock.original_dst_v4()?,
@@ -48,7 +49,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        match original_dst(&server) {
+        match original_dst(&server, server.local_addr().unwrap()) {
             Ok(dst) => assert_eq!(dst, addr),
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
         }
