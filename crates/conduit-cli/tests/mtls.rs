@@ -14,10 +14,28 @@ fn has(text: &str, parts: &[&str]) -> bool {
     text.lines().any(|l| parts.iter().all(|p| l.contains(p)))
 }
 
+/// The meshed manifest with `name=value` in every proxy's environment.
+fn with_proxy_env(rt: &Runtime, name: &str, value: &str) -> std::path::PathBuf {
+    let meshed = std::fs::read_to_string(rt.meshed_manifest()).unwrap();
+    let next_env = "        - name: CONDUIT_PROXY_DESTINATION_ADDR\n";
+    let changed = meshed.replace(
+        next_env,
+        &format!("        - name: {name}\n          value: \"{value}\"\n{next_env}"),
+    );
+    assert_ne!(changed, meshed, "the proxies' environment was not found");
+    let manifest = rt.meshed_manifest().with_extension(format!("{value}.yml"));
+    std::fs::write(&manifest, changed).unwrap();
+    manifest
+}
+
+/// With HTTP/1 between the proxies (`CONDUIT_PROXY_MESH_HTTP2=false`: the proxies'
+/// default carries it over HTTP/2, which the last test covers), so that both ways of
+/// speaking HTTP between proxies are seen on the wire to be mTLS.
 #[test]
 fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     let rt = Runtime::new("mtls");
-    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
+    let manifest = with_proxy_env(&rt, conduit_api::proxy_env::MESH_HTTP2, "false");
+    rt.ok(&["local", "up", "-f", manifest.to_str().unwrap()]);
     let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let id = |sa: &str| format!("{sa}.emojivoto.serviceaccount.identity.conduit.cluster.local");
 
@@ -313,27 +331,15 @@ fn sum(text: &str, parts: &[&str]) -> f64 {
         .sum()
 }
 
-/// With `CONDUIT_PROXY_MESH_HTTP2=true`, HTTP/1 between meshed pods travels over one
-/// mesh-TLS HTTP/2 connection between their proxies, and the app (hypercorn) receives
-/// each request as its client (curl) sent it: version, target, `Host`. Upgrades keep a
-/// connection of their own, and only another proxy may say that an HTTP/2 request was
-/// HTTP/1 (the `conduit-orig-proto` mark).
+/// By default HTTP/1 between meshed pods travels over one mesh-TLS HTTP/2 connection
+/// between their proxies, and the app (hypercorn) receives each request as its client
+/// (curl) sent it: version, target, `Host`. Upgrades keep a connection of their own, and
+/// only another proxy may say that an HTTP/2 request was HTTP/1 (the `conduit-orig-proto`
+/// mark).
 #[test]
 fn http1_between_meshed_pods_is_carried_over_one_http2_connection() {
     let rt = Runtime::new("mtls-carried");
-    let meshed = std::fs::read_to_string(rt.meshed_manifest()).unwrap();
-    let next_env = "        - name: CONDUIT_PROXY_DESTINATION_ADDR\n";
-    let carried = meshed.replace(
-        next_env,
-        &format!(
-            "        - name: {}\n          value: \"true\"\n{next_env}",
-            conduit_api::proxy_env::MESH_HTTP2
-        ),
-    );
-    assert_ne!(carried, meshed, "the proxies' environment was not found");
-    let manifest = rt.meshed_manifest().with_extension("carried.yml");
-    std::fs::write(&manifest, carried).unwrap();
-    rt.ok(&["local", "up", "-f", manifest.to_str().unwrap()]);
+    rt.ok(&["local", "up", "-f", rt.meshed_manifest().to_str().unwrap()]);
     let (node, web_ip) = (rt.node(), rt.pod_ip("web"));
     let peers = concat!(env!("CARGO_MANIFEST_DIR"), "/../conduit-proxy/tests/peers");
     let app = format!("{peers}/http_app.py:app");
