@@ -303,8 +303,7 @@ impl Balancer {
         self.endpoints.lock().is_empty()
     }
 
-    /// The endpoints' addresses.
-    #[cfg(test)]
+    /// The endpoints' addresses (for tests and the fuzz targets).
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.endpoints
             .lock()
