@@ -48,8 +48,8 @@ pub struct Config {
     /// to the endpoint's proxy (`CONDUIT_PROXY_MESH_HTTP2`). On by default: one mTLS
     /// connection and handshake per pair of proxies rather than one per request in
     /// flight, and in `bench/mtls` 1.12-1.14x the throughput at 0.8x the CPU per request
-    /// of HTTP/1 between them, for more instructions per request and a higher p99
-    /// (`docs/benchmarks.md`).
+    /// of HTTP/1 between them, for more instructions per request (its saving is in the
+    /// kernel) and a p99 the same within the noise (`docs/benchmarks.md`).
     pub mesh_http2: bool,
     /// How long in-flight work may take to finish after shutdown starts (`CONDUIT_PROXY_SHUTDOWN_GRACE_PERIOD`).
     pub shutdown_grace_period: Duration,
