@@ -1,8 +1,8 @@
 //! Bodies as the proxy wraps them. The end of a body: [`WatchEnd`] is the one wrapper
 //! that notices how a body ends (read to its end, failed, or dropped before its end): the
-//! metrics and tap use it to count a response once it is over. A client's request body: [`RequestBody`], which an HTTP/1
-//! client may not leave stalled (a slow-body client would hold its connection, and the
-//! upstream's, as long as it liked).
+//! metrics and tap use it to count a response once it is over. A client's request body:
+//! [`RequestBody`], which an HTTP/1 client may not leave stalled (a slow-body client would
+//! hold its connection, and the upstream's, as long as it liked).
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

@@ -15,7 +15,7 @@
 //! one message differently: CRLF line ends in chunked framing, no obsolete line folding.
 
 use super::body::RequestBodyError;
-use super::headers::tokens;
+use super::headers::{ends_chunked, tokens};
 use super::retry::replay::ReplayBody;
 use crate::transport::connect::Upstream;
 use bytes::{Bytes, BytesMut};
@@ -461,8 +461,7 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         .iter()
         .next_back()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+        .is_some_and(|v| ends_chunked(v.as_bytes()))
 }
 
 /// The one length all `Content-Length` values agree on; `Err` if they differ or one is

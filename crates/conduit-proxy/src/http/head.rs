@@ -3,6 +3,7 @@
 //! `conduit-proxy-error` header rather than hyper's bare status line. Later heads on a
 //! keep-alive connection are checked by hyper itself (same limits, no header).
 
+use super::headers::ends_chunked;
 use crate::errors::ProxyError;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -62,8 +63,7 @@ fn check_framing(req: &httparse::Request<'_, '_>) -> Result<(), ProxyError> {
             if req.version == Some(0) {
                 return malformed("transfer-encoding is not allowed in HTTP/1.0");
             }
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked_last = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked_last = Some(ends_chunked(h.value));
         }
     }
     if chunked_last == Some(false) {

@@ -36,6 +36,13 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .ok()
 }
 
+/// Whether a `Transfer-Encoding` value's last coding is `chunked` (RFC 9112 §6.1): what
+/// decides whether a message so framed is chunked, requests and responses alike.
+pub fn ends_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
 /// Whether the request asks to switch protocols (`Upgrade`) or open a tunnel (`CONNECT`).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == Method::CONNECT
@@ -156,6 +163,14 @@ mod tests {
         h
     }
 
+    /// The names `strip_hop_by_hop` leaves in `h`, sorted.
+    fn stripped(h: &mut HeaderMap, keep_upgrade: bool) -> Vec<String> {
+        strip_hop_by_hop(h, keep_upgrade);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn removes_connection_and_what_it_lists() {
         let mut h = headers(&[
@@ -168,10 +183,10 @@ mod tests {
             ("content-type", "text/plain"),
             ("transfer-encoding", "chunked"),
         ]);
-        strip_hop_by_hop(&mut h, false);
-        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        names.sort();
-        assert_eq!(names, ["content-type", "te", "transfer-encoding"]);
+        assert_eq!(
+            stripped(&mut h, false),
+            ["content-type", "te", "transfer-encoding"]
+        );
         assert_eq!(h["te"], "trailers");
     }
 
@@ -182,10 +197,7 @@ mod tests {
             ("content-length", "5"),
             ("server", "nginx"),
         ]);
-        strip_hop_by_hop(&mut h, false);
-        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        names.sort();
-        assert_eq!(names, ["content-length", "server"]);
+        assert_eq!(stripped(&mut h, false), ["content-length", "server"]);
         // Every Connection value lists names to remove, not only the first.
         let mut h = headers(&[
             ("connection", "close"),
@@ -194,8 +206,17 @@ mod tests {
             ("x-b", "2"),
             ("x-c", "3"),
         ]);
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-c"]);
+        assert_eq!(stripped(&mut h, false), ["x-c"]);
+    }
+
+    #[test]
+    fn only_a_last_coding_of_chunked_is_chunked() {
+        for value in ["chunked", "gzip, chunked", "gzip,Chunked ", " CHUNKED"] {
+            assert!(ends_chunked(value.as_bytes()), "{value}");
+        }
+        for value in ["", "gzip", "chunked, gzip", "chunkedx", "x-chunked"] {
+            assert!(!ends_chunked(value.as_bytes()), "{value}");
+        }
     }
 
     #[test]
