@@ -70,15 +70,30 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
         "a real answer from web: {code}"
     );
 
-    // Meshed to meshed, opaque TCP to the echo server.
+    // Meshed to meshed, opaque TCP to the echo server: three connections, one after
+    // another (each its own mesh TLS connection).
     let client = format!(
         "import socket\nfor _ in range(50):\n    try:\n        c=socket.create_connection(('{web_ip}',7000),timeout=10); c.sendall(b'{secret_opaque}'); print(c.recv(100).decode()); break\n    except OSError:\n        import time; time.sleep(0.2)\n"
     );
-    let echoed = rt.exec("vote-bot", &["python3", "-c", &client]);
-    assert_eq!(
-        echoed.trim(),
-        secret_opaque,
-        "the echo came back through both proxies"
+    let before = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    for _ in 0..3 {
+        let echoed = rt.exec("vote-bot", &["python3", "-c", &client]);
+        assert_eq!(
+            echoed.trim(),
+            secret_opaque,
+            "the echo came back through both proxies"
+        );
+    }
+    let after = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let resumed = |text: &str| {
+        sum(
+            text,
+            &["inbound_mtls_handshakes_total{", "resumed=\"true\""],
+        )
+    };
+    assert!(
+        resumed(&after) - resumed(&before) >= 2.0,
+        "the second and third opaque connections resumed the first's session: {after}"
     );
 
     // An unmeshed client (the node itself): allowed in, in plaintext, under the default policy.

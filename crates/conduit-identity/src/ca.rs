@@ -161,10 +161,8 @@ pub fn serving_certificate(
 /// When the first certificate of `pem` stops being valid.
 pub fn not_after(pem: &str) -> Result<std::time::SystemTime, CaError> {
     let der = pem_der(pem).map_err(CaError::BadTrust)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| CaError::BadTrust(format!("not an X.509 certificate: {e}")))?;
-    let secs = cert.validity().not_after.timestamp();
-    Ok(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+    crate::cert_not_after(&der)
+        .ok_or_else(|| CaError::BadTrust("not an X.509 certificate".to_string()))
 }
 
 /// A signed workload certificate, with the issuer certificate that chains it to the anchor.

@@ -57,6 +57,13 @@ pub fn cert_identity(der: &[u8]) -> Option<String> {
     }
 }
 
+/// When a certificate (DER) stops being valid; `None` if it is not a certificate.
+pub fn cert_not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

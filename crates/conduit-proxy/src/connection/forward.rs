@@ -365,11 +365,13 @@ impl Forwarder {
             }
         };
         let _in_flight = load.map(|l| l.start());
+        let mut said = BytesMut::new();
         if let Some(why) = watch {
-            self.learn(accepted.orig_dst, why, &io, &read, &upstream)
+            self.learn(accepted.orig_dst, why, &io, &read, &mut upstream, &mut said)
                 .await;
         }
         let mut client = PrefixedIo::new(read.freeze(), io);
+        let mut upstream = PrefixedIo::new(said.freeze(), upstream);
         let idle = self.config.tcp_idle_timeout;
         if let Err(error) = splice::splice(&mut client, &mut upstream, idle).await {
             debug!(%error, "opaque connection ended with an error");
@@ -378,18 +380,20 @@ impl Forwarder {
 
     /// Watches who speaks first on a fresh connection to `orig_dst` and takes the lesson
     /// for its port, telling the control plane. Bytes the client already sent (while mesh
-    /// TLS was waited for) mean it spoke first.
+    /// TLS was waited for) mean it spoke first; what the upstream said first goes to
+    /// `said`, for the client.
     async fn learn(
         &self,
         orig_dst: SocketAddr,
         why: Watch,
         client: &ClientIo,
         read: &[u8],
-        upstream: &Upstream,
+        upstream: &mut Upstream,
+        said: &mut BytesMut,
     ) {
         let first = match client.get_ref().plain() {
             _ if !read.is_empty() => FirstSpeaker::Client,
-            Some(tcp) => splice::first_speaker(tcp, upstream.get_ref().tcp()).await,
+            Some(tcp) => splice::first_speaker(tcp, upstream, said).await,
             None => FirstSpeaker::Neither,
         };
         let port = orig_dst.port();

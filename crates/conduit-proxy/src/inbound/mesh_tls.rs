@@ -11,7 +11,7 @@ use crate::{
     config::Config,
     connection::{protocol::DetectProtocol, Decided, Detected},
     peer::{Direction, PeerTls},
-    telemetry::metrics::Metrics,
+    telemetry::metrics::{HandshakeLabels, Metrics},
     transport::{
         connect::tls_reason,
         detect::Protocol,
@@ -114,6 +114,12 @@ impl TerminateMeshTls {
                 return None;
             }
         };
+        let resumed = terminated.resumed;
+        self.metrics
+            .mtls_handshakes
+            .get_or_create(&HandshakeLabels { resumed })
+            .inc();
+        debug!(%client, client_id = %terminated.client_id, resumed, "mTLS handshake from a client");
         let mut io = Transport::Tls(Box::new(terminated.stream));
         let mut read = BytesMut::new();
         let decided = if terminated.opaque {
@@ -225,6 +231,11 @@ mod tests {
             "plaintext, read inside TLS"
         );
         assert!(detected.io.plain().is_none());
+        let metrics = voting.terminate.metrics.encode();
+        assert!(
+            metrics.contains(r#"inbound_mtls_handshakes_total{resumed="false"} 1"#),
+            "{metrics}"
+        );
         drop(client.await.unwrap());
     }
 

@@ -300,6 +300,13 @@ pub struct DetectLabels {
     pub decided_by: &'static str,
 }
 
+/// Labels of `inbound_mtls_handshakes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Whether the handshake resumed an earlier session (no certificates exchanged).
+    pub resumed: bool,
+}
+
 /// Labels of `inbound_http_authz_deny_total` and `inbound_tcp_authz_deny_total`: the
 /// Server that governs the port, or `default`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -462,6 +469,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub detect: Family<DetectLabels, Counter>,
     pub server_first_ports: Family<PortLabels, Gauge>,
+    /// Mesh TLS handshakes the inbound proxy completed.
+    pub mtls_handshakes: Family<HandshakeLabels, Counter>,
     http_authz_deny: Family<AuthzLabels, Counter>,
     tcp_authz_deny: Family<AuthzLabels, Counter>,
 }
@@ -575,6 +584,12 @@ impl Metrics {
             "Destination ports learned to be server-speaks-first; detection is skipped for them",
             server_first_ports.clone(),
         );
+        let mtls_handshakes = Family::default();
+        registry.register(
+            "inbound_mtls_handshakes",
+            "Mesh TLS handshakes completed with clients, by whether they resumed a session",
+            mtls_handshakes.clone(),
+        );
         let http_authz_deny = Family::default();
         let tcp_authz_deny = Family::default();
         registry.register(
@@ -596,6 +611,7 @@ impl Metrics {
             errors,
             detect,
             server_first_ports,
+            mtls_handshakes,
             http_authz_deny,
             tcp_authz_deny,
         }

@@ -3,6 +3,7 @@
 //! silent connection must not hold its sockets, and its slot, forever); and can tell
 //! which side spoke first (for learning server-speaks-first ports).
 
+use bytes::BytesMut;
 use std::{
     io,
     pin::Pin,
@@ -11,7 +12,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
 
@@ -24,12 +25,21 @@ pub enum FirstSpeaker {
     Neither,
 }
 
-/// Waits until either end has bytes to read (without consuming them) and says which.
-pub async fn first_speaker(client: &TcpStream, server: &TcpStream) -> FirstSpeaker {
-    let (mut a, mut b) = ([0u8; 1], [0u8; 1]);
+/// Waits until either end speaks and says which: the client's bytes are peeked at (left
+/// to read), the server's are read into `said` (they must be passed on first). Read, not
+/// peeked: a mesh TLS upstream's session tickets arrive before its first plaintext byte.
+pub async fn first_speaker<S>(
+    client: &TcpStream,
+    server: &mut S,
+    said: &mut BytesMut,
+) -> FirstSpeaker
+where
+    S: AsyncRead + Unpin + ?Sized,
+{
+    let mut a = [0u8; 1];
     tokio::select! {
         biased;
-        r = server.peek(&mut b) => if matches!(r, Ok(n) if n > 0) { FirstSpeaker::Server } else { FirstSpeaker::Neither },
+        r = server.read_buf(said) => if matches!(r, Ok(n) if n > 0) { FirstSpeaker::Server } else { FirstSpeaker::Neither },
         r = client.peek(&mut a) => if matches!(r, Ok(n) if n > 0) { FirstSpeaker::Client } else { FirstSpeaker::Neither },
     }
 }
@@ -134,29 +144,95 @@ mod tests {
         // proxy_client is the proxy's end of the client connection, proxy_server its end
         // of the upstream connection.
         let (mut app_client, proxy_client) = pair().await;
-        let (proxy_server, mut app_server) = pair().await;
+        let (mut proxy_server, mut app_server) = pair().await;
         app_server.write_all(b"220 ready\r\n").await.unwrap();
+        let mut said = BytesMut::new();
         assert_eq!(
-            first_speaker(&proxy_client, &proxy_server).await,
+            first_speaker(&proxy_client, &mut proxy_server, &mut said).await,
             FirstSpeaker::Server
+        );
+        assert_eq!(
+            &said[..],
+            b"220 ready\r\n",
+            "what the server said, to pass on"
         );
         app_client.write_all(b"EHLO\r\n").await.unwrap();
 
-        let (mut app_client, proxy_client) = pair().await;
-        let (proxy_server, _app_server) = pair().await;
+        let (mut app_client, mut proxy_client) = pair().await;
+        let (mut proxy_server, _app_server) = pair().await;
         app_client.write_all(b"PING\r\n").await.unwrap();
+        let mut said = BytesMut::new();
         assert_eq!(
-            first_speaker(&proxy_client, &proxy_server).await,
+            first_speaker(&proxy_client, &mut proxy_server, &mut said).await,
             FirstSpeaker::Client
+        );
+        assert!(said.is_empty());
+        let mut ping = [0u8; 6];
+        proxy_client.read_exact(&mut ping).await.unwrap();
+        assert_eq!(
+            &ping, b"PING\r\n",
+            "the client's bytes are still to be read"
         );
 
         let (app_client, proxy_client) = pair().await;
-        let (proxy_server, _app_server) = pair().await;
+        let (mut proxy_server, _app_server) = pair().await;
         drop(app_client);
         assert_eq!(
-            first_speaker(&proxy_client, &proxy_server).await,
+            first_speaker(&proxy_client, &mut proxy_server, &mut BytesMut::new()).await,
             FirstSpeaker::Neither
         );
+    }
+
+    #[tokio::test]
+    async fn a_mesh_tls_upstreams_session_ticket_is_not_the_server_speaking() {
+        use crate::transport::{io::PrefixedIo, tls::tests::mesh};
+        let m = mesh();
+        let hour = Duration::from_secs(3600);
+        let (web, voting) = (
+            m.proxy("web", hour),
+            std::sync::Arc::new(m.proxy("voting", hour)),
+        );
+        let name = voting.name().to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The server's proxy: terminates mesh TLS, then its application says nothing
+        // until it has heard the client, and answers.
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut accepted = voting
+                .accept(PrefixedIo::new(bytes::Bytes::new(), tcp))
+                .await
+                .unwrap();
+            let mut ping = [0u8; 6];
+            accepted.stream.read_exact(&mut ping).await.unwrap();
+            accepted.stream.write_all(b"PONG\r\n").await.unwrap();
+            accepted.stream.flush().await.unwrap();
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut upstream = web.connect(tcp, &name, true).await.unwrap();
+        // The session ticket has arrived: the raw socket has bytes to read.
+        upstream.get_ref().0.readable().await.unwrap();
+        let mut peeked = [0u8; 1];
+        assert_eq!(upstream.get_ref().0.peek(&mut peeked).await.unwrap(), 1);
+
+        let (mut app_client, mut proxy_client) = pair().await;
+        app_client.write_all(b"PING\r\n").await.unwrap();
+        proxy_client.readable().await.unwrap();
+        let mut said = BytesMut::new();
+        assert_eq!(
+            first_speaker(&proxy_client, &mut upstream, &mut said).await,
+            FirstSpeaker::Client,
+            "the ticket is not the server's application speaking"
+        );
+        assert!(said.is_empty());
+        let mut ping = [0u8; 6];
+        proxy_client.read_exact(&mut ping).await.unwrap();
+        upstream.write_all(&ping).await.unwrap();
+        upstream.flush().await.unwrap();
+        let mut pong = [0u8; 6];
+        upstream.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"PONG\r\n");
+        served.await.unwrap();
     }
 
     #[tokio::test]

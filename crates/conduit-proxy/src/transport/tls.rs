@@ -5,22 +5,26 @@
 //! from its certificate. An outbound proxy that already decided a connection is opaque
 //! says so with ALPN, so the inbound proxy does not detect it again. Certificates come
 //! from [`Identity`] at each handshake, so renewals apply to new connections at once.
+//! Sessions resume ([`resumption`]), within bounds.
 
-use crate::{control::identity::Identity, transport::io::PrefixedIo};
+use crate::{
+    control::identity::Identity,
+    transport::{io::PrefixedIo, resumption},
+};
 use bytes::BytesMut;
 use rustls::{
     client::{danger::ServerCertVerifier, ResolvesClientCert, WebPkiServerVerifier},
     pki_types::ServerName,
     server::{Acceptor, ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
-    ClientConfig, ServerConfig, SignatureScheme,
+    ClientConfig, HandshakeKind, ServerConfig, SignatureScheme,
 };
 use std::{
     io,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
@@ -69,6 +73,8 @@ pub struct Accepted<I> {
     pub client_id: Arc<str>,
     /// Whether the client said the connection is opaque TCP.
     pub opaque: bool,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: bool,
 }
 
 impl MeshTls {
@@ -89,8 +95,11 @@ impl MeshTls {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(resolver.clone());
-        // Each proxy pair keeps few, long-lived connections: resumption buys little.
-        client.resumption = rustls::client::Resumption::disabled();
+        // A resumed connection skips the certificates and their signatures: opaque TCP
+        // opens one mesh connection per application connection.
+        client.resumption =
+            rustls::client::Resumption::in_memory_sessions(resumption::CLIENT_PEERS)
+                .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
         let mut client_opaque = client.clone();
         client_opaque.alpn_protocols = vec![OPAQUE_ALPN.to_vec()];
 
@@ -103,13 +112,18 @@ impl MeshTls {
             .with_client_cert_verifier(client_verifier)
             .with_cert_resolver(resolver);
         server.alpn_protocols = vec![OPAQUE_ALPN.to_vec()];
-        // No session tickets: after the handshake the server sends nothing the application
-        // did not, so an outbound proxy can still tell which end of a spliced connection
-        // speaks first by peeking at the socket.
-        server.send_tls13_tickets = 0;
-        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        // Tickets arrive before any byte the application sends, so an outbound proxy
+        // tells which end of a spliced connection speaks first from the plaintext it
+        // reads, not from the socket (`splice::first_speaker`).
+        server.send_tls13_tickets = resumption::TICKETS_PER_HANDSHAKE;
+        server.session_storage = Arc::new(resumption::ExpiringSessions::new(
+            resumption::SERVER_SESSIONS,
+            resumption::SESSION_LIFETIME,
+        ));
         let mut server_h2 = server.clone();
         server_h2.alpn_protocols = vec![b"h2".to_vec()];
+        // Its clients (the control plane's) resume nothing.
+        server_h2.send_tls13_tickets = 0;
 
         Ok(MeshTls {
             identity,
@@ -175,21 +189,28 @@ impl MeshTls {
     {
         let stream = tokio_rustls::TlsAcceptor::from(config).accept(io).await?;
         let (_, conn) = stream.get_ref();
-        let client_id = conn
-            .peer_certificates()
-            .and_then(|certs| certs.first())
+        let refused = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string());
+        let leaf = conn.peer_certificates().and_then(|certs| certs.first());
+        let client_id = leaf
             .and_then(|leaf| conduit_identity::cert_identity(leaf))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the client's certificate names no mesh identity",
-                )
-            })?;
+            .ok_or_else(|| refused("the client's certificate names no mesh identity"))?;
+        let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+        // A resumed handshake verifies no certificate: the one its session was made with
+        // must still be valid.
+        let unexpired = |leaf: &[u8]| {
+            conduit_identity::cert_not_after(leaf).is_some_and(|t| t > SystemTime::now())
+        };
+        if resumed && !leaf.is_some_and(|leaf| unexpired(leaf)) {
+            return Err(refused(
+                "the resumed session's client certificate has expired",
+            ));
+        }
         let opaque = conn.alpn_protocol() == Some(OPAQUE_ALPN);
         Ok(Accepted {
             stream,
             client_id: client_id.into(),
             opaque,
+            resumed,
         })
     }
 }
@@ -424,14 +445,22 @@ pub(crate) mod tests {
         }
     }
 
-    /// Connects `client` to `server` expecting `server_id`; returns the client's error, or
-    /// what the server learned (client identity, opaque) and the echo of a message.
+    /// What the server side of a handshake learned.
+    #[derive(Debug)]
+    struct Learned {
+        client_id: String,
+        opaque: bool,
+        resumed: bool,
+    }
+
+    /// Connects `client` to `server` expecting `server_id`, exchanges a message and its
+    /// echo; returns what the server learned, or both ends' errors.
     async fn handshake(
         client: &MeshTls,
         server: Arc<MeshTls>,
         server_id: &str,
         opaque: bool,
-    ) -> Result<(String, bool), String> {
+    ) -> Result<Learned, String> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = tokio::spawn(async move {
@@ -452,22 +481,43 @@ pub(crate) mod tests {
             accepted.stream.write_all(&msg).await.unwrap();
             accepted.stream.flush().await.unwrap();
             assert_eq!(hello.opaque, accepted.opaque);
-            Ok::<_, String>((accepted.client_id.to_string(), accepted.opaque))
+            let (_, conn) = accepted.stream.get_ref();
+            assert_eq!(
+                conn.handshake_kind() == Some(HandshakeKind::Resumed),
+                accepted.resumed
+            );
+            Ok::<_, String>(Learned {
+                client_id: accepted.client_id.to_string(),
+                opaque: accepted.opaque,
+                resumed: accepted.resumed,
+            })
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut stream = client
-            .connect(tcp, server_id, opaque)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(b"hello").await.unwrap();
-        stream.flush().await.unwrap();
-        let mut echo = [0u8; 5];
-        stream
-            .read_exact(&mut echo)
-            .await
-            .map_err(|e| e.to_string())?;
-        assert_eq!(&echo, b"hello");
-        served.await.unwrap()
+        let echoed = async {
+            let mut stream = client.connect(tcp, server_id, opaque).await?;
+            stream.write_all(b"hello").await?;
+            stream.flush().await?;
+            let mut echo = [0u8; 5];
+            stream.read_exact(&mut echo).await?;
+            assert_eq!(&echo, b"hello");
+            let (_, conn) = stream.get_ref();
+            Ok::<_, io::Error>(conn.handshake_kind())
+        }
+        .await;
+        let (learned, client_saw) = match (served.await.unwrap(), echoed) {
+            (Ok(learned), Ok(client_saw)) => (learned, client_saw),
+            (server, client) => {
+                let server = server.err().unwrap_or_default();
+                let client = client.err().map(|e| e.to_string()).unwrap_or_default();
+                return Err(format!("client: {client}; server: {server}"));
+            }
+        };
+        assert_eq!(
+            client_saw == Some(HandshakeKind::Resumed),
+            learned.resumed,
+            "both ends agree on resumption"
+        );
+        Ok(learned)
     }
 
     #[tokio::test]
@@ -476,11 +526,61 @@ pub(crate) mod tests {
         let hour = Duration::from_secs(3600);
         let (web, voting) = (m.proxy("web", hour), Arc::new(m.proxy("voting", hour)));
         let name = voting.name().to_string();
-        let (client_id, opaque) = handshake(&web, voting.clone(), &name, false).await.unwrap();
-        assert_eq!(client_id, identity_name("web", "emojivoto"));
-        assert!(!opaque);
-        let (_, opaque) = handshake(&web, voting, &name, true).await.unwrap();
-        assert!(opaque, "ALPN carries the opaque decision");
+        let learned = handshake(&web, voting.clone(), &name, false).await.unwrap();
+        assert_eq!(learned.client_id, identity_name("web", "emojivoto"));
+        assert!(!learned.opaque);
+        let learned = handshake(&web, voting, &name, true).await.unwrap();
+        assert!(learned.opaque, "ALPN carries the opaque decision");
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_resumes_the_session_with_the_same_identity() {
+        let m = mesh();
+        let hour = Duration::from_secs(3600);
+        let (web, voting) = (m.proxy("web", hour), Arc::new(m.proxy("voting", hour)));
+        let name = voting.name().to_string();
+        let first = handshake(&web, voting.clone(), &name, true).await.unwrap();
+        assert!(!first.resumed, "nothing to resume yet");
+        for _ in 0..3 {
+            let next = handshake(&web, voting.clone(), &name, true).await.unwrap();
+            assert!(next.resumed, "each connection leaves a ticket for the next");
+            assert_eq!(next.client_id, identity_name("web", "emojivoto"));
+            assert!(next.opaque);
+        }
+        // Another server of the same name holds none of these sessions: a full handshake.
+        let other = Arc::new(m.proxy("voting", hour));
+        let full = handshake(&web, other, &name, true).await.unwrap();
+        assert!(!full.resumed);
+        // Nor does a session made with one identity resume with another.
+        let emoji = Arc::new(m.proxy("emoji", hour));
+        let emoji_name = emoji.name().to_string();
+        assert!(
+            !handshake(&web, emoji, &emoji_name, true)
+                .await
+                .unwrap()
+                .resumed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_client_certificate_expired_is_not_resumed() {
+        let m = mesh();
+        // Whole seconds: certificates are valid to the second.
+        let web = m.proxy("web", Duration::from_secs(2));
+        let voting = Arc::new(m.proxy("voting", Duration::from_secs(3600)));
+        let name = voting.name().to_string();
+        assert!(
+            !handshake(&web, voting.clone(), &name, false)
+                .await
+                .unwrap()
+                .resumed
+        );
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        let err = handshake(&web, voting, &name, false).await.unwrap_err();
+        assert!(
+            err.contains("resumed session's client certificate has expired"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -492,11 +592,11 @@ pub(crate) mod tests {
         assert!(long.name().len() > 64, "longer than RFC 5280 lets a CN be");
         let web = Arc::new(m.proxy("web", hour));
         let name = long.name().to_string();
-        let (client_id, _) = handshake(&web, long.clone(), &name, false).await.unwrap();
-        assert_eq!(client_id, identity_name("web", "emojivoto"));
+        let learned = handshake(&web, long.clone(), &name, false).await.unwrap();
+        assert_eq!(learned.client_id, identity_name("web", "emojivoto"));
         let web_name = web.name().to_string();
-        let (client_id, _) = handshake(&long, web, &web_name, false).await.unwrap();
-        assert_eq!(client_id, identity_name(sa, "emojivoto"));
+        let learned = handshake(&long, web, &web_name, false).await.unwrap();
+        assert_eq!(learned.client_id, identity_name(sa, "emojivoto"));
     }
 
     #[tokio::test]
