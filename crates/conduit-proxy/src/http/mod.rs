@@ -4,7 +4,8 @@
 //! metrics, tap), [`respond`] (the proxy's errors as responses), [`guard`] (header-list
 //! limit, inbound authorization), [`forward`] (hop-by-hop [`headers`], upgrades) along a
 //! [`route`] to an endpoint's [`pool`] of upstream connections, spoken to over [`h1`]
-//! (HTTP/1, in the request's own task) or hyper's HTTP/2 client. [`body`] watches response
+//! (HTTP/1, in the request's own task) or [`h2`] (HTTP/2, one shared connection; both
+//! clients of our own, hyper's only for protocol switches). [`body`] watches response
 //! bodies end. Knows nothing of how a connection was accepted or detected.
 
 pub mod backends;
@@ -13,6 +14,7 @@ pub mod carried;
 pub mod forward;
 pub mod guard;
 pub mod h1;
+pub mod h2;
 pub mod head;
 pub mod headers;
 pub mod pool;

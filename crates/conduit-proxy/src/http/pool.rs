@@ -6,6 +6,7 @@
 use super::{
     body::RequestBodyError,
     h1::{self, Checkin, Http1Error},
+    h2::{self, Http2Error},
     retry::replay::ReplayBody,
 };
 use crate::{
@@ -17,11 +18,8 @@ use bytes::Bytes;
 use hashbrown::{Equivalent, HashMap};
 use http::{Request, Response};
 use http_body::{Body, Frame};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::{
     hash::{Hash, Hasher},
@@ -90,7 +88,8 @@ impl EndpointPools {
             version,
             connector: self.connector.clone(),
             idle: Mutex::new(Vec::new()),
-            h2: tokio::sync::Mutex::new(None),
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
             last_used: Mutex::new(Instant::now()),
         });
         pools.insert((endpoint.clone(), version), pool.clone());
@@ -147,7 +146,10 @@ pub struct EndpointPool {
     version: HttpVersion,
     connector: Connector,
     idle: Mutex<Vec<(Box<h1::Connection>, Instant)>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<ReplayBody>>>,
+    /// The shared HTTP/2 connection, once opened.
+    h2: Mutex<Option<h2::Connection>>,
+    /// Held while the HTTP/2 connection is opened, so that requests wait for one.
+    h2_connecting: tokio::sync::Mutex<()>,
     last_used: Mutex<Instant>,
 }
 
@@ -167,10 +169,7 @@ impl EndpointPool {
     pub fn is_warm(&self) -> bool {
         match self.version {
             HttpVersion::Http1 => !self.idle.lock().is_empty(),
-            HttpVersion::Http2 => self
-                .h2
-                .try_lock()
-                .is_ok_and(|s| s.as_ref().is_some_and(|s| !s.is_closed())),
+            HttpVersion::Http2 => self.open_http2().is_some(),
         }
     }
 
@@ -195,9 +194,9 @@ impl EndpointPool {
                 Ok(rsp.map(PooledBody::Http1))
             }
             HttpVersion::Http2 => {
-                let mut sender = self.http2_sender().await?;
-                let rsp = sender.send_request(req).await.map_err(|e| self.failed(e))?;
-                Ok(rsp.map(PooledBody::Hyper))
+                let conn = self.http2_connection().await?;
+                let rsp = conn.send(req).await.map_err(|e| self.failed_http2(e))?;
+                Ok(rsp.map(PooledBody::Http2))
             }
         }
     }
@@ -246,27 +245,26 @@ impl EndpointPool {
         Ok(sender)
     }
 
-    async fn http2_sender(&self) -> Result<http2::SendRequest<ReplayBody>, ProxyError> {
-        let mut shared = self.h2.lock().await;
-        if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+    /// The endpoint's HTTP/2 connection, opened on first use (by one request, while the
+    /// others wait for it) and again once it has closed.
+    async fn http2_connection(&self) -> Result<h2::Connection, ProxyError> {
+        if let Some(conn) = self.open_http2() {
+            return Ok(conn);
         }
-        let io = TokioIo::new(self.connector.connect(&self.endpoint, false).await?);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(io)
+        let _connecting = self.h2_connecting.lock().await;
+        if let Some(conn) = self.open_http2() {
+            return Ok(conn);
+        }
+        let io = self.connector.connect(&self.endpoint, false).await?;
+        let conn = h2::Connection::handshake(io, self.addr)
             .await
-            .map_err(|e| self.failed(e))?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%addr, %error, "upstream HTTP/2 connection failed");
-            }
-        });
-        *shared = Some(sender.clone());
-        Ok(sender)
+            .map_err(|e| self.failed_http2(e.into()))?;
+        *self.h2.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn open_http2(&self) -> Option<h2::Connection> {
+        self.h2.lock().as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
     /// What a failed HTTP/1 exchange was: the client's stalled body (its fault, answered
@@ -274,6 +272,19 @@ impl EndpointPool {
     fn failed_http1(&self, e: Http1Error) -> ProxyError {
         match e {
             Http1Error::RequestBody(RequestBodyError::Idle(idle)) => {
+                ProxyError::RequestBodyTimeout { idle }
+            }
+            e => ProxyError::UpstreamFailed {
+                addr: self.addr,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// What a failed HTTP/2 exchange was, as [`Self::failed_http1`].
+    fn failed_http2(&self, e: Http2Error) -> ProxyError {
+        match e {
+            Http2Error::RequestBody(RequestBodyError::Idle(idle)) => {
                 ProxyError::RequestBodyTimeout { idle }
             }
             e => ProxyError::UpstreamFailed {
@@ -324,9 +335,11 @@ impl Checkin for EndpointPool {
 }
 
 /// An upstream response body: read from a pooled HTTP/1 connection, which it hands back
-/// at its end ([`h1::ResponseBody`]), or hyper's (HTTP/2, protocol switches).
+/// at its end ([`h1::ResponseBody`]), from a stream of the shared HTTP/2 connection, or
+/// hyper's (protocol switches).
 pub enum PooledBody {
     Http1(h1::ResponseBody),
+    Http2(h2::ResponseBody),
     Hyper(Incoming),
 }
 
@@ -335,6 +348,8 @@ pub enum PooledBody {
 pub enum PooledBodyError {
     #[error(transparent)]
     Http1(#[from] Http1Error),
+    #[error(transparent)]
+    Http2(#[from] ::h2::Error),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
 }
@@ -349,6 +364,7 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             PooledBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PooledBody::Http2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             PooledBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -356,6 +372,7 @@ impl Body for PooledBody {
     fn is_end_stream(&self) -> bool {
         match self {
             PooledBody::Http1(b) => b.is_end_stream(),
+            PooledBody::Http2(b) => b.is_end_stream(),
             PooledBody::Hyper(b) => b.is_end_stream(),
         }
     }
@@ -363,6 +380,7 @@ impl Body for PooledBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             PooledBody::Http1(b) => b.size_hint(),
+            PooledBody::Http2(b) => b.size_hint(),
             PooledBody::Hyper(b) => b.size_hint(),
         }
     }
