@@ -7,8 +7,8 @@
 //! path, that hand-off cost a tenth of the client proxy's instructions (`docs/benchmarks.md`,
 //! "The upstream HTTP/2 client").
 //!
-//! An idle connection is proven alive by a PING every [`KEEPALIVE`]; one unanswered for as
-//! long closes it. Windows and buffers are hyper's defaults, so the memory a connection
+//! A connection, idle or not, is proven alive by a PING every [`KEEPALIVE`] (so that a
+//! request does not find a dead peer first); one unanswered for as long closes it. Windows and buffers are hyper's defaults, so the memory a connection
 //! may hold for a slow reader is as bounded as before.
 
 use super::body::RequestBodyError;
