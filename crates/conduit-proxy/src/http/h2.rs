@@ -58,8 +58,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens HTTP/2 over `io` (to `addr`, for logs) and drives it from a task of its own.
-    pub async fn handshake<I>(io: I, addr: SocketAddr) -> Result<Connection, h2::Error>
+    /// Opens HTTP/2 over `io` (to `addr`, for logs) and drives it from a task of its own,
+    /// pinging it every `keepalive` ([`KEEPALIVE`]).
+    pub async fn handshake<I>(
+        io: I,
+        addr: SocketAddr,
+        keepalive: Duration,
+    ) -> Result<Connection, h2::Error>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -72,18 +77,23 @@ impl Connection {
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let ping = conn.ping_pong();
-        let done = closed.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                ended = &mut conn => if let Err(error) = ended {
-                    debug!(%addr, %error, "upstream HTTP/2 connection failed");
-                },
-                () = keep_alive(ping) => {
-                    debug!(%addr, "upstream HTTP/2 connection answered no ping for {KEEPALIVE:?}: closed");
-                }
+        let ended = SetOnDrop(closed.clone());
+        // The connection's task polls only the connection: it wakes for every frame, the
+        // pings' task every ten seconds.
+        let driven = tokio::spawn(async move {
+            let _ended = ended;
+            if let Err(error) = conn.await {
+                debug!(%addr, %error, "upstream HTTP/2 connection failed");
             }
-            done.store(true, Ordering::Release);
         });
+        if let Some(ping) = ping {
+            tokio::spawn(async move {
+                if keep_alive(ping, keepalive).await == Liveness::Unanswered {
+                    debug!(%addr, "upstream HTTP/2 connection answered no ping for {keepalive:?}: closed");
+                    driven.abort();
+                }
+            });
+        }
         Ok(Connection { send, closed })
     }
 
@@ -124,19 +134,33 @@ impl Connection {
     }
 }
 
-/// Pings every [`KEEPALIVE`]; returns when a ping went unanswered for as long.
-async fn keep_alive(ping: Option<h2::PingPong>) {
-    let Some(mut ping) = ping else {
-        return std::future::pending().await;
-    };
+/// How a connection's pings ended.
+#[derive(PartialEq, Eq)]
+enum Liveness {
+    /// The connection ended (its own task says why).
+    Ended,
+    /// A ping went unanswered for the interval.
+    Unanswered,
+}
+
+/// Pings every `interval` until a ping goes unanswered as long or the connection ends.
+async fn keep_alive(mut ping: h2::PingPong, interval: Duration) -> Liveness {
     loop {
-        tokio::time::sleep(KEEPALIVE).await;
-        match tokio::time::timeout(KEEPALIVE, ping.ping(h2::Ping::opaque())).await {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(interval, ping.ping(h2::Ping::opaque())).await {
             Ok(Ok(_)) => {}
-            // The connection ended: its own task says why.
-            Ok(Err(_)) => return std::future::pending().await,
-            Err(_) => return,
+            Ok(Err(_)) => return Liveness::Ended,
+            Err(_) => return Liveness::Unanswered,
         }
+    }
+}
+
+/// Marks a connection closed when its task ends, however it ends (aborted included).
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -291,7 +315,7 @@ mod tests {
 
     async fn connect(addr: SocketAddr) -> Connection {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        Connection::handshake(tcp, addr).await.unwrap()
+        Connection::handshake(tcp, addr, KEEPALIVE).await.unwrap()
     }
 
     /// The request's body streamed back as it arrives, its trailers after it.
@@ -424,6 +448,27 @@ mod tests {
             .await
             .expect("the body's task ends with the stream")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_peer_answers_no_ping_is_closed() {
+        // A peer that accepts the connection and then says nothing at all.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let conn = Connection::handshake(tcp, addr, Duration::from_millis(100))
+            .await
+            .unwrap();
+        let _held = silent.await.unwrap();
+        assert!(!conn.is_closed());
+        for _ in 0..100 {
+            if conn.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("a ping unanswered for 5 s and the connection still looks open");
     }
 
     #[tokio::test]

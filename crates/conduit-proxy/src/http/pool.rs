@@ -256,7 +256,7 @@ impl EndpointPool {
             return Ok(conn);
         }
         let io = self.connector.connect(&self.endpoint, false).await?;
-        let conn = h2::Connection::handshake(io, self.addr)
+        let conn = h2::Connection::handshake(io, self.addr, h2::KEEPALIVE)
             .await
             .map_err(|e| self.failed_http2(e.into()))?;
         *self.h2.lock() = Some(conn.clone());
