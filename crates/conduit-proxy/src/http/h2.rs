@@ -8,7 +8,10 @@
 //! "The upstream HTTP/2 client").
 //!
 //! A connection, idle or not, is proven alive by a PING every [`KEEPALIVE`] (so that a
-//! request does not find a dead peer first); one unanswered for as long closes it. Windows and buffers are hyper's defaults, so the memory a connection
+//! request does not find a dead peer first); one unanswered for as long closes it. One
+//! that went away (a GOAWAY: its server is draining) finishes the requests it has and
+//! takes no more: [`Connection::ready`] fails before a request is given to it, so the
+//! pool opens another rather than failing requests until the old one closes. Windows and buffers are hyper's defaults, so the memory a connection
 //! may hold for a slow reader is as bounded as before.
 
 use super::body::RequestBodyError;
@@ -102,14 +105,31 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Waits until the connection takes one more stream. An error means that no request
+    /// was sent on it: it is marked closed (it went away, or ended), so that the next
+    /// request opens another.
+    pub async fn ready(&self) -> Result<Ready, h2::Error> {
+        match self.send.clone().ready().await {
+            Ok(send) => Ok(Ready(send)),
+            Err(e) => {
+                self.closed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A connection ready to take one request.
+pub struct Ready(h2::client::SendRequest<Bytes>);
+
+impl Ready {
     /// Sends `req` and waits for the response head; the request body, if any, is sent
     /// from a task of its own while the response arrives.
-    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Http2Error>
+    pub async fn send<B>(mut self, req: Request<B>) -> Result<Response<ResponseBody>, Http2Error>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<RequestBodyError> + Send,
     {
-        let mut send = self.send.clone().ready().await?;
         let (mut head, body) = req.into_parts();
         // The proxy's stages took every other hop-by-hop header off already; HTTP/2
         // frames the body itself.
@@ -117,7 +137,7 @@ impl Connection {
             head.headers.remove(header::TRANSFER_ENCODING);
         }
         let eos = body.is_end_stream();
-        let (response, stream) = send.send_request(Request::from_parts(head, ()), eos)?;
+        let (response, stream) = self.0.send_request(Request::from_parts(head, ()), eos)?;
         let failed = (!eos).then(|| {
             let failed = Arc::new(Mutex::new(None));
             tokio::spawn(send_body(body, stream, failed.clone()));
@@ -343,7 +363,7 @@ mod tests {
         let req = Request::post("http://upstream/echo")
             .body(frames(128, 64 * 1024, Some(trailers)))
             .unwrap();
-        let rsp = conn.send(req).await.unwrap();
+        let rsp = conn.ready().await.unwrap().send(req).await.unwrap();
         assert_eq!(rsp.status(), StatusCode::OK);
         let body = rsp.into_body().collect().await.unwrap();
         let got_trailers = body.trailers().cloned();
@@ -374,7 +394,7 @@ mod tests {
                 let req = Request::get(format!("http://upstream/{i}"))
                     .body(Empty::<Bytes>::new())
                     .unwrap();
-                let rsp = conn.send(req).await.unwrap();
+                let rsp = conn.ready().await.unwrap().send(req).await.unwrap();
                 rsp.into_body().collect().await.unwrap().to_bytes()
             }
         });
@@ -401,7 +421,14 @@ mod tests {
             Err(RequestBodyError::Idle(Duration::from_secs(5))),
         ]));
         let req = Request::post("http://upstream/").body(failing).unwrap();
-        let failed = conn.send(req).await.map(|_| ()).unwrap_err();
+        let failed = conn
+            .ready()
+            .await
+            .unwrap()
+            .send(req)
+            .await
+            .map(|_| ())
+            .unwrap_err();
         assert!(
             matches!(failed, Http2Error::RequestBody(RequestBodyError::Idle(_))),
             "the body's stall is why, not the stream's reset: {failed:?}"
@@ -441,13 +468,67 @@ mod tests {
         let req = Request::post("http://upstream/")
             .body(Endless(Some(dropped)))
             .unwrap();
-        let rsp = conn.send(req).await.unwrap();
+        let rsp = conn.ready().await.unwrap().send(req).await.unwrap();
         assert_eq!(rsp.status(), StatusCode::OK);
         drop(rsp);
         tokio::time::timeout(Duration::from_secs(10), was_dropped)
             .await
             .expect("the body's task ends with the stream")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_went_away_takes_no_more_requests_and_finishes_its_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let drain = Arc::new(tokio::sync::Notify::new());
+        let (body_gate, server_drain) = (release.clone(), drain.clone());
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            // Its one response's body waits to be released.
+            let service = service_fn(move |_| {
+                let gate = body_gate.clone();
+                async move {
+                    let body = stream::once(async move {
+                        gate.notified().await;
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"late")))
+                    });
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(body)))
+                }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = server_drain.notified() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+        let conn = connect(addr).await;
+        let req = Request::get("http://upstream/slow")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let slow = conn.ready().await.unwrap().send(req).await.unwrap();
+        drain.notify_one();
+        // The server's GOAWAY arrives: the connection takes no new request, and says so.
+        let mut refused = false;
+        for _ in 0..100 {
+            if conn.ready().await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "no GOAWAY seen in 5 s");
+        assert!(
+            conn.is_closed(),
+            "the next request opens another connection"
+        );
+        release.notify_one();
+        let body = slow.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"late", "the request in flight finished on it");
     }
 
     #[tokio::test]

@@ -193,12 +193,28 @@ impl EndpointPool {
                     .map_err(|e| self.failed_http1(e))?;
                 Ok(rsp.map(PooledBody::Http1))
             }
-            HttpVersion::Http2 => {
-                let conn = self.http2_connection().await?;
-                let rsp = conn.send(req).await.map_err(|e| self.failed_http2(e))?;
-                Ok(rsp.map(PooledBody::Http2))
-            }
+            HttpVersion::Http2 => Ok(self.send_http2(req).await?.map(PooledBody::Http2)),
         }
+    }
+
+    /// Sends `req` on the shared HTTP/2 connection.
+    async fn send_http2<B>(&self, req: Request<B>) -> Result<Response<h2::ResponseBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<RequestBodyError> + Send,
+    {
+        let ready = match self.http2_connection().await?.ready().await {
+            Ok(ready) => ready,
+            // It went away (GOAWAY: its server is draining) before this request was sent
+            // on it: the request goes on a new connection.
+            Err(_) => self
+                .http2_connection()
+                .await?
+                .ready()
+                .await
+                .map_err(|e| self.failed_http2(e.into()))?,
+        };
+        ready.send(req).await.map_err(|e| self.failed_http2(e))
     }
 
     /// Sends a protocol-switching request (`Upgrade`, `CONNECT`) on a connection of its own,
@@ -390,16 +406,95 @@ impl Body for PooledBody {
 mod tests {
     use super::*;
     use crate::{peer::Direction, telemetry::metrics::TcpMetrics};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioExecutor;
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
 
-    #[tokio::test]
-    async fn an_endpoint_and_version_have_one_pool_and_anything_else_its_own() {
-        let connector = Connector::new(
+    fn connector() -> Connector {
+        Connector::new(
             Direction::Outbound,
             Duration::from_secs(1),
             TcpMetrics::default(),
             None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_server_went_away_goes_on_a_new_http2_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let drain = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (counted, server_drain, gate) = (accepted.clone(), drain.clone(), release.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                let (server_drain, gate) = (server_drain.clone(), gate.clone());
+                tokio::spawn(async move {
+                    // The first connection's response body waits to be released, so that
+                    // the connection drains (after its GOAWAY) with a request in flight.
+                    let service = service_fn(move |_| {
+                        let gate = gate.clone();
+                        async move {
+                            let body = futures_util::stream::once(async move {
+                                if first {
+                                    gate.notified().await;
+                                }
+                                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok")))
+                            });
+                            Ok::<_, Infallible>(Response::new(StreamBody::new(body)))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service);
+                    tokio::pin!(conn);
+                    if first {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            () = server_drain.notified() => conn.as_mut().graceful_shutdown(),
+                        }
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        let pools = EndpointPools::new(connector(), Duration::from_secs(60));
+        let pool = pools.get(&Endpoint::plain(addr), HttpVersion::Http2);
+        let get = || {
+            Request::get(format!("http://{addr}/"))
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let in_flight = pool.send_http2(get()).await.unwrap();
+        drain.notify_one();
+        // Time for the GOAWAY to arrive; the pool is not told of it otherwise.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let next = pool
+            .send_http2(get())
+            .await
+            .expect("sent on a new connection, not failed");
+        assert_eq!(
+            &next.into_body().collect().await.unwrap().to_bytes()[..],
+            b"ok"
         );
-        let pools = EndpointPools::new(connector, Duration::from_secs(60));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        release.notify_one();
+        let body = in_flight.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            b"ok",
+            "the request in flight finished on the old one"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_and_version_have_one_pool_and_anything_else_its_own() {
+        let pools = EndpointPools::new(connector(), Duration::from_secs(60));
         let plain = Endpoint::plain("198.18.0.1:8080".parse().unwrap());
         let named = |identity: &str, workload: &str| Endpoint {
             identity: Some(identity.into()),
