@@ -190,7 +190,7 @@ impl EndpointPool {
                 let pool = Arc::downgrade(self) as Weak<dyn Checkin>;
                 let rsp = h1::send(conn, req, pool)
                     .await
-                    .map_err(|e| self.failed_http1(e))?;
+                    .map_err(|e| self.failed(e))?;
                 Ok(rsp.map(PooledBody::Http1))
             }
             HttpVersion::Http2 => Ok(self.send_http2(req).await?.map(PooledBody::Http2)),
@@ -212,9 +212,9 @@ impl EndpointPool {
                 .await?
                 .ready()
                 .await
-                .map_err(|e| self.failed_http2(e.into()))?,
+                .map_err(|e| self.failed(Http2Error::from(e)))?,
         };
-        ready.send(req).await.map_err(|e| self.failed_http2(e))
+        ready.send(req).await.map_err(|e| self.failed(e))
     }
 
     /// Sends a protocol-switching request (`Upgrade`, `CONNECT`) on a connection of its own,
@@ -274,7 +274,7 @@ impl EndpointPool {
         let io = self.connector.connect(&self.endpoint, false).await?;
         let conn = h2::Connection::handshake(io, self.addr, h2::KEEPALIVE)
             .await
-            .map_err(|e| self.failed_http2(e.into()))?;
+            .map_err(|e| self.failed(Http2Error::from(e)))?;
         *self.h2.lock() = Some(conn.clone());
         Ok(conn)
     }
@@ -283,43 +283,57 @@ impl EndpointPool {
         self.h2.lock().as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
-    /// What a failed HTTP/1 exchange was: the client's stalled body (its fault, answered
-    /// 408), or the upstream's failure.
-    fn failed_http1(&self, e: Http1Error) -> ProxyError {
-        match e {
-            Http1Error::RequestBody(RequestBodyError::Idle(idle)) => {
-                ProxyError::RequestBodyTimeout { idle }
-            }
-            e => ProxyError::UpstreamFailed {
+    /// What a failed exchange with the upstream was: the client's stalled body (its
+    /// fault, answered 408), or the upstream's failure.
+    fn failed(&self, e: impl ExchangeError) -> ProxyError {
+        match e.stalled_body() {
+            Some(idle) => ProxyError::RequestBodyTimeout { idle },
+            None => ProxyError::UpstreamFailed {
                 addr: self.addr,
-                reason: e.to_string(),
+                reason: e.reason(),
             },
         }
     }
+}
 
-    /// What a failed HTTP/2 exchange was, as [`Self::failed_http1`].
-    fn failed_http2(&self, e: Http2Error) -> ProxyError {
-        match e {
-            Http2Error::RequestBody(RequestBodyError::Idle(idle)) => {
-                ProxyError::RequestBodyTimeout { idle }
-            }
-            e => ProxyError::UpstreamFailed {
-                addr: self.addr,
-                reason: e.to_string(),
-            },
+/// An error of one of the upstream clients, which may be the client's stalled body.
+trait ExchangeError: std::fmt::Display {
+    /// How long the request body had stalled, when that is what failed.
+    fn stalled_body(&self) -> Option<Duration>;
+    /// The failure in plain words.
+    fn reason(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ExchangeError for Http1Error {
+    fn stalled_body(&self) -> Option<Duration> {
+        match self {
+            Http1Error::RequestBody(RequestBodyError::Idle(idle)) => Some(*idle),
+            _ => None,
+        }
+    }
+}
+
+impl ExchangeError for Http2Error {
+    fn stalled_body(&self) -> Option<Duration> {
+        match self {
+            Http2Error::RequestBody(RequestBodyError::Idle(idle)) => Some(*idle),
+            _ => None,
+        }
+    }
+}
+
+impl ExchangeError for hyper::Error {
+    fn stalled_body(&self) -> Option<Duration> {
+        match std::error::Error::source(self).and_then(|s| s.downcast_ref::<RequestBodyError>()) {
+            Some(RequestBodyError::Idle(idle)) => Some(*idle),
+            _ => None,
         }
     }
 
-    /// What a failed exchange with the upstream over hyper was, as [`Self::failed_http1`].
-    fn failed(&self, e: hyper::Error) -> ProxyError {
-        let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
-        if let Some(RequestBodyError::Idle(idle)) = body {
-            return ProxyError::RequestBodyTimeout { idle: *idle };
-        }
-        ProxyError::UpstreamFailed {
-            addr: self.addr,
-            reason: describe(&e),
-        }
+    fn reason(&self) -> String {
+        describe(self)
     }
 }
 
@@ -406,13 +420,8 @@ impl Body for PooledBody {
 mod tests {
     use super::*;
     use crate::{peer::Direction, telemetry::metrics::TcpMetrics};
-    use http_body_util::{BodyExt, StreamBody};
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioExecutor;
-    use std::{
-        convert::Infallible,
-        sync::atomic::{AtomicUsize, Ordering},
-    };
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
 
     fn connector() -> Connector {
         Connector::new(
@@ -425,44 +434,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_after_the_server_went_away_goes_on_a_new_http2_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let drain = Arc::new(tokio::sync::Notify::new());
-        let release = Arc::new(tokio::sync::Notify::new());
-        let (counted, server_drain, gate) = (accepted.clone(), drain.clone(), release.clone());
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-                let (server_drain, gate) = (server_drain.clone(), gate.clone());
-                tokio::spawn(async move {
-                    // The first connection's response body waits to be released, so that
-                    // the connection drains (after its GOAWAY) with a request in flight.
-                    let service = service_fn(move |_| {
-                        let gate = gate.clone();
-                        async move {
-                            let body = futures_util::stream::once(async move {
-                                if first {
-                                    gate.notified().await;
-                                }
-                                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok")))
-                            });
-                            Ok::<_, Infallible>(Response::new(StreamBody::new(body)))
-                        }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service);
-                    tokio::pin!(conn);
-                    if first {
-                        tokio::select! {
-                            _ = conn.as_mut() => return,
-                            () = server_drain.notified() => conn.as_mut().graceful_shutdown(),
-                        }
-                    }
-                    let _ = conn.await;
-                });
-            }
-        });
+        let super::h2::tests::DrainingServer {
+            addr,
+            accepted,
+            drain,
+            release,
+        } = super::h2::tests::draining_server().await;
         let pools = EndpointPools::new(connector(), Duration::from_secs(60));
         let pool = pools.get(&Endpoint::plain(addr), HttpVersion::Http2);
         let get = || {

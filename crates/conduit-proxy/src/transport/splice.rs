@@ -186,13 +186,7 @@ mod tests {
     #[tokio::test]
     async fn a_mesh_tls_upstreams_session_ticket_is_not_the_server_speaking() {
         use crate::transport::{io::PrefixedIo, tls::tests::mesh};
-        let m = mesh();
-        let hour = Duration::from_secs(3600);
-        let (web, voting) = (
-            m.proxy("web", hour),
-            std::sync::Arc::new(m.proxy("voting", hour)),
-        );
-        let name = voting.name().to_string();
+        let (web, voting, name) = mesh().web_and_voting();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // The server's proxy: terminates mesh TLS, then its application says nothing

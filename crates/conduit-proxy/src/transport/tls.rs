@@ -429,6 +429,15 @@ pub(crate) mod tests {
     }
 
     impl Mesh {
+        /// Two proxies certified for an hour, web (a client) and voting (a server), with
+        /// voting's identity name.
+        pub(crate) fn web_and_voting(&self) -> (MeshTls, Arc<MeshTls>, String) {
+            let hour = Duration::from_secs(3600);
+            let voting = Arc::new(self.proxy("voting", hour));
+            let name = voting.name().to_string();
+            (self.proxy("web", hour), voting, name)
+        }
+
         /// A proxy of `sa` in emojivoto, certified for `life` by this mesh's issuer.
         pub(crate) fn proxy(&self, sa: &str, life: Duration) -> MeshTls {
             let identity = Arc::new(Identity::new(&identity_name(sa, "emojivoto")).unwrap());
@@ -523,9 +532,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn proxies_of_one_mesh_prove_their_identities_to_each_other() {
         let m = mesh();
-        let hour = Duration::from_secs(3600);
-        let (web, voting) = (m.proxy("web", hour), Arc::new(m.proxy("voting", hour)));
-        let name = voting.name().to_string();
+        let (web, voting, name) = m.web_and_voting();
         let learned = handshake(&web, voting.clone(), &name, false).await.unwrap();
         assert_eq!(learned.client_id, identity_name("web", "emojivoto"));
         assert!(!learned.opaque);
@@ -536,9 +543,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_second_connection_resumes_the_session_with_the_same_identity() {
         let m = mesh();
-        let hour = Duration::from_secs(3600);
-        let (web, voting) = (m.proxy("web", hour), Arc::new(m.proxy("voting", hour)));
-        let name = voting.name().to_string();
+        let (web, voting, name) = m.web_and_voting();
         let first = handshake(&web, voting.clone(), &name, true).await.unwrap();
         assert!(!first.resumed, "nothing to resume yet");
         for _ in 0..3 {
@@ -548,6 +553,7 @@ pub(crate) mod tests {
             assert!(next.opaque);
         }
         // Another server of the same name holds none of these sessions: a full handshake.
+        let hour = Duration::from_secs(3600);
         let other = Arc::new(m.proxy("voting", hour));
         let full = handshake(&web, other, &name, true).await.unwrap();
         assert!(!full.resumed);
