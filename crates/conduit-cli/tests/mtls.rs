@@ -75,7 +75,8 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     let client = format!(
         "import socket\nfor _ in range(50):\n    try:\n        c=socket.create_connection(('{web_ip}',7000),timeout=10); c.sendall(b'{secret_opaque}'); print(c.recv(100).decode()); break\n    except OSError:\n        import time; time.sleep(0.2)\n"
     );
-    let before = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let web_metrics = || node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let before = web_metrics();
     for _ in 0..3 {
         let echoed = rt.exec("vote-bot", &["python3", "-c", &client]);
         assert_eq!(
@@ -84,7 +85,7 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
             "the echo came back through both proxies"
         );
     }
-    let after = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let after = web_metrics();
     let resumed = |text: &str| {
         sum(
             text,
@@ -139,7 +140,7 @@ fn meshed_pods_speak_mutual_tls_and_unmeshed_clients_still_get_in() {
     );
 
     // Both ends know who the other is.
-    let web_metrics = node_curl(&node, &[&format!("http://{web_ip}:4191/metrics")]);
+    let web_metrics = web_metrics();
     assert!(
         has(
             &web_metrics,

@@ -161,7 +161,8 @@ pub fn serving_certificate(
 /// When the first certificate of `pem` stops being valid.
 pub fn not_after(pem: &str) -> Result<std::time::SystemTime, CaError> {
     let der = pem_der(pem).map_err(CaError::BadTrust)?;
-    crate::cert_not_after(&der)
+    crate::cert_facts(&der)
+        .map(|facts| facts.not_after)
         .ok_or_else(|| CaError::BadTrust("not an X.509 certificate".to_string()))
 }
 

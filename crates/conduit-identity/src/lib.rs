@@ -44,24 +44,38 @@ pub fn identity_subject(identity: &str) -> rcgen::DistinguishedName {
     dn
 }
 
-/// The identity a certificate (DER) was issued to: its one DNS SAN, when that is an
-/// identity name. The certificate's chain is not checked here; TLS does that.
-pub fn cert_identity(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    match san.value.general_names.as_slice() {
-        [x509_parser::extensions::GeneralName::DNSName(name)] => {
-            parse_identity(name).map(|_| name.to_string())
-        }
-        _ => None,
-    }
+/// What a certificate (DER) says of its holder, read in one parse. The certificate's
+/// chain is not checked here; TLS does that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFacts {
+    /// Its one DNS SAN, when that is an identity name.
+    pub identity: Option<String>,
+    /// When it stops being valid.
+    pub not_after: std::time::SystemTime,
 }
 
-/// When a certificate (DER) stops being valid; `None` if it is not a certificate.
-pub fn cert_not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+/// What the certificate `der` says; `None` if it is not a certificate.
+pub fn cert_facts(der: &[u8]) -> Option<CertFacts> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let identity = match cert.subject_alternative_name() {
+        Ok(Some(san)) => match san.value.general_names.as_slice() {
+            [x509_parser::extensions::GeneralName::DNSName(name)] => {
+                parse_identity(name).map(|_| name.to_string())
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    Some(CertFacts {
+        identity,
+        not_after: std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    })
+}
+
+/// The identity a certificate (DER) was issued to ([`CertFacts::identity`]).
+pub fn cert_identity(der: &[u8]) -> Option<String> {
+    cert_facts(der)?.identity
 }
 
 #[cfg(test)]

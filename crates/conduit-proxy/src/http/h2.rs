@@ -11,14 +11,15 @@
 //! request does not find a dead peer first); one unanswered for as long closes it. One
 //! that went away (a GOAWAY: its server is draining) finishes the requests it has and
 //! takes no more: [`Connection::ready`] fails before a request is given to it, so the
-//! pool opens another rather than failing requests until the old one closes. Windows and buffers are hyper's defaults, so the memory a connection
-//! may hold for a slow reader is as bounded as before.
+//! pool opens another rather than failing requests until the old one closes. Windows and
+//! buffers are hyper's defaults, so the memory a connection may hold for a slow reader is
+//! as bounded as before.
 
 use super::body::RequestBodyError;
 use bytes::Bytes;
 use futures_util::future::poll_fn;
 use http::{header, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use std::{
@@ -290,10 +291,6 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

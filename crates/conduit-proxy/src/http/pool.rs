@@ -332,27 +332,23 @@ impl ExchangeError for hyper::Error {
         }
     }
 
+    /// In plain words, with its causes.
     fn reason(&self) -> String {
-        describe(self)
+        let mut text = if self.is_incomplete_message() {
+            "the connection closed before a complete response arrived".to_string()
+        } else if self.is_canceled() {
+            "the request was canceled before it was sent".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
     }
-}
-
-/// A hyper error in plain words, with its causes.
-pub fn describe(e: &hyper::Error) -> String {
-    let mut text = if e.is_incomplete_message() {
-        "the connection closed before a complete response arrived".to_string()
-    } else if e.is_canceled() {
-        "the request was canceled before it was sent".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Checkin for EndpointPool {

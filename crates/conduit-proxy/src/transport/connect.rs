@@ -252,7 +252,8 @@ mod tests {
             None,
         );
         let upstream = c.connect(&Endpoint::plain(addr), false).await.unwrap();
-        assert!(upstream.get_ref().tcp().nodelay().unwrap());
-        assert_eq!(upstream.get_ref().tcp().peer_addr().unwrap(), addr);
+        let tcp = upstream.get_ref().plain().expect("a plaintext endpoint");
+        assert!(tcp.nodelay().unwrap());
+        assert_eq!(tcp.peer_addr().unwrap(), addr);
     }
 }

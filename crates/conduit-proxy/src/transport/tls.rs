@@ -190,17 +190,17 @@ impl MeshTls {
         let stream = tokio_rustls::TlsAcceptor::from(config).accept(io).await?;
         let (_, conn) = stream.get_ref();
         let refused = |why: &str| io::Error::new(io::ErrorKind::PermissionDenied, why.to_string());
-        let leaf = conn.peer_certificates().and_then(|certs| certs.first());
-        let client_id = leaf
-            .and_then(|leaf| conduit_identity::cert_identity(leaf))
+        let leaf = conn
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| conduit_identity::cert_facts(leaf));
+        let (client_id, not_after) = leaf
+            .and_then(|facts| Some((facts.identity?, facts.not_after)))
             .ok_or_else(|| refused("the client's certificate names no mesh identity"))?;
         let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
         // A resumed handshake verifies no certificate: the one its session was made with
         // must still be valid.
-        let unexpired = |leaf: &[u8]| {
-            conduit_identity::cert_not_after(leaf).is_some_and(|t| t > SystemTime::now())
-        };
-        if resumed && !leaf.is_some_and(|leaf| unexpired(leaf)) {
+        if resumed && not_after <= SystemTime::now() {
             return Err(refused(
                 "the resumed session's client certificate has expired",
             ));
@@ -332,16 +332,6 @@ impl<P, T> Transport<P, T> {
         match self {
             Transport::Plain(io) => Some(io),
             Transport::Tls(_) => None,
-        }
-    }
-}
-
-impl UpstreamTransport {
-    /// The socket under the connection, TLS or not.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(tcp) => tcp,
-            Transport::Tls(tls) => tls.get_ref().0,
         }
     }
 }
