@@ -6,14 +6,16 @@
 #     app: one image holds its four programs; tag it as each of the four the manifest names)
 # (`conduit install --set controller.image=...` and `conduit inject --proxy-image ...`
 # point at your own registry.) Protobufs compile with protox (pure Rust): the build needs
-# no protoc and nothing outside this repository and crates.io.
+# no protoc and nothing outside this repository and crates.io. The proxy builds on its
+# own: its function order (crates/conduit-proxy/build.rs) fits that build's symbols.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p conduit-controller -p conduit-proxy -p emojivoto \
+    cargo build --release --locked -p conduit-proxy \
+    && cargo build --release --locked -p conduit-controller -p emojivoto \
     && install -D -m 0755 -t /out target/release/conduit-controller target/release/conduit-proxy \
     && install -D -m 0755 -t /out/emojivoto target/release/emojivoto-emoji-svc \
        target/release/emojivoto-voting-svc target/release/emojivoto-web target/release/emojivoto-vote-bot

@@ -19,3 +19,15 @@ install_missing() {
     ((made_policy)) && rm -f /usr/sbin/policy-rc.d
     ((rc == 0)) || die "apt-get install ${missing[*]} failed"
 }
+
+# build_release PACKAGE...: the release binaries of conduit-proxy and PACKAGE..., the
+# proxy built on its own: features unify across the packages of one build, and the
+# proxy's function order (crates/conduit-proxy/build.rs) fits its build alone.
+build_release() {
+    log "building the release binaries (conduit-proxy, then: ${*:-nothing else})"
+    (cd "$REPO" && cargo build --release -p conduit-proxy >&2) || die "cargo build --release -p conduit-proxy failed"
+    (($#)) || return 0
+    local args=() pkg
+    for pkg in "$@"; do args+=(-p "$pkg"); done
+    (cd "$REPO" && cargo build --release "${args[@]}" >&2) || die "cargo build --release ${args[*]} failed"
+}

@@ -8,7 +8,8 @@
 # scrape costs a proxy by the second, not by the request: it would not cancel out), and a
 # conduit-proxy that runs PROXY under callgrind for the pods whose name matches the shell
 # case pattern CASE_PATTERN, writing DIR/callgrind/<pid>.out, and PROXY as it is for the
-# others; every proxy with the environment NAME=VALUE ... given after it.
+# others; every proxy with the environment NAME=VALUE ... given after it. valgrind gets
+# $BENCH_CALLGRIND_ARGS too (scripts/function-order: --demangle=no).
 callgrind_runtime_bin() {
     local dir=$1 real=$2 pattern=$3 env=""
     shift 3
@@ -22,7 +23,7 @@ callgrind_runtime_bin() {
     printf '%s\n' '#!/bin/sh' \
         "$env" \
         'case "$CONDUIT_PROXY_POD_NAME" in' \
-        "$pattern) exec valgrind --tool=callgrind --vgdb=no --callgrind-out-file=$dir/callgrind/%p.out $real \"\$@\" ;;" \
+        "$pattern) exec valgrind --tool=callgrind --vgdb=no ${BENCH_CALLGRIND_ARGS:-} --callgrind-out-file=$dir/callgrind/%p.out $real \"\$@\" ;;" \
         'esac' \
         "exec $real \"\$@\"" >"$dir/bin/conduit-proxy"
     chmod 755 "$dir/bin/conduit-controller" "$dir/bin/conduit-proxy"
