@@ -70,7 +70,8 @@ def main(raw, out_md):
     lines = [
         f"# mTLS hop benchmark ({meta['date']})",
         "",
-        f"Command: `sudo {meta['command']}` at commit {meta['commit']}; {meta['nproc']} cores "
+        f"Command: `sudo {meta['command']}` at commit {meta['commit']}"
+        f"{' (' + meta['layout'] + ')' if meta.get('layout') else ''}; {meta['nproc']} cores "
         f"({meta['cpu']}), kernel {meta['kernel']}. Local runtime: pods are network namespaces on "
         "one bridge; the meshed pair's proxies hold certificates from the controller's identity "
         "service, and the hop is verified to be mTLS before measuring.",

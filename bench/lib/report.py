@@ -341,7 +341,8 @@ def report(raw, out_md):
     L.append("")
     L.append(f"Command: `{meta['command']}` (as root, from the repository root)  ")
     L.append(f"Machine: {meta['nproc']} CPUs ({meta['cpu']}), Linux {meta['kernel']}, {meta['os']}  ")
-    L.append(f"Proxy: conduit-proxy at {meta['commit']}, release build, `CONDUIT_PROXY_CORES={meta['proxy_cores']}`  ")
+    layout = f", {meta['layout']}" if meta.get("layout") else ""
+    L.append(f"Proxy: conduit-proxy at {meta['commit']}, release build{layout}, `CONDUIT_PROXY_CORES={meta['proxy_cores']}`  ")
     L.append(f"Tools: wrk {meta['wrk']}, {meta['h2load']}, HAProxy {meta['haproxy']}, nginx {meta['nginx']} (backend, 1 worker)  ")
     L.append(f"Method: {rounds} rounds, scenario order rotated each round, medians shown. "
              f"Throughput: `wrk -t1 -c{meta['wrk_conns']} -d{meta['wrk_seconds']}s`. "
