@@ -74,7 +74,7 @@ pub async fn serve<S: Side>(
                             metrics.error(direction, "not_redirected");
                             return;
                         };
-                        let _ = tcp.set_nodelay(true);
+                        // TCP_NODELAY and keep-alive come from the listener (app.rs).
                         side.serve(tcp, accepted, drain).await
                     }
                     .instrument(span),
